@@ -1,0 +1,78 @@
+from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class DType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    DTYPE_UNSPECIFIED: _ClassVar[DType]
+    DTYPE_FLOAT32: _ClassVar[DType]
+    DTYPE_FLOAT16: _ClassVar[DType]
+    DTYPE_INT64: _ClassVar[DType]
+    DTYPE_INT32: _ClassVar[DType]
+    DTYPE_INT8: _ClassVar[DType]
+    DTYPE_UINT8: _ClassVar[DType]
+
+class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    EVENT_TYPE_UNSPECIFIED: _ClassVar[EventType]
+    EVENT_TYPE_IMPRESSION: _ClassVar[EventType]
+    EVENT_TYPE_CLICK: _ClassVar[EventType]
+    EVENT_TYPE_LIKE: _ClassVar[EventType]
+    EVENT_TYPE_SHARE: _ClassVar[EventType]
+    EVENT_TYPE_DWELL: _ClassVar[EventType]
+    EVENT_TYPE_SKIP: _ClassVar[EventType]
+    EVENT_TYPE_DISLIKE: _ClassVar[EventType]
+DTYPE_UNSPECIFIED: DType
+DTYPE_FLOAT32: DType
+DTYPE_FLOAT16: DType
+DTYPE_INT64: DType
+DTYPE_INT32: DType
+DTYPE_INT8: DType
+DTYPE_UINT8: DType
+EVENT_TYPE_UNSPECIFIED: EventType
+EVENT_TYPE_IMPRESSION: EventType
+EVENT_TYPE_CLICK: EventType
+EVENT_TYPE_LIKE: EventType
+EVENT_TYPE_SHARE: EventType
+EVENT_TYPE_DWELL: EventType
+EVENT_TYPE_SKIP: EventType
+EVENT_TYPE_DISLIKE: EventType
+
+class Tensor(_message.Message):
+    __slots__ = ("name", "dtype", "shape", "data")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    DTYPE_FIELD_NUMBER: _ClassVar[int]
+    SHAPE_FIELD_NUMBER: _ClassVar[int]
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    dtype: DType
+    shape: _containers.RepeatedScalarFieldContainer[int]
+    data: bytes
+    def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
+
+class HopTiming(_message.Message):
+    __slots__ = ("service", "stage", "start_ns", "end_ns")
+    SERVICE_FIELD_NUMBER: _ClassVar[int]
+    STAGE_FIELD_NUMBER: _ClassVar[int]
+    START_NS_FIELD_NUMBER: _ClassVar[int]
+    END_NS_FIELD_NUMBER: _ClassVar[int]
+    service: str
+    stage: str
+    start_ns: int
+    end_ns: int
+    def __init__(self, service: _Optional[str] = ..., stage: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ...) -> None: ...
+
+class RequestContext(_message.Message):
+    __slots__ = ("feature_tag", "tenant", "trace_id")
+    FEATURE_TAG_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    feature_tag: str
+    tenant: str
+    trace_id: str
+    def __init__(self, feature_tag: _Optional[str] = ..., tenant: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,73 @@
+from feedserve.v1 import common_pb2 as _common_pb2
+from feedserve.v1 import generator_pb2 as _generator_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class FeedRequest(_message.Message):
+    __slots__ = ("context", "user_id", "k")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.RequestContext
+    user_id: int
+    k: int
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+
+class FeedItem(_message.Message):
+    __slots__ = ("item_id", "score", "title", "category", "sources")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    item_id: int
+    score: float
+    title: str
+    category: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class FeedResponse(_message.Message):
+    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_FIELD_NUMBER: _ClassVar[int]
+    DEGRADED_REASON_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[FeedItem]
+    cold_start: bool
+    degraded: bool
+    degraded_reason: str
+    hops: _containers.RepeatedCompositeFieldContainer[_common_pb2.HopTiming]
+    request_id: str
+    model_version: str
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class InteractRequest(_message.Message):
+    __slots__ = ("context", "user_id", "item_id", "event")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    EVENT_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.RequestContext
+    user_id: int
+    item_id: int
+    event: _common_pb2.EventType
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
+
+class InteractResponse(_message.Message):
+    __slots__ = ("applied", "rate", "request_id")
+    APPLIED_FIELD_NUMBER: _ClassVar[int]
+    RATE_FIELD_NUMBER: _ClassVar[int]
+    REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    applied: bool
+    rate: float
+    request_id: str
+    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...

@@ -1,0 +1,62 @@
+from feedserve.v1 import common_pb2 as _common_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class RankRequest(_message.Message):
+    __slots__ = ("context", "user_id", "user_vector", "k", "candidate_count", "candidates", "context_features", "return_all_scores")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    USER_ID_FIELD_NUMBER: _ClassVar[int]
+    USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_FIELD_NUMBER: _ClassVar[int]
+    CONTEXT_FEATURES_FIELD_NUMBER: _ClassVar[int]
+    RETURN_ALL_SCORES_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.RequestContext
+    user_id: int
+    user_vector: _common_pb2.Tensor
+    k: int
+    candidate_count: int
+    candidates: _common_pb2.Tensor
+    context_features: _common_pb2.Tensor
+    return_all_scores: bool
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., candidate_count: _Optional[int] = ..., candidates: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., context_features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_all_scores: _Optional[bool] = ...) -> None: ...
+
+class RankedItem(_message.Message):
+    __slots__ = ("item_id", "score", "title", "category", "sources")
+    ITEM_ID_FIELD_NUMBER: _ClassVar[int]
+    SCORE_FIELD_NUMBER: _ClassVar[int]
+    TITLE_FIELD_NUMBER: _ClassVar[int]
+    CATEGORY_FIELD_NUMBER: _ClassVar[int]
+    SOURCES_FIELD_NUMBER: _ClassVar[int]
+    item_id: int
+    score: float
+    title: str
+    category: str
+    sources: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class RankResponse(_message.Message):
+    __slots__ = ("items", "candidate_ids", "scores", "candidates_considered", "hops", "model_name", "model_version", "cold_start")
+    ITEMS_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
+    SCORES_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_CONSIDERED_FIELD_NUMBER: _ClassVar[int]
+    HOPS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    COLD_START_FIELD_NUMBER: _ClassVar[int]
+    items: _containers.RepeatedCompositeFieldContainer[RankedItem]
+    candidate_ids: _common_pb2.Tensor
+    scores: _common_pb2.Tensor
+    candidates_considered: int
+    hops: _containers.RepeatedCompositeFieldContainer[_common_pb2.HopTiming]
+    model_name: str
+    model_version: str
+    cold_start: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., candidate_ids: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates_considered: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ...) -> None: ...
