@@ -1,0 +1,1 @@
+"""How services reach each other: transport, tracing, deadlines, config and logging."""

@@ -1,0 +1,81 @@
+"""The one error hierarchy: every feedserve failure, with the gRPC status it maps to."""
+
+from __future__ import annotations
+
+import grpc
+
+__all__ = [
+    "FeedserveError",
+    "InvalidArgument",
+    "NotFound",
+    "Unavailable",
+    "ResourceExhausted",
+    "DeadlineExceeded",
+    "Internal",
+    "error_from_status",
+]
+
+
+class FeedserveError(Exception):
+    """Base of every error feedserve raises on purpose; carries its gRPC status."""
+
+    code: grpc.StatusCode = grpc.StatusCode.UNKNOWN
+
+
+class InvalidArgument(FeedserveError, ValueError):
+    """A request field is missing, malformed or out of range; nothing changed."""
+
+    code = grpc.StatusCode.INVALID_ARGUMENT
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+class NotFound(FeedserveError, LookupError):
+    """A referenced entity does not exist."""
+
+    code = grpc.StatusCode.NOT_FOUND
+
+
+class Unavailable(FeedserveError, ConnectionError):
+    """A dependency could not be reached; the message names the service."""
+
+    code = grpc.StatusCode.UNAVAILABLE
+
+    def __init__(self, service: str, detail: str) -> None:
+        super().__init__(f"{service} unavailable: {detail}")
+        self.service = service
+
+
+class ResourceExhausted(FeedserveError):
+    """Load was shed, or a queue or budget is full."""
+
+    code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+class DeadlineExceeded(FeedserveError, TimeoutError):
+    """The request's deadline passed before the work could finish."""
+
+    code = grpc.StatusCode.DEADLINE_EXCEEDED
+
+
+class Internal(FeedserveError):
+    """A broken invariant inside feedserve: a bug, reported instead of crashing."""
+
+    code = grpc.StatusCode.INTERNAL
+
+
+_BY_CODE: dict[grpc.StatusCode, type[FeedserveError]] = {
+    cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, Internal)
+}
+
+
+def error_from_status(code: grpc.StatusCode, message: str) -> FeedserveError:
+    """The error class for a status received from another service, keeping its message as is."""
+    cls = _BY_CODE.get(code, FeedserveError)
+    error = cls.__new__(cls)
+    Exception.__init__(error, message)
+    if cls is FeedserveError:
+        error.code = code
+    return error

@@ -1,0 +1,127 @@
+"""The server interceptor: one JSON log line per RPC, and FeedserveError turned into its status."""
+
+from __future__ import annotations
+
+import contextvars
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+import structlog
+
+from mesh.errors import FeedserveError
+from mesh.logging import get_logger
+
+__all__ = ["RpcLogInterceptor", "annotate", "request_id"]
+
+_fields: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rpc_fields")
+_log = get_logger("rpc")
+REQUEST_ID_KEY = "x-request-id"
+
+
+def annotate(**fields: Any) -> None:
+    """Add fields (model name and version, sizes) to the current RPC's log line."""
+    current = _fields.get(None)
+    if current is not None:
+        current.update(fields)
+
+
+def request_id() -> str:
+    """The current RPC's request id, or '' outside an RPC."""
+    current = _fields.get(None)
+    return current.get("request_id", "") if current is not None else ""
+
+
+def _begin(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) -> dict[str, Any]:
+    metadata = dict(context.invocation_metadata() or ())
+    fields = {
+        "request_id": metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16],
+        "method": details.method,
+        "status": "OK",
+    }
+    _fields.set(fields)
+    structlog.contextvars.bind_contextvars(request_id=fields["request_id"])
+    return fields
+
+
+async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: BaseException) -> None:
+    if isinstance(exc, FeedserveError):
+        fields["status"] = exc.code.name
+        await context.abort(exc.code, str(exc))
+    fields["status"] = "INTERNAL"
+    _log.exception("unhandled error", method=fields["method"])
+    await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
+
+
+def _finish(fields: dict[str, Any], start: int) -> None:
+    fields["latency_ms"] = round((time.perf_counter_ns() - start) / 1e6, 3)
+    _log.info("rpc", **fields)
+
+
+class RpcLogInterceptor(grpc.aio.ServerInterceptor):
+    """Logs every RPC (request id, method, model, sizes, latency, status) and maps errors."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, details),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, details),
+                request_deserializer=handler.request_deserializer,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
+
+    @staticmethod
+    def _unary(behavior: Callable[..., Awaitable[Any]], details: grpc.HandlerCallDetails) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            start = time.perf_counter_ns()
+            fields = _begin(details, context)
+            fields["input_bytes"] = request.ByteSize()
+            try:
+                response = await behavior(request, context)
+                fields["output_bytes"] = response.ByteSize()
+                return response
+            except grpc.aio.AbortError:
+                fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+                await _fail(context, fields, exc)
+            finally:
+                _finish(fields, start)
+
+        return wrapped
+
+    @staticmethod
+    def _stream(behavior: Callable[..., AsyncIterator[Any]], details: grpc.HandlerCallDetails) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            start = time.perf_counter_ns()
+            fields = _begin(details, context)
+            fields["input_bytes"] = request.ByteSize()
+            fields["output_bytes"] = 0
+            try:
+                async for message in behavior(request, context):
+                    fields["output_bytes"] += message.ByteSize()
+                    yield message
+            except grpc.aio.AbortError:
+                fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
+                raise
+            except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
+                await _fail(context, fields, exc)
+            finally:
+                _finish(fields, start)
+
+        return wrapped

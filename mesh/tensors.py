@@ -1,0 +1,69 @@
+"""Conversion between the protobuf Tensor and numpy, checking every field on the way in."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from feedserve.v1 import common_pb2
+from mesh.errors import InvalidArgument
+
+__all__ = ["DTYPES", "to_tensor", "from_tensor", "check_finite"]
+
+# One table for both directions; the ring header uses the same codes.
+DTYPES: dict[int, np.dtype] = {
+    common_pb2.DTYPE_FLOAT32: np.dtype("<f4"),
+    common_pb2.DTYPE_FLOAT16: np.dtype("<f2"),
+    common_pb2.DTYPE_INT64: np.dtype("<i8"),
+    common_pb2.DTYPE_INT32: np.dtype("<i4"),
+    common_pb2.DTYPE_INT8: np.dtype("i1"),
+    common_pb2.DTYPE_UINT8: np.dtype("u1"),
+}
+_CODES = {dt: code for code, dt in DTYPES.items()}
+
+MAX_RANK = 4
+
+
+def to_tensor(array: np.ndarray, name: str = "") -> common_pb2.Tensor:
+    """Encode an array as a Tensor (one copy, into the message's bytes)."""
+    array = np.asarray(array)
+    dt = array.dtype.newbyteorder("<") if array.dtype.byteorder == ">" else array.dtype
+    code = _CODES.get(np.dtype(dt))
+    if code is None:
+        raise InvalidArgument(name or "tensor", f"dtype {array.dtype} is not supported")
+    return common_pb2.Tensor(
+        name=name,
+        dtype=code,
+        shape=array.shape,
+        data=np.ascontiguousarray(array, dtype=dt).tobytes(),
+    )
+
+
+def from_tensor(
+    tensor: common_pb2.Tensor,
+    field: str,
+    dtype: np.dtype | None = None,
+    ndim: int | None = None,
+) -> np.ndarray:
+    """Decode a Tensor as a read-only view of its bytes, rejecting any inconsistency."""
+    if tensor.dtype not in DTYPES:
+        raise InvalidArgument(f"{field}.dtype", f"unknown dtype {tensor.dtype}")
+    dt = DTYPES[tensor.dtype]
+    if dtype is not None and dt != np.dtype(dtype):
+        raise InvalidArgument(f"{field}.dtype", f"expected {np.dtype(dtype).name}, got {dt.name}")
+    shape = tuple(tensor.shape)
+    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
+        raise InvalidArgument(f"{field}.shape", f"invalid shape {list(shape)}")
+    if ndim is not None and len(shape) != ndim:
+        raise InvalidArgument(f"{field}.shape", f"expected {ndim} dimensions, got {len(shape)}")
+    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    if count * dt.itemsize != len(tensor.data):
+        raise InvalidArgument(
+            f"{field}.data", f"{len(tensor.data)} bytes do not match shape {list(shape)} of {dt.name}"
+        )
+    return np.frombuffer(tensor.data, dtype=dt).reshape(shape)
+
+
+def check_finite(array: np.ndarray, field: str) -> None:
+    """Reject NaN and Inf, which would poison every vector they touch."""
+    if array.dtype.kind == "f" and not np.isfinite(array).all():
+        raise InvalidArgument(field, "contains NaN or Inf")
