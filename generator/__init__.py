@@ -1,0 +1,1 @@
+"""The generator: planned, multi-stage, streamed generation (contract in protos/, service to come)."""

@@ -1,0 +1,1 @@
+"""The parameter server: user and item embeddings, moved in real time by interactions."""

@@ -1,0 +1,43 @@
+"""How far each interaction moves a user's vector toward (or away from) the item's."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from feedserve.v1 import common_pb2
+from mesh.errors import InvalidArgument
+
+__all__ = ["DEFAULT_RATES", "parse_rates", "drift"]
+
+# Significant events move the user 10% of the way to the item; negative ones push away.
+DEFAULT_RATES: dict[int, float] = {
+    common_pb2.EVENT_TYPE_IMPRESSION: 0.0,
+    common_pb2.EVENT_TYPE_CLICK: 0.05,
+    common_pb2.EVENT_TYPE_LIKE: 0.10,
+    common_pb2.EVENT_TYPE_SHARE: 0.10,
+    common_pb2.EVENT_TYPE_DWELL: 0.05,
+    common_pb2.EVENT_TYPE_SKIP: -0.02,
+    common_pb2.EVENT_TYPE_DISLIKE: -0.10,
+}
+
+
+def parse_rates(spec: str) -> dict[int, float]:
+    """Override default rates from `like=0.1,skip=-0.02` (event names without the prefix)."""
+    rates = dict(DEFAULT_RATES)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        key = f"EVENT_TYPE_{name.strip().upper()}"
+        if key not in common_pb2.EventType.keys() or key == "EVENT_TYPE_UNSPECIFIED":
+            raise InvalidArgument("drift_rates", f"unknown event {name.strip()!r}")
+        rate = float(value)
+        if not -1.0 <= rate <= 1.0:
+            raise InvalidArgument("drift_rates", f"rate for {name.strip()} is expected in [-1, 1], got {rate}")
+        rates[common_pb2.EventType.Value(key)] = rate
+    return rates
+
+
+def drift(user: np.ndarray, item: np.ndarray, rate: float) -> np.ndarray:
+    """u' = normalise(u + rate * (item - u)); a zero result keeps the old vector."""
+    moved = user + np.float32(rate) * (item - user)
+    norm = float(np.linalg.norm(moved))
+    return (moved / norm).astype(np.float32) if norm > 1e-12 else user.copy()

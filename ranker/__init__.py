@@ -1,0 +1,1 @@
+"""The ranker: candidate retrieval, feature assembly and model scoring."""

@@ -1,0 +1,35 @@
+"""`python -m ranker`: serve candidate retrieval and ranking for a world over gRPC."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from engines import load_engine
+from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
+from mesh.config import DEFAULT_PORTS
+from mesh.server import run_service
+from ranker.service import RankerService
+from ranker.training import ensure_model
+from world import load_world
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m ranker", description=__doc__)
+    parser.add_argument("--world", type=Path, required=True, help="a built world directory")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
+    parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
+    args = parser.parse_args()
+
+    async def build() -> dict:
+        world = load_world(args.world)
+        service = RankerService(world, load_engine(ensure_model(world, quiet=True), threads=args.threads))
+        name = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
+        return {name: lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(service, server)}
+
+    run_service("ranker", build, f"{args.host}:{args.port}")
+
+
+if __name__ == "__main__":
+    main()
