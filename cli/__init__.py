@@ -1,0 +1,1 @@
+"""The `feedserve` command: start the stack, query it, and operate it."""

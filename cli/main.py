@@ -1,0 +1,162 @@
+"""`feedserve`: start the stack on the embedded default world, and query it from the shell."""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from cli.stack import Stack
+from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from mesh.config import DEFAULT_PORTS, StackConfig, default_home
+from ranker.training import ensure_model
+from world import World, WorldSpec, ensure_world
+
+__all__ = ["main"]
+
+EVENTS = [name.removeprefix("EVENT_TYPE_").lower() for name in common_pb2.EventType.keys()][1:]
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
+
+
+def _prepare(args: argparse.Namespace) -> World:
+    """Build (or reuse) the world and its model, and point HOME/current at the world."""
+    world = ensure_world(WorldSpec(items=args.items, users=args.users), args.home)
+    model = ensure_model(world)
+    current = args.home / "current"
+    if current.is_symlink() or current.exists():
+        current.unlink()
+    current.symlink_to(world.path.name)
+    print(f"world: {world.path}\nmodel: {model.name}/{model.version} (auc {model.metrics.get('auc', 0):.3f})")
+    return world
+
+
+def _world(args: argparse.Namespace) -> int:
+    _prepare(args)
+    return 0
+
+
+def _up(args: argparse.Namespace) -> int:
+    world = _prepare(args)
+    config = StackConfig(
+        host=args.host,
+        gateway_port=args.gateway_port,
+        paramserver_port=args.paramserver_port,
+        ranker_port=args.ranker_port,
+    )
+    stack = Stack(world.path, config, args.home / "logs")
+    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
+    try:
+        stack.start()
+        for service in stack.services:
+            print(f"  {service.name:<12} {service.address:<22} pid {service.process.pid}  log {service.log_path}")
+        print(f"gateway listening on {config.gateway_address} (Ctrl-C stops every service)", flush=True)
+        while (exited := stack.first_exit()) is None:
+            time.sleep(0.5)  # supervision poll in the foreground CLI, not a test
+        print(f"{exited.name} exited with code {exited.process.returncode}:\n{exited.log_tail()}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("\nstopping...", file=sys.stderr)
+        return 0
+    except RuntimeError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    finally:
+        stack.stop()
+
+
+def _call(args: argparse.Namespace, method: str, request):
+    with grpc.insecure_channel(args.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        try:
+            return getattr(stub, method)(request, timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return None
+
+
+def _feed(args: argparse.Namespace) -> int:
+    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag="cli"))
+    start = time.perf_counter()
+    response = _call(args, "Feed", request)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    if response is None:
+        return 1
+    flags = [f for f, on in (("cold start", response.cold_start), ("degraded", response.degraded)) if on]
+    print(f"feed for user {args.user}: {len(response.items)} items, model {response.model_version}"
+          + (f" [{', '.join(flags)}]" if flags else "") + f", request {response.request_id}")
+    print(f"{'#':>3}  {'item':>8}  {'score':>7}  {'category':<13} {'sources':<22} title")
+    for rank, item in enumerate(response.items, 1):
+        print(f"{rank:>3}  {item.item_id:>8}  {item.score:7.4f}  {item.category:<13} {','.join(item.sources):<22} {item.title}")
+    print(_hop_table(response.hops, elapsed_ms))
+    return 0
+
+
+def _hop_table(hops, elapsed_ms: float) -> str:
+    if not hops:
+        return ""
+    origin = min(h.start_ns for h in hops)
+    lines = [f"\nhops (client round trip {elapsed_ms:.2f} ms)", f"  {'service':<12} {'stage':<18} {'start ms':>9} {'took ms':>9}"]
+    for hop in sorted(hops, key=lambda h: (h.start_ns, -h.end_ns)):
+        lines.append(f"  {hop.service:<12} {hop.stage:<18} {(hop.start_ns - origin) / 1e6:9.3f} {(hop.end_ns - hop.start_ns) / 1e6:9.3f}")
+    return "\n".join(lines)
+
+
+def _interact(args: argparse.Namespace) -> int:
+    event = common_pb2.EventType.Value(f"EVENT_TYPE_{args.event.upper()}")
+    response = _call(args, "Interact", gateway_pb2.InteractRequest(user_id=args.user, item_id=args.item, event=event))
+    if response is None:
+        return 1
+    moved = f"moved the user vector by rate {response.rate:+.2f}" if response.applied else "changed nothing"
+    print(f"{args.event} by user {args.user} on item {args.item}: {moved}")
+    return 0
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="feedserve", description=__doc__)
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    world = argparse.ArgumentParser(add_help=False)
+    world.add_argument("--home", type=Path, default=default_home(), help="cache for worlds, models and logs (default: %(default)s)")
+    world.add_argument("--items", type=int, default=WorldSpec.items, help="items in the synthetic world (default: %(default)s)")
+    world.add_argument("--users", type=int, default=WorldSpec.users, help="users in the synthetic world (default: %(default)s)")
+
+    build = commands.add_parser("world", parents=[world], help="build the world and model only; HOME/current points at it")
+    build.set_defaults(run=_world)
+
+    up = commands.add_parser("up", parents=[world], help="build the default world if needed and run every service in the foreground")
+    up.add_argument("--host", default="127.0.0.1")
+    for name in ("gateway", "paramserver", "ranker"):
+        up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
+    up.set_defaults(run=_up)
+
+    gateway = argparse.ArgumentParser(add_help=False)
+    gateway.add_argument("--gateway", default=StackConfig().gateway_address, help="HOST:PORT (default: %(default)s)")
+    gateway.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
+
+    feed = commands.add_parser("feed", parents=[gateway], help="print a user's feed with scores and per-hop timings")
+    feed.add_argument("--user", type=int, required=True)
+    feed.add_argument("-k", type=int, default=20, help="items to return, 1..500 (default: %(default)s)")
+    feed.set_defaults(run=_feed)
+
+    interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
+    interact.add_argument("--user", type=int, required=True)
+    interact.add_argument("--item", type=int, required=True)
+    interact.add_argument("--event", choices=EVENTS, required=True)
+    interact.set_defaults(run=_interact)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    return args.run(args)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

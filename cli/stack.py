@@ -1,0 +1,119 @@
+"""Starting the services as separate local processes and waiting until each reports SERVING."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from mesh.config import StackConfig
+
+__all__ = ["Stack", "wait_serving", "ServiceProcess"]
+
+
+@dataclass
+class ServiceProcess:
+    name: str
+    address: str
+    process: subprocess.Popen
+    log_path: Path
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return ""
+
+
+def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
+    """Block until the health service at `address` answers SERVING; fail early if `process` exits."""
+    deadline = time.monotonic() + timeout
+    with grpc.insecure_channel(address) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        while True:
+            if process is not None and process.poll() is not None:
+                raise RuntimeError(f"process for {address} exited with code {process.returncode}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise TimeoutError(f"{address} did not report SERVING within {timeout:.0f}s")
+            try:
+                reply = stub.Check(health_pb2.HealthCheckRequest(), timeout=min(left, 0.5), wait_for_ready=True)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.RpcError:
+                pass  # not up yet: the next Check waits for the channel to connect
+
+
+@dataclass
+class Stack:
+    """paramserver, ranker and gateway as child processes, stopped together."""
+
+    world_path: Path
+    config: StackConfig
+    log_dir: Path
+    services: list[ServiceProcess] = field(default_factory=list)
+
+    def _spawn(self, name: str, address: str, *args: str) -> ServiceProcess:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log_path = self.log_dir / f"{name}.log"
+        host, port = address.rsplit(":", 1)
+        with open(log_path, "ab") as log:
+            process = subprocess.Popen(
+                [sys.executable, "-m", name, "--host", host, "--port", port, *args],
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+            )
+        service = ServiceProcess(name, address, process, log_path)
+        self.services.append(service)
+        return service
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Start paramserver and ranker, then the gateway that depends on them."""
+        world = str(self.world_path)
+        c = self.config
+        backends = [
+            self._spawn("paramserver", c.paramserver_address, "--world", world),
+            self._spawn("ranker", c.ranker_address, "--world", world),
+        ]
+        try:
+            for service in backends:
+                self._wait(service, timeout)
+            gateway = self._spawn(
+                "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address
+            )
+            self._wait(gateway, timeout)
+        except BaseException:
+            self.stop()
+            raise
+
+    def _wait(self, service: ServiceProcess, timeout: float) -> None:
+        try:
+            wait_serving(service.address, timeout, service.process)
+        except (RuntimeError, TimeoutError) as exc:
+            raise RuntimeError(f"{service.name} failed to start: {exc}\n{service.log_tail()}") from None
+
+    def first_exit(self) -> ServiceProcess | None:
+        """A child that has exited, if any."""
+        return next((s for s in self.services if s.process.poll() is not None), None)
+
+    def stop(self, grace: float = 10.0) -> None:
+        """SIGTERM every child (gateway first), then SIGKILL whatever outlives the grace period."""
+        for service in reversed(self.services):
+            if service.process.poll() is None:
+                service.process.send_signal(signal.SIGTERM)
+        deadline = time.monotonic() + grace
+        for service in reversed(self.services):
+            try:
+                service.process.wait(timeout=max(deadline - time.monotonic(), 0.1))
+            except subprocess.TimeoutExpired:
+                service.process.kill()
+                service.process.wait()
