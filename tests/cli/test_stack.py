@@ -1,0 +1,71 @@
+"""`feedserve up` as real child processes: the CLI serves, answers feed and interact, and stops on SIGTERM."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests.ports import free_ports
+
+pytestmark = pytest.mark.slow
+
+
+def _feedserve(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "cli", *args], capture_output=True, text=True, timeout=60, env=env
+    )
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> None:
+    """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; SIGTERM stops all children."""
+    gateway, paramserver, ranker = free_ports(3)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
+    up = subprocess.Popen(
+        [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300",
+         "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
+    )
+    output: list[str] = []
+    try:
+        for line in up.stdout:  # blocks until the stack says it is ready, or exits
+            output.append(line)
+            if "gateway listening on" in line:
+                break
+        text = "".join(output)
+        assert f"gateway listening on 127.0.0.1:{gateway}" in text, text
+        pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
+        assert len(pids) == 3
+
+        address = f"127.0.0.1:{gateway}"
+        feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)
+        assert feed.returncode == 0, feed.stderr
+        rows = [line for line in feed.stdout.splitlines() if re.match(r"^\s+\d+\s+\d+\s+0\.\d{4}", line)]
+        assert len(rows) == 20
+        assert re.search(r"ranker\s+model\s+[\d.]+\s+[\d.]+", feed.stdout)
+
+        item = rows[0].split()[1]
+        interact = _feedserve("interact", "--user", "1", "--item", item, "--event", "like", "--gateway", address, env=env)
+        assert interact.returncode == 0 and "rate +0.10" in interact.stdout
+
+        bad = _feedserve("feed", "--user", "1", "-k", "0", "--gateway", address, env=env)
+        assert bad.returncode == 1 and "INVALID_ARGUMENT: k" in bad.stderr
+    finally:
+        up.send_signal(signal.SIGTERM)
+        up.wait(timeout=60)
+        up.stdout.close()
+    assert up.returncode == 0
+    assert not [pid for pid in pids if _alive(pid)]

@@ -1,0 +1,60 @@
+"""Deployment files parse, name every service, and validate offline against the Kubernetes schemas."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import kubernetes_validate
+import pytest
+import yaml
+
+ROOT = Path(__file__).resolve().parents[2]
+K8S = ROOT / "deploy" / "k8s"
+KUBERNETES_VERSION = "1.30.0"
+
+
+def _resources() -> list[dict]:
+    kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+    return [doc for name in kustomization["resources"] for doc in yaml.safe_load_all((K8S / name).read_text()) if doc]
+
+
+class TestCompose:
+    def test_compose_names_every_service_and_shares_ipc(self) -> None:
+        """One container per service; the colocated ones join the paramserver's IPC namespace for the rings."""
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())
+        services = compose["services"]
+        assert {"paramserver", "ranker", "gateway"} <= set(services)
+        assert services["paramserver"]["ipc"] == "shareable"
+        assert services["ranker"]["ipc"] == services["gateway"]["ipc"] == "service:paramserver"
+        assert "50051:50051" in services["gateway"]["ports"]
+
+
+class TestKubernetes:
+    def test_kustomization_lists_every_manifest(self) -> None:
+        listed = set(yaml.safe_load((K8S / "kustomization.yaml").read_text())["resources"])
+        assert listed == {p.name for p in K8S.glob("*.yaml")} - {"kustomization.yaml"}
+
+    @pytest.mark.parametrize("resource", _resources(), ids=lambda r: f"{r['kind']}/{r['metadata']['name']}")
+    def test_manifest_validates_against_the_schema(self, resource: dict) -> None:
+        """Strict validation: unknown fields or wrong types fail."""
+        kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
+
+    def test_shapes_match_the_design(self) -> None:
+        """Gateway, ranker, generator are Deployments; paramserver a StatefulSet; Services are headless; probes use gRPC."""
+        kinds = {(r["kind"], r["metadata"]["name"]) for r in _resources()}
+        assert {("Deployment", n) for n in ("gateway", "ranker", "generator")} <= kinds
+        assert ("StatefulSet", "paramserver") in kinds
+        for resource in _resources():
+            if resource["kind"] == "Service":
+                assert resource["spec"]["clusterIP"] == "None"
+            if resource["kind"] in ("Deployment", "StatefulSet"):
+                for container in resource["spec"]["template"]["spec"]["containers"]:
+                    assert "grpc" in container["readinessProbe"]
+
+    def test_colocated_gateway_pod_shares_a_memory_backed_ring_volume(self) -> None:
+        gateway = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
+        spec = gateway["spec"]["template"]["spec"]
+        rings = next(v for v in spec["volumes"] if v["name"] == "rings")
+        assert rings["emptyDir"]["medium"] == "Memory"
+        for container in spec["containers"]:
+            assert {"name": "rings", "mountPath": "/dev/shm"} in container["volumeMounts"]

@@ -1,0 +1,183 @@
+"""The whole Feed path through real gRPC servers: gateway -> paramserver and ranker."""
+
+from __future__ import annotations
+
+import time
+
+import grpc
+import numpy as np
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from feedserve.v1 import common_pb2, gateway_pb2, generator_pb2, paramserver_pb2
+from mesh.tensors import from_tensor, to_tensor
+from tests.stack import running_stack
+
+
+def _feed(user: int, k: int | None = None) -> gateway_pb2.FeedRequest:
+    request = gateway_pb2.FeedRequest(user_id=user)
+    if k is not None:
+        request.k = k
+    return request
+
+
+async def _user_vector(stack, user: int) -> np.ndarray:
+    reply = await stack.paramserver.Lookup(
+        paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_USER, keys=to_tensor(np.array([user], np.int64)))
+    )
+    return from_tensor(reply.values, "values")[0].copy()
+
+
+class TestFeed:
+    def test_feed_returns_twenty_items_with_hops_from_every_service(self, world, manifest, tmp_path, run) -> None:
+        """Default k is 20; the breakdown holds gateway, paramserver and ranker stages."""
+
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                reply = await stack.gateway.Feed(_feed(1), timeout=10)
+                assert len(reply.items) == 20 and not reply.cold_start
+                assert len({item.item_id for item in reply.items}) == 20
+                assert {h.service for h in reply.hops} == {"gateway", "paramserver", "ranker"}
+                assert all(h.end_ns >= h.start_ns > 0 for h in reply.hops)
+                assert reply.request_id and reply.model_version == f"{manifest.name}/{manifest.version}"
+
+        run(body())
+
+    def test_feed_interact_feed_moves_the_user_and_changes_the_feed(self, world, manifest, tmp_path, run) -> None:
+        """A like moves the user vector 10% toward the item, and the next Feed's scores differ."""
+
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                first = await stack.gateway.Feed(_feed(5, 50), timeout=10)
+                before = await _user_vector(stack, 5)
+                item = first.items[-1].item_id
+                moved = await stack.gateway.Interact(
+                    gateway_pb2.InteractRequest(user_id=5, item_id=item, event=common_pb2.EVENT_TYPE_LIKE), timeout=10
+                )
+                assert moved.applied and moved.rate == pytest.approx(0.1)
+                after = await _user_vector(stack, 5)
+                target = np.asarray(world.item_embeddings[item - 1])
+                assert float(after @ target) > float(before @ target)
+                second = await stack.gateway.Feed(_feed(5, 50), timeout=10)
+                score = {i.item_id: i.score for i in second.items}
+                assert score.get(item, 0) > first.items[-1].score or [i.item_id for i in second.items] != [
+                    i.item_id for i in first.items
+                ]
+
+        run(body())
+
+    def test_unknown_user_gets_a_cold_start_feed(self, world, manifest, tmp_path, run) -> None:
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                reply = await stack.gateway.Feed(_feed(10**9, 10), timeout=10)
+                assert reply.cold_start and len(reply.items) == 10
+                assert {s for item in reply.items for s in item.sources} <= {"popular", "fresh"}
+
+        run(body())
+
+    @pytest.mark.parametrize(
+        "request_, field",
+        [
+            (_feed(0), "user_id"),
+            (_feed(1, 0), "k"),
+            (_feed(1, 501), "k"),
+        ],
+    )
+    def test_bad_feed_request_names_the_field(self, world, manifest, tmp_path, run, request_, field) -> None:
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stack.gateway.Feed(request_, timeout=10)
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert caught.value.details().startswith(field)
+
+        run(body())
+
+
+class TestInteract:
+    @pytest.mark.parametrize(
+        "user, item, event, code, field",
+        [
+            (0, 1, common_pb2.EVENT_TYPE_LIKE, grpc.StatusCode.INVALID_ARGUMENT, "user_id"),
+            (1, 0, common_pb2.EVENT_TYPE_LIKE, grpc.StatusCode.INVALID_ARGUMENT, "item_id"),
+            (1, 1, common_pb2.EVENT_TYPE_UNSPECIFIED, grpc.StatusCode.INVALID_ARGUMENT, "event"),
+            (1, 1, 1234, grpc.StatusCode.INVALID_ARGUMENT, "event"),
+            (1, 10**9, common_pb2.EVENT_TYPE_LIKE, grpc.StatusCode.NOT_FOUND, "item_id"),
+        ],
+    )
+    def test_bad_interaction_is_rejected_and_the_user_is_unchanged(
+        self, world, manifest, tmp_path, run, user, item, event, code, field
+    ) -> None:
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                before = await _user_vector(stack, 1)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stack.gateway.Interact(
+                        gateway_pb2.InteractRequest(user_id=user, item_id=item, event=event), timeout=10
+                    )
+                assert caught.value.code() == code
+                assert field in caught.value.details()
+                np.testing.assert_array_equal(before, await _user_vector(stack, 1))
+
+        run(body())
+
+
+class TestDependencies:
+    @pytest.mark.parametrize("down", ["paramserver", "ranker"])
+    def test_dependency_down_gives_unavailable_naming_it_within_the_deadline(
+        self, world, manifest, tmp_path, run, down
+    ) -> None:
+        """With a backend stopped, Feed fails fast with UNAVAILABLE and the service's name; it never hangs."""
+
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                await stack.servers[down].stop(0)
+                start = time.monotonic()
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stack.gateway.Feed(_feed(1), timeout=3)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+                assert down in caught.value.details()
+                assert time.monotonic() - start < 3  # answered, not timed out by the client
+
+        run(body())
+
+
+class TestServing:
+    def test_health_and_reflection_answer_on_every_service(self, world, manifest, tmp_path, run) -> None:
+        """Each service reports SERVING and lists its own service (plus health) through reflection."""
+        expected = {
+            "gateway": "feedserve.v1.Gateway",
+            "paramserver": "feedserve.v1.ParamServer",
+            "ranker": "feedserve.v1.Ranker",
+        }
+
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                for name, port in stack.ports.items():
+                    async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+                        health = await health_pb2_grpc.HealthStub(channel).Check(
+                            health_pb2.HealthCheckRequest(service=expected[name]), timeout=5
+                        )
+                        assert health.status == health_pb2.HealthCheckResponse.SERVING
+                        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+                        async for reply in stub.ServerReflectionInfo(
+                            iter([reflection_pb2.ServerReflectionRequest(list_services="")]), timeout=5
+                        ):
+                            services = {s.name for s in reply.list_services_response.service}
+                            assert {expected[name], "grpc.health.v1.Health"} <= services
+
+        run(body())
+
+    def test_generate_says_generation_is_not_deployed(self, world, manifest, tmp_path, run) -> None:
+        """Until the generator service exists, Generate answers UNIMPLEMENTED with a reason, not a hang."""
+
+        async def body() -> None:
+            async with running_stack(world, manifest, tmp_path) as stack:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    async for _ in stack.gateway.Generate(generator_pb2.GenerateRequest(prompt="hi"), timeout=5):
+                        pass
+                assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
+                assert "generation" in caught.value.details()
+
+        run(body())

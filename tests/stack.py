@@ -1,0 +1,94 @@
+"""An in-process stack for tests: paramserver, ranker and gateway on free ports in one event loop."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+
+from engines import ModelManifest, load_engine
+from feedserve.v1 import (
+    gateway_pb2,
+    gateway_pb2_grpc,
+    paramserver_pb2,
+    paramserver_pb2_grpc,
+    ranker_pb2,
+    ranker_pb2_grpc,
+)
+from gateway.service import GatewayService
+from mesh.clients import ParamServerClient, RankerClient
+from mesh.server import ServiceServer, start_server
+from paramserver.service import ParamServerService
+from ranker.service import RankerService
+from world import World
+
+LOCAL = "127.0.0.1:0"
+
+
+def _name(module, service: str) -> str:
+    return module.DESCRIPTOR.services_by_name[service].full_name
+
+
+async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServer, ParamServerService]:
+    service = ParamServerService(world, state_dir)
+    server = await start_server(
+        {_name(paramserver_pb2, "ParamServer"): lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(service, s)},
+        LOCAL,
+    )
+    return server, service
+
+
+async def start_ranker(world: World, manifest: ModelManifest) -> ServiceServer:
+    service = RankerService(world, load_engine(manifest))
+    return await start_server(
+        {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(service, s)}, LOCAL
+    )
+
+
+async def start_gateway(paramserver: str, ranker: str) -> tuple[ServiceServer, list]:
+    clients = [ParamServerClient(paramserver), RankerClient(ranker)]
+    service = GatewayService(*clients)
+    server = await start_server(
+        {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s)}, LOCAL
+    )
+    return server, clients
+
+
+@dataclass
+class Stack:
+    gateway: gateway_pb2_grpc.GatewayStub
+    paramserver: paramserver_pb2_grpc.ParamServerStub
+    ranker: ranker_pb2_grpc.RankerStub
+    ports: dict[str, int]
+    servers: dict[str, ServiceServer]
+    channels: list[grpc.aio.Channel]
+
+
+@asynccontextmanager
+async def running_stack(world: World, manifest: ModelManifest, state_dir: Path) -> AsyncIterator[Stack]:
+    """All three services as real gRPC servers on free ports, torn down on exit."""
+    ps_server, _ = await start_paramserver(world, state_dir)
+    rk_server = await start_ranker(world, manifest)
+    gw_server, clients = await start_gateway(f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}")
+    servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
+    ports = {name: s.port for name, s in servers.items()}
+    channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports.values()]
+    try:
+        yield Stack(
+            gateway=gateway_pb2_grpc.GatewayStub(channels[2]),
+            paramserver=paramserver_pb2_grpc.ParamServerStub(channels[0]),
+            ranker=ranker_pb2_grpc.RankerStub(channels[1]),
+            ports=ports,
+            servers=servers,
+            channels=channels,
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+        for client in clients:
+            await client.close()
+        for server in servers.values():
+            await server.stop(0)
