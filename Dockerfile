@@ -1,0 +1,8 @@
+# One image for every feedserve service; compose.yaml and deploy/k8s pick the command.
+FROM python:3.11-slim
+RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
+WORKDIR /app
+COPY . .
+RUN pip install --no-cache-dir .
+ENV FEEDSERVE_HOME=/data PYTHONUNBUFFERED=1
+ENTRYPOINT ["feedserve"]

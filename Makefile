@@ -1,0 +1,30 @@
+# feedserve: `make run` starts the stack, `make test` passes the tests. Both install into .venv first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: setup run test protos bench clean
+
+setup: $(STAMP)  ## create .venv and install feedserve (editable) with its dev tools; idempotent
+
+$(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+run: setup  ## build the default world if needed and start every service in the foreground
+	$(BIN)/feedserve up
+
+test: setup  ## the whole test suite
+	$(BIN)/python -m pytest -q
+
+protos: setup  ## regenerate the committed gRPC/protobuf code from protos/feedserve/v1/*.proto
+	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/feedserve/v1/*.proto
+
+bench: setup  ## every benchmark, quick mode
+	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+
+clean:
+	rm -rf $(VENV) build *.egg-info
