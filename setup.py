@@ -1,5 +1,15 @@
 """Build hook for the native extension (C sources in native/); all metadata lives in pyproject.toml."""
 
-from setuptools import setup
+from setuptools import Extension, setup
 
-setup()
+setup(
+    ext_modules=[
+        Extension(
+            "native._native",
+            sources=["native/_native.c", "native/fs_ring.c", "native/fs_msg.c"],
+            depends=["native/fs_ring.h", "native/fs_msg.h"],
+            extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            libraries=["rt", "pthread"],
+        )
+    ]
+)

@@ -1,0 +1,66 @@
+"""Typed surface of the C core (native/_native.c)."""
+
+from collections.abc import Sequence
+from pathlib import Path
+
+MSG_ALIGN: int
+MSG_DATA_OFFSET: int
+MSG_MAX_TENSORS: int
+MSG_NAME_MAX: int
+
+# (name, dtype code, shape, offset): offsets are from the start of the area when encoding,
+# from the start of the segment when decoding.
+TensorDesc = tuple[str, int, tuple[int, ...], int]
+
+class Ring:
+    """A shared-memory request/response ring; exports the whole segment through the buffer protocol."""
+
+    name: str
+    size: int
+    address: int
+    slot_count: int
+    slots_per_lane: int
+    request_capacity: int
+    response_capacity: int
+    server_pid: int
+    lane: int
+    @classmethod
+    def create(
+        cls,
+        name: str,
+        lanes: int = 8,
+        slots_per_lane: int = 4,
+        request_capacity: int = 1 << 20,
+        response_capacity: int = 1 << 20,
+    ) -> Ring: ...
+    @classmethod
+    def attach(cls, name: str) -> Ring: ...
+    def close(self) -> None: ...
+    def shutdown(self) -> None: ...
+    def claim(self, timeout: float) -> int: ...
+    def call(self, slot: int, request_len: int, timeout: float, spin_us: float = 50, stale_s: float = 0.5) -> int: ...
+    def release(self, slot: int) -> None: ...
+    def next(self, timeout: float, spin_us: float = 50) -> tuple[int, int] | None: ...
+    def complete(self, slot: int, response_len: int) -> bool: ...
+    def reap(self) -> int: ...
+    def alive(self, stale_s: float = 0.5) -> bool: ...
+    def area_offset(self, slot: int, response: bool) -> int: ...
+    def encode(
+        self,
+        slot: int,
+        response: bool,
+        method: int,
+        status: int,
+        request_id: int,
+        deadline_ns: int,
+        traceparent: str,
+        feature_tag: str,
+        proto: bytes,
+        tensors: Sequence[TensorDesc],
+    ) -> int: ...
+    def decode(
+        self, slot: int, response: bool, length: int
+    ) -> tuple[int, int, int, int, str, str, int, int, tuple[TensorDesc, ...]]: ...
+
+def segment_name(service: str, suffix: str = "") -> str: ...
+def remove_stale_segments(shm_dir: Path = ...) -> list[str]: ...
