@@ -6,7 +6,7 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["DEFAULT_PORTS", "StackConfig", "default_home"]
+__all__ = ["DEFAULT_PORTS", "StackConfig", "default_home", "transport_mode", "TRANSPORTS"]
 
 DEFAULT_PORTS = {"gateway": 50051, "paramserver": 50052, "ranker": 50053, "generator": 50054}
 
@@ -37,3 +37,14 @@ class StackConfig:
     @property
     def ranker_address(self) -> str:
         return f"{self.host}:{self.ranker_port}"
+
+
+TRANSPORTS = ("auto", "grpc")
+
+
+def transport_mode() -> str:
+    """$FEEDSERVE_TRANSPORT: "auto" uses a colocated service's ring when it has one, "grpc" never does."""
+    mode = os.environ.get("FEEDSERVE_TRANSPORT", "auto")
+    if mode not in TRANSPORTS:
+        raise ValueError(f"FEEDSERVE_TRANSPORT is expected to be one of {TRANSPORTS}, got {mode!r}")
+    return mode

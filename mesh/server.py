@@ -67,9 +67,10 @@ def run_service(
     address: str,
     grace: float = 5.0,
     on_stop: Callable[[], Awaitable[None]] | None = None,
+    log_level: str = "INFO",
 ) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit."""
-    configure_logging(service)
+    configure_logging(service, log_level)
     log = get_logger(service)
 
     async def main() -> None:

@@ -7,7 +7,7 @@ import numpy as np
 from feedserve.v1 import common_pb2
 from mesh.errors import InvalidArgument
 
-__all__ = ["DTYPES", "to_tensor", "from_tensor", "check_finite"]
+__all__ = ["DTYPES", "to_tensor", "from_tensor", "check_finite", "expect"]
 
 # One table for both directions; the ring header uses the same codes.
 DTYPES: dict[int, np.dtype] = {
@@ -67,3 +67,18 @@ def check_finite(array: np.ndarray, field: str) -> None:
     """Reject NaN and Inf, which would poison every vector they touch."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidArgument(field, "contains NaN or Inf")
+
+
+def expect(tensors: "dict[str, np.ndarray] | object", field: str, dtype: np.dtype | type, ndim: int | None = None,
+           required: bool = False) -> np.ndarray | None:
+    """The tensor `field` from a handler's tensors, checked for dtype and rank; None when absent."""
+    array = tensors.get(field)  # type: ignore[union-attr]
+    if array is None:
+        if required:
+            raise InvalidArgument(field, "is required")
+        return None
+    if array.dtype != np.dtype(dtype):
+        raise InvalidArgument(f"{field}.dtype", f"expected {np.dtype(dtype).name}, got {array.dtype.name}")
+    if ndim is not None and array.ndim != ndim:
+        raise InvalidArgument(f"{field}.shape", f"expected {ndim} dimensions, got {array.ndim}")
+    return array

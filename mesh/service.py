@@ -1,0 +1,55 @@
+"""Running a service core on both transports: its gRPC servicer, and its ring unless transport is grpc."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+
+from mesh.config import transport_mode
+from mesh.dispatch import Handler
+from mesh.ring import RingConfig, RingServer, transport_registration
+from mesh.server import run_service
+
+__all__ = ["with_ring", "run_core"]
+
+AddServicer = Callable[[grpc.aio.Server], None]
+
+
+def with_ring(
+    service: str,
+    descriptor: ServiceDescriptor,
+    handlers: Mapping[str, Handler],
+    add_servicer: AddServicer,
+    stoppers: list[Callable[[], None]],
+    config: RingConfig = RingConfig(),
+) -> dict[str, AddServicer]:
+    """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc."""
+    ring = None
+    if transport_mode() != "grpc":
+        ring = RingServer(service, descriptor, handlers, config)
+        ring.start()
+        stoppers.append(ring.stop)
+    return {descriptor.full_name: add_servicer, **transport_registration(ring)}
+
+
+def run_core(
+    service: str,
+    descriptor: ServiceDescriptor,
+    build: Callable[[], tuple[Mapping[str, Handler], AddServicer]],
+    address: str,
+    log_level: str = "INFO",
+) -> None:
+    """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder."""
+    stoppers: list[Callable[[], None]] = []
+
+    async def registrations() -> dict[str, AddServicer]:
+        handlers, add_servicer = build()
+        return with_ring(service, descriptor, handlers, add_servicer, stoppers)
+
+    async def stop() -> None:
+        for stopper in stoppers:
+            stopper()
+
+    run_service(service, registrations, address, on_stop=stop, log_level=log_level)
