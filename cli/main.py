@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import sys
 import time
@@ -12,7 +13,7 @@ import grpc
 
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from mesh.config import DEFAULT_PORTS, StackConfig, default_home
+from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from ranker.training import ensure_model
 from world import World, WorldSpec, ensure_world
 
@@ -50,6 +51,7 @@ def _up(args: argparse.Namespace) -> int:
         paramserver_port=args.paramserver_port,
         ranker_port=args.ranker_port,
     )
+    os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     stack = Stack(world.path, config, args.home / "logs")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
@@ -132,6 +134,8 @@ def _parser() -> argparse.ArgumentParser:
 
     up = commands.add_parser("up", parents=[world], help="build the default world if needed and run every service in the foreground")
     up.add_argument("--host", default="127.0.0.1")
+    up.add_argument("--transport", choices=TRANSPORTS, default=transport_mode(),
+                    help="auto: colocated services talk over shared-memory rings; grpc: never (default: %(default)s)")
     for name in ("gateway", "paramserver", "ranker"):
         up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
     up.set_defaults(run=_up)

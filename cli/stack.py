@@ -1,9 +1,10 @@
-"""Starting the services as separate local processes and waiting until each reports SERVING."""
+"""Starting the services as separate local processes, on free ports, and waiting until each reports SERVING."""
 
 from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -13,9 +14,30 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from feedserve.v1 import transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
+from mesh.ring import boot_id
 
-__all__ = ["Stack", "wait_serving", "ServiceProcess"]
+__all__ = ["Stack", "wait_serving", "ServiceProcess", "free_ports", "handshake_segment"]
+
+
+def free_ports(count: int) -> list[int]:
+    """Loopback ports the kernel just handed out; held open together so that they are distinct."""
+    sockets = [socket.socket() for _ in range(count)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def handshake_segment(address: str) -> str:
+    """The shm segment a running service advertises through its Transport handshake ('' if none)."""
+    with grpc.insecure_channel(address) as channel:
+        stub = transport_pb2_grpc.TransportStub(channel)
+        return stub.Handshake(transport_pb2.HandshakeRequest(boot_id=boot_id()), timeout=5).segment
 
 
 @dataclass

@@ -11,7 +11,6 @@ from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb
 from mesh.clients import ParamServerClient, RankerClient
 from mesh.errors import DeadlineExceeded, InvalidArgument
 from mesh.rpclog import annotate, request_id
-from mesh.tensors import to_tensor
 from mesh.timing import HopRecorder
 
 __all__ = ["GatewayService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
@@ -56,10 +55,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             user = await self.paramserver.user_vector(request.user_id, budget.left(), rid)
         hops.extend(user.hops)
         rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k)
-        if user.vector is not None:
-            rank_request.user_vector.CopyFrom(to_tensor(user.vector, "user_vector"))
         with hops.stage("ranker_call"):
-            ranked = await self.ranker.rank(rank_request, budget.left(), rid)
+            ranked = await self.ranker.rank(rank_request, user.vector, budget.left(), rid)
         hops.extend(ranked.hops)
 
         response = gateway_pb2.FeedResponse(

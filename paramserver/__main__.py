@@ -1,4 +1,4 @@
-"""`python -m paramserver`: serve the embedding tables of a world over gRPC."""
+"""`python -m paramserver`: serve the embedding tables of a world over gRPC and a shared-memory ring."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from pathlib import Path
 
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS
-from mesh.server import run_service
+from mesh.service import run_core
 from paramserver.drift import parse_rates
-from paramserver.service import ParamServerService
+from paramserver.service import ParamServer, ParamServerServicer
 from world import load_world
 
 
@@ -22,14 +22,12 @@ def main() -> None:
     parser.add_argument("--drift-rates", default="", help="overrides, e.g. like=0.1,skip=-0.02")
     args = parser.parse_args()
 
-    async def build() -> dict:
-        service = ParamServerService(
-            load_world(args.world), args.state_dir or args.world / "state", parse_rates(args.drift_rates)
-        )
-        name = paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"].full_name
-        return {name: lambda server: paramserver_pb2_grpc.add_ParamServerServicer_to_server(service, server)}
+    def build():
+        core = ParamServer(load_world(args.world), args.state_dir or args.world / "state", parse_rates(args.drift_rates))
+        servicer = ParamServerServicer(core)
+        return core.handlers(), lambda server: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, server)
 
-    run_service("paramserver", build, f"{args.host}:{args.port}")
+    run_core("paramserver", paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"], build, f"{args.host}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""`python -m ranker`: serve candidate retrieval and ranking for a world over gRPC."""
+"""`python -m ranker`: serve retrieval and ranking for a world over gRPC and a shared-memory ring."""
 
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 from engines import load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS
-from mesh.server import run_service
-from ranker.service import RankerService
+from mesh.service import run_core
+from ranker.service import Ranker, RankerServicer
 from ranker.training import ensure_model
 from world import load_world
 
@@ -22,13 +22,13 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
     args = parser.parse_args()
 
-    async def build() -> dict:
+    def build():
         world = load_world(args.world)
-        service = RankerService(world, load_engine(ensure_model(world, quiet=True), threads=args.threads))
-        name = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"].full_name
-        return {name: lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(service, server)}
+        core = Ranker(world, load_engine(ensure_model(world, quiet=True), threads=args.threads))
+        servicer = RankerServicer(core)
+        return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 
-    run_service("ranker", build, f"{args.host}:{args.port}")
+    run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}")
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""The Ranker gRPC servicer: retrieve, assemble features, score with the engine, diversify."""
+"""The Ranker core (retrieve, assemble features, score with the engine, diversify) and its gRPC servicer."""
 
 from __future__ import annotations
 
@@ -9,16 +9,17 @@ import numpy as np
 
 from engines import Engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
+from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument
 from mesh.rpclog import annotate
-from mesh.tensors import check_finite, from_tensor, to_tensor
+from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder
 from ranker.retrieval import Candidates, Retriever
 from ranker.training import item_extras
 from world import World
 from world.synthetic import CATEGORIES
 
-__all__ = ["RankerService", "DEFAULT_CANDIDATES", "MAX_K", "MAX_CANDIDATES"]
+__all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "MAX_K", "MAX_CANDIDATES"]
 
 SERVICE = "ranker"
 DEFAULT_CANDIDATES = 2_400
@@ -44,8 +45,8 @@ def diversified_top_k(scores: np.ndarray, categories: np.ndarray, k: int) -> np.
     return np.asarray(chosen, dtype=np.int64)
 
 
-class RankerService(ranker_pb2_grpc.RankerServicer):
-    """Ranks a world's items for one user with a versioned model."""
+class Ranker:
+    """Ranks a world's items for one user with a versioned model. Read-only after start: thread-safe."""
 
     def __init__(self, world: World, engine: Engine) -> None:
         self.world = world
@@ -59,33 +60,34 @@ class RankerService(ranker_pb2_grpc.RankerServicer):
         tastes = np.asarray(world.user_tastes).mean(axis=0)
         self.average_user = (tastes / np.linalg.norm(tastes)).astype(np.float32)
 
-    def _validate(self, request: ranker_pb2.RankRequest) -> tuple[np.ndarray | None, np.ndarray | None]:
+    def handlers(self) -> dict[str, Handler]:
+        return {"Rank": self.rank}
+
+    def _validate(self, request: ranker_pb2.RankRequest, tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None]:
         if not 1 <= request.k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {request.k}")
         if request.candidate_count > MAX_CANDIDATES:
             raise InvalidArgument("candidate_count", f"at most {MAX_CANDIDATES}, got {request.candidate_count}")
-        user = None
-        if request.HasField("user_vector"):
-            user = from_tensor(request.user_vector, "user_vector", np.float32)
+        user = expect(tensors, "user_vector", np.float32)
+        if user is not None:
             if user.shape != (self.dim,):
                 raise InvalidArgument("user_vector.shape", f"expected [{self.dim}], got {list(user.shape)}")
             check_finite(user, "user_vector")
-        candidates = None
-        if request.HasField("candidates"):
-            candidates = from_tensor(request.candidates, "candidates", np.int64, ndim=1)
+        candidates = expect(tensors, "candidates", np.int64, ndim=1)
+        if candidates is not None:
             if len(candidates) > MAX_CANDIDATES:
                 raise InvalidArgument("candidates", f"at most {MAX_CANDIDATES}, got {len(candidates)}")
             if len(candidates) and (candidates.min() < 1 or candidates.max() > len(self.embeddings)):
                 raise InvalidArgument("candidates", f"item ids are expected in 1..{len(self.embeddings)}")
-        if request.HasField("context_features"):
-            context = from_tensor(request.context_features, "context_features", np.float32, ndim=1)
+        context = expect(tensors, "context_features", np.float32, ndim=1)
+        if context is not None:
             check_finite(context, "context_features")
         return user, candidates
 
-    def rank(self, request: ranker_pb2.RankRequest) -> ranker_pb2.RankResponse:
-        """Synchronous core, shared by every transport."""
+    def rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs) -> ranker_pb2.RankResponse:
+        """The user vector is read where it arrived (a ring slot, or the gRPC message): no copy."""
         hops = HopRecorder(SERVICE)
-        user, given = self._validate(request)
+        user, given = self._validate(request, tensors)
         with hops.stage("retrieval"):
             if given is not None:
                 found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8))
@@ -96,7 +98,11 @@ class RankerService(ranker_pb2_grpc.RankerServicer):
             items = self.embeddings[rows]
             extras = self.extras[rows]
             query = (user if user is not None else self.average_user).reshape(1, -1)
-            scores = np.empty(len(rows), dtype=np.float32)
+            if request.return_all_scores:  # scores go straight into the response (the ring slot)
+                scores = outputs.empty("scores", np.float32, (len(rows),))
+                outputs.empty("candidate_ids", np.int64, (len(rows),))[...] = found.ids
+            else:
+                scores = np.empty(len(rows), dtype=np.float32)
         with hops.stage("model"):
             if len(rows):
                 self.engine.run({"user": query, "items": items, "extras": extras}, {"scores": scores})
@@ -119,11 +125,15 @@ class RankerService(ranker_pb2_grpc.RankerServicer):
                     sources=found.source_names(index),
                 )
             )
-        if request.return_all_scores:
-            response.candidate_ids.CopyFrom(to_tensor(found.ids, "candidate_ids"))
-            response.scores.CopyFrom(to_tensor(scores, "scores"))
         response.hops.extend(hops.hops)
         return response
 
+
+class RankerServicer(ranker_pb2_grpc.RankerServicer):
+    """The gRPC face of a Ranker core."""
+
+    def __init__(self, core: Ranker) -> None:
+        self.core = core
+
     async def Rank(self, request: ranker_pb2.RankRequest, context: grpc.aio.ServicerContext) -> ranker_pb2.RankResponse:
-        return self.rank(request)
+        return serve_unary(self.core.rank, request)
