@@ -21,31 +21,43 @@ from feedserve.v1 import (
 from gateway.service import GatewayService
 from mesh.clients import ParamServerClient, RankerClient
 from mesh.server import ServiceServer, start_server
-from paramserver.service import ParamServerService
-from ranker.service import RankerService
+from mesh.ring import RingConfig, RingServer, transport_registration
+from paramserver.service import ParamServer, ParamServerServicer
+from ranker.service import Ranker, RankerServicer
 from world import World
 
 LOCAL = "127.0.0.1:0"
+
+
+async def serve_with_ring(service: str, descriptor, handlers, add_servicer, config: RingConfig = RingConfig()):
+    """A core behind both transports, as `python -m <service>` runs it: gRPC + handshake + ring."""
+    ring = RingServer(service, descriptor, handlers, config, log_calls=False)
+    ring.start()
+    server = await start_server({descriptor.full_name: add_servicer, **transport_registration(ring)}, LOCAL)
+    return server, ring
 
 
 def _name(module, service: str) -> str:
     return module.DESCRIPTOR.services_by_name[service].full_name
 
 
-async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServer, ParamServerService]:
-    service = ParamServerService(world, state_dir)
+async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServer, ParamServer]:
+    core = ParamServer(world, state_dir)
+    servicer = ParamServerServicer(core)
     server = await start_server(
-        {_name(paramserver_pb2, "ParamServer"): lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(service, s)},
+        {_name(paramserver_pb2, "ParamServer"): lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, s)},
         LOCAL,
     )
-    return server, service
+    return server, core
 
 
-async def start_ranker(world: World, manifest: ModelManifest) -> ServiceServer:
-    service = RankerService(world, load_engine(manifest))
-    return await start_server(
-        {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(service, s)}, LOCAL
+async def start_ranker(world: World, manifest: ModelManifest, engine=None) -> tuple[ServiceServer, Ranker]:
+    core = Ranker(world, engine or load_engine(manifest))
+    servicer = RankerServicer(core)
+    server = await start_server(
+        {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL
     )
+    return server, core
 
 
 async def start_gateway(paramserver: str, ranker: str) -> tuple[ServiceServer, list]:
@@ -71,7 +83,7 @@ class Stack:
 async def running_stack(world: World, manifest: ModelManifest, state_dir: Path) -> AsyncIterator[Stack]:
     """All three services as real gRPC servers on free ports, torn down on exit."""
     ps_server, _ = await start_paramserver(world, state_dir)
-    rk_server = await start_ranker(world, manifest)
+    rk_server, _ = await start_ranker(world, manifest)
     gw_server, clients = await start_gateway(f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}")
     servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
     ports = {name: s.port for name, s in servers.items()}

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.ports import free_ports
+from cli.stack import free_ports
 
 pytestmark = pytest.mark.slow
 

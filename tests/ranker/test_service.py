@@ -14,7 +14,7 @@ from tests.stack import start_ranker
 
 
 async def _with_ranker(world, manifest, body) -> None:
-    server = await start_ranker(world, manifest)
+    server, _ = await start_ranker(world, manifest)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             await body(ranker_pb2_grpc.RankerStub(channel))
