@@ -1,0 +1,42 @@
+"""Helpers shared by the benchmarks: percentiles, the machine line, and the JSON record."""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import time
+from pathlib import Path
+
+import numpy as np
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
+    """P50 and P99 in microseconds."""
+    p50, p99 = np.percentile(np.asarray(samples_ns, dtype=np.float64) / 1e3, [50, 99])
+    return float(p50), float(p99)
+
+
+def machine() -> str:
+    """`nproc` and the CPU model, as BENCHMARKS.md records them."""
+    model = platform.processor() or "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{os.cpu_count()} cores, {model}"
+
+
+def record(name: str, result: dict[str, float | int | str]) -> Path:
+    """Write bench/results/<name>.json with the machine and the date."""
+    RESULTS.mkdir(exist_ok=True)
+    path = RESULTS / f"{name}.json"
+    path.write_text(json.dumps({"benchmark": name, "machine": machine(), "date": time.strftime("%Y-%m-%d"), **result}, indent=1))
+    return path
+
+
+def result_line(result: dict[str, float | int | str]) -> str:
+    return "RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
