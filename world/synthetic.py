@@ -16,7 +16,7 @@ from world.progress import Progress
 
 __all__ = ["WorldSpec", "World", "ensure_world", "load_world", "CATEGORIES"]
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 DIM = 64
 CATEGORIES = (
     "tech", "science", "sports", "music", "film", "travel", "food", "fashion",
@@ -34,6 +34,9 @@ _NOUNS = (
 )
 # Interactions the simulator emits, as EventType values of feedserve.v1 (click, like, share, skip).
 _SIM_EVENTS = np.array([2, 3, 4, 6], dtype=np.int8)
+DEVICES = ("phone", "tablet", "desktop", "tv")
+SURFACES = ("home", "explore", "search", "notification")
+ATTRIBUTE_CARDINALITY = 5_000  # item author/region and user country/language/age/cohort codes
 
 
 @dataclass(frozen=True)
@@ -84,12 +87,27 @@ class World:
         return self._array("user_tastes")
 
     @cached_property
+    def item_attributes(self) -> np.ndarray:
+        """int32 [N, 4]: adjective, noun, author and region codes (hashed into features by the ranker)."""
+        return self._array("item_attributes")
+
+    @cached_property
+    def user_attributes(self) -> np.ndarray:
+        """int32 [U, 4]: country, language, age band and signup cohort codes."""
+        return self._array("user_attributes")
+
+    @cached_property
+    def category_centroids(self) -> np.ndarray:
+        return self._array("category_centroids")
+
+    @cached_property
     def titles(self) -> list[str]:
         return (self.path / "item_titles.txt").read_text().split("\n")
 
     @cached_property
     def interactions(self) -> dict[str, np.ndarray]:
-        """Simulated logs: user, item, event (EventType), timestamp, label (1 = positive)."""
+        """Simulated logs, time-ordered: user, item, event (EventType), timestamp, hour, device, surface,
+        and one label per objective: click, like, share, dwell (1 = positive); dwell_s in seconds."""
         with np.load(self.path / "interactions.npz") as logs:
             return {k: logs[k] for k in logs.files}
 
@@ -125,6 +143,9 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     published = (now - rng.exponential(15 * 86400, spec.items).clip(0, 90 * 86400)).astype(np.int64)
     adjectives = rng.integers(0, len(_ADJECTIVES), spec.items)
     nouns = rng.integers(0, len(_NOUNS), spec.items)
+    item_attributes = np.stack(
+        [adjectives, nouns, rng.integers(0, ATTRIBUTE_CARDINALITY, spec.items), rng.integers(0, 64, spec.items)], axis=1
+    ).astype(np.int32)
     titles = [
         f"The {_ADJECTIVES[a]} {_NOUNS[n]} of {CATEGORIES[c]} #{i + 1}"
         for i, (a, n, c) in enumerate(zip(adjectives, nouns, category))
@@ -136,6 +157,10 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     weights = rng.dirichlet(np.ones(3) * 0.7, spec.users).astype(np.float32)
     tastes = np.einsum("uk,ukd->ud", weights, centroids[favourites])
     tastes = _unit(tastes + 0.3 * rng.standard_normal(tastes.shape).astype(np.float32) / np.sqrt(spec.dim) * 4)
+    user_attributes = np.stack(
+        [rng.integers(0, 64, spec.users), rng.integers(0, 16, spec.users), rng.integers(0, 8, spec.users),
+         rng.integers(0, 48, spec.users)], axis=1
+    ).astype(np.int32)
     progress.advance(note="users")
 
     # Interactions: impressions drawn by popularity; engagement follows taste, freshness and popularity.
@@ -144,9 +169,17 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     items = rng.choice(spec.items, n, p=popularity / popularity.sum())
     affinity = np.einsum("nd,nd->n", tastes[users], embeddings[items])
     age_days = (now - published[items]) / 86400
-    logit = 5.0 * affinity - 2.0 + 0.8 * np.exp(-age_days / 7) + 0.15 * np.log1p(popularity[items])
-    label = rng.random(n) < 1 / (1 + np.exp(-logit))
-    event = np.where(label, rng.choice(_SIM_EVENTS[:3], n, p=[0.7, 0.2, 0.1]), _SIM_EVENTS[3])
+    hour = rng.integers(0, 24, n)
+    device = rng.choice(len(DEVICES), n, p=[0.6, 0.15, 0.2, 0.05])
+    surface = rng.choice(len(SURFACES), n, p=[0.5, 0.25, 0.15, 0.1])
+    evening = ((hour >= 18) | (hour <= 1)).astype(np.float64)
+    logit = 5.0 * affinity - 2.0 + 0.8 * np.exp(-age_days / 7) + 0.15 * np.log1p(popularity[items]) + 0.2 * evening
+    click = rng.random(n) < 1 / (1 + np.exp(-logit))
+    like = click & (rng.random(n) < 1 / (1 + np.exp(-(6.0 * affinity - 2.5))))
+    share = like & (rng.random(n) < 0.25 + 0.2 * (device == 0))
+    dwell_s = np.where(click, rng.exponential(20 + 60 * np.clip(affinity, 0, None)), rng.exponential(2, n))
+    dwell = dwell_s > 30
+    event = np.where(share, _SIM_EVENTS[2], np.where(like, _SIM_EVENTS[1], np.where(click, _SIM_EVENTS[0], _SIM_EVENTS[3])))
     stamps = np.sort(now - rng.integers(0, 30 * 86400, n))
     progress.advance(note="interactions")
 
@@ -155,6 +188,9 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     np.save(out / "item_published.npy", published)
     np.save(out / "item_popularity.npy", popularity)
     np.save(out / "user_tastes.npy", tastes)
+    np.save(out / "item_attributes.npy", item_attributes)
+    np.save(out / "user_attributes.npy", user_attributes)
+    np.save(out / "category_centroids.npy", centroids)
     (out / "item_titles.txt").write_text("\n".join(titles))
     np.savez(
         out / "interactions.npz",
@@ -162,7 +198,14 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
         item=(items + 1).astype(np.int64),
         event=event.astype(np.int8),
         timestamp=stamps.astype(np.int64),
-        label=label.astype(np.int8),
+        hour=hour.astype(np.int8),
+        device=device.astype(np.int8),
+        surface=surface.astype(np.int8),
+        click=click.astype(np.int8),
+        like=like.astype(np.int8),
+        share=share.astype(np.int8),
+        dwell=dwell.astype(np.int8),
+        dwell_s=dwell_s.astype(np.float32),
     )
     meta = {"spec": asdict(spec), "now": now, "categories": list(CATEGORIES), "format": FORMAT_VERSION}
     (out / "world.json").write_text(json.dumps(meta, indent=1))
