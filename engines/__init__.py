@@ -1,13 +1,18 @@
-"""One interface over the inference engines: ONNX Runtime on CPU, TensorRT on GPU."""
+"""One interface over the inference engines: ONNX Runtime on CPU, TensorRT on GPU (the .[gpu] extra)."""
 
-from engines.base import Engine, ModelManifest, load_manifest
+from engines.base import PRECISIONS, Engine, ModelManifest, load_manifest
 from engines.onnx import OnnxEngine
 
-__all__ = ["Engine", "ModelManifest", "OnnxEngine", "load_manifest", "load_engine"]
+__all__ = ["Engine", "ModelManifest", "OnnxEngine", "PRECISIONS", "load_manifest", "load_engine"]
 
 
-def load_engine(manifest: ModelManifest, device: str = "cpu", threads: int = 2) -> Engine:
-    """Open the model a manifest describes; "cpu" (ONNX Runtime) is the engine built so far."""
-    if device != "cpu":
-        raise ValueError(f"device is expected to be 'cpu' (the TensorRT engine is not built yet), got {device!r}")
-    return OnnxEngine(manifest, threads=threads)
+def load_engine(manifest: ModelManifest, graph: str, precision: str = "fp32", device: str = "cpu",
+                threads: int = 2) -> Engine:
+    """Open one graph of a model: "cpu" runs ONNX Runtime, "gpu" builds (or loads) a TensorRT plan."""
+    if device == "cpu":
+        return OnnxEngine(manifest, graph, precision, threads=threads)
+    if device == "gpu":
+        from engines.tensorrt import TensorRTEngine  # the optional extra; never imported on the CPU path
+
+        return TensorRTEngine(manifest, graph, precision)
+    raise ValueError(f"device is expected to be 'cpu' or 'gpu', got {device!r}")

@@ -1,4 +1,4 @@
-"""The engine interface and the manifest that versions every model file."""
+"""The engine interface and the manifest that versions every model."""
 
 from __future__ import annotations
 
@@ -10,19 +10,26 @@ from typing import Protocol
 
 import numpy as np
 
-__all__ = ["Engine", "ModelManifest", "load_manifest", "write_manifest"]
+__all__ = ["Engine", "ModelManifest", "load_manifest", "write_manifest", "PRECISIONS"]
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 @dataclass(frozen=True)
 class ModelManifest:
-    """What a model file is: name, version, precision, and the metrics it was trained to."""
+    """A versioned model: its ONNX graphs by role ("decomposed", "decomposed_int8", ...) and its metrics."""
 
     name: str
     version: str
-    path: Path
-    precision: str = "fp32"
+    directory: Path
+    graphs: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
     extra: dict[str, object] = field(default_factory=dict)
+
+    def path(self, graph: str) -> Path:
+        if graph not in self.graphs:
+            raise KeyError(f"model {self.name}/{self.version} has no graph {graph!r}; it has {sorted(self.graphs)}")
+        return self.directory / self.graphs[graph]
 
 
 def load_manifest(directory: Path) -> ModelManifest:
@@ -31,8 +38,8 @@ def load_manifest(directory: Path) -> ModelManifest:
     return ModelManifest(
         name=data["name"],
         version=str(data["version"]),
-        path=directory / data["file"],
-        precision=data.get("precision", "fp32"),
+        directory=directory,
+        graphs=dict(data["graphs"]),
         metrics=data.get("metrics", {}),
         extra=data.get("extra", {}),
     )
@@ -42,18 +49,19 @@ def write_manifest(manifest: ModelManifest) -> None:
     data = {
         "name": manifest.name,
         "version": manifest.version,
-        "file": manifest.path.name,
-        "precision": manifest.precision,
+        "graphs": manifest.graphs,
         "metrics": manifest.metrics,
         "extra": manifest.extra,
     }
-    (manifest.path.parent / "manifest.json").write_text(json.dumps(data, indent=1))
+    (manifest.directory / "manifest.json").write_text(json.dumps(data, indent=1))
 
 
 class Engine(Protocol):
-    """Runs one model with inputs and outputs in caller-provided memory, no copies."""
+    """Runs one graph with inputs and outputs in caller-provided memory, no copies."""
 
     manifest: ModelManifest
+    graph: str
+    precision: str
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         """Read `inputs` and write results into the preallocated `outputs`, in place."""
