@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from engines import load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS
 from mesh.service import run_core
@@ -20,11 +19,12 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
+    parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="model precision (default: fp32)")
     args = parser.parse_args()
 
     def build():
         world = load_world(args.world)
-        core = Ranker(world, load_engine(ensure_model(world, quiet=True), threads=args.threads))
+        core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads)
         servicer = RankerServicer(core)
         return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 
