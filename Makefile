@@ -6,12 +6,12 @@ STAMP := $(VENV)/.installed
 
 .PHONY: setup run test protos bench clean
 
-setup: $(STAMP)  ## create .venv and install feedserve (editable) with its dev tools; idempotent
+setup: $(STAMP)  ## create .venv and install feedserve (editable) with its dev and training tools; idempotent
 
 $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	@touch $(STAMP)
 
 run: setup  ## build the default world if needed and start every service in the foreground

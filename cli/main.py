@@ -14,7 +14,8 @@ import grpc
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
-from ranker.training import ensure_model
+from ranker.training import MODEL_NAME, TrainingError, ensure_model, export, next_version, train
+from world.movielens import load_ratings
 from world import World, WorldSpec, ensure_world
 
 __all__ = ["main"]
@@ -29,22 +30,63 @@ def _interrupt(signum: int, frame: object) -> None:
 def _prepare(args: argparse.Namespace) -> World:
     """Build (or reuse) the world and its model, and point HOME/current at the world."""
     world = ensure_world(WorldSpec(items=args.items, users=args.users), args.home)
-    model = ensure_model(world)
+    model = ensure_model(world, stream=sys.stderr)
     current = args.home / "current"
     if current.is_symlink() or current.exists():
         current.unlink()
     current.symlink_to(world.path.name)
-    print(f"world: {world.path}\nmodel: {model.name}/{model.version} (auc {model.metrics.get('auc', 0):.3f})")
+    print(f"world: {world.path}\nmodel: {model.name}/{model.version} (click auc {model.metrics.get('auc_click', 0):.3f})")
     return world
 
 
 def _world(args: argparse.Namespace) -> int:
-    _prepare(args)
+    try:
+        _prepare(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    """Fit a new model version, print its offline metrics against popularity, export it."""
+    world = ensure_world(WorldSpec(items=args.items, users=args.users), args.home)
+    logs, source = None, "synthetic world logs"
+    if args.logs is not None:
+        try:
+            logs, dropped = load_ratings(args.logs, world.spec.users, world.spec.items)
+        except (OSError, ValueError) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
+        source = f"{args.logs} ({len(logs['user']):,} ratings, {dropped:,} outside the world dropped)"
+        if len(logs["user"]) < 100:
+            print(f"error: {args.logs}: {len(logs['user'])} usable ratings; at least 100 are needed", file=sys.stderr)
+            return 2
+    print(f"training on {source}", file=sys.stderr)
+    try:
+        weights, metrics = train(world, logs, epochs=args.epochs, max_examples=args.examples, stream=sys.stderr)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"{'metric':<10} {'model':>8} {'popularity':>11}")
+    print(f"{'AUC click':<10} {metrics['auc_click']:8.4f} {metrics['popularity_auc_click']:11.4f}")
+    print(f"{'NDCG@20':<10} {metrics['ndcg20']:8.4f} {metrics['popularity_ndcg20']:11.4f}")
+    beats = metrics["auc_click"] > metrics["popularity_auc_click"] and metrics["ndcg20"] > metrics["popularity_ndcg20"]
+    if not beats:
+        print("error: the model does not beat the popularity baseline; not exported", file=sys.stderr)
+        return 1
+    root = world.path / "models" / MODEL_NAME
+    manifest = export(weights, metrics, root / next_version(root), next_version(root), source)
+    print(f"exported {manifest.name}/{manifest.version} to {manifest.directory}")
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    world = _prepare(args)
+    try:
+        world = _prepare(args)
+    except TrainingError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     config = StackConfig(
         host=args.host,
         gateway_port=args.gateway_port,
@@ -131,6 +173,12 @@ def _parser() -> argparse.ArgumentParser:
 
     build = commands.add_parser("world", parents=[world], help="build the world and model only; HOME/current points at it")
     build.set_defaults(run=_world)
+
+    fit = commands.add_parser("train", parents=[world], help="fit a new ranker version on interaction logs and export it")
+    fit.add_argument("--logs", type=Path, help="a MovieLens-style file (user item rating timestamp); default: the world's simulated logs")
+    fit.add_argument("--epochs", type=int, default=1, help="passes over the examples (default: %(default)s)")
+    fit.add_argument("--examples", type=int, default=150_000, help="training examples at most (default: %(default)s)")
+    fit.set_defaults(run=_train)
 
     up = commands.add_parser("up", parents=[world], help="build the default world if needed and run every service in the foreground")
     up.add_argument("--host", default="127.0.0.1")
