@@ -16,7 +16,7 @@ from world import World, WorldSpec, ensure_world
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # keep gRPC's GOAWAY chatter out of test output
 
-SMALL = WorldSpec(items=5_000, users=500, interactions=20_000)
+SMALL = WorldSpec(items=5_000, users=500, interactions=30_000)
 
 
 @pytest.fixture(scope="session")
@@ -26,7 +26,7 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 @pytest.fixture(scope="session")
 def manifest(world: World) -> ModelManifest:
-    return ensure_model(world, quiet=True)
+    return ensure_model(world)
 
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from engines import ModelManifest, load_engine
+from engines import ModelManifest
 from feedserve.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
@@ -51,8 +51,8 @@ async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServe
     return server, core
 
 
-async def start_ranker(world: World, manifest: ModelManifest, engine=None) -> tuple[ServiceServer, Ranker]:
-    core = Ranker(world, engine or load_engine(manifest))
+async def start_ranker(world: World, manifest: ModelManifest) -> tuple[ServiceServer, Ranker]:
+    core = Ranker(world, manifest)
     servicer = RankerServicer(core)
     server = await start_server(
         {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL

@@ -1,21 +1,21 @@
-"""Zero copy into the engine: over the ring, ONNX Runtime reads the user vector from the request slot and
-writes the scores into the response slot."""
+"""Zero copy into the engine: over the ring, ONNX Runtime reads candidate ids and context from the request
+slot and writes the scores into the response slot."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from engines import load_engine
 from feedserve.v1 import ranker_pb2
 from mesh.dispatch import methods_of
 from mesh.ring import RingChannel, RingServer
+from ranker.features import CONTEXT_DIM
 from ranker.service import Ranker
 
 RANKER = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
 
 
 class AddressRecordingEngine:
-    """The real ONNX Runtime engine, noting the address of every buffer it is bound to."""
+    """The ranker's real ONNX Runtime engine, noting the address of every buffer bound to it."""
 
     def __init__(self, inner) -> None:
         self.inner = inner
@@ -28,22 +28,28 @@ class AddressRecordingEngine:
         self.inner.run(inputs, outputs)
 
 
-def test_engine_input_and_output_buffers_lie_inside_the_ring_segment(world, manifest) -> None:
-    """The bound 'user' input and 'scores' output addresses fall inside the server's mapping of the segment."""
-    engine = AddressRecordingEngine(load_engine(manifest))
-    ring = RingServer("ranker", RANKER, Ranker(world, engine).handlers(), log_calls=False)
+def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(world, manifest) -> None:
+    """The bound 'ids' and 'context' inputs and the 'scores' output fall inside the server's mapping."""
+    core = Ranker(world, manifest)
+    engine = core.engine = AddressRecordingEngine(core.engine)
+    ring = RingServer("ranker", RANKER, core.handlers(), log_calls=False)
     ring.start()
     channel = RingChannel("ranker", ring.segment)
     try:
-        user = np.asarray(world.user_tastes[0])
-        request = ranker_pb2.RankRequest(k=10, return_all_scores=True)
-        with channel.call(methods_of(RANKER)["Rank"], request, {"user_vector": user}, timeout=10) as reply:
+        tensors = {
+            "user_vector": np.asarray(world.user_tastes[0]),
+            "candidates": np.arange(1, 2401, dtype=np.int64),
+            "context_features": np.zeros(CONTEXT_DIM, np.float32),
+        }
+        request = ranker_pb2.RankRequest(user_id=1, k=10, return_all_scores=True)
+        with channel.call(methods_of(RANKER)["Rank"], request, tensors, timeout=10) as reply:
             scores = reply.tensors["scores"].copy()
         segment = range(ring.ring.address, ring.ring.address + ring.ring.size)
-        assert engine.addresses["user"] in segment
+        assert engine.addresses["ids"] in segment
+        assert engine.addresses["context"] in segment
         assert engine.addresses["scores"] in segment
-        assert engine.addresses["items"] not in segment  # gathered from the item table: computed, not received
-        assert len(scores) > 1000 and np.isfinite(scores).all()
+        assert engine.addresses["item_table"] not in segment  # precomputed in the ranker's own memory
+        assert len(scores) == 2400 and np.isfinite(scores).all()
     finally:
         channel.close()
         ring.stop()

@@ -1,0 +1,116 @@
+"""The ranking model: the decomposition is exact, int8 keeps the order, training beats popularity."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+from ranker import model as graphs
+from ranker.features import CONTEXT_DIM, CROSS_DIM, ITEM_DIM, USER_DIM, assemble
+from ranker.training import auc, ndcg_at
+
+
+def _session(model) -> ort.InferenceSession:
+    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    rank = lambda x: np.argsort(np.argsort(x)).astype(np.float64)  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
+class TestDecomposition:
+    @pytest.mark.parametrize("seed", [0, 1, 2])
+    def test_decomposed_graph_equals_the_naive_full_model_on_random_inputs(self, seed: int) -> None:
+        """Random weights, random dense inputs, 2,400 candidates: relative error of scores and heads <= 1e-5."""
+        rng = np.random.default_rng(seed)
+        weights = graphs.MlpWeights.random(seed)
+        items = rng.standard_normal((3000, ITEM_DIM)).astype(np.float32)
+        table = _session(graphs.item_tower_graph(weights)).run(None, {"items": items})[0]
+        ids = rng.choice(3000, 2400, replace=False).astype(np.int64) + 1
+        user = rng.standard_normal((1, USER_DIM)).astype(np.float32)
+        context = rng.standard_normal((1, CONTEXT_DIM)).astype(np.float32)
+        cross = rng.standard_normal((2400, CROSS_DIM)).astype(np.float32)
+        blend = rng.random(4).astype(np.float32)
+        naive = _session(graphs.naive_graph(weights)).run(
+            None, {"features": assemble(user, items[ids - 1], context, cross), "head_weights": blend})
+        decomposed = _session(graphs.decomposed_graph(weights)).run(
+            None, {"user": user, "context": context, "item_table": table, "ids": ids, "cross": cross, "head_weights": blend})
+        for full, split in zip(naive, decomposed):
+            assert np.linalg.norm(full - split) / np.linalg.norm(full) <= 1e-5
+
+
+class TestQuality:
+    def test_int8_scores_keep_the_fp32_order(self, world, manifest) -> None:
+        """Spearman correlation of int8 and fp32 scores over a real request's candidates is >= 0.99."""
+        from ranker.service import Ranker
+
+        fp32, int8 = Ranker(world, manifest), Ranker(world, manifest, precision="int8")
+        from feedserve.v1 import ranker_pb2
+        from mesh.dispatch import HeapOutputs
+
+        user = np.asarray(world.user_tastes[11])
+        scores = []
+        for ranker in (fp32, int8):
+            outputs = HeapOutputs()
+            ranker.rank(ranker_pb2.RankRequest(user_id=12, k=10, return_all_scores=True), {"user_vector": user}, outputs)
+            scores.append(outputs.arrays["scores"])
+        assert len(scores[0]) > 1000
+        assert spearman(*scores) >= 0.99
+
+    def test_training_beats_popularity_offline(self, manifest) -> None:
+        """On the held-out (later) logs, click AUC and NDCG@20 exceed the popularity baseline's."""
+        m = manifest.metrics
+        assert m["auc_click"] > m["popularity_auc_click"]
+        assert m["ndcg20"] > m["popularity_ndcg20"]
+
+    def test_auc_and_ndcg_on_known_cases(self) -> None:
+        assert auc(np.array([0.1, 0.4, 0.35, 0.8]), np.array([0, 0, 1, 1])) == pytest.approx(0.75)
+        users = np.array([1, 1, 1, 2, 2])
+        perfect = ndcg_at(20, users, np.array([3, 2, 1, 2, 1.0]), np.array([1, 0, 0, 1, 0]))
+        reversed_ = ndcg_at(20, users, np.array([1, 2, 3, 1, 2.0]), np.array([1, 0, 0, 1, 0]))
+        assert perfect == pytest.approx(1.0) and reversed_ < perfect
+
+
+def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "cli", *args, "--home", str(home), "--items", "3000", "--users", "300"],
+                          capture_output=True, text=True, timeout=600, env={**os.environ, "FEEDSERVE_HOME": str(home)})
+
+
+class TestTrainCommand:
+    def test_train_on_world_logs_prints_metrics_and_exports_a_version(self, tmp_path: Path) -> None:
+        result = _cli("train", "--examples", "20000", home=tmp_path)
+        assert result.returncode == 0, result.stderr
+        assert "AUC click" in result.stdout and "NDCG@20" in result.stdout
+        exported = list(tmp_path.glob("world-*/models/ranker-mlp/1/manifest.json"))
+        assert len(exported) == 1
+        for graph in ("naive.onnx", "decomposed.onnx", "decomposed.int8.onnx", "item_tower.onnx"):
+            assert (exported[0].parent / graph).exists()
+
+    def test_train_on_a_movielens_style_file(self, tmp_path: Path, world) -> None:
+        """`user item rating timestamp` lines from the world's users and items train a model that beats popularity."""
+        logs = world.interactions
+        rating = 1 + logs["click"] + logs["like"] + logs["share"] + logs["dwell"]
+        lines = [f"{u}\t{i}\t{r}\t{t}" for u, i, r, t in zip(logs["user"], logs["item"], rating, logs["timestamp"])]
+        ratings = tmp_path / "ratings.tsv"
+        ratings.write_text("user\titem\trating\ttimestamp\n" + "\n".join(lines) + "\n999999\t1\t5\t0\n")
+        result = subprocess.run(
+            [sys.executable, "-m", "cli", "train", "--home", str(world.path.parent), "--items", str(world.spec.items),
+             "--users", str(world.spec.users), "--logs", str(ratings), "--examples", "15000"],
+            capture_output=True, text=True, timeout=600)
+        assert result.returncode == 0, result.stdout + result.stderr
+        assert "1 outside the world dropped" in result.stderr
+        assert "exported ranker-mlp/" in result.stdout
+
+    def test_malformed_logs_name_the_line(self, tmp_path: Path) -> None:
+        bad = tmp_path / "bad.txt"
+        bad.write_text("1 2 5 100\n1 two 5 100\n")
+        result = _cli("train", "--logs", str(bad), home=tmp_path)
+        assert result.returncode == 2
+        assert f"{bad}:2" in result.stderr
