@@ -1,0 +1,131 @@
+"""Ranking at full scale: retrieval, the naive full model, the decomposed model in fp32 and int8, side by side.
+
+2,400 candidates x 4,736 features per request over 1,000,000 items (--quick: 200,000), on 2 threads.
+The naive path assembles the whole [2400, 4736] feature matrix in numpy and runs the full MLP; the
+decomposed path computes the user and context terms once, gathers the precomputed item terms, and runs
+the per-candidate cross term and the upper layers. Both include their feature work.
+
+    python bench/rank.py [--quick] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+import onnxruntime as ort  # noqa: E402
+
+from bench.common import machine, record, result_line  # noqa: E402
+from feedserve.v1 import ranker_pb2  # noqa: E402
+from mesh.config import default_home  # noqa: E402
+from mesh.dispatch import HeapOutputs  # noqa: E402
+from ranker.features import HEADS, FEATURE_DIM, assemble, cross_features, item_features, user_features  # noqa: E402
+from ranker.service import Ranker  # noqa: E402
+from ranker.training import ensure_model  # noqa: E402
+from world import WorldSpec, ensure_world  # noqa: E402
+
+CANDIDATES = 2_400
+
+
+def p50_ms(samples: list[float]) -> float:
+    return float(np.percentile(samples, 50) * 1e3)
+
+
+def p99_ms(samples: list[float]) -> float:
+    return float(np.percentile(samples, 99) * 1e3)
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    rank = lambda x: np.argsort(np.argsort(x)).astype(np.float64)  # noqa: E731
+    return float(np.corrcoef(rank(a), rank(b))[0, 1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="200,000 items and fewer requests")
+    parser.add_argument("--items", type=int, help="items in the world (default 1,000,000; quick 200,000)")
+    parser.add_argument("--requests", type=int, help="timed requests per path (default 200; quick 40)")
+    parser.add_argument("--home", type=Path, default=default_home(), help="world cache (default: %(default)s)")
+    args = parser.parse_args()
+    items = args.items or (200_000 if args.quick else 1_000_000)
+    requests = args.requests or (40 if args.quick else 200)
+
+    world = ensure_world(WorldSpec(items=items), args.home)
+    manifest = ensure_model(world, stream=sys.stderr)
+    start = time.perf_counter()
+    fp32 = Ranker(world, manifest, threads=2)
+    int8 = Ranker(world, manifest, precision="int8", threads=2)
+    print(f"rank: {items:,} items, {CANDIDATES} candidates x {FEATURE_DIM} features, 2 threads; "
+          f"rankers ready in {time.perf_counter() - start:.1f} s (item tower over every item, twice); {machine()}",
+          flush=True)
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = 2
+    naive = ort.InferenceSession(str(manifest.path("naive")), options, providers=["CPUExecutionProvider"])
+    blend = fp32.head_weights
+    users = np.asarray(world.user_tastes)
+    rng = np.random.default_rng(0)
+    user_ids = rng.integers(1, len(users) + 1, requests + 5)
+
+    timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": []}
+    correlations = []
+    for n, user_id in enumerate(user_ids.tolist()):
+        user = users[user_id - 1]
+        t = time.perf_counter()
+        found = fp32.retriever.retrieve(user, CANDIDATES + CANDIDATES // 10)
+        retrieval = time.perf_counter() - t
+        ids = found.ids[:CANDIDATES]
+        sources, source_scores = found.sources[:CANDIDATES], found.scores[:CANDIDATES]
+        request = ranker_pb2.RankRequest(user_id=user_id, k=20, return_all_scores=True)
+        tensors = {"user_vector": user, "candidates": ids}
+
+        t = time.perf_counter()  # naive: every feature of every candidate, then the full MLP
+        attributes = np.asarray(world.user_attributes)[user_id - 1][None, :]
+        rows = ids - 1
+        features = assemble(
+            user_features(user[None, :], attributes, fp32.centroids), item_features(fp32.items, rows),
+            fp32._context(request), cross_features(user[None, :], attributes, fp32.items, rows, sources, source_scores,
+                                                   fp32.now, fp32.centroids))
+        naive_scores = naive.run(["scores"], {"features": features, "head_weights": blend})[0]
+        naive_time = time.perf_counter() - t
+
+        outputs = {}
+        for name, ranker in (("decomposed", fp32), ("int8", int8)):
+            out = HeapOutputs()
+            t = time.perf_counter()
+            ranker.rank(request, tensors, out)
+            elapsed = time.perf_counter() - t
+            outputs[name] = out.arrays["scores"]
+            if n >= 5:
+                timings[name].append(elapsed)
+        if n >= 5:  # the first few warm caches and ONNX Runtime's arenas
+            timings["retrieval"].append(retrieval)
+            timings["naive"].append(naive_time)
+            correlations.append(spearman(outputs["decomposed"], outputs["int8"]))
+            assert len(ids) == CANDIDATES
+
+    print(f"{'path':<12} {'P50 ms':>8} {'P99 ms':>8}")
+    for name, samples in timings.items():
+        print(f"{name:<12} {p50_ms(samples):8.2f} {p99_ms(samples):8.2f}")
+    speedup = p50_ms(timings["naive"]) / p50_ms(timings["decomposed"])
+    print(f"speedup naive/decomposed (P50): {speedup:.1f}x; naive/int8: {p50_ms(timings['naive']) / p50_ms(timings['int8']):.1f}x")
+    print(f"int8 vs fp32 Spearman over {len(correlations)} requests: min {min(correlations):.4f}, "
+          f"median {np.median(correlations):.4f}")
+    result = {
+        "candidates": CANDIDATES, "features": FEATURE_DIM,
+        "retrieval_p50_ms": p50_ms(timings["retrieval"]), "naive_p50_ms": p50_ms(timings["naive"]),
+        "decomposed_p50_ms": p50_ms(timings["decomposed"]), "int8_p50_ms": p50_ms(timings["int8"]),
+        "speedup": speedup, "int8_spearman": min(correlations),  # the worst request, not a typical one
+    }
+    record("rank", {**result, "items": items, "requests": requests, "heads": list(HEADS),
+                    "p99_ms": {k: p99_ms(v) for k, v in timings.items()}, "int8_spearman_min": min(correlations)})
+    print(result_line(result))
+
+
+if __name__ == "__main__":
+    main()
