@@ -6,10 +6,10 @@ setup(
     ext_modules=[
         Extension(
             "native._native",
-            sources=["native/_native.c", "native/fs_ring.c", "native/fs_msg.c"],
-            depends=["native/fs_ring.h", "native/fs_msg.h"],
-            extra_compile_args=["-std=c11", "-O2", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
-            libraries=["rt", "pthread"],
+            sources=["native/_native.c", "native/fs_ring.c", "native/fs_msg.c", "native/fs_cuckoo.c"],
+            depends=["native/fs_ring.h", "native/fs_msg.h", "native/fs_cuckoo.h"],
+            extra_compile_args=["-std=c11", "-O3", "-Wall", "-Wextra", "-Wno-missing-field-initializers"],
+            libraries=["rt", "pthread", "m"],
         )
     ]
 )
