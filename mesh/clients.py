@@ -7,12 +7,16 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
+import asyncio
+
 from mesh.config import transport_mode
+from mesh.errors import Unavailable
 from mesh.ring import RingConfig
+from mesh.shards import SlotMap
 from mesh.tensors import expect
 from mesh.transport import Transport
 
-__all__ = ["ParamServerClient", "RankerClient", "UserVector"]
+__all__ = ["ParamServerClient", "RankerClient", "UserVector", "ShardedLookup"]
 
 
 @dataclass
@@ -23,9 +27,94 @@ class UserVector:
     hops: list[common_pb2.HopTiming]
 
 
-class _Client:
-    service = ""
-    descriptor = None
+@dataclass
+class ShardedLookup:
+    """A batch lookup across shards: rows (zeros where missing), found, and keys whose shard was down."""
+
+    values: np.ndarray
+    found: np.ndarray
+    unavailable: np.ndarray
+
+
+class ParamServerClient:
+    """The paramserver, one shard or many. Users are routed by hash slot; items, which every shard holds,
+    are read from the first shard that answers. A batch fans out to its shards in parallel."""
+
+    service = "paramserver"
+    descriptor = paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"]
+
+    def __init__(self, shards: str | SlotMap, use_ring: bool | None = None, config: RingConfig = RingConfig()) -> None:
+        self.map = SlotMap.single(shards) if isinstance(shards, str) else shards
+        use_ring = transport_mode() != "grpc" if use_ring is None else use_ring
+        self.transports = [Transport(f"{self.service}[{span}]" if len(self.map.shards) > 1 else self.service,
+                                     address, self.descriptor, use_ring=use_ring, config=config)
+                           for span, address in self.map.shards]
+
+    @property
+    def transport(self) -> Transport:
+        """The single shard's transport (for callers that know there is one)."""
+        return self.transports[0]
+
+    async def close(self) -> None:
+        for transport in self.transports:
+            await transport.close()
+
+    async def _lookup_on(self, shard: int, table: int, keys: np.ndarray, timeout: float, request_id: str):
+        request = paramserver_pb2.LookupRequest(table=table)
+        with await self.transports[shard].call("Lookup", request, {"keys": keys}, timeout, request_id) as reply:
+            found = expect(reply.tensors, "found", np.uint8, ndim=1, required=True).astype(bool)
+            values = expect(reply.tensors, "values", np.float32, ndim=2, required=True).copy()  # out of the slot
+            return values, found, list(reply.message.hops)
+
+    async def lookup(self, table: int, keys: np.ndarray, timeout: float, request_id: str = "") -> ShardedLookup:
+        """Every key's row; keys of a shard that is down are flagged, the rest still answer."""
+        keys = np.asarray(keys, dtype=np.int64)
+        values = np.zeros((len(keys), 0), np.float32)
+        found = np.zeros(len(keys), bool)
+        unavailable = np.zeros(len(keys), bool)
+        if table == paramserver_pb2.TABLE_ITEM:  # replicated: one shard answers for all
+            last: Exception | None = None
+            for shard in range(len(self.transports)):
+                try:
+                    values, found, _ = await self._lookup_on(shard, table, keys, timeout, request_id)
+                    return ShardedLookup(values, found, unavailable)
+                except Unavailable as exc:
+                    last = exc
+            raise last
+        owner = self.map.shard_of(keys)
+        shards = np.unique(owner).tolist()
+        results = await asyncio.gather(
+            *(self._lookup_on(s, table, keys[owner == s], timeout, request_id) for s in shards), return_exceptions=True)
+        for shard, result in zip(shards, results):
+            mask = owner == shard
+            if isinstance(result, Unavailable):
+                unavailable[mask] = True
+                continue
+            if isinstance(result, BaseException):
+                raise result
+            part_values, part_found, _ = result
+            if values.shape[1] == 0:
+                values = np.zeros((len(keys), part_values.shape[1]), np.float32)
+            values[mask], found[mask] = part_values, part_found
+        if unavailable.all() and len(keys):
+            raise Unavailable(self.service, "every shard holding these keys is down")
+        return ShardedLookup(values, found, unavailable)
+
+    async def user_vector(self, user_id: int, timeout: float, request_id: str = "") -> UserVector:
+        shard = int(self.map.shard_of(np.array([user_id], np.int64))[0])
+        values, found, hops = await self._lookup_on(shard, paramserver_pb2.TABLE_USER, np.array([user_id], np.int64),
+                                                    timeout, request_id)
+        return UserVector(values[0] if found[0] else None, hops)
+
+    async def drift(self, request: paramserver_pb2.DriftRequest, timeout: float, request_id: str = "") -> paramserver_pb2.DriftResponse:
+        shard = int(self.map.shard_of(np.array([request.user_id], np.int64))[0])
+        with await self.transports[shard].call("Drift", request, None, timeout, request_id) as reply:
+            return reply.message
+
+
+class RankerClient:
+    service = "ranker"
+    descriptor = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
 
     def __init__(self, address: str, use_ring: bool | None = None, config: RingConfig = RingConfig()) -> None:
         use_ring = transport_mode() != "grpc" if use_ring is None else use_ring
@@ -33,29 +122,6 @@ class _Client:
 
     async def close(self) -> None:
         await self.transport.close()
-
-
-class ParamServerClient(_Client):
-    service = "paramserver"
-    descriptor = paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"]
-
-    async def user_vector(self, user_id: int, timeout: float, request_id: str = "") -> UserVector:
-        keys = np.array([user_id], dtype=np.int64)
-        request = paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_USER)
-        with await self.transport.call("Lookup", request, {"keys": keys}, timeout, request_id) as reply:
-            found = expect(reply.tensors, "found", np.uint8, ndim=1, required=True)
-            values = expect(reply.tensors, "values", np.float32, ndim=2, required=True)
-            vector = values[0].copy() if found[0] else None  # copied out: the slot is released on exit
-            return UserVector(vector, list(reply.message.hops))
-
-    async def drift(self, request: paramserver_pb2.DriftRequest, timeout: float, request_id: str = "") -> paramserver_pb2.DriftResponse:
-        with await self.transport.call("Drift", request, None, timeout, request_id) as reply:
-            return reply.message
-
-
-class RankerClient(_Client):
-    service = "ranker"
-    descriptor = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
 
     async def rank(self, request: ranker_pb2.RankRequest, user_vector: np.ndarray | None, timeout: float,
                    request_id: str = "") -> ranker_pb2.RankResponse:
