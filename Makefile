@@ -23,8 +23,9 @@ test: setup  ## the whole test suite
 protos: setup  ## regenerate the committed gRPC/protobuf code from protos/feedserve/v1/*.proto
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/feedserve/v1/*.proto
 
-bench: setup  ## every benchmark, quick mode
-	@for b in bench/*.py; do echo "== $$b"; $(BIN)/python $$b --quick || exit 1; done
+bench: setup  ## every benchmark, quick mode (installs the bench extra; paramserver.py installs redis-server)
+	$(BIN)/python -m pip install --quiet -e '.[bench]'
+	@for b in hop rank paramserver; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info

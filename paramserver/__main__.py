@@ -3,14 +3,34 @@
 from __future__ import annotations
 
 import argparse
+import threading
 from pathlib import Path
 
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS
+from mesh.logging import get_logger
 from mesh.service import run_core
+from mesh.shards import parse_slot_range
 from paramserver.drift import parse_rates
-from paramserver.service import ParamServer, ParamServerServicer
+from paramserver.metrics import serve_metrics
+from paramserver.service import ParamServer, ParamServerServicer, TableConfig
+from paramserver.wal import POLICIES
 from world import load_world
+
+
+def _every(seconds: float, work, name: str) -> None:
+    """Run `work` every `seconds` on a daemon thread (snapshots, expiry sweeps)."""
+    log = get_logger("paramserver")
+
+    def loop() -> None:
+        stop = threading.Event()
+        while not stop.wait(seconds):
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - a failed background pass is logged and retried next period
+                log.exception("periodic task failed", task=name)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def main() -> None:
@@ -18,15 +38,41 @@ def main() -> None:
     parser.add_argument("--world", type=Path, required=True, help="a built world directory")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["paramserver"])
-    parser.add_argument("--state-dir", type=Path, help="where snapshots go (default: WORLD/state)")
+    parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: WORLD/state/<port>)")
     parser.add_argument("--drift-rates", default="", help="overrides, e.g. like=0.1,skip=-0.02")
+    parser.add_argument("--fsync", choices=POLICIES, default="always",
+                        help="always: ack after fsync (group commit); interval: ack after write, fsync every "
+                             "--fsync-interval-ms; never: leave it to the kernel (default: %(default)s)")
+    parser.add_argument("--fsync-interval-ms", type=float, default=0.0,
+                        help="always: extra wait to batch an fsync; interval: the fsync period (default: %(default)s)")
+    parser.add_argument("--precision", choices=("fp32", "fp16", "int8"), default="fp32", help="both tables' precision")
+    parser.add_argument("--user-ttl-s", type=int, default=0, help="drop users not updated for this long (0: never)")
+    parser.add_argument("--admit-after", type=int, default=1, help="a new user gets a row after this many upserts")
+    parser.add_argument("--slots", default="0-16383", help="hash slots of users this shard owns, FIRST-LAST")
+    parser.add_argument("--snapshot-interval-s", type=float, default=300.0, help="0 disables timed snapshots")
+    parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     args = parser.parse_args()
 
     def build():
-        core = ParamServer(load_world(args.world), args.state_dir or args.world / "state", parse_rates(args.drift_rates))
+        core = ParamServer(
+            world, args.state_dir or args.world / "state" / str(args.port), parse_rates(args.drift_rates),
+            users=TableConfig(args.precision, args.user_ttl_s, args.admit_after),
+            items=TableConfig(args.precision), fsync=args.fsync, fsync_interval_s=args.fsync_interval_ms / 1e3,
+            slots=parse_slot_range(args.slots),
+        )
+        log = get_logger("paramserver")
+        log.info("state restored", snapshot_seq=core.snapshot_seq, wal_records_replayed=core.replayed,
+                 users=core.tables[1].size, items=core.tables[2].size)
+        if args.metrics_port >= 0:
+            log.info("metrics", port=serve_metrics(core, args.host, args.metrics_port))
+        if args.snapshot_interval_s > 0:
+            _every(args.snapshot_interval_s, lambda: core.snapshot(None, {}, None), "snapshot")
+        if args.user_ttl_s > 0:
+            _every(max(args.user_ttl_s / 4, 1.0), core.expire, "expire")
         servicer = ParamServerServicer(core)
         return core.handlers(), lambda server: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, server)
 
+    world = load_world(args.world)
     run_core("paramserver", paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"], build, f"{args.host}:{args.port}")
 
 

@@ -1,13 +1,11 @@
-"""How far each interaction moves a user's vector toward (or away from) the item's."""
+"""How far each interaction moves a user's vector toward (or away from) the item's (the move is in native/)."""
 
 from __future__ import annotations
-
-import numpy as np
 
 from feedserve.v1 import common_pb2
 from mesh.errors import InvalidArgument
 
-__all__ = ["DEFAULT_RATES", "parse_rates", "drift"]
+__all__ = ["DEFAULT_RATES", "parse_rates"]
 
 # Significant events move the user 10% of the way to the item; negative ones push away.
 DEFAULT_RATES: dict[int, float] = {
@@ -34,10 +32,3 @@ def parse_rates(spec: str) -> dict[int, float]:
             raise InvalidArgument("drift_rates", f"rate for {name.strip()} is expected in [-1, 1], got {rate}")
         rates[common_pb2.EventType.Value(key)] = rate
     return rates
-
-
-def drift(user: np.ndarray, item: np.ndarray, rate: float) -> np.ndarray:
-    """u' = normalise(u + rate * (item - u)); a zero result keeps the old vector."""
-    moved = user + np.float32(rate) * (item - user)
-    norm = float(np.linalg.norm(moved))
-    return (moved / norm).astype(np.float32) if norm > 1e-12 else user.copy()

@@ -1,9 +1,18 @@
-"""The ParamServer core (Lookup, Upsert, Drift, Snapshot) and its gRPC servicer."""
+"""The ParamServer core (Lookup, Upsert, Drift, Snapshot) over native cuckoo tables, and its gRPC servicer.
+
+Writes are validated, appended to the WAL and applied under one lock (so WAL order is apply order),
+then acknowledged once durable by the WAL's policy. Reads take no Python lock: the table's own
+reader lock keeps rows whole. State = latest snapshot + WAL replay; a fresh state starts from the world.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
+import struct
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
@@ -12,72 +21,150 @@ import numpy as np
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument, NotFound
+from mesh.shards import SLOTS, SlotRange
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder
-from paramserver.drift import DEFAULT_RATES, drift
-from paramserver.store import EmbeddingTable
+from native import INSERTED, PENDING, CuckooTable
+from paramserver.drift import DEFAULT_RATES
+from paramserver.wal import WriteAheadLog
 from world import World
 
-__all__ = ["ParamServer", "ParamServerServicer", "MAX_BATCH"]
+__all__ = ["ParamServer", "ParamServerServicer", "TableConfig", "MAX_BATCH"]
 
 MAX_BATCH = 100_000
 SERVICE = "paramserver"
+USER, ITEM = paramserver_pb2.TABLE_USER, paramserver_pb2.TABLE_ITEM
+_OP_UPSERT, _OP_DRIFT = 1, 2
+_UPSERT = struct.Struct("<BI")
+_DRIFT = struct.Struct("<QQBf")
+
+
+def _now() -> int:
+    return int(time.time()) & 0xFFFFFFFF
+
+
+@dataclass(frozen=True)
+class TableConfig:
+    """Per-table lifecycle: precision, expiry since last update (0: never), admission after N sightings."""
+
+    precision: str = "fp32"
+    ttl_s: int = 0
+    admit_after: int = 1
 
 
 class ParamServer:
-    """The user and item tables of one world; every write is validated before it lands.
-
-    Calls arrive from the gRPC event loop and from the ring's dispatcher thread: one lock
-    serialises them, so a reader never sees a half-moved row.
-    """
-
-    def __init__(self, world: World, state_dir: Path, rates: dict[int, float] | None = None) -> None:
-        self.tables = {
-            paramserver_pb2.TABLE_USER: EmbeddingTable.from_dense(world.user_ids, np.asarray(world.user_tastes)),
-            paramserver_pb2.TABLE_ITEM: EmbeddingTable.from_dense(world.item_ids, np.asarray(world.item_embeddings)),
-        }
+    def __init__(self, world: World, state_dir: Path, rates: dict[int, float] | None = None,
+                 users: TableConfig = TableConfig(), items: TableConfig = TableConfig(),
+                 fsync: str = "always", fsync_interval_s: float = 0.0, slots: SlotRange | None = None) -> None:
         self.dim = world.spec.dim
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.state_dir = state_dir
-        self._lock = threading.Lock()
+        self.configs = {USER: users, ITEM: items}
+        self.slots = slots or SlotRange(0, SLOTS - 1)
+        self.stats = {table: {"hits": 0, "misses": 0} for table in (USER, ITEM)}
+        self._lock = threading.Lock()  # serialises writers: WAL order is apply order
+        state_dir.mkdir(parents=True, exist_ok=True)
+        self.tables = self._restore(world)
+        self.wal = WriteAheadLog(state_dir / "wal", fsync, fsync_interval_s)
+        self.replayed = self._replay()
+
+    # -- state ----------------------------------------------------------------------------------
+
+    def _new_table(self, table: int, expected: int) -> CuckooTable:
+        config = self.configs[table]
+        return CuckooTable(self.dim, config.precision, expected=max(expected, 1024), admit_after=config.admit_after)
+
+    def _snapshots(self) -> list[Path]:
+        return sorted(self.state_dir.glob("snapshot-*.npz"))
+
+    def _restore(self, world: World) -> dict[int, CuckooTable]:
+        snapshots = self._snapshots()
+        self.snapshot_seq = 0
+        if snapshots:
+            with np.load(snapshots[-1]) as saved:
+                self.snapshot_seq = int(saved["seq"])
+                tables = {}
+                for table, name in ((USER, "user"), (ITEM, "item")):
+                    keys = saved[f"{name}_keys"]
+                    tables[table] = self._new_table(table, len(keys))
+                    for start in range(0, len(keys), MAX_BATCH):  # keys that had rows keep them: no admission
+                        part = slice(start, start + MAX_BATCH)
+                        tables[table].upsert(keys[part], saved[f"{name}_values"][part], _now(), admit=False)
+                return tables
+        users, items = world.user_ids, world.item_ids
+        owned = self.slots.owns(users)
+        tables = {USER: self._new_table(USER, int(owned.sum())), ITEM: self._new_table(ITEM, len(items))}
+        tables[USER].upsert(users[owned], np.asarray(world.user_tastes)[owned], _now(), admit=False)
+        tables[ITEM].upsert(items, np.asarray(world.item_embeddings), _now(), admit=False)
+        return tables
+
+    def _replay(self) -> int:
+        count = 0
+        for _, op, payload in self.wal.replay(self.snapshot_seq):
+            if op == _OP_UPSERT:
+                table, n = _UPSERT.unpack_from(payload)
+                keys = np.frombuffer(payload, np.int64, n, _UPSERT.size)
+                values = np.frombuffer(payload, np.float32, n * self.dim, _UPSERT.size + 8 * n).reshape(n, self.dim)
+                self.tables[table].upsert(keys, values, _now())
+            elif op == _OP_DRIFT:
+                user, item, _, rate = _DRIFT.unpack(payload)
+                self._apply_drift(user, item, rate)
+            count += 1
+        return count
+
+    # -- handlers -------------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Handler]:
         return {"Lookup": self.lookup, "Upsert": self.upsert, "Drift": self.drift, "Snapshot": self.snapshot}
 
-    def _table(self, table: int) -> EmbeddingTable:
+    def _table(self, table: int) -> CuckooTable:
         if table not in self.tables:
             raise InvalidArgument("table", f"unknown table {table}")
         return self.tables[table]
 
-    def _keys(self, tensors: Tensors) -> np.ndarray:
+    def _keys(self, tensors: Tensors, table: int) -> np.ndarray:
         keys = expect(tensors, "keys", np.int64, ndim=1, required=True)
         if len(keys) > MAX_BATCH:
             raise InvalidArgument("keys", f"at most {MAX_BATCH} keys per call, got {len(keys)}")
+        if (keys <= 0).any():
+            raise InvalidArgument("keys", "keys are expected to be positive")
+        if table == USER and not self.slots.owns(keys).all():
+            raise InvalidArgument("keys", f"some users hash outside the slots {self.slots} this shard owns")
         return keys
 
     def lookup(self, request: paramserver_pb2.LookupRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.LookupResponse:
         hops = HopRecorder(SERVICE)
         with hops.stage("lookup"):
             table = self._table(request.table)
-            keys = self._keys(tensors)
-            with self._lock:
-                values, found = table.lookup(keys)
-            outputs.empty("values", np.float32, values.shape)[...] = values
-            outputs.empty("found", np.uint8, found.shape)[...] = found
+            keys = self._keys(tensors, request.table)
+            values = outputs.empty("values", np.float32, (len(keys), self.dim))  # the response slot, on the ring
+            found = outputs.empty("found", np.uint8, (len(keys),))
+            hits = table.lookup_into(keys.view(np.uint64), values, found, _now(), self.configs[request.table].ttl_s)
+            stats = self.stats[request.table]
+            stats["hits"] += hits
+            stats["misses"] += len(keys) - hits
         return paramserver_pb2.LookupResponse(hops=hops.hops)
 
     def upsert(self, request: paramserver_pb2.UpsertRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.UpsertResponse:
         table = self._table(request.table)
-        keys = self._keys(tensors)
+        keys = self._keys(tensors, request.table)
         values = expect(tensors, "values", np.float32, ndim=2, required=True)
         if values.shape != (len(keys), self.dim):
             raise InvalidArgument("values.shape", f"expected [{len(keys)}, {self.dim}], got {list(values.shape)}")
-        if (keys <= 0).any():
-            raise InvalidArgument("keys", "keys are expected to be positive")
         check_finite(values, "values")
+        payload = _UPSERT.pack(request.table, len(keys)) + keys.tobytes() + np.ascontiguousarray(values).tobytes()
         with self._lock:
-            table.upsert(keys, values)
-        return paramserver_pb2.UpsertResponse(upserted=len(keys))
+            seq = self.wal.append(_OP_UPSERT, payload)
+            status = table.upsert(keys, values, _now())
+        self.wal.wait_durable(seq)
+        return paramserver_pb2.UpsertResponse(upserted=int((status != PENDING).sum()))
+
+    def _apply_drift(self, user: int, item: int, rate: float) -> tuple[np.ndarray | None, int]:
+        vector, found = self.tables[ITEM].lookup(np.array([item], np.int64))
+        if not found[0]:
+            return None, 0
+        moved, status = self.tables[USER].drift(np.array([user], np.int64), vector, np.array([rate], np.float32), _now())
+        return moved[0], int(status[0])
 
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
         if request.user_id == 0:
@@ -86,42 +173,61 @@ class ParamServer:
             raise InvalidArgument("item_id", "is required")
         if request.event not in self.rates:
             raise InvalidArgument("event", f"unknown event type {request.event}")
+        if not self.slots.owns(np.array([request.user_id], np.int64))[0]:
+            raise InvalidArgument("user_id", f"hashes outside the slots {self.slots} this shard owns")
         rate = self.rates[request.event]
         with self._lock:
-            item = self.tables[paramserver_pb2.TABLE_ITEM].get(request.item_id)
-            if item is None:
+            if not self.tables[ITEM].lookup(np.array([request.item_id], np.int64))[1][0]:
                 raise NotFound(f"item_id {request.item_id} not found")
-            users = self.tables[paramserver_pb2.TABLE_USER]
-            user = users.get(request.user_id)
-            created = user is None
-            if created and rate <= 0:  # nothing to learn about a stranger from a negative event
-                return paramserver_pb2.DriftResponse(applied=False, rate=rate)
-            if rate == 0:
-                outputs.empty("user_vector", np.float32, user.shape)[...] = user
-                return paramserver_pb2.DriftResponse(applied=False, rate=rate)
-            moved = item.copy() if created else drift(user, item, rate)
-            users.upsert(np.array([request.user_id], dtype=np.int64), moved[None, :])
-        outputs.empty("user_vector", np.float32, moved.shape)[...] = moved
-        return paramserver_pb2.DriftResponse(applied=True, rate=rate, created=created)
+            seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
+            moved, status = self._apply_drift(request.user_id, request.item_id, rate)
+        self.wal.wait_durable(seq)
+        if status != 0 or rate == 0:
+            exists = status != 0 or self.tables[USER].lookup(np.array([request.user_id], np.int64))[1][0]
+            if exists:
+                outputs.empty("user_vector", np.float32, (self.dim,))[...] = moved
+        return paramserver_pb2.DriftResponse(applied=status != 0, rate=rate, created=status == 2)
 
     def snapshot(self, request: paramserver_pb2.SnapshotRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.SnapshotResponse:
-        self.state_dir.mkdir(parents=True, exist_ok=True)
-        path = self.state_dir / f"snapshot-{time.time_ns()}.npz"
-        arrays, rows = {}, 0
+        """A consistent cut: writers wait while the tables are copied out; then the WAL is truncated."""
         with self._lock:
-            for table_id, table in self.tables.items():
-                keys, values = table.items()
-                name = paramserver_pb2.Table.Name(table_id).lower()
-                arrays[f"{name}_keys"], arrays[f"{name}_values"] = keys, values
-                rows += len(keys)
-        staging = path.with_suffix(".tmp.npz")
-        np.savez(staging, **arrays)
+            seq = self.wal.last_seq
+            arrays = {"seq": np.array(seq)}
+            for table, name in ((USER, "user"), (ITEM, "item")):
+                keys, values, stamps = self.tables[table].items()
+                arrays[f"{name}_keys"], arrays[f"{name}_values"], arrays[f"{name}_stamps"] = keys, values, stamps
+        path = self.state_dir / f"snapshot-{seq:020d}.npz"
+        staging = self.state_dir / f".snapshot-{seq:020d}.tmp.npz"
+        with open(staging, "wb") as f:
+            np.savez(f, **arrays)
+            f.flush()
+            os.fsync(f.fileno())
         staging.rename(path)
+        directory = os.open(self.state_dir, os.O_RDONLY)
+        try:
+            os.fsync(directory)  # the rename itself must survive a crash before the WAL goes
+        finally:
+            os.close(directory)
+        self.wal.truncate_through(seq)
+        for old in self._snapshots()[:-1]:
+            old.unlink()
+        rows = sum(len(arrays[f"{n}_keys"]) for n in ("user", "item"))
         return paramserver_pb2.SnapshotResponse(path=str(path), rows=rows)
+
+    def expire(self) -> int:
+        """Drop rows past their table's TTL; returns how many."""
+        removed = 0
+        for table, config in self.configs.items():
+            if config.ttl_s:
+                removed += self.tables[table].expire(_now(), config.ttl_s)
+        return removed
+
+    def close(self) -> None:
+        self.wal.close()
 
 
 class ParamServerServicer(paramserver_pb2_grpc.ParamServerServicer):
-    """The gRPC face of a ParamServer core."""
+    """The gRPC face of a ParamServer core. Writes run in a worker thread: they wait for the fsync."""
 
     def __init__(self, core: ParamServer) -> None:
         self.core = core
@@ -130,10 +236,10 @@ class ParamServerServicer(paramserver_pb2_grpc.ParamServerServicer):
         return serve_unary(self.core.lookup, request)
 
     async def Upsert(self, request: paramserver_pb2.UpsertRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.UpsertResponse:
-        return serve_unary(self.core.upsert, request)
+        return await asyncio.to_thread(serve_unary, self.core.upsert, request)
 
     async def Drift(self, request: paramserver_pb2.DriftRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.DriftResponse:
-        return serve_unary(self.core.drift, request)
+        return await asyncio.to_thread(serve_unary, self.core.drift, request)
 
     async def Snapshot(self, request: paramserver_pb2.SnapshotRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.SnapshotResponse:
-        return serve_unary(self.core.snapshot, request)
+        return await asyncio.to_thread(serve_unary, self.core.snapshot, request)

@@ -1,0 +1,42 @@
+"""Prometheus metrics of a paramserver: rows, bytes, hits and misses per table, and WAL lag."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+__all__ = ["serve_metrics"]
+
+_NAMES = {1: "user", 2: "item"}
+
+
+class _Collector:
+    """Reads the core at scrape time: nothing to keep in step on the hot path."""
+
+    def __init__(self, core) -> None:
+        self.core = core
+
+    def collect(self):
+        rows = GaugeMetricFamily("feedserve_paramserver_rows", "keys stored", labels=["table"])
+        size = GaugeMetricFamily("feedserve_paramserver_bytes", "bytes held by the table", labels=["table"])
+        hits = CounterMetricFamily("feedserve_paramserver_hits", "lookup keys found", labels=["table"])
+        misses = CounterMetricFamily("feedserve_paramserver_misses", "lookup keys missing", labels=["table"])
+        for table_id, table in self.core.tables.items():
+            name = _NAMES[table_id]
+            rows.add_metric([name], table.size)
+            size.add_metric([name], table.bytes)
+            hits.add_metric([name], self.core.stats[table_id]["hits"])
+            misses.add_metric([name], self.core.stats[table_id]["misses"])
+        lag_bytes, lag_seconds = self.core.wal.lag()
+        yield from (rows, size, hits, misses)
+        yield GaugeMetricFamily("feedserve_paramserver_wal_lag_bytes", "WAL bytes written, not yet fsynced", value=lag_bytes)
+        yield GaugeMetricFamily("feedserve_paramserver_wal_lag_seconds", "seconds since the last WAL fsync", value=lag_seconds)
+        yield GaugeMetricFamily("feedserve_paramserver_wal_seq", "sequence number of the last WAL record", value=self.core.wal.last_seq)
+
+
+def serve_metrics(core, host: str, port: int) -> int:
+    """Serve /metrics on host:port (0 picks a free port); returns the port."""
+    registry = CollectorRegistry()
+    registry.register(_Collector(core))
+    server, _ = start_http_server(port, addr=host, registry=registry)
+    return server.server_port
