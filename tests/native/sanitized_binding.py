@@ -44,3 +44,26 @@ view.release()
 client.close()
 ring.close()
 print(f"sanitized binding: ok ({rejected} rejected)")
+
+# The cuckoo table through the same sanitized build: growth, every precision, expiry, drift, export.
+import numpy as np  # noqa: E402
+
+keys = (np.arange(1, 30001, dtype=np.uint64) * np.uint64(2654435761)) | np.uint64(1)
+for precision in ("fp32", "fp16", "int8"):
+    table = _native.CuckooTable(16, precision, 100, 2)
+    values = np.random.default_rng(1).standard_normal((len(keys), 16)).astype(np.float32)
+    status = np.empty(len(keys), np.uint8)
+    table.upsert_into(keys, values, status, 10, True)
+    table.upsert_into(keys, values, status, 20, True)  # second sighting: admitted
+    out, found = np.empty_like(values), np.empty(len(keys), np.uint8)
+    assert table.lookup_into(keys, out, found, 20, 0) == len(keys)
+    moved, drift_status = np.empty_like(values), np.empty(len(keys), np.uint8)
+    table.drift_into(keys, values[::-1].copy(), np.full(len(keys), 0.1, np.float32), moved, drift_status, 30)
+    exported = np.empty(len(keys), np.uint64), np.empty_like(values), np.empty(len(keys), np.uint32)
+    assert table.export_into(*exported) == len(keys)
+    assert table.expire(100, 50) == len(keys) and table.size == 0
+    try:
+        table.upsert_into(keys[:2], values[:1], status[:2], 0, True)
+    except ValueError:
+        pass
+print("sanitized cuckoo: ok")

@@ -1,4 +1,4 @@
-"""The Python binding itself, built with ASan/UBSan and preloaded, survives a fuzzed stream of hostile slots."""
+"""The Python binding itself, built with ASan/UBSan and preloaded: hostile ring slots and the cuckoo table."""
 
 from __future__ import annotations
 
@@ -18,7 +18,8 @@ def test_binding_decodes_hostile_slots_cleanly_under_sanitizers(tmp_path: Path) 
     subprocess.run(
         ["cc", "-std=c11", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", f"-I{sysconfig.get_paths()['include']}",
-         *(str(NATIVE / f) for f in ("_native.c", "fs_ring.c", "fs_msg.c")), "-o", str(module), "-lpthread", "-lrt"],
+         *(str(NATIVE / f) for f in ("_native.c", "fs_ring.c", "fs_msg.c", "fs_cuckoo.c")), "-o", str(module),
+         "-lpthread", "-lrt", "-lm"],
         check=True, capture_output=True, text=True,
     )
     libasan = subprocess.run(["cc", "-print-file-name=libasan.so"], capture_output=True, text=True, check=True).stdout.strip()
@@ -28,3 +29,4 @@ def test_binding_decodes_hostile_slots_cleanly_under_sanitizers(tmp_path: Path) 
                             capture_output=True, text=True, env=env, timeout=300, cwd=tmp_path)
     assert result.returncode == 0, result.stdout + result.stderr
     assert "sanitized binding: ok" in result.stdout
+    assert "sanitized cuckoo: ok" in result.stdout
