@@ -8,9 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import re
+import socket
+
 import numpy as np
 
-__all__ = ["SLOTS", "slot_of", "SlotRange", "SlotMap", "parse_slot_range"]
+__all__ = ["SLOTS", "slot_of", "SlotRange", "SlotMap", "parse_slot_range", "shard_slots"]
 
 SLOTS = 16_384
 
@@ -43,6 +46,23 @@ def parse_slot_range(text: str) -> SlotRange:
     if not 0 <= span.first <= span.last < SLOTS:
         raise ValueError(f"slot range {text!r} is expected within 0-{SLOTS - 1}")
     return span
+
+
+def shard_slots(spec: str) -> SlotRange:
+    """`INDEX/COUNT` (or `auto/COUNT`, INDEX from the hostname's trailing -N) -> that shard's equal slot range."""
+    index, sep, count = spec.partition("/")
+    if index == "auto":
+        match = re.search(r"-(\d+)$", socket.gethostname())
+        if match is None:
+            raise ValueError(f"--shard auto needs a hostname ending in -N, got {socket.gethostname()!r}")
+        index = match.group(1)
+    try:
+        i, n = int(index), int(count)
+    except ValueError:
+        raise ValueError(f"shard {spec!r} is expected as INDEX/COUNT") from None
+    if not (sep and 0 <= i < n <= SLOTS):
+        raise ValueError(f"shard {spec!r} is expected as INDEX/COUNT with 0 <= INDEX < COUNT")
+    return SlotRange(i * SLOTS // n, (i + 1) * SLOTS // n - 1)
 
 
 @dataclass(frozen=True)

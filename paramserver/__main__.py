@@ -10,7 +10,7 @@ from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS
 from mesh.logging import get_logger
 from mesh.service import run_core
-from mesh.shards import parse_slot_range
+from mesh.shards import parse_slot_range, shard_slots
 from paramserver.drift import parse_rates
 from paramserver.metrics import serve_metrics
 from paramserver.service import ParamServer, ParamServerServicer, TableConfig
@@ -49,6 +49,8 @@ def main() -> None:
     parser.add_argument("--user-ttl-s", type=int, default=0, help="drop users not updated for this long (0: never)")
     parser.add_argument("--admit-after", type=int, default=1, help="a new user gets a row after this many upserts")
     parser.add_argument("--slots", default="0-16383", help="hash slots of users this shard owns, FIRST-LAST")
+    parser.add_argument("--shard", help="INDEX/COUNT: own the INDEX-th of COUNT equal slot ranges instead of --slots; "
+                                        "INDEX 'auto' reads it from a trailing -N in the hostname (a StatefulSet pod)")
     parser.add_argument("--snapshot-interval-s", type=float, default=300.0, help="0 disables timed snapshots")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     args = parser.parse_args()
@@ -58,7 +60,7 @@ def main() -> None:
             world, args.state_dir or args.world / "state" / str(args.port), parse_rates(args.drift_rates),
             users=TableConfig(args.precision, args.user_ttl_s, args.admit_after),
             items=TableConfig(args.precision), fsync=args.fsync, fsync_interval_s=args.fsync_interval_ms / 1e3,
-            slots=parse_slot_range(args.slots),
+            slots=shard_slots(args.shard) if args.shard else parse_slot_range(args.slots),
         )
         log = get_logger("paramserver")
         log.info("state restored", snapshot_seq=core.snapshot_seq, wal_records_replayed=core.replayed,

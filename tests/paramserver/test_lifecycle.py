@@ -74,3 +74,12 @@ def test_metrics_report_rows_bytes_hits_misses_and_wal_lag(world, tmp_path: Path
     for name in ("feedserve_paramserver_bytes", "feedserve_paramserver_wal_lag_bytes", "feedserve_paramserver_wal_lag_seconds"):
         assert name in text
     core.close()
+
+
+def test_shard_specs_split_the_slots_evenly() -> None:
+    from mesh.shards import SLOTS, shard_slots
+
+    assert [str(shard_slots(f"{i}/2")) for i in range(2)] == ["0-8191", "8192-16383"]
+    assert shard_slots("2/3").last == SLOTS - 1
+    with pytest.raises(ValueError, match="INDEX/COUNT"):
+        shard_slots("3/3")
