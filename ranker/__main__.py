@@ -3,14 +3,32 @@
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS
 from mesh.service import run_core
+from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
 from ranker.training import ensure_model
 from world import load_world
+
+
+def parse_head_weights(spec: str) -> dict[str, float]:
+    """`click=1,like=0.5` -> {"click": 1.0, "like": 0.5}; unknown heads and non-finite weights are refused."""
+    weights = {}
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        head, _, value = part.partition("=")
+        if head not in HEADS:
+            raise argparse.ArgumentTypeError(f"head {head!r} is not one of {', '.join(HEADS)}")
+        try:
+            weights[head] = float(value)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"weight of {head} is expected to be a number, got {value!r}") from None
+        if not math.isfinite(weights[head]):
+            raise argparse.ArgumentTypeError(f"weight of {head} is expected to be finite")
+    return weights
 
 
 def main() -> None:
@@ -20,11 +38,14 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="model precision (default: fp32)")
+    parser.add_argument("--head-weights", default="", type=parse_head_weights,
+                        help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     args = parser.parse_args()
 
     def build():
         world = load_world(args.world)
-        core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads)
+        core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads,
+                      head_weights=args.head_weights)
         servicer = RankerServicer(core)
         return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 

@@ -114,3 +114,26 @@ class TestTrainCommand:
         result = _cli("train", "--logs", str(bad), home=tmp_path)
         assert result.returncode == 2
         assert f"{bad}:2" in result.stderr
+
+
+class TestHeadWeights:
+    def test_head_weights_change_the_blend_and_bad_ones_are_refused(self, world, manifest) -> None:
+        """Only the 'share' head weighted: the served scores equal that head's probability."""
+        import argparse
+
+        from feedserve.v1 import ranker_pb2
+        from mesh.dispatch import HeapOutputs
+        from ranker.__main__ import parse_head_weights
+        from ranker.service import Ranker
+
+        weights = parse_head_weights("click=0,like=0,dwell=0,share=1")
+        ranker = Ranker(world, manifest, head_weights=weights)
+        out = HeapOutputs()
+        ranker.rank(ranker_pb2.RankRequest(user_id=1, k=5, return_all_scores=True),
+                    {"user_vector": np.asarray(world.user_tastes[0])}, out)
+        assert ranker.head_weights.tolist() == [0, 0, 0, 1]
+        assert (out.arrays["scores"] > 0).all() and (out.arrays["scores"] < 1).all()
+        with pytest.raises(argparse.ArgumentTypeError, match="not one of"):
+            parse_head_weights("clicks=1")
+        with pytest.raises(argparse.ArgumentTypeError, match="finite"):
+            parse_head_weights("like=nan")
