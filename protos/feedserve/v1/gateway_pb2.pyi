@@ -1,12 +1,50 @@
 from feedserve.v1 import common_pb2 as _common_pb2
 from feedserve.v1 import generator_pb2 as _generator_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class Mode(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    MODE_UNSPECIFIED: _ClassVar[Mode]
+    MODE_NORMAL: _ClassVar[Mode]
+    MODE_SURGE: _ClassVar[Mode]
+    MODE_EMERGENCY: _ClassVar[Mode]
+MODE_UNSPECIFIED: Mode
+MODE_NORMAL: Mode
+MODE_SURGE: Mode
+MODE_EMERGENCY: Mode
+
+class SetModeRequest(_message.Message):
+    __slots__ = ("mode",)
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    mode: Mode
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
+
+class GetModeRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class ModeStatus(_message.Message):
+    __slots__ = ("mode", "forced", "reason", "candidate_count", "generation_enabled", "in_flight")
+    MODE_FIELD_NUMBER: _ClassVar[int]
+    FORCED_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
+    GENERATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
+    IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    mode: Mode
+    forced: bool
+    reason: str
+    candidate_count: int
+    generation_enabled: bool
+    in_flight: int
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., forced: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate_count: _Optional[int] = ..., generation_enabled: _Optional[bool] = ..., in_flight: _Optional[int] = ...) -> None: ...
 
 class FeedRequest(_message.Message):
     __slots__ = ("context", "user_id", "k")
@@ -33,7 +71,7 @@ class FeedItem(_message.Message):
     def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
-    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version")
+    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -41,6 +79,8 @@ class FeedResponse(_message.Message):
     HOPS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    CACHED_FIELD_NUMBER: _ClassVar[int]
+    MODE_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedItem]
     cold_start: bool
     degraded: bool
@@ -48,7 +88,9 @@ class FeedResponse(_message.Message):
     hops: _containers.RepeatedCompositeFieldContainer[_common_pb2.HopTiming]
     request_id: str
     model_version: str
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    cached: bool
+    mode: Mode
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
 
 class InteractRequest(_message.Message):
     __slots__ = ("context", "user_id", "item_id", "event")

@@ -182,3 +182,121 @@ class Gateway:
             timeout,
             metadata,
             _registered_method=True)
+
+
+class GatewayAdminStub:
+    """Operators' controls: the burst mode, forced or automatic.
+    """
+
+    def __init__(self, channel):
+        """Constructor.
+
+        Args:
+            channel: A grpc.Channel.
+        """
+        self.SetMode = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/SetMode',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.SetModeRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
+                _registered_method=True)
+        self.GetMode = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/GetMode',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
+                _registered_method=True)
+
+
+class GatewayAdminServicer:
+    """Operators' controls: the burst mode, forced or automatic.
+    """
+
+    def SetMode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetMode(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+
+def add_GatewayAdminServicer_to_server(servicer, server):
+    rpc_method_handlers = {
+            'SetMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.SetMode,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.SetModeRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.SerializeToString,
+            ),
+            'GetMode': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetMode,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.SerializeToString,
+            ),
+    }
+    generic_handler = grpc.method_handlers_generic_handler(
+            'feedserve.v1.GatewayAdmin', rpc_method_handlers)
+    server.add_generic_rpc_handlers((generic_handler,))
+    server.add_registered_method_handlers('feedserve.v1.GatewayAdmin', rpc_method_handlers)
+
+
+ # This class is part of an EXPERIMENTAL API.
+class GatewayAdmin:
+    """Operators' controls: the burst mode, forced or automatic.
+    """
+
+    @staticmethod
+    def SetMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/SetMode',
+            feedserve_dot_v1_dot_gateway__pb2.SetModeRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetMode(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/GetMode',
+            feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
