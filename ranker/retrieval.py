@@ -39,7 +39,7 @@ class Retriever:
     def __init__(self, items: ItemTable, nprobe: int = 128, seed: int = 0) -> None:
         embeddings = items.embeddings
         n, dim = embeddings.shape
-        self.nlist = int(np.clip(4 * math.sqrt(n), 16, 4096))
+        self.nlist = int(np.clip(min(4 * math.sqrt(n), n // 39), 16, 4096))  # k-means wants >= 39 points a centroid
         self.quantizer = faiss.IndexFlatIP(dim)
         self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
         sample = np.random.default_rng(seed).choice(n, min(n, 64 * self.nlist), replace=False)
@@ -103,9 +103,21 @@ class Retriever:
             take(self.popular[: max(rest - rest // 2, count // 8)], 3)
 
         merged = np.concatenate(rows)
+        short = count - len(np.unique(merged))
+        if short > 0:  # the sources overlapped more than expected: one deeper pass tops the set up
+            if user is not None:
+                distance, found = self.index.search(user[None, :].astype(np.float32, copy=False), interest + 2 * short)
+                keep = found[0] >= 0
+                take(found[0][keep][interest:], 0, score=distance[0][keep][interest:])
+            else:
+                take(self.popular[count // 2: count // 2 + 2 * short], 3)
+            merged = np.concatenate(rows)
         unique, inverse = np.unique(merged, return_inverse=True)
         mask = np.zeros(len(unique), np.uint8)
         np.bitwise_or.at(mask, inverse, np.concatenate(bits))
         best_scores = np.zeros((len(unique), 2), np.float32)
         np.maximum.at(best_scores, inverse, np.concatenate(scores))
+        if len(unique) > count:  # the top-up overshot: keep every multi-source item, then the best by interest
+            keep = np.lexsort((-best_scores[:, 0], mask == 1))[:count]
+            unique, mask, best_scores = unique[np.sort(keep)], mask[np.sort(keep)], best_scores[np.sort(keep)]
         return Candidates(ids=unique.astype(np.int64) + 1, sources=mask, scores=best_scores)
