@@ -1,13 +1,17 @@
-"""`python -m gateway`: serve the public Feed, Interact and Generate API over gRPC."""
+"""`python -m gateway`: serve the public Feed, Interact and Generate API (and GatewayAdmin) over gRPC."""
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.service import GatewayService
+from gateway.cache import FeedCache
+from gateway.metrics import GatewayMetrics
+from gateway.service import GatewayAdminService, GatewayService, keep_fallback_fresh
 from mesh.clients import ParamServerClient, RankerClient
 from mesh.config import StackConfig
+from mesh.logging import get_logger
 from mesh.server import run_service
 from mesh.shards import SlotMap
 
@@ -20,17 +24,32 @@ def main() -> None:
     parser.add_argument("--paramserver", default=defaults.paramserver_address,
                         help="HOST:PORT, or a slot map FIRST-LAST=HOST:PORT,... for several shards")
     parser.add_argument("--ranker", default=defaults.ranker_address, help="HOST:PORT")
+    parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
+    parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     args = parser.parse_args()
     clients: list = []
+    tasks: list[asyncio.Task] = []
 
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
         clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
-        service = GatewayService(*clients)
-        name = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name
-        return {name: lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server)}
+        service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s))
+        admin = GatewayAdminService(service.modes)
+        if args.metrics_port >= 0:
+            metrics = GatewayMetrics(service)
+            service.on_answer = metrics.observe
+            get_logger("gateway").info("metrics", port=metrics.serve(args.host, args.metrics_port))
+        tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
+        return {
+            gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name:
+                lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server),
+            gateway_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name:
+                lambda server: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, server),
+        }
 
     async def close() -> None:
+        for task in tasks:
+            task.cancel()
         for client in clients:
             await client.close()
 

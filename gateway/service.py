@@ -1,81 +1,199 @@
-"""The Gateway gRPC servicer: validates, fans out under the caller's deadline, reports every hop."""
+"""The Gateway servicer: sheds load, validates, fans out under the caller's deadline, and degrades rather than fails.
+
+The degradation ladder, decided per request from the time left and what ranking has been costing:
+full ranking -> fewer candidates -> the user's cached feed (even a stale one) -> the popular/fresh
+fallback feed. A dependency that keeps failing opens its circuit breaker and the same ladder answers.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator
 
 import grpc
 
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
+from gateway.breaker import CircuitBreaker
+from gateway.cache import FeedCache
+from gateway.modes import ModeController
 from mesh.clients import ParamServerClient, RankerClient
-from mesh.errors import DeadlineExceeded, InvalidArgument
+from mesh.errors import DeadlineExceeded, FeedserveError, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.rpclog import annotate, request_id
 from mesh.timing import HopRecorder
 
-__all__ = ["GatewayService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
+__all__ = ["GatewayService", "GatewayAdminService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
 
 SERVICE = "gateway"
 DEFAULT_K = 20
 MAX_K = 500
 DEFAULT_TIMEOUT_S = 2.0  # for callers that send no deadline
+MARGIN_S = 0.003  # kept back from every deadline to build and send the answer
+FALLBACK_K = 500
 _EVENTS = frozenset(common_pb2.EventType.values()) - {common_pb2.EVENT_TYPE_UNSPECIFIED}
 
 
 class _Budget:
-    """The time left of the caller's deadline (or the default), for each downstream call."""
+    """The time left of the caller's deadline (or the default), minus the margin for answering."""
 
     def __init__(self, context: grpc.aio.ServicerContext) -> None:
         remaining = context.time_remaining()
-        self.deadline = time.monotonic() + (DEFAULT_TIMEOUT_S if remaining is None else remaining)
+        self.deadline = time.monotonic() + (DEFAULT_TIMEOUT_S if remaining is None else remaining) - MARGIN_S
 
     def left(self) -> float:
-        left = self.deadline - time.monotonic()
+        return self.deadline - time.monotonic()
+
+    def require(self) -> float:
+        left = self.left()
         if left <= 0:
             raise DeadlineExceeded("deadline passed before the feed was ready")
         return left
 
 
+def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -> list[gateway_pb2.FeedItem]:
+    return [gateway_pb2.FeedItem(item_id=i.item_id, score=i.score, title=i.title, category=i.category, sources=i.sources)
+            for i in list(ranked.items)[:k]]
+
+
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
-    def __init__(self, paramserver: ParamServerClient, ranker: RankerClient) -> None:
-        self.paramserver = paramserver
-        self.ranker = ranker
+    def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
+                 cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None) -> None:
+        self.paramserver, self.ranker = paramserver, ranker
+        self.modes = modes or ModeController()
+        self.cache = cache or FeedCache()
+        self.breakers = {"paramserver": CircuitBreaker("paramserver", cooldown_s=breaker_cooldown_s),
+                         "ranker": CircuitBreaker("ranker", cooldown_s=breaker_cooldown_s)}
+        self.max_in_flight = max_in_flight
+        self.rank_cost_s = 0.0  # EWMA of a full ranking call at the current candidate count
+        self.fallback: ranker_pb2.RankResponse | None = None
+        self.counters = {"degraded": {}, "shed": 0}
+        self.on_answer = None  # e.g. GatewayMetrics.observe
+
+    async def refresh_fallback(self) -> bool:
+        """Fetch the popular/fresh feed (a cold-start ranking) that answers when nothing better can."""
+        try:
+            self.fallback = await self.ranker.rank(ranker_pb2.RankRequest(k=FALLBACK_K, candidate_count=1_000), None, 5.0)
+            return True
+        except FeedserveError:
+            return False
+
+    async def _guarded(self, name: str, call):
+        """Run `call()` through the dependency's breaker; refused at once while the circuit is open."""
+        breaker = self.breakers[name]
+        if not breaker.allow():
+            raise Unavailable(name, "circuit open after repeated failures")
+        try:
+            result = await call()
+        except (Unavailable, DeadlineExceeded):
+            breaker.failed()
+            raise
+        breaker.succeeded()
+        return result
+
+    def _degrade(self, response: gateway_pb2.FeedResponse, reason: str) -> None:
+        response.degraded, response.degraded_reason = True, reason
+        self.counters["degraded"][reason.split(":")[0]] = self.counters["degraded"].get(reason.split(":")[0], 0) + 1
+
+    def _fallback_or_cache(self, user_id: int, k: int, response: gateway_pb2.FeedResponse, why: str) -> None:
+        """The last rungs of the ladder: the user's cached feed, else the fallback feed, else UNAVAILABLE."""
+        cached = self.cache.get(user_id, k, stale_ok=True)
+        if cached is not None:
+            response.items.extend(cached.items)
+            response.cached, response.model_version = True, cached.model_version
+            self._degrade(response, f"{why}: cached feed")
+        elif self.fallback is not None:
+            response.items.extend(_items(self.fallback, k))
+            response.model_version = f"{self.fallback.model_name}/{self.fallback.model_version}"
+            self._degrade(response, f"{why}: popular/fresh fallback")
+        else:
+            raise Unavailable(why.split(" ")[0], "no fallback feed is loaded yet")
 
     async def Feed(self, request: gateway_pb2.FeedRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.FeedResponse:
-        hops = HopRecorder(SERVICE)
         received = time.monotonic_ns()
+        modes = self.modes
+        limit = self.max_in_flight or modes.settings.max_in_flight
+        if modes.in_flight >= limit:
+            self.counters["shed"] += 1
+            raise ResourceExhausted(f"gateway overloaded: {modes.in_flight} requests in flight (limit {limit})")
+        modes.in_flight += 1
+        try:
+            return await self._feed(request, context, received)
+        finally:
+            modes.in_flight -= 1
+            modes.observe((time.monotonic_ns() - received) / 1e9)
+
+    async def _feed(self, request: gateway_pb2.FeedRequest, context: grpc.aio.ServicerContext, received: int) -> gateway_pb2.FeedResponse:
+        hops = HopRecorder(SERVICE)
         if request.user_id == 0:
             raise InvalidArgument("user_id", "is required")
         k = request.k if request.HasField("k") else DEFAULT_K
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {k}")
         budget, rid = _Budget(context), request_id()
+        response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)
+        cached = self.cache.get(request.user_id, k)
+        if cached is not None:
+            response.MergeFrom(cached)
+            response.ClearField("hops")
+            response.cached, response.request_id, response.mode = True, rid, self.modes.current
+            hops.add("cache", received, time.monotonic_ns())
+            response.hops.extend(hops.hops)
+            return response
 
-        with hops.stage("paramserver_call"):
-            user = await self.paramserver.user_vector(request.user_id, budget.left(), rid)
-        hops.extend(user.hops)
-        rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k)
-        with hops.stage("ranker_call"):
-            ranked = await self.ranker.rank(rank_request, user.vector, budget.left(), rid)
+        settings = self.modes.settings
+        try:
+            with hops.stage("paramserver_call"):
+                user = await self._guarded(
+                    "paramserver", lambda: self.paramserver.user_vector(request.user_id, budget.require(), rid))
+            hops.extend(user.hops)
+        except (Unavailable, DeadlineExceeded) as exc:
+            annotate(dependency_error=str(exc))
+            self._fallback_or_cache(request.user_id, k, response, "paramserver unavailable")
+            return self._finish(response, hops, received)
+
+        count, left = settings.candidate_count, budget.left()
+        if self.rank_cost_s and left < self.rank_cost_s * 1.2:
+            if left >= self.rank_cost_s * 0.4:  # enough for a smaller ranking
+                count = max(200, int(count * left / (self.rank_cost_s * 1.2)))
+                self._degrade(response, f"deadline: {count} candidates instead of {settings.candidate_count}")
+            else:
+                self._fallback_or_cache(request.user_id, k, response, "deadline too short to rank")
+                return self._finish(response, hops, received)
+        rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k, candidate_count=count)
+        try:
+            with hops.stage("ranker_call"):
+                started = time.monotonic()
+                timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
+                ranked = await self._guarded("ranker", lambda: self.ranker.rank(rank_request, user.vector, timeout, rid))
+            if count == settings.candidate_count:
+                cost = time.monotonic() - started
+                self.rank_cost_s = cost if not self.rank_cost_s else 0.8 * self.rank_cost_s + 0.2 * cost
+        except (Unavailable, DeadlineExceeded) as exc:
+            annotate(dependency_error=str(exc))
+            response.ClearField("degraded")
+            response.ClearField("degraded_reason")
+            why = "ranker too slow for the deadline" if isinstance(exc, DeadlineExceeded) else "ranker unavailable"
+            self._fallback_or_cache(request.user_id, k, response, why)
+            return self._finish(response, hops, received)
         hops.extend(ranked.hops)
+        response.cold_start = ranked.cold_start
+        response.model_version = f"{ranked.model_name}/{ranked.model_version}"
+        response.items.extend(_items(ranked, k))
+        if not response.degraded:
+            self.cache.put(request.user_id, k, response)
+        annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
+        return self._finish(response, hops, received)
 
-        response = gateway_pb2.FeedResponse(
-            cold_start=ranked.cold_start, request_id=rid, model_version=f"{ranked.model_name}/{ranked.model_version}"
-        )
-        for item in ranked.items:
-            response.items.append(
-                gateway_pb2.FeedItem(
-                    item_id=item.item_id, score=item.score, title=item.title, category=item.category, sources=item.sources
-                )
-            )
+    def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int) -> gateway_pb2.FeedResponse:
         hops.add("handle", received, time.monotonic_ns())
         response.hops.extend(hops.hops)
-        annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
+        if response.degraded:
+            annotate(degraded=response.degraded_reason)
+        if self.on_answer is not None:
+            self.on_answer(response)
         return response
 
-    async def Interact(
-        self, request: gateway_pb2.InteractRequest, context: grpc.aio.ServicerContext
-    ) -> gateway_pb2.InteractResponse:
+    async def Interact(self, request: gateway_pb2.InteractRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.InteractResponse:
         if request.user_id == 0:
             raise InvalidArgument("user_id", "is required")
         if request.item_id == 0:
@@ -83,13 +201,36 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if request.event not in _EVENTS:
             raise InvalidArgument("event", f"unknown event type {request.event}")
         drift = paramserver_pb2.DriftRequest(
-            context=request.context, user_id=request.user_id, item_id=request.item_id, event=request.event
-        )
-        moved = await self.paramserver.drift(drift, _Budget(context).left(), request_id())
+            context=request.context, user_id=request.user_id, item_id=request.item_id, event=request.event)
+        moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())
+        self.cache.invalidate(request.user_id)  # read-your-writes: the next Feed ranks afresh
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id())
 
-    async def Generate(
-        self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext
-    ) -> AsyncIterator[generator_pb2.GenerateChunk]:
+    async def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
+        if not self.modes.settings.generation_enabled:
+            await context.abort(grpc.StatusCode.UNAVAILABLE, "generation is off in emergency mode")
         await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generation is not deployed in this stack yet")
         yield generator_pb2.GenerateChunk()  # unreachable; makes this an async generator
+
+
+class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
+    """Forcing a burst mode, or handing the choice back to the automatic switch."""
+
+    def __init__(self, modes: ModeController) -> None:
+        self.modes = modes
+
+    async def SetMode(self, request: gateway_pb2.SetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
+        if request.mode not in gateway_pb2.Mode.values():
+            raise InvalidArgument("mode", f"unknown mode {request.mode}")
+        self.modes.force(request.mode)
+        return self.modes.status()
+
+    async def GetMode(self, request: gateway_pb2.GetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
+        return self.modes.status()
+
+
+async def keep_fallback_fresh(service: GatewayService, every_s: float = 60.0) -> None:
+    """Refresh the fallback feed in the background: soon after start, then every `every_s`."""
+    while True:
+        ok = await service.refresh_fallback()
+        await asyncio.sleep(every_s if ok else 1.0)  # a periodic refresh, not synchronisation
