@@ -152,6 +152,68 @@ def _hop_table(hops, elapsed_ms: float) -> str:
     return "\n".join(lines)
 
 
+def relay(hops, client_ms: float) -> str:
+    """One request as a relay: who held the baton and for how long, and the gaps between the legs."""
+    if not hops:
+        return "no hops recorded"
+    origin = min(h.start_ns for h in hops)
+    by = {(h.service, h.stage): h for h in hops}
+    handle = by.get(("gateway", "handle"))
+    lines = [f"{'leg':<34} {'start ms':>9} {'took ms':>9}  note"]
+
+    def row(label: str, hop, note: str = "") -> None:
+        lines.append(f"{label:<34} {(hop.start_ns - origin) / 1e6:9.3f} {(hop.end_ns - hop.start_ns) / 1e6:9.3f}  {note}")
+
+    for call, service in (("paramserver_call", "paramserver"), ("ranker_call", "ranker"), ("cache", None)):
+        outer = by.get(("gateway", call))
+        if outer is None:
+            continue
+        inner = [h for h in hops if h.service == service]
+        served = sum(h.end_ns - h.start_ns for h in inner)
+        note = f"transport and queueing {(outer.end_ns - outer.start_ns - served) / 1e6:.3f} ms" if inner else ""
+        row(f"gateway -> {service or 'feed cache'}", outer, note)
+        for hop in sorted(inner, key=lambda h: h.start_ns):
+            row(f"    {service} {hop.stage}", hop)
+    if handle is not None:
+        row("gateway handled (received -> sent)", handle)
+        gap = client_ms - (handle.end_ns - handle.start_ns) / 1e6
+        lines.append(f"{'client <-> gateway transport':<34} {'':>9} {gap:9.3f}  client saw {client_ms:.3f} ms end to end")
+    return "\n".join(lines)
+
+
+def _trace(args: argparse.Namespace) -> int:
+    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag="trace"))
+    start = time.perf_counter()
+    response = _call(args, "Feed", request)
+    elapsed_ms = (time.perf_counter() - start) * 1e3
+    if response is None:
+        return 1
+    flags = "".join(f" [{f}]" for f, on in (("cached", response.cached), ("degraded: " + response.degraded_reason,
+                                                                           response.degraded)) if on)
+    print(f"request {response.request_id} for user {args.user}{flags}")
+    print(relay(response.hops, elapsed_ms))
+    return 0
+
+
+def _mode(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayAdminStub(channel)
+        try:
+            if args.set is None:
+                status = stub.GetMode(gateway_pb2.GetModeRequest(), timeout=args.timeout)
+            else:
+                mode = gateway_pb2.MODE_UNSPECIFIED if args.set == "auto" else gateway_pb2.Mode.Value(f"MODE_{args.set.upper()}")
+                status = stub.SetMode(gateway_pb2.SetModeRequest(mode=mode), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    name = gateway_pb2.Mode.Name(status.mode).removeprefix("MODE_").lower()
+    print(f"mode {name} ({'forced' if status.forced else 'automatic: ' + status.reason}); "
+          f"{status.candidate_count} candidates, generation {'on' if status.generation_enabled else 'off'}, "
+          f"{status.in_flight} feeds in flight")
+    return 0
+
+
 def _interact(args: argparse.Namespace) -> int:
     event = common_pb2.EventType.Value(f"EVENT_TYPE_{args.event.upper()}")
     response = _call(args, "Interact", gateway_pb2.InteractRequest(user_id=args.user, item_id=args.item, event=event))
@@ -196,6 +258,15 @@ def _parser() -> argparse.ArgumentParser:
     feed.add_argument("--user", type=int, required=True)
     feed.add_argument("-k", type=int, default=20, help="items to return, 1..500 (default: %(default)s)")
     feed.set_defaults(run=_feed)
+
+    trace = commands.add_parser("trace", parents=[gateway], help="print one feed request as a relay of hops")
+    trace.add_argument("--user", type=int, required=True)
+    trace.add_argument("-k", type=int, default=20)
+    trace.set_defaults(run=_trace)
+
+    mode = commands.add_parser("mode", parents=[gateway], help="show the gateway's burst mode, or force one")
+    mode.add_argument("--set", choices=("normal", "surge", "emergency", "auto"), help="auto hands control back")
+    mode.set_defaults(run=_mode)
 
     interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
     interact.add_argument("--user", type=int, required=True)

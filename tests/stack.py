@@ -18,7 +18,7 @@ from feedserve.v1 import (
     ranker_pb2,
     ranker_pb2_grpc,
 )
-from gateway.service import GatewayService
+from gateway.service import GatewayAdminService, GatewayService
 from mesh.clients import ParamServerClient, RankerClient
 from mesh.server import ServiceServer, start_server
 from mesh.ring import RingConfig, RingServer, transport_registration
@@ -60,18 +60,24 @@ async def start_ranker(world: World, manifest: ModelManifest) -> tuple[ServiceSe
     return server, core
 
 
-async def start_gateway(paramserver: str, ranker: str) -> tuple[ServiceServer, list]:
+async def start_gateway(paramserver: str, ranker: str, **options) -> tuple[ServiceServer, list, GatewayService]:
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
-    service = GatewayService(*clients)
+    service = GatewayService(*clients, **options)
+    await service.refresh_fallback()
+    admin = GatewayAdminService(service.modes)
     server = await start_server(
-        {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s)}, LOCAL
+        {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
+         _name(gateway_pb2, "GatewayAdmin"): lambda s: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, s)},
+        LOCAL,
     )
-    return server, clients
+    return server, clients, service
 
 
 @dataclass
 class Stack:
     gateway: gateway_pb2_grpc.GatewayStub
+    admin: gateway_pb2_grpc.GatewayAdminStub
+    service: GatewayService
     paramserver: paramserver_pb2_grpc.ParamServerStub
     ranker: ranker_pb2_grpc.RankerStub
     ports: dict[str, int]
@@ -80,17 +86,26 @@ class Stack:
 
 
 @asynccontextmanager
-async def running_stack(world: World, manifest: ModelManifest, state_dir: Path) -> AsyncIterator[Stack]:
-    """All three services as real gRPC servers on free ports, torn down on exit."""
-    ps_server, _ = await start_paramserver(world, state_dir)
-    rk_server, _ = await start_ranker(world, manifest)
-    gw_server, clients = await start_gateway(f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}")
+async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, ranker=None,
+                        **gateway_options) -> AsyncIterator[Stack]:
+    """All three services as real gRPC servers on free ports, torn down on exit. `ranker` may replace the
+    ranker's servicer (a slow one, for deadline tests)."""
+    ps_server, ps_core = await start_paramserver(world, state_dir)
+    if ranker is None:
+        rk_server, _ = await start_ranker(world, manifest)
+    else:
+        rk_server = await start_server(
+            {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(ranker, s)}, LOCAL)
+    gw_server, clients, service = await start_gateway(
+        f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", **gateway_options)
     servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
     ports = {name: s.port for name, s in servers.items()}
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports.values()]
     try:
         yield Stack(
             gateway=gateway_pb2_grpc.GatewayStub(channels[2]),
+            admin=gateway_pb2_grpc.GatewayAdminStub(channels[2]),
+            service=service,
             paramserver=paramserver_pb2_grpc.ParamServerStub(channels[0]),
             ranker=ranker_pb2_grpc.RankerStub(channels[1]),
             ports=ports,
@@ -104,3 +119,4 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path) 
             await client.close()
         for server in servers.values():
             await server.stop(0)
+        ps_core.close()

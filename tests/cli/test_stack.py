@@ -61,6 +61,15 @@ def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> N
         interact = _feedserve("interact", "--user", "1", "--item", item, "--event", "like", "--gateway", address, env=env)
         assert interact.returncode == 0 and "rate +0.10" in interact.stdout
 
+        trace = _feedserve("trace", "--user", "2", "--gateway", address, env=env)
+        assert trace.returncode == 0, trace.stderr
+        assert "gateway -> ranker" in trace.stdout and "    ranker model" in trace.stdout
+        assert "client <-> gateway transport" in trace.stdout
+
+        forced = _feedserve("mode", "--set", "emergency", "--gateway", address, env=env)
+        assert "mode emergency (forced)" in forced.stdout and "generation off" in forced.stdout
+        assert "automatic" in _feedserve("mode", "--set", "auto", "--gateway", address, env=env).stdout
+
         bad = _feedserve("feed", "--user", "1", "-k", "0", "--gateway", address, env=env)
         assert bad.returncode == 1 and "INVALID_ARGUMENT: k" in bad.stderr
     finally:
