@@ -94,6 +94,7 @@ def _up(args: argparse.Namespace) -> int:
         ranker_port=args.ranker_port,
     )
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
+    os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
     stack = Stack(world.path, config, args.home / "logs")
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:

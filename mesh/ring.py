@@ -25,6 +25,7 @@ from mesh.errors import (
 )
 from mesh.logging import get_logger
 from mesh.tensors import DTYPES
+from mesh.tracing import server_span
 from native import MSG_ALIGN, MSG_DATA_OFFSET, Ring, remove_stale_segments, segment_name
 
 __all__ = ["RingServer", "RingChannel", "Reply", "RingConfig", "HandshakeServicer", "boot_id", "RingTooSmall", "RingBroken", "RING_VERSION"]
@@ -188,7 +189,11 @@ class RingServer:
                 array.flags.writeable = False
                 inputs[name] = array
             outputs = _SlotOutputs(self.view, self.ring.area_offset(slot, True), self.ring.response_capacity)
-            response = handler(request, inputs, outputs)
+            if traceparent:  # a traced call: the same span a gRPC call would get
+                with server_span(self.method_paths[method_id], traceparent, transport="ring"):
+                    response = handler(request, inputs, outputs)
+            else:
+                response = handler(request, inputs, outputs)
             try:
                 out_len = self._reply(slot, method_id, 0, request_id, response.SerializeToString(), outputs.items)
             except ValueError as exc:

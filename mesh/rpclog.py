@@ -13,6 +13,7 @@ import structlog
 
 from mesh.errors import FeedserveError
 from mesh.logging import get_logger
+from mesh.tracing import server_span
 
 __all__ = ["RpcLogInterceptor", "annotate", "request_id"]
 
@@ -40,6 +41,7 @@ def _begin(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) 
         "request_id": metadata.get(REQUEST_ID_KEY) or uuid.uuid4().hex[:16],
         "method": details.method,
         "status": "OK",
+        "traceparent": metadata.get("traceparent", ""),
     }
     _fields.set(fields)
     structlog.contextvars.bind_contextvars(request_id=fields["request_id"])
@@ -92,7 +94,9 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
             fields = _begin(details, context)
             fields["input_bytes"] = request.ByteSize()
             try:
-                response = await behavior(request, context)
+                with server_span(details.method, fields.pop("traceparent"), request_id=fields["request_id"]) as span:
+                    fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+                    response = await behavior(request, context)
                 fields["output_bytes"] = response.ByteSize()
                 return response
             except grpc.aio.AbortError:
@@ -112,6 +116,7 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
             fields = _begin(details, context)
             fields["input_bytes"] = request.ByteSize()
             fields["output_bytes"] = 0
+            fields.pop("traceparent")
             try:
                 async for message in behavior(request, context):
                     fields["output_bytes"] += message.ByteSize()

@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.logging import configure_logging, get_logger
 from mesh.rpclog import RpcLogInterceptor
+from mesh.tracing import configure_tracing
 
 __all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS"]
 
@@ -75,6 +76,7 @@ def run_service(
 ) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit."""
     configure_logging(service, log_level)
+    configure_tracing(service)
     log = get_logger(service)
 
     async def main() -> None:

@@ -19,6 +19,7 @@ from mesh.logging import get_logger
 from mesh.ring import RING_VERSION, Reply, RingBroken, RingChannel, RingConfig, RingTooSmall, boot_id
 from mesh.rpclog import REQUEST_ID_KEY
 from mesh.server import GRPC_OPTIONS
+from mesh.tracing import current_traceparent
 
 __all__ = ["Transport", "translate_rpc_error"]
 
@@ -107,6 +108,7 @@ class Transport:
         """One unary call. On the ring, the reply's tensors are slot views until `reply.release()`."""
         method = self.methods[name]
         tensors = tensors or {}
+        traceparent = traceparent or current_traceparent()  # the next hop joins the caller's trace
         deadline = time.monotonic() + timeout
         ring = await self._attached(deadline)
         if ring is not None:
