@@ -56,16 +56,18 @@ class Tensor(_message.Message):
     def __init__(self, name: _Optional[str] = ..., dtype: _Optional[_Union[DType, str]] = ..., shape: _Optional[_Iterable[int]] = ..., data: _Optional[bytes] = ...) -> None: ...
 
 class HopTiming(_message.Message):
-    __slots__ = ("service", "stage", "start_ns", "end_ns")
+    __slots__ = ("service", "stage", "start_ns", "end_ns", "cpu_ns")
     SERVICE_FIELD_NUMBER: _ClassVar[int]
     STAGE_FIELD_NUMBER: _ClassVar[int]
     START_NS_FIELD_NUMBER: _ClassVar[int]
     END_NS_FIELD_NUMBER: _ClassVar[int]
+    CPU_NS_FIELD_NUMBER: _ClassVar[int]
     service: str
     stage: str
     start_ns: int
     end_ns: int
-    def __init__(self, service: _Optional[str] = ..., stage: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ...) -> None: ...
+    cpu_ns: int
+    def __init__(self, service: _Optional[str] = ..., stage: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., cpu_ns: _Optional[int] = ...) -> None: ...
 
 class RequestContext(_message.Message):
     __slots__ = ("feature_tag", "tenant", "trace_id")

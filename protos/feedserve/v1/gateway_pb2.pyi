@@ -20,6 +20,40 @@ MODE_NORMAL: Mode
 MODE_SURGE: Mode
 MODE_EMERGENCY: Mode
 
+class GetCostRequest(_message.Message):
+    __slots__ = ("window_s",)
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    window_s: int
+    def __init__(self, window_s: _Optional[int] = ...) -> None: ...
+
+class FeatureCost(_message.Message):
+    __slots__ = ("feature_tag", "requests", "cpu_seconds", "cost", "cost_per_1k", "alerts")
+    FEATURE_TAG_FIELD_NUMBER: _ClassVar[int]
+    REQUESTS_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
+    COST_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    ALERTS_FIELD_NUMBER: _ClassVar[int]
+    feature_tag: str
+    requests: int
+    cpu_seconds: float
+    cost: float
+    cost_per_1k: float
+    alerts: int
+    def __init__(self, feature_tag: _Optional[str] = ..., requests: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cost: _Optional[float] = ..., cost_per_1k: _Optional[float] = ..., alerts: _Optional[int] = ...) -> None: ...
+
+class CostReport(_message.Message):
+    __slots__ = ("window_s", "features", "cpu_second_price", "alert_per_1k")
+    WINDOW_S_FIELD_NUMBER: _ClassVar[int]
+    FEATURES_FIELD_NUMBER: _ClassVar[int]
+    CPU_SECOND_PRICE_FIELD_NUMBER: _ClassVar[int]
+    ALERT_PER_1K_FIELD_NUMBER: _ClassVar[int]
+    window_s: int
+    features: _containers.RepeatedCompositeFieldContainer[FeatureCost]
+    cpu_second_price: float
+    alert_per_1k: float
+    def __init__(self, window_s: _Optional[int] = ..., features: _Optional[_Iterable[_Union[FeatureCost, _Mapping]]] = ..., cpu_second_price: _Optional[float] = ..., alert_per_1k: _Optional[float] = ...) -> None: ...
+
 class SetModeRequest(_message.Message):
     __slots__ = ("mode",)
     MODE_FIELD_NUMBER: _ClassVar[int]
@@ -71,7 +105,7 @@ class FeedItem(_message.Message):
     def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
-    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode")
+    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode", "cost")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -81,6 +115,7 @@ class FeedResponse(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     CACHED_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
+    COST_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedItem]
     cold_start: bool
     degraded: bool
@@ -90,7 +125,8 @@ class FeedResponse(_message.Message):
     model_version: str
     cached: bool
     mode: Mode
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ...) -> None: ...
+    cost: float
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class InteractRequest(_message.Message):
     __slots__ = ("context", "user_id", "item_id", "event")

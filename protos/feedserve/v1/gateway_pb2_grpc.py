@@ -204,6 +204,11 @@ class GatewayAdminStub:
                 request_serializer=feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.SerializeToString,
                 response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
                 _registered_method=True)
+        self.GetCost = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/GetCost',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.CostReport.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServicer:
@@ -222,6 +227,13 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetCost(self, request, context):
+        """Spend per feature tag over a recent window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -234,6 +246,11 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.GetMode,
                     request_deserializer=feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.FromString,
                     response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModeStatus.SerializeToString,
+            ),
+            'GetCost': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetCost,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.CostReport.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -291,6 +308,33 @@ class GatewayAdmin:
             '/feedserve.v1.GatewayAdmin/GetMode',
             feedserve_dot_v1_dot_gateway__pb2.GetModeRequest.SerializeToString,
             feedserve_dot_v1_dot_gateway__pb2.ModeStatus.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetCost(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/GetCost',
+            feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.CostReport.FromString,
             options,
             channel_credentials,
             insecure,
