@@ -7,6 +7,7 @@ import asyncio
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cache import FeedCache
+from gateway.cost import CostLedger
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayAdminService, GatewayService, keep_fallback_fresh
 from mesh.clients import ParamServerClient, RankerClient
@@ -26,6 +27,10 @@ def main() -> None:
     parser.add_argument("--ranker", default=defaults.ranker_address, help="HOST:PORT")
     parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    parser.add_argument("--price-cpu-second", type=float, default=0.0000125,
+                        help="price of one CPU second, in your currency (default: %(default)s, about 0.045 a core-hour)")
+    parser.add_argument("--cost-alert-per-1k", type=float, default=0.0,
+                        help="log and count when a feature's cost per 1,000 requests over a minute exceeds this (0: off)")
     args = parser.parse_args()
     clients: list = []
     tasks: list[asyncio.Task] = []
@@ -33,8 +38,9 @@ def main() -> None:
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
         clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
-        service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s))
-        admin = GatewayAdminService(service.modes)
+        service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s),
+                                 ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k))
+        admin = GatewayAdminService(service.modes, service.ledger)
         if args.metrics_port >= 0:
             metrics = GatewayMetrics(service)
             service.on_answer = metrics.observe

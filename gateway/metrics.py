@@ -2,29 +2,24 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Histogram, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from feedserve.v1 import gateway_pb2
+from mesh.metrics import HOP_SECONDS, serve_metrics
 
 __all__ = ["GatewayMetrics"]
 
-_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0)
-
 
 class GatewayMetrics:
-    """Histograms observed as feeds are answered; everything else read from the service at scrape time."""
+    """Every hop of every answered feed (the whole relay, seen from the gateway) into the hop histogram;
+    everything else read from the service at scrape time."""
 
     def __init__(self, service) -> None:
         self.service = service
-        self.registry = CollectorRegistry()
-        self.hops = Histogram("feedserve_hop_seconds", "time each service spent per stage", ["service", "stage"],
-                              buckets=_BUCKETS, registry=self.registry)
-        self.registry.register(self)
 
     def observe(self, response: gateway_pb2.FeedResponse) -> None:
         for hop in response.hops:
-            self.hops.labels(hop.service, hop.stage).observe((hop.end_ns - hop.start_ns) / 1e9)
+            HOP_SECONDS.labels(hop.service, hop.stage).observe((hop.end_ns - hop.start_ns) / 1e9)
 
     def collect(self):
         service = self.service
@@ -37,11 +32,17 @@ class GatewayMetrics:
         yield CounterMetricFamily("feedserve_cache_misses", "feeds not in the cache", value=service.cache.misses)
         yield GaugeMetricFamily("feedserve_mode", "burst mode: 1 normal, 2 surge, 3 emergency", value=service.modes.current)
         yield GaugeMetricFamily("feedserve_in_flight", "feeds being served (queue depth)", value=service.modes.in_flight)
+        cost = CounterMetricFamily("feedserve_cost", "priced CPU of feeds, by feature tag", labels=["feature_tag"])
+        alerts = CounterMetricFamily("feedserve_cost_alerts", "cost-per-1k threshold crossings", labels=["feature_tag"])
+        for tag, total in service.ledger.totals.items():
+            cost.add_metric([tag], total)
+            alerts.add_metric([tag], service.ledger.alerts.get(tag, 0))
+        yield cost
+        yield alerts
         breakers = GaugeMetricFamily("feedserve_circuit_open", "1 while a dependency's circuit is open", labels=["dependency"])
         for name, breaker in service.breakers.items():
             breakers.add_metric([name], float(breaker.state != "closed"))
         yield breakers
 
     def serve(self, host: str, port: int) -> int:
-        server, _ = start_http_server(port, addr=host, registry=self.registry)
-        return server.server_port
+        return serve_metrics(host, port, self)

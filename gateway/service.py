@@ -16,11 +16,12 @@ import grpc
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.breaker import CircuitBreaker
 from gateway.cache import FeedCache
+from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
 from mesh.clients import ParamServerClient, RankerClient
 from mesh.errors import DeadlineExceeded, FeedserveError, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.rpclog import annotate, request_id
-from mesh.timing import HopRecorder
+from mesh.timing import HopRecorder, cpu_ns
 
 __all__ = ["GatewayService", "GatewayAdminService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
 
@@ -57,7 +58,8 @@ def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
-                 cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None) -> None:
+                 cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
+                 ledger: CostLedger | None = None) -> None:
         self.paramserver, self.ranker = paramserver, ranker
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
@@ -67,6 +69,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.rank_cost_s = 0.0  # EWMA of a full ranking call at the current candidate count
         self.fallback: ranker_pb2.RankResponse | None = None
         self.counters = {"degraded": {}, "shed": 0}
+        self.ledger = ledger or CostLedger()
         self.on_answer = None  # e.g. GatewayMetrics.observe
 
     async def refresh_fallback(self) -> bool:
@@ -137,8 +140,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             response.ClearField("hops")
             response.cached, response.request_id, response.mode = True, rid, self.modes.current
             hops.add("cache", received, time.monotonic_ns())
-            response.hops.extend(hops.hops)
-            return response
+            return self._finish(response, hops, received, request.context.feature_tag)
 
         settings = self.modes.settings
         try:
@@ -149,7 +151,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         except (Unavailable, DeadlineExceeded) as exc:
             annotate(dependency_error=str(exc))
             self._fallback_or_cache(request.user_id, k, response, "paramserver unavailable")
-            return self._finish(response, hops, received)
+            return self._finish(response, hops, received, request.context.feature_tag)
 
         count, left = settings.candidate_count, budget.left()
         if self.rank_cost_s and left < self.rank_cost_s * 1.2:
@@ -158,7 +160,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 self._degrade(response, f"deadline: {count} candidates instead of {settings.candidate_count}")
             else:
                 self._fallback_or_cache(request.user_id, k, response, "deadline too short to rank")
-                return self._finish(response, hops, received)
+                return self._finish(response, hops, received, request.context.feature_tag)
         rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k, candidate_count=count)
         try:
             with hops.stage("ranker_call"):
@@ -174,7 +176,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             response.ClearField("degraded_reason")
             why = "ranker too slow for the deadline" if isinstance(exc, DeadlineExceeded) else "ranker unavailable"
             self._fallback_or_cache(request.user_id, k, response, why)
-            return self._finish(response, hops, received)
+            return self._finish(response, hops, received, request.context.feature_tag)
         hops.extend(ranked.hops)
         response.cold_start = ranked.cold_start
         response.model_version = f"{ranked.model_name}/{ranked.model_version}"
@@ -182,11 +184,13 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if not response.degraded:
             self.cache.put(request.user_id, k, response)
         annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
-        return self._finish(response, hops, received)
+        return self._finish(response, hops, received, request.context.feature_tag)
 
-    def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int) -> gateway_pb2.FeedResponse:
-        hops.add("handle", received, time.monotonic_ns())
+    def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int,
+                feature_tag: str) -> gateway_pb2.FeedResponse:
+        hops.add("handle", received, time.monotonic_ns(), cpu_ns() - hops.cpu_start)
         response.hops.extend(hops.hops)
+        response.cost = self.ledger.record(feature_tag, request_cpu_seconds(response))
         if response.degraded:
             annotate(degraded=response.degraded_reason)
         if self.on_answer is not None:
@@ -214,10 +218,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
 
 class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
-    """Forcing a burst mode, or handing the choice back to the automatic switch."""
+    """Forcing a burst mode (or handing the choice back to the automatic switch), and reading spend."""
 
-    def __init__(self, modes: ModeController) -> None:
-        self.modes = modes
+    def __init__(self, modes: ModeController, ledger: CostLedger) -> None:
+        self.modes, self.ledger = modes, ledger
 
     async def SetMode(self, request: gateway_pb2.SetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
         if request.mode not in gateway_pb2.Mode.values():
@@ -227,6 +231,12 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
 
     async def GetMode(self, request: gateway_pb2.GetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
         return self.modes.status()
+
+    async def GetCost(self, request: gateway_pb2.GetCostRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CostReport:
+        window = request.window_s or 300
+        if not 1 <= window <= MAX_WINDOW_S:
+            raise InvalidArgument("window_s", f"expected 1..{MAX_WINDOW_S}, got {window}")
+        return self.ledger.report(window)
 
 
 async def keep_fallback_fresh(service: GatewayService, every_s: float = 60.0) -> None:

@@ -13,6 +13,7 @@ import structlog
 
 from mesh.errors import FeedserveError
 from mesh.logging import get_logger
+from mesh.metrics import RPC_SECONDS, RPC_TOTAL
 from mesh.tracing import server_span
 
 __all__ = ["RpcLogInterceptor", "annotate", "request_id"]
@@ -58,7 +59,10 @@ async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: 
 
 
 def _finish(fields: dict[str, Any], start: int) -> None:
-    fields["latency_ms"] = round((time.perf_counter_ns() - start) / 1e6, 3)
+    elapsed = (time.perf_counter_ns() - start) / 1e9
+    fields["latency_ms"] = round(elapsed * 1e3, 3)
+    RPC_SECONDS.labels(fields["method"]).observe(elapsed)
+    RPC_TOTAL.labels(fields["method"], fields["status"]).inc()
     _log.info("rpc", **fields)
 
 
@@ -95,7 +99,8 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
             fields["input_bytes"] = request.ByteSize()
             try:
                 with server_span(details.method, fields.pop("traceparent"), request_id=fields["request_id"]) as span:
-                    fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+                    if span.get_span_context().is_valid:
+                        fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
                     response = await behavior(request, context)
                 fields["output_bytes"] = response.ByteSize()
                 return response

@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from mesh.metrics import serve_metrics as _serve
 
 __all__ = ["serve_metrics"]
 
@@ -36,7 +37,4 @@ class _Collector:
 
 def serve_metrics(core, host: str, port: int) -> int:
     """Serve /metrics on host:port (0 picks a free port); returns the port."""
-    registry = CollectorRegistry()
-    registry.register(_Collector(core))
-    server, _ = start_http_server(port, addr=host, registry=registry)
-    return server.server_port
+    return _serve(host, port, _Collector(core))

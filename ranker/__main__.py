@@ -8,6 +8,8 @@ from pathlib import Path
 
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS
+from mesh.logging import get_logger
+from mesh.metrics import serve_metrics
 from mesh.service import run_core
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
@@ -38,6 +40,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="model precision (default: fp32)")
+    parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     args = parser.parse_args()
@@ -47,6 +50,8 @@ def main() -> None:
         core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads,
                       head_weights=args.head_weights)
         servicer = RankerServicer(core)
+        if args.metrics_port >= 0:
+            get_logger("ranker").info("metrics", port=serve_metrics(args.host, args.metrics_port))
         return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 
     run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}")

@@ -1,0 +1,86 @@
+"""Cost accounting: each request's CPU seconds, priced, summed per feature tag over a sliding window."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+
+from feedserve.v1 import gateway_pb2
+from mesh.logging import get_logger
+
+__all__ = ["CostLedger", "request_cpu_seconds", "MAX_WINDOW_S"]
+
+MAX_WINDOW_S = 3_600
+ALERT_WINDOW_S = 60  # the alert watches the last minute
+
+
+def request_cpu_seconds(response: gateway_pb2.FeedResponse) -> float:
+    """The gateway's own handling plus every downstream stage; the gateway's call stages are inside its
+    handling already, so they are not counted twice."""
+    total = 0
+    for hop in response.hops:
+        if hop.service == "gateway":
+            total += hop.cpu_ns if hop.stage == "handle" else 0
+        else:
+            total += hop.cpu_ns
+    return total / 1e9
+
+
+class CostLedger:
+    """Per-second buckets per feature tag for the last hour; a tag whose cost per 1,000 requests over
+    the last minute crosses `alert_per_1k` is logged and counted once per crossing."""
+
+    def __init__(self, cpu_second_price: float = 0.0000125, alert_per_1k: float = 0.0) -> None:
+        self.cpu_second_price, self.alert_per_1k = cpu_second_price, alert_per_1k
+        self._buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)  # tag -> second -> [requests, cpu]
+        self.alerts: dict[str, int] = defaultdict(int)
+        self._alerting: set[str] = set()
+        self.totals: dict[str, float] = defaultdict(float)
+        self._log = get_logger("cost")
+
+    def record(self, tag: str, cpu_seconds: float) -> float:
+        """Book one request; returns its cost."""
+        tag = tag or "untagged"
+        second = int(time.time())
+        bucket = self._buckets[tag].setdefault(second, [0, 0.0])
+        bucket[0] += 1
+        bucket[1] += cpu_seconds
+        cost = cpu_seconds * self.cpu_second_price
+        self.totals[tag] += cost
+        if len(self._buckets[tag]) > MAX_WINDOW_S:  # forget what no window can ask for
+            for old in [s for s in self._buckets[tag] if s < second - MAX_WINDOW_S]:
+                del self._buckets[tag][old]
+        if self.alert_per_1k > 0:
+            self._check(tag)
+        return cost
+
+    def _window(self, tag: str, window_s: int) -> tuple[int, float]:
+        since = int(time.time()) - window_s
+        requests = cpu = 0.0
+        for second, (n, seconds) in self._buckets[tag].items():
+            if second > since:
+                requests += n
+                cpu += seconds
+        return int(requests), cpu
+
+    def _check(self, tag: str) -> None:
+        requests, cpu = self._window(tag, ALERT_WINDOW_S)
+        per_1k = cpu * self.cpu_second_price * 1000 / max(requests, 1)
+        if per_1k > self.alert_per_1k and tag not in self._alerting:
+            self._alerting.add(tag)
+            self.alerts[tag] += 1
+            self._log.warning("cost alert", feature_tag=tag, cost_per_1k=per_1k, threshold=self.alert_per_1k)
+        elif per_1k <= self.alert_per_1k:
+            self._alerting.discard(tag)
+
+    def report(self, window_s: int) -> gateway_pb2.CostReport:
+        report = gateway_pb2.CostReport(window_s=window_s, cpu_second_price=self.cpu_second_price,
+                                        alert_per_1k=self.alert_per_1k)
+        for tag in sorted(self._buckets):
+            requests, cpu = self._window(tag, window_s)
+            if requests:
+                cost = cpu * self.cpu_second_price
+                report.features.append(gateway_pb2.FeatureCost(
+                    feature_tag=tag, requests=requests, cpu_seconds=cpu, cost=cost,
+                    cost_per_1k=cost * 1000 / requests, alerts=self.alerts[tag]))
+        return report
