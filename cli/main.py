@@ -215,6 +215,24 @@ def _mode(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cost(args: argparse.Namespace) -> int:
+    with grpc.insecure_channel(args.gateway) as channel:
+        try:
+            report = gateway_pb2_grpc.GatewayAdminStub(channel).GetCost(
+                gateway_pb2.GetCostRequest(window_s=args.window), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    print(f"spend over the last {report.window_s} s (CPU second priced at {report.cpu_second_price:g}"
+          + (f"; alert above {report.alert_per_1k:g} per 1,000 requests" if report.alert_per_1k else "") + ")")
+    print(f"{'feature':<20} {'requests':>9} {'cpu s':>10} {'cost':>12} {'per 1k req':>12} {'alerts':>7}")
+    for f in report.features:
+        print(f"{f.feature_tag:<20} {f.requests:>9} {f.cpu_seconds:10.4f} {f.cost:12.8f} {f.cost_per_1k:12.8f} {f.alerts:>7}")
+    if not report.features:
+        print("(no requests in the window)")
+    return 0
+
+
 def _interact(args: argparse.Namespace) -> int:
     event = common_pb2.EventType.Value(f"EVENT_TYPE_{args.event.upper()}")
     response = _call(args, "Interact", gateway_pb2.InteractRequest(user_id=args.user, item_id=args.item, event=event))
@@ -268,6 +286,10 @@ def _parser() -> argparse.ArgumentParser:
     mode = commands.add_parser("mode", parents=[gateway], help="show the gateway's burst mode, or force one")
     mode.add_argument("--set", choices=("normal", "surge", "emergency", "auto"), help="auto hands control back")
     mode.set_defaults(run=_mode)
+
+    cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
+    cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
+    cost.set_defaults(run=_cost)
 
     interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
     interact.add_argument("--user", type=int, required=True)

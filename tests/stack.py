@@ -64,7 +64,7 @@ async def start_gateway(paramserver: str, ranker: str, **options) -> tuple[Servi
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
     service = GatewayService(*clients, **options)
     await service.refresh_fallback()
-    admin = GatewayAdminService(service.modes)
+    admin = GatewayAdminService(service.modes, service.ledger)
     server = await start_server(
         {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
          _name(gateway_pb2, "GatewayAdmin"): lambda s: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, s)},

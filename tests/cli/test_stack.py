@@ -70,6 +70,9 @@ def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> N
         assert "mode emergency (forced)" in forced.stdout and "generation off" in forced.stdout
         assert "automatic" in _feedserve("mode", "--set", "auto", "--gateway", address, env=env).stdout
 
+        spend = _feedserve("cost", "--window", "600", "--gateway", address, env=env)
+        assert spend.returncode == 0 and re.search(r"^cli\s+\d+\s+[\d.]+", spend.stdout, re.M), spend.stdout
+
         bad = _feedserve("feed", "--user", "1", "-k", "0", "--gateway", address, env=env)
         assert bad.returncode == 1 and "INVALID_ARGUMENT: k" in bad.stderr
     finally:

@@ -187,7 +187,8 @@ def test_metrics_expose_hops_degradations_cache_and_mode(world, manifest, tmp_pa
             await stack.gateway.Feed(_feed(11), timeout=5)
             text = await asyncio.get_running_loop().run_in_executor(
                 None, lambda: urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode())
-            assert 'feedserve_hop_seconds_count{service="ranker",stage="model"} 1.0' in text
+            assert 'feedserve_hop_seconds_count{service="ranker",stage="model"}' in text
+            assert 'feedserve_requests_total{method="/feedserve.v1.Gateway/Feed",status="OK"}' in text
             assert "feedserve_cache_hits_total 1.0" in text
             assert "feedserve_mode 1.0" in text and "feedserve_in_flight 0.0" in text
 
