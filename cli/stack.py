@@ -81,6 +81,7 @@ class Stack:
     config: StackConfig
     log_dir: Path
     services: list[ServiceProcess] = field(default_factory=list)
+    extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per service, e.g. {"gateway": (...)}
 
     def _spawn(self, name: str, address: str, *args: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -88,7 +89,7 @@ class Stack:
         host, port = address.rsplit(":", 1)
         with open(log_path, "ab") as log:
             process = subprocess.Popen(
-                [sys.executable, "-m", name, "--host", host, "--port", port, *args],
+                [sys.executable, "-m", name, "--host", host, "--port", port, *args, *self.extra_args.get(name, ())],
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
