@@ -8,6 +8,7 @@ import asyncio
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cache import FeedCache
 from gateway.cost import CostLedger
+from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayAdminService, GatewayService, keep_fallback_fresh
 from mesh.clients import ParamServerClient, RankerClient
@@ -26,7 +27,8 @@ def main() -> None:
                         help="HOST:PORT, or a slot map FIRST-LAST=HOST:PORT,... for several shards")
     parser.add_argument("--ranker", default=defaults.ranker_address, help="HOST:PORT")
     parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
-    parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    parser.add_argument("--metrics-port", type=int, default=-1,
+                        help="HTTP port for /metrics and the live /dashboard (-1: off, 0: any)")
     parser.add_argument("--price-cpu-second", type=float, default=0.0000125,
                         help="price of one CPU second, in your currency (default: %(default)s, about 0.045 a core-hour)")
     parser.add_argument("--cost-alert-per-1k", type=float, default=0.0,
@@ -42,9 +44,10 @@ def main() -> None:
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k))
         admin = GatewayAdminService(service.modes, service.ledger)
         if args.metrics_port >= 0:
-            metrics = GatewayMetrics(service)
-            service.on_answer = metrics.observe
-            get_logger("gateway").info("metrics", port=metrics.serve(args.host, args.metrics_port))
+            dashboard = Dashboard(service)
+            service.on_answer = dashboard.observe
+            port = dashboard.serve(args.host, args.metrics_port, GatewayMetrics(service))
+            get_logger("gateway").info("metrics and dashboard", port=port, dashboard=f"http://{args.host}:{port}/dashboard")
         tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
         return {
             gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name:

@@ -1,25 +1,18 @@
-"""Prometheus metrics of the gateway: per-hop latency, degradations, cache, mode, queue depth, shedding."""
+"""Prometheus metrics of the gateway read at scrape time: degradations, cache, mode, queue depth, shedding, cost."""
 
 from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-from feedserve.v1 import gateway_pb2
-from mesh.metrics import HOP_SECONDS, serve_metrics
 
 __all__ = ["GatewayMetrics"]
 
 
 class GatewayMetrics:
-    """Every hop of every answered feed (the whole relay, seen from the gateway) into the hop histogram;
-    everything else read from the service at scrape time."""
+    """A collector over the gateway service's own state (hops are observed by gateway.dashboard)."""
 
     def __init__(self, service) -> None:
         self.service = service
-
-    def observe(self, response: gateway_pb2.FeedResponse) -> None:
-        for hop in response.hops:
-            HOP_SECONDS.labels(hop.service, hop.stage).observe((hop.end_ns - hop.start_ns) / 1e9)
 
     def collect(self):
         service = self.service
@@ -44,5 +37,3 @@ class GatewayMetrics:
             breakers.add_metric([name], float(breaker.state != "closed"))
         yield breakers
 
-    def serve(self, host: str, port: int) -> int:
-        return serve_metrics(host, port, self)

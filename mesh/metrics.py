@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
 
-__all__ = ["REGISTRY", "RPC_SECONDS", "RPC_TOTAL", "HOP_SECONDS", "serve_metrics"]
+__all__ = ["REGISTRY", "RPC_SECONDS", "RPC_TOTAL", "HOP_SECONDS", "register", "serve_metrics"]
 
 REGISTRY = CollectorRegistry()
 BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
@@ -18,14 +18,18 @@ HOP_SECONDS = Histogram("feedserve_hop_seconds", "time each service spent per st
 _collectors: dict[type, object] = {}
 
 
+def register(collector: object) -> None:
+    """Add a collector; it replaces an earlier one of the same type (one service core per process)."""
+    old = _collectors.pop(type(collector), None)
+    if old is not None:
+        REGISTRY.unregister(old)
+    REGISTRY.register(collector)
+    _collectors[type(collector)] = collector
+
+
 def serve_metrics(host: str, port: int, *collectors: object) -> int:
-    """Serve /metrics on host:port (0 picks a free port) with extra collectors; returns the port.
-    A collector replaces an earlier one of the same type (one service core per process)."""
+    """Serve /metrics on host:port (0 picks a free port) with extra collectors; returns the port."""
     for collector in collectors:
-        old = _collectors.pop(type(collector), None)
-        if old is not None:
-            REGISTRY.unregister(old)
-        REGISTRY.register(collector)
-        _collectors[type(collector)] = collector
+        register(collector)
     server, _ = start_http_server(port, addr=host, registry=REGISTRY)
     return server.server_port

@@ -58,3 +58,20 @@ class TestKubernetes:
         assert rings["emptyDir"]["medium"] == "Memory"
         for container in spec["containers"]:
             assert {"name": "rings", "mountPath": "/dev/shm"} in container["volumeMounts"]
+
+
+class TestGrafana:
+    def test_every_panel_queries_metrics_the_services_export(self) -> None:
+        """Each metric a panel names is one the gateway, paramserver or mesh registry defines."""
+        import json
+        import re
+
+        exported = {"feedserve_request_seconds_bucket", "feedserve_requests_total", "feedserve_hop_seconds_bucket",
+                    "feedserve_degraded_total", "feedserve_shed_total", "feedserve_cache_hits_total",
+                    "feedserve_cache_misses_total", "feedserve_mode", "feedserve_in_flight", "feedserve_circuit_open",
+                    "feedserve_cost_total", "feedserve_cost_alerts_total", "feedserve_paramserver_rows",
+                    "feedserve_paramserver_wal_lag_bytes", "feedserve_paramserver_hits_total",
+                    "feedserve_paramserver_misses_total"}
+        dashboard = json.loads((ROOT / "deploy" / "grafana" / "feedserve.json").read_text())
+        named = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"feedserve_[a-z_0-9]+", t["expr"])}
+        assert named and named <= exported, named - exported

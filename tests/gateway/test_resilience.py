@@ -10,6 +10,7 @@ import grpc
 import pytest
 
 from feedserve.v1 import common_pb2, gateway_pb2, generator_pb2, ranker_pb2_grpc
+from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
 from mesh.dispatch import serve_unary
 from mesh.server import start_server
@@ -177,12 +178,12 @@ class TestCache:
         run(body())
 
 
-def test_metrics_expose_hops_degradations_cache_and_mode(world, manifest, tmp_path, run) -> None:
+def test_metrics_expose_requests_hops_cache_and_mode(world, manifest, tmp_path, run) -> None:
     async def body() -> None:
         async with running_stack(world, manifest, tmp_path) as stack:
-            metrics = GatewayMetrics(stack.service)
-            stack.service.on_answer = metrics.observe
-            port = metrics.serve("127.0.0.1", 0)
+            dashboard = Dashboard(stack.service)
+            stack.service.on_answer = dashboard.observe
+            port = dashboard.serve("127.0.0.1", 0, GatewayMetrics(stack.service))
             await stack.gateway.Feed(_feed(11), timeout=5)
             await stack.gateway.Feed(_feed(11), timeout=5)
             text = await asyncio.get_running_loop().run_in_executor(
