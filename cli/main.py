@@ -126,11 +126,16 @@ def _call(args: argparse.Namespace, method: str, request):
             return None
 
 
-def _feed(args: argparse.Namespace) -> int:
-    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag="cli"))
+def _timed_feed(args: argparse.Namespace, feature_tag: str) -> tuple[gateway_pb2.FeedResponse | None, float]:
+    """Call Feed for args.user and args.k; the response (None on error, reported) and the client's round trip."""
+    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag=feature_tag))
     start = time.perf_counter()
     response = _call(args, "Feed", request)
-    elapsed_ms = (time.perf_counter() - start) * 1e3
+    return response, (time.perf_counter() - start) * 1e3
+
+
+def _feed(args: argparse.Namespace) -> int:
+    response, elapsed_ms = _timed_feed(args, "cli")
     if response is None:
         return 1
     flags = [f for f, on in (("cold start", response.cold_start), ("degraded", response.degraded)) if on]
@@ -183,10 +188,7 @@ def relay(hops, client_ms: float) -> str:
 
 
 def _trace(args: argparse.Namespace) -> int:
-    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag="trace"))
-    start = time.perf_counter()
-    response = _call(args, "Feed", request)
-    elapsed_ms = (time.perf_counter() - start) * 1e3
+    response, elapsed_ms = _timed_feed(args, "trace")
     if response is None:
         return 1
     flags = "".join(f" [{f}]" for f, on in (("cached", response.cached), ("degraded: " + response.degraded_reason,

@@ -6,6 +6,7 @@ import contextvars
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
 from typing import Any
 
 import grpc
@@ -58,6 +59,22 @@ async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: 
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")
 
 
+@asynccontextmanager
+async def _accounted(fields: dict[str, Any], context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
+    """The status, sizes and latency of one RPC, whatever way it ends; errors become their status."""
+    start = time.perf_counter_ns()
+    fields["input_bytes"] = request.ByteSize()
+    try:
+        yield
+    except grpc.aio.AbortError:
+        fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
+        raise
+    except Exception as exc:  # noqa: BLE001 - mapped to a status (context.abort raises), never swallowed
+        await _fail(context, fields, exc)
+    finally:
+        _finish(fields, start)
+
+
 def _finish(fields: dict[str, Any], start: int) -> None:
     elapsed = (time.perf_counter_ns() - start) / 1e9
     fields["latency_ms"] = round(elapsed * 1e3, 3)
@@ -94,44 +111,26 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
     @staticmethod
     def _unary(behavior: Callable[..., Awaitable[Any]], details: grpc.HandlerCallDetails) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            start = time.perf_counter_ns()
             fields = _begin(details, context)
-            fields["input_bytes"] = request.ByteSize()
-            try:
+            async with _accounted(fields, context, request):
                 with server_span(details.method, fields.pop("traceparent"), request_id=fields["request_id"]) as span:
                     if span.get_span_context().is_valid:
                         fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
                     response = await behavior(request, context)
                 fields["output_bytes"] = response.ByteSize()
                 return response
-            except grpc.aio.AbortError:
-                fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
-                await _fail(context, fields, exc)
-            finally:
-                _finish(fields, start)
 
         return wrapped
 
     @staticmethod
     def _stream(behavior: Callable[..., AsyncIterator[Any]], details: grpc.HandlerCallDetails) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            start = time.perf_counter_ns()
             fields = _begin(details, context)
-            fields["input_bytes"] = request.ByteSize()
-            fields["output_bytes"] = 0
             fields.pop("traceparent")
-            try:
+            fields["output_bytes"] = 0
+            async with _accounted(fields, context, request):
                 async for message in behavior(request, context):
                     fields["output_bytes"] += message.ByteSize()
                     yield message
-            except grpc.aio.AbortError:
-                fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
-                raise
-            except Exception as exc:  # noqa: BLE001 - mapped to a status, never swallowed
-                await _fail(context, fields, exc)
-            finally:
-                _finish(fields, start)
 
         return wrapped
