@@ -18,7 +18,7 @@ def test_binding_decodes_hostile_slots_cleanly_under_sanitizers(tmp_path: Path) 
     subprocess.run(
         ["cc", "-std=c11", "-shared", "-fPIC", "-O1", "-g", "-fsanitize=address,undefined", "-fno-sanitize-recover=all",
          "-fno-omit-frame-pointer", f"-I{sysconfig.get_paths()['include']}",
-         *(str(NATIVE / f) for f in ("_native.c", "fs_ring.c", "fs_msg.c", "fs_cuckoo.c")), "-o", str(module),
+         *(str(NATIVE / f) for f in ("_native.c", "py_ring.c", "py_cuckoo.c", "fs_ring.c", "fs_msg.c", "fs_cuckoo.c")), "-o", str(module),
          "-lpthread", "-lrt", "-lm"],
         check=True, capture_output=True, text=True,
     )
