@@ -212,7 +212,8 @@ def _mode(args: argparse.Namespace) -> int:
             return 1
     name = gateway_pb2.Mode.Name(status.mode).removeprefix("MODE_").lower()
     print(f"mode {name} ({'forced' if status.forced else 'automatic: ' + status.reason}); "
-          f"{status.candidate_count} candidates, generation {'on' if status.generation_enabled else 'off'}, "
+          f"{status.candidate_count} candidates, batching window {status.batch_delay_us} us, "
+          f"generation {'on' if status.generation_enabled else 'off'}, "
           f"{status.in_flight} feeds in flight")
     return 0
 

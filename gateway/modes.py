@@ -18,12 +18,13 @@ class ModeSettings:
     ranker_timeout_s: float
     max_in_flight: int
     generation_enabled: bool
+    batch_delay_us: int  # how long the ranker may hold a request to batch it with others
 
 
 SETTINGS = {
-    gateway_pb2.MODE_NORMAL: ModeSettings(2_400, 0.200, 64, True),
-    gateway_pb2.MODE_SURGE: ModeSettings(1_200, 0.100, 64, True),
-    gateway_pb2.MODE_EMERGENCY: ModeSettings(400, 0.050, 32, False),
+    gateway_pb2.MODE_NORMAL: ModeSettings(2_400, 0.200, 64, True, 0),
+    gateway_pb2.MODE_SURGE: ModeSettings(1_200, 0.100, 64, True, 1_000),
+    gateway_pb2.MODE_EMERGENCY: ModeSettings(400, 0.050, 32, False, 2_000),
 }
 
 # (enter when in-flight >= or latency EWMA >=) and (leave when both below), per mode above normal
@@ -78,5 +79,5 @@ class ModeController:
         return gateway_pb2.ModeStatus(
             mode=self.current, forced=self.forced is not None, reason="forced" if self.forced is not None else self.reason,
             candidate_count=settings.candidate_count, generation_enabled=settings.generation_enabled,
-            in_flight=self.in_flight,
+            in_flight=self.in_flight, batch_delay_us=settings.batch_delay_us,
         )

@@ -161,7 +161,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             else:
                 self._fallback_or_cache(request.user_id, k, response, "deadline too short to rank")
                 return self._finish(response, hops, received, request.context.feature_tag)
-        rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k, candidate_count=count)
+        rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k, candidate_count=count,
+                                              max_batch_delay_us=settings.batch_delay_us)
         try:
             with hops.stage("ranker_call"):
                 started = time.monotonic()

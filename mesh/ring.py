@@ -99,6 +99,7 @@ class RingServer:
         handlers: Mapping[str, Handler],
         config: RingConfig = RingConfig(),
         log_calls: bool = True,
+        workers: int = 1,
     ) -> None:
         removed = remove_stale_segments()
         if removed:
@@ -119,7 +120,8 @@ class RingServer:
         )
         self.view = memoryview(self.ring)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"ring-{service}", daemon=True)
+        # several dispatchers let slow handlers overlap (the ranker batches concurrent requests)
+        self._threads = [threading.Thread(target=self._run, name=f"ring-{service}-{n}", daemon=True) for n in range(workers)]
         self.served = 0
 
     @property
@@ -127,14 +129,15 @@ class RingServer:
         return self.ring.name
 
     def start(self) -> None:
-        self._thread.start()
+        for thread in self._threads:
+            thread.start()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Stop dispatching, then unlink the segment; parked clients see `closing` and fail over."""
         self._stop.set()
-        self.ring.shutdown()  # wakes the dispatcher out of next(), and every parked client
-        if self._thread.is_alive():
-            self._thread.join(timeout)
+        self.ring.shutdown()  # wakes the dispatchers out of next(), and every parked client
+        for thread in self._threads:
+            thread.join(timeout)
         self.ring.close()  # unmaps once the last view of the segment is gone
 
     def handshake(self) -> transport_pb2.HandshakeResponse:

@@ -24,11 +24,12 @@ def with_ring(
     add_servicer: AddServicer,
     stoppers: list[Callable[[], None]],
     config: RingConfig = RingConfig(),
+    workers: int = 1,
 ) -> dict[str, AddServicer]:
     """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc."""
     ring = None
     if transport_mode() != "grpc":
-        ring = RingServer(service, descriptor, handlers, config)
+        ring = RingServer(service, descriptor, handlers, config, workers=workers)
         ring.start()
         stoppers.append(ring.stop)
     return {descriptor.full_name: add_servicer, **transport_registration(ring)}
@@ -40,13 +41,14 @@ def run_core(
     build: Callable[[], tuple[Mapping[str, Handler], AddServicer]],
     address: str,
     log_level: str = "INFO",
+    ring_workers: int = 1,
 ) -> None:
     """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder."""
     stoppers: list[Callable[[], None]] = []
 
     async def registrations() -> dict[str, AddServicer]:
         handlers, add_servicer = build()
-        return with_ring(service, descriptor, handlers, add_servicer, stoppers)
+        return with_ring(service, descriptor, handlers, add_servicer, stoppers, workers=ring_workers)
 
     async def stop() -> None:
         for stopper in stoppers:

@@ -134,6 +134,7 @@ int fs_ring_create(fs_ring *r, const char *name, uint32_t lanes, uint32_t slots_
     atomic_store_explicit(&h->heartbeat_ns, (uint64_t)fs_ring_now_ns(), memory_order_relaxed);
     /* magic last, with release: an attacher that sees it sees a complete header */
     atomic_store_explicit((_Atomic uint32_t *)&h->magic, FS_RING_MAGIC, memory_order_release);
+    pthread_mutex_init(&r->consume_lock, NULL);
     if (pthread_create(&r->heartbeat, NULL, fs_heartbeat_main, r) != 0) {
         munmap(base, size);
         shm_unlink(name);
@@ -361,8 +362,18 @@ void fs_ring_release(fs_ring *r, uint32_t slot) {
     fs_slot_freed(r, slot);
 }
 
-/* One pass over the lanes from the round-robin cursor. 1: got a slot; 0: nothing to do. */
+static int fs_poll_locked(fs_ring *r, uint32_t *slot, uint64_t *request_len);
+
+/* One pass over the lanes. Each lane is single-consumer, so dispatcher threads take turns. */
 static int fs_poll(fs_ring *r, uint32_t *slot, uint64_t *request_len) {
+    pthread_mutex_lock(&r->consume_lock);
+    int got = fs_poll_locked(r, slot, request_len);
+    pthread_mutex_unlock(&r->consume_lock);
+    return got;
+}
+
+/* One pass over the lanes from the round-robin cursor. 1: got a slot; 0: nothing to do. */
+static int fs_poll_locked(fs_ring *r, uint32_t *slot, uint64_t *request_len) {
     uint32_t lanes = r->hdr->lane_count, per = r->hdr->slots_per_lane;
     for (uint32_t n = 0; n < lanes; n++) {
         uint32_t li = (r->next_lane + n) % lanes;

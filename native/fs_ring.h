@@ -104,6 +104,7 @@ typedef struct fs_ring {
     int lane;               /* client: the lane this process owns; server: -1 */
     uint32_t next_lane;     /* server: round-robin cursor */
     pthread_mutex_t submit_lock; /* client: serialises producers of this process on its lane */
+    pthread_mutex_t consume_lock; /* server: serialises its dispatcher threads over the lanes' tails */
     pthread_t heartbeat;
     int heartbeat_running;
     int detached;

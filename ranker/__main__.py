@@ -41,6 +41,10 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
     parser.add_argument("--precision", choices=("fp32", "int8"), default="fp32", help="model precision (default: fp32)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    parser.add_argument("--max-batch-delay-us", type=int, default=2_000,
+                        help="the longest a request may wait to share a model run; the gateway's mode asks for "
+                             "up to this much (default: %(default)s)")
+    parser.add_argument("--ring-workers", type=int, default=4, help="ring dispatcher threads (default: %(default)s)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     args = parser.parse_args()
@@ -48,13 +52,14 @@ def main() -> None:
     def build():
         world = load_world(args.world)
         core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads,
-                      head_weights=args.head_weights)
+                      head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us)
         servicer = RankerServicer(core)
         if args.metrics_port >= 0:
             get_logger("ranker").info("metrics", port=serve_metrics(args.host, args.metrics_port))
         return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 
-    run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}")
+    run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}",
+             ring_workers=args.ring_workers)
 
 
 if __name__ == "__main__":

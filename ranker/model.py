@@ -19,7 +19,8 @@ from onnx import TensorProto, helper, numpy_helper
 
 from ranker.features import CONTEXT_DIM, CROSS_DIM, FEATURE_DIM, HEADS, HIDDEN_ITEM, ITEM_DIM, USER_DIM
 
-__all__ = ["MlpWeights", "HIDDEN", "naive_graph", "decomposed_graph", "item_tower_graph", "save", "quantize_int8"]
+__all__ = ["MlpWeights", "HIDDEN", "GRAPH_FORMAT", "naive_graph", "decomposed_graph", "item_tower_graph", "save",
+           "quantize_int8", "weights_of"]
 
 HIDDEN = (HIDDEN_ITEM, 256)
 OPSET = 17
@@ -92,15 +93,20 @@ def naive_graph(w: MlpWeights) -> onnx.ModelProto:
     return _model(helper.make_graph(nodes, "ranker_naive", inputs, _outputs(), [_const("w1", w.w1), _const("b1", w.b1), *consts]))
 
 
+GRAPH_FORMAT = 2  # 2: the decomposed graph scores a batch of requests (request_of)
+
+
 def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
-    """user [1, 2048], context [1, 512], item_table [m, 512], ids [n] (1-based), cross [n, 128], head_weights [4]
-    -> scores [n], heads [n, 4]."""
+    """user [r, 2048], context [r, 512], request_of [n] (which request each candidate belongs to),
+    item_table [m, 512], ids [n] (1-based), cross [n, 128], head_weights [4] -> scores [n], heads [n, 4].
+    With r requests batched, each candidate gathers its own request's term."""
     tail, consts = _tail(w, "h1")
     nodes = [
         helper.make_node("MatMul", ["user", "wu"], ["user_part"]),
         helper.make_node("MatMul", ["context", "wc"], ["context_part"]),
         helper.make_node("Add", ["user_part", "context_part"], ["request_part0"]),
-        helper.make_node("Add", ["request_part0", "b1"], ["request_part"]),
+        helper.make_node("Add", ["request_part0", "b1"], ["request_parts"]),
+        helper.make_node("Gather", ["request_parts", "request_of"], ["request_part"], axis=0),
         helper.make_node("Sub", ["ids", "one"], ["rows"]),
         helper.make_node("Gather", ["item_table", "rows"], ["item_part"], axis=0),
         helper.make_node("MatMul", ["cross", "wx"], ["cross_part"]),
@@ -110,8 +116,9 @@ def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
         *tail,
     ]
     inputs = [
-        helper.make_tensor_value_info("user", TensorProto.FLOAT, [1, USER_DIM]),
-        helper.make_tensor_value_info("context", TensorProto.FLOAT, [1, CONTEXT_DIM]),
+        helper.make_tensor_value_info("user", TensorProto.FLOAT, ["r", USER_DIM]),
+        helper.make_tensor_value_info("context", TensorProto.FLOAT, ["r", CONTEXT_DIM]),
+        helper.make_tensor_value_info("request_of", TensorProto.INT64, ["n"]),
         helper.make_tensor_value_info("item_table", TensorProto.FLOAT, ["m", HIDDEN[0]]),
         helper.make_tensor_value_info("ids", TensorProto.INT64, ["n"]),
         helper.make_tensor_value_info("cross", TensorProto.FLOAT, ["n", CROSS_DIM]),
@@ -130,6 +137,12 @@ def item_tower_graph(w: MlpWeights) -> onnx.ModelProto:
     inputs = [helper.make_tensor_value_info("items", TensorProto.FLOAT, ["n", ITEM_DIM])]
     outputs = [helper.make_tensor_value_info("item_part", TensorProto.FLOAT, ["n", HIDDEN[0]])]
     return _model(helper.make_graph(nodes, "ranker_item_tower", inputs, outputs, [_const("wi", w.w1[_U:_I])]))
+
+
+def weights_of(naive: Path) -> MlpWeights:
+    """The weights back out of a naive graph file (to re-export a model's other graphs)."""
+    found = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(naive)).graph.initializer}
+    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")))
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:

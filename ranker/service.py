@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import math
 import threading
 import time
+from dataclasses import replace
 
 import grpc
 import numpy as np
@@ -19,6 +21,7 @@ from mesh.timing import HopRecorder
 from ranker.features import (
     CONTEXT_DIM, HEADS, HIDDEN_ITEM, ItemTable, context_features, cross_features, item_features, user_features,
 )
+from ranker.batching import Batcher, Job
 from ranker.retrieval import Candidates, Retriever
 from world import World
 from world.synthetic import CATEGORIES
@@ -59,7 +62,8 @@ class Ranker:
     """
 
     def __init__(self, world: World, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
-                 head_weights: dict[str, float] | None = None, device: str = "cpu") -> None:
+                 head_weights: dict[str, float] | None = None, device: str = "cpu",
+                 max_batch_delay_us: int = 2_000) -> None:
         self.items = ItemTable.from_world(world)
         self.titles = list(world.titles)
         self.now = world.now  # the synthetic world's present: freshness is measured from it
@@ -74,10 +78,15 @@ class Ranker:
         self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
         self.retriever = Retriever(self.items)
         self.item_table = self._item_terms(np.arange(len(self.items)))
-        self._lock = threading.Lock()  # add_items against rank: the ring thread and the event loop share us
+        self.max_batch_delay_s = max_batch_delay_us / 1e6
+        self.batcher = Batcher(self._run_model, {"item_table": self.item_table, "head_weights": self.head_weights})
+        self._lock = threading.Lock()  # retrieval and add_items: FAISS must not search while it grows
 
     def handlers(self) -> dict[str, Handler]:
         return {"Rank": self.rank}
+
+    def _run_model(self, inputs, outputs) -> None:
+        self.engine.run(inputs, outputs)
 
     def _item_terms(self, rows: np.ndarray) -> np.ndarray:
         table = np.empty((len(rows), HIDDEN_ITEM), dtype=np.float32)
@@ -94,6 +103,7 @@ class Ranker:
             self.items.append(embeddings, category, published, popularity, attributes)
             rows = np.arange(start, len(self.items))
             self.item_table = np.concatenate([self.item_table, self._item_terms(rows)])
+            self.batcher.fixed = {"item_table": self.item_table, "head_weights": self.head_weights}
             self.titles.extend(titles)
             self.retriever.add(rows)
         return rows + 1
@@ -131,36 +141,33 @@ class Ranker:
         to the engine as they are, and all scores are written straight into the response."""
         hops = HopRecorder(SERVICE)
         user, given, context = self._validate(request, tensors)
-        with self._lock:
-            with hops.stage("retrieval"):
+        with hops.stage("retrieval"):
+            with self._lock:
+                items = replace(self.items)  # this request's view: add_items swaps the arrays, never edits them
                 if given is not None:
                     found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8),
                                        scores=np.zeros((len(given), 2), np.float32))
                 else:
                     found = self.retriever.retrieve(user if user is not None else None,
                                                     request.candidate_count or DEFAULT_CANDIDATES)
-            with hops.stage("features"):
-                rows = found.ids - 1
-                known = 1 <= request.user_id <= len(self.user_attributes)
-                attributes = self.user_attributes[request.user_id - 1][None, :] if known else None
-                users = user[None, :] if user is not None else None
-                user_part = user_features(users, attributes, self.centroids)
-                context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
-                cross = cross_features(users, attributes, self.items, rows, found.sources, found.scores, self.now,
-                                       self.centroids)
-                n = len(rows)
-                scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
-                heads = np.empty((n, len(HEADS)), dtype=np.float32)
-            with hops.stage("model"):
-                if n:
-                    self.engine.run(
-                        {"user": user_part, "context": context_part, "item_table": self.item_table, "ids": found.ids,
-                         "cross": cross, "head_weights": self.head_weights},
-                        {"scores": scores, "heads": heads},
-                    )
-            categories = self.items.category[rows]
-            chosen = diversified_top_k(scores, categories, min(request.k, n))
-            titles = [self.titles[r] for r in rows[chosen].tolist()]
+        with hops.stage("features"):
+            rows = found.ids - 1
+            known = 1 <= request.user_id <= len(self.user_attributes)
+            attributes = self.user_attributes[request.user_id - 1][None, :] if known else None
+            users = user[None, :] if user is not None else None
+            user_part = user_features(users, attributes, self.centroids)
+            context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
+            cross = cross_features(users, attributes, items, rows, found.sources, found.scores, self.now, self.centroids)
+            n = len(rows)
+            scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
+            heads = np.empty((n, len(HEADS)), dtype=np.float32)
+        with hops.stage("model"):
+            if n:
+                window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
+                self.batcher.submit(Job(user_part, context_part, found.ids, cross, scores, heads, window))
+        categories = items.category[rows]
+        chosen = diversified_top_k(scores, categories, min(request.k, n))
+        titles = [self.titles[r] for r in rows[chosen].tolist()]
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids
         annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n)
@@ -184,4 +191,6 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
         self.core = core
 
     async def Rank(self, request: ranker_pb2.RankRequest, context: grpc.aio.ServicerContext) -> ranker_pb2.RankResponse:
+        if request.max_batch_delay_us:  # it may wait for a batch: off the event loop, so others can join it
+            return await asyncio.to_thread(serve_unary, self.core.rank, request)
         return serve_unary(self.core.rank, request)

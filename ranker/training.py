@@ -178,6 +178,7 @@ def export(weights: graphs.MlpWeights, metrics: dict[str, float], directory: Pat
     manifest = ModelManifest(
         name=MODEL_NAME, version=version, directory=directory, graphs=dict(GRAPHS), metrics=metrics,
         extra={"heads": list(HEADS), "head_weights": DEFAULT_HEAD_WEIGHTS, "trained_on": source,
+               "graph_format": graphs.GRAPH_FORMAT,
                "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
     )
     write_manifest(manifest)
@@ -194,7 +195,11 @@ def ensure_model(world: World, stream: TextIO | None = None) -> ModelManifest:
     root = world.path / "models" / MODEL_NAME
     versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "manifest.json").exists()))
     if versions:
-        return load_manifest(root / str(versions[-1]))
+        manifest = load_manifest(root / str(versions[-1]))
+        if manifest.extra.get("graph_format", 1) < graphs.GRAPH_FORMAT:  # older graphs: re-export, same weights
+            manifest = export(graphs.weights_of(manifest.path("naive")), manifest.metrics, manifest.directory,
+                              manifest.version, str(manifest.extra.get("trained_on", "")))
+        return manifest
     weights, metrics = train(world, stream=stream)
     staging = root / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)

@@ -108,6 +108,7 @@ class TestModes:
                 status = await stack.admin.SetMode(gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_EMERGENCY))
                 assert status.forced and status.mode == gateway_pb2.MODE_EMERGENCY
                 assert not status.generation_enabled and status.candidate_count == 400
+                assert status.batch_delay_us == 2_000  # the ranker may batch feeds in an emergency
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     async for _ in stack.gateway.Generate(generator_pb2.GenerateRequest(prompt="hi"), timeout=5):
                         pass

@@ -41,9 +41,31 @@ class TestDecomposition:
         naive = _session(graphs.naive_graph(weights)).run(
             None, {"features": assemble(user, items[ids - 1], context, cross), "head_weights": blend})
         decomposed = _session(graphs.decomposed_graph(weights)).run(
-            None, {"user": user, "context": context, "item_table": table, "ids": ids, "cross": cross, "head_weights": blend})
+            None, {"user": user, "context": context, "request_of": np.zeros(2400, np.int64), "item_table": table,
+                   "ids": ids, "cross": cross, "head_weights": blend})
         for full, split in zip(naive, decomposed):
             assert np.linalg.norm(full - split) / np.linalg.norm(full) <= 1e-5
+
+    def test_a_batch_of_requests_scores_each_as_if_alone(self) -> None:
+        """Three requests in one run (the dynamic batch) give each request the scores it gets alone."""
+        rng = np.random.default_rng(9)
+        weights = graphs.MlpWeights.random(3)
+        session = _session(graphs.decomposed_graph(weights))
+        table = rng.standard_normal((500, 512)).astype(np.float32)
+        users = rng.standard_normal((3, USER_DIM)).astype(np.float32)
+        contexts = rng.standard_normal((3, CONTEXT_DIM)).astype(np.float32)
+        sizes = [40, 7, 100]
+        ids = [rng.integers(1, 501, n).astype(np.int64) for n in sizes]
+        cross = [rng.standard_normal((n, CROSS_DIM)).astype(np.float32) for n in sizes]
+        blend = np.ones(4, np.float32)
+        alone = [session.run(["scores"], {"user": users[i:i + 1], "context": contexts[i:i + 1],
+                                          "request_of": np.zeros(sizes[i], np.int64), "item_table": table,
+                                          "ids": ids[i], "cross": cross[i], "head_weights": blend})[0] for i in range(3)]
+        together = session.run(["scores"], {"user": users, "context": contexts,
+                                            "request_of": np.repeat(np.arange(3), sizes), "item_table": table,
+                                            "ids": np.concatenate(ids), "cross": np.concatenate(cross),
+                                            "head_weights": blend})[0]
+        np.testing.assert_allclose(together, np.concatenate(alone), rtol=1e-5, atol=1e-6)
 
 
 class TestQuality:

@@ -65,20 +65,22 @@ class GetModeRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class ModeStatus(_message.Message):
-    __slots__ = ("mode", "forced", "reason", "candidate_count", "generation_enabled", "in_flight")
+    __slots__ = ("mode", "forced", "reason", "candidate_count", "generation_enabled", "in_flight", "batch_delay_us")
     MODE_FIELD_NUMBER: _ClassVar[int]
     FORCED_FIELD_NUMBER: _ClassVar[int]
     REASON_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_COUNT_FIELD_NUMBER: _ClassVar[int]
     GENERATION_ENABLED_FIELD_NUMBER: _ClassVar[int]
     IN_FLIGHT_FIELD_NUMBER: _ClassVar[int]
+    BATCH_DELAY_US_FIELD_NUMBER: _ClassVar[int]
     mode: Mode
     forced: bool
     reason: str
     candidate_count: int
     generation_enabled: bool
     in_flight: int
-    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., forced: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate_count: _Optional[int] = ..., generation_enabled: _Optional[bool] = ..., in_flight: _Optional[int] = ...) -> None: ...
+    batch_delay_us: int
+    def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., forced: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate_count: _Optional[int] = ..., generation_enabled: _Optional[bool] = ..., in_flight: _Optional[int] = ..., batch_delay_us: _Optional[int] = ...) -> None: ...
 
 class FeedRequest(_message.Message):
     __slots__ = ("context", "user_id", "k")

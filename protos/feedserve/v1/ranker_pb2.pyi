@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("context", "user_id", "user_vector", "k", "candidate_count", "candidates", "context_features", "return_all_scores")
+    __slots__ = ("context", "user_id", "user_vector", "k", "candidate_count", "candidates", "context_features", "return_all_scores", "max_batch_delay_us")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class RankRequest(_message.Message):
     CANDIDATES_FIELD_NUMBER: _ClassVar[int]
     CONTEXT_FEATURES_FIELD_NUMBER: _ClassVar[int]
     RETURN_ALL_SCORES_FIELD_NUMBER: _ClassVar[int]
+    MAX_BATCH_DELAY_US_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     user_vector: _common_pb2.Tensor
@@ -25,7 +26,8 @@ class RankRequest(_message.Message):
     candidates: _common_pb2.Tensor
     context_features: _common_pb2.Tensor
     return_all_scores: bool
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., candidate_count: _Optional[int] = ..., candidates: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., context_features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_all_scores: _Optional[bool] = ...) -> None: ...
+    max_batch_delay_us: int
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., candidate_count: _Optional[int] = ..., candidates: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., context_features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_all_scores: _Optional[bool] = ..., max_batch_delay_us: _Optional[int] = ...) -> None: ...
 
 class RankedItem(_message.Message):
     __slots__ = ("item_id", "score", "title", "category", "sources")

@@ -1,0 +1,100 @@
+"""Dynamic batching: concurrent rankings share one model run, each waiting at most its batching window.
+
+The first request to arrive leads: it waits up to its window (or until `max_batch` requests queue),
+takes the queue, runs one batch, and hands each request its slice of the scores. A request alone, or
+one whose window is 0, runs by itself with its own output buffers (zero copy into a ring slot).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+
+import numpy as np
+
+__all__ = ["Batcher", "Job"]
+
+Run = Callable[[Mapping[str, np.ndarray], Mapping[str, np.ndarray]], None]
+
+
+@dataclass
+class Job:
+    """One request's model inputs (user [1, d], context [1, c], ids [n], cross [n, x]) and its output buffers."""
+
+    user: np.ndarray
+    context: np.ndarray
+    ids: np.ndarray
+    cross: np.ndarray
+    scores: np.ndarray
+    heads: np.ndarray
+    window_s: float
+    done: threading.Event = field(default_factory=threading.Event)
+    error: BaseException | None = None
+
+
+class Batcher:
+    def __init__(self, run: Run, fixed: Mapping[str, np.ndarray], max_batch: int = 8) -> None:
+        self.run, self.fixed, self.max_batch = run, fixed, max_batch
+        self._queue: list[Job] = []
+        self._leading = False
+        self._cond = threading.Condition()
+        self.batch_sizes: dict[int, int] = {}  # batch size -> how many runs had it
+
+    def submit(self, job: Job) -> None:
+        """Score `job` (blocking), alone or in a batch."""
+        if job.window_s <= 0:
+            self._run([job])
+        else:
+            with self._cond:
+                self._queue.append(job)
+                self._cond.notify_all()  # a leader may be waiting for a fuller batch
+                while not job.done.is_set():
+                    if self._leading or not self._queue or self._queue[0] is not job:
+                        self._cond.wait()  # another leads, or our batch is running; the queue's head leads next
+                        continue
+                    self._leading = True
+                    deadline = time.monotonic() + job.window_s
+                    while len(self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
+                        self._cond.wait(left)
+                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                    self._leading = False
+                    self._cond.notify_all()  # the rest may form the next batch while this one runs
+                    self._cond.release()
+                    try:
+                        self._run(batch)
+                    finally:
+                        self._cond.acquire()
+        if job.error is not None:
+            raise job.error
+
+    def _run(self, jobs: list[Job]) -> None:
+        try:
+            if len(jobs) == 1:
+                job = jobs[0]
+                self.run({**self.fixed, "user": job.user, "context": job.context, "request_of": np.zeros(len(job.ids), np.int64),
+                          "ids": job.ids, "cross": job.cross}, {"scores": job.scores, "heads": job.heads})
+            else:
+                sizes = [len(j.ids) for j in jobs]
+                total = sum(sizes)
+                scores, heads = np.empty(total, np.float32), np.empty((total, jobs[0].heads.shape[1]), np.float32)
+                self.run({**self.fixed, "user": np.concatenate([j.user for j in jobs]),
+                          "context": np.concatenate([j.context for j in jobs]),
+                          "request_of": np.repeat(np.arange(len(jobs), dtype=np.int64), sizes),
+                          "ids": np.concatenate([j.ids for j in jobs]), "cross": np.concatenate([j.cross for j in jobs])},
+                         {"scores": scores, "heads": heads})
+                start = 0
+                for job, n in zip(jobs, sizes):
+                    job.scores[...] = scores[start:start + n]
+                    job.heads[...] = heads[start:start + n]
+                    start += n
+        except BaseException as exc:  # noqa: BLE001 - every waiter must wake, with the error
+            for job in jobs:
+                job.error = exc
+        finally:
+            for job in jobs:
+                job.done.set()
+            with self._cond:
+                self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1
+                self._cond.notify_all()
