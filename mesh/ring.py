@@ -66,7 +66,7 @@ class RingConfig:
     slots_per_lane: int = 4
     request_capacity: int = 1 << 20
     response_capacity: int = 1 << 20
-    spin_us: float = 50.0  # busy-wait this long before sleeping on the futex
+    spin_us: float = float(os.environ.get("FEEDSERVE_RING_SPIN_US", "50"))  # busy-wait, then sleep on the futex
     stale_s: float = 0.5  # a server whose heartbeat is older than this is dead
 
 

@@ -1,8 +1,9 @@
-"""Dynamic batching: concurrent rankings share one model run, each waiting at most its batching window.
+"""Dynamic batching: one model run at a time; requests that queue meanwhile share the next run.
 
-The first request to arrive leads: it waits up to its window (or until `max_batch` requests queue),
-takes the queue, runs one batch, and hands each request its slice of the scores. A request alone, or
-one whose window is 0, runs by itself with its own output buffers (zero copy into a ring slot).
+On 2 cores two concurrent runs only fight over them (measured: model 13-20 ms at the tail instead of
+4 ms), so runs are serialised. When the engine frees up, the request at the head of the queue leads:
+it takes everyone waiting (up to `max_batch`), and only if it is alone does it wait up to its window
+for company. A batch of one runs with the request's own output buffers (zero copy into a ring slot).
 """
 
 from __future__ import annotations
@@ -44,28 +45,25 @@ class Batcher:
 
     def submit(self, job: Job) -> None:
         """Score `job` (blocking), alone or in a batch."""
-        if job.window_s <= 0:
-            self._run([job])
-        else:
-            with self._cond:
-                self._queue.append(job)
-                self._cond.notify_all()  # a leader may be waiting for a fuller batch
-                while not job.done.is_set():
-                    if self._leading or not self._queue or self._queue[0] is not job:
-                        self._cond.wait()  # another leads, or our batch is running; the queue's head leads next
-                        continue
-                    self._leading = True
-                    deadline = time.monotonic() + job.window_s
-                    while len(self._queue) < self.max_batch and (left := deadline - time.monotonic()) > 0:
-                        self._cond.wait(left)
-                    batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+        with self._cond:
+            self._queue.append(job)
+            self._cond.notify_all()  # a leader may be waiting for a fuller batch
+            while not job.done.is_set():
+                if self._leading or not self._queue or self._queue[0] is not job:
+                    self._cond.wait()  # the engine is busy, or our batch is running; the queue's head leads next
+                    continue
+                self._leading = True  # held until our batch has run: runs never overlap
+                deadline = time.monotonic() + job.window_s
+                while len(self._queue) == 1 and (left := deadline - time.monotonic()) > 0:
+                    self._cond.wait(left)  # alone on an idle engine: wait up to the window for company
+                batch, self._queue = self._queue[: self.max_batch], self._queue[self.max_batch:]
+                self._cond.release()
+                try:
+                    self._run(batch)
+                finally:
+                    self._cond.acquire()
                     self._leading = False
-                    self._cond.notify_all()  # the rest may form the next batch while this one runs
-                    self._cond.release()
-                    try:
-                        self._run(batch)
-                    finally:
-                        self._cond.acquire()
+                    self._cond.notify_all()
         if job.error is not None:
             raise job.error
 
@@ -93,8 +91,6 @@ class Batcher:
             for job in jobs:
                 job.error = exc
         finally:
+            self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1  # written by the one running leader
             for job in jobs:
                 job.done.set()
-            with self._cond:
-                self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1
-                self._cond.notify_all()

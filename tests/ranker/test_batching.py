@@ -42,8 +42,35 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(world, man
         np.testing.assert_allclose(scores, alone[user], rtol=1e-5, atol=1e-6)
 
 
-def test_a_zero_window_never_waits_for_others(world, manifest) -> None:
+def test_a_lone_request_with_a_zero_window_runs_at_once(world, manifest) -> None:
+    """One after another, with no window, every run is a batch of one: nobody waits for company."""
     ranker = Ranker(world, manifest, max_batch_delay_us=200_000)
     for user in (1, 2, 3):
         _rank(ranker, user, world, 0)
     assert ranker.batcher.batch_sizes == {1: 3}
+
+
+def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(world, manifest) -> None:
+    """Runs never overlap: with the engine held by a slow run, zero-window requests queue and go together."""
+    ranker = Ranker(world, manifest)
+    inner, gate, entered = ranker.engine.run, threading.Event(), threading.Event()
+
+    def slow_first(inputs, outputs):  # the real engine, held once so that a queue forms behind it
+        if not entered.is_set():
+            entered.set()
+            gate.wait(30)
+        inner(inputs, outputs)
+
+    ranker.engine = type("Held", (), {"run": staticmethod(slow_first), "manifest": ranker.engine.manifest})()
+    first = threading.Thread(target=_rank, args=(ranker, 1, world, 0))
+    first.start()
+    entered.wait(30)
+    rest = [threading.Thread(target=_rank, args=(ranker, u, world, 0)) for u in (2, 3, 4)]
+    for thread in rest:
+        thread.start()
+    with ranker.batcher._cond:  # every enqueue notifies it: wait for the queue, not for time
+        assert ranker.batcher._cond.wait_for(lambda: len(ranker.batcher._queue) == 3, timeout=30)
+    gate.set()
+    for thread in [first, *rest]:
+        thread.join(60)
+    assert ranker.batcher.batch_sizes == {1: 1, 3: 1}
