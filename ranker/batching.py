@@ -33,6 +33,7 @@ class Job:
     window_s: float
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
+    started_ns: int = 0  # when its model run began: the time before it was spent queued
 
 
 class Batcher:
@@ -68,6 +69,9 @@ class Batcher:
             raise job.error
 
     def _run(self, jobs: list[Job]) -> None:
+        started = time.monotonic_ns()
+        for job in jobs:
+            job.started_ns = started
         try:
             if len(jobs) == 1:
                 job = jobs[0]

@@ -17,7 +17,7 @@ from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
-from mesh.timing import HopRecorder
+from mesh.timing import HopRecorder, cpu_ns, now_ns
 from ranker.features import (
     CONTEXT_DIM, HEADS, HIDDEN_ITEM, ItemTable, context_features, cross_features, item_features, user_features,
 )
@@ -161,10 +161,13 @@ class Ranker:
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)
-        with hops.stage("model"):
-            if n:
-                window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
-                self.batcher.submit(Job(user_part, context_part, found.ids, cross, scores, heads, window))
+        if n:  # two handoffs: waiting for the engine (or for company), then the model run itself
+            window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
+            job = Job(user_part, context_part, found.ids, cross, scores, heads, window)
+            queued, cpu = now_ns(), cpu_ns()
+            self.batcher.submit(job)
+            hops.add("queued", queued, job.started_ns)
+            hops.add("model", job.started_ns, now_ns(), cpu_ns() - cpu)
         categories = items.category[rows]
         chosen = diversified_top_k(scores, categories, min(request.k, n))
         titles = [self.titles[r] for r in rows[chosen].tolist()]

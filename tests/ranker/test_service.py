@@ -33,7 +33,7 @@ class TestRank:
             scores = [item.score for item in reply.items]
             assert all(0 < s < 1 for s in scores)
             assert reply.candidates_considered > 1000
-            assert {h.stage for h in reply.hops} == {"retrieval", "features", "model"}
+            assert [h.stage for h in reply.hops] == ["retrieval", "features", "queued", "model"]
             assert reply.model_name == manifest.name and reply.model_version == manifest.version
             assert all(item.sources and item.title for item in reply.items)
 
