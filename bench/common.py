@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
+import subprocess
 import time
 from pathlib import Path
 
@@ -40,3 +42,16 @@ def record(name: str, result: dict[str, float | int | str]) -> Path:
 
 def result_line(result: dict[str, float | int | str]) -> str:
     return "RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
+
+
+def ensure_debian_tool(binary: str, package: str) -> str:
+    """The path of `binary`, installing Debian's `package` with apt-get first if it is missing."""
+    path = shutil.which(binary)
+    if path:
+        return path
+    print(f"{binary} not found: installing Debian's {package} (apt-get)...", flush=True)
+    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
+    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", package]):
+        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
+            raise SystemExit(f"could not install {package} ({' '.join(command)} failed); install it and rerun")
+    return shutil.which(binary) or f"/usr/bin/{binary}"

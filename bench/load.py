@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import shutil
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine, record, result_line  # noqa: E402
+from bench.common import ensure_debian_tool, machine, record, result_line  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
@@ -77,15 +76,7 @@ H2LOAD_USERS = (1, 7, 42, 1_000, 5_000, 12_345, 30_000, 49_999)
 
 
 def ensure_h2load() -> str:
-    path = shutil.which("h2load")
-    if path:
-        return path
-    print("h2load not found: installing Debian's nghttp2-client (apt-get)...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "nghttp2-client"]):
-        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            raise SystemExit(f"could not install nghttp2-client ({' '.join(command)} failed); install it and rerun")
-    return shutil.which("h2load") or "/usr/bin/h2load"
+    return ensure_debian_tool("h2load", "nghttp2-client")
 
 
 def grpc_body(user: int) -> bytes:

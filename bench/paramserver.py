@@ -23,7 +23,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine, percentiles_us, record, result_line  # noqa: E402
+from bench.common import ensure_debian_tool, machine, percentiles_us, record, result_line  # noqa: E402
 from cli.stack import free_ports, handshake_segment, wait_serving  # noqa: E402
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc  # noqa: E402
 from mesh.config import default_home  # noqa: E402
@@ -42,15 +42,7 @@ def rss() -> int:
 
 
 def ensure_redis() -> str:
-    path = shutil.which("redis-server")
-    if path:
-        return path
-    print("redis-server not found: installing Debian's redis-server (apt-get)...", flush=True)
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "redis-server"]):
-        if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
-            raise SystemExit(f"could not install redis-server ({' '.join(command)} failed); install it and rerun")
-    return shutil.which("redis-server") or "/usr/bin/redis-server"
+    return ensure_debian_tool("redis-server", "redis-server")
 
 
 def bench_redis(keys: np.ndarray, values: np.ndarray, batches: list[np.ndarray]) -> tuple[float, list[int]]:
