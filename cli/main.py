@@ -144,18 +144,9 @@ def _feed(args: argparse.Namespace) -> int:
     print(f"{'#':>3}  {'item':>8}  {'score':>7}  {'category':<13} {'sources':<22} title")
     for rank, item in enumerate(response.items, 1):
         print(f"{rank:>3}  {item.item_id:>8}  {item.score:7.4f}  {item.category:<13} {','.join(item.sources):<22} {item.title}")
-    print(_hop_table(response.hops, elapsed_ms))
+    print()
+    print(relay(response.hops, elapsed_ms))
     return 0
-
-
-def _hop_table(hops, elapsed_ms: float) -> str:
-    if not hops:
-        return ""
-    origin = min(h.start_ns for h in hops)
-    lines = [f"\nhops (client round trip {elapsed_ms:.2f} ms)", f"  {'service':<12} {'stage':<18} {'start ms':>9} {'took ms':>9}"]
-    for hop in sorted(hops, key=lambda h: (h.start_ns, -h.end_ns)):
-        lines.append(f"  {hop.service:<12} {hop.stage:<18} {(hop.start_ns - origin) / 1e6:9.3f} {(hop.end_ns - hop.start_ns) / 1e6:9.3f}")
-    return "\n".join(lines)
 
 
 def relay(hops, client_ms: float) -> str:

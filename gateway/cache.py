@@ -17,13 +17,23 @@ class FeedCache:
     def __init__(self, ttl_s: float = 30.0, keep_s: float = 600.0, capacity: int = 100_000) -> None:
         self.ttl_s, self.keep_s, self.capacity = ttl_s, keep_s, capacity
         self._entries: OrderedDict[tuple[int, int], tuple[float, gateway_pb2.FeedResponse]] = OrderedDict()
+        self._ks: dict[int, set[int]] = {}  # user -> the k values cached for them: invalidation without a scan
         self.hits = self.misses = 0
 
     def put(self, user: int, k: int, feed: gateway_pb2.FeedResponse) -> None:
         self._entries[(user, k)] = (time.monotonic(), feed)
         self._entries.move_to_end((user, k))
+        self._ks.setdefault(user, set()).add(k)
         while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
+            (old_user, old_k), _ = self._entries.popitem(last=False)
+            self._forget(old_user, old_k)
+
+    def _forget(self, user: int, k: int) -> None:
+        ks = self._ks.get(user)
+        if ks is not None:
+            ks.discard(k)
+            if not ks:
+                del self._ks[user]
 
     def get(self, user: int, k: int, stale_ok: bool = False) -> gateway_pb2.FeedResponse | None:
         entry = self._entries.get((user, k))
@@ -38,7 +48,7 @@ class FeedCache:
 
     def invalidate(self, user: int) -> int:
         """Forget every cached feed of `user`; returns how many."""
-        stale = [key for key in self._entries if key[0] == user]
-        for key in stale:
-            del self._entries[key]
-        return len(stale)
+        ks = self._ks.pop(user, set())
+        for k in ks:
+            del self._entries[(user, k)]
+        return len(ks)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+
 import numpy as np
 
 from feedserve.v1 import common_pb2
@@ -69,10 +71,10 @@ def check_finite(array: np.ndarray, field: str) -> None:
         raise InvalidArgument(field, "contains NaN or Inf")
 
 
-def expect(tensors: "dict[str, np.ndarray] | object", field: str, dtype: np.dtype | type, ndim: int | None = None,
+def expect(tensors: Mapping[str, np.ndarray], field: str, dtype: np.dtype | type, ndim: int | None = None,
            required: bool = False) -> np.ndarray | None:
     """The tensor `field` from a handler's tensors, checked for dtype and rank; None when absent."""
-    array = tensors.get(field)  # type: ignore[union-attr]
+    array = tensors.get(field)
     if array is None:
         if required:
             raise InvalidArgument(field, "is required")

@@ -108,7 +108,9 @@ class ParamServer:
                 self.tables[table].upsert(keys, values, _now())
             elif op == _OP_DRIFT:
                 user, item, _, rate = _DRIFT.unpack(payload)
-                self._apply_drift(user, item, rate)
+                vector = self._item_vector(item)
+                if vector is not None:
+                    self._move_user(user, vector, rate)
             count += 1
         return count
 
@@ -159,11 +161,12 @@ class ParamServer:
         self.wal.wait_durable(seq)
         return paramserver_pb2.UpsertResponse(upserted=int((status != PENDING).sum()))
 
-    def _apply_drift(self, user: int, item: int, rate: float) -> tuple[np.ndarray | None, int]:
+    def _item_vector(self, item: int) -> np.ndarray | None:
         vector, found = self.tables[ITEM].lookup(np.array([item], np.int64))
-        if not found[0]:
-            return None, 0
-        moved, status = self.tables[USER].drift(np.array([user], np.int64), vector, np.array([rate], np.float32), _now())
+        return vector if found[0] else None
+
+    def _move_user(self, user: int, item_vector: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
+        moved, status = self.tables[USER].drift(np.array([user], np.int64), item_vector, np.array([rate], np.float32), _now())
         return moved[0], int(status[0])
 
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
@@ -177,10 +180,11 @@ class ParamServer:
             raise InvalidArgument("user_id", f"hashes outside the slots {self.slots} this shard owns")
         rate = self.rates[request.event]
         with self._lock:
-            if not self.tables[ITEM].lookup(np.array([request.item_id], np.int64))[1][0]:
+            item = self._item_vector(request.item_id)
+            if item is None:
                 raise NotFound(f"item_id {request.item_id} not found")
             seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
-            moved, status = self._apply_drift(request.user_id, request.item_id, rate)
+            moved, status = self._move_user(request.user_id, item, rate)
         self.wal.wait_durable(seq)
         if status != 0 or rate == 0:
             exists = status != 0 or self.tables[USER].lookup(np.array([request.user_id], np.int64))[1][0]
