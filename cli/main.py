@@ -12,7 +12,9 @@ from pathlib import Path
 import grpc
 
 from cli.stack import Stack
-from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
+from generator.encoder import ensure_encoder
+from generator.training import ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from ranker.training import MODEL_NAME, TrainingError, ensure_model, export, next_version, train
 from world.movielens import load_ratings
@@ -92,10 +94,15 @@ def _up(args: argparse.Namespace) -> int:
         gateway_port=args.gateway_port,
         paramserver_port=args.paramserver_port,
         ranker_port=args.ranker_port,
+        generator_port=args.generator_port,
     )
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
-    stack = Stack(world.path, config, args.home / "logs")
+    if not args.no_generator:
+        print("generation tiers and the sentence encoder: built on first use (a few minutes), then cached", flush=True)
+        ensure_tiers(args.home, sys.stderr)
+        ensure_encoder(args.home)
+    stack = Stack(world.path, config, args.home / "logs", generator_home=None if args.no_generator else args.home)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         stack.start()
@@ -219,11 +226,36 @@ def _cost(args: argparse.Namespace) -> int:
             return 1
     print(f"spend over the last {report.window_s} s (CPU second priced at {report.cpu_second_price:g}"
           + (f"; alert above {report.alert_per_1k:g} per 1,000 requests" if report.alert_per_1k else "") + ")")
-    print(f"{'feature':<20} {'requests':>9} {'cpu s':>10} {'cost':>12} {'per 1k req':>12} {'alerts':>7}")
+    print(f"{'feature':<20} {'requests':>9} {'cpu s':>10} {'tokens':>9} {'cost':>12} {'per 1k req':>12} {'alerts':>7}")
     for f in report.features:
-        print(f"{f.feature_tag:<20} {f.requests:>9} {f.cpu_seconds:10.4f} {f.cost:12.8f} {f.cost_per_1k:12.8f} {f.alerts:>7}")
+        print(f"{f.feature_tag:<20} {f.requests:>9} {f.cpu_seconds:10.4f} {f.tokens:>9} {f.cost:12.8f} "
+              f"{f.cost_per_1k:12.8f} {f.alerts:>7}")
     if not report.features:
         print("(no requests in the window)")
+    return 0
+
+
+def _generate(args: argparse.Namespace) -> int:
+    """Stream a generation to stdout as it arrives; usage and hops go to stderr."""
+    request = generator_pb2.GenerateRequest(
+        prompt=args.prompt, max_tokens=args.max_tokens, model=args.model, user_id=args.user, stop=args.stop,
+        banned_words=args.banned, allowed_words=args.allowed, pattern=args.pattern,
+        context=common_pb2.RequestContext(feature_tag=args.tag))
+    start = time.perf_counter()
+    with grpc.insecure_channel(args.gateway) as channel:
+        try:
+            for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=args.timeout):
+                if chunk.final:
+                    u = chunk.usage
+                    print(f"\n--\nmodels {','.join(u.models)}  tokens in {u.tokens_in} out {u.tokens_out}  "
+                          f"ttft {u.ttft_ms:.1f} ms  inter-token {u.inter_token_ms:.2f} ms  "
+                          f"escalated {'yes' if u.escalated else 'no'}  cache {u.cache or 'miss'}  cost {u.cost:.8f}  "
+                          f"client {(time.perf_counter() - start) * 1e3:.1f} ms", file=sys.stderr)
+                else:
+                    print(chunk.text, end="", flush=True)
+        except grpc.RpcError as error:
+            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
     return 0
 
 
@@ -259,8 +291,9 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--transport", choices=TRANSPORTS, default=transport_mode(),
                     help="auto: colocated services talk over shared-memory rings; grpc: never (default: %(default)s)")
-    for name in ("gateway", "paramserver", "ranker"):
+    for name in ("gateway", "paramserver", "ranker", "generator"):
         up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
+    up.add_argument("--no-generator", action="store_true", help="run without the generator (Generate: UNIMPLEMENTED)")
     up.set_defaults(run=_up)
 
     gateway = argparse.ArgumentParser(add_help=False)
@@ -284,6 +317,18 @@ def _parser() -> argparse.ArgumentParser:
     cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
     cost.set_defaults(run=_cost)
+
+    generate = commands.add_parser("generate", parents=[gateway], help="stream planned generation for a prompt")
+    generate.add_argument("prompt", help='e.g. "a post for user 42 about their top interest, at most 60 words"')
+    generate.add_argument("--user", type=int, default=0, help="the user the text is for (their interests)")
+    generate.add_argument("--max-tokens", type=int, default=120, help="1..1024 (default: %(default)s)")
+    generate.add_argument("--model", default="", help="small, large or a configured model; default: the plan decides")
+    generate.add_argument("--stop", action="append", default=[], help="a stop sequence; repeatable")
+    generate.add_argument("--banned", action="append", default=[], help="a word the output must not use; repeatable")
+    generate.add_argument("--allowed", action="append", default=[], help="when given, the only words allowed; repeatable")
+    generate.add_argument("--pattern", default="", help="a regular expression the output must match")
+    generate.add_argument("--tag", default="cli", help="feature tag for cost (default: %(default)s)")
+    generate.set_defaults(run=_generate, timeout=30.0)
 
     interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
     interact.add_argument("--user", type=int, required=True)

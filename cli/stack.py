@@ -75,13 +75,15 @@ def wait_serving(address: str, timeout: float, process: subprocess.Popen | None 
 
 @dataclass
 class Stack:
-    """paramserver, ranker and gateway as child processes, stopped together."""
+    """paramserver, ranker, the generator (when `generator_home` is set) and gateway as child processes,
+    stopped together."""
 
     world_path: Path
     config: StackConfig
     log_dir: Path
     services: list[ServiceProcess] = field(default_factory=list)
     extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per service, e.g. {"gateway": (...)}
+    generator_home: Path | None = None  # where the generation tiers are built; None runs no generator
 
     def _spawn(self, name: str, address: str, *args: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -100,18 +102,24 @@ class Stack:
         return service
 
     def start(self, timeout: float = 60.0) -> None:
-        """Start paramserver and ranker, then the gateway that depends on them."""
+        """Start paramserver, ranker and generator, then the gateway that depends on them. The generator
+        trains its tiers on first use (a few minutes), so it gets `generator_timeout` instead."""
         world = str(self.world_path)
         c = self.config
         backends = [
             self._spawn("paramserver", c.paramserver_address, "--world", world),
             self._spawn("ranker", c.ranker_address, "--world", world),
         ]
+        if self.generator_home is not None:
+            backends.append(self._spawn("generator", c.generator_address, "--world", world, "--home",
+                                        str(self.generator_home), "--paramserver", c.paramserver_address))
         try:
             for service in backends:
-                self._wait(service, timeout)
+                self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
+            generator = ("--generator", c.generator_address) if self.generator_home is not None else ()
             gateway = self._spawn(
-                "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address
+                "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address,
+                *generator,
             )
             self._wait(gateway, timeout)
         except BaseException:

@@ -9,7 +9,19 @@ import onnxruntime as ort
 
 from engines.base import ModelManifest
 
-__all__ = ["OnnxEngine"]
+__all__ = ["OnnxEngine", "session_options"]
+
+
+def session_options(threads: int, spin: bool = False) -> ort.SessionOptions:
+    """CPU session options shared by every engine: `threads` intra-op threads, one inter-op, full graph optimisation."""
+    options = ort.SessionOptions()
+    options.intra_op_num_threads = threads
+    options.inter_op_num_threads = 1
+    # Spinning pools keep cores busy after each run; with several sessions, the ring dispatcher and
+    # gRPC threads on 2 cores, that steals more than it saves (measured: 7.3 ms vs 3.3 ms alternating).
+    options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return options
 
 
 class OnnxEngine:
@@ -27,14 +39,8 @@ class OnnxEngine:
             raise ValueError(f"precision is expected to be fp32, fp16 or int8, got {precision!r}")
         self.manifest, self.graph, self.precision = manifest, graph, precision
         path = manifest.path(graph if precision == "fp32" else f"{graph}_{precision}")
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads
-        options.inter_op_num_threads = 1
-        # Spinning pools keep cores busy after each run; with several sessions, the ring dispatcher and
-        # gRPC threads on 2 cores, that steals more than it saves (measured: 7.3 ms vs 3.3 ms alternating).
-        options.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads, spin),
+                                            providers=["CPUExecutionProvider"])
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -11,7 +11,7 @@ from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
 from gateway.service import GatewayAdminService, GatewayService, keep_fallback_fresh
-from mesh.clients import ParamServerClient, RankerClient
+from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
 from mesh.logging import get_logger
 from mesh.server import run_service
@@ -26,6 +26,7 @@ def main() -> None:
     parser.add_argument("--paramserver", default=defaults.paramserver_address,
                         help="HOST:PORT, or a slot map FIRST-LAST=HOST:PORT,... for several shards")
     parser.add_argument("--ranker", default=defaults.ranker_address, help="HOST:PORT")
+    parser.add_argument("--generator", default="", help="HOST:PORT of the generator; Generate is UNIMPLEMENTED without it")
     parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1,
                         help="HTTP port for /metrics and the live /dashboard (-1: off, 0: any)")
@@ -40,8 +41,11 @@ def main() -> None:
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
         clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
+        generator = GeneratorClient(args.generator) if args.generator else None
         service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s),
-                                 ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k))
+                                 ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator)
+        if generator is not None:
+            clients.append(generator)
         admin = GatewayAdminService(service.modes, service.ledger)
         if args.metrics_port >= 0:
             dashboard = Dashboard(service)

@@ -27,25 +27,28 @@ def request_cpu_seconds(response: gateway_pb2.FeedResponse) -> float:
 
 
 class CostLedger:
-    """Per-second buckets per feature tag for the last hour; a tag whose cost per 1,000 requests over
-    the last minute crosses `alert_per_1k` is logged and counted once per crossing."""
+    """Per-second buckets per feature tag for the last hour (requests, CPU seconds, token cost, tokens); a tag
+    whose cost per 1,000 requests over the last minute crosses `alert_per_1k` is logged and counted once per
+    crossing."""
 
     def __init__(self, cpu_second_price: float = 0.0000125, alert_per_1k: float = 0.0) -> None:
         self.cpu_second_price, self.alert_per_1k = cpu_second_price, alert_per_1k
-        self._buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)  # tag -> second -> [requests, cpu]
+        self._buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)  # tag -> second -> [requests, cpu, token cost, tokens]
         self.alerts: dict[str, int] = defaultdict(int)
         self._alerting: set[str] = set()
         self.totals: dict[str, float] = defaultdict(float)
         self._log = get_logger("cost")
 
-    def record(self, tag: str, cpu_seconds: float) -> float:
-        """Book one request; returns its cost."""
+    def record(self, tag: str, cpu_seconds: float, token_cost: float = 0.0, tokens: int = 0) -> float:
+        """Book one request (a feed, or a generation with its priced tokens); returns its cost."""
         tag = tag or "untagged"
         second = int(time.time())
-        bucket = self._buckets[tag].setdefault(second, [0, 0.0])
+        bucket = self._buckets[tag].setdefault(second, [0, 0.0, 0.0, 0])
         bucket[0] += 1
         bucket[1] += cpu_seconds
-        cost = cpu_seconds * self.cpu_second_price
+        bucket[2] += token_cost
+        bucket[3] += tokens
+        cost = cpu_seconds * self.cpu_second_price + token_cost
         self.totals[tag] += cost
         if len(self._buckets[tag]) > MAX_WINDOW_S:  # forget what no window can ask for
             for old in [s for s in self._buckets[tag] if s < second - MAX_WINDOW_S]:
@@ -54,18 +57,18 @@ class CostLedger:
             self._check(tag)
         return cost
 
-    def _window(self, tag: str, window_s: int) -> tuple[int, float]:
+    def _window(self, tag: str, window_s: int) -> tuple[int, float, float, int]:
+        """Requests, CPU seconds, token cost and tokens of `tag` over the last `window_s` seconds."""
         since = int(time.time()) - window_s
-        requests = cpu = 0.0
-        for second, (n, seconds) in self._buckets[tag].items():
+        totals = [0, 0.0, 0.0, 0]
+        for second, bucket in self._buckets[tag].items():
             if second > since:
-                requests += n
-                cpu += seconds
-        return int(requests), cpu
+                totals = [t + b for t, b in zip(totals, bucket)]
+        return int(totals[0]), totals[1], totals[2], int(totals[3])
 
     def _check(self, tag: str) -> None:
-        requests, cpu = self._window(tag, ALERT_WINDOW_S)
-        per_1k = cpu * self.cpu_second_price * 1000 / max(requests, 1)
+        requests, cpu, token_cost, _ = self._window(tag, ALERT_WINDOW_S)
+        per_1k = (cpu * self.cpu_second_price + token_cost) * 1000 / max(requests, 1)
         if per_1k > self.alert_per_1k and tag not in self._alerting:
             self._alerting.add(tag)
             self.alerts[tag] += 1
@@ -77,10 +80,10 @@ class CostLedger:
         report = gateway_pb2.CostReport(window_s=window_s, cpu_second_price=self.cpu_second_price,
                                         alert_per_1k=self.alert_per_1k)
         for tag in sorted(self._buckets):
-            requests, cpu = self._window(tag, window_s)
+            requests, cpu, token_cost, tokens = self._window(tag, window_s)
             if requests:
-                cost = cpu * self.cpu_second_price
+                cost = cpu * self.cpu_second_price + token_cost
                 report.features.append(gateway_pb2.FeatureCost(
                     feature_tag=tag, requests=requests, cpu_seconds=cpu, cost=cost,
-                    cost_per_1k=cost * 1000 / requests, alerts=self.alerts[tag]))
+                    cost_per_1k=cost * 1000 / requests, alerts=self.alerts[tag], tokens=tokens))
         return report

@@ -18,7 +18,7 @@ from gateway.breaker import CircuitBreaker
 from gateway.cache import FeedCache
 from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
-from mesh.clients import ParamServerClient, RankerClient
+from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.errors import DeadlineExceeded, FeedserveError, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.rpclog import annotate, request_id
 from mesh.timing import HopRecorder, cpu_ns
@@ -29,6 +29,7 @@ SERVICE = "gateway"
 DEFAULT_K = 20
 MAX_K = 500
 DEFAULT_TIMEOUT_S = 2.0  # for callers that send no deadline
+GENERATE_TIMEOUT_S = 60.0  # generation streams for longer; callers without a deadline get this one
 MARGIN_S = 0.003  # kept back from every deadline to build and send the answer
 FALLBACK_K = 500
 _EVENTS = frozenset(common_pb2.EventType.values()) - {common_pb2.EVENT_TYPE_UNSPECIFIED}
@@ -59,8 +60,8 @@ def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
-                 ledger: CostLedger | None = None) -> None:
-        self.paramserver, self.ranker = paramserver, ranker
+                 ledger: CostLedger | None = None, generator: GeneratorClient | None = None) -> None:
+        self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
         self.breakers = {"paramserver": CircuitBreaker("paramserver", cooldown_s=breaker_cooldown_s),
@@ -212,10 +213,26 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id())
 
     async def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
+        """Relay the generator's stream; the final chunk gains the gateway's hop, and its cost is booked
+        to the feature tag beside the feeds'."""
+        received, cpu_start = time.monotonic_ns(), cpu_ns()
         if not self.modes.settings.generation_enabled:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "generation is off in emergency mode")
-        await context.abort(grpc.StatusCode.UNIMPLEMENTED, "generation is not deployed in this stack yet")
-        yield generator_pb2.GenerateChunk()  # unreachable; makes this an async generator
+        if self.generator is None:
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                "generation is not deployed in this stack (start the gateway with --generator)")
+        remaining = context.time_remaining()
+        timeout = GENERATE_TIMEOUT_S if remaining is None else remaining
+        async for chunk in self.generator.generate(request, timeout, request_id()):
+            if chunk.final:
+                hops = HopRecorder(SERVICE)
+                hops.add("handle", received, time.monotonic_ns(), cpu_ns() - cpu_start)
+                chunk.hops.extend(hops.hops)
+                usage = chunk.usage
+                usage.cost = self.ledger.record(request.context.feature_tag, usage.compute_seconds + (cpu_ns() - cpu_start) / 1e9,
+                                                usage.token_cost, usage.tokens_in + usage.tokens_out)
+                annotate(models=",".join(usage.models), tokens_out=usage.tokens_out, cache=usage.cache)
+            yield chunk
 
 
 class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):

@@ -6,17 +6,23 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
 import asyncio
+from collections.abc import AsyncIterator
 
+import grpc
+
+from feedserve.v1 import common_pb2, generator_pb2, generator_pb2_grpc, paramserver_pb2, ranker_pb2
 from mesh.config import transport_mode
 from mesh.errors import Unavailable
 from mesh.ring import RingConfig
+from mesh.rpclog import REQUEST_ID_KEY
+from mesh.server import GRPC_OPTIONS
+from mesh.tracing import current_traceparent
 from mesh.shards import SlotMap
 from mesh.tensors import expect
-from mesh.transport import Transport
+from mesh.transport import Transport, translate_rpc_error
 
-__all__ = ["ParamServerClient", "RankerClient", "UserVector", "ShardedLookup"]
+__all__ = ["ParamServerClient", "RankerClient", "GeneratorClient", "UserVector", "ShardedLookup"]
 
 
 @dataclass
@@ -128,3 +134,29 @@ class RankerClient:
         tensors = {"user_vector": user_vector} if user_vector is not None else None
         with await self.transport.call("Rank", request, tensors, timeout, request_id) as reply:
             return reply.message
+
+
+class GeneratorClient:
+    """The generator's token stream. Streams travel gRPC only: a ring slot holds one reply, not a stream."""
+
+    service = "generator"
+
+    def __init__(self, address: str) -> None:
+        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self.stub = generator_pb2_grpc.GeneratorStub(self.channel)
+
+    async def close(self) -> None:
+        await self.channel.close()
+
+    async def generate(self, request: generator_pb2.GenerateRequest, timeout: float,
+                       request_id: str = "") -> AsyncIterator[generator_pb2.GenerateChunk]:
+        """Chunks as the generator sends them; failures become FeedserveErrors naming the generator."""
+        metadata = tuple((k, v) for k, v in ((REQUEST_ID_KEY, request_id), ("traceparent", current_traceparent())) if v)
+        call = self.stub.Generate(request, timeout=timeout, metadata=metadata)
+        try:
+            async for chunk in call:
+                yield chunk
+        except grpc.aio.AioRpcError as error:
+            raise translate_rpc_error(self.service, error) from None
+        finally:
+            call.cancel()  # the caller stopped reading: stop the generator's work too

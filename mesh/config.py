@@ -25,6 +25,7 @@ class StackConfig:
     gateway_port: int = DEFAULT_PORTS["gateway"]
     paramserver_port: int = DEFAULT_PORTS["paramserver"]
     ranker_port: int = DEFAULT_PORTS["ranker"]
+    generator_port: int = DEFAULT_PORTS["generator"]
 
     @property
     def gateway_address(self) -> str:
@@ -37,6 +38,10 @@ class StackConfig:
     @property
     def ranker_address(self) -> str:
         return f"{self.host}:{self.ranker_port}"
+
+    @property
+    def generator_address(self) -> str:
+        return f"{self.host}:{self.generator_port}"
 
 
 TRANSPORTS = ("auto", "grpc")

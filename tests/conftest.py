@@ -1,16 +1,23 @@
-"""Shared fixtures: a small synthetic world, its model, and event-loop runners."""
+"""Shared fixtures: a small synthetic world, its model, tiny generation tiers, and event-loop runners."""
 
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 from collections.abc import Callable, Coroutine
+from pathlib import Path
 from typing import Any
 
 import pytest
 import uvloop
 
 from engines import ModelManifest
+from generator.decoding import LanguageModel
+from generator.encoder import SentenceEncoder, ensure_encoder
+from generator.registry import model_specs
+from generator.residency import ModelSpec
+from generator.training import TierSpec, ensure_tiers
 from ranker.training import ensure_model
 from world import World, WorldSpec, ensure_world
 
@@ -36,3 +43,35 @@ Runner = Callable[[Coroutine[Any, Any, Any]], Any]
 def run(request: pytest.FixtureRequest) -> Runner:
     """Run a coroutine to completion under uvloop (what services use) and under plain asyncio."""
     return uvloop.run if request.param == "uvloop" else asyncio.run
+
+
+# Generation tiers for tests: the real training and export code, at a size that trains in seconds.
+TEST_TIERS = {
+    "small": TierSpec("small", layers=1, dim=32, heads=2, steps=250, price_per_1k_tokens=0.0002),
+    "large": TierSpec("large", layers=2, dim=64, heads=2, steps=250, price_per_1k_tokens=0.002),
+}
+
+
+@pytest.fixture(scope="session")
+def generation_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with both generation tiers trained (tiny) and the sentence encoder converted."""
+    home = tmp_path_factory.mktemp("generation")
+    ensure_tiers(home, io.StringIO(), tiers=TEST_TIERS, documents=1500)
+    ensure_encoder(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def specs(generation_home: Path) -> dict[str, ModelSpec]:
+    """The tiny tiers as the residency pool sees them."""
+    return model_specs(generation_home)
+
+
+@pytest.fixture(scope="session")
+def small(specs: dict[str, ModelSpec]) -> LanguageModel:
+    return specs["small"].load()
+
+
+@pytest.fixture(scope="session")
+def encoder(generation_home: Path) -> SentenceEncoder:
+    return SentenceEncoder(ensure_encoder(generation_home))

@@ -1,4 +1,4 @@
-"""An in-process stack for tests: paramserver, ranker and gateway on free ports in one event loop."""
+"""An in-process stack for tests: paramserver, ranker, generator and gateway on free ports in one event loop."""
 
 from __future__ import annotations
 
@@ -13,18 +13,27 @@ from engines import ModelManifest
 from feedserve.v1 import (
     gateway_pb2,
     gateway_pb2_grpc,
+    generator_pb2,
+    generator_pb2_grpc,
     paramserver_pb2,
     paramserver_pb2_grpc,
     ranker_pb2,
     ranker_pb2_grpc,
 )
 from gateway.service import GatewayAdminService, GatewayService
-from mesh.clients import ParamServerClient, RankerClient
+from generator.caches import EmbeddingCache, ExactCache, SemanticCache
+from generator.encoder import SentenceEncoder, ensure_encoder
+from generator.pipeline import Pipeline, RouterConfig
+from generator.registry import model_specs
+from generator.residency import ModelSpec, ResidencyPool
+from generator.service import Generator, GeneratorServicer
+from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.server import ServiceServer, start_server
 from mesh.ring import RingConfig, RingServer, transport_registration
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer
 from world import World
+from world.synthetic import CATEGORIES
 
 LOCAL = "127.0.0.1:0"
 
@@ -60,10 +69,14 @@ async def start_ranker(world: World, manifest: ModelManifest) -> tuple[ServiceSe
     return server, core
 
 
-async def start_gateway(paramserver: str, ranker: str, **options) -> tuple[ServiceServer, list, GatewayService]:
+async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
+                        **options) -> tuple[ServiceServer, list, GatewayService]:
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
-    service = GatewayService(*clients, **options)
-    await service.refresh_fallback()
+    service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, **options)
+    if generator:
+        clients.append(service.generator)
+    if refresh:
+        await service.refresh_fallback()
     admin = GatewayAdminService(service.modes, service.ledger)
     server = await start_server(
         {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
@@ -120,3 +133,19 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, 
         for server in servers.values():
             await server.stop(0)
         ps_core.close()
+
+
+async def start_generator(home: Path, paramserver: str | None = None, world: World | None = None,
+                          budget_bytes: int = 256 << 20, router: RouterConfig = RouterConfig(),
+                          specs: dict[str, ModelSpec] | None = None) -> tuple[ServiceServer, Generator]:
+    """The generator on a free port: the tiers under `home`, both caches, user topics from `paramserver`."""
+    pool = ResidencyPool(specs or model_specs(home), budget_bytes)
+    encoder = SentenceEncoder(ensure_encoder(home))
+    core = Generator(Pipeline(pool, router), CATEGORIES, world.category_centroids if world is not None else None,
+                     ParamServerClient(paramserver) if paramserver else None, ExactCache(),
+                     SemanticCache(EmbeddingCache(encoder.encode)))
+    servicer = GeneratorServicer(core)
+    server = await start_server(
+        {_name(generator_pb2, "Generator"): lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)},
+        LOCAL)
+    return server, core

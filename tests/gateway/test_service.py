@@ -197,8 +197,8 @@ class TestServing:
 
         run(body())
 
-    def test_generate_says_generation_is_not_deployed(self, world, manifest, tmp_path, run) -> None:
-        """Until the generator service exists, Generate answers UNIMPLEMENTED with a reason, not a hang."""
+    def test_generate_without_a_generator_says_it_is_not_deployed(self, world, manifest, tmp_path, run) -> None:
+        """A gateway started without --generator answers Generate with UNIMPLEMENTED and the reason, not a hang."""
 
         async def body() -> None:
             async with running_stack(world, manifest, tmp_path) as stack:
@@ -206,6 +206,6 @@ class TestServing:
                     async for _ in stack.gateway.Generate(generator_pb2.GenerateRequest(prompt="hi"), timeout=5):
                         pass
                 assert caught.value.code() == grpc.StatusCode.UNIMPLEMENTED
-                assert "generation" in caught.value.details()
+                assert "--generator" in caught.value.details()
 
         run(body())

@@ -26,39 +26,39 @@ from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 from feedserve.v1 import generator_pb2 as feedserve_dot_v1_dot_generator__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64serve/v1/gateway.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\x1a\x1c\x66\x65\x65\x64serve/v1/generator.proto\"\"\n\x0eGetCostRequest\x12\x10\n\x08window_s\x18\x01 \x01(\r\"|\n\x0b\x46\x65\x61tureCost\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x13\n\x0b\x63ost_per_1k\x18\x05 \x01(\x01\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\x04\"{\n\nCostReport\x12\x10\n\x08window_s\x18\x01 \x01(\r\x12+\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x19.feedserve.v1.FeatureCost\x12\x18\n\x10\x63pu_second_price\x18\x03 \x01(\x01\x12\x14\n\x0c\x61lert_per_1k\x18\x04 \x01(\x01\"2\n\x0eSetModeRequest\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\"\x10\n\x0eGetModeRequest\"\xae\x01\n\nModeStatus\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\r\x12\x1a\n\x12generation_enabled\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0e\x62\x61tch_delay_us\x18\x07 \x01(\r\"c\n\x0b\x46\x65\x65\x64Request\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0e\n\x01k\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x04\n\x02_k\"\\\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\"\x86\x02\n\x0c\x46\x65\x65\x64Response\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.feedserve.v1.FeedItem\x12\x12\n\ncold_start\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12 \n\x04mode\x18\t \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\"\x8a\x01\n\x0fInteractRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\"E\n\x10InteractResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t*Q\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_NORMAL\x10\x01\x12\x0e\n\nMODE_SURGE\x10\x02\x12\x12\n\x0eMODE_EMERGENCY\x10\x03\x32\xdd\x01\n\x07Gateway\x12=\n\x04\x46\x65\x65\x64\x12\x19.feedserve.v1.FeedRequest\x1a\x1a.feedserve.v1.FeedResponse\x12I\n\x08Interact\x12\x1d.feedserve.v1.InteractRequest\x1a\x1e.feedserve.v1.InteractResponse\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x32\xd7\x01\n\x0cGatewayAdmin\x12\x41\n\x07SetMode\x12\x1c.feedserve.v1.SetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetMode\x12\x1c.feedserve.v1.GetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetCost\x12\x1c.feedserve.v1.GetCostRequest\x1a\x18.feedserve.v1.CostReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64serve/v1/gateway.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\x1a\x1c\x66\x65\x65\x64serve/v1/generator.proto\"\"\n\x0eGetCostRequest\x12\x10\n\x08window_s\x18\x01 \x01(\r\"\x8c\x01\n\x0b\x46\x65\x61tureCost\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x13\n\x0b\x63ost_per_1k\x18\x05 \x01(\x01\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\x04\x12\x0e\n\x06tokens\x18\x07 \x01(\x04\"{\n\nCostReport\x12\x10\n\x08window_s\x18\x01 \x01(\r\x12+\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x19.feedserve.v1.FeatureCost\x12\x18\n\x10\x63pu_second_price\x18\x03 \x01(\x01\x12\x14\n\x0c\x61lert_per_1k\x18\x04 \x01(\x01\"2\n\x0eSetModeRequest\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\"\x10\n\x0eGetModeRequest\"\xae\x01\n\nModeStatus\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\r\x12\x1a\n\x12generation_enabled\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0e\x62\x61tch_delay_us\x18\x07 \x01(\r\"c\n\x0b\x46\x65\x65\x64Request\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0e\n\x01k\x18\x03 \x01(\rH\x00\x88\x01\x01\x42\x04\n\x02_k\"\\\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\"\x86\x02\n\x0c\x46\x65\x65\x64Response\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.feedserve.v1.FeedItem\x12\x12\n\ncold_start\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12 \n\x04mode\x18\t \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\"\x8a\x01\n\x0fInteractRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\"E\n\x10InteractResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t*Q\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_NORMAL\x10\x01\x12\x0e\n\nMODE_SURGE\x10\x02\x12\x12\n\x0eMODE_EMERGENCY\x10\x03\x32\xdd\x01\n\x07Gateway\x12=\n\x04\x46\x65\x65\x64\x12\x19.feedserve.v1.FeedRequest\x1a\x1a.feedserve.v1.FeedResponse\x12I\n\x08Interact\x12\x1d.feedserve.v1.InteractRequest\x1a\x1e.feedserve.v1.InteractResponse\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x32\xd7\x01\n\x0cGatewayAdmin\x12\x41\n\x07SetMode\x12\x1c.feedserve.v1.SetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetMode\x12\x1c.feedserve.v1.GetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetCost\x12\x1c.feedserve.v1.GetCostRequest\x1a\x18.feedserve.v1.CostReportb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedserve.v1.gateway_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_MODE']._serialized_start=1307
-  _globals['_MODE']._serialized_end=1388
+  _globals['_MODE']._serialized_start=1324
+  _globals['_MODE']._serialized_end=1405
   _globals['_GETCOSTREQUEST']._serialized_start=101
   _globals['_GETCOSTREQUEST']._serialized_end=135
-  _globals['_FEATURECOST']._serialized_start=137
-  _globals['_FEATURECOST']._serialized_end=261
-  _globals['_COSTREPORT']._serialized_start=263
-  _globals['_COSTREPORT']._serialized_end=386
-  _globals['_SETMODEREQUEST']._serialized_start=388
-  _globals['_SETMODEREQUEST']._serialized_end=438
-  _globals['_GETMODEREQUEST']._serialized_start=440
-  _globals['_GETMODEREQUEST']._serialized_end=456
-  _globals['_MODESTATUS']._serialized_start=459
-  _globals['_MODESTATUS']._serialized_end=633
-  _globals['_FEEDREQUEST']._serialized_start=635
-  _globals['_FEEDREQUEST']._serialized_end=734
-  _globals['_FEEDITEM']._serialized_start=736
-  _globals['_FEEDITEM']._serialized_end=828
-  _globals['_FEEDRESPONSE']._serialized_start=831
-  _globals['_FEEDRESPONSE']._serialized_end=1093
-  _globals['_INTERACTREQUEST']._serialized_start=1096
-  _globals['_INTERACTREQUEST']._serialized_end=1234
-  _globals['_INTERACTRESPONSE']._serialized_start=1236
-  _globals['_INTERACTRESPONSE']._serialized_end=1305
-  _globals['_GATEWAY']._serialized_start=1391
-  _globals['_GATEWAY']._serialized_end=1612
-  _globals['_GATEWAYADMIN']._serialized_start=1615
-  _globals['_GATEWAYADMIN']._serialized_end=1830
+  _globals['_FEATURECOST']._serialized_start=138
+  _globals['_FEATURECOST']._serialized_end=278
+  _globals['_COSTREPORT']._serialized_start=280
+  _globals['_COSTREPORT']._serialized_end=403
+  _globals['_SETMODEREQUEST']._serialized_start=405
+  _globals['_SETMODEREQUEST']._serialized_end=455
+  _globals['_GETMODEREQUEST']._serialized_start=457
+  _globals['_GETMODEREQUEST']._serialized_end=473
+  _globals['_MODESTATUS']._serialized_start=476
+  _globals['_MODESTATUS']._serialized_end=650
+  _globals['_FEEDREQUEST']._serialized_start=652
+  _globals['_FEEDREQUEST']._serialized_end=751
+  _globals['_FEEDITEM']._serialized_start=753
+  _globals['_FEEDITEM']._serialized_end=845
+  _globals['_FEEDRESPONSE']._serialized_start=848
+  _globals['_FEEDRESPONSE']._serialized_end=1110
+  _globals['_INTERACTREQUEST']._serialized_start=1113
+  _globals['_INTERACTREQUEST']._serialized_end=1251
+  _globals['_INTERACTRESPONSE']._serialized_start=1253
+  _globals['_INTERACTRESPONSE']._serialized_end=1322
+  _globals['_GATEWAY']._serialized_start=1408
+  _globals['_GATEWAY']._serialized_end=1629
+  _globals['_GATEWAYADMIN']._serialized_start=1632
+  _globals['_GATEWAYADMIN']._serialized_end=1847
 # @@protoc_insertion_point(module_scope)

@@ -27,20 +27,22 @@ class GetCostRequest(_message.Message):
     def __init__(self, window_s: _Optional[int] = ...) -> None: ...
 
 class FeatureCost(_message.Message):
-    __slots__ = ("feature_tag", "requests", "cpu_seconds", "cost", "cost_per_1k", "alerts")
+    __slots__ = ("feature_tag", "requests", "cpu_seconds", "cost", "cost_per_1k", "alerts", "tokens")
     FEATURE_TAG_FIELD_NUMBER: _ClassVar[int]
     REQUESTS_FIELD_NUMBER: _ClassVar[int]
     CPU_SECONDS_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
     COST_PER_1K_FIELD_NUMBER: _ClassVar[int]
     ALERTS_FIELD_NUMBER: _ClassVar[int]
+    TOKENS_FIELD_NUMBER: _ClassVar[int]
     feature_tag: str
     requests: int
     cpu_seconds: float
     cost: float
     cost_per_1k: float
     alerts: int
-    def __init__(self, feature_tag: _Optional[str] = ..., requests: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cost: _Optional[float] = ..., cost_per_1k: _Optional[float] = ..., alerts: _Optional[int] = ...) -> None: ...
+    tokens: int
+    def __init__(self, feature_tag: _Optional[str] = ..., requests: _Optional[int] = ..., cpu_seconds: _Optional[float] = ..., cost: _Optional[float] = ..., cost_per_1k: _Optional[float] = ..., alerts: _Optional[int] = ..., tokens: _Optional[int] = ...) -> None: ...
 
 class CostReport(_message.Message):
     __slots__ = ("window_s", "features", "cpu_second_price", "alert_per_1k")

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("context", "prompt", "max_tokens", "model", "user_id", "stop", "banned_words", "pattern")
+    __slots__ = ("context", "prompt", "max_tokens", "model", "user_id", "stop", "banned_words", "pattern", "allowed_words")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -17,6 +17,7 @@ class GenerateRequest(_message.Message):
     STOP_FIELD_NUMBER: _ClassVar[int]
     BANNED_WORDS_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
+    ALLOWED_WORDS_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     prompt: str
     max_tokens: int
@@ -25,10 +26,11 @@ class GenerateRequest(_message.Message):
     stop: _containers.RepeatedScalarFieldContainer[str]
     banned_words: _containers.RepeatedScalarFieldContainer[str]
     pattern: str
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., user_id: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., banned_words: _Optional[_Iterable[str]] = ..., pattern: _Optional[str] = ...) -> None: ...
+    allowed_words: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., user_id: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., banned_words: _Optional[_Iterable[str]] = ..., pattern: _Optional[str] = ..., allowed_words: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class Usage(_message.Message):
-    __slots__ = ("tokens_in", "tokens_out", "models", "ttft_ms", "inter_token_ms", "cost", "cache", "escalated")
+    __slots__ = ("tokens_in", "tokens_out", "models", "ttft_ms", "inter_token_ms", "cost", "cache", "escalated", "compute_seconds", "mean_logprob", "token_cost")
     TOKENS_IN_FIELD_NUMBER: _ClassVar[int]
     TOKENS_OUT_FIELD_NUMBER: _ClassVar[int]
     MODELS_FIELD_NUMBER: _ClassVar[int]
@@ -37,6 +39,9 @@ class Usage(_message.Message):
     COST_FIELD_NUMBER: _ClassVar[int]
     CACHE_FIELD_NUMBER: _ClassVar[int]
     ESCALATED_FIELD_NUMBER: _ClassVar[int]
+    COMPUTE_SECONDS_FIELD_NUMBER: _ClassVar[int]
+    MEAN_LOGPROB_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_COST_FIELD_NUMBER: _ClassVar[int]
     tokens_in: int
     tokens_out: int
     models: _containers.RepeatedScalarFieldContainer[str]
@@ -45,7 +50,10 @@ class Usage(_message.Message):
     cost: float
     cache: str
     escalated: bool
-    def __init__(self, tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., ttft_ms: _Optional[float] = ..., inter_token_ms: _Optional[float] = ..., cost: _Optional[float] = ..., cache: _Optional[str] = ..., escalated: _Optional[bool] = ...) -> None: ...
+    compute_seconds: float
+    mean_logprob: float
+    token_cost: float
+    def __init__(self, tokens_in: _Optional[int] = ..., tokens_out: _Optional[int] = ..., models: _Optional[_Iterable[str]] = ..., ttft_ms: _Optional[float] = ..., inter_token_ms: _Optional[float] = ..., cost: _Optional[float] = ..., cache: _Optional[str] = ..., escalated: _Optional[bool] = ..., compute_seconds: _Optional[float] = ..., mean_logprob: _Optional[float] = ..., token_cost: _Optional[float] = ...) -> None: ...
 
 class GenerateChunk(_message.Message):
     __slots__ = ("text", "stage", "usage", "final", "hops")

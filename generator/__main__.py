@@ -1,0 +1,91 @@
+"""`python -m generator`: serve planned, streamed generation over gRPC, with its tiers under a memory budget."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+from pathlib import Path
+
+from feedserve.v1 import generator_pb2_grpc
+from generator import metrics
+from generator.caches import EmbeddingCache, ExactCache, SemanticCache
+from generator.encoder import SentenceEncoder, ensure_encoder
+from generator.pipeline import Pipeline, RouterConfig
+from generator.registry import model_specs, parse_model_arg
+from generator.residency import ResidencyPool
+from generator.service import Generator, GeneratorServicer
+from mesh.clients import ParamServerClient
+from mesh.config import DEFAULT_PORTS, default_home
+from mesh.logging import get_logger
+from mesh.metrics import serve_metrics
+from mesh.server import run_service
+from world.synthetic import CATEGORIES
+
+def main() -> None:
+    parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=DEFAULT_PORTS["generator"])
+    parser.add_argument("--home", type=Path, default=default_home(), help="where tiers and the encoder are built")
+    parser.add_argument("--world", type=Path, help="a built world: its categories' centroids find a user's top interest")
+    parser.add_argument("--paramserver", help="paramserver address, for user interests (default: none)")
+    parser.add_argument("--model", action="append", type=parse_model_arg, default=[],
+                        help="NAME=PATH[,price=P][,context=N]: also serve this GPT-2-style ONNX export; repeatable")
+    parser.add_argument("--memory-budget-mb", type=float, default=256.0, help="resident models at most (default: %(default)s)")
+    parser.add_argument("--keep-alive-s", type=float, default=300.0, help="idle models stay this long (default: %(default)s)")
+    parser.add_argument("--pin", action="append", default=[], help="a model never evicted; repeatable")
+    parser.add_argument("--escalate-below", type=float, default=RouterConfig.threshold,
+                        help="mean log-probability under which the small tier's answer goes to the large one")
+    parser.add_argument("--semantic-threshold", type=float, default=0.88, help="cosine for a semantic hit (0 disables)")
+    parser.add_argument("--cache-ttl-s", type=float, default=300.0, help="exact and semantic cache TTL")
+    parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    parser.add_argument("--log-level", default="INFO")
+    args = parser.parse_args()
+    log = get_logger("generator")
+    paramserver: list[ParamServerClient] = []
+
+    async def build():
+        specs = model_specs(args.home, args.model)
+        budget = int(args.memory_budget_mb * 2**20)
+        metrics.BUDGET_BYTES.set(budget)
+
+        def changed(event: str, name: str, used: int) -> None:
+            metrics.MODEL_EVENTS.labels(name, event).inc()
+            metrics.RESIDENT_BYTES.set(used)
+
+        pool = ResidencyPool(specs, budget, args.keep_alive_s, tuple(args.pin), on_change=changed)
+        await pool.preload()
+        semantic = None
+        if args.semantic_threshold > 0:
+            encoder = SentenceEncoder(ensure_encoder(args.home))
+            semantic = SemanticCache(EmbeddingCache(encoder.encode), args.semantic_threshold, args.cache_ttl_s)
+        centroids = None
+        if args.world is not None:
+            from world import load_world
+
+            centroids = load_world(args.world).category_centroids
+        if args.paramserver:
+            paramserver.append(ParamServerClient(args.paramserver))
+        core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), CATEGORIES, centroids,
+                         paramserver[0] if paramserver else None, ExactCache(args.cache_ttl_s), semantic)
+        asyncio.get_running_loop().create_task(_sweep(pool))
+        log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
+        if args.metrics_port >= 0:
+            log.info("metrics", port=serve_metrics(args.host, args.metrics_port))
+        servicer = GeneratorServicer(core)
+        return {"feedserve.v1.Generator": lambda server: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)}
+
+    async def stop() -> None:
+        for client in paramserver:
+            await client.close()
+
+    run_service("generator", build, f"{args.host}:{args.port}", on_stop=stop, log_level=args.log_level)
+
+
+async def _sweep(pool: ResidencyPool) -> None:
+    while True:
+        await asyncio.sleep(max(1.0, min(pool.keep_alive_s / 4, 30.0)))
+        await pool.sweep()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,191 @@
+"""Constraints enforced while decoding: which next tokens keep the output within its limits, stops and shapes."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+import interegular
+import numpy as np
+
+from mesh.errors import InvalidArgument
+
+__all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]
+
+WORD = re.compile(r"\w+")
+_INFINITY = 1 << 30
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """What one stage's output must satisfy. Words compare case-insensitively; 0 max_words is no limit."""
+
+    max_tokens: int
+    stop: tuple[str, ...] = ()
+    banned_words: frozenset[str] = frozenset()
+    allowed_words: frozenset[str] | None = None
+    pattern: str = ""
+    max_words: int = 0
+    stop_on_newline_when_complete: bool = True
+
+
+class Vocabulary:
+    """Each token id's text; None for a token that is only part of a UTF-8 character (never chosen under a
+    text constraint, since no constraint can judge half a character)."""
+
+    def __init__(self, tokenizer) -> None:
+        size = tokenizer.get_vocab_size()
+        # special tokens (GPT-2's <|endoftext|>) end a generation; they are never text
+        self.end_ids = {i for i, t in tokenizer.get_added_tokens_decoder().items() if t.special}
+        self.texts: list[str | None] = []
+        for token in range(size):
+            text = tokenizer.decode([token], skip_special_tokens=False)
+            self.texts.append(None if "\ufffd" in text or token in self.end_ids else text)
+        self.size = size
+
+
+class Pattern:
+    """A regular expression as a finite automaton: the state after each token, and how many characters the
+    shortest completion from each state needs (so a token is allowed only if the budget can still finish)."""
+
+    def __init__(self, regex: str, vocabulary: Vocabulary) -> None:
+        try:
+            self.fsm = interegular.parse_pattern(regex).to_fsm()
+        except Exception as exc:  # interegular raises its own parse errors, and NotImplementedError for lookarounds
+            raise InvalidArgument("pattern", f"pattern {regex!r} is not a supported regular expression: {exc}") from None
+        self.vocabulary = vocabulary
+        self.distance = self._distances()
+        if self.distance.get(self.fsm.initial, _INFINITY) >= _INFINITY:
+            raise InvalidArgument("pattern", f"pattern {regex!r} matches nothing")
+        self._per_state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+
+    def _distances(self) -> dict[int, int]:
+        reverse: dict[int, set[int]] = {}
+        for state, moves in self.fsm.map.items():
+            for target in moves.values():
+                reverse.setdefault(target, set()).add(state)
+        distance = {state: 0 for state in self.fsm.finals}
+        frontier = list(self.fsm.finals)
+        while frontier:
+            nxt = []
+            for state in frontier:
+                for before in reverse.get(state, ()):
+                    if before not in distance:
+                        distance[before] = distance[state] + 1
+                        nxt.append(before)
+            frontier = nxt
+        return distance
+
+    def walk(self, state: int, text: str) -> int | None:
+        for char in text:
+            symbol = self.fsm.alphabet[char]
+            state = self.fsm.map.get(state, {}).get(symbol)
+            if state is None:
+                return None
+        return state
+
+    def moves(self, state: int) -> tuple[np.ndarray, np.ndarray]:
+        """For every token: the state after it (-1 if it leaves the language) and that state's distance."""
+        if state not in self._per_state:
+            targets = np.full(self.vocabulary.size, -1, np.int64)
+            distances = np.full(self.vocabulary.size, _INFINITY, np.int64)
+            for token, text in enumerate(self.vocabulary.texts):
+                if text:
+                    target = self.walk(state, text)
+                    if target is not None and target in self.distance:
+                        targets[token], distances[token] = target, self.distance[target]
+            self._per_state[state] = (targets, distances)
+        return self._per_state[state]
+
+    def complete(self, state: int) -> bool:
+        return state in self.fsm.finals
+
+
+class Guide:
+    """The output so far, and the rule for which token may come next. Every prefix it accepts satisfies the
+    word rules with its last word taken as finished, and leaves enough tokens to complete the pattern and the
+    last allowed word, so whatever point decoding stops at, the output holds every constraint."""
+
+    def __init__(self, constraints: Constraints, vocabulary: Vocabulary, pattern: Pattern | None = None) -> None:
+        self.c, self.vocabulary = constraints, vocabulary
+        self.pattern = pattern if pattern is not None else (
+            Pattern(constraints.pattern, vocabulary) if constraints.pattern else None)
+        self.state = self.pattern.fsm.initial if self.pattern else 0
+        self.text = ""
+        self.banned = {w.lower() for w in constraints.banned_words}
+        self.allowed = {w.lower() for w in constraints.allowed_words} if constraints.allowed_words is not None else None
+        self.finished = False
+        self._text_rules = bool(self.banned or self.allowed is not None or constraints.max_words or constraints.stop)
+
+    def candidates(self, logprobs: np.ndarray, remaining: int) -> np.ndarray:
+        """Token ids in order of preference, with the pattern's impossible tokens already removed."""
+        if self.pattern is None:
+            return np.argsort(-logprobs, kind="stable")
+        targets, distances = self.pattern.moves(self.state)
+        ok = (targets >= 0) & (distances <= remaining)
+        ids = np.flatnonzero(ok)
+        return ids[np.argsort(-logprobs[ids], kind="stable")]
+
+    def accept(self, token: int, remaining: int) -> str | None:
+        """Append `token` if every rule allows it; returns the new text, or None (rejected). `remaining` is
+        the number of tokens still allowed after this one. Sets `finished` when a stop sequence ends it."""
+        piece = self.vocabulary.texts[token]
+        if piece is None or (piece == "" and self._text_rules):
+            return None
+        text = self.text + piece
+        state = self.state
+        if self.pattern is not None:
+            state = self.pattern.walk(self.state, piece)
+            if state is None:
+                return None
+        cut = self._stop_at(text)
+        if cut is not None:  # a stop sequence: the output ends before it, and must be complete there
+            text = text[:cut]
+            state = self.pattern.walk(self.pattern.fsm.initial, text) if self.pattern else state
+            if not self._words_ok(text, remaining=0) or (self.pattern and (state is None or not self.pattern.complete(state))):
+                return None
+            self.text, self.state, self.finished = text, state, True
+            return text
+        if not self._words_ok(text, remaining):
+            return None
+        self.text, self.state = text, state
+        return text
+
+    def _stop_at(self, text: str) -> int | None:
+        cuts = [i for i in (text.find(s) for s in self.c.stop if s) if i >= 0]
+        return min(cuts) if cuts else None
+
+    def _words_ok(self, text: str, remaining: int) -> bool:
+        if not (self.banned or self.allowed is not None or self.c.max_words):
+            return True
+        words = [w.lower() for w in WORD.findall(text)]
+        if self.c.max_words and len(words) > self.c.max_words:
+            return False
+        if self.banned and any(w in self.banned for w in words[-3:]):  # only the tail can have changed
+            return False
+        if self.allowed is not None and words:
+            *done, last = words
+            if any(w not in self.allowed for w in done[-3:]):
+                return False
+            open_word = bool(WORD.match(text[-1:]))  # the last word may still grow
+            if last not in self.allowed:
+                needed = min((len(w) - len(last) for w in self.allowed if w.startswith(last)), default=_INFINITY)
+                if not open_word or needed > remaining:
+                    return False
+        return True
+
+    def complete(self) -> bool:
+        """Whether stopping now leaves an output that holds every constraint."""
+        if self.pattern is not None and not self.pattern.complete(self.state):
+            return False
+        return self._words_ok(self.text, remaining=0)
+
+    def held_back(self) -> int:
+        """Characters at the end that might still become a stop sequence, so must not be streamed yet."""
+        longest = 0
+        for stop in self.c.stop:
+            for size in range(min(len(stop) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(stop[:size]):
+                    longest = max(longest, size)
+                    break
+        return longest

@@ -1,0 +1,139 @@
+"""One stage's decode loop: greedy choice among the tokens the constraints allow, streamed as it goes."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from engines.decoder import Decoder
+from generator.constraints import Constraints, Guide, Pattern, Vocabulary
+from mesh.errors import DeadlineExceeded, InvalidArgument
+
+__all__ = ["LanguageModel", "Generation", "generate", "Abandoned"]
+
+
+class Abandoned(Exception):
+    """The router declined the output after its probe (low confidence): nothing was streamed."""
+
+    def __init__(self, mean_logprob: float, tokens_in: int, tokens_out: int) -> None:
+        super().__init__(f"mean log-probability {mean_logprob:.3f} after {tokens_out} tokens")
+        self.mean_logprob, self.tokens_in, self.tokens_out = mean_logprob, tokens_in, tokens_out
+
+
+@dataclass
+class LanguageModel:
+    """A decoder, its tokenizer and price: what the residency pool loads and unloads as one."""
+
+    name: str
+    decoder: Decoder
+    tokenizer: object
+    vocabulary: Vocabulary
+    price_per_1k_tokens: float
+    context: int
+    _patterns: dict[str, Pattern] = field(default_factory=dict)
+
+    @classmethod
+    def load(cls, name: str, graph: Path, tokenizer_path: Path, price_per_1k_tokens: float, context: int,
+             threads: int = 1) -> LanguageModel:
+        from tokenizers import Tokenizer
+
+        decoder = Decoder(graph, threads=threads)
+        tokenizer = Tokenizer.from_file(str(tokenizer_path))
+        return cls(name, decoder, tokenizer, Vocabulary(tokenizer), price_per_1k_tokens, context)
+
+    def encode(self, text: str) -> list[int]:
+        return self.tokenizer.encode(text).ids
+
+    def pattern(self, regex: str) -> Pattern:
+        """The compiled pattern, kept per model (its per-state token tables are the costly part)."""
+        if regex not in self._patterns:
+            self._patterns[regex] = Pattern(regex, self.vocabulary)
+        return self._patterns[regex]
+
+
+@dataclass
+class Generation:
+    """What one stage produced and what it cost in tokens."""
+
+    text: str
+    tokens_in: int
+    tokens_out: int
+    logprob_sum: float
+    first_chunk_at: float | None  # time.monotonic() of the first streamed piece
+    model: str
+
+    @property
+    def mean_logprob(self) -> float:
+        return self.logprob_sum / self.tokens_out if self.tokens_out else 0.0
+
+
+def _log_softmax(logits: np.ndarray) -> np.ndarray:
+    shifted = logits.astype(np.float64) - logits.max()
+    return shifted - np.log(np.exp(shifted).sum())
+
+
+def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: Callable[[str], None],
+             deadline: float | None = None, cancelled: threading.Event | None = None, probe_tokens: int = 0,
+             confident: Callable[[float], bool] | None = None) -> Generation:
+    """Decode greedily under `constraints`, calling `emit` with each piece of text that can no longer change.
+
+    With `probe_tokens` and `confident`, the first tokens are held back; if `confident(mean_logprob)` is
+    false the stage raises Abandoned before anything was emitted, so a larger tier can answer instead."""
+    ids = model.encode(prompt)
+    if not ids:
+        raise InvalidArgument("prompt", "prompt encodes to no tokens")
+    if len(ids) + constraints.max_tokens > model.context:
+        raise InvalidArgument("max_tokens", f"prompt of {len(ids)} tokens plus max_tokens {constraints.max_tokens} "
+                              f"exceeds model {model.name}'s context of {model.context}")
+    pattern = model.pattern(constraints.pattern) if constraints.pattern else None
+    guide = Guide(constraints, model.vocabulary, pattern)
+    logits, state = model.decoder.start(ids)
+    emitted, logprob_sum, first_at, out = 0, 0.0, None, 0
+    holding = probe_tokens > 0 and confident is not None
+    for step in range(constraints.max_tokens):
+        if cancelled is not None and cancelled.is_set():
+            raise DeadlineExceeded("generation cancelled")
+        if deadline is not None and time.monotonic() > deadline:
+            raise DeadlineExceeded(f"deadline passed after {out} tokens")
+        logprobs = _log_softmax(logits)
+        best = int(np.argmax(logprobs))
+        if best in model.vocabulary.end_ids and guide.complete():
+            break
+        if pattern is not None and guide.complete() and constraints.stop_on_newline_when_complete \
+                and "\n" in (model.vocabulary.texts[best] or "\n"):
+            break  # the pattern is satisfied and the model wants to end the line
+        chosen = None
+        for token in guide.candidates(logprobs, constraints.max_tokens - step - 1):
+            if guide.accept(int(token), constraints.max_tokens - step - 1) is not None:
+                chosen = int(token)
+                break
+        if chosen is None:
+            if guide.complete():
+                break
+            raise InvalidArgument("constraints", "no token satisfies every constraint at once; loosen them")
+        logprob_sum += float(logprobs[chosen])
+        out += 1
+        if holding and out >= probe_tokens:
+            holding = False
+            if not confident(logprob_sum / out):
+                raise Abandoned(logprob_sum / out, len(ids), out)
+        if not holding:
+            safe = len(guide.text) if guide.finished else len(guide.text) - guide.held_back()
+            if safe > emitted:
+                emit(guide.text[emitted:safe])
+                emitted = safe
+                first_at = first_at or time.monotonic()
+        if guide.finished:
+            break
+        logits = model.decoder.step(chosen, state)
+    if holding and confident is not None and out and not confident(logprob_sum / out):
+        raise Abandoned(logprob_sum / out, len(ids), out)
+    if len(guide.text) > emitted:
+        emit(guide.text[emitted:])
+        first_at = first_at or time.monotonic()
+    return Generation(guide.text, len(ids), out, logprob_sum, first_at, model.name)

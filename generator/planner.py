@@ -1,0 +1,94 @@
+"""The planner: a request becomes a plan of stages, made once (ReWOO style), never re-planned."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+from feedserve.v1 import generator_pb2
+from generator.constraints import Constraints
+from generator.corpus import STAGE_END, headline_prompt, ideas_prompt, post_prompt
+
+__all__ = ["Stage", "Plan", "make_plan", "AUTO", "TOPIC"]
+
+AUTO = "auto"  # the router picks: small first, escalating when unsure
+TOPIC = "{topic}"  # filled from the plan's evidence before a stage runs
+
+_MAX_WORDS = re.compile(r"\b(?:at most|no more than|up to|under|max(?:imum)?)\s+(\d{1,4})\s+words?\b", re.I)
+_USER_TOPIC = re.compile(r"\b(?:their|his|her|my|the user's)\s+(?:top\s+)?(?:interest|interests|favourite|favorite)\b", re.I)
+_KINDS = (("post", re.compile(r"\b(post|article|blog|write-up)\b", re.I)),
+          ("headline", re.compile(r"\b(headline|title)\b", re.I)),
+          ("ideas", re.compile(r"\b(ideas|list|suggestions)\b", re.I)))
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step: its prompt (may name {topic}), tier ("small", "large", AUTO or a model name), constraints."""
+
+    index: int
+    name: str
+    prompt: str
+    tier: str
+    constraints: Constraints
+
+
+@dataclass(frozen=True)
+class Plan:
+    """The stages, the evidence they need first, and how their outputs join. Stages only depend on the
+    evidence, never on each other, so all of them may run at once."""
+
+    kind: str
+    stages: tuple[Stage, ...]
+    needs_user_topic: bool
+    topic: str = ""
+    separator: str = "\n"
+    notes: dict[str, str] = field(default_factory=dict)
+
+    def text(self, outputs: list[str]) -> str:
+        return self.separator.join(outputs)
+
+
+def _topic_in(prompt: str, topics: tuple[str, ...]) -> str:
+    words = {w.lower() for w in re.findall(r"\w+", prompt)}
+    return next((t for t in topics if t.lower() in words), "")
+
+
+def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...]) -> Plan:
+    """Read the request once and lay out every stage. A pattern makes the request one stage (a pattern
+    shapes one text); otherwise the kind of text asked for decides the stages and their tiers."""
+    prompt = request.prompt.strip()
+    words = _MAX_WORDS.search(prompt)
+    max_words = int(words[1]) if words else 0
+    kind = next((k for k, rx in _KINDS if rx.search(prompt)), "answer")
+    needs_user = bool(request.user_id) and bool(_USER_TOPIC.search(prompt))
+    topic = "" if needs_user else _topic_in(prompt, topics)
+    if kind != "answer" and not (needs_user or topic):
+        kind = "answer"  # a post about something the tiers do not know: answer the prompt as written
+    tier = request.model or None
+    stops = (STAGE_END, *request.stop)
+    common = dict(banned_words=frozenset(request.banned_words),
+                  allowed_words=frozenset(request.allowed_words) if request.allowed_words else None)
+    budget = request.max_tokens
+    if request.pattern or kind == "answer":
+        stage = Stage(0, "answer", prompt + "\n", tier or AUTO,
+                      Constraints(max_tokens=budget, stop=stops, pattern=request.pattern, max_words=max_words, **common))
+        return Plan("answer", (stage,), False, topic)
+    if kind == "post":
+        head_tokens = max(1, min(16, budget // 4))
+        head_words = min(10, max_words // 4) if max_words else 0
+        if max_words and head_words == 0:
+            head_words = 1
+        body_words = max(max_words - head_words, 1) if max_words else 0
+        stages = (
+            Stage(0, "headline", headline_prompt(TOPIC), tier or "small",
+                  Constraints(max_tokens=head_tokens, stop=stops, max_words=head_words, **common)),
+            Stage(1, "body", post_prompt(TOPIC), tier or "large",
+                  Constraints(max_tokens=max(1, budget - head_tokens), stop=stops, max_words=body_words, **common)),
+        )
+    elif kind == "headline":
+        stages = (Stage(0, "headline", headline_prompt(TOPIC), tier or "small",
+                        Constraints(max_tokens=budget, stop=stops, max_words=max_words, **common)),)
+    else:
+        stages = (Stage(0, "ideas", ideas_prompt(TOPIC), tier or AUTO,
+                        Constraints(max_tokens=budget, stop=stops, max_words=max_words, **common)),)
+    return Plan(kind, stages, needs_user, topic)

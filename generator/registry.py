@@ -1,0 +1,49 @@
+"""Which models the generator serves: its trained tiers, and GPT-2-style ONNX exports given by path."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from generator.residency import ModelSpec, footprint
+from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
+
+__all__ = ["model_specs", "parse_model_arg"]
+
+
+def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
+    """`NAME=PATH[,price=P][,context=N]`: a GPT-2-style ONNX export (a file, or a directory holding
+    model.onnx) with its tokenizer.json beside it."""
+    name, _, rest = text.partition("=")
+    if not name or not rest:
+        raise argparse.ArgumentTypeError(f"--model expects NAME=PATH[,price=P][,context=N], got {text!r}")
+    path_text, *options = rest.split(",")
+    price, context = 0.001, 1024
+    for option in options:
+        key, _, value = option.partition("=")
+        if key == "price":
+            price = float(value)
+        elif key == "context":
+            context = int(value)
+        else:
+            raise argparse.ArgumentTypeError(f"--model option {key!r} is unknown; use price= or context=")
+    path = Path(path_text)
+    graph = path / "model.onnx" if path.is_dir() else path
+    if not graph.is_file() or not (graph.parent / TOKENIZER_FILE).is_file():
+        raise argparse.ArgumentTypeError(f"--model {name}: need {graph} and {graph.parent / TOKENIZER_FILE}")
+    return name, graph, price, context
+
+
+def model_specs(home: Path, extra: list[tuple[str, Path, float, int]] = (),
+                tiers: dict[str, TierSpec] = TIERS) -> dict[str, ModelSpec]:
+    """The trained tiers (built on first use) and any models given by path."""
+    specs = {}
+    for name, manifest in ensure_tiers(home, tiers=tiers).items():
+        graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
+        context = int(manifest.extra["spec"]["context"])
+        specs[name] = ModelSpec(name, graph, tokenizer, float(manifest.extra["price_per_1k_tokens"]), context,
+                                footprint(graph, tokenizer, context))
+    for name, graph, price, context in extra:
+        tokenizer = graph.parent / TOKENIZER_FILE
+        specs[name] = ModelSpec(name, graph, tokenizer, price, context, footprint(graph, tokenizer, context))
+    return specs

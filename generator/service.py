@@ -1,0 +1,195 @@
+"""The generator service: validate, answer from a cache, or plan once and stream the plan's stages."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import grpc
+import interegular
+import numpy as np
+
+from feedserve.v1 import generator_pb2, generator_pb2_grpc
+from generator import metrics
+from generator.caches import Answer, ExactCache, SemanticCache, request_scope
+from generator.pipeline import Pipeline, PlanRun
+from generator.planner import make_plan
+from mesh.clients import ParamServerClient
+from mesh.errors import InvalidArgument, Unavailable
+from mesh.logging import get_logger
+from mesh.timing import HopRecorder, now_ns
+
+__all__ = ["Generator", "GeneratorServicer", "Limits", "MAX_TOKENS"]
+
+MAX_TOKENS = 1024
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Request sizes the generator accepts."""
+
+    prompt_chars: int = 8_000
+    stops: int = 8
+    stop_chars: int = 64
+    words: int = 2_000
+    pattern_chars: int = 1_000
+
+
+class Generator:
+    """The core, independent of gRPC: caches in front of the planner and the pipeline."""
+
+    def __init__(self, pipeline: Pipeline, topics: tuple[str, ...], centroids: np.ndarray | None = None,
+                 paramserver: ParamServerClient | None = None, exact: ExactCache | None = None,
+                 semantic: SemanticCache | None = None, cpu_second_price: float = 0.0000125,
+                 limits: Limits = Limits()) -> None:
+        self.pipeline, self.pool = pipeline, pipeline.pool
+        self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
+        self.exact, self.semantic = exact, semantic
+        self.cpu_second_price, self.limits = cpu_second_price, limits
+        self._log = get_logger("generator")
+
+    def validate(self, request: generator_pb2.GenerateRequest) -> None:
+        """INVALID_ARGUMENT naming the field, before any work."""
+        lim = self.limits
+        if not request.prompt.strip():
+            raise InvalidArgument("prompt", "prompt is empty")
+        if len(request.prompt) > lim.prompt_chars:
+            raise InvalidArgument("prompt", f"prompt has {len(request.prompt)} characters; the limit is {lim.prompt_chars}")
+        if not 1 <= request.max_tokens <= MAX_TOKENS:
+            raise InvalidArgument("max_tokens", f"max_tokens is expected in 1..{MAX_TOKENS}, got {request.max_tokens}")
+        if request.model and request.model not in ("small", "large"):
+            self.pool.spec(request.model)  # raises naming the known models
+        if len(request.stop) > lim.stops or any(not s or len(s) > lim.stop_chars for s in request.stop):
+            raise InvalidArgument("stop", f"stop takes at most {lim.stops} non-empty sequences of up to "
+                                          f"{lim.stop_chars} characters")
+        for name in ("banned_words", "allowed_words"):
+            words = getattr(request, name)
+            if len(words) > lim.words or any(not w.strip() or not w.replace("'", "").replace("-", "").isalnum()
+                                             for w in words):
+                raise InvalidArgument(name, f"{name} takes at most {lim.words} single words (letters and digits)")
+        if len(request.pattern) > lim.pattern_chars:
+            raise InvalidArgument("pattern", f"pattern is longer than {lim.pattern_chars} characters")
+        if request.pattern:
+            try:
+                interegular.parse_pattern(request.pattern)
+            except Exception as exc:  # interegular's parse errors share no base class
+                raise InvalidArgument("pattern", f"pattern {request.pattern!r} is not supported: {exc}") from None
+
+    async def _cached(self, request: generator_pb2.GenerateRequest, key: str) -> tuple[Answer | None, str]:
+        if self.exact is not None:
+            answer = self.exact.get(key)
+            if answer is not None:
+                return answer, "exact"
+        if self.semantic is not None:
+            found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
+            if found is not None:
+                return found[0], "semantic"
+        return None, ""
+
+    async def _topic(self, user_id: int, deadline: float | None) -> str:
+        """The user's top interest: the category centroid nearest their current vector in the paramserver."""
+        fallback = self.topics[0]
+        if self.paramserver is None or self.centroids is None:
+            return fallback
+        timeout = 0.5 if deadline is None else max(0.01, min(0.5, deadline - time.monotonic()))
+        try:
+            user = await self.paramserver.user_vector(user_id, timeout)
+        except Unavailable as exc:  # a post about a popular topic beats no post
+            self._log.warning("user topic unavailable", user_id=user_id, error=str(exc))
+            return fallback
+        if user.vector is None:
+            return fallback
+        return self.topics[int(np.argmax(self.centroids @ user.vector))]
+
+    async def generate(self, request: generator_pb2.GenerateRequest,
+                       deadline: float | None) -> AsyncIterator[generator_pb2.GenerateChunk]:
+        started, cpu_started = time.monotonic(), time.process_time()
+        self.validate(request)
+        hops = HopRecorder("generator")
+        tag = request.context.feature_tag or "untagged"
+        key = ExactCache.key(request)
+        with hops.stage("cache"):
+            answer, outcome = await self._cached(request, key)
+        metrics.CACHE.labels(outcome or "miss").inc()
+        if answer is not None:
+            first = None
+            for stage, text in answer.pieces:
+                first = first or time.monotonic()
+                yield generator_pb2.GenerateChunk(text=text, stage=stage)
+            usage = generator_pb2.Usage(models=answer.models, cache=outcome, ttft_ms=((first or time.monotonic()) - started) * 1e3,
+                                        compute_seconds=time.process_time() - cpu_started)
+            usage.cost = usage.compute_seconds * self.cpu_second_price
+            metrics.COST.labels(tag).inc(usage.cost)
+            yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
+            return
+        with hops.stage("plan"):
+            plan = make_plan(request, self.topics)
+        topic = plan.topic
+        if plan.needs_user_topic:
+            with hops.stage("evidence"):
+                topic = await self._topic(request.user_id, deadline)
+        run = PlanRun([None] * len(plan.stages), concurrent=False)
+        pieces: list[list[str]] = [[] for _ in plan.stages]
+        stream_start = now_ns()
+        async for stage, text in self.pipeline.run(plan, topic, deadline, bool(request.model), run):
+            pieces[stage].append(text)
+            yield generator_pb2.GenerateChunk(text=text, stage=stage)
+        hops.add("stages-concurrent" if run.concurrent else "stages-in-sequence", stream_start, now_ns(),
+                 int(sum(r.cpu_seconds for r in run.results) * 1e9))
+        usage = self._usage(run, started, time.process_time() - cpu_started, tag)
+        answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
+                        usage.tokens_in, usage.tokens_out)
+        if self.exact is not None:
+            self.exact.put(key, answer)
+        if self.semantic is not None:
+            await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer)
+        yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
+
+    def _usage(self, run: PlanRun, started: float, cpu_seconds: float, tag: str) -> generator_pb2.Usage:
+        usage = generator_pb2.Usage(escalated=run.escalated, compute_seconds=cpu_seconds)
+        logprob = 0.0
+        models: list[str] = []
+        for result in run.results:
+            spent = [(a.tokens_in, a.tokens_out, name) for a, name in zip(result.abandoned, result.models)]
+            spent.append((result.generation.tokens_in, result.generation.tokens_out, result.generation.model))
+            for tokens_in, tokens_out, name in spent:
+                usage.tokens_in += tokens_in
+                usage.tokens_out += tokens_out
+                usage.token_cost += (tokens_in + tokens_out) * self.pool.spec(name).price_per_1k_tokens / 1000
+                metrics.TOKENS.labels(name, "in").inc(tokens_in)
+                metrics.TOKENS.labels(name, "out").inc(tokens_out)
+                if name not in models:
+                    models.append(name)
+            logprob += result.generation.logprob_sum
+        usage.models.extend(models)
+        out = sum(r.generation.tokens_out for r in run.results)
+        usage.mean_logprob = logprob / out if out else 0.0
+        first_model = run.results[0].generation.model
+        if run.first_piece_at is not None:
+            usage.ttft_ms = (run.first_piece_at - started) * 1e3
+            metrics.TTFT_SECONDS.labels(first_model).observe(run.first_piece_at - started)
+        if len(run.pieces_at) > 1:
+            gap = (run.pieces_at[-1] - run.pieces_at[0]) / (len(run.pieces_at) - 1)
+            usage.inter_token_ms = gap * 1e3
+            metrics.INTER_TOKEN_SECONDS.labels(first_model).observe(gap)
+        usage.cost = usage.token_cost + cpu_seconds * self.cpu_second_price
+        metrics.COST.labels(tag).inc(usage.cost)
+        if run.escalated:
+            metrics.ESCALATIONS.inc(sum(len(r.abandoned) for r in run.results))
+        return usage
+
+
+class GeneratorServicer(generator_pb2_grpc.GeneratorServicer):
+    """gRPC over the core; errors become their status in mesh/rpclog.py's interceptor."""
+
+    def __init__(self, core: Generator) -> None:
+        self.core = core
+
+    async def Generate(self, request: generator_pb2.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
+        remaining = context.time_remaining()
+        deadline = time.monotonic() + remaining if remaining is not None else None
+        async for chunk in self.core.generate(request, deadline):
+            yield chunk

@@ -1,0 +1,107 @@
+"""The generator's caches: exact by the whole request with a TTL, semantic by meaning without false hits."""
+
+from __future__ import annotations
+
+import pytest
+
+from feedserve.v1 import common_pb2, generator_pb2
+from generator.caches import Answer, EmbeddingCache, ExactCache, SemanticCache, contrasts, request_scope
+from generator.encoder import DIM, SentenceEncoder
+from generator.evalset import CONTRASTS, PARAPHRASES
+
+ANSWER = Answer(((0, "cached text"),), ("small",), 5, 7)
+
+
+def _request(prompt: str = "Write a post about music.", **fields) -> generator_pb2.GenerateRequest:
+    return generator_pb2.GenerateRequest(prompt=prompt, **{"max_tokens": 40, **fields})
+
+
+class TestExactCache:
+    def test_the_same_request_hits_and_any_other_field_misses(self) -> None:
+        """The key is the whole request: a different tenant, user, limit or constraint is another entry."""
+        cache = ExactCache()
+        cache.put(ExactCache.key(_request()), ANSWER)
+        assert cache.get(ExactCache.key(_request())) == ANSWER
+        for other in (_request(max_tokens=41), _request(user_id=7), _request(banned_words=["the"]),
+                      _request(context=common_pb2.RequestContext(tenant="acme")), _request("Write a post about food.")):
+            assert cache.get(ExactCache.key(other)) is None
+
+    def test_an_expired_entry_is_not_returned(self) -> None:
+        """With its TTL run out, an entry is gone."""
+        cache = ExactCache(ttl_s=-1.0)  # every entry is born expired
+        cache.put("k", ANSWER)
+        assert cache.get("k") is None
+
+    def test_capacity_evicts_the_least_recently_used(self) -> None:
+        """Past capacity the oldest unused entry goes first."""
+        cache = ExactCache(capacity=2)
+        cache.put("a", ANSWER)
+        cache.put("b", ANSWER)
+        cache.get("a")
+        cache.put("c", ANSWER)
+        assert cache.get("b") is None and cache.get("a") == ANSWER
+
+
+class TestSemanticCache:
+    @pytest.fixture
+    def cache(self, encoder: SentenceEncoder) -> SemanticCache:
+        return SemanticCache(EmbeddingCache(encoder.encode), threshold=0.88)
+
+    def test_the_encoder_gives_unit_vectors(self, encoder: SentenceEncoder) -> None:
+        """all-MiniLM-L6-v2 through ONNX Runtime: 384 floats of norm 1, similar sentences close."""
+        a, b = encoder.encode("How do I reset my password?"), encoder.encode("How can I reset my password?")
+        assert a.shape == (DIM,) and abs(float(a @ a) - 1) < 1e-4
+        assert float(a @ b) > 0.9
+
+    def test_a_paraphrase_hits(self, cache: SemanticCache) -> None:
+        """Another wording of a cached request is answered from the cache."""
+        scope = request_scope(_request())
+        cache.put(scope, "How do I reset my password?", ANSWER)
+        found = cache.get(scope, "How can I reset my password?")
+        assert found is not None and found[0] == ANSWER and found[1] >= 0.88
+
+    def test_a_contrast_pair_does_not_hit(self, cache: SemanticCache, encoder: SentenceEncoder) -> None:
+        """A reversed question scores above the threshold (0.99 for these two), yet is not a hit: the
+        contrast guard sees the relation's objects swapped."""
+        first, reverse = "Flights from Paris to London", "Flights from London to Paris"
+        assert float(encoder.encode(first) @ encoder.encode(reverse)) > 0.88
+        scope = request_scope(_request())
+        cache.put(scope, first, ANSWER)
+        assert cache.get(scope, reverse) is None
+        assert cache.guarded == 1
+
+    def test_no_contrast_pair_of_the_labelled_set_hits(self, cache: SemanticCache) -> None:
+        """Negations, reversals, numbers, antonyms and swapped subjects: none is answered from another's entry."""
+        scope = request_scope(_request())
+        hits = []
+        for first, second in CONTRASTS:
+            cache.put(scope, first, ANSWER)
+            if cache.get(scope, second) is not None and cache.get(scope, second)[1] < 0.999:
+                hits.append((first, second))
+        assert hits == []
+
+    def test_entries_are_scoped_per_tenant_and_request(self, cache: SemanticCache) -> None:
+        """The same prompt under another tenant, or with other constraints, does not hit."""
+        cache.put(request_scope(_request()), "How do I reset my password?", ANSWER)
+        for other in (_request(context=common_pb2.RequestContext(tenant="acme")), _request(banned_words=["reset"])):
+            assert cache.get(request_scope(other), "How do I reset my password?") is None
+
+    def test_the_embedding_cache_encodes_each_text_once(self, encoder: SentenceEncoder) -> None:
+        """A repeated text is a hit, not another encoder run."""
+        embeddings = EmbeddingCache(encoder.encode)
+        embeddings.get("hello there")
+        embeddings.get("hello there")
+        assert (embeddings.hits, embeddings.misses) == (1, 1)
+
+
+class TestContrastGuard:
+    @pytest.mark.parametrize("pair", PARAPHRASES[:10])
+    def test_plain_paraphrases_are_not_contrasts(self, pair: tuple[str, str]) -> None:
+        """Rewording alone (with the same numbers, polarity and relations) is not flagged."""
+        assert not contrasts(*pair)
+
+    @pytest.mark.parametrize("pair", [("is it hot", "is it not hot"), ("buy 3", "buy 4"),
+                                      ("from a to b", "from b to a"), ("cheap flights", "expensive flights")])
+    def test_each_kind_of_contrast_is_flagged(self, pair: tuple[str, str]) -> None:
+        """Negation, number, reversal and antonym each make two texts differ."""
+        assert contrasts(*pair)

@@ -1,0 +1,238 @@
+"""Generate end to end through real gRPC servers: gateway -> generator (-> paramserver for user interests)."""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import numpy as np
+import pytest
+
+from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2
+from generator.decoding import LanguageModel
+from generator.residency import ModelSpec
+from generator.service import Generator
+from mesh.dispatch import serve_unary
+from mesh.tensors import to_tensor
+from tests.stack import start_gateway, start_generator, start_paramserver
+from world import World
+from world.synthetic import CATEGORIES
+
+TAG = common_pb2.RequestContext(feature_tag="post-writer")
+
+
+@dataclass
+class GenerationStack:
+    gateway: gateway_pb2_grpc.GatewayStub
+    admin: gateway_pb2_grpc.GatewayAdminStub
+    generator: Generator
+    paramserver_core: object
+
+
+@asynccontextmanager
+async def generation_stack(home: Path, world: World, state_dir: Path,
+                           specs: dict[str, ModelSpec] | None = None) -> AsyncIterator[GenerationStack]:
+    """paramserver, generator and gateway on free ports (no ranker: Generate does not use it)."""
+    ps_server, ps_core = await start_paramserver(world, state_dir)
+    paramserver = f"127.0.0.1:{ps_server.port}"
+    gen_server, core = await start_generator(home, paramserver, world, specs=specs)
+    gw_server, clients, _ = await start_gateway(paramserver, "127.0.0.1:1", f"127.0.0.1:{gen_server.port}",
+                                                refresh=False)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
+    try:
+        yield GenerationStack(gateway_pb2_grpc.GatewayStub(channel), gateway_pb2_grpc.GatewayAdminStub(channel), core,
+                              ps_core)
+    finally:
+        await channel.close()
+        for client in clients:
+            await client.close()
+        if core.paramserver is not None:
+            await core.paramserver.close()
+        for server in (gw_server, gen_server, ps_server):
+            await server.stop(0)
+
+
+async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest):
+    chunks = [chunk async for chunk in stub.Generate(request, timeout=30)]
+    assert chunks[-1].final and not any(c.final for c in chunks[:-1])
+    return "".join(c.text for c in chunks[:-1]), chunks[-1]
+
+
+class _GatedDecoder:
+    """The real decoder, paused at its third step until the test opens the gate."""
+
+    def __init__(self, decoder, gate: threading.Event) -> None:
+        self.decoder, self.gate, self.steps = decoder, gate, 0
+
+    def __getattr__(self, name: str):
+        return getattr(self.decoder, name)
+
+    def step(self, token, state):
+        self.steps += 1
+        if self.steps == 3:
+            self.gate.wait(30)
+        return self.decoder.step(token, state)
+
+
+@dataclass(frozen=True)
+class _GatedSpec(ModelSpec):
+    gate: threading.Event = threading.Event()
+
+    def load(self) -> LanguageModel:
+        model = super().load()
+        model.decoder = _GatedDecoder(model.decoder, self.gate)
+        return model
+
+
+class TestStreaming:
+    def test_the_first_chunk_arrives_before_generation_ends(self, generation_home, specs, world, tmp_path, run) -> None:
+        """The client holds the first chunk while the model is paused mid-generation: chunks stream as tokens
+        are produced, not after. Opening the gate lets the same stream finish."""
+        gate = threading.Event()
+        gated = {name: _GatedSpec(**{**spec.__dict__, "gate": gate}) for name, spec in specs.items()}
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path, gated) as stack:
+                # the pattern keeps even the tiny test tier writing for at least seven words
+                request = generator_pb2.GenerateRequest(prompt="Write a headline about music.", max_tokens=40,
+                                                        model="small", pattern="[a-z]+( [a-z]+){6,9}", context=TAG)
+                stream = stack.gateway.Generate(request, timeout=30).__aiter__()
+                first = await stream.__anext__()
+                assert not first.final and first.text
+                assert not gate.is_set()  # the model is still paused inside this very generation
+                gate.set()
+                rest = [chunk async for chunk in stream]
+                assert rest[-1].final and rest[-1].usage.tokens_out >= 3
+
+        try:
+            run(body())
+        finally:
+            gate.set()
+
+    def test_the_final_chunk_carries_usage_and_hops(self, generation_home, world, tmp_path, run) -> None:
+        """Tokens in and out, the models, TTFT, inter-token time, cost, and both services' hops."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                text, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="Write a post about travel.", max_tokens=40, context=TAG))
+                usage = final.usage
+                assert usage.tokens_in > 0 and 0 < usage.tokens_out <= 40
+                assert list(usage.models) == ["small", "large"]  # headline on small, body on large
+                assert usage.ttft_ms > 0 and usage.inter_token_ms > 0 and usage.cost > usage.token_cost > 0
+                assert {h.service for h in final.hops} == {"gateway", "generator"}
+                assert "\n" in text  # headline, then body
+
+        run(body())
+
+
+class TestBadInput:
+    @pytest.mark.parametrize("fields, field", [
+        (dict(prompt="", max_tokens=10), "prompt"),
+        (dict(prompt="   ", max_tokens=10), "prompt"),
+        (dict(prompt="hi", max_tokens=0), "max_tokens"),
+        (dict(prompt="hi", max_tokens=5000), "max_tokens"),
+        (dict(prompt="hi", max_tokens=10, model="gpt-9"), "model"),
+        (dict(prompt="hi", max_tokens=10, pattern="(unclosed"), "pattern"),
+        (dict(prompt="hi", max_tokens=10, banned_words=["two words"]), "banned_words"),
+        (dict(prompt="hi", max_tokens=10, stop=[""]), "stop"),
+    ])
+    def test_bad_requests_get_invalid_argument_naming_the_field(self, generation_home, world, tmp_path, run,
+                                                                fields: dict, field: str) -> None:
+        """Through the gateway, before any chunk: INVALID_ARGUMENT whose message starts with the field."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _collect(stack.gateway, generator_pb2.GenerateRequest(**fields))
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert caught.value.details().startswith(f"{field}:"), caught.value.details()
+                assert stack.generator.pool.loads == 0  # nothing was loaded for it
+
+        run(body())
+
+
+class TestModesCachesAndCost:
+    def test_emergency_mode_turns_generation_off_and_normal_turns_it_back_on(
+            self, generation_home, world, tmp_path, run) -> None:
+        """Forced emergency: UNAVAILABLE saying so. Back to automatic: generation answers again."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                request = generator_pb2.GenerateRequest(prompt="Write a headline about food.", max_tokens=12)
+                await stack.admin.SetMode(gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_EMERGENCY))
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _collect(stack.gateway, request)
+                assert caught.value.code() == grpc.StatusCode.UNAVAILABLE and "emergency" in caught.value.details()
+                await stack.admin.SetMode(gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_UNSPECIFIED))
+                _, final = await _collect(stack.gateway, request)
+                assert final.usage.tokens_out > 0
+
+        run(body())
+
+    def test_a_repeat_is_an_exact_hit_and_a_paraphrase_a_semantic_hit(self, generation_home, world, tmp_path,
+                                                                       run) -> None:
+        """The second identical request and a reworded one replay the first answer without model tokens."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                first_text, first = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="How do I reset my password?", max_tokens=20))
+                assert first.usage.cache == "" and first.usage.tokens_out > 0
+                text, again = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="How do I reset my password?", max_tokens=20))
+                assert (again.usage.cache, again.usage.tokens_out, text) == ("exact", 0, first_text)
+                text, reworded = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="How can I reset my password?", max_tokens=20))
+                assert (reworded.usage.cache, text) == ("semantic", first_text)
+                _, other = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="How can I reset my password?", max_tokens=21))
+                assert other.usage.cache == ""  # another max_tokens is another request
+
+        run(body())
+
+    def test_generation_cost_and_tokens_are_booked_to_the_feature_tag(self, generation_home, world, tmp_path,
+                                                                      run) -> None:
+        """GetCost (what `feedserve cost` prints) shows the tag's requests, tokens and cost."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="Write a headline about cars.", max_tokens=12, context=TAG))
+                report = await stack.admin.GetCost(gateway_pb2.GetCostRequest(window_s=60))
+                (row,) = [f for f in report.features if f.feature_tag == "post-writer"]
+                assert row.requests == 1 and row.tokens == final.usage.tokens_in + final.usage.tokens_out
+                assert row.cost == pytest.approx(final.usage.cost)
+
+        run(body())
+
+
+class TestEvidence:
+    def test_their_top_interest_follows_the_users_current_vector_in_the_paramserver(
+            self, generation_home, world, tmp_path, run) -> None:
+        """"about my top interest" reads the user's vector from the paramserver on each request: the topic is
+        the category whose centroid is nearest, and after the vector moves the next request sees the new one."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                user = int(world.user_ids[3])
+                for category in (7, 12):
+                    _upsert_user(stack.paramserver_core, user, world.category_centroids[category])
+                    assert await stack.generator._topic(user, None) == CATEGORIES[category]
+                _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                    prompt="Write a post for me about my top interest, at most 30 words.", user_id=user,
+                    max_tokens=60))
+                assert "evidence" in {h.stage for h in final.hops}
+
+        run(body())
+
+
+def _upsert_user(core, user: int, vector: np.ndarray) -> None:
+    request = paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER,
+                                            keys=to_tensor(np.array([user], np.int64), "keys"),
+                                            values=to_tensor(vector[None].astype(np.float32), "values"))
+    serve_unary(core.upsert, request)
