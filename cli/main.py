@@ -47,7 +47,15 @@ def _world(args: argparse.Namespace) -> int:
     except TrainingError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    _generation(args)
     return 0
+
+
+def _generation(args: argparse.Namespace) -> None:
+    """Train the generation tiers and convert the sentence encoder, each only if missing."""
+    print("generation tiers and the sentence encoder: built on first use (a few minutes), then cached", flush=True)
+    ensure_tiers(args.home, sys.stderr)
+    ensure_encoder(args.home)
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -99,9 +107,7 @@ def _up(args: argparse.Namespace) -> int:
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
     if not args.no_generator:
-        print("generation tiers and the sentence encoder: built on first use (a few minutes), then cached", flush=True)
-        ensure_tiers(args.home, sys.stderr)
-        ensure_encoder(args.home)
+        _generation(args)
     stack = Stack(world.path, config, args.home / "logs", generator_home=None if args.no_generator else args.home)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
@@ -278,7 +284,7 @@ def _parser() -> argparse.ArgumentParser:
     world.add_argument("--items", type=int, default=WorldSpec.items, help="items in the synthetic world (default: %(default)s)")
     world.add_argument("--users", type=int, default=WorldSpec.users, help="users in the synthetic world (default: %(default)s)")
 
-    build = commands.add_parser("world", parents=[world], help="build the world and model only; HOME/current points at it")
+    build = commands.add_parser("world", parents=[world], help="build the world, the ranking model and the generation tiers only; HOME/current points at it")
     build.set_defaults(run=_world)
 
     fit = commands.add_parser("train", parents=[world], help="fit a new ranker version on interaction logs and export it")

@@ -1,4 +1,4 @@
-"""`feedserve up` as real child processes: the CLI serves, answers feed and interact, and stops on SIGTERM."""
+"""`feedserve up` as real child processes: the CLI serves, answers feed, interact and generate, and stops on SIGTERM."""
 
 from __future__ import annotations
 
@@ -30,13 +30,17 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> None:
-    """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; SIGTERM stops all children."""
-    gateway, paramserver, ranker = free_ports(3)
+def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path) -> None:
+    """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; `generate` streams text and
+    usage; SIGTERM stops all four children."""
+    for built in ("generator", "encoder"):  # the tiny test tiers, so `up` does not train the full ones
+        (tmp_path / built).symlink_to(generation_home / built)
+    gateway, paramserver, ranker, generator = free_ports(4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
     up = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300",
-         "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker)],
+         "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker),
+         "--generator-port", str(generator)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     output: list[str] = []
@@ -48,7 +52,7 @@ def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> N
         text = "".join(output)
         assert f"gateway listening on 127.0.0.1:{gateway}" in text, text
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
-        assert len(pids) == 3
+        assert len(pids) == 4
 
         address = f"127.0.0.1:{gateway}"
         feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)
@@ -72,6 +76,13 @@ def test_up_serves_feed_and_interact_then_stops_every_child(tmp_path: Path) -> N
 
         spend = _feedserve("cost", "--window", "600", "--gateway", address, env=env)
         assert spend.returncode == 0 and re.search(r"^cli\s+\d+\s+[\d.]+", spend.stdout, re.M), spend.stdout
+
+        wrote = _feedserve("generate", "Write a post about music, at most 30 words.", "--tag", "writer",
+                           "--gateway", address, env=env)
+        assert wrote.returncode == 0, wrote.stderr
+        assert re.search(r"models small,large\s+tokens in \d+ out \d+", wrote.stderr), wrote.stderr
+        spend = _feedserve("cost", "--window", "600", "--gateway", address, env=env)
+        assert re.search(r"^writer\s+1\s+[\d.]+\s+[1-9]\d*\s", spend.stdout, re.M), spend.stdout  # tokens booked
 
         bad = _feedserve("feed", "--user", "1", "-k", "0", "--gateway", address, env=env)
         assert bad.returncode == 1 and "INVALID_ARGUMENT: k" in bad.stderr

@@ -1,0 +1,226 @@
+"""Generation through the gateway: TTFT per tier, cache hits, the semantic cache's accuracy, and plan tokens.
+
+Child processes: the generator (the trained tiers, both caches) and the gateway in front of it. The client
+calls Gateway.Generate over gRPC and times the first text chunk (TTFT) and the final one (total).
+
+- small / large: unique prompts (no cache can answer), model forced to the tier.
+- exact hit: a request repeated verbatim.
+- semantic: the labelled set in generator/evalset.py, each pair in its own tenant: the first prompt is
+  answered and cached, then the second is sent. Paraphrases should hit; contrasts must not.
+- plan tokens: the same tasks through the planner (one plan, stages see only their own inputs) and through a
+  plan-execute-re-plan loop written here (LangGraph's plan-and-execute shape: the executor sees the task and
+  every earlier step's output, and a re-planner call follows every step), on the same models.
+
+    python bench/generate.py [--quick] [--requests N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import machine, record, result_line  # noqa: E402
+from cli.stack import free_ports, wait_serving  # noqa: E402
+from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2  # noqa: E402
+from generator.constraints import Constraints  # noqa: E402
+from generator.corpus import STAGE_END  # noqa: E402
+from generator.decoding import LanguageModel, generate  # noqa: E402
+from generator.encoder import ensure_encoder  # noqa: E402
+from generator.evalset import CONTRASTS, PARAPHRASES  # noqa: E402
+from generator.planner import TOPIC, make_plan  # noqa: E402
+from generator.registry import model_specs  # noqa: E402
+from mesh.config import default_home  # noqa: E402
+from world.synthetic import CATEGORIES  # noqa: E402
+
+REPLAN_TOKENS = 24  # what a re-planner call may write: the remaining steps, briefly
+
+
+def call(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest) -> tuple[float, float, generator_pb2.Usage, str]:
+    """TTFT and total in ms as the client sees them, the usage, and the text."""
+    start = time.perf_counter()
+    first = None
+    text = []
+    usage = None
+    for chunk in stub.Generate(request, timeout=60):
+        if chunk.final:
+            usage = chunk.usage
+        elif chunk.text:
+            first = first or time.perf_counter()
+            text.append(chunk.text)
+    end = time.perf_counter()
+    return ((first or end) - start) * 1e3, (end - start) * 1e3, usage, "".join(text)
+
+
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    p50, p99 = np.percentile(np.asarray(values, np.float64), [50, 99])
+    return float(p50), float(p99)
+
+
+def tiers(stub, requests: int) -> dict[str, dict[str, tuple[float, float]]]:
+    out = {}
+    for tier in ("small", "large"):
+        call(stub, generator_pb2.GenerateRequest(prompt="Write a post about music.", max_tokens=60, model=tier,
+                                                 context=common_pb2.RequestContext(tenant=f"warm-{tier}")))
+        ttft, total, tokens = [], [], []
+        for i in range(requests):
+            category = CATEGORIES[i % len(CATEGORIES)]
+            request = generator_pb2.GenerateRequest(
+                prompt=f"Write a post about {category}, at most 40 words.", max_tokens=60, model=tier,
+                context=common_pb2.RequestContext(tenant=f"{tier}-{i}", feature_tag=f"bench-{tier}"))  # no cache hit
+            first, whole, usage, _ = call(stub, request)
+            assert usage.cache == "", usage
+            ttft.append(first)
+            total.append(whole)
+            tokens.append(usage.tokens_out)
+        out[tier] = {"ttft": p50_p99(ttft), "total": p50_p99(total), "tokens_out": (float(np.mean(tokens)), 0.0)}
+    return out
+
+
+def exact_hits(stub, requests: int) -> tuple[float, float]:
+    request = generator_pb2.GenerateRequest(prompt="Write a headline about travel.", max_tokens=20,
+                                            context=common_pb2.RequestContext(tenant="exact"))
+    call(stub, request)
+    latencies = []
+    for _ in range(requests):
+        _, total, usage, _ = call(stub, request)
+        assert usage.cache == "exact", usage
+        latencies.append(total)
+    return p50_p99(latencies)
+
+
+def semantic(stub) -> dict[str, float]:
+    hits, latencies, false_hits, false_pairs = 0, [], 0, []
+    for label, pairs in (("paraphrase", PARAPHRASES), ("contrast", CONTRASTS)):
+        for i, (first, second) in enumerate(pairs):
+            context = common_pb2.RequestContext(tenant=f"{label}-{i}")
+            call(stub, generator_pb2.GenerateRequest(prompt=first, max_tokens=24, context=context))
+            _, total, usage, _ = call(stub, generator_pb2.GenerateRequest(prompt=second, max_tokens=24, context=context))
+            hit = usage.cache == "semantic"
+            if label == "paraphrase" and hit:
+                hits += 1
+                latencies.append(total)
+            elif label == "contrast" and hit:
+                false_hits += 1
+                false_pairs.append((first, second))
+    for pair in false_pairs:
+        print(f"  false hit: {pair[0]!r} ~ {pair[1]!r}")
+    p50, p99 = p50_p99(latencies) if latencies else (float("nan"), float("nan"))
+    return {"hit_rate": hits / len(PARAPHRASES), "false_hit_rate": false_hits / len(CONTRASTS),
+            "hit_p50": p50, "hit_p99": p99}
+
+
+TASKS = [f"Write a post about {c}, at most 60 words." for c in ("music", "travel", "food", "science", "cars",
+                                                               "poetry", "gaming", "history")]
+
+
+def planner_tokens(stub, tasks: list[str]) -> int:
+    total = 0
+    for i, task in enumerate(tasks):
+        _, _, usage, _ = call(stub, generator_pb2.GenerateRequest(
+            prompt=task, max_tokens=120, context=common_pb2.RequestContext(tenant=f"plan-{i}", feature_tag="bench-plan")))
+        total += usage.tokens_in + usage.tokens_out
+    return total
+
+
+def replan_tokens(models: dict[str, LanguageModel], tasks: list[str]) -> int:
+    """The baseline: plan, then for each step execute it with the whole scratchpad, then re-plan."""
+    total = 0
+
+    def run(model: LanguageModel, prompt: str, constraints: Constraints) -> str:
+        nonlocal total
+        ids = model.encode(prompt)
+        room = model.context - constraints.max_tokens
+        if len(ids) > room:  # keep the newest part of the scratchpad; the baseline is not charged for the rest
+            prompt = model.tokenizer.decode(ids[-room:])
+        out = generate(model, prompt, constraints, lambda _: None)
+        total += out.tokens_in + out.tokens_out
+        return out.text
+
+    replan = Constraints(REPLAN_TOKENS, stop=(STAGE_END,))
+    for task in tasks:
+        plan = make_plan(generator_pb2.GenerateRequest(prompt=task, max_tokens=120), CATEGORIES)
+        scratchpad = f"Task: {task}\n"
+        scratchpad += "Plan: " + run(models["small"], scratchpad + "Plan:\n", replan) + "\n"
+        for stage in plan.stages:
+            step = stage.prompt.replace(TOPIC, plan.topic)
+            tier = {"small": "small", "large": "large"}.get(stage.tier, "small")
+            output = run(models[tier], scratchpad + step, stage.constraints)
+            scratchpad += step + output + "\n"
+            scratchpad += "Plan: " + run(models["small"], scratchpad + "Plan:\n", replan) + "\n"
+    return total
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="fewer requests (under 60 s once the tiers exist)")
+    parser.add_argument("--requests", type=int, help="timed requests per tier and for exact hits (default 200, quick 40)")
+    parser.add_argument("--home", type=Path, default=default_home(), help="where the tiers are (built if missing)")
+    args = parser.parse_args()
+    requests = args.requests or (40 if args.quick else 200)
+    specs = model_specs(args.home)  # trains the tiers on first use, with a progress bar
+    ensure_encoder(args.home)
+    gen_port, gw_port = free_ports(2)
+    env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
+    logs = open(args.home / "bench-generate.log", "ab")
+    generator = subprocess.Popen([sys.executable, "-m", "generator", "--port", str(gen_port), "--home", str(args.home),
+                                  "--log-level", "WARNING"], env=env, stdout=logs, stderr=subprocess.STDOUT)
+    gateway = None
+    try:
+        wait_serving(f"127.0.0.1:{gen_port}", 120, generator)
+        # no paramserver or ranker: Generate does not need them (the feed paths would degrade)
+        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(gw_port), "--generator",
+                                    f"127.0.0.1:{gen_port}", "--paramserver", "127.0.0.1:1", "--ranker", "127.0.0.1:1"],
+                                   env={**env, "FEEDSERVE_TRANSPORT": "grpc"}, stdout=logs, stderr=subprocess.STDOUT)
+        wait_serving(f"127.0.0.1:{gw_port}", 60, gateway)
+        print(f"generate: {requests} requests per tier through the gateway; {len(PARAPHRASES)} paraphrase and "
+              f"{len(CONTRASTS)} contrast pairs; {len(TASKS)} plan tasks; "
+              + ", ".join(f"{n} {s.bytes / 2**20:.1f} MiB" for n, s in specs.items()) + f"; {machine()}", flush=True)
+        with grpc.insecure_channel(f"127.0.0.1:{gw_port}") as channel:
+            stub = gateway_pb2_grpc.GatewayStub(channel)
+            by_tier = tiers(stub, requests)
+            exact = exact_hits(stub, requests)
+            sem = semantic(stub)
+            planned = planner_tokens(stub, TASKS)
+    finally:
+        for child in (gateway, generator):
+            if child is not None:
+                child.send_signal(signal.SIGTERM)
+                child.wait(15)
+        logs.close()
+    models = {name: specs[name].load() for name in ("small", "large")}
+    replanned = replan_tokens(models, TASKS)
+
+    print(f"{'measure':<22} {'P50 ms':>9} {'P99 ms':>9}")
+    for tier, m in by_tier.items():
+        print(f"{'ttft ' + tier:<22} {m['ttft'][0]:9.2f} {m['ttft'][1]:9.2f}")
+        print(f"{'total ' + tier:<22} {m['total'][0]:9.2f} {m['total'][1]:9.2f}   ({m['tokens_out'][0]:.0f} tokens out on average)")
+    print(f"{'exact-cache hit':<22} {exact[0]:9.2f} {exact[1]:9.2f}")
+    print(f"{'semantic-cache hit':<22} {sem['hit_p50']:9.2f} {sem['hit_p99']:9.2f}")
+    print(f"semantic cache: hit rate {sem['hit_rate']:.3f} on paraphrases, false-hit rate {sem['false_hit_rate']:.3f} "
+          f"on contrasts")
+    print(f"ratios: large/small TTFT P50 {by_tier['large']['ttft'][0] / by_tier['small']['ttft'][0]:.2f}x, "
+          f"small miss/exact hit total P50 {by_tier['small']['total'][0] / exact[0]:.1f}x")
+    print(f"plan tokens: planner {planned}, plan-execute-re-plan {replanned} (planner/re-plan {planned / replanned:.2f})")
+    result = {"ttft_small_p50_ms": by_tier["small"]["ttft"][0], "ttft_large_p50_ms": by_tier["large"]["ttft"][0],
+              "exact_hit_p50_ms": exact[0], "semantic_hit_p50_ms": sem["hit_p50"],
+              "semantic_hit_rate": sem["hit_rate"], "semantic_false_hit_rate": sem["false_hit_rate"],
+              "plan_token_saving": 1 - planned / replanned}
+    record("generate", {**result, "requests": requests, "ttft_small_p99_ms": by_tier["small"]["ttft"][1],
+                        "ttft_large_p99_ms": by_tier["large"]["ttft"][1], "total_small_p50_ms": by_tier["small"]["total"][0],
+                        "total_large_p50_ms": by_tier["large"]["total"][0], "exact_hit_p99_ms": exact[1],
+                        "semantic_hit_p99_ms": sem["hit_p99"], "planner_tokens": planned, "replan_tokens": replanned})
+    print(result_line(result))
+
+
+if __name__ == "__main__":
+    main()
