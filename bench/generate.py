@@ -52,11 +52,11 @@ def call(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequ
     text = []
     usage = None
     for chunk in stub.Generate(request, timeout=60):
-        if chunk.final:
-            usage = chunk.usage
-        elif chunk.text:
+        if chunk.text:
             first = first or time.perf_counter()
             text.append(chunk.text)
+        if chunk.final:
+            usage = chunk.usage
     end = time.perf_counter()
     return ((first or end) - start) * 1e3, (end - start) * 1e3, usage, "".join(text)
 

@@ -251,14 +251,13 @@ def _generate(args: argparse.Namespace) -> int:
     with grpc.insecure_channel(args.gateway) as channel:
         try:
             for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=args.timeout):
+                print(chunk.text, end="", flush=True)
                 if chunk.final:
                     u = chunk.usage
                     print(f"\n--\nmodels {','.join(u.models)}  tokens in {u.tokens_in} out {u.tokens_out}  "
                           f"ttft {u.ttft_ms:.1f} ms  inter-token {u.inter_token_ms:.2f} ms  "
                           f"escalated {'yes' if u.escalated else 'no'}  cache {u.cache or 'miss'}  cost {u.cost:.8f}  "
                           f"client {(time.perf_counter() - start) * 1e3:.1f} ms", file=sys.stderr)
-                else:
-                    print(chunk.text, end="", flush=True)
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1

@@ -59,7 +59,7 @@ async def generation_stack(home: Path, world: World, state_dir: Path,
 async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest):
     chunks = [chunk async for chunk in stub.Generate(request, timeout=30)]
     assert chunks[-1].final and not any(c.final for c in chunks[:-1])
-    return "".join(c.text for c in chunks[:-1]), chunks[-1]
+    return "".join(c.text for c in chunks), chunks[-1]
 
 
 class _GatedDecoder:
