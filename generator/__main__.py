@@ -48,11 +48,7 @@ def main() -> None:
         budget = int(args.memory_budget_mb * 2**20)
         metrics.BUDGET_BYTES.set(budget)
 
-        def changed(event: str, name: str, used: int) -> None:
-            metrics.MODEL_EVENTS.labels(name, event).inc()
-            metrics.RESIDENT_BYTES.set(used)
-
-        pool = ResidencyPool(specs, budget, args.keep_alive_s, tuple(args.pin), on_change=changed)
+        pool = ResidencyPool(specs, budget, args.keep_alive_s, tuple(args.pin), on_change=metrics.observe_pool)
         await pool.preload()
         semantic = None
         if args.semantic_threshold > 0:

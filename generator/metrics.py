@@ -6,7 +6,7 @@ from prometheus_client import Counter, Gauge, Histogram
 
 from mesh.metrics import REGISTRY
 
-__all__ = ["TTFT_SECONDS", "INTER_TOKEN_SECONDS", "TOKENS", "CACHE", "ESCALATIONS", "COST", "MODEL_EVENTS",
+__all__ = ["observe_pool", "TTFT_SECONDS", "INTER_TOKEN_SECONDS", "TOKENS", "CACHE", "ESCALATIONS", "COST", "MODEL_EVENTS",
            "RESIDENT_BYTES", "BUDGET_BYTES"]
 
 _LATENCY = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.2, 0.5, 1.0, 2.5, 5.0)
@@ -28,3 +28,9 @@ MODEL_EVENTS = Counter("feedserve_generator_model_events", "model loads and evic
 RESIDENT_BYTES = Gauge("feedserve_generator_resident_bytes", "bytes of models resident (or loading)",
                        registry=REGISTRY)
 BUDGET_BYTES = Gauge("feedserve_generator_budget_bytes", "the residency memory budget", registry=REGISTRY)
+
+
+def observe_pool(event: str, model: str, used_bytes: int) -> None:
+    """The residency pool's `on_change`: count the load or eviction, and set the resident bytes."""
+    MODEL_EVENTS.labels(model, event).inc()
+    RESIDENT_BYTES.set(used_bytes)

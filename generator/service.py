@@ -59,8 +59,14 @@ class Generator:
             raise InvalidArgument("prompt", f"prompt has {len(request.prompt)} characters; the limit is {lim.prompt_chars}")
         if not 1 <= request.max_tokens <= MAX_TOKENS:
             raise InvalidArgument("max_tokens", f"max_tokens is expected in 1..{MAX_TOKENS}, got {request.max_tokens}")
-        if request.model and request.model not in ("small", "large"):
-            self.pool.spec(request.model)  # raises naming the known models
+        router = self.pipeline.router
+        names = {"small": router.small, "large": router.large}
+        candidates = [names.get(request.model, request.model)] if request.model else [router.small, router.large]
+        for name in candidates:  # an unknown model raises here, naming the known ones
+            context = self.pool.spec(name).context
+            if request.max_tokens >= context:
+                raise InvalidArgument("max_tokens", f"max_tokens {request.max_tokens} leaves no room for the prompt "
+                                                    f"in model {name}'s context of {context} tokens")
         if len(request.stop) > lim.stops or any(not s or len(s) > lim.stop_chars for s in request.stop):
             raise InvalidArgument("stop", f"stop takes at most {lim.stops} non-empty sequences of up to "
                                           f"{lim.stop_chars} characters")

@@ -8,10 +8,12 @@ import time
 import pytest
 
 from feedserve.v1 import generator_pb2
+from generator import metrics
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
 from mesh.errors import InvalidArgument, ResourceExhausted
+from mesh.metrics import REGISTRY
 from world.synthetic import CATEGORIES
 
 
@@ -128,3 +130,20 @@ class TestKeepAliveAndPinning:
         """Asking the pool for a model it does not have names the field and the known models."""
         with pytest.raises(InvalidArgument, match="unknown model 'nope'"):
             ResidencyPool(specs, 1 << 30).spec("nope")
+
+
+class TestMetrics:
+    def test_loads_evictions_and_resident_bytes_reach_prometheus(self, specs: dict[str, ModelSpec], run) -> None:
+        """With the service's hook, the registry shows each load and eviction and the bytes now resident."""
+        pool = ResidencyPool(specs, specs["large"].bytes + specs["small"].bytes // 2, on_change=metrics.observe_pool)
+        before = REGISTRY.get_sample_value("feedserve_generator_model_events_total",
+                                           {"model": "small", "event": "evict"}) or 0.0
+
+        async def both() -> None:
+            await _use(pool, "small")
+            await _use(pool, "large")
+
+        run(both())
+        assert REGISTRY.get_sample_value("feedserve_generator_resident_bytes") == pool.used == specs["large"].bytes
+        assert REGISTRY.get_sample_value("feedserve_generator_model_events_total",
+                                         {"model": "small", "event": "evict"}) == before + 1

@@ -136,6 +136,7 @@ class TestBadInput:
         (dict(prompt="   ", max_tokens=10), "prompt"),
         (dict(prompt="hi", max_tokens=0), "max_tokens"),
         (dict(prompt="hi", max_tokens=5000), "max_tokens"),
+        (dict(prompt="hi", max_tokens=1000), "max_tokens"),  # within 1..1024, beyond the tiers' context
         (dict(prompt="hi", max_tokens=10, model="gpt-9"), "model"),
         (dict(prompt="hi", max_tokens=10, pattern="(unclosed"), "pattern"),
         (dict(prompt="hi", max_tokens=10, banned_words=["two words"]), "banned_words"),
