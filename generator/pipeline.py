@@ -156,10 +156,24 @@ class Pipeline:
             last = i == len(choices) - 1
             async with self.pool.use(name, deadline) as model:
                 try:
-                    generation = await asyncio.to_thread(decode, model, last)
+                    generation = await _until_thread_ends(asyncio.to_thread(decode, model, last), cancelled)
                 except Abandoned as exc:
                     abandoned.append(exc)
                     self.escalations += 1
                     continue
             return StageResult(stage, generation, sum(spent), abandoned, choices[:i + 1])
         raise AssertionError("the last choice never abandons")  # pragma: no cover
+
+
+async def _until_thread_ends(work, cancelled: threading.Event):
+    """Await a decode thread; if this task is cancelled, tell the thread and wait for it to stop (within one
+    token), so the model is not released, and perhaps evicted, while the thread still runs on it."""
+    future = asyncio.ensure_future(work)
+    try:
+        return await asyncio.shield(future)
+    except asyncio.CancelledError:
+        cancelled.set()
+        await asyncio.wait([future])
+        if not future.cancelled():
+            future.exception()  # the thread's DeadlineExceeded: expected, retrieved so it is not reported
+        raise

@@ -126,11 +126,14 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
     def _stream(behavior: Callable[..., AsyncIterator[Any]], details: grpc.HandlerCallDetails) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
             fields = _begin(details, context)
-            fields.pop("traceparent")
+            traceparent = fields.pop("traceparent")
             fields["output_bytes"] = 0
             async with _accounted(fields, context, request):
-                async for message in behavior(request, context):
-                    fields["output_bytes"] += message.ByteSize()
-                    yield message
+                with server_span(details.method, traceparent, request_id=fields["request_id"]) as span:
+                    if span.get_span_context().is_valid:
+                        fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
+                    async for message in behavior(request, context):
+                        fields["output_bytes"] += message.ByteSize()
+                        yield message
 
         return wrapped

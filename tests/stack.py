@@ -149,3 +149,34 @@ async def start_generator(home: Path, paramserver: str | None = None, world: Wor
         {_name(generator_pb2, "Generator"): lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)},
         LOCAL)
     return server, core
+
+
+@dataclass
+class GenerationStack:
+    gateway: gateway_pb2_grpc.GatewayStub
+    admin: gateway_pb2_grpc.GatewayAdminStub
+    generator: Generator
+    paramserver_core: object
+
+
+@asynccontextmanager
+async def generation_stack(home: Path, world: World, state_dir: Path,
+                           specs: dict[str, ModelSpec] | None = None) -> AsyncIterator[GenerationStack]:
+    """paramserver, generator and gateway on free ports (no ranker: Generate does not use it)."""
+    ps_server, ps_core = await start_paramserver(world, state_dir)
+    paramserver = f"127.0.0.1:{ps_server.port}"
+    gen_server, core = await start_generator(home, paramserver, world, specs=specs)
+    gw_server, clients, _ = await start_gateway(paramserver, "127.0.0.1:1", f"127.0.0.1:{gen_server.port}",
+                                                refresh=False)
+    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
+    try:
+        yield GenerationStack(gateway_pb2_grpc.GatewayStub(channel), gateway_pb2_grpc.GatewayAdminStub(channel), core,
+                              ps_core)
+    finally:
+        await channel.close()
+        for client in clients:
+            await client.close()
+        if core.paramserver is not None:
+            await core.paramserver.close()
+        for server in (gw_server, gen_server, ps_server):
+            await server.stop(0)

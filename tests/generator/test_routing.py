@@ -5,10 +5,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from feedserve.v1 import generator_pb2
+from generator.constraints import Constraints
+from generator.decoding import generate
 from generator.pipeline import Pipeline, PlanRun, RouterConfig
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
+from mesh.errors import DeadlineExceeded
 from world.synthetic import CATEGORIES
 
 
@@ -54,6 +59,12 @@ class TestEscalation:
 
 
 class TestDeadlines:
+    def test_a_passed_deadline_stops_decoding_with_deadline_exceeded(self, small) -> None:
+        """Decoding checks the deadline every token: a passed one ends it with DEADLINE_EXCEEDED, not a hang."""
+        with pytest.raises(DeadlineExceeded):
+            generate(small, "Write a post about music.\n", Constraints(max_tokens=50), lambda _: None,
+                     deadline=time.monotonic() - 1)
+
     def test_a_short_deadline_keeps_every_stage_on_the_small_tier(self, specs: dict[str, ModelSpec], run) -> None:
         """A post normally writes its body on the large tier; with less time left than large_min_s it does
         not, and an AUTO stage does not escalate either."""

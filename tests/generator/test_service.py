@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import threading
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from pathlib import Path
 
 import grpc
 import numpy as np
@@ -15,45 +12,12 @@ import pytest
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2
 from generator.decoding import LanguageModel
 from generator.residency import ModelSpec
-from generator.service import Generator
 from mesh.dispatch import serve_unary
 from mesh.tensors import to_tensor
-from tests.stack import start_gateway, start_generator, start_paramserver
-from world import World
+from tests.stack import generation_stack
 from world.synthetic import CATEGORIES
 
 TAG = common_pb2.RequestContext(feature_tag="post-writer")
-
-
-@dataclass
-class GenerationStack:
-    gateway: gateway_pb2_grpc.GatewayStub
-    admin: gateway_pb2_grpc.GatewayAdminStub
-    generator: Generator
-    paramserver_core: object
-
-
-@asynccontextmanager
-async def generation_stack(home: Path, world: World, state_dir: Path,
-                           specs: dict[str, ModelSpec] | None = None) -> AsyncIterator[GenerationStack]:
-    """paramserver, generator and gateway on free ports (no ranker: Generate does not use it)."""
-    ps_server, ps_core = await start_paramserver(world, state_dir)
-    paramserver = f"127.0.0.1:{ps_server.port}"
-    gen_server, core = await start_generator(home, paramserver, world, specs=specs)
-    gw_server, clients, _ = await start_gateway(paramserver, "127.0.0.1:1", f"127.0.0.1:{gen_server.port}",
-                                                refresh=False)
-    channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
-    try:
-        yield GenerationStack(gateway_pb2_grpc.GatewayStub(channel), gateway_pb2_grpc.GatewayAdminStub(channel), core,
-                              ps_core)
-    finally:
-        await channel.close()
-        for client in clients:
-            await client.close()
-        if core.paramserver is not None:
-            await core.paramserver.close()
-        for server in (gw_server, gen_server, ps_server):
-            await server.stop(0)
 
 
 async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest):

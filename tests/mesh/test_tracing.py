@@ -9,11 +9,11 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
-from feedserve.v1 import gateway_pb2, ranker_pb2
+from feedserve.v1 import gateway_pb2, generator_pb2, ranker_pb2
 from mesh.ring import RingServer
 from mesh.tracing import configure_tracing, current_traceparent, server_span
 from mesh.transport import Transport
-from tests.stack import running_stack
+from tests.stack import generation_stack, running_stack
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 TRACEPARENT = f"00-{TRACE_ID:032x}-b7ad6b7169203331-01"
@@ -44,6 +44,24 @@ def test_a_feed_is_one_trace_across_gateway_paramserver_and_ranker(world, manife
     assert feed.parent.span_id == 0xB7AD6B7169203331
     for child in ("/feedserve.v1.ParamServer/Lookup", "/feedserve.v1.Ranker/Rank"):
         assert by_name[child].parent.span_id == feed.context.span_id
+
+
+def test_a_generation_stream_is_one_trace_across_gateway_and_generator(generation_home, world, tmp_path, run,
+                                                                       spans) -> None:
+    """Streams are traced too: the generator's span is a child of the gateway's, in the caller's trace."""
+    spans.clear()
+
+    async def body() -> None:
+        async with generation_stack(generation_home, world, tmp_path) as stack:
+            request = generator_pb2.GenerateRequest(prompt="Write a headline about food.", max_tokens=8)
+            async for _ in stack.gateway.Generate(request, timeout=10, metadata=(("traceparent", TRACEPARENT),)):
+                pass
+
+    run(body())
+    by_name = {span.name: span for span in spans.get_finished_spans() if span.context.trace_id == TRACE_ID}
+    relay = by_name["/feedserve.v1.Gateway/Generate"]
+    assert relay.parent.span_id == 0xB7AD6B7169203331
+    assert by_name["/feedserve.v1.Generator/Generate"].parent.span_id == relay.context.span_id
 
 
 def test_the_traceparent_crosses_the_ring_header(world, manifest, spans, run) -> None:
