@@ -7,6 +7,9 @@ calls Gateway.Generate over gRPC and times the first text chunk (TTFT) and the f
 - exact hit: a request repeated verbatim.
 - semantic: the labelled set in generator/evalset.py, each pair in its own tenant: the first prompt is
   answered and cached, then the second is sent. Paraphrases should hit; contrasts must not.
+- routing: prompts the planner leaves to the router, and how many escalate.
+- residency: a post on a generator whose budget holds both tiers, and on one whose budget holds one at a
+  time (light then heavy, evicting and loading every request), called directly.
 - plan tokens: the same tasks through the planner (one plan, stages see only their own inputs) and through a
   plan-execute-re-plan loop written here (LangGraph's plan-and-execute shape: the executor sees the task and
   every earlier step's output, and a re-planner call follows every step), on the same models.
@@ -31,7 +34,7 @@ import numpy as np  # noqa: E402
 
 from bench.common import machine, record, result_line  # noqa: E402
 from cli.stack import free_ports, wait_serving  # noqa: E402
-from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2  # noqa: E402
+from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc  # noqa: E402
 from generator.constraints import Constraints  # noqa: E402
 from generator.corpus import STAGE_END  # noqa: E402
 from generator.decoding import LanguageModel, generate  # noqa: E402
@@ -119,6 +122,33 @@ def semantic(stub) -> dict[str, float]:
             "hit_p50": p50, "hit_p99": p99}
 
 
+def routing(stub, requests: int) -> dict[str, float]:
+    """Prompts the planner leaves to the router (no kind it knows): how often the small tier's probe was unsure."""
+    escalated, models = 0, {}
+    for i in range(requests):
+        topic = CATEGORIES[i % len(CATEGORIES)]
+        prompt = f"List ideas about {topic} for week {i}." if i % 2 else f"Tell me something about {topic}, item {i}."
+        _, _, usage, _ = call(stub, generator_pb2.GenerateRequest(
+            prompt=prompt, max_tokens=24,
+            context=common_pb2.RequestContext(tenant=f"route-{i}")))
+        escalated += usage.escalated
+        models[usage.models[-1]] = models.get(usage.models[-1], 0) + 1
+    return {"escalation_rate": escalated / requests, **{f"answered_by_{m}": n for m, n in models.items()}}
+
+
+def budgets(stubs: dict[str, generator_pb2_grpc.GeneratorStub], requests: int) -> dict[str, tuple[float, float]]:
+    """A post (headline on small, body on large) with room for both tiers, and with room for one at a time."""
+    out = {}
+    for label, stub in stubs.items():
+        totals = []
+        for i in range(requests + 1):
+            request = generator_pb2.GenerateRequest(prompt=f"Write a post about {CATEGORIES[i % len(CATEGORIES)]}.",
+                                                    max_tokens=60, context=common_pb2.RequestContext(tenant=f"{label}-{i}"))
+            totals.append(call(stub, request)[1])
+        out[label] = p50_p99(totals[1:])  # the first loads the models
+    return out
+
+
 TASKS = [f"Write a post about {c}, at most 60 words." for c in ("music", "travel", "food", "science", "cars",
                                                                "poetry", "gaming", "history")]
 
@@ -169,33 +199,47 @@ def main() -> None:
     requests = args.requests or (40 if args.quick else 200)
     specs = model_specs(args.home)  # trains the tiers on first use, with a progress bar
     ensure_encoder(args.home)
-    gen_port, gw_port = free_ports(2)
+    gen_port, gw_port, tight_port = free_ports(3)
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
     logs = open(args.home / "bench-generate.log", "ab")
-    generator = subprocess.Popen([sys.executable, "-m", "generator", "--port", str(gen_port), "--home", str(args.home),
-                                  "--log-level", "WARNING"], env=env, stdout=logs, stderr=subprocess.STDOUT)
-    gateway = None
+    # room for one tier at a time: the larger one plus half the smaller
+    tight_mb = (specs["large"].bytes + specs["small"].bytes // 2) / 2**20
+    children = []
+
+    def spawn(*argv: str, extra_env: dict | None = None) -> subprocess.Popen:
+        child = subprocess.Popen([sys.executable, "-m", *argv], env={**env, **(extra_env or {})}, stdout=logs,
+                                 stderr=subprocess.STDOUT)
+        children.append(child)
+        return child
+
     try:
+        generator = spawn("generator", "--port", str(gen_port), "--home", str(args.home), "--log-level", "WARNING")
+        tight = spawn("generator", "--port", str(tight_port), "--home", str(args.home), "--log-level", "WARNING",
+                      "--memory-budget-mb", f"{tight_mb:.3f}")
         wait_serving(f"127.0.0.1:{gen_port}", 120, generator)
+        wait_serving(f"127.0.0.1:{tight_port}", 120, tight)
         # no paramserver or ranker: Generate does not need them (the feed paths would degrade)
-        gateway = subprocess.Popen([sys.executable, "-m", "gateway", "--port", str(gw_port), "--generator",
-                                    f"127.0.0.1:{gen_port}", "--paramserver", "127.0.0.1:1", "--ranker", "127.0.0.1:1"],
-                                   env={**env, "FEEDSERVE_TRANSPORT": "grpc"}, stdout=logs, stderr=subprocess.STDOUT)
+        gateway = spawn("gateway", "--port", str(gw_port), "--generator", f"127.0.0.1:{gen_port}", "--paramserver",
+                        "127.0.0.1:1", "--ranker", "127.0.0.1:1", extra_env={"FEEDSERVE_TRANSPORT": "grpc"})
         wait_serving(f"127.0.0.1:{gw_port}", 60, gateway)
         print(f"generate: {requests} requests per tier through the gateway; {len(PARAPHRASES)} paraphrase and "
               f"{len(CONTRASTS)} contrast pairs; {len(TASKS)} plan tasks; "
               + ", ".join(f"{n} {s.bytes / 2**20:.1f} MiB" for n, s in specs.items()) + f"; {machine()}", flush=True)
-        with grpc.insecure_channel(f"127.0.0.1:{gw_port}") as channel:
+        with grpc.insecure_channel(f"127.0.0.1:{gw_port}") as channel, \
+                grpc.insecure_channel(f"127.0.0.1:{gen_port}") as roomy, \
+                grpc.insecure_channel(f"127.0.0.1:{tight_port}") as narrow:
             stub = gateway_pb2_grpc.GatewayStub(channel)
             by_tier = tiers(stub, requests)
             exact = exact_hits(stub, requests)
             sem = semantic(stub)
             planned = planner_tokens(stub, TASKS)
+            routed = routing(stub, requests)
+            residency = budgets({"both resident": generator_pb2_grpc.GeneratorStub(roomy),
+                                 "one at a time": generator_pb2_grpc.GeneratorStub(narrow)}, max(20, requests // 4))
     finally:
-        for child in (gateway, generator):
-            if child is not None:
-                child.send_signal(signal.SIGTERM)
-                child.wait(15)
+        for child in reversed(children):
+            child.send_signal(signal.SIGTERM)
+            child.wait(15)
         logs.close()
     models = {name: specs[name].load() for name in ("small", "large")}
     replanned = replan_tokens(models, TASKS)
@@ -210,6 +254,11 @@ def main() -> None:
           f"on contrasts")
     print(f"ratios: large/small TTFT P50 {by_tier['large']['ttft'][0] / by_tier['small']['ttft'][0]:.2f}x, "
           f"small miss/exact hit total P50 {by_tier['small']['total'][0] / exact[0]:.1f}x")
+    print(f"routing: {routed['escalation_rate']:.2f} of auto-routed prompts escalated to large at the default "
+          f"threshold ({', '.join(f'{k} {v}' for k, v in routed.items() if k.startswith('answered'))})")
+    for label, (p50, p99) in residency.items():
+        print(f"{'post, ' + label:<22} {p50:9.2f} {p99:9.2f}   (generator direct)")
+    print(f"ratio: one at a time / both resident, P50 {residency['one at a time'][0] / residency['both resident'][0]:.2f}x")
     print(f"plan tokens: planner {planned}, plan-execute-re-plan {replanned} (planner/re-plan {planned / replanned:.2f})")
     result = {"ttft_small_p50_ms": by_tier["small"]["ttft"][0], "ttft_large_p50_ms": by_tier["large"]["ttft"][0],
               "exact_hit_p50_ms": exact[0], "semantic_hit_p50_ms": sem["hit_p50"],
@@ -218,7 +267,9 @@ def main() -> None:
     record("generate", {**result, "requests": requests, "ttft_small_p99_ms": by_tier["small"]["ttft"][1],
                         "ttft_large_p99_ms": by_tier["large"]["ttft"][1], "total_small_p50_ms": by_tier["small"]["total"][0],
                         "total_large_p50_ms": by_tier["large"]["total"][0], "exact_hit_p99_ms": exact[1],
-                        "semantic_hit_p99_ms": sem["hit_p99"], "planner_tokens": planned, "replan_tokens": replanned})
+                        "semantic_hit_p99_ms": sem["hit_p99"], "planner_tokens": planned, "replan_tokens": replanned,
+                        **routed, "post_both_resident_p50_ms": residency["both resident"][0],
+                        "post_one_at_a_time_p50_ms": residency["one at a time"][0]})
     print(result_line(result))
 
 

@@ -6,7 +6,7 @@ import argparse
 import asyncio
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
-from gateway.cache import FeedCache
+from gateway.cache import AnswerCache, FeedCache
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
@@ -28,6 +28,8 @@ def main() -> None:
     parser.add_argument("--ranker", default=defaults.ranker_address, help="HOST:PORT")
     parser.add_argument("--generator", default="", help="HOST:PORT of the generator; Generate is UNIMPLEMENTED without it")
     parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
+    parser.add_argument("--answer-ttl-s", type=float, default=300.0,
+                        help="an exact repeat of a Generate request is answered from the edge this long (0: never)")
     parser.add_argument("--metrics-port", type=int, default=-1,
                         help="HTTP port for /metrics and the live /dashboard (-1: off, 0: any)")
     parser.add_argument("--price-cpu-second", type=float, default=0.0000125,
@@ -43,7 +45,8 @@ def main() -> None:
         clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
         generator = GeneratorClient(args.generator) if args.generator else None
         service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s),
-                                 ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator)
+                                 ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
+                                 answers=AnswerCache(args.answer_ttl_s))
         if generator is not None:
             clients.append(generator)
         admin = GatewayAdminService(service.modes, service.ledger)

@@ -1,13 +1,13 @@
-"""The per-user feed cache: a short TTL, invalidated when that user interacts."""
+"""The gateway's caches: recent feeds per user, and exact generation answers, both dropped when the user interacts."""
 
 from __future__ import annotations
 
 import time
 from collections import OrderedDict
 
-from feedserve.v1 import gateway_pb2
+from feedserve.v1 import gateway_pb2, generator_pb2
 
-__all__ = ["FeedCache"]
+__all__ = ["FeedCache", "AnswerCache", "answer_key"]
 
 
 class FeedCache:
@@ -52,3 +52,49 @@ class FeedCache:
         for k in ks:
             del self._entries[(user, k)]
         return len(ks)
+
+
+def answer_key(request: generator_pb2.GenerateRequest) -> bytes:
+    """The whole request but who is billed and traced: tenant, prompt, user, model, limits and constraints."""
+    keyed = generator_pb2.GenerateRequest()
+    keyed.CopyFrom(request)
+    keyed.context.feature_tag = keyed.context.trace_id = ""
+    return keyed.SerializeToString(deterministic=True)
+
+
+class AnswerCache:
+    """Finished generations by their exact request, for `ttl_s` seconds, at most `capacity` (LRU). It sits at
+    the edge so that a repeat costs one hop, not two; a user's answers go when that user interacts, since a
+    post about "their top interest" follows their vector."""
+
+    def __init__(self, ttl_s: float = 300.0, capacity: int = 10_000) -> None:
+        self.ttl_s, self.capacity = ttl_s, capacity
+        self._entries: OrderedDict[bytes, tuple[float, int, generator_pb2.GenerateChunk]] = OrderedDict()
+        self._by_user: dict[int, set[bytes]] = {}
+        self.hits = self.misses = 0
+
+    def get(self, key: bytes) -> generator_pb2.GenerateChunk | None:
+        """The final chunk to answer with (whole text, the original models), or None."""
+        entry = self._entries.get(key)
+        if entry is None or time.monotonic() - entry[0] > self.ttl_s:
+            self.misses += 1
+            return None
+        self._entries.move_to_end(key)
+        self.hits += 1
+        return entry[2]
+
+    def put(self, key: bytes, user: int, text: str, usage: generator_pb2.Usage) -> None:
+        answer = generator_pb2.GenerateChunk(text=text, final=True, usage=generator_pb2.Usage(models=usage.models))
+        self._entries[key] = (time.monotonic(), user, answer)
+        self._entries.move_to_end(key)
+        self._by_user.setdefault(user, set()).add(key)
+        while len(self._entries) > self.capacity:
+            old, (_, old_user, _) = self._entries.popitem(last=False)
+            self._by_user.get(old_user, set()).discard(old)
+
+    def invalidate(self, user: int) -> int:
+        """Forget every answer written for `user`; returns how many."""
+        keys = self._by_user.pop(user, set())
+        for key in keys:
+            self._entries.pop(key, None)
+        return len(keys)

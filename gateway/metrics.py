@@ -23,6 +23,8 @@ class GatewayMetrics:
         yield CounterMetricFamily("feedserve_shed", "feeds refused with RESOURCE_EXHAUSTED", value=service.counters["shed"])
         yield CounterMetricFamily("feedserve_cache_hits", "feeds answered from the cache", value=service.cache.hits)
         yield CounterMetricFamily("feedserve_cache_misses", "feeds not in the cache", value=service.cache.misses)
+        yield CounterMetricFamily("feedserve_answer_cache_hits", "Generate repeats answered at the edge",
+                                  value=service.answers.hits)
         yield GaugeMetricFamily("feedserve_mode", "burst mode: 1 normal, 2 surge, 3 emergency", value=service.modes.current)
         yield GaugeMetricFamily("feedserve_in_flight", "feeds being served (queue depth)", value=service.modes.in_flight)
         cost = CounterMetricFamily("feedserve_cost", "priced CPU of feeds, by feature tag", labels=["feature_tag"])

@@ -15,7 +15,7 @@ import grpc
 
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.breaker import CircuitBreaker
-from gateway.cache import FeedCache
+from gateway.cache import AnswerCache, FeedCache, answer_key
 from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
@@ -60,8 +60,10 @@ def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
-                 ledger: CostLedger | None = None, generator: GeneratorClient | None = None) -> None:
+                 ledger: CostLedger | None = None, generator: GeneratorClient | None = None,
+                 answers: AnswerCache | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
+        self.answers = answers if answers is not None else AnswerCache()
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
         self.breakers = {"paramserver": CircuitBreaker("paramserver", cooldown_s=breaker_cooldown_s),
@@ -210,29 +212,48 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             context=request.context, user_id=request.user_id, item_id=request.item_id, event=request.event)
         moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())
         self.cache.invalidate(request.user_id)  # read-your-writes: the next Feed ranks afresh
+        self.answers.invalidate(request.user_id)  # and the next Generate for them writes afresh
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id())
 
     async def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
-        """Relay the generator's stream; the final chunk gains the gateway's hop, and its cost is booked
-        to the feature tag beside the feeds'."""
+        """Answer a repeat from the edge cache, or relay the generator's stream; the final chunk gains the
+        gateway's hop, and its cost is booked to the feature tag beside the feeds'."""
         received, cpu_start = time.monotonic_ns(), cpu_ns()
         if not self.modes.settings.generation_enabled:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "generation is off in emergency mode")
         if self.generator is None:
             await context.abort(grpc.StatusCode.UNIMPLEMENTED,
                                 "generation is not deployed in this stack (start the gateway with --generator)")
+        key = answer_key(request)
+        cached = self.answers.get(key)
+        if cached is not None:  # the whole answer in one final chunk: nothing left to stream
+            chunk = generator_pb2.GenerateChunk()
+            chunk.CopyFrom(cached)
+            chunk.usage.cache = "exact"
+            chunk.usage.ttft_ms = (time.monotonic_ns() - received) / 1e6
+            yield self._finish_generation(chunk, request, received, cpu_start)
+            return
         remaining = context.time_remaining()
         timeout = GENERATE_TIMEOUT_S if remaining is None else remaining
+        text: list[str] = []
         async for chunk in self.generator.generate(request, timeout, request_id()):
+            text.append(chunk.text)
             if chunk.final:
-                hops = HopRecorder(SERVICE)
-                hops.add("handle", received, time.monotonic_ns(), cpu_ns() - cpu_start)
-                chunk.hops.extend(hops.hops)
-                usage = chunk.usage
-                usage.cost = self.ledger.record(request.context.feature_tag, usage.compute_seconds + (cpu_ns() - cpu_start) / 1e9,
-                                                usage.token_cost, usage.tokens_in + usage.tokens_out)
-                annotate(models=",".join(usage.models), tokens_out=usage.tokens_out, cache=usage.cache)
+                self.answers.put(key, request.user_id, "".join(text), chunk.usage)
+                chunk = self._finish_generation(chunk, request, received, cpu_start)
             yield chunk
+
+    def _finish_generation(self, chunk: generator_pb2.GenerateChunk, request: generator_pb2.GenerateRequest,
+                           received: int, cpu_start: int) -> generator_pb2.GenerateChunk:
+        hops = HopRecorder(SERVICE)
+        hops.add("handle", received, time.monotonic_ns(), cpu_ns() - cpu_start)
+        chunk.hops.extend(hops.hops)
+        usage = chunk.usage
+        usage.compute_seconds += (cpu_ns() - cpu_start) / 1e9
+        usage.cost = self.ledger.record(request.context.feature_tag, usage.compute_seconds, usage.token_cost,
+                                        usage.tokens_in + usage.tokens_out)
+        annotate(models=",".join(usage.models), tokens_out=usage.tokens_out, cache=usage.cache)
+        return chunk
 
 
 class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
-from generator.caches import EmbeddingCache, ExactCache, SemanticCache
+from generator.caches import EmbeddingCache, SemanticCache
 from generator.encoder import SentenceEncoder, ensure_encoder
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs, parse_model_arg
@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--escalate-below", type=float, default=RouterConfig.threshold,
                         help="mean log-probability under which the small tier's answer goes to the large one")
     parser.add_argument("--semantic-threshold", type=float, default=0.88, help="cosine for a semantic hit (0 disables)")
-    parser.add_argument("--cache-ttl-s", type=float, default=300.0, help="exact and semantic cache TTL")
+    parser.add_argument("--cache-ttl-s", type=float, default=300.0, help="semantic cache TTL")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
@@ -62,7 +62,7 @@ def main() -> None:
         if args.paramserver:
             paramserver.append(ParamServerClient(args.paramserver))
         core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), CATEGORIES, centroids,
-                         paramserver[0] if paramserver else None, ExactCache(args.cache_ttl_s), semantic)
+                         paramserver[0] if paramserver else None, semantic)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:

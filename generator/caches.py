@@ -1,5 +1,5 @@
-"""The generator's caches: exact results (TTL), semantic results (a sentence encoder plus a contrast guard),
-and the embeddings themselves."""
+"""The generator's caches: semantic results (a sentence encoder plus a contrast guard) and the embeddings
+themselves. Exact repeats are answered a hop earlier, by the gateway (gateway/cache.py)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from feedserve.v1 import generator_pb2
 
-__all__ = ["Answer", "ExactCache", "EmbeddingCache", "SemanticCache", "request_scope", "contrast_signature",
+__all__ = ["Answer", "EmbeddingCache", "SemanticCache", "request_scope", "contrast_signature",
            "contrasts"]
 
 
@@ -36,35 +36,6 @@ def request_scope(request: generator_pb2.GenerateRequest) -> str:
              "\x1f".join(request.stop), "\x1f".join(sorted(w.lower() for w in request.banned_words)),
              "\x1f".join(sorted(w.lower() for w in request.allowed_words)), request.pattern]
     return hashlib.blake2b("\x1e".join(parts).encode(), digest_size=16).hexdigest()
-
-
-class ExactCache:
-    """Answers by the exact request, for `ttl_s` seconds, at most `capacity` of them (LRU)."""
-
-    def __init__(self, ttl_s: float = 300.0, capacity: int = 10_000) -> None:
-        self.ttl_s, self.capacity = ttl_s, capacity
-        self._entries: OrderedDict[str, tuple[float, Answer]] = OrderedDict()
-
-    @staticmethod
-    def key(request: generator_pb2.GenerateRequest) -> str:
-        return request_scope(request) + hashlib.blake2b(request.prompt.encode(), digest_size=16).hexdigest()
-
-    def get(self, key: str) -> Answer | None:
-        found = self._entries.get(key)
-        if found is None:
-            return None
-        expires, answer = found
-        if time.monotonic() > expires:
-            del self._entries[key]
-            return None
-        self._entries.move_to_end(key)
-        return answer
-
-    def put(self, key: str, answer: Answer) -> None:
-        self._entries[key] = (time.monotonic() + self.ttl_s, answer)
-        self._entries.move_to_end(key)
-        while len(self._entries) > self.capacity:
-            self._entries.popitem(last=False)
 
 
 class EmbeddingCache:

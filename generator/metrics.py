@@ -17,7 +17,7 @@ INTER_TOKEN_SECONDS = Histogram("feedserve_generation_inter_token_seconds", "mea
                                 ["model"], buckets=_LATENCY, registry=REGISTRY)
 TOKENS = Counter("feedserve_generation_tokens", "tokens processed, by model and direction (in, out)",
                  ["model", "direction"], registry=REGISTRY)
-CACHE = Counter("feedserve_generation_cache", "Generate requests by cache outcome (exact, semantic, miss)",
+CACHE = Counter("feedserve_generation_cache", "Generate requests by semantic-cache outcome (semantic, miss)",
                 ["outcome"], registry=REGISTRY)
 ESCALATIONS = Counter("feedserve_generation_escalations", "stages redone on the large tier after a low-confidence "
                       "probe", registry=REGISTRY)

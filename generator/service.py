@@ -13,7 +13,7 @@ import numpy as np
 
 from feedserve.v1 import generator_pb2, generator_pb2_grpc
 from generator import metrics
-from generator.caches import Answer, ExactCache, SemanticCache, request_scope
+from generator.caches import Answer, SemanticCache, request_scope
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
 from mesh.clients import ParamServerClient
@@ -41,12 +41,11 @@ class Generator:
     """The core, independent of gRPC: caches in front of the planner and the pipeline."""
 
     def __init__(self, pipeline: Pipeline, topics: tuple[str, ...], centroids: np.ndarray | None = None,
-                 paramserver: ParamServerClient | None = None, exact: ExactCache | None = None,
-                 semantic: SemanticCache | None = None, cpu_second_price: float = 0.0000125,
+                 paramserver: ParamServerClient | None = None, semantic: SemanticCache | None = None, cpu_second_price: float = 0.0000125,
                  limits: Limits = Limits()) -> None:
         self.pipeline, self.pool = pipeline, pipeline.pool
         self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
-        self.exact, self.semantic = exact, semantic
+        self.semantic = semantic
         self.cpu_second_price, self.limits = cpu_second_price, limits
         self._log = get_logger("generator")
 
@@ -83,16 +82,11 @@ class Generator:
             except Exception as exc:  # interegular's parse errors share no base class
                 raise InvalidArgument("pattern", f"pattern {request.pattern!r} is not supported: {exc}") from None
 
-    async def _cached(self, request: generator_pb2.GenerateRequest, key: str) -> tuple[Answer | None, str]:
-        if self.exact is not None:
-            answer = self.exact.get(key)
-            if answer is not None:
-                return answer, "exact"
-        if self.semantic is not None:
-            found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
-            if found is not None:
-                return found[0], "semantic"
-        return None, ""
+    async def _cached(self, request: generator_pb2.GenerateRequest) -> Answer | None:
+        if self.semantic is None:
+            return None
+        found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
+        return found[0] if found is not None else None
 
     async def _topic(self, user_id: int, deadline: float | None) -> str:
         """The user's top interest: the category centroid nearest their current vector in the paramserver."""
@@ -115,12 +109,11 @@ class Generator:
         self.validate(request)
         hops = HopRecorder("generator")
         tag = request.context.feature_tag or "untagged"
-        key = ExactCache.key(request)
         with hops.stage("cache"):
-            answer, outcome = await self._cached(request, key)
-        metrics.CACHE.labels(outcome or "miss").inc()
+            answer = await self._cached(request)
+        metrics.CACHE.labels("semantic" if answer is not None else "miss").inc()
         if answer is not None:  # complete already: the whole text rides in the final chunk, one message
-            usage = generator_pb2.Usage(models=answer.models, cache=outcome, ttft_ms=(time.monotonic() - started) * 1e3,
+            usage = generator_pb2.Usage(models=answer.models, cache="semantic", ttft_ms=(time.monotonic() - started) * 1e3,
                                         compute_seconds=time.process_time() - cpu_started)
             usage.cost = usage.compute_seconds * self.cpu_second_price
             metrics.COST.labels(tag).inc(usage.cost)
@@ -144,9 +137,9 @@ class Generator:
         usage = self._usage(run, started, time.process_time() - cpu_started, tag)
         answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
                         usage.tokens_in, usage.tokens_out)
-        if self.exact is not None:
-            self.exact.put(key, answer)
-        if self.semantic is not None:
+        if self.semantic is not None and not plan.needs_user_topic:
+            # an answer built on the user's live vector is not kept: the gateway drops its exact copy when
+            # the user interacts, and a semantic copy here would outlive that
             await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer)
         yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
 

@@ -21,7 +21,7 @@ from feedserve.v1 import (
     ranker_pb2_grpc,
 )
 from gateway.service import GatewayAdminService, GatewayService
-from generator.caches import EmbeddingCache, ExactCache, SemanticCache
+from generator.caches import EmbeddingCache, SemanticCache
 from generator.encoder import SentenceEncoder, ensure_encoder
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs
@@ -142,7 +142,7 @@ async def start_generator(home: Path, paramserver: str | None = None, world: Wor
     pool = ResidencyPool(specs or model_specs(home), budget_bytes)
     encoder = SentenceEncoder(ensure_encoder(home))
     core = Generator(Pipeline(pool, router), CATEGORIES, world.category_centroids if world is not None else None,
-                     ParamServerClient(paramserver) if paramserver else None, ExactCache(),
+                     ParamServerClient(paramserver) if paramserver else None,
                      SemanticCache(EmbeddingCache(encoder.encode)))
     servicer = GeneratorServicer(core)
     server = await start_server(

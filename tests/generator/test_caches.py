@@ -1,11 +1,11 @@
-"""The generator's caches: exact by the whole request with a TTL, semantic by meaning without false hits."""
+"""The generator's caches: semantic by meaning without false hits, over an embedding cache."""
 
 from __future__ import annotations
 
 import pytest
 
 from feedserve.v1 import common_pb2, generator_pb2
-from generator.caches import Answer, EmbeddingCache, ExactCache, SemanticCache, contrasts, request_scope
+from generator.caches import Answer, EmbeddingCache, SemanticCache, contrasts, request_scope
 from generator.encoder import DIM, SentenceEncoder
 from generator.evalset import CONTRASTS, PARAPHRASES
 
@@ -14,32 +14,6 @@ ANSWER = Answer(((0, "cached text"),), ("small",), 5, 7)
 
 def _request(prompt: str = "Write a post about music.", **fields) -> generator_pb2.GenerateRequest:
     return generator_pb2.GenerateRequest(prompt=prompt, **{"max_tokens": 40, **fields})
-
-
-class TestExactCache:
-    def test_the_same_request_hits_and_any_other_field_misses(self) -> None:
-        """The key is the whole request: a different tenant, user, limit or constraint is another entry."""
-        cache = ExactCache()
-        cache.put(ExactCache.key(_request()), ANSWER)
-        assert cache.get(ExactCache.key(_request())) == ANSWER
-        for other in (_request(max_tokens=41), _request(user_id=7), _request(banned_words=["the"]),
-                      _request(context=common_pb2.RequestContext(tenant="acme")), _request("Write a post about food.")):
-            assert cache.get(ExactCache.key(other)) is None
-
-    def test_an_expired_entry_is_not_returned(self) -> None:
-        """With its TTL run out, an entry is gone."""
-        cache = ExactCache(ttl_s=-1.0)  # every entry is born expired
-        cache.put("k", ANSWER)
-        assert cache.get("k") is None
-
-    def test_capacity_evicts_the_least_recently_used(self) -> None:
-        """Past capacity the oldest unused entry goes first."""
-        cache = ExactCache(capacity=2)
-        cache.put("a", ANSWER)
-        cache.put("b", ANSWER)
-        cache.get("a")
-        cache.put("c", ANSWER)
-        assert cache.get("b") is None and cache.get("a") == ANSWER
 
 
 class TestSemanticCache:

@@ -141,7 +141,8 @@ class TestModesCachesAndCost:
 
     def test_a_repeat_is_an_exact_hit_and_a_paraphrase_a_semantic_hit(self, generation_home, world, tmp_path,
                                                                        run) -> None:
-        """The second identical request and a reworded one replay the first answer without model tokens."""
+        """The second identical request is answered at the gateway, a reworded one by the generator's semantic
+        cache; both replay the first answer without model tokens, and the generator sees only the second."""
 
         async def body() -> None:
             async with generation_stack(generation_home, world, tmp_path) as stack:
@@ -151,12 +152,29 @@ class TestModesCachesAndCost:
                 text, again = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="How do I reset my password?", max_tokens=20))
                 assert (again.usage.cache, again.usage.tokens_out, text) == ("exact", 0, first_text)
+                assert {h.service for h in again.hops} == {"gateway"}  # one hop
                 text, reworded = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="How can I reset my password?", max_tokens=20))
                 assert (reworded.usage.cache, text) == ("semantic", first_text)
                 _, other = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="How can I reset my password?", max_tokens=21))
                 assert other.usage.cache == ""  # another max_tokens is another request
+
+        run(body())
+
+    def test_an_interaction_drops_the_users_cached_answers(self, generation_home, world, tmp_path, run) -> None:
+        """Interact moves the user's vector, so their cached post (about their top interest) is written afresh."""
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path) as stack:
+                user, item = int(world.user_ids[5]), int(world.item_ids[0])
+                request = generator_pb2.GenerateRequest(prompt="Write a post for me about my top interest.",
+                                                        user_id=user, max_tokens=30)
+                await _collect(stack.gateway, request)
+                assert (await _collect(stack.gateway, request))[1].usage.cache == "exact"
+                await stack.gateway.Interact(gateway_pb2.InteractRequest(
+                    user_id=user, item_id=item, event=common_pb2.EVENT_TYPE_LIKE), timeout=10)
+                assert (await _collect(stack.gateway, request))[1].usage.cache == ""  # neither cache answers
 
         run(body())
 
