@@ -1,1 +1,1 @@
-"""The generator: planned, multi-stage, streamed generation (contract in protos/, service to come)."""
+"""The generator: planned, multi-stage generation on tiers under a memory budget, streamed, with caches and routing."""

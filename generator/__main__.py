@@ -37,6 +37,8 @@ def main() -> None:
                         help="mean log-probability under which the small tier's answer goes to the large one")
     parser.add_argument("--semantic-threshold", type=float, default=0.88, help="cosine for a semantic hit (0 disables)")
     parser.add_argument("--cache-ttl-s", type=float, default=300.0, help="semantic cache TTL")
+    parser.add_argument("--max-in-flight", type=int, default=16,
+                        help="generations at once; more get RESOURCE_EXHAUSTED (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     parser.add_argument("--log-level", default="INFO")
     args = parser.parse_args()
@@ -62,7 +64,7 @@ def main() -> None:
         if args.paramserver:
             paramserver.append(ParamServerClient(args.paramserver))
         core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), CATEGORIES, centroids,
-                         paramserver[0] if paramserver else None, semantic)
+                         paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:

@@ -14,7 +14,9 @@ from engines.decoder import Decoder
 from generator.constraints import Constraints, Guide, Pattern, Vocabulary
 from mesh.errors import DeadlineExceeded, InvalidArgument
 
-__all__ = ["LanguageModel", "Generation", "generate", "Abandoned"]
+__all__ = ["LanguageModel", "Generation", "generate", "Abandoned", "PATTERNS_KEPT"]
+
+PATTERNS_KEPT = 64
 
 
 class Abandoned(Exception):
@@ -50,10 +52,13 @@ class LanguageModel:
         return self.tokenizer.encode(text).ids
 
     def pattern(self, regex: str) -> Pattern:
-        """The compiled pattern, kept per model (its per-state token tables are the costly part)."""
-        if regex not in self._patterns:
-            self._patterns[regex] = Pattern(regex, self.vocabulary)
-        return self._patterns[regex]
+        """The compiled pattern, kept per model (its per-state token tables are the costly part); the
+        `PATTERNS_KEPT` most recently used only, so distinct patterns cannot grow memory without bound."""
+        found = self._patterns.pop(regex, None) or Pattern(regex, self.vocabulary)
+        self._patterns[regex] = found  # dicts keep insertion order: the last is the most recent
+        while len(self._patterns) > PATTERNS_KEPT:
+            del self._patterns[next(iter(self._patterns))]
+        return found
 
 
 @dataclass

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from feedserve.v1 import generator_pb2
 from generator.constraints import Constraints
@@ -42,10 +42,6 @@ class Plan:
     needs_user_topic: bool
     topic: str = ""
     separator: str = "\n"
-    notes: dict[str, str] = field(default_factory=dict)
-
-    def text(self, outputs: list[str]) -> str:
-        return self.separator.join(outputs)
 
 
 def _topic_in(prompt: str, topics: tuple[str, ...]) -> str:

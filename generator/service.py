@@ -17,7 +17,7 @@ from generator.caches import Answer, SemanticCache, request_scope
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
 from mesh.clients import ParamServerClient
-from mesh.errors import InvalidArgument, Unavailable
+from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
 from mesh.logging import get_logger
 from mesh.timing import HopRecorder, now_ns
 
@@ -41,12 +41,13 @@ class Generator:
     """The core, independent of gRPC: caches in front of the planner and the pipeline."""
 
     def __init__(self, pipeline: Pipeline, topics: tuple[str, ...], centroids: np.ndarray | None = None,
-                 paramserver: ParamServerClient | None = None, semantic: SemanticCache | None = None, cpu_second_price: float = 0.0000125,
-                 limits: Limits = Limits()) -> None:
+                 paramserver: ParamServerClient | None = None, semantic: SemanticCache | None = None,
+                 cpu_second_price: float = 0.0000125, limits: Limits = Limits(), max_in_flight: int = 16) -> None:
         self.pipeline, self.pool = pipeline, pipeline.pool
         self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
         self.semantic = semantic
         self.cpu_second_price, self.limits = cpu_second_price, limits
+        self.max_in_flight, self.in_flight, self.shed = max_in_flight, 0, 0
         self._log = get_logger("generator")
 
     def validate(self, request: generator_pb2.GenerateRequest) -> None:
@@ -105,8 +106,22 @@ class Generator:
 
     async def generate(self, request: generator_pb2.GenerateRequest,
                        deadline: float | None) -> AsyncIterator[generator_pb2.GenerateChunk]:
-        started, cpu_started = time.monotonic(), time.process_time()
+        """Validate, refuse past `max_in_flight` generations, then answer (see `_generate`)."""
         self.validate(request)
+        if self.in_flight >= self.max_in_flight:
+            self.shed += 1
+            raise ResourceExhausted(f"generator overloaded: {self.in_flight} generations in flight "
+                                    f"(limit {self.max_in_flight})")
+        self.in_flight += 1
+        try:
+            async for chunk in self._generate(request, deadline):
+                yield chunk
+        finally:
+            self.in_flight -= 1
+
+    async def _generate(self, request: generator_pb2.GenerateRequest,
+                        deadline: float | None) -> AsyncIterator[generator_pb2.GenerateChunk]:
+        started, cpu_started = time.monotonic(), time.process_time()
         hops = HopRecorder("generator")
         tag = request.context.feature_tag or "untagged"
         with hops.stage("cache"):

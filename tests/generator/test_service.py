@@ -77,6 +77,35 @@ class TestStreaming:
         finally:
             gate.set()
 
+    def test_past_the_in_flight_limit_a_generation_is_refused_not_queued(self, generation_home, specs, world,
+                                                                         tmp_path, run) -> None:
+        """With one generation paused mid-stream and a limit of one, the next gets RESOURCE_EXHAUSTED at once;
+        when the first finishes, generation answers again."""
+        gate = threading.Event()
+        gated = {name: _GatedSpec(**{**spec.__dict__, "gate": gate}) for name, spec in specs.items()}
+
+        async def body() -> None:
+            async with generation_stack(generation_home, world, tmp_path, gated) as stack:
+                stack.generator.max_in_flight = 1
+                held = generator_pb2.GenerateRequest(prompt="Write a headline about music.", max_tokens=40,
+                                                     model="small", pattern="[a-z]+( [a-z]+){6,9}")
+                stream = stack.gateway.Generate(held, timeout=30).__aiter__()
+                await stream.__anext__()  # the first generation is now inside the model, paused
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _collect(stack.gateway, generator_pb2.GenerateRequest(prompt="Hello there.", max_tokens=8))
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert "in flight" in caught.value.details()
+                gate.set()
+                assert [chunk async for chunk in stream][-1].final
+                _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(prompt="Hello there.",
+                                                                                       max_tokens=8))
+                assert final.final
+
+        try:
+            run(body())
+        finally:
+            gate.set()
+
     def test_the_final_chunk_carries_usage_and_hops(self, generation_home, world, tmp_path, run) -> None:
         """Tokens in and out, the models, TTFT, inter-token time, cost, and both services' hops."""
 
