@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 from google.protobuf import json_format
 
-from feedserve.v1 import gateway_pb2
+from feedserve.v1 import gateway_pb2, generator_pb2
 
 GHZ = Path(__file__).resolve().parent.parent / "bench" / "ghz"
 
 
-@pytest.mark.parametrize("name", ["feed.json", "interact.json"])
+@pytest.mark.parametrize("name", ["feed.json", "interact.json", "generate.json"])
 def test_ghz_config_matches_the_contract(name: str) -> None:
     """The call names a Gateway method and its data (templates filled in) parses as that method's request."""
     config = json.loads((GHZ / name).read_text())
@@ -21,6 +21,7 @@ def test_ghz_config_matches_the_contract(name: str) -> None:
     service = gateway_pb2.DESCRIPTOR.services_by_name[package_service.rsplit(".", 1)[1]]
     descriptor = service.methods_by_name[method].input_type
     assert (GHZ / config["proto"]).resolve().exists()
-    request_class = {"FeedRequest": gateway_pb2.FeedRequest, "InteractRequest": gateway_pb2.InteractRequest}[descriptor.name]
+    request_class = {"FeedRequest": gateway_pb2.FeedRequest, "InteractRequest": gateway_pb2.InteractRequest,
+                     "GenerateRequest": generator_pb2.GenerateRequest}[descriptor.name]
     data = {k: (1 if isinstance(v, str) and v.startswith("{{") else v) for k, v in config["data"].items()}
     json_format.ParseDict(data, request_class())
