@@ -72,6 +72,21 @@ class TestGrafana:
                     "feedserve_cost_total", "feedserve_cost_alerts_total", "feedserve_paramserver_rows",
                     "feedserve_paramserver_wal_lag_bytes", "feedserve_paramserver_hits_total",
                     "feedserve_paramserver_misses_total"}
+        exported |= {"feedserve_answer_cache_hits_total", *_generator_metric_names()}
         dashboard = json.loads((ROOT / "deploy" / "grafana" / "feedserve.json").read_text())
         named = {m for p in dashboard["panels"] for t in p["targets"] for m in re.findall(r"feedserve_[a-z_0-9]+", t["expr"])}
         assert named and named <= exported, named - exported
+        assert "feedserve_generation_ttft_seconds_bucket" in named
+
+
+def _generator_metric_names() -> set[str]:
+    """The series the generator's metrics export, as Prometheus names them."""
+    from generator import metrics
+
+    names = set()
+    for metric in (metrics.TTFT_SECONDS, metrics.INTER_TOKEN_SECONDS, metrics.TOKENS, metrics.CACHE,
+                   metrics.ESCALATIONS, metrics.COST, metrics.MODEL_EVENTS, metrics.RESIDENT_BYTES,
+                   metrics.BUDGET_BYTES):
+        for family in metric.describe():
+            names |= {family.name, family.name + "_total", family.name + "_bucket"}
+    return names
