@@ -84,8 +84,6 @@ class Generator:
                 raise InvalidArgument("pattern", f"pattern {request.pattern!r} is not supported: {exc}") from None
 
     async def _cached(self, request: generator_pb2.GenerateRequest) -> Answer | None:
-        if self.semantic is None:
-            return None
         found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
         return found[0] if found is not None else None
 
@@ -124,9 +122,16 @@ class Generator:
         started, cpu_started = time.monotonic(), time.process_time()
         hops = HopRecorder("generator")
         tag = request.context.feature_tag or "untagged"
-        with hops.stage("cache"):
-            answer = await self._cached(request)
-        metrics.CACHE.labels("semantic" if answer is not None else "miss").inc()
+        with hops.stage("plan"):
+            plan = make_plan(request, self.topics)
+        answer = None
+        # an answer built on the user's live vector is never kept, nor looked for: the gateway drops its
+        # exact copy when the user interacts, and a semantic copy here would outlive that
+        cacheable = self.semantic is not None and not plan.needs_user_topic
+        if cacheable:
+            with hops.stage("cache"):
+                answer = await self._cached(request)
+            metrics.CACHE.labels("semantic" if answer is not None else "miss").inc()
         if answer is not None:  # complete already: the whole text rides in the final chunk, one message
             usage = generator_pb2.Usage(models=answer.models, cache="semantic", ttft_ms=(time.monotonic() - started) * 1e3,
                                         compute_seconds=time.process_time() - cpu_started)
@@ -135,8 +140,6 @@ class Generator:
             yield generator_pb2.GenerateChunk(text="".join(text for _, text in answer.pieces), stage=answer.pieces[-1][0],
                                               final=True, usage=usage, hops=hops.hops)
             return
-        with hops.stage("plan"):
-            plan = make_plan(request, self.topics)
         topic = plan.topic
         if plan.needs_user_topic:
             with hops.stage("evidence"):
@@ -152,9 +155,7 @@ class Generator:
         usage = self._usage(run, started, time.process_time() - cpu_started, tag)
         answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
                         usage.tokens_in, usage.tokens_out)
-        if self.semantic is not None and not plan.needs_user_topic:
-            # an answer built on the user's live vector is not kept: the gateway drops its exact copy when
-            # the user interacts, and a semantic copy here would outlive that
+        if cacheable:
             await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer)
         yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
 
