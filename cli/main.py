@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import signal
 import sys
 import time
@@ -14,7 +15,8 @@ import grpc
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
 from generator.encoder import ensure_encoder
-from generator.training import ensure_tiers
+from generator.training import FORMAT as TIER_FORMAT
+from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from ranker.training import MODEL_NAME, TrainingError, ensure_model, export, next_version, train
 from world.movielens import load_ratings
@@ -52,10 +54,22 @@ def _world(args: argparse.Namespace) -> int:
 
 
 def _generation(args: argparse.Namespace) -> None:
-    """Train the generation tiers and convert the sentence encoder, each only if missing."""
-    print("generation tiers and the sentence encoder: built on first use (a few minutes), then cached", flush=True)
+    """Install the generation tiers (the packaged ones) and convert the sentence encoder, each only if missing."""
     ensure_tiers(args.home, sys.stderr)
     ensure_encoder(args.home)
+
+
+def _tiers(args: argparse.Namespace) -> int:
+    """Show the generation tiers in HOME; with --retrain, train them afresh instead of using the packaged ones."""
+    if args.retrain:
+        for name in TIERS:
+            shutil.rmtree(args.home / "generator" / f"{name}-v{TIER_FORMAT}", ignore_errors=True)
+        print(f"training {', '.join(TIERS)} from scratch (about 5.5 minutes on 2 cores)...", flush=True)
+    for name, manifest in ensure_tiers(args.home, sys.stderr, shipped=not args.retrain).items():
+        spec = manifest.extra["spec"]
+        print(f"{name:<6} {spec['layers']} layers x {spec['dim']}  loss {manifest.metrics['loss']:.3f}  "
+              f"price {manifest.extra['price_per_1k_tokens']:g}/1k tokens  {manifest.directory}")
+    return 0
 
 
 def _train(args: argparse.Namespace) -> int:
@@ -283,7 +297,7 @@ def _parser() -> argparse.ArgumentParser:
     world.add_argument("--items", type=int, default=WorldSpec.items, help="items in the synthetic world (default: %(default)s)")
     world.add_argument("--users", type=int, default=WorldSpec.users, help="users in the synthetic world (default: %(default)s)")
 
-    build = commands.add_parser("world", parents=[world], help="build the world, the ranking model and the generation tiers only; HOME/current points at it")
+    build = commands.add_parser("world", parents=[world], help="build the world and the ranking model, install the generation tiers; HOME/current points at it")
     build.set_defaults(run=_world)
 
     fit = commands.add_parser("train", parents=[world], help="fit a new ranker version on interaction logs and export it")
@@ -322,6 +336,10 @@ def _parser() -> argparse.ArgumentParser:
     cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
     cost.set_defaults(run=_cost)
+
+    tiers = commands.add_parser("tiers", parents=[world], help="list the generation tiers, or train them afresh")
+    tiers.add_argument("--retrain", action="store_true", help="train both tiers here instead of using the packaged ones")
+    tiers.set_defaults(run=_tiers)
 
     generate = commands.add_parser("generate", parents=[gateway], help="stream planned generation for a prompt")
     generate.add_argument("prompt", help='e.g. "a post for user 42 about their top interest, at most 60 words"')

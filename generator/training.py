@@ -22,6 +22,7 @@ from world.progress import Progress
 __all__ = ["TierSpec", "TIERS", "legacy_export", "train_tokenizer", "train_tier", "ensure_tiers", "MODEL_FILE", "TOKENIZER_FILE"]
 
 MODEL_FILE, TOKENIZER_FILE = "model.onnx", "tokenizer.json"
+SHIPPED = Path(__file__).resolve().parent / "tiers"  # the default tiers, trained by this module and committed
 FORMAT = 1
 
 
@@ -192,12 +193,16 @@ def legacy_export() -> Iterator[None]:
 
 
 def ensure_tiers(home: Path, stream: TextIO | None = None, tiers: dict[str, TierSpec] = TIERS,
-                 documents: int = 6000) -> dict[str, ModelManifest]:
-    """The trained tiers under `home`/generator; builds the tokenizer and trains each missing tier first."""
+                 documents: int = 6000, shipped: bool = True) -> dict[str, ModelManifest]:
+    """The tiers under `home`/generator. A missing default tier is copied from the ones this package ships
+    (trained by `train_tier` with the same spec, committed because they are small); anything else is
+    trained here, with the tokenizer first."""
     root = home / "generator"
     found = {}
     for name, spec in tiers.items():
         directory = root / f"{name}-v{FORMAT}"
+        if not (directory / "manifest.json").exists() and shipped:
+            _copy_shipped(spec, directory)
         if (directory / "manifest.json").exists():
             found[name] = load_manifest(directory)
     missing = [spec for name, spec in tiers.items() if name not in found]
@@ -222,3 +227,17 @@ def ensure_tiers(home: Path, stream: TextIO | None = None, tiers: dict[str, Tier
             shutil.rmtree(staging, ignore_errors=True)
         found[spec.name] = load_manifest(directory)
     return found
+
+
+def _copy_shipped(spec: TierSpec, directory: Path) -> None:
+    """Copy the packaged tier of this exact spec into `directory`, if the package has one."""
+    source = SHIPPED / directory.name
+    if not (source / "manifest.json").exists() or load_manifest(source).extra.get("spec") != asdict(spec):
+        return
+    staging = directory.parent / f".shipped-{spec.name}-{os.getpid()}"
+    shutil.rmtree(staging, ignore_errors=True)
+    shutil.copytree(source, staging)
+    try:
+        staging.rename(directory)
+    except OSError:  # another process copied it first
+        shutil.rmtree(staging, ignore_errors=True)
