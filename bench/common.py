@@ -15,10 +15,15 @@ import numpy as np
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
+def p50_p99(values: list[float]) -> tuple[float, float]:
+    """P50 and P99, in the unit of `values`."""
+    p50, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 99])
+    return float(p50), float(p99)
+
+
 def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
     """P50 and P99 in microseconds."""
-    p50, p99 = np.percentile(np.asarray(samples_ns, dtype=np.float64) / 1e3, [50, 99])
-    return float(p50), float(p99)
+    return p50_p99(np.asarray(samples_ns, dtype=np.float64) / 1e3)
 
 
 def machine() -> str:

@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine, record, result_line  # noqa: E402
+from bench.common import machine, p50_p99, record, result_line  # noqa: E402
 from cli.stack import free_ports, wait_serving  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc  # noqa: E402
 from generator.constraints import Constraints  # noqa: E402
@@ -62,11 +62,6 @@ def call(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequ
             usage = chunk.usage
     end = time.perf_counter()
     return ((first or end) - start) * 1e3, (end - start) * 1e3, usage, "".join(text)
-
-
-def p50_p99(values: list[float]) -> tuple[float, float]:
-    p50, p99 = np.percentile(np.asarray(values, np.float64), [50, 99])
-    return float(p50), float(p99)
 
 
 def tiers(stub, requests: int) -> dict[str, dict[str, tuple[float, float]]]:

@@ -52,8 +52,6 @@ class Decoder:
         missing = set(self.output_names) - set(outputs)
         if missing:
             raise ValueError(f"{self.path} lacks outputs {sorted(missing)}")
-        self.weight_bytes = self.path.stat().st_size + sum(
-            p.stat().st_size for p in self.path.parent.glob(self.path.name + "*.data"))
         self._empty = ort.OrtValue.ortvalue_from_numpy(np.zeros((1, self.heads, 0, self.head_dim), np.float32))
 
     def kv_bytes(self, tokens: int) -> int:

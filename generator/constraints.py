@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 from dataclasses import dataclass
 
 import interegular
@@ -26,7 +27,6 @@ class Constraints:
     allowed_words: frozenset[str] | None = None
     pattern: str = ""
     max_words: int = 0
-    stop_on_newline_when_complete: bool = True
 
 
 class Vocabulary:
@@ -116,15 +116,26 @@ class Guide:
         self.allowed = {w.lower() for w in constraints.allowed_words} if constraints.allowed_words is not None else None
         self.finished = False
         self._text_rules = bool(self.banned or self.allowed is not None or constraints.max_words or constraints.stop)
+        # words before `_tail` are settled (checked, and no later token can change them): each candidate is
+        # checked on the tail only, not the whole text again
+        self._tail, self._settled = 0, 0
 
-    def candidates(self, logprobs: np.ndarray, remaining: int) -> np.ndarray:
-        """Token ids in order of preference, with the pattern's impossible tokens already removed."""
+    def candidates(self, logprobs: np.ndarray, remaining: int) -> Iterator[int]:
+        """Token ids in order of preference, with the pattern's impossible tokens already removed. The most
+        likely comes first without sorting the vocabulary; the sort is paid only if it is rejected."""
         if self.pattern is None:
-            return np.argsort(-logprobs, kind="stable")
-        targets, distances = self.pattern.moves(self.state)
-        ok = (targets >= 0) & (distances <= remaining)
-        ids = np.flatnonzero(ok)
-        return ids[np.argsort(-logprobs[ids], kind="stable")]
+            ids = None
+        else:
+            targets, distances = self.pattern.moves(self.state)
+            ids = np.flatnonzero((targets >= 0) & (distances <= remaining))
+            if not len(ids):
+                return
+        scores = logprobs if ids is None else logprobs[ids]
+        order = np.argsort(-scores, kind="stable")  # stable: its first is argmax's (the first maximum)
+        best = int(np.argmax(scores))
+        yield best if ids is None else int(ids[best])
+        for index in order[1:]:
+            yield int(index) if ids is None else int(ids[index])
 
     def accept(self, token: int, remaining: int) -> str | None:
         """Append `token` if every rule allows it; returns the new text, or None (rejected). `remaining` is
@@ -144,10 +155,12 @@ class Guide:
             state = self.pattern.walk(self.pattern.fsm.initial, text) if self.pattern else state
             if not self._words_ok(text, remaining=0) or (self.pattern and (state is None or not self.pattern.complete(state))):
                 return None
+            self._settle(text)
             self.text, self.state, self.finished = text, state, True
             return text
         if not self._words_ok(text, remaining):
             return None
+        self._settle(text)
         self.text, self.state = text, state
         return text
 
@@ -155,17 +168,33 @@ class Guide:
         cuts = [i for i in (text.find(s) for s in self.c.stop if s) if i >= 0]
         return min(cuts) if cuts else None
 
+    def _tail_of(self, text: str) -> tuple[int, int]:
+        """Where the unsettled tail of `text` starts, and how many words come before it."""
+        if len(text) < self._tail:  # a stop sequence cut into the settled part: count afresh
+            return 0, 0
+        return self._tail, self._settled
+
+    def _settle(self, text: str) -> None:
+        """Advance the settled mark to the start of the last word (which may still grow)."""
+        start, settled = self._tail_of(text)
+        matches = list(WORD.finditer(text, start))
+        if matches and matches[-1].end() == len(text):
+            self._tail, self._settled = matches[-1].start(), settled + len(matches) - 1
+        else:
+            self._tail, self._settled = len(text), settled + len(matches)
+
     def _words_ok(self, text: str, remaining: int) -> bool:
         if not (self.banned or self.allowed is not None or self.c.max_words):
             return True
-        words = [w.lower() for w in WORD.findall(text)]
-        if self.c.max_words and len(words) > self.c.max_words:
+        start, settled = self._tail_of(text)
+        words = [w.lower() for w in WORD.findall(text, start)]  # the settled words passed every check already
+        if self.c.max_words and settled + len(words) > self.c.max_words:
             return False
-        if self.banned and any(w in self.banned for w in words[-3:]):  # only the tail can have changed
+        if self.banned and any(w in self.banned for w in words):
             return False
         if self.allowed is not None and words:
             *done, last = words
-            if any(w not in self.allowed for w in done[-3:]):
+            if any(w not in self.allowed for w in done):
                 return False
             open_word = bool(WORD.match(text[-1:]))  # the last word may still grow
             if last not in self.allowed:

@@ -109,13 +109,12 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
         best = int(np.argmax(logprobs))
         if best in model.vocabulary.end_ids and guide.complete():
             break
-        if pattern is not None and guide.complete() and constraints.stop_on_newline_when_complete \
-                and "\n" in (model.vocabulary.texts[best] or "\n"):
+        if pattern is not None and guide.complete() and "\n" in (model.vocabulary.texts[best] or "\n"):
             break  # the pattern is satisfied and the model wants to end the line
         chosen = None
         for token in guide.candidates(logprobs, constraints.max_tokens - step - 1):
-            if guide.accept(int(token), constraints.max_tokens - step - 1) is not None:
-                chosen = int(token)
+            if guide.accept(token, constraints.max_tokens - step - 1) is not None:
+                chosen = token
                 break
         if chosen is None:
             if guide.complete():

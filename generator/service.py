@@ -47,7 +47,7 @@ class Generator:
         self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
         self.semantic = semantic
         self.cpu_second_price, self.limits = cpu_second_price, limits
-        self.max_in_flight, self.in_flight, self.shed = max_in_flight, 0, 0
+        self.max_in_flight, self.in_flight = max_in_flight, 0
         self._log = get_logger("generator")
 
     def validate(self, request: generator_pb2.GenerateRequest) -> None:
@@ -107,7 +107,6 @@ class Generator:
         """Validate, refuse past `max_in_flight` generations, then answer (see `_generate`)."""
         self.validate(request)
         if self.in_flight >= self.max_in_flight:
-            self.shed += 1
             raise ResourceExhausted(f"generator overloaded: {self.in_flight} generations in flight "
                                     f"(limit {self.max_in_flight})")
         self.in_flight += 1

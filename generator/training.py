@@ -186,9 +186,11 @@ def _export(model, spec: TierSpec, path: Path) -> None:
 def legacy_export() -> Iterator[None]:
     """Quiet the TorchScript exporter's deprecation and tracer notices. It is chosen on purpose: the newer
     exporter needs onnxscript, a dependency this project does not otherwise carry, for the same graphs."""
+    import torch
+
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.filterwarnings("ignore", message=".*TracerWarning.*|.*trace.*", category=Warning)
+        warnings.simplefilter("ignore", torch.jit.TracerWarning)
         yield
 
 
