@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test chromium protos bench clean
+.PHONY: setup run test chromium postgresql protos bench clean
 
 setup: $(STAMP)  ## create .venv and install feedserve (editable) with its dev and training tools; idempotent
 
@@ -12,18 +12,24 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
+	$(BIN)/python -m pip install --quiet --no-deps 'recbole>=1.2'  # only its bundled MovieLens-100K files; its own deps are not needed
 	@touch $(STAMP)
 
 run: setup  ## build the default world if needed and start every service in the foreground
 	$(BIN)/feedserve up
 
-test: setup chromium  ## the whole test suite
+test: setup chromium postgresql  ## the whole test suite
 	$(BIN)/python -m pytest -q
 
 chromium:  ## Debian's chromium for the dashboard test, installed where this machine allows (root with apt)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
 		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium >/dev/null; }; } || \
 		echo "chromium is not installed and cannot be here: the dashboard test will skip, saying so"
+
+postgresql:  ## Debian's PostgreSQL server for the store suite, installed where this machine allows (root with apt)
+	@ls /usr/lib/postgresql/*/bin/pg_ctl >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \
+		{ apt-get update -q >/dev/null && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql >/dev/null; }; } || \
+		echo "postgresql is not installed and cannot be here: the PostgreSQL store tests will skip, saying so"
 
 protos: setup  ## regenerate the committed gRPC/protobuf code from protos/feedserve/v1/*.proto
 	$(BIN)/python -m grpc_tools.protoc -Iprotos --python_out=protos --pyi_out=protos --grpc_python_out=protos protos/feedserve/v1/*.proto

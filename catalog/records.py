@@ -1,0 +1,135 @@
+"""What the catalog holds (items, users, events) and the checks every write passes before it reaches the store."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from catalog.schema import AttributeValue, Schema
+from mesh.errors import InvalidArgument
+
+__all__ = [
+    "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
+    "check_id", "check_items", "check_users", "check_events", "check_batch",
+]
+
+MAX_BATCH = 10_000
+MAX_ID_BYTES = 256
+MAX_TEXT_BYTES = 65_536
+MAX_LABELS = 64  # categories or tags per item
+
+
+@dataclass
+class Item:
+    """An item as a product sends it; `published` is seconds since the epoch (0: unknown)."""
+
+    external_id: str
+    title: str = ""
+    text: str = ""
+    categories: list[str] = field(default_factory=list)
+    tags: list[str] = field(default_factory=list)
+    published: int = 0
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+    hidden: bool = False
+
+
+@dataclass
+class StoredItem(Item):
+    """An item as the change feed delivers it: its dense id, the sequence of its last change, and whether it is gone."""
+
+    id: int = 0
+    seq: int = 0
+    deleted: bool = False
+
+    @property
+    def servable(self) -> bool:
+        """Whether retrieval and ranking may show it."""
+        return not (self.deleted or self.hidden)
+
+
+@dataclass
+class User:
+    external_id: str
+    attributes: dict[str, AttributeValue] = field(default_factory=dict)
+
+
+@dataclass
+class Event:
+    """What a user did to an item: an EventType value, when (seconds; 0: on arrival), and an optional value
+    (a rating, dwell milliseconds; NaN when absent)."""
+
+    user: str
+    item: str
+    event: int
+    timestamp: int = 0
+    value: float = math.nan
+
+
+def check_batch(rows: Sequence[object], name: str) -> None:
+    if not rows:
+        raise InvalidArgument(name, "expected at least one row")
+    if len(rows) > MAX_BATCH:
+        raise InvalidArgument(name, f"at most {MAX_BATCH} rows per call, got {len(rows)}")
+
+
+def check_id(value: str, where: str) -> None:
+    """An external id is 1..256 bytes of UTF-8."""
+    size = len(value.encode())
+    if not 1 <= size <= MAX_ID_BYTES:
+        raise InvalidArgument(where, f"expected 1..{MAX_ID_BYTES} bytes, got {size}")
+
+
+def _check_text(value: str, where: str) -> None:
+    size = len(value.encode())
+    if size > MAX_TEXT_BYTES:
+        raise InvalidArgument(where, f"at most {MAX_TEXT_BYTES} bytes, got {size}")
+
+
+def _check_labels(values: list[str], where: str) -> None:
+    if len(values) > MAX_LABELS:
+        raise InvalidArgument(where, f"at most {MAX_LABELS} values, got {len(values)}")
+    for index, value in enumerate(values):
+        if not 1 <= len(value.encode()) <= MAX_ID_BYTES:
+            raise InvalidArgument(f"{where}[{index}]", f"expected 1..{MAX_ID_BYTES} bytes")
+
+
+def check_items(items: Sequence[Item], schema: Schema, name: str = "items") -> None:
+    """Every row checked before any is written: the first bad one raises, naming its index and field."""
+    check_batch(items, name)
+    seen: dict[str, int] = {}
+    for row, item in enumerate(items):
+        where = f"{name}[{row}]"
+        check_id(item.external_id, f"{where}.id")
+        if item.external_id in seen:
+            raise InvalidArgument(f"{where}.id", f"repeats the id of row {seen[item.external_id]}")
+        seen[item.external_id] = row
+        _check_text(item.title, f"{where}.title")
+        _check_text(item.text, f"{where}.text")
+        _check_labels(item.categories, f"{where}.categories")
+        _check_labels(item.tags, f"{where}.tags")
+        if item.published < 0:
+            raise InvalidArgument(f"{where}.published", f"expected seconds since the epoch, got {item.published}")
+        item.attributes = schema.check_attributes("item", item.attributes, where)
+
+
+def check_users(users: Sequence[User], schema: Schema, name: str = "users") -> None:
+    check_batch(users, name)
+    for row, user in enumerate(users):
+        where = f"{name}[{row}]"
+        check_id(user.external_id, f"{where}.id")
+        user.attributes = schema.check_attributes("user", user.attributes, where)
+
+
+def check_events(events: Sequence[Event], known_events: frozenset[int], name: str = "events") -> None:
+    check_batch(events, name)
+    for row, event in enumerate(events):
+        where = f"{name}[{row}]"
+        check_id(event.user, f"{where}.user")
+        check_id(event.item, f"{where}.item")
+        if event.event not in known_events:
+            raise InvalidArgument(f"{where}.event", f"unknown event type {event.event}")
+        if event.timestamp < 0:
+            raise InvalidArgument(f"{where}.timestamp", f"expected seconds since the epoch, got {event.timestamp}")
+        if math.isinf(event.value):
+            raise InvalidArgument(f"{where}.value", f"expected a finite number, got {event.value}")

@@ -1,0 +1,344 @@
+"""The store, the source of truth for items, users, the id map and the event log: SQLite or PostgreSQL behind one class.
+
+Every change takes the next number of one catalog sequence, allocated inside the writing transaction while
+that transaction holds the store's single write lock (SQLite's `BEGIN IMMEDIATE`, PostgreSQL's transaction
+advisory lock). So sequence order is commit order, and a follower that has read everything up to N never
+later finds a change numbered below N. A write returns only after its commit, which is durable: SQLite in
+WAL mode with `synchronous=FULL`, PostgreSQL with its default `synchronous_commit=on`.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import sqlite3
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from catalog.records import Event, Item, StoredItem, User
+from mesh.errors import InvalidArgument, NotFound, Unavailable
+
+__all__ = ["Store", "open_store", "ITEM", "USER"]
+
+ITEM, USER = 1, 2  # id map kinds
+_LOCK_KEY = 0x66656564  # PostgreSQL advisory lock that serialises writers ("feed")
+_CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
+
+_DDL = """
+CREATE TABLE IF NOT EXISTS counters (name TEXT PRIMARY KEY, value BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS id_map (kind SMALLINT NOT NULL, external TEXT NOT NULL, id BIGINT NOT NULL,
+    PRIMARY KEY (kind, external));
+CREATE TABLE IF NOT EXISTS items (id BIGINT PRIMARY KEY, external TEXT NOT NULL, title TEXT NOT NULL,
+    body TEXT NOT NULL, categories TEXT NOT NULL, tags TEXT NOT NULL, published BIGINT NOT NULL,
+    attributes TEXT NOT NULL, hidden SMALLINT NOT NULL, deleted SMALLINT NOT NULL, seq BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS items_by_seq ON items (seq);
+CREATE TABLE IF NOT EXISTS users (id BIGINT PRIMARY KEY, external TEXT NOT NULL, attributes TEXT NOT NULL,
+    seq BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS events (seq BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, item_id BIGINT NOT NULL,
+    event SMALLINT NOT NULL, ts BIGINT NOT NULL, value DOUBLE PRECISION);
+CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
+"""
+_COUNTERS = ("seq", "item", "user")
+
+
+class Store:
+    """One connection, used by one thread at a time; every method is one transaction.
+
+    `dialect` is 'sqlite' or 'postgresql'; SQL is written once with `?` placeholders.
+    """
+
+    def __init__(self, connect: Callable[[], Any], dialect: str, name: str, errors: tuple[type[BaseException], ...]) -> None:
+        self.dialect, self.name, self._errors = dialect, name, errors
+        self._connect = connect
+        self._lock = threading.Lock()
+        self._conn: Any = None
+        with self._transaction() as cur:
+            for statement in filter(str.strip, _DDL.split(";")):
+                cur.execute(statement)
+            for counter in _COUNTERS:
+                cur.execute(self._sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),
+                            (counter,))
+
+    # -- plumbing ---------------------------------------------------------------------------------
+
+    def _sql(self, text: str) -> str:
+        return text if self.dialect == "sqlite" else text.replace("?", "%s")
+
+    @contextmanager
+    def _transaction(self, write: bool = True) -> Iterator[Any]:
+        """One transaction under the writer lock; a failure to reach the store is UNAVAILABLE naming it."""
+        with self._lock:
+            try:
+                if self._conn is None:
+                    self._conn = self._connect()
+                cur = self._conn.cursor()
+                if self.dialect == "sqlite":
+                    cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
+                elif write:
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                try:
+                    yield cur
+                except BaseException:
+                    self._conn.rollback()
+                    raise
+                self._conn.commit()
+            except self._errors as exc:
+                self._drop()
+                raise Unavailable(f"store ({self.name})", str(exc).strip().splitlines()[0] if str(exc) else type(exc).__name__) from exc
+
+    def _drop(self) -> None:
+        conn, self._conn = self._conn, None
+        if conn is not None:
+            try:
+                conn.close()
+            except self._errors:
+                pass  # already broken: the next call reconnects
+
+    def close(self) -> None:
+        with self._lock:
+            self._drop()
+
+    def _next(self, cur: Any, counter: str, n: int) -> int:
+        """Reserve `n` numbers of a counter; returns the first. Inside a write transaction only."""
+        cur.execute(self._sql("UPDATE counters SET value = value + ? WHERE name = ? RETURNING value"), (n, counter))
+        return int(cur.fetchone()[0]) - n + 1
+
+    def _ids(self, cur: Any, kind: int, externals: Sequence[str]) -> dict[str, int]:
+        found: dict[str, int] = {}
+        unique = list(dict.fromkeys(externals))
+        for start in range(0, len(unique), _CHUNK):
+            part = unique[start:start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            cur.execute(self._sql(f"SELECT external, id FROM id_map WHERE kind = ? AND external IN ({marks})"), (kind, *part))
+            found.update((e, int(i)) for e, i in cur.fetchall())
+        return found
+
+    def _assign(self, cur: Any, kind: int, externals: Sequence[str]) -> dict[str, int]:
+        """Dense ids for `externals`, allocating the next ones (never reused) for ids not yet mapped."""
+        ids = self._ids(cur, kind, externals)
+        new = [e for e in dict.fromkeys(externals) if e not in ids]
+        if new:
+            first = self._next(cur, "item" if kind == ITEM else "user", len(new))
+            rows = [(kind, e, first + i) for i, e in enumerate(new)]
+            cur.executemany(self._sql("INSERT INTO id_map (kind, external, id) VALUES (?, ?, ?)"), rows)
+            ids.update((e, i) for _, e, i in rows)
+        return ids
+
+    # -- writes: each returns the catalog sequence it reached -------------------------------------
+
+    def upsert_items(self, items: Sequence[Item]) -> int:
+        """Insert or replace items (a re-upsert keeps the item's id and revives a deleted one)."""
+        with self._transaction() as cur:
+            ids = self._assign(cur, ITEM, [i.external_id for i in items])
+            first = self._next(cur, "seq", len(items))
+            rows = [(ids[i.external_id], i.external_id, i.title, i.text, json.dumps(i.categories), json.dumps(i.tags),
+                     int(i.published), json.dumps(i.attributes), int(i.hidden), 0, first + n) for n, i in enumerate(items)]
+            cur.executemany(self._sql(
+                "INSERT INTO items (id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET title = excluded.title,"
+                " body = excluded.body, categories = excluded.categories, tags = excluded.tags,"
+                " published = excluded.published, attributes = excluded.attributes, hidden = excluded.hidden,"
+                " deleted = 0, seq = excluded.seq"), rows)
+            return first + len(items) - 1
+
+    def delete_items(self, externals: Sequence[str]) -> int:
+        """Mark items deleted (a tombstone the change feed carries); unknown or already deleted ids are skipped."""
+        with self._transaction() as cur:
+            live = sorted(self._live(cur, list(self._ids(cur, ITEM, externals).values())))
+            if live:
+                first = self._next(cur, "seq", len(live))
+                cur.executemany(self._sql("UPDATE items SET deleted = 1, seq = ? WHERE id = ?"),
+                                [(first + n, i) for n, i in enumerate(live)])
+            return self._sequence(cur)
+
+    def upsert_users(self, users: Sequence[User]) -> int:
+        with self._transaction() as cur:
+            ids = self._assign(cur, USER, [u.external_id for u in users])
+            first = self._next(cur, "seq", len(users))
+            rows = [(ids[u.external_id], u.external_id, json.dumps(u.attributes), first + n) for n, u in enumerate(users)]
+            cur.executemany(self._sql(
+                "INSERT INTO users (id, external, attributes, seq) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (id) DO UPDATE SET attributes = excluded.attributes, seq = excluded.seq"), rows)
+            return first + len(users) - 1
+
+    def delete_user(self, external: str) -> tuple[int, int | None]:
+        """Forget a user: their attributes, their events and their id mapping. Returns (sequence, the id they had)."""
+        with self._transaction() as cur:
+            user = self._ids(cur, USER, [external]).get(external)
+            if user is not None:
+                self._next(cur, "seq", 1)
+                for table, column in (("events", "user_id"), ("users", "id")):
+                    cur.execute(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), (user,))
+                cur.execute(self._sql("DELETE FROM id_map WHERE kind = ? AND id = ?"), (USER, user))
+            return self._sequence(cur), user
+
+    def record_events(self, events: Sequence[Event], now: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Append events; a user seen for the first time gets an id. An unknown or deleted item is NOT_FOUND naming
+        its row, and nothing is written. Returns (sequence, user ids, item ids), one per event."""
+        with self._transaction() as cur:
+            items = self._ids(cur, ITEM, [e.item for e in events])
+            live = set(self._live(cur, list(items.values())))
+            for row, event in enumerate(events):
+                if items.get(event.item) not in live:
+                    raise NotFound(f"events[{row}].item: unknown item {event.item!r}")
+            users = self._assign(cur, USER, [e.user for e in events])
+            known = set(self._existing_users(cur, list(users.values())))
+            fresh = {e: i for e, i in users.items() if i not in known}
+            first = self._next(cur, "seq", len(events) + len(fresh))
+            cur.executemany(self._sql("INSERT INTO users (id, external, attributes, seq) VALUES (?, ?, '{}', ?)"),
+                            [(i, e, first + len(events) + n) for n, (e, i) in enumerate(fresh.items())])
+            user_ids = np.array([users[e.user] for e in events], np.int64)
+            item_ids = np.array([items[e.item] for e in events], np.int64)
+            cur.executemany(self._sql("INSERT INTO events (seq, user_id, item_id, event, ts, value) VALUES (?, ?, ?, ?, ?, ?)"),
+                            [(first + n, int(u), int(i), e.event, e.timestamp or now, None if math.isnan(e.value) else e.value)
+                             for n, (e, u, i) in enumerate(zip(events, user_ids.tolist(), item_ids.tolist()))])
+            return first + len(events) + len(fresh) - 1, user_ids, item_ids
+
+    def _live(self, cur: Any, ids: list[int]) -> list[int]:
+        out: list[int] = []
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            cur.execute(self._sql(f"SELECT id FROM items WHERE deleted = 0 AND id IN ({','.join('?' * len(part))})"), part)
+            out += [int(r[0]) for r in cur.fetchall()]
+        return out
+
+    def _existing_users(self, cur: Any, ids: list[int]) -> list[int]:
+        out: list[int] = []
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start:start + _CHUNK]
+            cur.execute(self._sql(f"SELECT id FROM users WHERE id IN ({','.join('?' * len(part))})"), part)
+            out += [int(r[0]) for r in cur.fetchall()]
+        return out
+
+    # -- reads --------------------------------------------------------------------------------------
+
+    def _sequence(self, cur: Any) -> int:
+        cur.execute("SELECT value FROM counters WHERE name = 'seq'")
+        return int(cur.fetchone()[0])
+
+    def sequence(self) -> int:
+        """The last sequence number any committed change took."""
+        with self._transaction(write=False) as cur:
+            return self._sequence(cur)
+
+    def changes(self, after: int, limit: int = 10_000) -> tuple[list[StoredItem], int]:
+        """The change feed for items: every item whose last change is numbered in (after, reached], in sequence
+        order, tombstones included, and `reached`. An item changed twice appears once, at its latest state.
+
+        The committed sequence is read first: every change numbered at or below it has committed (numbers are
+        taken and committed under the write lock), so the item query that follows sees all of them."""
+        with self._transaction(write=False) as cur:
+            reached = self._sequence(cur)
+            cur.execute(self._sql(
+                "SELECT id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq"
+                " FROM items WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"), (after, reached, limit))
+            items = [StoredItem(external_id=r[1], title=r[2], text=r[3], categories=json.loads(r[4]), tags=json.loads(r[5]),
+                                published=int(r[6]), attributes=json.loads(r[7]), hidden=bool(r[8]), id=int(r[0]),
+                                deleted=bool(r[9]), seq=int(r[10])) for r in cur.fetchall()]
+        if len(items) == limit:  # more may follow: only what was delivered is reached
+            reached = items[-1].seq
+        return items, max(reached, after)
+
+    def users(self, externals: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
+        """Known users among `externals`: external id -> (id, attributes)."""
+        with self._transaction(write=False) as cur:
+            ids = self._ids(cur, USER, externals)
+            out: dict[str, tuple[int, dict[str, Any]]] = {}
+            for external, user in ids.items():
+                cur.execute(self._sql("SELECT attributes FROM users WHERE id = ?"), (user,))
+                row = cur.fetchone()
+                out[external] = (user, json.loads(row[0]) if row else {})
+            return out
+
+    def resolve(self, kind: int, externals: Sequence[str]) -> np.ndarray:
+        """Dense ids of `externals` (0 where unknown)."""
+        with self._transaction(write=False) as cur:
+            ids = self._ids(cur, kind, externals)
+        return np.array([ids.get(e, 0) for e in externals], np.int64)
+
+    def history(self, user: int, limit: int = 1_000) -> np.ndarray:
+        """The items a user has interacted with, most recent first (distinct)."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT item_id FROM events WHERE user_id = ? ORDER BY seq DESC LIMIT ?"), (user, limit))
+            return np.array(list(dict.fromkeys(int(r[0]) for r in cur.fetchall())), np.int64)
+
+    def events(self, after: int = 0, until: int | None = None) -> dict[str, np.ndarray]:
+        """The event log in sequence order as arrays: seq, user, item, event, timestamp, value (NaN when absent)."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT seq, user_id, item_id, event, ts, value FROM events WHERE seq > ? AND seq <= ?"
+                                  " ORDER BY seq"), (after, until if until is not None else 2**62))
+            rows = cur.fetchall()
+        data = np.array([(r[0], r[1], r[2], r[3], r[4], math.nan if r[5] is None else r[5]) for r in rows],
+                        np.float64).reshape(-1, 6)
+        return {"seq": data[:, 0].astype(np.int64), "user": data[:, 1].astype(np.int64), "item": data[:, 2].astype(np.int64),
+                "event": data[:, 3].astype(np.int8), "timestamp": data[:, 4].astype(np.int64), "value": data[:, 5]}
+
+    def counts(self) -> dict[str, int]:
+        """Rows per table: live items, deleted items, users, events."""
+        with self._transaction(write=False) as cur:
+            out = {}
+            for key, query in (("items", "SELECT count(*) FROM items WHERE deleted = 0"),
+                               ("deleted_items", "SELECT count(*) FROM items WHERE deleted = 1"),
+                               ("users", "SELECT count(*) FROM users"), ("events", "SELECT count(*) FROM events")):
+                cur.execute(query)
+                out[key] = int(cur.fetchone()[0])
+            return out
+
+
+def _sqlite(path: Path) -> Store:
+    path.parent.mkdir(parents=True, exist_ok=True)
+
+    def connect() -> sqlite3.Connection:
+        conn = sqlite3.connect(path, isolation_level=None, check_same_thread=False, timeout=10.0)
+        conn.execute("PRAGMA journal_mode=WAL")
+        conn.execute("PRAGMA synchronous=FULL")  # the WAL is fsynced at every commit: an acknowledged write survives power loss
+        return conn
+
+    return Store(lambda: _SqliteConnection(connect()), "sqlite", f"sqlite {path}", (sqlite3.OperationalError, sqlite3.DatabaseError))
+
+
+class _SqliteConnection:
+    """sqlite3 in autocommit mode with our own BEGIN: commit and rollback issue the statements."""
+
+    def __init__(self, conn: sqlite3.Connection) -> None:
+        self.conn = conn
+
+    def cursor(self) -> sqlite3.Cursor:
+        return self.conn.cursor()
+
+    def commit(self) -> None:
+        self.conn.execute("COMMIT")
+
+    def rollback(self) -> None:
+        if self.conn.in_transaction:
+            self.conn.execute("ROLLBACK")
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _postgres(url: str) -> Store:
+    try:
+        import psycopg
+    except ImportError as exc:  # pragma: no cover - psycopg is a core dependency
+        raise Unavailable("store (postgresql)", f"psycopg is not installed: {exc}") from None
+    shown = url.split("@")[-1]  # never echo a password
+    return Store(lambda: psycopg.connect(url, connect_timeout=5), "postgresql", f"postgresql {shown}",
+                 (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def open_store(url: str | Path) -> Store:
+    """`postgresql://...` (or `postgres://`) for PostgreSQL; a path or `sqlite:///path` for SQLite."""
+    text = str(url)
+    if text.startswith(("postgresql://", "postgres://")):
+        return _postgres(text)
+    if text.startswith("sqlite://"):
+        text = text.removeprefix("sqlite://")
+    if not text:
+        raise InvalidArgument("store", "expected a path or a postgresql:// URL")
+    return _sqlite(Path(text))
