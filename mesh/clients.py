@@ -118,6 +118,24 @@ class ParamServerClient:
             return reply.message
 
 
+    async def remove(self, table: int, keys: np.ndarray, timeout: float, request_id: str = "") -> int:
+        """Remove keys from every shard that may hold them (users: their owner; items: all shards)."""
+        keys = np.asarray(keys, dtype=np.int64)
+        if table == paramserver_pb2.TABLE_ITEM:
+            parts = [(shard, keys) for shard in range(len(self.transports))]
+        else:
+            owner = self.map.shard_of(keys)
+            parts = [(shard, keys[owner == shard]) for shard in np.unique(owner).tolist()]
+
+        async def on(shard: int, part: np.ndarray) -> int:
+            request = paramserver_pb2.RemoveRequest(table=table)
+            with await self.transports[shard].call("Remove", request, {"keys": part}, timeout, request_id) as reply:
+                return int(reply.message.removed)
+
+        counts = await asyncio.gather(*(on(shard, part) for shard, part in parts))
+        return max(counts) if table == paramserver_pb2.TABLE_ITEM else sum(counts)
+
+
 class RankerClient:
     service = "ranker"
     descriptor = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]

@@ -102,6 +102,13 @@ class CuckooTable(_CuckooTable):
                         np.ascontiguousarray(rates, dtype=np.float32), out, status, now_s)
         return out, status
 
+    def remove(self, keys: np.ndarray) -> np.ndarray:
+        """Remove keys and free their rows; returns a mask of the keys that were there."""
+        keys = _keys(keys)
+        removed = np.empty(len(keys), np.uint8)
+        self.remove_into(keys, removed)
+        return removed.view(bool)
+
     def items(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every key (int64), its float32 row and its last-update stamp: for snapshots."""
         size = self.size

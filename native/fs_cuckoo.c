@@ -477,6 +477,26 @@ uint64_t fs_cuckoo_expire(fs_cuckoo *t, uint32_t now_s, uint32_t ttl_s) {
     return removed;
 }
 
+uint64_t fs_cuckoo_remove(fs_cuckoo *t, const uint64_t *keys, uint64_t n, uint8_t *removed) {
+    uint64_t count = 0;
+    pthread_rwlock_wrlock(&t->lock);
+    for (uint64_t i = 0; i < n; i++) {
+        fs_cuckoo_slot *s = keys[i] ? fs_find(t, keys[i]) : NULL;
+        removed[i] = s != NULL;
+        if (!s) continue;
+        fs_release_row(t, s->row);
+        if (s >= t->stash && s < t->stash + t->stash_used) {
+            *s = t->stash[--t->stash_used]; /* keep the stash dense */
+        } else {
+            s->key = 0;
+        }
+        count++;
+    }
+    t->size -= count;
+    pthread_rwlock_unlock(&t->lock);
+    return count;
+}
+
 uint64_t fs_cuckoo_bytes(const fs_cuckoo *t) {
     uint64_t rows = t->rows_used;
     return t->bucket_count * sizeof(fs_cuckoo_bucket) + rows * t->row_bytes + rows * sizeof(uint32_t) +

@@ -84,6 +84,8 @@ int fs_cuckoo_drift(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float 
                     float *out, uint8_t *status, uint32_t now_s);
 /* Remove keys not updated for ttl_s seconds; returns how many. */
 uint64_t fs_cuckoo_expire(fs_cuckoo *t, uint32_t now_s, uint32_t ttl_s);
+/* Remove keys (a forgotten user, a deleted item); removed[i] = 1 where the key was there. Returns count. */
+uint64_t fs_cuckoo_remove(fs_cuckoo *t, const uint64_t *keys, uint64_t n, uint8_t *removed);
 /* Bytes held: buckets, arena, scales, stamps, free list, admission counters. */
 uint64_t fs_cuckoo_bytes(const fs_cuckoo *t);
 /* Copy every key and its float32 row out (keys: size, rows: size x dim, stamps: size). Returns count. */

@@ -138,6 +138,25 @@ static PyObject *Cuckoo_expire(CuckooObject *self, PyObject *args) {
     return PyLong_FromUnsignedLongLong(removed);
 }
 
+static PyObject *Cuckoo_remove_into(CuckooObject *self, PyObject *args) {
+    Py_buffer keys, removed;
+    if (!PyArg_ParseTuple(args, "y*w*", &keys, &removed)) return NULL;
+    PyObject *result = NULL;
+    uint64_t n = keys.len / sizeof(uint64_t);
+    if (keys.len % sizeof(uint64_t) || (uint64_t)removed.len != n) {
+        PyErr_SetString(PyExc_ValueError, "remove_into: keys must be uint64 and removed one byte per key");
+    } else {
+        uint64_t count;
+        Py_BEGIN_ALLOW_THREADS
+        count = fs_cuckoo_remove(&self->table, keys.buf, n, removed.buf);
+        Py_END_ALLOW_THREADS
+        result = PyLong_FromUnsignedLongLong(count);
+    }
+    PyBuffer_Release(&keys);
+    PyBuffer_Release(&removed);
+    return result;
+}
+
 static PyObject *Cuckoo_export_into(CuckooObject *self, PyObject *args) {
     Py_buffer keys, rows, stamps;
     if (!PyArg_ParseTuple(args, "w*w*w*", &keys, &rows, &stamps)) return NULL;
@@ -183,6 +202,7 @@ static PyMethodDef Cuckoo_methods[] = {
     {"upsert_into", (PyCFunction)Cuckoo_upsert_into, METH_VARARGS, "upsert_into(keys, values, status, now_s=0, admit=True)"},
     {"drift_into", (PyCFunction)Cuckoo_drift_into, METH_VARARGS, "drift_into(keys, targets, rates, out, status, now_s=0)"},
     {"expire", (PyCFunction)Cuckoo_expire, METH_VARARGS, "expire(now_s, ttl_s) -> removed"},
+    {"remove_into", (PyCFunction)Cuckoo_remove_into, METH_VARARGS, "remove_into(keys, removed) -> count"},
     {"export_into", (PyCFunction)Cuckoo_export_into, METH_VARARGS, "export_into(keys, rows, stamps) -> count"},
     {NULL},
 };

@@ -34,7 +34,7 @@ __all__ = ["ParamServer", "ParamServerServicer", "TableConfig", "MAX_BATCH"]
 MAX_BATCH = 100_000
 SERVICE = "paramserver"
 USER, ITEM = paramserver_pb2.TABLE_USER, paramserver_pb2.TABLE_ITEM
-_OP_UPSERT, _OP_DRIFT = 1, 2
+_OP_UPSERT, _OP_DRIFT, _OP_REMOVE = 1, 2, 3
 _UPSERT = struct.Struct("<BI")
 _DRIFT = struct.Struct("<QQBf")
 
@@ -106,6 +106,9 @@ class ParamServer:
                 keys = np.frombuffer(payload, np.int64, n, _UPSERT.size)
                 values = np.frombuffer(payload, np.float32, n * self.dim, _UPSERT.size + 8 * n).reshape(n, self.dim)
                 self.tables[table].upsert(keys, values, _now())
+            elif op == _OP_REMOVE:
+                table, n = _UPSERT.unpack_from(payload)
+                self.tables[table].remove(np.frombuffer(payload, np.int64, n, _UPSERT.size))
             elif op == _OP_DRIFT:
                 user, item, _, rate = _DRIFT.unpack(payload)
                 vector = self._item_vector(item)
@@ -117,7 +120,8 @@ class ParamServer:
     # -- handlers -------------------------------------------------------------------------------
 
     def handlers(self) -> dict[str, Handler]:
-        return {"Lookup": self.lookup, "Upsert": self.upsert, "Drift": self.drift, "Snapshot": self.snapshot}
+        return {"Lookup": self.lookup, "Upsert": self.upsert, "Drift": self.drift, "Remove": self.remove,
+                "Snapshot": self.snapshot}
 
     def _table(self, table: int) -> CuckooTable:
         if table not in self.tables:
@@ -160,6 +164,16 @@ class ParamServer:
             status = table.upsert(keys, values, _now())
         self.wal.wait_durable(seq)
         return paramserver_pb2.UpsertResponse(upserted=int((status != PENDING).sum()))
+
+    def remove(self, request: paramserver_pb2.RemoveRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.RemoveResponse:
+        """Logged before it is applied, like every write: a forgotten user stays forgotten after a crash."""
+        table = self._table(request.table)
+        keys = self._keys(tensors, request.table)
+        with self._lock:
+            seq = self.wal.append(_OP_REMOVE, _UPSERT.pack(request.table, len(keys)) + keys.tobytes())
+            removed = table.remove(keys)
+        self.wal.wait_durable(seq)
+        return paramserver_pb2.RemoveResponse(removed=int(removed.sum()))
 
     def _item_vector(self, item: int) -> np.ndarray | None:
         vector, found = self.tables[ITEM].lookup(np.array([item], np.int64))
@@ -244,6 +258,9 @@ class ParamServerServicer(paramserver_pb2_grpc.ParamServerServicer):
 
     async def Drift(self, request: paramserver_pb2.DriftRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.DriftResponse:
         return await asyncio.to_thread(serve_unary, self.core.drift, request)
+
+    async def Remove(self, request: paramserver_pb2.RemoveRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.RemoveResponse:
+        return await asyncio.to_thread(serve_unary, self.core.remove, request)
 
     async def Snapshot(self, request: paramserver_pb2.SnapshotRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.SnapshotResponse:
         return await asyncio.to_thread(serve_unary, self.core.snapshot, request)

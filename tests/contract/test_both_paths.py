@@ -34,6 +34,8 @@ def _paramserver_calls(dim: int) -> list[tuple[str, object, dict]]:
         ("Drift", paramserver_pb2.DriftRequest(user_id=10**7, item_id=2, event=common_pb2.EVENT_TYPE_CLICK), {}),
         ("Drift", paramserver_pb2.DriftRequest(user_id=4, item_id=9, event=common_pb2.EVENT_TYPE_IMPRESSION), {}),
         ("Lookup", paramserver_pb2.LookupRequest(table=USER), {"keys": np.array([4, 10**7], I64)}),
+        ("Remove", paramserver_pb2.RemoveRequest(table=USER), {"keys": np.array([4, 10**7], I64)}),
+        ("Lookup", paramserver_pb2.LookupRequest(table=USER), {"keys": np.array([4], I64)}),
         ("Snapshot", paramserver_pb2.SnapshotRequest(), {}),
         # bad input: same status and message on both paths
         ("Lookup", paramserver_pb2.LookupRequest(table=42), {"keys": np.array([1], I64)}),
@@ -119,7 +121,7 @@ async def _compare(make_core, descriptor, add, calls, service: str) -> None:
 
 class TestContract:
     def test_every_paramserver_rpc_is_equal_over_ring_and_grpc(self, world, tmp_path: Path, run) -> None:
-        """Lookup, Upsert, Drift and Snapshot, good and bad input: identical messages, tensors, statuses."""
+        """Lookup, Upsert, Drift, Remove and Snapshot, good and bad input: identical messages, tensors, statuses."""
         dirs = iter([tmp_path / "a", tmp_path / "b"])
         run(_compare(
             lambda: ParamServer(world, next(dirs)), PARAMSERVER,

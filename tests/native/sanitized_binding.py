@@ -61,7 +61,10 @@ for precision in ("fp32", "fp16", "int8"):
     table.drift_into(keys, values[::-1].copy(), np.full(len(keys), 0.1, np.float32), moved, drift_status, 30)
     exported = np.empty(len(keys), np.uint64), np.empty_like(values), np.empty(len(keys), np.uint32)
     assert table.export_into(*exported) == len(keys)
-    assert table.expire(100, 50) == len(keys) and table.size == 0
+    removed = np.empty(100, np.uint8)
+    assert table.remove_into(keys[:100], removed) == 100 and removed.all() and table.size == len(keys) - 100
+    assert table.remove_into(keys[:100], removed) == 0 and not removed.any()
+    assert table.expire(100, 50) == len(keys) - 100 and table.size == 0
     try:
         table.upsert_into(keys[:2], values[:1], status[:2], 0, True)
     except ValueError:

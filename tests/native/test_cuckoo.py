@@ -69,6 +69,17 @@ class TestCuckooTable:
         table.upsert([3], np.ones((1, 4), np.float32), now_s=1100)  # reuses the freed row
         assert table.lookup([2, 3], now_s=1100, ttl_s=60)[1].all()
 
+    def test_removed_keys_miss_and_their_rows_are_reused(self) -> None:
+        """remove() drops keys (stash included), reports which were there, and frees their rows."""
+        table = CuckooTable(4, expected=16)
+        keys = np.arange(1, 201, dtype=np.int64)
+        table.upsert(keys, np.ones((200, 4), np.float32))
+        assert table.remove(np.array([3, 5, 999])).tolist() == [True, True, False]
+        assert table.size == 198 and not table.lookup([3, 5])[1].any() and table.lookup([4])[1][0]
+        assert table.remove(keys).sum() == 198 and table.size == 0
+        table.upsert([7], np.full((1, 4), 2.0, np.float32))
+        assert table.lookup([7])[0][0].tolist() == [2.0] * 4
+
     def test_drift_moves_toward_the_target_and_renormalises(self, data) -> None:
         keys, rows = data
         table = CuckooTable(64)

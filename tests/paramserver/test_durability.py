@@ -112,3 +112,16 @@ def test_a_torn_wal_tail_is_cut_and_the_rest_replays(world, tmp_path: Path) -> N
     assert restored.replayed == 1
     assert restored.tables[ITEM].lookup(np.array([NEW_KEYS], np.int64))[1][0]
     restored.close()
+
+
+def test_a_removed_user_stays_removed_after_restart(world, tmp_path: Path) -> None:
+    """Remove is logged before it is applied: a forgotten user is still forgotten when the WAL replays."""
+    user = paramserver_pb2.TABLE_USER
+    core = ParamServer(world, tmp_path)
+    removed = core.remove(paramserver_pb2.RemoveRequest(table=user), {"keys": np.array([5, 10**9], np.int64)}, HeapOutputs())
+    assert removed.removed == 1
+    core.close()
+    restored = ParamServer(world, tmp_path)
+    found = restored.tables[user].lookup(np.array([5, 6], np.int64))[1]
+    assert found.tolist() == [False, True]
+    restored.close()

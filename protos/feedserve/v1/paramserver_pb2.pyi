@@ -79,6 +79,22 @@ class DriftResponse(_message.Message):
     created: bool
     def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
 
+class RemoveRequest(_message.Message):
+    __slots__ = ("context", "table", "keys")
+    CONTEXT_FIELD_NUMBER: _ClassVar[int]
+    TABLE_FIELD_NUMBER: _ClassVar[int]
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    context: _common_pb2.RequestContext
+    table: Table
+    keys: _common_pb2.Tensor
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., table: _Optional[_Union[Table, str]] = ..., keys: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ...) -> None: ...
+
+class RemoveResponse(_message.Message):
+    __slots__ = ("removed",)
+    REMOVED_FIELD_NUMBER: _ClassVar[int]
+    removed: int
+    def __init__(self, removed: _Optional[int] = ...) -> None: ...
+
 class SnapshotRequest(_message.Message):
     __slots__ = ()
     def __init__(self) -> None: ...

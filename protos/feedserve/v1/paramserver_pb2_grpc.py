@@ -49,6 +49,11 @@ class ParamServerStub:
                 request_serializer=feedserve_dot_v1_dot_paramserver__pb2.DriftRequest.SerializeToString,
                 response_deserializer=feedserve_dot_v1_dot_paramserver__pb2.DriftResponse.FromString,
                 _registered_method=True)
+        self.Remove = channel.unary_unary(
+                '/feedserve.v1.ParamServer/Remove',
+                request_serializer=feedserve_dot_v1_dot_paramserver__pb2.RemoveRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_paramserver__pb2.RemoveResponse.FromString,
+                _registered_method=True)
         self.Snapshot = channel.unary_unary(
                 '/feedserve.v1.ParamServer/Snapshot',
                 request_serializer=feedserve_dot_v1_dot_paramserver__pb2.SnapshotRequest.SerializeToString,
@@ -80,6 +85,13 @@ class ParamServerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Remove(self, request, context):
+        """Remove keys from a table (a forgotten user, a deleted item); unknown keys are skipped.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def Snapshot(self, request, context):
         """Write a snapshot of every table to disk.
         """
@@ -104,6 +116,11 @@ def add_ParamServerServicer_to_server(servicer, server):
                     servicer.Drift,
                     request_deserializer=feedserve_dot_v1_dot_paramserver__pb2.DriftRequest.FromString,
                     response_serializer=feedserve_dot_v1_dot_paramserver__pb2.DriftResponse.SerializeToString,
+            ),
+            'Remove': grpc.unary_unary_rpc_method_handler(
+                    servicer.Remove,
+                    request_deserializer=feedserve_dot_v1_dot_paramserver__pb2.RemoveRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_paramserver__pb2.RemoveResponse.SerializeToString,
             ),
             'Snapshot': grpc.unary_unary_rpc_method_handler(
                     servicer.Snapshot,
@@ -192,6 +209,33 @@ class ParamServer:
             '/feedserve.v1.ParamServer/Drift',
             feedserve_dot_v1_dot_paramserver__pb2.DriftRequest.SerializeToString,
             feedserve_dot_v1_dot_paramserver__pb2.DriftResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Remove(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.ParamServer/Remove',
+            feedserve_dot_v1_dot_paramserver__pb2.RemoveRequest.SerializeToString,
+            feedserve_dot_v1_dot_paramserver__pb2.RemoveResponse.FromString,
             options,
             channel_credentials,
             insecure,
