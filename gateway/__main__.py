@@ -1,12 +1,16 @@
-"""`python -m gateway`: serve the public Feed, Interact and Generate API (and GatewayAdmin) over gRPC."""
+"""`python -m gateway`: serve the public Feed, Interact and Generate API, the Catalog API and GatewayAdmin over gRPC."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+from pathlib import Path
 
-from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
+from catalog import Schema, load_schema, open_store, preset_schema
+from catalog.schema import PRESETS
+from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.cache import AnswerCache, FeedCache
+from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
@@ -16,6 +20,10 @@ from mesh.config import StackConfig
 from mesh.logging import get_logger
 from mesh.server import run_service
 from mesh.shards import SlotMap
+
+
+def _schema(name: str) -> Schema:
+    return preset_schema(name) if name in PRESETS else load_schema(Path(name))
 
 
 def main() -> None:
@@ -36,6 +44,10 @@ def main() -> None:
                         help="price of one CPU second, in your currency (default: %(default)s, about 0.045 a core-hour)")
     parser.add_argument("--cost-alert-per-1k", type=float, default=0.0,
                         help="log and count when a feature's cost per 1,000 requests over a minute exceeds this (0: off)")
+    parser.add_argument("--store", default="",
+                        help="the catalog store: a SQLite path or a postgresql:// URL; the Catalog API is UNIMPLEMENTED without it")
+    parser.add_argument("--schema", default="simulator",
+                        help=f"the catalog's schema: a TOML file or a preset ({', '.join(PRESETS)}; default: %(default)s)")
     args = parser.parse_args()
     clients: list = []
     tasks: list[asyncio.Task] = []
@@ -44,9 +56,10 @@ def main() -> None:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
         clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
         generator = GeneratorClient(args.generator) if args.generator else None
+        store = open_store(args.store) if args.store else None
         service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s),
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
-                                 answers=AnswerCache(args.answer_ttl_s))
+                                 answers=AnswerCache(args.answer_ttl_s), store=store)
         if generator is not None:
             clients.append(generator)
         admin = GatewayAdminService(service.modes, service.ledger)
@@ -56,7 +69,13 @@ def main() -> None:
             port = dashboard.serve(args.host, args.metrics_port, GatewayMetrics(service))
             get_logger("gateway").info("metrics and dashboard", port=port, dashboard=f"http://{args.host}:{port}/dashboard")
         tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
+        services = {}
+        if store is not None:
+            catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers))
+            services[catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name] = (
+                lambda server: catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server))
         return {
+            **services,
             gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].full_name:
                 lambda server: gateway_pb2_grpc.add_GatewayServicer_to_server(service, server),
             gateway_pb2.DESCRIPTOR.services_by_name["GatewayAdmin"].full_name:

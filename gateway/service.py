@@ -14,12 +14,17 @@ from collections.abc import AsyncIterator
 import grpc
 
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
+from catalog import Store
+from catalog.records import check_id
 from gateway.breaker import CircuitBreaker
 from gateway.cache import AnswerCache, FeedCache, answer_key
+from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
 from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
-from mesh.errors import DeadlineExceeded, FeedserveError, InvalidArgument, ResourceExhausted, Unavailable
+from mesh.errors import (
+    DeadlineExceeded, FailedPrecondition, FeedserveError, InvalidArgument, NotFound, ResourceExhausted, Unavailable,
+)
 from mesh.rpclog import annotate, request_id
 from mesh.timing import HopRecorder, cpu_ns
 
@@ -32,7 +37,6 @@ DEFAULT_TIMEOUT_S = 2.0  # for callers that send no deadline
 GENERATE_TIMEOUT_S = 60.0  # generation streams for longer; callers without a deadline get this one
 MARGIN_S = 0.003  # kept back from every deadline to build and send the answer
 FALLBACK_K = 500
-_EVENTS = frozenset(common_pb2.EventType.values()) - {common_pb2.EVENT_TYPE_UNSPECIFIED}
 
 
 class _Budget:
@@ -61,8 +65,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
                  ledger: CostLedger | None = None, generator: GeneratorClient | None = None,
-                 answers: AnswerCache | None = None) -> None:
+                 answers: AnswerCache | None = None, store: Store | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
+        self.store = store  # the catalog: Interact by the product's own ids logs the event there
         self.answers = answers if answers is not None else AnswerCache()
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
@@ -202,18 +207,44 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         return response
 
     async def Interact(self, request: gateway_pb2.InteractRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.InteractResponse:
-        if request.user_id == 0:
-            raise InvalidArgument("user_id", "is required")
-        if request.item_id == 0:
-            raise InvalidArgument("item_id", "is required")
-        if request.event not in _EVENTS:
+        if request.event not in KNOWN_EVENTS:
             raise InvalidArgument("event", f"unknown event type {request.event}")
-        drift = paramserver_pb2.DriftRequest(
-            context=request.context, user_id=request.user_id, item_id=request.item_id, event=request.event)
-        moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())
-        self.cache.invalidate(request.user_id)  # read-your-writes: the next Feed ranks afresh
-        self.answers.invalidate(request.user_id)  # and the next Generate for them writes afresh
-        return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id())
+        sequence, user_id, item_id = 0, request.user_id, request.item_id
+        if request.user or request.item:
+            sequence, user_id, item_id = await self._log_event(request)
+        else:
+            if request.user_id == 0:
+                raise InvalidArgument("user_id", "is required (or name the user by `user`)")
+            if request.item_id == 0:
+                raise InvalidArgument("item_id", "is required (or name the item by `item`)")
+        drift = paramserver_pb2.DriftRequest(context=request.context, user_id=user_id, item_id=item_id, event=request.event)
+        try:
+            moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())
+        except NotFound:
+            if not sequence:
+                raise
+            # logged, but the paramserver has not applied the item's change yet: nothing to move toward
+            moved = paramserver_pb2.DriftResponse(applied=False)
+        self.cache.invalidate(user_id)  # read-your-writes: the next Feed ranks afresh
+        self.answers.invalidate(user_id)  # and the next Generate for them writes afresh
+        return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id(),
+                                            sequence=sequence)
+
+    async def _log_event(self, request: gateway_pb2.InteractRequest) -> tuple[int, int, int]:
+        """Log an event named by external ids durably; returns (sequence, user id, item id)."""
+        if self.store is None:
+            raise FailedPrecondition("interactions by external id need the catalog store (start the gateway with --store)")
+        check_id(request.user, "user")
+        check_id(request.item, "item")
+        if request.timestamp < 0:
+            raise InvalidArgument("timestamp", f"expected seconds since the epoch, got {request.timestamp}")
+        event = event_from_proto(request.user, request.item, request.event, request.timestamp,
+                                 request.value if request.HasField("value") else None, "")
+        try:
+            sequence, users, items = await asyncio.to_thread(self.store.record_events, [event], int(time.time()))
+        except NotFound:
+            raise NotFound(f"item: unknown item {request.item!r}") from None
+        return sequence, int(users[0]), int(items[0])
 
     async def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
         """Answer a repeat from the edge cache, or relay the generator's stream; the final chunk gains the

@@ -12,6 +12,7 @@ __all__ = [
     "ResourceExhausted",
     "DeadlineExceeded",
     "Internal",
+    "FailedPrecondition",
     "error_from_status",
 ]
 
@@ -60,6 +61,12 @@ class DeadlineExceeded(FeedserveError, TimeoutError):
     code = grpc.StatusCode.DEADLINE_EXCEEDED
 
 
+class FailedPrecondition(FeedserveError):
+    """The system is not in a state to serve this request (a feature not configured); the message says what to change."""
+
+    code = grpc.StatusCode.FAILED_PRECONDITION
+
+
 class Internal(FeedserveError):
     """A broken invariant inside feedserve: a bug, reported instead of crashing."""
 
@@ -67,7 +74,7 @@ class Internal(FeedserveError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[FeedserveError]] = {
-    cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, Internal)
+    cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, FailedPrecondition, Internal)
 }
 
 

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-__all__ = ["postgres_bindir", "running_postgres"]
+__all__ = ["postgres_bindir", "running_postgres", "control"]
 
 
 def postgres_bindir() -> tuple[Path | None, str]:
@@ -31,6 +31,18 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
+def _as_server(root: Path) -> list[str]:
+    return ["runuser", "-u", "postgres", "--"] if os.geteuid() == 0 else []
+
+
+def control(root: Path, action: str) -> None:
+    """Stop or start (on its old port) a cluster that running_postgres made under `root`."""
+    bindir, _ = postgres_bindir()
+    args = ["-m", "immediate"] if action == "stop" else ["-l", str(root / "log")]
+    subprocess.run([*_as_server(root), str(bindir / "pg_ctl"), "-D", str(root / "data"), *args, "-w", action],
+                   check=True, capture_output=True)
+
+
 @contextmanager
 def running_postgres(root: Path) -> Iterator[str]:
     """Start a throwaway cluster under `root`; yields a libpq URL for its `postgres` database."""
@@ -40,19 +52,18 @@ def running_postgres(root: Path) -> Iterator[str]:
     data, sockets = root / "data", root / "sock"
     data.mkdir(parents=True)
     sockets.mkdir()
-    prefix: list[str] = []
-    if os.geteuid() == 0:  # initdb refuses to run as root: run the server as Debian's postgres user
-        shutil.chown(root, "postgres")
-        for path in (data, sockets):
+    prefix = _as_server(root)
+    if prefix:  # initdb refuses to run as root: run the server as Debian's postgres user
+        for path in (root, data, sockets):
             shutil.chown(path, "postgres")
-        prefix = ["runuser", "-u", "postgres", "--"]
     user = "postgres" if prefix else os.environ.get("USER", "postgres")
     subprocess.run([*prefix, str(bindir / "initdb"), "-D", str(data), "-U", user, "-A", "trust", "--no-sync"],
                    check=True, capture_output=True)
     port = _free_port()
-    options = f"-p {port} -k {sockets} -c listen_addresses=127.0.0.1 -c fsync=on"
-    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-o", options, "-l", str(root / "log"),
-                    "-w", "-t", "60", "start"], check=True, capture_output=True)
+    with open(data / "postgresql.conf", "a") as conf:  # kept for a restart by control()
+        conf.write(f"\nport = {port}\nunix_socket_directories = '{sockets}'\nlisten_addresses = '127.0.0.1'\n")
+    subprocess.run([*prefix, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(root / "log"), "-w", "-t", "60", "start"],
+                   check=True, capture_output=True)
     try:
         yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
     finally:

@@ -10,7 +10,10 @@ from pathlib import Path
 import grpc
 
 from engines import ModelManifest
+from catalog import preset_schema
 from feedserve.v1 import (
+    catalog_pb2,
+    catalog_pb2_grpc,
     gateway_pb2,
     gateway_pb2_grpc,
     generator_pb2,
@@ -20,6 +23,7 @@ from feedserve.v1 import (
     ranker_pb2,
     ranker_pb2_grpc,
 )
+from gateway.catalog_api import CatalogService
 from gateway.service import GatewayAdminService, GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
 from generator.encoder import SentenceEncoder, ensure_encoder
@@ -70,7 +74,7 @@ async def start_ranker(world: World, manifest: ModelManifest) -> tuple[ServiceSe
 
 
 async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
-                        **options) -> tuple[ServiceServer, list, GatewayService]:
+                        schema=None, **options) -> tuple[ServiceServer, list, GatewayService]:
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
     service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, **options)
     if generator:
@@ -78,8 +82,13 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
     if refresh:
         await service.refresh_fallback()
     admin = GatewayAdminService(service.modes, service.ledger)
+    catalog = {}
+    if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
+        api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0], (service.cache, service.answers))
+        catalog[_name(catalog_pb2, "Catalog")] = lambda s: catalog_pb2_grpc.add_CatalogServicer_to_server(api, s)
     server = await start_server(
-        {_name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
+        {**catalog,
+         _name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
          _name(gateway_pb2, "GatewayAdmin"): lambda s: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, s)},
         LOCAL,
     )
@@ -90,6 +99,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
 class Stack:
     gateway: gateway_pb2_grpc.GatewayStub
     admin: gateway_pb2_grpc.GatewayAdminStub
+    catalog: catalog_pb2_grpc.CatalogStub
     service: GatewayService
     paramserver: paramserver_pb2_grpc.ParamServerStub
     ranker: ranker_pb2_grpc.RankerStub
@@ -118,6 +128,7 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, 
         yield Stack(
             gateway=gateway_pb2_grpc.GatewayStub(channels[2]),
             admin=gateway_pb2_grpc.GatewayAdminStub(channels[2]),
+            catalog=catalog_pb2_grpc.CatalogStub(channels[2]),
             service=service,
             paramserver=paramserver_pb2_grpc.ParamServerStub(channels[0]),
             ranker=ranker_pb2_grpc.RankerStub(channels[1]),

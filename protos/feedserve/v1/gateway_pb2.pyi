@@ -133,23 +133,33 @@ class FeedResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cost: _Optional[float] = ...) -> None: ...
 
 class InteractRequest(_message.Message):
-    __slots__ = ("context", "user_id", "item_id", "event")
+    __slots__ = ("context", "user_id", "item_id", "event", "user", "item", "timestamp", "value")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    ITEM_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
+    VALUE_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     item_id: int
     event: _common_pb2.EventType
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
+    user: str
+    item: str
+    timestamp: int
+    value: float
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ..., user: _Optional[str] = ..., item: _Optional[str] = ..., timestamp: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
-    __slots__ = ("applied", "rate", "request_id")
+    __slots__ = ("applied", "rate", "request_id", "sequence")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     RATE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     rate: float
     request_id: str
-    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., request_id: _Optional[str] = ...) -> None: ...
+    sequence: int
+    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., request_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
