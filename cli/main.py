@@ -12,6 +12,11 @@ from pathlib import Path
 
 import grpc
 
+from catalog import load_schema, preset_schema
+from catalog.importers import PRESETS as IMPORT_PRESETS
+from catalog.importers import plan_for
+from catalog.schema import PRESETS as SCHEMA_PRESETS
+from cli.importing import checkpoint_path, run_import
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
 from generator.encoder import ensure_encoder
@@ -288,6 +293,34 @@ def _interact(args: argparse.Namespace) -> int:
     return 0
 
 
+def _import(args: argparse.Namespace) -> int:
+    """Send a product's files through the Catalog API: a preset over a directory, or files with a column mapping."""
+    try:
+        schema = preset_schema(args.schema) if args.schema in SCHEMA_PRESETS else load_schema(Path(args.schema))
+        files = {kind: path for kind, path in (("items", args.items_file), ("users", args.users_file),
+                                               ("events", args.events_file)) if path is not None}
+        mapping = dict(pair.split("=", 1) for pair in args.map)
+        plan = plan_for(args.preset, args.directory, files, mapping, schema, args.separator)
+        for section in plan.sections:
+            if not section.path.exists():
+                raise FileNotFoundError(f"{section.path} does not exist")
+    except (ValueError, FileNotFoundError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    checkpoint = checkpoint_path(args.home, plan)
+    try:
+        report = run_import(plan, args.gateway, checkpoint, args.batch, args.drift, args.restart, args.timeout)
+    except grpc.RpcError as error:
+        print(f"error: {error.code().name}: {error.details()}\nwhat was acknowledged is kept: run the same command "
+              f"again to resume (or --restart to start over)", file=sys.stderr)
+        return 1
+    resumed = ", ".join(f"{Path(k).name} after line {v}" for k, v in report.resumed_from.items())
+    print(f"imported {report.sent['items']:,} items, {report.sent['users']:,} users, {report.sent['events']:,} events"
+          f"{' (resumed: ' + resumed + ')' if resumed else ''}; skipped {len(report.skipped):,} bad rows; "
+          f"catalog sequence {report.sequence} (schema {plan.schema})")
+    return 0
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="feedserve", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -358,6 +391,28 @@ def _parser() -> argparse.ArgumentParser:
     interact.add_argument("--item", type=int, required=True)
     interact.add_argument("--event", choices=EVENTS, required=True)
     interact.set_defaults(run=_interact)
+
+    load = commands.add_parser("import", parents=[gateway],
+                               help="import items, users and events through the Catalog API (CSV, TSV, JSONL, Parquet)")
+    load.add_argument("directory", nargs="?", type=Path, help="a directory in a preset's layout (with --preset)")
+    load.add_argument("--preset", choices=sorted(IMPORT_PRESETS),
+                      help="movielens: movies.csv + ratings.csv; movielens-100k: u.item, u.user, u.data; "
+                           "recbole: RecBole atomic files *.item, *.user, *.inter")
+    load.add_argument("--items", dest="items_file", type=Path, help="a file of items (with --map)")
+    load.add_argument("--users", dest="users_file", type=Path, help="a file of users (with --map)")
+    load.add_argument("--events", dest="events_file", type=Path, help="a file of events (with --map)")
+    load.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                      help="where a field comes from: id, title, text, categories, tags, published, hidden (items); "
+                           "user, item, event, timestamp, value (events); attr.NAME for a schema attribute; "
+                           "items.FIELD, users.FIELD or events.FIELD to scope one; repeatable")
+    load.add_argument("--schema", default="simulator",
+                      help="the schema whose attributes --map may name: a preset or a TOML file (default: %(default)s)")
+    load.add_argument("--separator", default="|", help="between values of a multi-valued column (default: %(default)s)")
+    load.add_argument("--batch", type=int, default=5_000, help="rows per call, 1..10000 (default: %(default)s)")
+    load.add_argument("--drift", action="store_true", help="also move user vectors with each event (off for backfills)")
+    load.add_argument("--restart", action="store_true", help="ignore the checkpoint of an earlier run of the same files")
+    load.add_argument("--home", type=Path, default=default_home(), help="where checkpoints are kept (default: %(default)s)")
+    load.set_defaults(run=_import, timeout=120.0)
     return parser
 
 
