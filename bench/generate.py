@@ -38,7 +38,7 @@ from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2, generator_
 from generator.constraints import Constraints  # noqa: E402
 from generator.corpus import STAGE_END  # noqa: E402
 from generator.decoding import LanguageModel, generate  # noqa: E402
-from generator.encoder import ensure_encoder  # noqa: E402
+from engines.sentence import ensure_encoder  # noqa: E402
 from generator.evalset import CONTRASTS, PARAPHRASES  # noqa: E402
 from generator.planner import TOPIC, make_plan  # noqa: E402
 from generator.registry import model_specs  # noqa: E402

@@ -6,6 +6,8 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from catalog.schema import AttributeValue, Schema
 from mesh.errors import InvalidArgument
 
@@ -36,11 +38,13 @@ class Item:
 
 @dataclass
 class StoredItem(Item):
-    """An item as the change feed delivers it: its dense id, the sequence of its last change, and whether it is gone."""
+    """An item as the change feed delivers it: its dense id, the sequence of its last change, whether it is gone,
+    and its content vector (None until the encoder has computed it)."""
 
     id: int = 0
     seq: int = 0
     deleted: bool = False
+    vector: np.ndarray | None = None
 
     @property
     def servable(self) -> bool:

@@ -9,11 +9,12 @@ WAL mode with `synchronous=FULL`, PostgreSQL with its default `synchronous_commi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import sqlite3
 import threading
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -23,7 +24,7 @@ import numpy as np
 from catalog.records import Event, Item, StoredItem, User
 from mesh.errors import InvalidArgument, NotFound, Unavailable
 
-__all__ = ["Store", "open_store", "ITEM", "USER"]
+__all__ = ["Store", "open_store", "ITEM", "USER", "content_key", "content_text"]
 
 ITEM, USER = 1, 2  # id map kinds
 _LOCK_KEY = 0x66656564  # PostgreSQL advisory lock that serialises writers ("feed")
@@ -35,8 +36,11 @@ CREATE TABLE IF NOT EXISTS id_map (kind SMALLINT NOT NULL, external TEXT NOT NUL
     PRIMARY KEY (kind, external));
 CREATE TABLE IF NOT EXISTS items (id BIGINT PRIMARY KEY, external TEXT NOT NULL, title TEXT NOT NULL,
     body TEXT NOT NULL, categories TEXT NOT NULL, tags TEXT NOT NULL, published BIGINT NOT NULL,
-    attributes TEXT NOT NULL, hidden SMALLINT NOT NULL, deleted SMALLINT NOT NULL, seq BIGINT NOT NULL);
+    attributes TEXT NOT NULL, hidden SMALLINT NOT NULL, deleted SMALLINT NOT NULL, seq BIGINT NOT NULL,
+    content_key TEXT NOT NULL, vector {blob});
 CREATE INDEX IF NOT EXISTS items_by_seq ON items (seq);
+CREATE INDEX IF NOT EXISTS items_by_content ON items (content_key);
+CREATE TABLE IF NOT EXISTS content_vectors (content_key TEXT PRIMARY KEY, vector {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS users (id BIGINT PRIMARY KEY, external TEXT NOT NULL, attributes TEXT NOT NULL,
     seq BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS events (seq BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, item_id BIGINT NOT NULL,
@@ -58,7 +62,8 @@ class Store:
         self._lock = threading.Lock()
         self._conn: Any = None
         with self._transaction() as cur:
-            for statement in filter(str.strip, _DDL.split(";")):
+            blob = "BLOB" if dialect == "sqlite" else "BYTEA"
+            for statement in filter(str.strip, _DDL.format(blob=blob).split(";")):
                 cur.execute(statement)
             for counter in _COUNTERS:
                 cur.execute(self._sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),
@@ -135,16 +140,58 @@ class Store:
         """Insert or replace items (a re-upsert keeps the item's id and revives a deleted one)."""
         with self._transaction() as cur:
             ids = self._assign(cur, ITEM, [i.external_id for i in items])
+            keys = [content_key(i) for i in items]
+            known = self._content_vectors(cur, keys)
             first = self._next(cur, "seq", len(items))
             rows = [(ids[i.external_id], i.external_id, i.title, i.text, json.dumps(i.categories), json.dumps(i.tags),
-                     int(i.published), json.dumps(i.attributes), int(i.hidden), 0, first + n) for n, i in enumerate(items)]
+                     int(i.published), json.dumps(i.attributes), int(i.hidden), 0, first + n, key, known.get(key))
+                    for n, (i, key) in enumerate(zip(items, keys))]
             cur.executemany(self._sql(
-                "INSERT INTO items (id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET title = excluded.title,"
-                " body = excluded.body, categories = excluded.categories, tags = excluded.tags,"
+                "INSERT INTO items (id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq,"
+                " content_key, vector) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO UPDATE SET"
+                " title = excluded.title, body = excluded.body, categories = excluded.categories, tags = excluded.tags,"
                 " published = excluded.published, attributes = excluded.attributes, hidden = excluded.hidden,"
-                " deleted = 0, seq = excluded.seq"), rows)
+                " deleted = 0, seq = excluded.seq, content_key = excluded.content_key, vector = excluded.vector"), rows)
             return first + len(items) - 1
+
+    def _content_vectors(self, cur: Any, keys: Sequence[str]) -> dict[str, bytes]:
+        found: dict[str, bytes] = {}
+        unique = list(dict.fromkeys(keys))
+        for start in range(0, len(unique), _CHUNK):
+            part = unique[start:start + _CHUNK]
+            cur.execute(self._sql(f"SELECT content_key, vector FROM content_vectors WHERE content_key IN"
+                                  f" ({','.join('?' * len(part))})"), part)
+            found.update((k, bytes(v)) for k, v in cur.fetchall())
+        return found
+
+    def pending_content(self, limit: int = 256) -> list[tuple[str, str]]:
+        """Up to `limit` distinct (content key, text to encode) of live items that have no content vector yet."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT content_key, MIN(title), MIN(body), MIN(categories) FROM items"
+                                  " WHERE vector IS NULL AND deleted = 0 GROUP BY content_key ORDER BY MIN(seq) LIMIT ?"),
+                        (limit,))
+            return [(key, content_text(title, body, json.loads(categories))) for key, title, body, categories in cur.fetchall()]
+
+    def set_content_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
+        """Store content vectors by content key and give them to every item with that content that lacks one; each
+        such item takes a new sequence (the change feed carries it again, now retrievable). Returns that sequence."""
+        with self._transaction() as cur:
+            blobs = {key: np.ascontiguousarray(v, np.float32).tobytes() for key, v in vectors.items()}
+            cur.executemany(self._sql("INSERT INTO content_vectors (content_key, vector) VALUES (?, ?)"
+                                      " ON CONFLICT (content_key) DO NOTHING"), list(blobs.items()))
+            waiting: list[tuple[int, str]] = []
+            keys = list(blobs)
+            for start in range(0, len(keys), _CHUNK):
+                part = keys[start:start + _CHUNK]
+                cur.execute(self._sql(f"SELECT id, content_key FROM items WHERE vector IS NULL AND content_key IN"
+                                      f" ({','.join('?' * len(part))})"), part)
+                waiting += [(int(i), k) for i, k in cur.fetchall()]
+            if waiting:
+                waiting.sort()
+                first = self._next(cur, "seq", len(waiting))
+                cur.executemany(self._sql("UPDATE items SET vector = ?, seq = ? WHERE id = ?"),
+                                [(blobs[key], first + n, item) for n, (item, key) in enumerate(waiting)])
+            return self._sequence(cur)
 
     def delete_items(self, externals: Sequence[str]) -> int:
         """Mark items deleted (a tombstone the change feed carries); unknown or already deleted ids are skipped."""
@@ -235,11 +282,13 @@ class Store:
         with self._transaction(write=False) as cur:
             reached = self._sequence(cur)
             cur.execute(self._sql(
-                "SELECT id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq"
+                "SELECT id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq, vector"
                 " FROM items WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"), (after, reached, limit))
             items = [StoredItem(external_id=r[1], title=r[2], text=r[3], categories=json.loads(r[4]), tags=json.loads(r[5]),
                                 published=int(r[6]), attributes=json.loads(r[7]), hidden=bool(r[8]), id=int(r[0]),
-                                deleted=bool(r[9]), seq=int(r[10])) for r in cur.fetchall()]
+                                deleted=bool(r[9]), seq=int(r[10]),
+                                vector=None if r[11] is None else np.frombuffer(bytes(r[11]), np.float32))
+                     for r in cur.fetchall()]
         if len(items) == limit:  # more may follow: only what was delivered is reached
             reached = items[-1].seq
         return items, max(reached, after)
@@ -288,6 +337,17 @@ class Store:
                 cur.execute(query)
                 out[key] = int(cur.fetchone()[0])
             return out
+
+
+def content_text(title: str, text: str, categories: Sequence[str]) -> str:
+    """What an item's content vector is computed from: its title, its text and its categories."""
+    parts = [title.strip(), text.strip(), ", ".join(categories)]
+    return ". ".join(p for p in parts if p)
+
+
+def content_key(item: Item) -> str:
+    """Items with the same title, text and categories share one content vector: it is encoded once."""
+    return hashlib.sha256(content_text(item.title, item.text, item.categories).encode()).hexdigest()[:32]
 
 
 def _sqlite(path: Path) -> Store:

@@ -19,7 +19,7 @@ from catalog.schema import PRESETS as SCHEMA_PRESETS
 from cli.importing import checkpoint_path, run_import
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
-from generator.encoder import ensure_encoder
+from engines.sentence import ensure_encoder
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode

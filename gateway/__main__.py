@@ -7,7 +7,9 @@ import asyncio
 from pathlib import Path
 
 from catalog import Schema, load_schema, open_store, preset_schema
+from catalog.encoding import ContentEncoder
 from catalog.schema import PRESETS
+from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.cache import AnswerCache, FeedCache
 from gateway.catalog_api import CatalogService
@@ -48,9 +50,13 @@ def main() -> None:
                         help="the catalog store: a SQLite path or a postgresql:// URL; the Catalog API is UNIMPLEMENTED without it")
     parser.add_argument("--schema", default="simulator",
                         help=f"the catalog's schema: a TOML file or a preset ({', '.join(PRESETS)}; default: %(default)s)")
+    parser.add_argument("--encoder-home", type=Path, default=None,
+                        help="with --store: encode new items' content vectors in the background, with the sentence "
+                             "encoder converted under this home (feedserve up passes its home)")
     args = parser.parse_args()
     clients: list = []
     tasks: list[asyncio.Task] = []
+    workers: list[ContentEncoder] = []
 
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
@@ -70,6 +76,9 @@ def main() -> None:
             get_logger("gateway").info("metrics and dashboard", port=port, dashboard=f"http://{args.host}:{port}/dashboard")
         tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
         services = {}
+        if store is not None and args.encoder_home is not None:  # its own connection: encoding never holds the API's
+            encoder = SentenceEncoder(ensure_encoder(args.encoder_home), threads=1)
+            workers.append(ContentEncoder(open_store(args.store), encoder.encode_batch).start())
         if store is not None:
             catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers))
             services[catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name] = (
@@ -83,6 +92,8 @@ def main() -> None:
         }
 
     async def close() -> None:
+        for worker in workers:
+            worker.stop()
         for task in tasks:
             task.cancel()
         for client in clients:

@@ -13,7 +13,7 @@ from collections.abc import AsyncIterator
 
 import grpc
 
-from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
+from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from catalog import Store
 from catalog.records import check_id
 from gateway.breaker import CircuitBreaker

@@ -9,7 +9,7 @@ from pathlib import Path
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
 from generator.caches import EmbeddingCache, SemanticCache
-from generator.encoder import SentenceEncoder, ensure_encoder
+from engines.sentence import SentenceEncoder, ensure_encoder
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs, parse_model_arg
 from generator.residency import ResidencyPool

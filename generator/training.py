@@ -4,9 +4,6 @@ from __future__ import annotations
 
 import math
 import os
-import warnings
-from collections.abc import Iterator
-from contextlib import contextmanager
 import shutil
 import time
 from dataclasses import asdict, dataclass
@@ -17,9 +14,10 @@ import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
 from generator.corpus import corpus
+from engines.export import legacy_export
 from world.progress import Progress
 
-__all__ = ["TierSpec", "TIERS", "legacy_export", "train_tokenizer", "train_tier", "ensure_tiers", "MODEL_FILE", "TOKENIZER_FILE"]
+__all__ = ["TierSpec", "TIERS", "train_tokenizer", "train_tier", "ensure_tiers", "MODEL_FILE", "TOKENIZER_FILE"]
 
 MODEL_FILE, TOKENIZER_FILE = "model.onnx", "tokenizer.json"
 SHIPPED = Path(__file__).resolve().parent / "tiers"  # the default tiers, trained by this module and committed
@@ -180,18 +178,6 @@ def _export(model, spec: TierSpec, path: Path) -> None:
         torch.onnx.export(model, inputs, str(path), dynamo=False, opset_version=17,
                           input_names=["input_ids", "attention_mask", "position_ids", *past_names],
                           output_names=["logits", *present_names], dynamic_axes=axes)
-
-
-@contextmanager
-def legacy_export() -> Iterator[None]:
-    """Quiet the TorchScript exporter's deprecation and tracer notices. It is chosen on purpose: the newer
-    exporter needs onnxscript, a dependency this project does not otherwise carry, for the same graphs."""
-    import torch
-
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", DeprecationWarning)
-        warnings.simplefilter("ignore", torch.jit.TracerWarning)
-        yield
 
 
 def ensure_tiers(home: Path, stream: TextIO | None = None, tiers: dict[str, TierSpec] = TIERS,

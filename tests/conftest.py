@@ -14,7 +14,7 @@ import uvloop
 
 from engines import ModelManifest
 from generator.decoding import LanguageModel
-from generator.encoder import SentenceEncoder, ensure_encoder
+from engines.sentence import SentenceEncoder, ensure_encoder
 from generator.registry import model_specs
 from generator.residency import ModelSpec
 from generator.training import TierSpec, ensure_tiers

