@@ -3,7 +3,7 @@ FROM python:3.11-slim
 RUN apt-get update && apt-get install -y --no-install-recommends gcc libc6-dev && rm -rf /var/lib/apt/lists/*
 WORKDIR /app
 COPY . .
-# the train extra: `feedserve world` trains the ranker and the generation tiers (PyTorch's CPU build)
+# the train extra: `feedserve train` fits the ranker, `feedserve encoder` and `tiers` convert models (PyTorch's CPU build)
 RUN pip install --no-cache-dir --extra-index-url https://download.pytorch.org/whl/cpu '.[train]'
 ENV FEEDSERVE_HOME=/data PYTHONUNBUFFERED=1
 ENTRYPOINT ["feedserve"]

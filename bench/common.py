@@ -7,6 +7,7 @@ import os
 import platform
 import shutil
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -27,14 +28,35 @@ def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:
 
 
 def machine() -> str:
-    """`nproc` and the CPU model, as BENCHMARKS.md records them."""
-    model = platform.processor() or "unknown"
+    """`nproc`, the CPU model and the vector flags that decide kernel speed, as BENCHMARKS.md records them."""
+    model, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo") as f:
-            model = next(line.split(":", 1)[1].strip() for line in f if line.startswith("model name"))
+            lines = f.read().splitlines()
+        model = next(line.split(":", 1)[1].strip() for line in lines if line.startswith("model name"))
+        flags = set(next(line.split(":", 1)[1].split() for line in lines if line.startswith("flags")))
     except (OSError, StopIteration):
         pass
-    return f"{os.cpu_count()} cores, {model}"
+    shown = [f for f in ("avx2", "fma", "avx512f", "avx512_vnni", "amx_tile") if f in flags]
+    return f"{os.cpu_count()} cores, {model}, flags {' '.join(shown) or 'none of avx2/avx512'}"
+
+
+def prepare_catalog(home: Path, items: int, users: int, interactions: int) -> str:
+    """A catalog store under `home` with the simulator's data imported, encoded and a model trained (once: cached),
+    by the same first-run path `feedserve up` takes. Returns the store's path."""
+    store = home / "catalog.db"
+    if not (home / "models" / "ranker-mlp").exists() or not store.exists():
+        print(f"preparing a catalog in {home} ({items:,} items, {users:,} users, {interactions:,} interactions)...",
+              flush=True)
+        from cli.stack import free_ports
+
+        ports = [str(p) for p in free_ports(4)]
+        subprocess.run([sys.executable, "-m", "cli", "up", "--home", str(home), "--items", str(items), "--users",
+                        str(users), "--interactions", str(interactions), "--prepare-only", "--no-generator",
+                        "--gateway-port", ports[0], "--paramserver-port", ports[1], "--ranker-port", ports[2],
+                        "--generator-port", ports[3]],
+                       check=True, env={**os.environ, "FEEDSERVE_TRANSPORT": "grpc"})
+    return str(store)
 
 
 def record(name: str, result: dict[str, float | int | str]) -> Path:

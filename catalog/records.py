@@ -12,11 +12,12 @@ from catalog.schema import AttributeValue, Schema
 from mesh.errors import InvalidArgument
 
 __all__ = [
-    "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
+    "OBJECTIVES", "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
     "check_id", "check_items", "check_users", "check_events", "check_batch",
 ]
 
 MAX_BATCH = 10_000
+OBJECTIVES = ("click", "like", "dwell", "share")  # what the ranker predicts, one head each, in this order
 MAX_ID_BYTES = 256
 MAX_TEXT_BYTES = 65_536
 MAX_LABELS = 64  # categories or tags per item

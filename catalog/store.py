@@ -172,6 +172,12 @@ class Store:
                         (limit,))
             return [(key, content_text(title, body, json.loads(categories))) for key, title, body, categories in cur.fetchall()]
 
+    def pending_count(self) -> int:
+        """Live items still waiting for their content vector."""
+        with self._transaction(write=False) as cur:
+            cur.execute("SELECT count(*) FROM items WHERE vector IS NULL AND deleted = 0")
+            return int(cur.fetchone()[0])
+
     def set_content_vectors(self, vectors: Mapping[str, np.ndarray]) -> int:
         """Store content vectors by content key and give them to every item with that content that lacks one; each
         such item takes a new sequence (the change feed carries it again, now retrievable). Returns that sequence."""
@@ -293,6 +299,19 @@ class Store:
             reached = items[-1].seq
         return items, max(reached, after)
 
+    def event_pairs(self, after: int, until: int) -> tuple[np.ndarray, np.ndarray]:
+        """(users, items) of every event numbered in (after, until]: what popularity and `seen` follow."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT user_id, item_id FROM events WHERE seq > ? AND seq <= ?"), (after, until))
+            pairs = np.array(cur.fetchall(), np.int64).reshape(-1, 2)
+        return pairs[:, 0], pairs[:, 1]
+
+    def users_changed(self, after: int, until: int) -> list[tuple[int, dict[str, Any]]]:
+        """(id, attributes) of every user whose row changed in (after, until]."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT id, attributes FROM users WHERE seq > ? AND seq <= ? ORDER BY seq"), (after, until))
+            return [(int(i), json.loads(a)) for i, a in cur.fetchall()]
+
     def users(self, externals: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         """Known users among `externals`: external id -> (id, attributes)."""
         with self._transaction(write=False) as cur:
@@ -326,6 +345,16 @@ class Store:
                         np.float64).reshape(-1, 6)
         return {"seq": data[:, 0].astype(np.int64), "user": data[:, 1].astype(np.int64), "item": data[:, 2].astype(np.int64),
                 "event": data[:, 3].astype(np.int8), "timestamp": data[:, 4].astype(np.int64), "value": data[:, 5]}
+
+    def categories(self, limit: int = 256) -> list[str]:
+        """The catalog's categories, most used first (items' first category): what a user's interests are named by."""
+        with self._transaction(write=False) as cur:
+            cur.execute("SELECT categories FROM items WHERE deleted = 0")
+            counts: dict[str, int] = {}
+            for (text,) in cur.fetchall():
+                for category in json.loads(text)[:1]:
+                    counts[category] = counts.get(category, 0) + 1
+        return sorted(counts, key=lambda c: -counts[c])[:limit]
 
     def counts(self) -> dict[str, int]:
         """Rows per table: live items, deleted items, users, events."""

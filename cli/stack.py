@@ -75,10 +75,13 @@ def wait_serving(address: str, timeout: float, process: subprocess.Popen | None 
 
 @dataclass
 class Stack:
-    """paramserver, ranker, the generator (when `generator_home` is set) and gateway as child processes,
-    stopped together."""
+    """paramserver, ranker, the generator (when `generator_home` is set) and gateway as child processes on one
+    catalog store, stopped together. The data plane (paramserver and gateway: the Catalog API, content encoding)
+    can start first, so that data comes in and a first model is trained before ranking starts."""
 
-    world_path: Path
+    home: Path
+    store: str
+    schema: str
     config: StackConfig
     log_dir: Path
     services: list[ServiceProcess] = field(default_factory=list)
@@ -95,36 +98,50 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1"},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home)},
             )
         service = ServiceProcess(name, address, process, log_path)
         self.services.append(service)
         return service
 
-    def start(self, timeout: float = 60.0) -> None:
-        """Start paramserver, ranker and generator, then the gateway that depends on them. The generator
-        trains its tiers on first use (a few minutes), so it gets `generator_timeout` instead."""
-        world = str(self.world_path)
+    def running(self, name: str) -> bool:
+        return any(s.name == name and s.process.poll() is None for s in self.services)
+
+    def start_data_plane(self, timeout: float = 60.0) -> None:
+        """The paramserver and the gateway with its Catalog API and content encoder."""
         c = self.config
-        backends = [
-            self._spawn("paramserver", c.paramserver_address, "--world", world),
-            self._spawn("ranker", c.ranker_address, "--world", world),
-        ]
-        if self.generator_home is not None:
-            backends.append(self._spawn("generator", c.generator_address, "--world", world, "--home",
-                                        str(self.generator_home), "--paramserver", c.paramserver_address))
         try:
-            for service in backends:
-                self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
+            paramserver = self._spawn("paramserver", c.paramserver_address, "--store", self.store,
+                                      "--state-dir", str(self.home / "state" / "paramserver"))
+            self._wait(paramserver, timeout)
             generator = ("--generator", c.generator_address) if self.generator_home is not None else ()
             gateway = self._spawn(
                 "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address,
-                *generator,
-            )
+                "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator)
             self._wait(gateway, timeout)
         except BaseException:
             self.stop()
             raise
+
+    def start_serving(self, timeout: float = 60.0) -> None:
+        """The ranker (on the newest trained model) and the generator. The generator trains its tiers on first
+        use when they are not installed (minutes), so it gets a longer timeout."""
+        c = self.config
+        try:
+            backends = [self._spawn("ranker", c.ranker_address, "--store", self.store, "--schema", self.schema)]
+            if self.generator_home is not None:
+                backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
+                                            "--paramserver", c.paramserver_address, "--store", self.store))
+            for service in backends:
+                self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
+        except BaseException:
+            self.stop()
+            raise
+
+    def start(self, timeout: float = 60.0) -> None:
+        """Every service: the data plane, then ranking and generation."""
+        self.start_data_plane(timeout)
+        self.start_serving(timeout)
 
     def _wait(self, service: ServiceProcess, timeout: float) -> None:
         try:

@@ -80,7 +80,7 @@ def main() -> None:
             encoder = SentenceEncoder(ensure_encoder(args.encoder_home), threads=1)
             workers.append(ContentEncoder(open_store(args.store), encoder.encode_batch).start())
         if store is not None:
-            catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers))
+            catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers, service.pages))
             services[catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name] = (
                 lambda server: catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server))
         return {

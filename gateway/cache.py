@@ -1,13 +1,16 @@
-"""The gateway's caches: recent feeds per user, and exact generation answers, both dropped when the user interacts."""
+"""The gateway's caches: recent feeds per user, exact generation answers, and the rest of a ranking behind a page
+cursor; all dropped when the user interacts or is forgotten."""
 
 from __future__ import annotations
 
+import secrets
 import time
 from collections import OrderedDict
 
 from feedserve.v1 import gateway_pb2, generator_pb2
+from mesh.errors import InvalidArgument
 
-__all__ = ["FeedCache", "AnswerCache", "answer_key"]
+__all__ = ["FeedCache", "AnswerCache", "PageCursors", "answer_key"]
 
 
 class FeedCache:
@@ -98,3 +101,42 @@ class AnswerCache:
         for key in keys:
             self._entries.pop(key, None)
         return len(keys)
+
+
+class PageCursors:
+    """The ranked items a feed has not shown yet, behind an unguessable cursor, for `ttl_s` (LRU-bounded). The next
+    page continues that same ranking, so no item repeats. A cursor names one user and is ours only: another
+    gateway's, a forged or an expired one is INVALID_ARGUMENT."""
+
+    def __init__(self, ttl_s: float = 600.0, capacity: int = 100_000) -> None:
+        self.ttl_s, self.capacity = ttl_s, capacity
+        self._entries: OrderedDict[str, tuple[float, int, list[gateway_pb2.FeedItem]]] = OrderedDict()
+        self._by_user: dict[int, set[str]] = {}
+
+    def put(self, user: int, rest: list[gateway_pb2.FeedItem]) -> str:
+        token = secrets.token_urlsafe(18)
+        self._entries[token] = (time.monotonic(), user, rest)
+        self._by_user.setdefault(user, set()).add(token)
+        while len(self._entries) > self.capacity:
+            old, (_, old_user, _) = self._entries.popitem(last=False)
+            self._by_user.get(old_user, set()).discard(old)
+        return token
+
+    def take(self, token: str, user: int) -> list[gateway_pb2.FeedItem]:
+        """The items left behind `token`, for `user`; the cursor is spent."""
+        entry = self._entries.pop(token, None)
+        if entry is None:
+            raise InvalidArgument("cursor", "unknown: not issued by this gateway, already used, or forgotten")
+        stamp, owner, rest = entry
+        self._by_user.get(owner, set()).discard(token)
+        if owner != user:
+            raise InvalidArgument("cursor", "was issued for another user")
+        if time.monotonic() - stamp > self.ttl_s:
+            raise InvalidArgument("cursor", f"expired: cursors last {self.ttl_s:.0f} s")
+        return rest
+
+    def invalidate(self, user: int) -> int:
+        tokens = self._by_user.pop(user, set())
+        for token in tokens:
+            self._entries.pop(token, None)
+        return len(tokens)

@@ -14,7 +14,7 @@ from catalog import Event, Item, Schema, Store, User
 from catalog.records import check_batch, check_events, check_id, check_items, check_users
 from catalog.schema import AttributeValue
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, paramserver_pb2
-from gateway.cache import AnswerCache, FeedCache
+from gateway.cache import AnswerCache, FeedCache, PageCursors
 from mesh.clients import ParamServerClient
 from mesh.errors import InvalidArgument, NotFound
 from mesh.rpclog import annotate, request_id
@@ -53,7 +53,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
     store's change feed. Forgetting a user also reaches the paramserver and the gateway's caches."""
 
     def __init__(self, store: Store, schema: Schema, paramserver: ParamServerClient,
-                 caches: Iterable[FeedCache | AnswerCache] = ()) -> None:
+                 caches: Iterable[FeedCache | AnswerCache | PageCursors] = ()) -> None:
         self.store, self.schema, self.paramserver = store, schema, paramserver
         self.caches = list(caches)
 
@@ -100,9 +100,10 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
                                    f"events[{row}]") for row, e in enumerate(request.events)]
         check_events(events, KNOWN_EVENTS)
         sequence, users, items = await asyncio.to_thread(self.store.record_events, events, int(time.time()))
-        for user in np.unique(users).tolist():
+        for user in np.unique(users).tolist():  # read-your-writes; page cursors outlive interactions
             for cache in self.caches:
-                cache.invalidate(user)
+                if not isinstance(cache, PageCursors):
+                    cache.invalidate(user)
         if request.drift:
             left = context.time_remaining()
             await drift_all(self.paramserver, users, items, [e.event for e in events],

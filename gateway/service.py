@@ -8,16 +8,18 @@ fallback feed. A dependency that keeps failing opens its circuit breaker and the
 from __future__ import annotations
 
 import asyncio
+import math
 import time
 from collections.abc import AsyncIterator
 
 import grpc
+import numpy as np
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
-from catalog import Store
-from catalog.records import check_id
+from catalog import ITEM, USER, Store
+from catalog.records import OBJECTIVES, check_id
 from gateway.breaker import CircuitBreaker
-from gateway.cache import AnswerCache, FeedCache, answer_key
+from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
 from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
@@ -26,6 +28,7 @@ from mesh.errors import (
     DeadlineExceeded, FailedPrecondition, FeedserveError, InvalidArgument, NotFound, ResourceExhausted, Unavailable,
 )
 from mesh.rpclog import annotate, request_id
+from mesh.tensors import to_tensor
 from mesh.timing import HopRecorder, cpu_ns
 
 __all__ = ["GatewayService", "GatewayAdminService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
@@ -37,6 +40,7 @@ DEFAULT_TIMEOUT_S = 2.0  # for callers that send no deadline
 GENERATE_TIMEOUT_S = 60.0  # generation streams for longer; callers without a deadline get this one
 MARGIN_S = 0.003  # kept back from every deadline to build and send the answer
 FALLBACK_K = 500
+PAGE_DEPTH = 200  # a first page ranks this deep (at most MAX_K); later pages continue from a cursor
 
 
 class _Budget:
@@ -57,8 +61,16 @@ class _Budget:
 
 
 def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -> list[gateway_pb2.FeedItem]:
-    return [gateway_pb2.FeedItem(item_id=i.item_id, score=i.score, title=i.title, category=i.category, sources=i.sources)
+    return [gateway_pb2.FeedItem(item_id=i.item_id, score=i.score, title=i.title, category=i.category, sources=i.sources,
+                                 id=i.external_id if isinstance(i, ranker_pb2.RankedItem) else i.id)
             for i in list(ranked.items)[:k]]
+
+
+def _plain(request: gateway_pb2.FeedRequest) -> bool:
+    """A feed with no options: the one that is cached, and the one the fallback can stand in for."""
+    return not (request.min_sequence or request.include_seen or request.exclude or request.exclude_ids
+                or request.include_labels or request.exclude_labels or request.published_after
+                or request.objective_weights or request.context.fields)
 
 
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
@@ -68,6 +80,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                  answers: AnswerCache | None = None, store: Store | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
         self.store = store  # the catalog: Interact by the product's own ids logs the event there
+        self.pages = PageCursors()
         self.answers = answers if answers is not None else AnswerCache()
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
@@ -133,16 +146,51 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             modes.in_flight -= 1
             modes.observe((time.monotonic_ns() - received) / 1e9)
 
+    async def _user(self, request: gateway_pb2.FeedRequest) -> int:
+        """The numeric id of the feed's user: given, or looked up by the product's id (0: not known yet)."""
+        if request.user and request.user_id:
+            raise InvalidArgument("user", "give user or user_id, not both")
+        if request.user:
+            check_id(request.user, "user")
+            if self.store is None:
+                raise FailedPrecondition("users by external id need the catalog store (start the gateway with --store)")
+            return int((await asyncio.to_thread(self.store.resolve, USER, [request.user]))[0])
+        if request.user_id == 0:
+            raise InvalidArgument("user_id", "is required (or name the user by `user`)")
+        return request.user_id
+
+    async def _exclusions(self, request: gateway_pb2.FeedRequest) -> np.ndarray | None:
+        ids = list(request.exclude_ids)
+        if request.exclude:
+            if self.store is None:
+                raise FailedPrecondition("exclude by external id needs the catalog store (start the gateway with --store)")
+            for row, external in enumerate(request.exclude):
+                check_id(external, f"exclude[{row}]")
+            ids += [i for i in (await asyncio.to_thread(self.store.resolve, ITEM, list(request.exclude))).tolist() if i]
+        return np.asarray(ids, np.int64) if ids else None
+
     async def _feed(self, request: gateway_pb2.FeedRequest, context: grpc.aio.ServicerContext, received: int) -> gateway_pb2.FeedResponse:
         hops = HopRecorder(SERVICE)
-        if request.user_id == 0:
-            raise InvalidArgument("user_id", "is required")
         k = request.k if request.HasField("k") else DEFAULT_K
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {k}")
+        for head, weight in request.objective_weights.items():
+            if head not in OBJECTIVES:
+                raise InvalidArgument(f"objective_weights.{head}", f"unknown objective, expected one of {', '.join(OBJECTIVES)}")
+            if not math.isfinite(weight):
+                raise InvalidArgument(f"objective_weights.{head}", f"expected a finite number, got {weight}")
+        user_id = await self._user(request)
         budget, rid = _Budget(context), request_id()
         response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)
-        cached = self.cache.get(request.user_id, k)
+        if request.cursor:  # the next page of a ranking already made
+            rest = self.pages.take(request.cursor, user_id)
+            response.items.extend(rest[:k])
+            if len(rest) > k:
+                response.next_cursor = self.pages.put(user_id, rest[k:])
+            hops.add("cursor", received, time.monotonic_ns())
+            return self._finish(response, hops, received, request.context.feature_tag)
+        plain = _plain(request)  # only plain feeds are cached: options change the answer
+        cached = self.cache.get(user_id, k) if plain and user_id else None
         if cached is not None:
             response.MergeFrom(cached)
             response.ClearField("hops")
@@ -151,15 +199,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             return self._finish(response, hops, received, request.context.feature_tag)
 
         settings = self.modes.settings
-        try:
-            with hops.stage("paramserver_call"):
-                user = await self._guarded(
-                    "paramserver", lambda: self.paramserver.user_vector(request.user_id, budget.require(), rid))
-            hops.extend(user.hops)
-        except (Unavailable, DeadlineExceeded) as exc:
-            annotate(dependency_error=str(exc))
-            self._fallback_or_cache(request.user_id, k, response, "paramserver unavailable")
-            return self._finish(response, hops, received, request.context.feature_tag)
+        vector = None
+        if user_id:
+            try:
+                with hops.stage("paramserver_call"):
+                    user = await self._guarded(
+                        "paramserver", lambda: self.paramserver.user_vector(user_id, budget.require(), rid))
+                hops.extend(user.hops)
+                vector = user.vector
+            except (Unavailable, DeadlineExceeded) as exc:
+                annotate(dependency_error=str(exc))
+                self._fallback_or_cache(user_id, k, response, "paramserver unavailable")
+                return self._finish(response, hops, received, request.context.feature_tag)
 
         count, left = settings.candidate_count, budget.left()
         if self.rank_cost_s and left < self.rank_cost_s * 1.2:
@@ -167,16 +218,25 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 count = max(200, int(count * left / (self.rank_cost_s * 1.2)))
                 self._degrade(response, f"deadline: {count} candidates instead of {settings.candidate_count}")
             else:
-                self._fallback_or_cache(request.user_id, k, response, "deadline too short to rank")
+                self._fallback_or_cache(user_id, k, response, "deadline too short to rank")
                 return self._finish(response, hops, received, request.context.feature_tag)
-        rank_request = ranker_pb2.RankRequest(context=request.context, user_id=request.user_id, k=k, candidate_count=count,
-                                              max_batch_delay_us=settings.batch_delay_us)
+        depth = min(MAX_K, max(k, PAGE_DEPTH))  # ranked deeper than the page, so that a cursor continues it
+        timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
+        rank_request = ranker_pb2.RankRequest(
+            context=request.context, user_id=user_id, k=depth, candidate_count=count,
+            max_batch_delay_us=settings.batch_delay_us, min_sequence=request.min_sequence,
+            min_sequence_wait_ms=int(max(timeout - self.rank_cost_s, 0) * 1e3) if request.min_sequence else 0,
+            include_labels=request.include_labels, exclude_labels=request.exclude_labels,
+            published_after=request.published_after, head_weights=request.objective_weights,
+            include_seen=request.include_seen)
+        exclude = await self._exclusions(request)
+        if exclude is not None:
+            rank_request.exclude.CopyFrom(to_tensor(exclude))
         try:
             with hops.stage("ranker_call"):
                 started = time.monotonic()
-                timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
-                ranked = await self._guarded("ranker", lambda: self.ranker.rank(rank_request, user.vector, timeout, rid))
-            if count == settings.candidate_count:
+                ranked = await self._guarded("ranker", lambda: self.ranker.rank(rank_request, vector, timeout, rid))
+            if count == settings.candidate_count and not request.min_sequence:
                 cost = time.monotonic() - started
                 self.rank_cost_s = cost if not self.rank_cost_s else 0.8 * self.rank_cost_s + 0.2 * cost
         except (Unavailable, DeadlineExceeded) as exc:
@@ -184,14 +244,21 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             response.ClearField("degraded")
             response.ClearField("degraded_reason")
             why = "ranker too slow for the deadline" if isinstance(exc, DeadlineExceeded) else "ranker unavailable"
-            self._fallback_or_cache(request.user_id, k, response, why)
+            self._fallback_or_cache(user_id, k, response, why)
             return self._finish(response, hops, received, request.context.feature_tag)
         hops.extend(ranked.hops)
         response.cold_start = ranked.cold_start
         response.model_version = f"{ranked.model_name}/{ranked.model_version}"
-        response.items.extend(_items(ranked, k))
-        if not response.degraded:
-            self.cache.put(request.user_id, k, response)
+        response.catalog_sequence = ranked.catalog_sequence
+        if ranked.behind:
+            self._degrade(response, f"catalog: the ranker has applied sequence {ranked.catalog_sequence}, "
+                                    f"below min_sequence {request.min_sequence}")
+        items = _items(ranked, len(ranked.items))
+        response.items.extend(items[:k])
+        if len(items) > k:
+            response.next_cursor = self.pages.put(user_id, items[k:])
+        if not response.degraded and plain and user_id:
+            self.cache.put(user_id, k, response)
         annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
         return self._finish(response, hops, received, request.context.feature_tag)
 

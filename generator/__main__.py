@@ -19,14 +19,16 @@ from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.server import run_service
-from world.synthetic import CATEGORIES
+from catalog import open_store
+from generator.corpus import TOPICS
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["generator"])
     parser.add_argument("--home", type=Path, default=default_home(), help="where tiers and the encoder are built")
-    parser.add_argument("--world", type=Path, help="a built world: its categories' centroids find a user's top interest")
+    parser.add_argument("--store", default="", help="the catalog store: its categories, embedded like the content, "
+                                                     "find a user's top interest (default: none)")
     parser.add_argument("--paramserver", help="paramserver address, for user interests (default: none)")
     parser.add_argument("--model", action="append", type=parse_model_arg, default=[],
                         help="NAME=PATH[,price=P][,context=N]: also serve this GPT-2-style ONNX export; repeatable")
@@ -56,14 +58,15 @@ def main() -> None:
         if args.semantic_threshold > 0:
             encoder = SentenceEncoder(ensure_encoder(args.home))
             semantic = SemanticCache(EmbeddingCache(encoder.encode), args.semantic_threshold, args.cache_ttl_s)
-        centroids = None
-        if args.world is not None:
-            from world import load_world
-
-            centroids = load_world(args.world).category_centroids
+        topics, centroids = TOPICS, None
+        if args.store:  # the catalog's own categories, in the content vectors' space (where user vectors live)
+            known = open_store(args.store).categories()
+            if known:
+                topics = tuple(known)
+                centroids = SentenceEncoder(ensure_encoder(args.home)).encode_batch(list(topics))
         if args.paramserver:
             paramserver.append(ParamServerClient(args.paramserver))
-        core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), CATEGORIES, centroids,
+        core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), topics, centroids,
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})

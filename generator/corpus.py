@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import random
 
-from world.synthetic import CATEGORIES
+__all__ = ["corpus", "headline_prompt", "post_prompt", "ideas_prompt", "STAGE_END", "TOPICS"]
 
-__all__ = ["corpus", "headline_prompt", "post_prompt", "ideas_prompt", "STAGE_END"]
+# What the packaged tiers were trained to write about (the simulator's categories when they were trained); a user's
+# top interest outside these still names the topic, but the toy tiers write best about these.
+TOPICS = (
+    "tech", "science", "sports", "music", "film", "travel", "food", "fashion",
+    "finance", "health", "gaming", "art", "books", "politics", "nature", "cars",
+    "design", "history", "comedy", "pets", "space", "fitness", "parenting", "diy",
+    "photography", "architecture", "education", "crypto", "climate", "startups", "theatre", "poetry",
+)
 
 STAGE_END = "\n\n"  # every document in the corpus ends so; stages stop on it
 
@@ -55,7 +62,7 @@ def corpus(documents: int, seed: int = 0) -> str:
     rng = random.Random(seed)
     parts = []
     for _ in range(documents):
-        cat = rng.choice(CATEGORIES)
+        cat = rng.choice(TOPICS)
         kind = rng.random()
         if kind < 0.35:
             parts.append(headline_prompt(cat) + _fill(rng.choice(_HEADLINES), rng, cat))

@@ -15,7 +15,7 @@ import numpy as np
 from engines.base import ModelManifest, load_manifest, write_manifest
 from generator.corpus import corpus
 from engines.export import legacy_export
-from world.progress import Progress
+from mesh.progress import Progress
 
 __all__ = ["TierSpec", "TIERS", "train_tokenizer", "train_tier", "ensure_tiers", "MODEL_FILE", "TOKENIZER_FILE"]
 

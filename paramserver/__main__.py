@@ -1,4 +1,5 @@
-"""`python -m paramserver`: serve the embedding tables of a world over gRPC and a shared-memory ring."""
+"""`python -m paramserver`: serve the user and item embedding tables over gRPC and a shared-memory ring; items
+follow the catalog store's change feed."""
 
 from __future__ import annotations
 
@@ -15,7 +16,9 @@ from paramserver.drift import parse_rates
 from paramserver.metrics import serve_metrics
 from paramserver.service import ParamServer, ParamServerServicer, TableConfig
 from paramserver.wal import POLICIES
-from world import load_world
+from catalog import open_store
+from engines.sentence import DIM
+from mesh.config import default_home
 
 
 def _every(seconds: float, work, name: str) -> None:
@@ -35,10 +38,12 @@ def _every(seconds: float, work, name: str) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m paramserver", description=__doc__)
-    parser.add_argument("--world", type=Path, required=True, help="a built world directory")
+    parser.add_argument("--store", default="", help="the catalog store (SQLite path or postgresql:// URL) whose items "
+                                                     "this paramserver serves; without it, items come only from Upsert")
+    parser.add_argument("--dim", type=int, default=DIM, help="vector width (default: %(default)s, the content vectors')")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["paramserver"])
-    parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: WORLD/state/<port>)")
+    parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: HOME/state/paramserver-<port>)")
     parser.add_argument("--drift-rates", default="", help="overrides, e.g. like=0.1,skip=-0.02")
     parser.add_argument("--fsync", choices=POLICIES, default="always",
                         help="always: ack after fsync (group commit); interval: ack after write, fsync every "
@@ -57,13 +62,14 @@ def main() -> None:
 
     def build():
         core = ParamServer(
-            world, args.state_dir or args.world / "state" / str(args.port), parse_rates(args.drift_rates),
+            args.dim, args.state_dir or default_home() / "state" / f"paramserver-{args.port}", parse_rates(args.drift_rates),
             users=TableConfig(args.precision, args.user_ttl_s, args.admit_after),
             items=TableConfig(args.precision), fsync=args.fsync, fsync_interval_s=args.fsync_interval_ms / 1e3,
             slots=shard_slots(args.shard) if args.shard else parse_slot_range(args.slots),
+            store=open_store(args.store) if args.store else None,
         )
         log = get_logger("paramserver")
-        log.info("state restored", snapshot_seq=core.snapshot_seq, wal_records_replayed=core.replayed,
+        log.info("state restored", snapshot_seq=core.snapshot_seq, wal_records_replayed=core.replayed, feed_seq=core.feed_seq,
                  users=core.tables[1].size, items=core.tables[2].size)
         if args.metrics_port >= 0:
             log.info("metrics", port=serve_metrics(core, args.host, args.metrics_port))
@@ -74,7 +80,6 @@ def main() -> None:
         servicer = ParamServerServicer(core)
         return core.handlers(), lambda server: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, server)
 
-    world = load_world(args.world)
     run_core("paramserver", paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"], build, f"{args.host}:{args.port}")
 
 

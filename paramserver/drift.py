@@ -3,20 +3,11 @@
 from __future__ import annotations
 
 from feedserve.v1 import common_pb2
+from catalog.drift import DEFAULT_RATES
 from mesh.errors import InvalidArgument
 
 __all__ = ["DEFAULT_RATES", "parse_rates"]
 
-# Significant events move the user 10% of the way to the item; negative ones push away.
-DEFAULT_RATES: dict[int, float] = {
-    common_pb2.EVENT_TYPE_IMPRESSION: 0.0,
-    common_pb2.EVENT_TYPE_CLICK: 0.05,
-    common_pb2.EVENT_TYPE_LIKE: 0.10,
-    common_pb2.EVENT_TYPE_SHARE: 0.10,
-    common_pb2.EVENT_TYPE_DWELL: 0.05,
-    common_pb2.EVENT_TYPE_SKIP: -0.02,
-    common_pb2.EVENT_TYPE_DISLIKE: -0.10,
-}
 
 
 def parse_rates(spec: str) -> dict[int, float]:

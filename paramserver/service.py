@@ -2,7 +2,11 @@
 
 Writes are validated, appended to the WAL and applied under one lock (so WAL order is apply order),
 then acknowledged once durable by the WAL's policy. Reads take no Python lock: the table's own
-reader lock keeps rows whole. State = latest snapshot + WAL replay; a fresh state starts from the world.
+reader lock keeps rows whole. State = latest snapshot + WAL replay.
+
+Item rows follow the catalog's change feed (an item's content vector, once encoded; removed when it is deleted
+or hidden), through the same logged writes, with the sequence reached logged after each batch: a restart
+resumes the feed from there. User rows come from drift, and from Upsert (vectors learned or replayed offline).
 """
 
 from __future__ import annotations
@@ -24,17 +28,18 @@ from mesh.errors import InvalidArgument, NotFound
 from mesh.shards import SLOTS, SlotRange
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder
-from native import INSERTED, PENDING, CuckooTable
+from native import PENDING, CuckooTable
 from paramserver.drift import DEFAULT_RATES
 from paramserver.wal import WriteAheadLog
-from world import World
+from catalog import ChangeFollower, Store, StoredItem
 
 __all__ = ["ParamServer", "ParamServerServicer", "TableConfig", "MAX_BATCH"]
 
 MAX_BATCH = 100_000
 SERVICE = "paramserver"
 USER, ITEM = paramserver_pb2.TABLE_USER, paramserver_pb2.TABLE_ITEM
-_OP_UPSERT, _OP_DRIFT, _OP_REMOVE = 1, 2, 3
+_OP_UPSERT, _OP_DRIFT, _OP_REMOVE, _OP_FEED = 1, 2, 3, 4
+_FEED = struct.Struct("<Q")
 _UPSERT = struct.Struct("<BI")
 _DRIFT = struct.Struct("<QQBf")
 
@@ -53,10 +58,11 @@ class TableConfig:
 
 
 class ParamServer:
-    def __init__(self, world: World, state_dir: Path, rates: dict[int, float] | None = None,
+    def __init__(self, dim: int, state_dir: Path, rates: dict[int, float] | None = None,
                  users: TableConfig = TableConfig(), items: TableConfig = TableConfig(),
-                 fsync: str = "always", fsync_interval_s: float = 0.0, slots: SlotRange | None = None) -> None:
-        self.dim = world.spec.dim
+                 fsync: str = "always", fsync_interval_s: float = 0.0, slots: SlotRange | None = None,
+                 store: Store | None = None, poll_s: float = 0.05) -> None:
+        self.dim = dim
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.state_dir = state_dir
         self.configs = {USER: users, ITEM: items}
@@ -64,9 +70,15 @@ class ParamServer:
         self.stats = {table: {"hits": 0, "misses": 0} for table in (USER, ITEM)}
         self._lock = threading.Lock()  # serialises writers: WAL order is apply order
         state_dir.mkdir(parents=True, exist_ok=True)
-        self.tables = self._restore(world)
+        self.feed_seq = 0  # the catalog sequence whose item changes are applied
+        self.tables = self._restore()
         self.wal = WriteAheadLog(state_dir / "wal", fsync, fsync_interval_s)
         self.replayed = self._replay()
+        self.follower = None
+        if store is not None:
+            self.follower = ChangeFollower(store, self._apply_items, after=self.feed_seq, poll_s=poll_s)
+            self.follower.poll()
+            self.follower.start()
 
     # -- state ----------------------------------------------------------------------------------
 
@@ -77,12 +89,13 @@ class ParamServer:
     def _snapshots(self) -> list[Path]:
         return sorted(self.state_dir.glob("snapshot-*.npz"))
 
-    def _restore(self, world: World) -> dict[int, CuckooTable]:
+    def _restore(self) -> dict[int, CuckooTable]:
         snapshots = self._snapshots()
         self.snapshot_seq = 0
         if snapshots:
             with np.load(snapshots[-1]) as saved:
                 self.snapshot_seq = int(saved["seq"])
+                self.feed_seq = int(saved["feed_seq"]) if "feed_seq" in saved.files else 0
                 tables = {}
                 for table, name in ((USER, "user"), (ITEM, "item")):
                     keys = saved[f"{name}_keys"]
@@ -91,12 +104,7 @@ class ParamServer:
                         part = slice(start, start + MAX_BATCH)
                         tables[table].upsert(keys[part], saved[f"{name}_values"][part], _now(), admit=False)
                 return tables
-        users, items = world.user_ids, world.item_ids
-        owned = self.slots.owns(users)
-        tables = {USER: self._new_table(USER, int(owned.sum())), ITEM: self._new_table(ITEM, len(items))}
-        tables[USER].upsert(users[owned], np.asarray(world.user_tastes)[owned], _now(), admit=False)
-        tables[ITEM].upsert(items, np.asarray(world.item_embeddings), _now(), admit=False)
-        return tables
+        return {USER: self._new_table(USER, 0), ITEM: self._new_table(ITEM, 0)}
 
     def _replay(self) -> int:
         count = 0
@@ -106,6 +114,8 @@ class ParamServer:
                 keys = np.frombuffer(payload, np.int64, n, _UPSERT.size)
                 values = np.frombuffer(payload, np.float32, n * self.dim, _UPSERT.size + 8 * n).reshape(n, self.dim)
                 self.tables[table].upsert(keys, values, _now())
+            elif op == _OP_FEED:
+                self.feed_seq = _FEED.unpack(payload)[0]
             elif op == _OP_REMOVE:
                 table, n = _UPSERT.unpack_from(payload)
                 self.tables[table].remove(np.frombuffer(payload, np.int64, n, _UPSERT.size))
@@ -175,6 +185,24 @@ class ParamServer:
         self.wal.wait_durable(seq)
         return paramserver_pb2.RemoveResponse(removed=int(removed.sum()))
 
+    def _apply_items(self, changed: list[StoredItem], reached: int) -> None:
+        """One batch of the catalog's change feed: servable items' vectors in, the rest out, then the sequence."""
+        keep = [i for i in changed if i.servable and i.vector is not None and len(i.vector) == self.dim]
+        gone = np.array([i.id for i in changed if not (i.servable and i.vector is not None)], np.int64)
+        keys = np.array([i.id for i in keep], np.int64)
+        values = np.stack([i.vector for i in keep]) if keep else np.zeros((0, self.dim), np.float32)
+        with self._lock:
+            last = 0
+            if len(keys):
+                last = self.wal.append(_OP_UPSERT, _UPSERT.pack(ITEM, len(keys)) + keys.tobytes() + values.tobytes())
+                self.tables[ITEM].upsert(keys, values, _now(), admit=False)
+            if len(gone):
+                last = self.wal.append(_OP_REMOVE, _UPSERT.pack(ITEM, len(gone)) + gone.tobytes())
+                self.tables[ITEM].remove(gone)
+            last = self.wal.append(_OP_FEED, _FEED.pack(reached))
+            self.feed_seq = reached
+        self.wal.wait_durable(last)
+
     def _item_vector(self, item: int) -> np.ndarray | None:
         vector, found = self.tables[ITEM].lookup(np.array([item], np.int64))
         return vector if found[0] else None
@@ -210,7 +238,7 @@ class ParamServer:
         """A consistent cut: writers wait while the tables are copied out; then the WAL is truncated."""
         with self._lock:
             seq = self.wal.last_seq
-            arrays = {"seq": np.array(seq)}
+            arrays = {"seq": np.array(seq), "feed_seq": np.array(self.feed_seq)}
             for table, name in ((USER, "user"), (ITEM, "item")):
                 keys, values, stamps = self.tables[table].items()
                 arrays[f"{name}_keys"], arrays[f"{name}_values"], arrays[f"{name}_stamps"] = keys, values, stamps
@@ -241,6 +269,8 @@ class ParamServer:
         return removed
 
     def close(self) -> None:
+        if self.follower is not None:
+            self.follower.stop()
         self.wal.close()
 
 

@@ -1,4 +1,4 @@
-"""`python -m ranker`: serve retrieval and ranking for a world over gRPC and a shared-memory ring."""
+"""`python -m ranker`: serve retrieval and ranking of a catalog over gRPC and a shared-memory ring, following its store."""
 
 from __future__ import annotations
 
@@ -7,14 +7,15 @@ import math
 from pathlib import Path
 
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.config import DEFAULT_PORTS
+from catalog import load_schema, open_store, preset_schema
+from catalog.schema import PRESETS
+from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.service import run_core
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
-from ranker.training import ensure_model
-from world import load_world
+from ranker.training import MODEL_NAME, newest_model
 
 
 def parse_head_weights(spec: str) -> dict[str, float]:
@@ -35,7 +36,10 @@ def parse_head_weights(spec: str) -> dict[str, float]:
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ranker", description=__doc__)
-    parser.add_argument("--world", type=Path, required=True, help="a built world directory")
+    parser.add_argument("--store", required=True, help="the catalog store: a SQLite path or a postgresql:// URL")
+    parser.add_argument("--schema", default="simulator", help="the catalog's schema: a TOML file or a preset (default: %(default)s)")
+    parser.add_argument("--models", type=Path, default=None,
+                        help="where trained versions live (default: HOME/models/ranker-mlp); the newest is served")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
@@ -50,8 +54,12 @@ def main() -> None:
     args = parser.parse_args()
 
     def build():
-        world = load_world(args.world)
-        core = Ranker(world, ensure_model(world), precision=args.precision, threads=args.threads,
+        root = args.models or default_home() / "models" / MODEL_NAME
+        manifest = newest_model(root)
+        if manifest is None:
+            raise SystemExit(f"no trained model under {root}: run `feedserve train` first")
+        schema = preset_schema(args.schema) if args.schema in PRESETS else load_schema(Path(args.schema))
+        core = Ranker(open_store(args.store), schema, manifest, precision=args.precision, threads=args.threads,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us)
         servicer = RankerServicer(core)
         if args.metrics_port >= 0:

@@ -1,142 +1,200 @@
-"""The ranker's 4,736-dimensional feature vector: user, item, context and cross parts, and how each is built.
+"""The ranker's 4,736-dimensional feature vector, built from the catalog's declared schema: user, item, context, cross.
 
     [ user 2,048 | item 2,048 | context 512 | cross 128 ]
 
-The first dense layer of the model splits exactly along these parts, which is what lets the ranker
-compute the user and context parts once per request and the item part once per item.
+    user     the user's vector, numeric user fields, hashed categorical and multi-valued user fields
+    item     the item's vector, numeric item fields, hashed categories, tags and categorical item fields
+    context  hour and weekday one-hots, numeric context fields, hashed categorical context fields, the feature tag
+    cross    user.item, retrieval source bits, freshness, popularity, hashed (user field value x item category) pairs
+
+The first dense layer of the model splits exactly along these parts, which is what lets the ranker compute the
+user and context parts once per request and the item part once per item. Nothing here knows any one catalog: a
+new catalog brings a schema file, and its fields land in hashed columns by name.
 """
 
 from __future__ import annotations
 
+import math
+import zlib
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
-from world import World
-from world.synthetic import CATEGORIES, DEVICES, SURFACES
+from catalog.records import OBJECTIVES
+from catalog.schema import Schema
+from mesh.errors import InvalidArgument
 
 __all__ = [
     "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "SOURCES",
-    "ItemTable", "user_features", "item_features", "context_features", "cross_features", "assemble",
+    "FeatureSpace", "ItemCodes", "assemble",
 ]
 
 USER_DIM, ITEM_DIM, CONTEXT_DIM, CROSS_DIM = 2048, 2048, 512, 128
 FEATURE_DIM = USER_DIM + ITEM_DIM + CONTEXT_DIM + CROSS_DIM  # 4,736
 HIDDEN_ITEM = 512  # width of the first hidden layer: the item tower's output
-HEADS = ("click", "like", "dwell", "share")
+HEADS = OBJECTIVES
 SOURCES = ("interest", "cluster", "fresh", "popular")
-EMBED = 64
-N_CATEGORIES = len(CATEGORIES)
 FRESHNESS_DAYS = 7.0
-
-_USER_HASHED = (EMBED + N_CATEGORIES, USER_DIM)  # columns for hashed user attributes
-_ITEM_HASHED = (EMBED + N_CATEGORIES + 1, ITEM_DIM)
-_CONTEXT_HASHED = (24 + 7 + len(DEVICES) + len(SURFACES), CONTEXT_DIM)
-_CROSS_HASHED = (EMBED + 10, CROSS_DIM)
+MAX_CODES = 24  # hashed columns kept per item (categories, tags, fields); more are dropped, rarest last
+_CROSS_FIXED = 7  # dot, 4 source bits, freshness, popularity
+_CONTEXT_FIXED = 31  # hour 24 + weekday 7
 
 
-def _hash_columns(codes: np.ndarray, span: tuple[int, int]) -> np.ndarray:
-    """Column of each (field, code) in the hashed block [start, end): one multiplicative hash per field."""
-    start, end = span
-    fields = np.arange(codes.shape[-1], dtype=np.uint64)
-    mixed = (codes.astype(np.uint64) + np.uint64(1)) * np.uint64(2654435761) + fields * np.uint64(40503)
-    return (start + mixed % np.uint64(end - start)).astype(np.int64)
+def _hash(text: str) -> int:
+    """Stable across processes and machines (unlike Python's salted hash)."""
+    return zlib.crc32(text.encode())
+
+
+def _scaled(value: float) -> float:
+    """Numbers of any magnitude into a range the MLP likes: a signed log."""
+    return math.copysign(math.log1p(abs(value)), value) / 10.0
 
 
 @dataclass
-class ItemTable:
-    """The per-item attributes the ranker keeps in memory (row = item id - 1), growable for new items."""
+class ItemCodes:
+    """What an item contributes besides its vector: hashed item-part columns (padded with -1), numeric field values,
+    and the code of its first category (diversity and crosses)."""
 
-    embeddings: np.ndarray  # float32 [N, 64]
-    category: np.ndarray  # int16 [N]
-    published: np.ndarray  # int64 [N], seconds
-    popularity: np.ndarray  # float32 [N]
-    attributes: np.ndarray  # int32 [N, 4]
-
-    @classmethod
-    def from_world(cls, world: World) -> ItemTable:
-        return cls(
-            np.ascontiguousarray(world.item_embeddings, dtype=np.float32),
-            np.asarray(world.item_category).astype(np.int16),
-            np.asarray(world.item_published).astype(np.int64),
-            np.asarray(world.item_popularity).astype(np.float32),
-            np.asarray(world.item_attributes).astype(np.int32),
-        )
-
-    def __len__(self) -> int:
-        return len(self.embeddings)
-
-    def append(self, embeddings: np.ndarray, category: np.ndarray, published: np.ndarray,
-               popularity: np.ndarray, attributes: np.ndarray) -> None:
-        self.embeddings = np.concatenate([self.embeddings, embeddings.astype(np.float32)])
-        self.category = np.concatenate([self.category, category.astype(np.int16)])
-        self.published = np.concatenate([self.published, published.astype(np.int64)])
-        self.popularity = np.concatenate([self.popularity, popularity.astype(np.float32)])
-        self.attributes = np.concatenate([self.attributes, attributes.astype(np.int32)])
+    columns: np.ndarray  # int32 [MAX_CODES]
+    numeric: np.ndarray  # float32 [numeric item fields]
+    category: int
 
 
-def user_features(users: np.ndarray | None, attributes: np.ndarray | None, centroids: np.ndarray,
-                  rows: int = 1) -> np.ndarray:
-    """[b, 2048]: user vectors [b, 64], their affinity to every category, hashed profile attributes [b, 4].
-    None (an unknown user) leaves that part zero."""
-    b = rows if users is None else len(users)
-    out = np.zeros((b, USER_DIM), dtype=np.float32)
-    if users is not None:
-        out[:, :EMBED] = users
-        out[:, EMBED:EMBED + N_CATEGORIES] = users @ centroids.T
-    if attributes is not None:
-        np.put_along_axis(out, _hash_columns(attributes, _USER_HASHED), 1.0, axis=1)
-    return out
+class FeatureSpace:
+    """Where each declared field lands, for a schema and a vector width."""
 
+    def __init__(self, schema: Schema, dim: int) -> None:
+        self.schema, self.dim = schema, dim
+        self.numeric = {entity: [n for n, k in schema.of(entity).items() if k == "numeric"] for entity in ("user", "item", "context")}
+        self.hashed = {entity: [n for n, k in schema.of(entity).items() if k in ("categorical", "multi")]
+                       for entity in ("user", "item", "context")}
+        # [vector | numeric fields | hashed block] in the user and item parts
+        for entity, width in (("user", USER_DIM), ("item", ITEM_DIM)):
+            if dim + len(self.numeric[entity]) + 64 > width:
+                raise ValueError(f"a {dim}-wide vector and {len(self.numeric[entity])} numeric {entity} fields leave "
+                                 f"too few hashed columns in the {width}-wide {entity} part")
+        self._user_hashed = (dim + len(self.numeric["user"]), USER_DIM)
+        self._item_hashed = (dim + len(self.numeric["item"]), ITEM_DIM)
+        self._context_hashed = (_CONTEXT_FIXED + len(self.numeric["context"]), CONTEXT_DIM)
+        self._cross_hashed = (_CROSS_FIXED, CROSS_DIM)
 
-def item_features(items: ItemTable, rows: np.ndarray) -> np.ndarray:
-    """[n, 2048]: embedding, category one-hot, log popularity, hashed attributes. Static: no clock inside."""
-    out = np.zeros((len(rows), ITEM_DIM), dtype=np.float32)
-    out[:, :EMBED] = items.embeddings[rows]
-    out[np.arange(len(rows)), EMBED + items.category[rows]] = 1.0
-    out[:, EMBED + N_CATEGORIES] = np.log1p(items.popularity[rows]) / 10
-    np.put_along_axis(out, _hash_columns(items.attributes[rows], _ITEM_HASHED), 1.0, axis=1)
-    return out
+    @staticmethod
+    def _column(span: tuple[int, int], field: str, value: str) -> int:
+        start, end = span
+        return start + _hash(f"{field}={value}") % (end - start)
 
+    def _hashed_columns(self, entity: str, attributes: Mapping[str, object], span: tuple[int, int]) -> list[int]:
+        columns = []
+        for name in self.hashed[entity]:
+            value = attributes.get(name)
+            for v in ([] if value is None else value if isinstance(value, list) else [value]):
+                columns.append(self._column(span, name, str(v)))
+        return columns
 
-def context_features(hour: np.ndarray, weekday: np.ndarray, device: np.ndarray, surface: np.ndarray,
-                     feature_tag: str = "") -> np.ndarray:
-    """[b, 512]: hour, weekday, device and surface one-hots, and the hashed feature tag."""
-    b = len(hour)
-    out = np.zeros((b, CONTEXT_DIM), dtype=np.float32)
-    at = np.arange(b)
-    out[at, np.asarray(hour) % 24] = 1.0
-    out[at, 24 + np.asarray(weekday) % 7] = 1.0
-    out[at, 31 + np.asarray(device) % len(DEVICES)] = 1.0
-    out[at, 31 + len(DEVICES) + np.asarray(surface) % len(SURFACES)] = 1.0
-    tag = sum(feature_tag.encode())
-    out[:, _hash_columns(np.array([[tag]]), _CONTEXT_HASHED)[0, 0]] = 1.0
-    return out
+    # -- items: coded once, when they change ------------------------------------------------------------
 
+    def item_codes(self, categories: Sequence[str], tags: Sequence[str], attributes: Mapping[str, object]) -> ItemCodes:
+        columns = [self._column(self._item_hashed, "categories", c) for c in categories]
+        columns += [self._column(self._item_hashed, "tags", t) for t in tags]
+        columns += self._hashed_columns("item", attributes, self._item_hashed)
+        padded = np.full(MAX_CODES, -1, np.int32)
+        kept = columns[:MAX_CODES]
+        padded[:len(kept)] = kept
+        numeric = np.array([_scaled(float(attributes[n])) if n in attributes else 0.0 for n in self.numeric["item"]],
+                           np.float32)
+        return ItemCodes(padded, numeric, _hash(categories[0]) if categories else 0)
 
-def cross_features(users: np.ndarray | None, user_attributes: np.ndarray | None, items: ItemTable, rows: np.ndarray,
-                   sources: np.ndarray, source_scores: np.ndarray, now: int, centroids: np.ndarray) -> np.ndarray:
-    """[n, 128]: user*item, their inner product, source bits and scores, freshness, category affinity,
-    popularity, and hashed (country, category) pairs. `users` is [1, 64] (one request) or [n, 64]."""
-    n = len(rows)
-    out = np.zeros((n, CROSS_DIM), dtype=np.float32)
-    embeddings = items.embeddings[rows]
-    category = items.category[rows].astype(np.int64)
-    if users is not None:
-        out[:, :EMBED] = embeddings * users
-        out[:, EMBED] = np.einsum("nd,nd->n", embeddings, np.broadcast_to(users, embeddings.shape))
-        affinity = users @ centroids.T  # [1 or n, categories]
-        out[:, EMBED + 8] = np.take_along_axis(np.broadcast_to(affinity, (n, affinity.shape[1])), category[:, None], 1)[:, 0]
-    out[:, EMBED + 1:EMBED + 5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
-    out[:, EMBED + 5:EMBED + 7] = source_scores
-    age_days = np.clip((now - items.published[rows]) / 86400, 0, None)
-    out[:, EMBED + 7] = np.exp(-age_days / FRESHNESS_DAYS)
-    out[:, EMBED + 9] = np.log1p(items.popularity[rows]) / 10
-    if user_attributes is not None:  # (country, category) pairs: who likes what where
-        country = np.broadcast_to(user_attributes[:, 0], (n,)) if len(user_attributes) == 1 else user_attributes[:, 0]
-        pairs = country.astype(np.int64) * N_CATEGORIES + category
-        out[np.arange(n), _hash_columns(pairs[:, None], _CROSS_HASHED)[:, 0]] = 1.0
-    return out
+    def item_features(self, vectors: np.ndarray, columns: np.ndarray, numeric: np.ndarray) -> np.ndarray:
+        """[n, 2048] from item vectors [n, dim], hashed columns [n, MAX_CODES] and numeric values [n, k]."""
+        n = len(vectors)
+        out = np.zeros((n, ITEM_DIM), np.float32)
+        out[:, :self.dim] = vectors
+        out[:, self.dim:self.dim + numeric.shape[1]] = numeric
+        rows, slots = np.nonzero(columns >= 0)
+        out[rows, columns[rows, slots]] = 1.0
+        return out
+
+    # -- users and requests ---------------------------------------------------------------------------
+
+    def user_features(self, vectors: np.ndarray | None, attributes: Sequence[Mapping[str, object] | None],
+                      ) -> np.ndarray:
+        """[b, 2048]: vectors [b, dim] (None: unknown users, left zero) and each user's declared attributes."""
+        out = np.zeros((len(attributes), USER_DIM), np.float32)
+        if vectors is not None:
+            out[:, :self.dim] = vectors
+        for row, attrs in enumerate(attributes):
+            if not attrs:
+                continue
+            for k, name in enumerate(self.numeric["user"]):
+                if name in attrs:
+                    out[row, self.dim + k] = _scaled(float(attrs[name]))  # type: ignore[arg-type]
+            out[row, self._hashed_columns("user", attrs, self._user_hashed)] = 1.0
+        return out
+
+    def user_crosses(self, attributes: Mapping[str, object] | None) -> list[str]:
+        """The user's categorical values that pair with item categories in the cross part."""
+        if not attributes:
+            return []
+        return [f"{name}={v}" for name in self.hashed["user"] if name in attributes
+                for v in (attributes[name] if isinstance(attributes[name], list) else [attributes[name]])]
+
+    def check_context(self, fields: Mapping[str, str], where: str = "context.fields") -> dict[str, object]:
+        """Request context fields, typed by the schema; INVALID_ARGUMENT naming an undeclared or malformed one."""
+        declared = self.schema.of("context")
+        typed: dict[str, object] = {}
+        for name, text in fields.items():
+            kind = declared.get(name)
+            if kind is None:
+                raise InvalidArgument(f"{where}.{name}", f"not declared in schema {self.schema.name!r} for context "
+                                                         f"(declared: {', '.join(sorted(declared)) or 'none'})")
+            if kind == "numeric":
+                try:
+                    value = float(text)
+                except ValueError:
+                    raise InvalidArgument(f"{where}.{name}", f"expected a number, got {text!r}") from None
+                if not math.isfinite(value):
+                    raise InvalidArgument(f"{where}.{name}", f"expected a finite number, got {text!r}")
+                typed[name] = value
+            else:
+                typed[name] = text
+        return typed
+
+    def context_features(self, hour: np.ndarray, weekday: np.ndarray, fields: Sequence[Mapping[str, object]],
+                         feature_tag: str = "") -> np.ndarray:
+        """[b, 512]: hour and weekday one-hots, numeric and hashed context fields, the hashed feature tag."""
+        b = len(hour)
+        out = np.zeros((b, CONTEXT_DIM), np.float32)
+        at = np.arange(b)
+        out[at, np.asarray(hour) % 24] = 1.0
+        out[at, 24 + np.asarray(weekday) % 7] = 1.0
+        tag = self._column(self._context_hashed, "feature_tag", feature_tag)
+        for row, values in enumerate(fields):
+            for k, name in enumerate(self.numeric["context"]):
+                if name in values:
+                    out[row, _CONTEXT_FIXED + k] = _scaled(float(values[name]))  # type: ignore[arg-type]
+            out[row, self._hashed_columns("context", values, self._context_hashed)] = 1.0
+            out[row, tag] = 1.0
+        return out
+
+    def cross_features(self, users: np.ndarray | None, crosses: Sequence[str], item_vectors: np.ndarray,
+                       item_categories: np.ndarray, sources: np.ndarray, age_s: np.ndarray,
+                       popularity: np.ndarray) -> np.ndarray:
+        """[n, 128]: user.item, source bits, freshness, log popularity, hashed (user value x item category) pairs.
+        `users` is [1, dim] (one request) or [n, dim]; `crosses` the request's user values (user_crosses)."""
+        n = len(item_vectors)
+        out = np.zeros((n, CROSS_DIM), np.float32)
+        if users is not None:
+            out[:, 0] = np.einsum("nd,nd->n", item_vectors, np.broadcast_to(users, item_vectors.shape))
+        out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
+        out[:, 5] = np.exp(-np.clip(age_s, 0, None) / 86400 / FRESHNESS_DAYS)
+        out[:, 6] = np.log1p(popularity) / 10
+        start, end = self._cross_hashed
+        for value in crosses:  # one hashed column per (user value, item category): who likes what
+            base = _hash(value)
+            columns = start + (base ^ item_categories.astype(np.int64)) % (end - start)
+            out[np.arange(n), columns] = 1.0
+        return out
 
 
 def assemble(user: np.ndarray, items: np.ndarray, context: np.ndarray, cross: np.ndarray) -> np.ndarray:

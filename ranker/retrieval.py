@@ -1,25 +1,33 @@
-"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated."""
+"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated.
+
+The index follows the catalog: servable items are added and removed in place as their changes arrive. It is
+exact (flat) while the catalog is small; as it grows, an IVF index with fresh k-means clusters is trained in
+the background and swapped in, with the changes that arrived during training replayed onto it.
+"""
 
 from __future__ import annotations
 
 import math
+import threading
 from dataclasses import dataclass
 
 import faiss
 import numpy as np
 
-from ranker.features import SOURCES, ItemTable
+from ranker.features import SOURCES
+from ranker.items import ItemTable
 
-__all__ = ["Retriever", "Candidates"]
+__all__ = ["Retriever", "Candidates", "FLAT_BELOW"]
 
 _POOL = 5_000  # newest / most popular items kept ready
 _CLUSTERS_PER_USER = 8
+FLAT_BELOW = 20_000  # exact inner product search up to this many items
 
 
 @dataclass
 class Candidates:
-    """Item ids (1-based), a bitmask of the sources that proposed each, and [n, 2] source scores
-    (interest inner product, the user's affinity to the item's latent cluster)."""
+    """Item ids (1-based), a bitmask of the sources that proposed each, and their interest scores (user.item for
+    interest candidates, 0 elsewhere)."""
 
     ids: np.ndarray
     sources: np.ndarray
@@ -30,94 +38,208 @@ class Candidates:
         return [name for bit, name in enumerate(SOURCES) if mask >> bit & 1]
 
 
-class Retriever:
-    """IVF inner-product search over item embeddings; its k-means centroids double as latent clusters.
+@dataclass
+class _Index:
+    """One built index with its clusters (empty when the catalog is too small for k-means)."""
 
-    New items are added in place (`add`): they become retrievable at once, with no rebuild.
-    """
+    search: faiss.Index
+    centroids: np.ndarray
+    built_for: int
+    quantizer: faiss.Index | None = None  # the IVF's: held here so that it lives as long as the index
+
+
+def _clusters(n: int) -> int:
+    nlist = int(np.clip(4 * math.sqrt(max(n, 1)), 8, 4096))
+    return min(nlist, n // 39)  # k-means wants >= 39 points a centroid
+
+
+def _build(vectors: np.ndarray, rows: np.ndarray, nprobe: int, seed: int) -> _Index:
+    n, dim = vectors.shape
+    nlist = _clusters(n)
+    centroids = np.zeros((0, dim), np.float32)
+    if nlist >= 2:
+        kmeans = faiss.Kmeans(dim, nlist, niter=10, seed=seed, spherical=True, verbose=False)
+        kmeans.train(np.ascontiguousarray(vectors[np.random.default_rng(seed).permutation(n)[:64 * nlist]]))
+        centroids = kmeans.centroids.copy()
+    quantizer = None
+    if n >= FLAT_BELOW and nlist >= 2:
+        quantizer = faiss.IndexFlatIP(dim)
+        quantizer.add(centroids)  # the k-means centroids: the IVF needs no training of its own
+        index: faiss.Index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
+        index.nprobe = min(nprobe, nlist)
+    else:
+        index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
+    if n:
+        index.add_with_ids(np.ascontiguousarray(vectors), rows.astype(np.int64))
+    return _Index(index, centroids, n, quantizer)
+
+
+class Retriever:
+    """Inner-product search over servable items' vectors; k-means centroids double as latent clusters.
+
+    Callers serialise `add`, `remove` and `retrieve` (the ranker's lock); `rebuild` trains outside that lock."""
 
     def __init__(self, items: ItemTable, nprobe: int = 128, seed: int = 0) -> None:
-        embeddings = items.embeddings
-        n, dim = embeddings.shape
-        self.nlist = int(np.clip(min(4 * math.sqrt(n), n // 39), 16, 4096))  # k-means wants >= 39 points a centroid
-        self.quantizer = faiss.IndexFlatIP(dim)
-        self.index = faiss.IndexIVFFlat(self.quantizer, dim, self.nlist, faiss.METRIC_INNER_PRODUCT)
-        sample = np.random.default_rng(seed).choice(n, min(n, 64 * self.nlist), replace=False)
-        self.index.train(np.ascontiguousarray(embeddings[np.sort(sample)]))
-        self.index.add_with_ids(embeddings, np.arange(n, dtype=np.int64))
-        self.index.nprobe = min(nprobe, self.nlist)
-        self.centroids = self.quantizer.reconstruct_n(0, self.nlist)
-        self.items = items
-        cluster = self.quantizer.search(embeddings, 1)[1][:, 0]
-        order = np.lexsort((-items.popularity, cluster))  # by cluster, most popular first
-        bounds = np.searchsorted(cluster[order], np.arange(self.nlist + 1))
-        self.members = [order[a:b] for a, b in zip(bounds, bounds[1:])]
-        self.popular = np.argsort(-items.popularity, kind="stable")[:_POOL]
-        self.fresh = np.argsort(-items.published, kind="stable")[:_POOL]
+        self.items, self.nprobe, self.seed = items, nprobe, seed
+        self.cluster_of = np.full(0, -1, np.int32)
+        self.members: list[set[int]] = []
+        self._index = _build(np.zeros((0, items.space.dim), np.float32), np.zeros(0, np.int64), nprobe, seed)
+        self._pools: dict[str, np.ndarray] | None = None
+        self._during_rebuild: list[tuple[str, np.ndarray]] | None = None
+        self._rebuilding: threading.Thread | None = None
+        self.rebuilds = 0
+
+    @property
+    def count(self) -> int:
+        return int(self._index.search.ntotal)
+
+    @property
+    def kind(self) -> str:
+        return "ivf" if isinstance(self._index.search, faiss.IndexIVFFlat) else "flat"
+
+    # -- following the catalog ------------------------------------------------------------------------
 
     def add(self, rows: np.ndarray) -> None:
-        """Make the items at `rows` of the (already grown) item table retrievable."""
-        items = self.items
-        embeddings = np.ascontiguousarray(items.embeddings[rows])
-        self.index.add_with_ids(embeddings, rows.astype(np.int64))
-        for row, cluster in zip(rows.tolist(), self.quantizer.search(embeddings, 1)[1][:, 0].tolist()):
-            members = self.members[cluster]
-            at = np.searchsorted(-items.popularity[members], -items.popularity[row])
-            self.members[cluster] = np.insert(members, at, row)
-        for pool, key in (("popular", items.popularity), ("fresh", items.published)):
-            merged = np.concatenate([getattr(self, pool), rows])
-            setattr(self, pool, merged[np.argsort(-key[merged], kind="stable")][:_POOL])
+        """(Re-)index servable rows: their vectors may be new."""
+        if not len(rows):
+            return
+        self._remove_from_index(rows)
+        self._index.search.add_with_ids(np.ascontiguousarray(self.items.vectors[rows]), rows.astype(np.int64))
+        self._assign(rows)
+        self._pools = None
+        if self._during_rebuild is not None:
+            self._during_rebuild.append(("add", rows.copy()))
+
+    def remove(self, rows: np.ndarray) -> None:
+        """Drop rows that are no longer servable (deleted, hidden)."""
+        if not len(rows):
+            return
+        self._remove_from_index(rows)
+        self._pools = None
+        if self._during_rebuild is not None:
+            self._during_rebuild.append(("remove", rows.copy()))
+
+    def _remove_from_index(self, rows: np.ndarray) -> None:
+        self._index.search.remove_ids(faiss.IDSelectorBatch(rows.astype(np.int64)))
+        if len(self.cluster_of):
+            for row in rows.tolist():
+                if row < len(self.cluster_of) and self.cluster_of[row] >= 0:
+                    self.members[self.cluster_of[row]].discard(row)
+                    self.cluster_of[row] = -1
+
+    def _assign(self, rows: np.ndarray) -> None:
+        centroids = self._index.centroids
+        if not len(centroids):
+            return
+        if len(self.cluster_of) < self.items.size:
+            grown = np.full(max(self.items.size, 2 * len(self.cluster_of)), -1, np.int32)
+            grown[:len(self.cluster_of)] = self.cluster_of
+            self.cluster_of = grown
+        best = np.argmax(self.items.vectors[rows] @ centroids.T, axis=1)
+        for row, cluster in zip(rows.tolist(), best.tolist()):
+            self.cluster_of[row] = cluster
+            self.members[cluster].add(row)
+
+    def wants_rebuild(self) -> bool:
+        """True when the catalog has doubled since the index was built (and is big enough to cluster)."""
+        servable = int(self.items.servable[:self.items.size].sum())
+        return self._rebuilding is None and servable >= 2 * max(self._index.built_for, 312)
+
+    def rebuild(self, lock: threading.Lock) -> None:
+        """Train a new index (IVF once big enough) on a snapshot, outside `lock`; then, under it, replay what changed
+        meanwhile and swap. Runs in the caller's thread: see `rebuild_in_background`."""
+        with lock:
+            rows = np.flatnonzero(self.items.servable[:self.items.size]).astype(np.int64)
+            vectors = self.items.vectors[rows].copy()
+            self._during_rebuild = []
+        built = _build(vectors, rows, self.nprobe, self.seed)
+        with lock:
+            changes, self._during_rebuild = self._during_rebuild, None
+            self._index = built
+            self.cluster_of = np.full(self.items.size, -1, np.int32)
+            self.members = [set() for _ in range(len(built.centroids))]
+            self._assign(rows)
+            for op, changed in changes:
+                (self.add if op == "add" else self.remove)(changed)
+            self._pools = None
+            self.rebuilds += 1
+
+    def rebuild_in_background(self, lock: threading.Lock) -> None:
+        def run() -> None:
+            try:
+                self.rebuild(lock)
+            finally:
+                self._rebuilding = None
+        self._rebuilding = threading.Thread(target=run, name="retrieval-rebuild", daemon=True)
+        self._rebuilding.start()
+
+    def join_rebuild(self) -> None:
+        thread = self._rebuilding
+        if thread is not None:
+            thread.join()
+
+    # -- serving ----------------------------------------------------------------------------------------
+
+    def _pool(self, name: str) -> np.ndarray:
+        if self._pools is None:
+            servable = np.flatnonzero(self.items.servable[:self.items.size])
+            popular = servable[np.argsort(-self.items.popularity[servable], kind="stable")[:_POOL]]
+            fresh = servable[np.argsort(-self.items.published[servable], kind="stable")[:_POOL]]
+            self._pools = {"popular": popular, "fresh": fresh}
+        return self._pools[name]
 
     def retrieve(self, user: np.ndarray | None, count: int) -> Candidates:
         """About `count` candidates: half by interest, a quarter from the user's latent clusters, an eighth
         each fresh and popular; a cold-start user gets half popular, half fresh."""
-        count = min(count, len(self.items))
-        rows, bits, scores = [], [], []
+        count = min(count, self.count)
+        rows: list[np.ndarray] = []
+        bits: list[np.ndarray] = []
+        scores: list[np.ndarray] = []
 
-        def take(found: np.ndarray, source: int, score: np.ndarray | None = None, cluster_score: np.ndarray | None = None) -> None:
-            rows.append(found)
+        def take(found: np.ndarray, source: int, score: np.ndarray | None = None) -> None:
+            rows.append(found.astype(np.int64))
             bits.append(np.full(len(found), 1 << source, np.uint8))
-            pair = np.zeros((len(found), 2), np.float32)
-            if score is not None:
-                pair[:, 0] = score
-            if cluster_score is not None:
-                pair[:, 1] = cluster_score
-            scores.append(pair)
+            scores.append(np.zeros(len(found), np.float32) if score is None else score.astype(np.float32))
 
+        interest = count // 2 + count // 10  # sources overlap: ask a little more than half
         if user is None:
-            take(self.popular[: count // 2], 3)
-            take(self.fresh[: count - count // 2], 2)
+            take(self._pool("popular")[: count // 2], 3)
+            take(self._pool("fresh")[: count - count // 2], 2)
         else:
-            interest = count // 2 + count // 10  # sources overlap: ask a little more than half
-            distance, found = self.index.search(user[None, :].astype(np.float32, copy=False), interest)
+            query = user[None, :].astype(np.float32, copy=False)
+            distance, found = self._index.search.search(query, interest)
             keep = found[0] >= 0
-            take(found[0][keep], 0, score=distance[0][keep])
-            affinity = self.centroids @ user
-            best = np.argpartition(-affinity, min(_CLUSTERS_PER_USER, self.nlist) - 1)[:_CLUSTERS_PER_USER]
-            per_cluster = max(count // 4 // len(best), 1)
-            for cluster in best.tolist():
-                members = self.members[cluster][:per_cluster]
-                take(members, 1, cluster_score=np.full(len(members), affinity[cluster], np.float32))
+            take(found[0][keep], 0, distance[0][keep])
+            centroids = self._index.centroids
+            if len(centroids):
+                affinity = centroids @ user
+                best = np.argsort(-affinity)[:_CLUSTERS_PER_USER]
+                per_cluster = max(count // 4 // len(best), 1)
+                for cluster in best.tolist():
+                    members = np.fromiter(self.members[cluster], np.int64, len(self.members[cluster]))
+                    if len(members) > per_cluster:
+                        members = members[np.argpartition(-self.items.popularity[members], per_cluster - 1)[:per_cluster]]
+                    take(members, 1)
             rest = count - sum(len(r) for r in rows)
-            take(self.fresh[: max(rest // 2, count // 8)], 2)
-            take(self.popular[: max(rest - rest // 2, count // 8)], 3)
+            take(self._pool("fresh")[: max(rest // 2, count // 8)], 2)
+            take(self._pool("popular")[: max(rest - rest // 2, count // 8)], 3)
 
-        merged = np.concatenate(rows)
+        merged = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         short = count - len(np.unique(merged))
-        if short > 0:  # the sources overlapped more than expected: one deeper pass tops the set up
-            if user is not None:
-                distance, found = self.index.search(user[None, :].astype(np.float32, copy=False), interest + 2 * short)
-                keep = found[0] >= 0
-                take(found[0][keep][interest:], 0, score=distance[0][keep][interest:])
-            else:
-                take(self.popular[count // 2: count // 2 + 2 * short], 3)
+        if short > 0 and user is not None:  # the sources overlapped more than expected: one deeper pass tops up
+            distance, found = self._index.search.search(user[None, :].astype(np.float32, copy=False), interest + 2 * short)
+            keep = found[0] >= 0
+            take(found[0][keep][interest:], 0, distance[0][keep][interest:])
+            merged = np.concatenate(rows)
+        elif short > 0:
+            take(self._pool("popular")[count // 2: count // 2 + 2 * short], 3)
             merged = np.concatenate(rows)
         unique, inverse = np.unique(merged, return_inverse=True)
         mask = np.zeros(len(unique), np.uint8)
         np.bitwise_or.at(mask, inverse, np.concatenate(bits))
-        best_scores = np.zeros((len(unique), 2), np.float32)
+        best_scores = np.zeros(len(unique), np.float32)
         np.maximum.at(best_scores, inverse, np.concatenate(scores))
         if len(unique) > count:  # the top-up overshot: keep every multi-source item, then the best by interest
-            keep = np.lexsort((-best_scores[:, 0], mask == 1))[:count]
-            unique, mask, best_scores = unique[np.sort(keep)], mask[np.sort(keep)], best_scores[np.sort(keep)]
-        return Candidates(ids=unique.astype(np.int64) + 1, sources=mask, scores=best_scores)
+            keep = np.sort(np.lexsort((-best_scores, mask == 1))[:count])
+            unique, mask, best_scores = unique[keep], mask[keep], best_scores[keep]
+        return Candidates(ids=unique + 1, sources=mask, scores=best_scores)

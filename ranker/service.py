@@ -6,7 +6,7 @@ import asyncio
 import math
 import threading
 import time
-from dataclasses import replace
+from collections.abc import Callable
 
 import grpc
 import numpy as np
@@ -18,13 +18,11 @@ from mesh.errors import InvalidArgument
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, cpu_ns, now_ns
-from ranker.features import (
-    CONTEXT_DIM, HEADS, HIDDEN_ITEM, ItemTable, context_features, cross_features, item_features, user_features,
-)
+from catalog import ChangeFollower, Schema, Store, StoredItem
 from ranker.batching import Batcher, Job
+from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, FeatureSpace
+from ranker.items import ItemTable
 from ranker.retrieval import Candidates, Retriever
-from world import World
-from world.synthetic import CATEGORIES
 
 __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "MAX_K", "MAX_CANDIDATES", "diversified_top_k"]
 
@@ -54,36 +52,46 @@ def diversified_top_k(scores: np.ndarray, categories: np.ndarray, k: int) -> np.
 
 
 class Ranker:
-    """Ranks a world's items for one user with a versioned multi-objective model.
+    """Ranks a catalog's items for one user with a versioned multi-objective model, following the store.
 
-    The item term of the first layer is precomputed for every item at start (the item tower) and for
-    each new item as it is added; a request computes its user and context terms once, and only the
-    small cross term and the upper layers per candidate.
+    Items come from the store's change feed (at start, everything so far; then every change as it commits).
+    The item term of the first layer is computed for each item as it arrives (the item tower); a request
+    computes its user and context terms once, and only the small cross term and the upper layers per candidate.
     """
 
-    def __init__(self, world: World, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
-                 head_weights: dict[str, float] | None = None, device: str = "cpu",
-                 max_batch_delay_us: int = 2_000) -> None:
-        self.items = ItemTable.from_world(world)
-        self.titles = list(world.titles)
-        self.now = world.now  # the synthetic world's present: freshness is measured from it
-        self.centroids = np.asarray(world.category_centroids)
-        self.user_attributes = np.asarray(world.user_attributes)
-        tastes = np.asarray(world.user_tastes).mean(axis=0)
-        self.average_user = (tastes / np.linalg.norm(tastes)).astype(np.float32)
+    def __init__(self, store: Store, schema: Schema, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
+                 head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
+                 poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time) -> None:
         self.manifest = manifest
+        self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
+        self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
+        self.items = ItemTable(self.space)
+        self.terms = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
+        self.user_attributes: dict[int, dict] = {}
+        self.seen: dict[int, set[int]] = {}  # user -> items they interacted with (left out of their feeds)
         self.engine = load_engine(manifest, "decomposed", precision, device, threads)
         self.tower = load_engine(manifest, "item_tower", "fp32", device, threads)
         weights = {**manifest.extra.get("head_weights", {}), **(head_weights or {})}
         self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
         self.retriever = Retriever(self.items)
-        self.item_table = self._item_terms(np.arange(len(self.items)))
         self.max_batch_delay_s = max_batch_delay_us / 1e6
-        self.batcher = Batcher(self._run_model, {"item_table": self.item_table, "head_weights": self.head_weights})
-        self._lock = threading.Lock()  # retrieval and add_items: FAISS must not search while it grows
+        self.batcher = Batcher(self._run_model, {"item_table": self.terms, "head_weights": self.head_weights})
+        self._lock = threading.Lock()  # the item table, its terms and the index change together
+        self.store = store
+        self.follower = ChangeFollower(store, self._apply, poll_s=poll_s)
+        self._loading = True
+        self.follower.poll()  # everything committed so far, before the first request
+        self.retriever.rebuild(self._lock)  # clusters (and IVF, when big) over the whole catalog, before serving
+        self._loading = False
+        if follow:
+            self.follower.start()
 
     def handlers(self) -> dict[str, Handler]:
         return {"Rank": self.rank}
+
+    def close(self) -> None:
+        self.follower.stop()
+        self.retriever.join_rebuild()
 
     def _run_model(self, inputs, outputs) -> None:
         self.engine.run(inputs, outputs)
@@ -92,21 +100,36 @@ class Ranker:
         table = np.empty((len(rows), HIDDEN_ITEM), dtype=np.float32)
         for start in range(0, len(rows), _TOWER_CHUNK):
             part = rows[start:start + _TOWER_CHUNK]
-            self.tower.run({"items": item_features(self.items, part)}, {"item_part": table[start:start + len(part)]})
+            self.tower.run({"items": self.items.features(part)}, {"item_part": table[start:start + len(part)]})
         return table
 
-    def add_items(self, embeddings: np.ndarray, category: np.ndarray, published: np.ndarray,
-                  popularity: np.ndarray, attributes: np.ndarray, titles: list[str]) -> np.ndarray:
-        """Add items; they are retrievable and rankable at once (no rebuild). Returns their ids."""
+    def _apply(self, changed: list[StoredItem], reached: int) -> None:
+        """One batch of the change feed: items, then the popularity and user attributes it brought. The item tower
+        runs outside the lock, so requests keep flowing while new items are coded."""
+        after = self.follower.applied
         with self._lock:
-            start = len(self.items)
-            self.items.append(embeddings, category, published, popularity, attributes)
-            rows = np.arange(start, len(self.items))
-            self.item_table = np.concatenate([self.item_table, self._item_terms(rows)])
-            self.batcher.fixed = {"item_table": self.item_table, "head_weights": self.head_weights}
-            self.titles.extend(titles)
-            self.retriever.add(rows)
-        return rows + 1
+            added, removed = self.items.apply(changed)
+        terms = self._item_terms(added) if len(added) else None
+        event_users, popular = self.store.event_pairs(after, reached)
+        users = self.store.users_changed(after, reached)
+        with self._lock:
+            if len(self.terms) < self.items._capacity:  # grown: a new array, swapped in (amortised doubling)
+                grown = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
+                grown[:len(self.terms)] = self.terms
+                self.terms = grown
+                self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
+            if terms is not None:
+                self.terms[added] = terms
+            self.retriever.remove(removed)
+            self.retriever.add(added)
+            self.items.add_popularity(popular)
+            if len(popular):
+                self.retriever._pools = None
+            self.user_attributes.update(users)
+            for user, item in zip(event_users.tolist(), popular.tolist()):
+                self.seen.setdefault(user, set()).add(item)
+        if not self._loading and self.retriever.wants_rebuild():
+            self.retriever.rebuild_in_background(self._lock)
 
     def _validate(self, request: ranker_pb2.RankRequest, tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         if not 1 <= request.k <= MAX_K:
@@ -115,8 +138,8 @@ class Ranker:
             raise InvalidArgument("candidate_count", f"at most {MAX_CANDIDATES}, got {request.candidate_count}")
         user = expect(tensors, "user_vector", np.float32)
         if user is not None:
-            if user.shape != (self.items.embeddings.shape[1],):
-                raise InvalidArgument("user_vector.shape", f"expected [{self.items.embeddings.shape[1]}], got {list(user.shape)}")
+            if user.shape != (self.space.dim,):
+                raise InvalidArgument("user_vector.shape", f"expected [{self.space.dim}], got {list(user.shape)}")
             check_finite(user, "user_vector")
         candidates = expect(tensors, "candidates", np.int64, ndim=1)
         if candidates is not None:
@@ -129,35 +152,70 @@ class Ranker:
             if context.shape != (CONTEXT_DIM,):
                 raise InvalidArgument("context_features.shape", f"expected [{CONTEXT_DIM}], got {list(context.shape)}")
             check_finite(context, "context_features")
+        for head, weight in request.head_weights.items():
+            if head not in HEADS:
+                raise InvalidArgument(f"head_weights.{head}", f"unknown objective, expected one of {', '.join(HEADS)}")
+            if not math.isfinite(weight):
+                raise InvalidArgument(f"head_weights.{head}", f"expected a finite number, got {weight}")
+        if request.published_after < 0:
+            raise InvalidArgument("published_after", f"expected seconds since the epoch, got {request.published_after}")
         return user, candidates, context
 
     def _context(self, request: ranker_pb2.RankRequest) -> np.ndarray:
-        now = time.gmtime()
-        return context_features(np.array([now.tm_hour]), np.array([now.tm_wday]), np.array([0]), np.array([0]),
-                                request.context.feature_tag)
+        now = time.gmtime(self.clock())
+        fields = self.space.check_context(request.context.fields)
+        return self.space.context_features(np.array([now.tm_hour]), np.array([now.tm_wday]), [fields],
+                                           request.context.feature_tag)
+
+    def _filter(self, request: ranker_pb2.RankRequest, tensors: Tensors, found: Candidates) -> Candidates:
+        """Drop excluded ids, items outside the label filters, and items published too early."""
+        rows = found.ids - 1
+        keep = self.items.servable[rows].copy()  # a deleted or hidden item never appears, even when asked for by id
+        exclude = expect(tensors, "exclude", np.int64, ndim=1)
+        if exclude is not None and len(exclude):
+            keep &= ~np.isin(found.ids, exclude)
+        seen = self.seen.get(request.user_id) if not request.include_seen else None
+        if seen:
+            keep &= ~np.isin(found.ids, np.fromiter(seen, np.int64, len(seen)))
+        if request.include_labels or request.exclude_labels:
+            keep &= self.items.matches(rows, set(request.include_labels), set(request.exclude_labels))
+        if request.published_after:
+            keep &= self.items.published[rows] >= request.published_after
+        if keep.all():
+            return found
+        return Candidates(ids=found.ids[keep], sources=found.sources[keep], scores=found.scores[keep])
+
+    def _wait_for_catalog(self, request: ranker_pb2.RankRequest) -> bool:
+        """Read-your-writes: True when the catalog is applied up to min_sequence (waiting within the request's wait)."""
+        if request.min_sequence <= self.follower.applied:
+            return True
+        return self.follower.wait_for(request.min_sequence, request.min_sequence_wait_ms / 1e3)
 
     def rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs) -> ranker_pb2.RankResponse:
         """Tensors are used where they arrived (a ring slot or the gRPC message): ids and context are bound
         to the engine as they are, and all scores are written straight into the response."""
         hops = HopRecorder(SERVICE)
         user, given, context = self._validate(request, tensors)
+        with hops.stage("catalog_wait"):
+            caught_up = self._wait_for_catalog(request)
         with hops.stage("retrieval"):
             with self._lock:
-                items = replace(self.items)  # this request's view: add_items swaps the arrays, never edits them
+                sequence = self.follower.applied
                 if given is not None:
-                    found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8),
-                                       scores=np.zeros((len(given), 2), np.float32))
+                    found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8), scores=np.zeros(len(given), np.float32))
                 else:
-                    found = self.retriever.retrieve(user if user is not None else None,
-                                                    request.candidate_count or DEFAULT_CANDIDATES)
+                    found = self.retriever.retrieve(user, request.candidate_count or DEFAULT_CANDIDATES)
+                found = self._filter(request, tensors, found)
+                rows = found.ids - 1
+                vectors, categories = self.items.vectors[rows], self.items.category[rows]
+                published, popularity = self.items.published[rows], self.items.popularity[rows]
         with hops.stage("features"):
-            rows = found.ids - 1
-            known = 1 <= request.user_id <= len(self.user_attributes)
-            attributes = self.user_attributes[request.user_id - 1][None, :] if known else None
+            attributes = self.user_attributes.get(request.user_id)
             users = user[None, :] if user is not None else None
-            user_part = user_features(users, attributes, self.centroids)
+            user_part = self.space.user_features(users, [attributes])
             context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
-            cross = cross_features(users, attributes, items, rows, found.sources, found.scores, self.now, self.centroids)
+            cross = self.space.cross_features(users, self.space.user_crosses(attributes), vectors, categories,
+                                              found.sources, self.clock() - published, popularity)
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)
@@ -168,20 +226,25 @@ class Ranker:
             self.batcher.submit(job)
             hops.add("queued", queued, job.started_ns)
             hops.add("model", job.started_ns, now_ns(), cpu_ns() - cpu)
-        categories = items.category[rows]
+            if request.head_weights:  # this request's own blend of the objectives
+                blend = self.head_weights.copy()
+                for head, weight in request.head_weights.items():
+                    blend[HEADS.index(head)] = weight
+                scores[...] = heads @ blend
         chosen = diversified_top_k(scores, categories, min(request.k, n))
-        titles = [self.titles[r] for r in rows[chosen].tolist()]
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids
-        annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n)
+        annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n, catalog_sequence=sequence)
         response = ranker_pb2.RankResponse(
             candidates_considered=n, model_name=self.manifest.name, model_version=self.manifest.version,
-            cold_start=user is None,
+            cold_start=user is None, catalog_sequence=sequence, behind=not caught_up,
         )
-        for index, title in zip(chosen.tolist(), titles):
+        items = self.items
+        for index in chosen.tolist():
+            row = int(rows[index])
             response.items.append(ranker_pb2.RankedItem(
-                item_id=int(found.ids[index]), score=float(scores[index]), title=title,
-                category=CATEGORIES[int(categories[index])], sources=found.source_names(index),
+                item_id=row + 1, score=float(scores[index]), title=items.titles[row], category=items.first_category[row],
+                sources=found.source_names(index), external_id=items.external[row],
             ))
         response.hops.extend(hops.hops)
         return response
@@ -194,6 +257,6 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
         self.core = core
 
     async def Rank(self, request: ranker_pb2.RankRequest, context: grpc.aio.ServicerContext) -> ranker_pb2.RankResponse:
-        if request.max_batch_delay_us:  # it may wait for a batch: off the event loop, so others can join it
+        if request.max_batch_delay_us or request.min_sequence:  # it may wait (for a batch, for the catalog): off the loop
             return await asyncio.to_thread(serve_unary, self.core.rank, request)
         return serve_unary(self.core.rank, request)

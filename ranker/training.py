@@ -8,6 +8,7 @@ from __future__ import annotations
 import os
 import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
 
@@ -15,13 +16,14 @@ import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
 from ranker import model as graphs
-from ranker.features import (
-    FEATURE_DIM, HEADS, ItemTable, context_features, cross_features, item_features, user_features,
-)
-from world import World
-from world.progress import Progress
+from catalog import Schema, Store
+from catalog.drift import replay_drift
+from ranker.features import FEATURE_DIM, HEADS, FeatureSpace
+from ranker.items import ItemTable
+from mesh.progress import Progress
 
-__all__ = ["MODEL_NAME", "ensure_model", "train", "auc", "ndcg_at", "TrainingError", "DEFAULT_HEAD_WEIGHTS"]
+__all__ = ["MODEL_NAME", "Catalog", "load_catalog", "train", "export", "fit_and_export", "newest_model", "next_version",
+           "auc", "ndcg_at", "TrainingError", "DEFAULT_HEAD_WEIGHTS", "POSITIVES"]
 
 MODEL_NAME = "ranker-mlp"
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
@@ -62,61 +64,113 @@ def ndcg_at(k: int, users: np.ndarray, scores: np.ndarray, relevance: np.ndarray
     return float(np.mean(values)) if values else float("nan")
 
 
-class _Examples:
-    """Feature rows for logged (user, item, context) triples, built batch by batch."""
+# Event types (EventType values of feedserve.v1) that count as each objective's positive.
+POSITIVES = {"click": (2, 3, 4, 5), "like": (3, 4), "dwell": (5,), "share": (4,)}
+POPULAR_SHARE = 0.01  # the top 1% of items by interactions count as the popular source at training time
+_INTEREST = 0.5  # a candidate this close to the user would have come from the interest source
 
-    def __init__(self, world: World, logs: dict[str, np.ndarray]) -> None:
-        self.world, self.logs = world, logs
-        self.items = ItemTable.from_world(world)
-        self.tastes = np.asarray(world.user_tastes)
-        self.user_attributes = np.asarray(world.user_attributes)
-        self.centroids = np.asarray(world.category_centroids)
-        pop_rank = np.argsort(np.argsort(-self.items.popularity))
-        self.popular = pop_rank < max(len(self.items) // 100, 1)
+
+@dataclass
+class Catalog:
+    """What training reads from the store: the items coded as the ranker codes them, users' attributes, and the
+    event log in time order with the sequence it reaches."""
+
+    items: ItemTable
+    users: dict[int, dict]
+    events: dict[str, np.ndarray]
+    sequence: int
+
+
+def load_catalog(store: Store, schema: Schema, dim: int) -> Catalog:
+    """Read the whole catalog and event log once, through the same change feed and item coding the ranker uses."""
+    items = ItemTable(FeatureSpace(schema, dim))
+    after, sequence = 0, 0
+    while True:
+        changed, reached = store.changes(after)
+        items.apply(changed)
+        sequence = reached
+        if reached == after or not changed:
+            break
+        after = reached
+    events = store.events(until=sequence)
+    order = np.argsort(events["timestamp"], kind="stable")  # time order: an import need not be sorted
+    events = {k: v[order] for k, v in events.items()}
+    users = dict(store.users_changed(0, sequence))
+    return Catalog(items, users, events, sequence)
+
+
+class _Examples:
+    """Feature rows and labels for logged events and sampled negatives, built batch by batch with the serving code.
+
+    Each logged event gets one random servable item as an implicit negative for the same user at the same moment,
+    so catalogs that log only positives (ratings) still teach the model what is *not* chosen."""
+
+    def __init__(self, catalog: Catalog, index: np.ndarray, seed: int) -> None:
+        self.catalog, self.space = catalog, catalog.items.space
+        events, items = catalog.events, catalog.items
+        servable = np.flatnonzero(items.servable[:items.size])
+        rng = np.random.default_rng(seed)
+        n = len(index)
+        self.users = np.concatenate([events["user"][index]] * 2)
+        self.rows = np.concatenate([events["item"][index] - 1, rng.choice(servable, n)])
+        self.stamps = np.concatenate([events["timestamp"][index]] * 2)
+        labels = np.zeros((2 * n, len(HEADS)), np.float32)
+        for k, head in enumerate(HEADS):
+            labels[:n, k] = np.isin(events["event"][index], POSITIVES[head])
+        self.labels = labels
+        _, before = replay_drift(events["user"], events["item"], events["event"], items.vectors[:items.size], before=index)
+        self.vectors = np.concatenate([before, before])
+        counts = np.bincount(events["item"] - 1, minlength=items.size).astype(np.float32)
+        self.popularity = counts
+        self.popular = counts >= np.quantile(counts, 1 - POPULAR_SHARE) if len(counts) else counts.astype(bool)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
     def features(self, index: np.ndarray) -> np.ndarray:
-        logs, items = self.logs, self.items
-        users = self.tastes[logs["user"][index] - 1]
-        attributes = self.user_attributes[logs["user"][index] - 1]
-        rows = logs["item"][index] - 1
-        now = logs["timestamp"][index]
+        items, space = self.catalog.items, self.space
+        rows, stamps, users = self.rows[index], self.stamps[index], self.vectors[index]
+        known = np.abs(users).sum(axis=1) > 0
+        attributes = [self.catalog.users.get(int(u)) for u in self.users[index]]
+        user = space.user_features(users, attributes)
+        vectors = items.vectors[rows]
+        affinity = np.einsum("nd,nd->n", users, vectors)
+        age = stamps - items.published[rows]
         # the sources retrieval would have given, by the same rules of thumb at training time
-        affinity = np.einsum("nd,nd->n", users, items.embeddings[rows])
-        category_affinity = np.take_along_axis(users @ self.centroids.T, items.category[rows, None].astype(np.int64), 1)[:, 0]
-        sources = ((affinity > 0.5) * 1 + (category_affinity > 0.5) * 2
-                   + ((now - items.published[rows]) < 3 * 86400) * 4 + self.popular[rows] * 8).astype(np.uint8)
-        scores = np.stack([affinity, category_affinity], axis=1).astype(np.float32)
-        cross = cross_features(users, attributes, items, rows, sources, scores, 0, self.centroids)
-        age_days = np.clip((now - items.published[rows]) / 86400, 0, None)
-        cross[:, 64 + 7] = np.exp(-age_days / 7.0)  # freshness at the time of the impression
-        weekday = (now // 86400 + 3) % 7  # 1970-01-01 was a Thursday
-        context = context_features(logs["hour"][index], weekday, logs["device"][index], logs["surface"][index])
-        user = user_features(users, attributes, self.centroids)
-        return np.concatenate([user, item_features(items, rows), context, cross], axis=1)
-
-    def labels(self, index: np.ndarray) -> np.ndarray:
-        return np.stack([self.logs[h][index] for h in HEADS], axis=1).astype(np.float32)
+        sources = (((affinity >= _INTEREST) & known) * 1 + (age < 3 * 86400) * 4 + self.popular[rows] * 8).astype(np.uint8)
+        cross = np.concatenate([
+            space.cross_features(users[k:k + 1], space.user_crosses(attributes[k]), vectors[k:k + 1],
+                                 items.category[rows[k:k + 1]], sources[k:k + 1], age[k:k + 1],
+                                 self.popularity[rows[k:k + 1]]) for k in range(len(index))])
+        hour, weekday = (stamps // 3600) % 24, (stamps // 86400 + 3) % 7  # 1970-01-01 was a Thursday
+        context = space.context_features(hour, weekday, [{}] * len(index))
+        return np.concatenate([user, items.features(rows), context, cross], axis=1)
 
 
 MIN_STEPS = 300  # small logs get smaller batches rather than too few optimiser steps
 
 
-def train(world: World, logs: dict[str, np.ndarray] | None = None, epochs: int = 1, max_examples: int = 150_000,
-          batch: int = 512, seed: int = 0, stream: TextIO | None = None) -> tuple[graphs.MlpWeights, dict[str, float]]:
-    """Fit the MLP on the earliest 80% of the logs; evaluate on the latest 20% against popularity."""
+def train(catalog: Catalog, epochs: int = 1, max_examples: int = 100_000, batch: int = 512, seed: int = 0,
+          stream: TextIO | None = None) -> tuple[graphs.MlpWeights, dict[str, float]]:
+    """Fit the MLP on the earliest 80% of the events (in time); evaluate on the latest 20% against popularity."""
     try:
         import torch
     except ImportError:
         raise TrainingError("training needs PyTorch: pip install '.[train]' (CPU wheel: torch==2.13.0)") from None
+    n = len(catalog.events["user"])
+    if n < 100:
+        raise TrainingError(f"the event log holds {n} events: at least 100 are needed to train and evaluate")
+    if not catalog.items.servable[:catalog.items.size].any():
+        raise TrainingError("no item has a content vector yet: wait for encoding (or start the gateway with --encoder-home)")
     torch.manual_seed(seed)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
-    logs = world.interactions if logs is None else logs
-    n = len(logs["user"])
     split = int(n * 0.8)  # time-ordered: train on the past, test on the future
     rng = np.random.default_rng(seed)
-    train_index = rng.permutation(split)[:max_examples]
-    test_index = np.arange(split, n)[: max(max_examples // 3, 1)]
-    examples = _Examples(world, logs)
+    train_events = np.sort(rng.permutation(split)[:max_examples])
+    test_events = np.arange(split, n)[: max(max_examples // 3, 1)]
+    examples = _Examples(catalog, train_events, seed)
+    test = _Examples(catalog, test_events, seed + 1)
+    train_index = rng.permutation(len(examples))
     batch = int(np.clip(len(train_index) * epochs // MIN_STEPS, 32, batch))
 
     dims = (FEATURE_DIM, *graphs.HIDDEN, len(HEADS))
@@ -135,7 +189,7 @@ def train(world: World, logs: dict[str, np.ndarray] | None = None, epochs: int =
         for start in range(0, len(train_index), batch):
             index = train_index[start:start + batch]
             x = torch.from_numpy(examples.features(index))
-            y = torch.from_numpy(examples.labels(index))
+            y = torch.from_numpy(examples.labels[index])
             optimiser.zero_grad()
             loss = loss_fn(net(x), y)
             loss.backward()
@@ -145,19 +199,20 @@ def train(world: World, logs: dict[str, np.ndarray] | None = None, epochs: int =
     net.eval()
     probs = []
     with torch.no_grad():
-        for start in range(0, len(test_index), 4096):
-            probs.append(torch.sigmoid(net(torch.from_numpy(examples.features(test_index[start:start + 4096])))).numpy())
+        for start in range(0, len(test), 4096):
+            index = np.arange(start, min(start + 4096, len(test)))
+            probs.append(torch.sigmoid(net(torch.from_numpy(test.features(index)))).numpy())
     heads = np.concatenate(probs)
-    labels = examples.labels(test_index)
+    labels = test.labels
     blend = np.array([DEFAULT_HEAD_WEIGHTS[h] for h in HEADS], np.float32)
-    popularity = examples.items.popularity[logs["item"][test_index] - 1].astype(np.float64)
-    users = logs["user"][test_index]
+    popularity = examples.popularity[test.rows].astype(np.float64)  # counted on the training period only
     metrics = {
         "auc_click": auc(heads[:, 0], labels[:, 0]),
         "popularity_auc_click": auc(popularity, labels[:, 0]),
-        "ndcg20": ndcg_at(20, users, heads @ blend, labels @ blend),
-        "popularity_ndcg20": ndcg_at(20, users, popularity, labels @ blend),
+        "ndcg20": ndcg_at(20, test.users, heads @ blend, labels @ blend),
+        "popularity_ndcg20": ndcg_at(20, test.users, popularity, labels @ blend),
         "examples": float(len(train_index)),
+        "events": float(n),
     }
     for i, head in enumerate(HEADS[1:], 1):
         metrics[f"auc_{head}"] = auc(heads[:, i], labels[:, i])
@@ -168,7 +223,7 @@ def train(world: World, logs: dict[str, np.ndarray] | None = None, epochs: int =
 
 
 def export(weights: graphs.MlpWeights, metrics: dict[str, float], directory: Path, version: str,
-           source: str) -> ModelManifest:
+           source: str, extra: dict | None = None) -> ModelManifest:
     """Write the graphs (naive, decomposed, its int8 twin, item tower) and their manifest."""
     directory.mkdir(parents=True, exist_ok=True)
     graphs.save(graphs.naive_graph(weights), directory / GRAPHS["naive"])
@@ -179,7 +234,7 @@ def export(weights: graphs.MlpWeights, metrics: dict[str, float], directory: Pat
         name=MODEL_NAME, version=version, directory=directory, graphs=dict(GRAPHS), metrics=metrics,
         extra={"heads": list(HEADS), "head_weights": DEFAULT_HEAD_WEIGHTS, "trained_on": source,
                "graph_format": graphs.GRAPH_FORMAT,
-               "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())},
+               "trained_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), **(extra or {})},
     )
     write_manifest(manifest)
     return manifest
@@ -190,24 +245,26 @@ def next_version(root: Path) -> str:
     return str(max(versions, default=0) + 1)
 
 
-def ensure_model(world: World, stream: TextIO | None = None) -> ModelManifest:
-    """The newest trained model of `world`; trains and exports version 1 on first use."""
-    root = world.path / "models" / MODEL_NAME
-    versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "manifest.json").exists()))
-    if versions:
-        manifest = load_manifest(root / str(versions[-1]))
-        if manifest.extra.get("graph_format", 1) < graphs.GRAPH_FORMAT:  # older graphs: re-export, same weights
-            manifest = export(graphs.weights_of(manifest.path("naive")), manifest.metrics, manifest.directory,
-                              manifest.version, str(manifest.extra.get("trained_on", "")))
-        return manifest
-    weights, metrics = train(world, stream=stream)
+def newest_model(root: Path) -> ModelManifest | None:
+    """The newest exported version under `root` (HOME/models/ranker-mlp), or None."""
+    versions = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "manifest.json").exists())
+    return load_manifest(root / str(versions[-1])) if versions else None
+
+
+def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, epochs: int = 1, max_examples: int = 100_000,
+                   stream: TextIO | None = None, require_better: bool = True) -> ModelManifest:
+    """Train on everything in the store so far and export the next version under `root`; refuses (TrainingError)
+    a model that does not beat popularity on the held-out 20%, unless `require_better` is off."""
+    catalog = load_catalog(store, schema, dim)
+    weights, metrics = train(catalog, epochs=epochs, max_examples=max_examples, stream=stream)
+    if require_better and not metrics["auc_click"] > metrics["popularity_auc_click"]:
+        raise TrainingError(f"click AUC {metrics['auc_click']:.3f} does not beat popularity's "
+                            f"{metrics['popularity_auc_click']:.3f}: not exported")
+    root.mkdir(parents=True, exist_ok=True)
+    version = next_version(root)
     staging = root / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    export(weights, metrics, staging, "1", "synthetic world logs")
-    try:
-        staging.rename(root / "1")
-    except OSError:
-        shutil.rmtree(staging, ignore_errors=True)
-        if not (root / "1" / "manifest.json").exists():
-            raise
-    return load_manifest(root / "1")
+    export(weights, metrics, staging, version, f"{store.name} up to sequence {catalog.sequence}",
+           {"vector_dim": dim, "schema": schema.name, "trained_to_sequence": catalog.sequence})
+    staging.rename(root / version)
+    return load_manifest(root / version)

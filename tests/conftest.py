@@ -1,4 +1,4 @@
-"""Shared fixtures: a small synthetic world, its model, tiny generation tiers, and event-loop runners."""
+"""Shared fixtures: a small simulated catalog imported into a store, its model, tiny generation tiers, event-loop runners."""
 
 from __future__ import annotations
 
@@ -13,12 +13,12 @@ import pytest
 import uvloop
 
 from engines import ModelManifest
-from generator.decoding import LanguageModel
 from engines.sentence import SentenceEncoder, ensure_encoder
+from generator.decoding import LanguageModel
 from generator.registry import model_specs
 from generator.residency import ModelSpec
 from generator.training import TierSpec, ensure_tiers
-from ranker.training import ensure_model
+from tests.catalog_fixture import TestCatalog, build_catalog, train_model
 from world import World, WorldSpec, ensure_world
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # keep gRPC's GOAWAY chatter out of test output
@@ -32,8 +32,29 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> World:
 
 
 @pytest.fixture(scope="session")
-def manifest(world: World) -> ModelManifest:
-    return ensure_model(world)
+def encoder_home(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the sentence encoder converted (no generation tiers)."""
+    home = tmp_path_factory.mktemp("encoder")
+    ensure_encoder(home)
+    return home
+
+
+@pytest.fixture(scope="session")
+def content_encoder(encoder_home: Path) -> SentenceEncoder:
+    """The sentence encoder that gives items their content vectors."""
+    return SentenceEncoder(ensure_encoder(encoder_home))
+
+
+@pytest.fixture(scope="session")
+def catalog(world: World, encoder_home: Path, tmp_path_factory: pytest.TempPathFactory) -> TestCatalog:
+    """The small world's files imported into a SQLite store, content encoded, users' history replayed."""
+    return build_catalog(world, encoder_home, tmp_path_factory.mktemp("catalog"))
+
+
+@pytest.fixture(scope="session")
+def manifest(catalog: TestCatalog, tmp_path_factory: pytest.TempPathFactory) -> ModelManifest:
+    """A ranker trained on the catalog (small: it need not be good, only real)."""
+    return train_model(catalog, tmp_path_factory.mktemp("models"))
 
 
 Runner = Callable[[Coroutine[Any, Any, Any]], Any]

@@ -31,15 +31,18 @@ from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs
 from generator.residency import ModelSpec, ResidencyPool
 from generator.service import Generator, GeneratorServicer
+from mesh.dispatch import HeapOutputs
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.server import ServiceServer, start_server
 from mesh.ring import RingConfig, RingServer, transport_registration
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer
-from world import World
-from world.synthetic import CATEGORIES
+from catalog import open_store
+from generator.corpus import TOPICS
+from tests.catalog_fixture import TestCatalog
 
 LOCAL = "127.0.0.1:0"
+CLOCK = 1_790_000_000.0  # the rankers' fixed "now" in tests: the same request gets the same scores at any time
 
 
 async def serve_with_ring(service: str, descriptor, handlers, add_servicer, config: RingConfig = RingConfig()):
@@ -54,8 +57,21 @@ def _name(module, service: str) -> str:
     return module.DESCRIPTOR.services_by_name[service].full_name
 
 
-async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServer, ParamServer]:
-    core = ParamServer(world, state_dir)
+def paramserver_core(catalog: TestCatalog, state_dir: Path, store: str | None = None, **options) -> ParamServer:
+    """A paramserver following the catalog's store (items), with users seeded from their history on a fresh state,
+    through its logged Upsert (as `feedserve up` seeds them)."""
+    core = ParamServer(catalog.dim, state_dir, store=open_store(store or catalog.url), **options)
+    if core.tables[paramserver_pb2.TABLE_USER].size == 0:
+        owned = core.slots.owns(catalog.user_ids)
+        # rows first (seeded users skip admission, like a restored snapshot), then the logged write that keeps them
+        core.tables[paramserver_pb2.TABLE_USER].upsert(catalog.user_ids[owned], catalog.user_vectors[owned], admit=False)
+        core.upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER),
+                    {"keys": catalog.user_ids[owned], "values": catalog.user_vectors[owned]}, HeapOutputs())
+    return core
+
+
+async def start_paramserver(catalog: TestCatalog, state_dir: Path, store: str | None = None) -> tuple[ServiceServer, ParamServer]:
+    core = paramserver_core(catalog, state_dir, store)
     servicer = ParamServerServicer(core)
     server = await start_server(
         {_name(paramserver_pb2, "ParamServer"): lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, s)},
@@ -64,8 +80,8 @@ async def start_paramserver(world: World, state_dir: Path) -> tuple[ServiceServe
     return server, core
 
 
-async def start_ranker(world: World, manifest: ModelManifest) -> tuple[ServiceServer, Ranker]:
-    core = Ranker(world, manifest)
+async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str | None = None) -> tuple[ServiceServer, Ranker]:
+    core = Ranker(open_store(store or catalog.url), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK)
     servicer = RankerServicer(core)
     server = await start_server(
         {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL
@@ -84,7 +100,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
     admin = GatewayAdminService(service.modes, service.ledger)
     catalog = {}
     if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
-        api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0], (service.cache, service.answers))
+        api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0], (service.cache, service.answers, service.pages))
         catalog[_name(catalog_pb2, "Catalog")] = lambda s: catalog_pb2_grpc.add_CatalogServicer_to_server(api, s)
     server = await start_server(
         {**catalog,
@@ -97,6 +113,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
 
 @dataclass
 class Stack:
+    store: str
     gateway: gateway_pb2_grpc.GatewayStub
     admin: gateway_pb2_grpc.GatewayAdminStub
     catalog: catalog_pb2_grpc.CatalogStub
@@ -106,19 +123,31 @@ class Stack:
     ports: dict[str, int]
     servers: dict[str, ServiceServer]
     channels: list[grpc.aio.Channel]
+    paramserver_core: ParamServer
+    ranker_core: Ranker | None
+
+    def caught_up(self, sequence: int, timeout_s: float = 30.0) -> None:
+        """Wait until the paramserver and the ranker have applied the catalog up to `sequence`."""
+        for core in (self.paramserver_core, self.ranker_core):
+            if core is not None and not core.follower.wait_for(sequence, timeout_s):
+                raise TimeoutError(f"{type(core).__name__} did not apply sequence {sequence} in {timeout_s} s")
 
 
 @asynccontextmanager
-async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, ranker=None,
-                        **gateway_options) -> AsyncIterator[Stack]:
-    """All three services as real gRPC servers on free ports, torn down on exit. `ranker` may replace the
-    ranker's servicer (a slow one, for deadline tests)."""
-    ps_server, ps_core = await start_paramserver(world, state_dir)
+async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir: Path, ranker=None,
+                        store: str | None = None, gateway_store: bool = True, **gateway_options) -> AsyncIterator[Stack]:
+    """All three services as real gRPC servers on free ports, torn down on exit, on a private copy of the
+    catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests)."""
+    store = store or catalog.copy(state_dir / "store")
+    ps_server, ps_core = await start_paramserver(catalog, state_dir / "paramserver", store)
+    rk_core = None
     if ranker is None:
-        rk_server, _ = await start_ranker(world, manifest)
+        rk_server, rk_core = await start_ranker(catalog, manifest, store)
     else:
         rk_server = await start_server(
             {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(ranker, s)}, LOCAL)
+    if gateway_store:
+        gateway_options.setdefault("store", open_store(store))
     gw_server, clients, service = await start_gateway(
         f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", **gateway_options)
     servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
@@ -126,6 +155,7 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, 
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports.values()]
     try:
         yield Stack(
+            store=store,
             gateway=gateway_pb2_grpc.GatewayStub(channels[2]),
             admin=gateway_pb2_grpc.GatewayAdminStub(channels[2]),
             catalog=catalog_pb2_grpc.CatalogStub(channels[2]),
@@ -135,6 +165,8 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, 
             ports=ports,
             servers=servers,
             channels=channels,
+            paramserver_core=ps_core,
+            ranker_core=rk_core,
         )
     finally:
         for channel in channels:
@@ -144,15 +176,19 @@ async def running_stack(world: World, manifest: ModelManifest, state_dir: Path, 
         for server in servers.values():
             await server.stop(0)
         ps_core.close()
+        if rk_core is not None:
+            rk_core.close()
 
 
-async def start_generator(home: Path, paramserver: str | None = None, world: World | None = None,
+async def start_generator(home: Path, paramserver: str | None = None, catalog: TestCatalog | None = None,
                           budget_bytes: int = 256 << 20, router: RouterConfig = RouterConfig(),
                           specs: dict[str, ModelSpec] | None = None) -> tuple[ServiceServer, Generator]:
     """The generator on a free port: the tiers under `home`, both caches, user topics from `paramserver`."""
     pool = ResidencyPool(specs or model_specs(home), budget_bytes)
     encoder = SentenceEncoder(ensure_encoder(home))
-    core = Generator(Pipeline(pool, router), CATEGORIES, world.category_centroids if world is not None else None,
+    topics = tuple(open_store(catalog.url).categories()) if catalog is not None else TOPICS
+    centroids = encoder.encode_batch(list(topics)) if catalog is not None else None
+    core = Generator(Pipeline(pool, router), topics, centroids,
                      ParamServerClient(paramserver) if paramserver else None,
                      SemanticCache(EmbeddingCache(encoder.encode)))
     servicer = GeneratorServicer(core)
@@ -171,12 +207,12 @@ class GenerationStack:
 
 
 @asynccontextmanager
-async def generation_stack(home: Path, world: World, state_dir: Path,
+async def generation_stack(home: Path, catalog: TestCatalog, state_dir: Path,
                            specs: dict[str, ModelSpec] | None = None) -> AsyncIterator[GenerationStack]:
     """paramserver, generator and gateway on free ports (no ranker: Generate does not use it)."""
-    ps_server, ps_core = await start_paramserver(world, state_dir)
+    ps_server, ps_core = await start_paramserver(catalog, state_dir)
     paramserver = f"127.0.0.1:{ps_server.port}"
-    gen_server, core = await start_generator(home, paramserver, world, specs=specs)
+    gen_server, core = await start_generator(home, paramserver, catalog, specs=specs)
     gw_server, clients, _ = await start_gateway(paramserver, "127.0.0.1:1", f"127.0.0.1:{gen_server.port}",
                                                 refresh=False)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
@@ -191,3 +227,9 @@ async def generation_stack(home: Path, world: World, state_dir: Path,
             await core.paramserver.close()
         for server in (gw_server, gen_server, ps_server):
             await server.stop(0)
+        ps_core.close()
+
+
+def ranker_for(catalog: TestCatalog, manifest: ModelManifest, **options) -> Ranker:
+    """A ranker core over the shared catalog, not following it (tests that write use a copy)."""
+    return Ranker(open_store(catalog.url), catalog.schema, manifest, follow=False, clock=lambda: CLOCK, **options)

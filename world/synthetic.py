@@ -12,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 
-from world.progress import Progress
+from mesh.progress import Progress
 
 __all__ = ["WorldSpec", "World", "ensure_world", "load_world", "CATEGORIES"]
 
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
 DIM = 64
 CATEGORIES = (
     "tech", "science", "sports", "music", "film", "travel", "food", "fashion",
@@ -137,7 +137,7 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     chunks = np.array_split(np.arange(spec.items), 8)
     for chunk in chunks:
         noise = rng.standard_normal((len(chunk), spec.dim)).astype(np.float32)
-        embeddings[chunk] = _unit(centroids[category[chunk]] + 0.6 * noise / np.sqrt(spec.dim) * 4)
+        embeddings[chunk] = _unit(centroids[category[chunk]] + 0.25 * noise / np.sqrt(spec.dim) * 4)  # mostly its category: what its text says
         progress.advance(note="items")
     popularity = (1e4 / rng.permutation(np.arange(1, spec.items + 1)) ** 0.8).astype(np.float32)
     published = (now - rng.exponential(15 * 86400, spec.items).clip(0, 90 * 86400)).astype(np.int64)

@@ -31,13 +31,14 @@ needs_ml100k = pytest.mark.skipif(ml100k() is None, reason="recbole is not insta
 
 
 @needs_ml100k
-def test_recbole_ml100k_imports_every_row(world, manifest, tmp_path, run) -> None:
+def test_recbole_ml100k_imports_every_row(catalog, manifest, tmp_path, run) -> None:
     """RecBole's ml-100k atomic files give 1,682 items, 943 users and 100,000 events, none skipped."""
     plan = PRESETS["recbole"](ml100k())
 
     async def body() -> None:
         store = open_store(tmp_path / "catalog.db")
-        async with running_stack(world, manifest, tmp_path, store=store, schema=preset_schema("movielens")) as stack:
+        async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db"),
+                                 schema=preset_schema("movielens")) as stack:
             report = await asyncio.to_thread(run_import, plan, f"127.0.0.1:{stack.ports['gateway']}",
                                              tmp_path / "checkpoint.json", 10_000, stream=io.StringIO())
         assert report.sent == {"items": 1682, "users": 943, "events": 100_000} and report.skipped == []
@@ -50,7 +51,7 @@ def test_recbole_ml100k_imports_every_row(world, manifest, tmp_path, run) -> Non
     run(body())
 
 
-def test_bad_rows_are_reported_by_line_and_an_import_resumes(world, manifest, tmp_path, run) -> None:
+def test_bad_rows_are_reported_by_line_and_an_import_resumes(catalog, manifest, tmp_path, run) -> None:
     """A row that cannot be parsed and a row the server refuses are reported with their line and skipped;
     running the same import again after the files grew sends only the new rows."""
     (tmp_path / "items.csv").write_text("sku,name,kind\na,Alpha,x|y\nb,Beta,y\n")
@@ -63,7 +64,7 @@ def test_bad_rows_are_reported_by_line_and_an_import_resumes(world, manifest, tm
 
     async def body() -> None:
         store = open_store(tmp_path / "catalog.db")
-        async with running_stack(world, manifest, tmp_path, store=store) as stack:
+        async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
             gateway = f"127.0.0.1:{stack.ports['gateway']}"
             first = await asyncio.to_thread(run_import, plan, gateway, checkpoint, 2, stream=io.StringIO())
             assert first.sent == {"items": 2, "users": 0, "events": 2}

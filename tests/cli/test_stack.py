@@ -38,7 +38,7 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
     gateway, paramserver, ranker, generator = free_ports(4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
     up = subprocess.Popen(
-        [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300",
+        [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300", "--interactions", "30000",
          "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker),
          "--generator-port", str(generator)],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,

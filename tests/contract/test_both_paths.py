@@ -5,17 +5,15 @@ from __future__ import annotations
 from contextlib import AsyncExitStack
 from pathlib import Path
 
-import grpc
 import numpy as np
-import pytest
 
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc, ranker_pb2, ranker_pb2_grpc
 from mesh.dispatch import tensor_fields
 from mesh.errors import FeedserveError
 from mesh.transport import Transport
-from paramserver.service import ParamServer, ParamServerServicer
-from ranker.service import Ranker, RankerServicer
-from tests.stack import serve_with_ring
+from paramserver.service import ParamServerServicer
+from ranker.service import RankerServicer
+from tests.stack import paramserver_core, ranker_for, serve_with_ring
 
 PARAMSERVER = paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"]
 RANKER = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
@@ -27,7 +25,7 @@ def _paramserver_calls(dim: int) -> list[tuple[str, object, dict]]:
     rows = np.random.default_rng(3).standard_normal((2, dim)).astype(np.float32)
     return [
         ("Lookup", paramserver_pb2.LookupRequest(table=USER), {"keys": np.array([1, 10**9, 3], I64)}),
-        ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.arange(1, 2401, dtype=I64)}),
+        ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.arange(1, 601, dtype=I64)}),  # 600 x 384 floats: within a 1 MiB slot
         ("Upsert", paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([7, 10**8], I64), "values": rows}),
         ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.array([7, 10**8], I64)}),
         ("Drift", paramserver_pb2.DriftRequest(user_id=4, item_id=9, event=common_pb2.EVENT_TYPE_LIKE), {}),
@@ -47,10 +45,13 @@ def _paramserver_calls(dim: int) -> list[tuple[str, object, dict]]:
     ]
 
 
-def _ranker_calls(world) -> list[tuple[str, object, dict]]:
-    user = np.asarray(world.user_tastes[2])
+def _ranker_calls(catalog) -> list[tuple[str, object, dict]]:
+    user = catalog.vector(3)
     return [
         ("Rank", ranker_pb2.RankRequest(user_id=3, k=20), {"user_vector": user}),
+        ("Rank", ranker_pb2.RankRequest(user_id=3, k=20, include_labels=["music"], published_after=1,
+                                        head_weights={"like": 2.0}, context=common_pb2.RequestContext(fields={"device": "tv"})),
+         {"user_vector": user, "exclude": np.arange(1, 200, dtype=I64)}),
         ("Rank", ranker_pb2.RankRequest(k=10), {}),
         ("Rank", ranker_pb2.RankRequest(k=5, return_all_scores=True),
          {"user_vector": user, "candidates": np.arange(1, 2401, dtype=I64),
@@ -59,7 +60,8 @@ def _ranker_calls(world) -> list[tuple[str, object, dict]]:
         ("Rank", ranker_pb2.RankRequest(k=0), {}),
         ("Rank", ranker_pb2.RankRequest(k=5), {"user_vector": np.zeros(3, np.float32)}),
         ("Rank", ranker_pb2.RankRequest(k=5), {"candidates": np.array([0], I64)}),
-        ("Rank", ranker_pb2.RankRequest(k=5), {"user_vector": np.zeros(64, np.int64)}),
+        ("Rank", ranker_pb2.RankRequest(k=5), {"user_vector": np.zeros(384, np.int64)}),
+        ("Rank", ranker_pb2.RankRequest(k=5, head_weights={"joy": 1.0}), {}),
     ]
 
 
@@ -120,19 +122,19 @@ async def _compare(make_core, descriptor, add, calls, service: str) -> None:
 
 
 class TestContract:
-    def test_every_paramserver_rpc_is_equal_over_ring_and_grpc(self, world, tmp_path: Path, run) -> None:
+    def test_every_paramserver_rpc_is_equal_over_ring_and_grpc(self, catalog, tmp_path: Path, run) -> None:
         """Lookup, Upsert, Drift, Remove and Snapshot, good and bad input: identical messages, tensors, statuses."""
         dirs = iter([tmp_path / "a", tmp_path / "b"])
         run(_compare(
-            lambda: ParamServer(world, next(dirs)), PARAMSERVER,
+            lambda: paramserver_core(catalog, next(dirs)), PARAMSERVER,
             lambda core, s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(ParamServerServicer(core), s),
-            _paramserver_calls(world.spec.dim), "paramserver",
+            _paramserver_calls(catalog.dim), "paramserver",
         ))
 
-    def test_every_ranker_rpc_is_equal_over_ring_and_grpc(self, world, manifest, run) -> None:
+    def test_every_ranker_rpc_is_equal_over_ring_and_grpc(self, catalog, manifest, run) -> None:
         """Rank for a known user, a cold start, given candidates with all scores, and bad input."""
         run(_compare(
-            lambda: Ranker(world, manifest), RANKER,
+            lambda: ranker_for(catalog, manifest), RANKER,
             lambda core, s: ranker_pb2_grpc.add_RankerServicer_to_server(RankerServicer(core), s),
-            _ranker_calls(world), "ranker",
+            _ranker_calls(catalog), "ranker",
         ))

@@ -55,13 +55,13 @@ def _gpu_or_skip() -> None:
 
 class TestTensorRTEngine:
     @pytest.mark.parametrize("precision", ["fp32", "fp16"])
-    def test_tensorrt_matches_onnx_runtime_on_the_decomposed_graph(self, world, manifest, precision) -> None:
+    def test_tensorrt_matches_onnx_runtime_on_the_decomposed_graph(self, catalog, manifest, precision) -> None:
         """The same graph through TensorRT scores within float tolerance of ONNX Runtime (fp16: rank-equal)."""
         _gpu_or_skip()
-        from ranker.service import Ranker
+        from tests.stack import ranker_for
 
-        cpu = Ranker(world, manifest)
-        gpu = Ranker(world, manifest, device="gpu", precision=precision)
+        cpu = ranker_for(catalog, manifest)
+        gpu = ranker_for(catalog, manifest, device="gpu", precision=precision)
         rng = np.random.default_rng(1)
         inputs = {"user": rng.standard_normal((1, 2048)).astype(np.float32),
                   "context": np.zeros((1, 512), np.float32), "item_table": cpu.item_table,

@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 
 from catalog import USER, open_store
+from catalog.encoding import ContentEncoder
 from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, paramserver_pb2
 from mesh.tensors import from_tensor, to_tensor
 from tests.postgres import control, postgres_bindir, running_postgres
@@ -28,6 +29,13 @@ def _events(*rows: tuple[str, str]) -> list[catalog_pb2.CatalogEvent]:
     return [catalog_pb2.CatalogEvent(user=u, item=i, event=LIKE) for u, i in rows]
 
 
+def _encoded(path, encoder) -> int:
+    """Give every pending item its content vector (the gateway's background worker, run here in the foreground)."""
+    store = open_store(path)
+    ContentEncoder(store, encoder.encode_batch).drain()
+    return store.sequence()
+
+
 async def _status(call) -> tuple[grpc.StatusCode, str]:
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await call
@@ -35,12 +43,12 @@ async def _status(call) -> tuple[grpc.StatusCode, str]:
 
 
 class TestWrites:
-    def test_writes_are_acknowledged_with_the_sequence_they_reached(self, world, manifest, tmp_path, run) -> None:
+    def test_writes_are_acknowledged_with_the_sequence_they_reached(self, catalog, manifest, tmp_path, run) -> None:
         """Each ack carries a higher sequence and its row count; the store holds exactly what was acked."""
 
         async def body() -> None:
             store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 items = await stack.catalog.UpsertItems(_items("m1", "m2", categories=["drama"]), timeout=10)
                 users = await stack.catalog.UpsertUsers(catalog_pb2.UpsertUsersRequest(users=[catalog_pb2.CatalogUser(
                     id="u1", attributes={"country": catalog_pb2.AttributeValue(text="fr")})]), timeout=10)
@@ -65,26 +73,26 @@ class TestWrites:
         (_items(*(str(n) for n in range(10_001))), "items"),
         (catalog_pb2.UpsertItemsRequest(), "items"),
     ])
-    def test_a_bad_item_batch_names_the_row_and_changes_nothing(self, world, manifest, tmp_path, run, request_,
+    def test_a_bad_item_batch_names_the_row_and_changes_nothing(self, catalog, manifest, tmp_path, run, request_,
                                                                 field: str) -> None:
         """Empty or overlong ids, undeclared fields, wrong types, empty values and oversized batches are
         INVALID_ARGUMENT naming row and field; the store's sequence does not move."""
 
         async def body() -> None:
             store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 code, details = await _status(stack.catalog.UpsertItems(request_, timeout=30))
                 assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith(f"{field}:")
                 assert store.sequence() == 0
 
         run(body())
 
-    def test_events_with_an_unknown_item_or_bad_value_change_nothing(self, world, manifest, tmp_path, run) -> None:
+    def test_events_with_an_unknown_item_or_bad_value_change_nothing(self, catalog, manifest, tmp_path, run) -> None:
         """An unknown item is NOT_FOUND naming its row; NaN and unknown event types are INVALID_ARGUMENT naming it."""
 
         async def body() -> None:
             store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 await stack.catalog.UpsertItems(_items("m1"), timeout=10)
                 before = store.sequence()
                 code, details = await _status(stack.catalog.InteractBatch(
@@ -102,14 +110,16 @@ class TestWrites:
 
         run(body())
 
-    def test_interact_by_external_ids_logs_the_event_and_drifts(self, world, manifest, tmp_path, run) -> None:
+    def test_interact_by_external_ids_logs_the_event_and_drifts(self, catalog, manifest, tmp_path, run,
+                                                              content_encoder) -> None:
         """Interact with `user` and `item` logs durably (its ack has the sequence) and moves the user's vector."""
 
         async def body() -> None:
             store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 await stack.catalog.UpsertItems(_items("m1", "m2", "m3"), timeout=10)
                 await stack.catalog.UpsertUsers(catalog_pb2.UpsertUsersRequest(users=[catalog_pb2.CatalogUser(id="u1")]))
+                stack.caught_up(_encoded(tmp_path / "catalog.db", content_encoder))
                 reply = await stack.gateway.Interact(gateway_pb2.InteractRequest(
                     user="u1", item="m3", event=LIKE, timestamp=1_700_000_000, value=4.5), timeout=10)
                 assert reply.sequence == store.sequence() and reply.applied
@@ -126,11 +136,11 @@ class TestWrites:
 
         run(body())
 
-    def test_interact_by_external_ids_without_a_store_is_a_failed_precondition(self, world, manifest, tmp_path, run) -> None:
+    def test_interact_by_external_ids_without_a_store_is_a_failed_precondition(self, catalog, manifest, tmp_path, run) -> None:
         """A gateway started without --store says what to change rather than guessing."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path, gateway_store=False) as stack:
                 code, details = await _status(stack.gateway.Interact(
                     gateway_pb2.InteractRequest(user="u1", item="m1", event=LIKE), timeout=10))
                 assert code == grpc.StatusCode.FAILED_PRECONDITION and "--store" in details
@@ -139,13 +149,15 @@ class TestWrites:
 
 
 class TestForgetting:
-    def test_delete_user_forgets_vector_history_and_cached_feed(self, world, manifest, tmp_path, run) -> None:
+    def test_delete_user_forgets_vector_history_and_cached_feed(self, catalog, manifest, tmp_path, run,
+                                                               content_encoder) -> None:
         """After DeleteUser the paramserver has no vector, the store no events or id, and the feed cache no entry."""
 
         async def body() -> None:
             store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 await stack.catalog.UpsertItems(_items("m1", "m2"), timeout=10)
+                stack.caught_up(_encoded(tmp_path / "catalog.db", content_encoder))
                 await stack.catalog.InteractBatch(
                     catalog_pb2.InteractBatchRequest(events=_events(("u1", "m1"), ("u1", "m2")), drift=True), timeout=10)
                 user = int(store.resolve(USER, ["u1"])[0])
@@ -163,15 +175,15 @@ class TestForgetting:
 
         run(body())
 
-    def test_interact_batch_with_drift_moves_each_user(self, world, manifest, tmp_path, run) -> None:
+    def test_interact_batch_with_drift_moves_each_user(self, catalog, manifest, tmp_path, run, content_encoder) -> None:
         """drift=true moves every user in the batch toward their items, as Interact would."""
 
         async def body() -> None:
-            store = open_store(tmp_path / "catalog.db")
-            async with running_stack(world, manifest, tmp_path, store=store) as stack:
+            async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
                 await stack.catalog.UpsertItems(_items("m1", "m2", "m3"), timeout=10)
                 await stack.catalog.UpsertUsers(catalog_pb2.UpsertUsersRequest(
                     users=[catalog_pb2.CatalogUser(id=f"u{n}") for n in range(1, 4)]), timeout=10)
+                stack.caught_up(_encoded(tmp_path / "catalog.db", content_encoder))
                 keys = to_tensor(np.array([1, 2, 3], np.int64))
                 lookup = paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_USER, keys=keys)
                 before = from_tensor((await stack.paramserver.Lookup(lookup)).values, "values").copy()
@@ -184,14 +196,14 @@ class TestForgetting:
 
 
 @pytest.mark.skipif(postgres_bindir()[0] is None, reason=postgres_bindir()[1])
-def test_a_store_that_goes_down_is_unavailable_and_comes_back(world, manifest, tmp_path, run) -> None:
+def test_a_store_that_goes_down_is_unavailable_and_comes_back(catalog, manifest, tmp_path, run) -> None:
     """PostgreSQL stopped under a running gateway: writes get UNAVAILABLE naming the store, nothing is acked;
     once it is back, the next write reconnects and succeeds."""
     root = Path(tempfile.mkdtemp(prefix="feedserve-pg-"))
 
     async def body(url: str, restart) -> None:
         store = open_store(url)
-        async with running_stack(world, manifest, tmp_path, store=store) as stack:
+        async with running_stack(catalog, manifest, tmp_path, store=url) as stack:
             first = await stack.catalog.UpsertItems(_items("m1"), timeout=10)
             restart("stop")
             code, details = await _status(stack.catalog.UpsertItems(_items("m2"), timeout=30))

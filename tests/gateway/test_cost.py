@@ -14,9 +14,9 @@ def _feed(user: int, tag: str) -> gateway_pb2.FeedRequest:
     return gateway_pb2.FeedRequest(user_id=user, context=common_pb2.RequestContext(feature_tag=tag))
 
 
-def test_feeds_are_priced_and_summed_per_feature_tag(world, manifest, tmp_path, run) -> None:
+def test_feeds_are_priced_and_summed_per_feature_tag(catalog, manifest, tmp_path, run) -> None:
     async def body() -> None:
-        async with running_stack(world, manifest, tmp_path, ledger=CostLedger(cpu_second_price=1.0)) as stack:
+        async with running_stack(catalog, manifest, tmp_path, ledger=CostLedger(cpu_second_price=1.0)) as stack:
             replies = [await stack.gateway.Feed(_feed(u, "home"), timeout=10) for u in (1, 2, 3)]
             await stack.gateway.Feed(_feed(4, "explore"), timeout=10)
             for reply in replies:

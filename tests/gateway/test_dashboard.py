@@ -33,11 +33,11 @@ def _render(chromium: str, url: str, scratch: Path, *mode: str) -> subprocess.Co
         capture_output=True, text=True, timeout=120)
 
 
-def test_dashboard_renders_live_figures_in_headless_chromium(world, manifest, tmp_path, run) -> None:
+def test_dashboard_renders_live_figures_in_headless_chromium(catalog, manifest, tmp_path, run) -> None:
     chromium = _chromium()
 
     async def body() -> None:
-        async with running_stack(world, manifest, tmp_path) as stack:
+        async with running_stack(catalog, manifest, tmp_path) as stack:
             dashboard = Dashboard(stack.service)
             stack.service.on_answer = dashboard.observe
             port = dashboard.serve("127.0.0.1", 0, GatewayMetrics(stack.service))

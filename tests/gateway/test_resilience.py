@@ -15,7 +15,7 @@ from gateway.metrics import GatewayMetrics
 from mesh.dispatch import serve_unary
 from mesh.server import start_server
 from ranker.service import Ranker, RankerServicer
-from tests.stack import running_stack
+from tests.stack import running_stack, ranker_for
 
 
 class HeldRanker(RankerServicer):
@@ -36,13 +36,13 @@ def _feed(user: int, k: int = 20) -> gateway_pb2.FeedRequest:
 
 
 class TestDeadlines:
-    def test_a_deadline_shorter_than_ranking_still_returns_a_degraded_feed_in_time(self, world, manifest, tmp_path, run) -> None:
+    def test_a_deadline_shorter_than_ranking_still_returns_a_degraded_feed_in_time(self, catalog, manifest, tmp_path, run) -> None:
         """The ranker does not answer within the caller's deadline: the gateway answers before it, degraded.
         (Had it overrun, the client's own deadline would have failed the call.)"""
-        held = HeldRanker(Ranker(world, manifest))
+        held = HeldRanker(ranker_for(catalog, manifest))
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path, ranker=held) as stack:
+            async with running_stack(catalog, manifest, tmp_path, ranker=held) as stack:
                 try:
                     reply = await stack.gateway.Feed(_feed(3), timeout=0.25)
                     assert reply.degraded and reply.degraded_reason.startswith("ranker too slow")
@@ -52,12 +52,12 @@ class TestDeadlines:
 
         run(body())
 
-    def test_the_cached_feed_is_preferred_to_the_fallback(self, world, manifest, tmp_path, run) -> None:
-        held = HeldRanker(Ranker(world, manifest))
+    def test_the_cached_feed_is_preferred_to_the_fallback(self, catalog, manifest, tmp_path, run) -> None:
+        held = HeldRanker(ranker_for(catalog, manifest))
         held.release.set()
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path, ranker=held, cache=None) as stack:
+            async with running_stack(catalog, manifest, tmp_path, ranker=held, cache=None) as stack:
                 first = await stack.gateway.Feed(_feed(4), timeout=5)
                 stack.service.cache.ttl_s = 0  # the entry is stale now, but kept for degradation
                 held.release.clear()
@@ -72,12 +72,12 @@ class TestDeadlines:
 
 
 class TestCircuitBreaker:
-    def test_a_killed_ranker_gives_flagged_fallbacks_then_service_recovers(self, world, manifest, tmp_path, run) -> None:
+    def test_a_killed_ranker_gives_flagged_fallbacks_then_service_recovers(self, catalog, manifest, tmp_path, run) -> None:
         """Ranker stopped: fallback feeds, the circuit opens; ranker back on the same port: normal feeds again."""
-        core = Ranker(world, manifest)
+        core = ranker_for(catalog, manifest)
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path, breaker_cooldown_s=0.05) as stack:
+            async with running_stack(catalog, manifest, tmp_path, breaker_cooldown_s=0.05) as stack:
                 port = stack.ports["ranker"]
                 await stack.servers["ranker"].stop(0)
                 for user in range(10, 16):
@@ -102,9 +102,9 @@ class TestCircuitBreaker:
 
 
 class TestModes:
-    def test_forced_emergency_turns_generation_off_and_shrinks_ranking(self, world, manifest, tmp_path, run) -> None:
+    def test_forced_emergency_turns_generation_off_and_shrinks_ranking(self, catalog, manifest, tmp_path, run) -> None:
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 status = await stack.admin.SetMode(gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_EMERGENCY))
                 assert status.forced and status.mode == gateway_pb2.MODE_EMERGENCY
                 assert not status.generation_enabled and status.candidate_count == 400
@@ -142,12 +142,12 @@ class TestModes:
 
 
 class TestOverload:
-    def test_load_beyond_capacity_gets_resource_exhausted(self, world, manifest, tmp_path, run) -> None:
+    def test_load_beyond_capacity_gets_resource_exhausted(self, catalog, manifest, tmp_path, run) -> None:
         """With 2 feeds in flight allowed and the ranker held, 6 concurrent feeds: 4 are shed at once."""
-        held = HeldRanker(Ranker(world, manifest))
+        held = HeldRanker(ranker_for(catalog, manifest))
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path, ranker=held, max_in_flight=2) as stack:
+            async with running_stack(catalog, manifest, tmp_path, ranker=held, max_in_flight=2) as stack:
                 calls = [asyncio.ensure_future(stack.gateway.Feed(_feed(20 + i), timeout=10)) for i in range(6)]
                 while stack.service.modes.in_flight < 2:  # the first two are inside; wait on the state, bounded by the loop
                     await asyncio.sleep(0)
@@ -163,9 +163,9 @@ class TestOverload:
 
 
 class TestCache:
-    def test_an_interaction_invalidates_that_users_cached_feed(self, world, manifest, tmp_path, run) -> None:
+    def test_an_interaction_invalidates_that_users_cached_feed(self, catalog, manifest, tmp_path, run) -> None:
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 first = await stack.gateway.Feed(_feed(8), timeout=5)
                 again = await stack.gateway.Feed(_feed(8), timeout=5)
                 other = await stack.gateway.Feed(_feed(9), timeout=5)
@@ -179,9 +179,9 @@ class TestCache:
         run(body())
 
 
-def test_metrics_expose_requests_hops_cache_and_mode(world, manifest, tmp_path, run) -> None:
+def test_metrics_expose_requests_hops_cache_and_mode(catalog, manifest, tmp_path, run) -> None:
     async def body() -> None:
-        async with running_stack(world, manifest, tmp_path) as stack:
+        async with running_stack(catalog, manifest, tmp_path) as stack:
             dashboard = Dashboard(stack.service)
             stack.service.on_answer = dashboard.observe
             port = dashboard.serve("127.0.0.1", 0, GatewayMetrics(stack.service))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 
 import grpc
 import numpy as np
@@ -30,11 +29,11 @@ async def _user_vector(stack, user: int) -> np.ndarray:
 
 
 class TestFeed:
-    def test_feed_returns_twenty_items_with_hops_from_every_service(self, world, manifest, tmp_path, run) -> None:
+    def test_feed_returns_twenty_items_with_hops_from_every_service(self, catalog, manifest, tmp_path, run) -> None:
         """Default k is 20; the breakdown holds gateway, paramserver and ranker stages."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 reply = await stack.gateway.Feed(_feed(1), timeout=10)
                 assert len(reply.items) == 20 and not reply.cold_start
                 assert len({item.item_id for item in reply.items}) == 20
@@ -44,11 +43,11 @@ class TestFeed:
 
         run(body())
 
-    def test_feed_interact_feed_moves_the_user_and_changes_the_feed(self, world, manifest, tmp_path, run) -> None:
+    def test_feed_interact_feed_moves_the_user_and_changes_the_feed(self, catalog, manifest, tmp_path, run) -> None:
         """A like moves the user vector 10% toward the item, and the next Feed's scores differ."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 first = await stack.gateway.Feed(_feed(5, 50), timeout=10)
                 before = await _user_vector(stack, 5)
                 item = first.items[-1].item_id
@@ -57,7 +56,7 @@ class TestFeed:
                 )
                 assert moved.applied and moved.rate == pytest.approx(0.1)
                 after = await _user_vector(stack, 5)
-                target = np.asarray(world.item_embeddings[item - 1])
+                target = catalog.item_vectors[item - 1]
                 assert float(after @ target) > float(before @ target)
                 second = await stack.gateway.Feed(_feed(5, 50), timeout=10)
                 score = {i.item_id: i.score for i in second.items}
@@ -67,12 +66,12 @@ class TestFeed:
 
         run(body())
 
-    def test_the_gateway_legs_add_up_and_nest_the_downstream_hops(self, world, manifest, tmp_path, run) -> None:
+    def test_the_gateway_legs_add_up_and_nest_the_downstream_hops(self, catalog, manifest, tmp_path, run) -> None:
         """The gateway's calls and its own work add up to its handling time within 10%; each service's stages
         lie inside the gateway call that waited for them."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 reply = await stack.gateway.Feed(_feed(6, 50), timeout=10)
                 by = {(h.service, h.stage): h for h in reply.hops}
                 handle = by[("gateway", "handle")]
@@ -86,9 +85,9 @@ class TestFeed:
 
         run(body())
 
-    def test_unknown_user_gets_a_cold_start_feed(self, world, manifest, tmp_path, run) -> None:
+    def test_unknown_user_gets_a_cold_start_feed(self, catalog, manifest, tmp_path, run) -> None:
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 reply = await stack.gateway.Feed(_feed(10**9, 10), timeout=10)
                 assert reply.cold_start and len(reply.items) == 10
                 assert {s for item in reply.items for s in item.sources} <= {"popular", "fresh"}
@@ -103,9 +102,9 @@ class TestFeed:
             (_feed(1, 501), "k"),
         ],
     )
-    def test_bad_feed_request_names_the_field(self, world, manifest, tmp_path, run, request_, field) -> None:
+    def test_bad_feed_request_names_the_field(self, catalog, manifest, tmp_path, run, request_, field) -> None:
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await stack.gateway.Feed(request_, timeout=10)
                 assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -126,10 +125,10 @@ class TestInteract:
         ],
     )
     def test_bad_interaction_is_rejected_and_the_user_is_unchanged(
-        self, world, manifest, tmp_path, run, user, item, event, code, field
+        self, catalog, manifest, tmp_path, run, user, item, event, code, field
     ) -> None:
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 before = await _user_vector(stack, 1)
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await stack.gateway.Interact(
@@ -144,11 +143,11 @@ class TestInteract:
 
 class TestDependencies:
     @pytest.mark.parametrize("down", ["paramserver", "ranker"])
-    def test_a_dependency_down_gives_a_flagged_fallback_naming_it(self, world, manifest, tmp_path, run, down) -> None:
+    def test_a_dependency_down_gives_a_flagged_fallback_naming_it(self, catalog, manifest, tmp_path, run, down) -> None:
         """With a backend stopped, Feed answers at once with the popular/fresh fallback, degraded, naming the service."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 await stack.servers[down].stop(0)
                 reply = await stack.gateway.Feed(_feed(10**9 - 1), timeout=3)
                 assert reply.degraded and reply.degraded_reason.startswith(f"{down} unavailable")
@@ -156,11 +155,11 @@ class TestDependencies:
 
         run(body())
 
-    def test_no_fallback_yet_gives_unavailable_naming_the_service(self, world, manifest, tmp_path, run) -> None:
+    def test_no_fallback_yet_gives_unavailable_naming_the_service(self, catalog, manifest, tmp_path, run) -> None:
         """A gateway that never reached its ranker has no fallback: UNAVAILABLE naming it, well within the deadline."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 await stack.servers["ranker"].stop(0)
                 stack.service.fallback = None
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -172,7 +171,7 @@ class TestDependencies:
 
 
 class TestServing:
-    def test_health_and_reflection_answer_on_every_service(self, world, manifest, tmp_path, run) -> None:
+    def test_health_and_reflection_answer_on_every_service(self, catalog, manifest, tmp_path, run) -> None:
         """Each service reports SERVING and lists its own service (plus health) through reflection."""
         expected = {
             "gateway": "feedserve.v1.Gateway",
@@ -181,7 +180,7 @@ class TestServing:
         }
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 for name, port in stack.ports.items():
                     async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
                         health = await health_pb2_grpc.HealthStub(channel).Check(
@@ -197,11 +196,11 @@ class TestServing:
 
         run(body())
 
-    def test_generate_without_a_generator_says_it_is_not_deployed(self, world, manifest, tmp_path, run) -> None:
+    def test_generate_without_a_generator_says_it_is_not_deployed(self, catalog, manifest, tmp_path, run) -> None:
         """A gateway started without --generator answers Generate with UNIMPLEMENTED and the reason, not a hang."""
 
         async def body() -> None:
-            async with running_stack(world, manifest, tmp_path) as stack:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     async for _ in stack.gateway.Generate(generator_pb2.GenerateRequest(prompt="hi"), timeout=5):
                         pass

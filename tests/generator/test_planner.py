@@ -5,7 +5,7 @@ from __future__ import annotations
 from feedserve.v1 import generator_pb2
 from generator.corpus import STAGE_END
 from generator.planner import AUTO, TOPIC, make_plan
-from world.synthetic import CATEGORIES
+from generator.corpus import TOPICS as CATEGORIES
 
 
 def _plan(prompt: str, **fields):

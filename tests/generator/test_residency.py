@@ -14,7 +14,7 @@ from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
 from mesh.errors import InvalidArgument, ResourceExhausted
 from mesh.metrics import REGISTRY
-from world.synthetic import CATEGORIES
+from generator.corpus import TOPICS as CATEGORIES
 
 
 async def _run_plan(pool: ResidencyPool, prompt: str, max_tokens: int = 40) -> tuple[PlanRun, list[tuple[int, str]]]:

@@ -14,7 +14,7 @@ from generator.pipeline import Pipeline, PlanRun, RouterConfig
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
 from mesh.errors import DeadlineExceeded
-from world.synthetic import CATEGORIES
+from generator.corpus import TOPICS as CATEGORIES
 
 
 async def _answer(pipeline: Pipeline, prompt: str, model: str = "", deadline: float | None = None):

@@ -15,7 +15,6 @@ from generator.residency import ModelSpec
 from mesh.dispatch import serve_unary
 from mesh.tensors import to_tensor
 from tests.stack import generation_stack
-from world.synthetic import CATEGORIES
 
 TAG = common_pb2.RequestContext(feature_tag="post-writer")
 
@@ -53,14 +52,14 @@ class _GatedSpec(ModelSpec):
 
 
 class TestStreaming:
-    def test_the_first_chunk_arrives_before_generation_ends(self, generation_home, specs, world, tmp_path, run) -> None:
+    def test_the_first_chunk_arrives_before_generation_ends(self, generation_home, specs, catalog, tmp_path, run) -> None:
         """The client holds the first chunk while the model is paused mid-generation: chunks stream as tokens
         are produced, not after. Opening the gate lets the same stream finish."""
         gate = threading.Event()
         gated = {name: _GatedSpec(**{**spec.__dict__, "gate": gate}) for name, spec in specs.items()}
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path, gated) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path, gated) as stack:
                 # the pattern keeps even the tiny test tier writing for at least seven words
                 request = generator_pb2.GenerateRequest(prompt="Write a headline about music.", max_tokens=40,
                                                         model="small", pattern="[a-z]+( [a-z]+){6,9}", context=TAG)
@@ -77,7 +76,7 @@ class TestStreaming:
         finally:
             gate.set()
 
-    def test_past_the_in_flight_limit_a_generation_is_refused_not_queued(self, generation_home, specs, world,
+    def test_past_the_in_flight_limit_a_generation_is_refused_not_queued(self, generation_home, specs, catalog,
                                                                          tmp_path, run) -> None:
         """With one generation paused mid-stream and a limit of one, the next gets RESOURCE_EXHAUSTED at once;
         when the first finishes, generation answers again."""
@@ -85,7 +84,7 @@ class TestStreaming:
         gated = {name: _GatedSpec(**{**spec.__dict__, "gate": gate}) for name, spec in specs.items()}
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path, gated) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path, gated) as stack:
                 stack.generator.max_in_flight = 1
                 held = generator_pb2.GenerateRequest(prompt="Write a headline about music.", max_tokens=40,
                                                      model="small", pattern="[a-z]+( [a-z]+){6,9}")
@@ -106,11 +105,11 @@ class TestStreaming:
         finally:
             gate.set()
 
-    def test_the_final_chunk_carries_usage_and_hops(self, generation_home, world, tmp_path, run) -> None:
+    def test_the_final_chunk_carries_usage_and_hops(self, generation_home, catalog, tmp_path, run) -> None:
         """Tokens in and out, the models, TTFT, inter-token time, cost, and both services' hops."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
                 text, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="Write a post about travel.", max_tokens=40, context=TAG))
                 usage = final.usage
@@ -135,12 +134,12 @@ class TestBadInput:
         (dict(prompt="hi", max_tokens=10, banned_words=["two words"]), "banned_words"),
         (dict(prompt="hi", max_tokens=10, stop=[""]), "stop"),
     ])
-    def test_bad_requests_get_invalid_argument_naming_the_field(self, generation_home, world, tmp_path, run,
+    def test_bad_requests_get_invalid_argument_naming_the_field(self, generation_home, catalog, tmp_path, run,
                                                                 fields: dict, field: str) -> None:
         """Through the gateway, before any chunk: INVALID_ARGUMENT whose message starts with the field."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
                     await _collect(stack.gateway, generator_pb2.GenerateRequest(**fields))
                 assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
@@ -152,11 +151,11 @@ class TestBadInput:
 
 class TestModesCachesAndCost:
     def test_emergency_mode_turns_generation_off_and_normal_turns_it_back_on(
-            self, generation_home, world, tmp_path, run) -> None:
+            self, generation_home, catalog, tmp_path, run) -> None:
         """Forced emergency: UNAVAILABLE saying so. Back to automatic: generation answers again."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
                 request = generator_pb2.GenerateRequest(prompt="Write a headline about food.", max_tokens=12)
                 await stack.admin.SetMode(gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_EMERGENCY))
                 with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -168,13 +167,13 @@ class TestModesCachesAndCost:
 
         run(body())
 
-    def test_a_repeat_is_an_exact_hit_and_a_paraphrase_a_semantic_hit(self, generation_home, world, tmp_path,
+    def test_a_repeat_is_an_exact_hit_and_a_paraphrase_a_semantic_hit(self, generation_home, catalog, tmp_path,
                                                                        run) -> None:
         """The second identical request is answered at the gateway, a reworded one by the generator's semantic
         cache; both replay the first answer without model tokens, and the generator sees only the second."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
                 first_text, first = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="How do I reset my password?", max_tokens=20))
                 assert first.usage.cache == "" and first.usage.tokens_out > 0
@@ -191,12 +190,12 @@ class TestModesCachesAndCost:
 
         run(body())
 
-    def test_an_interaction_drops_the_users_cached_answers(self, generation_home, world, tmp_path, run) -> None:
+    def test_an_interaction_drops_the_users_cached_answers(self, generation_home, catalog, tmp_path, run) -> None:
         """Interact moves the user's vector, so their cached post (about their top interest) is written afresh."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
-                user, item = int(world.user_ids[5]), int(world.item_ids[0])
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
+                user, item = int(catalog.user_ids[5]), 1
                 request = generator_pb2.GenerateRequest(prompt="Write a post for me about my top interest.",
                                                         user_id=user, max_tokens=30)
                 await _collect(stack.gateway, request)
@@ -207,12 +206,12 @@ class TestModesCachesAndCost:
 
         run(body())
 
-    def test_generation_cost_and_tokens_are_booked_to_the_feature_tag(self, generation_home, world, tmp_path,
+    def test_generation_cost_and_tokens_are_booked_to_the_feature_tag(self, generation_home, catalog, tmp_path,
                                                                       run) -> None:
         """GetCost (what `feedserve cost` prints) shows the tag's requests, tokens and cost."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
                 _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="Write a headline about cars.", max_tokens=12, context=TAG))
                 report = await stack.admin.GetCost(gateway_pb2.GetCostRequest(window_s=60))
@@ -225,16 +224,16 @@ class TestModesCachesAndCost:
 
 class TestEvidence:
     def test_their_top_interest_follows_the_users_current_vector_in_the_paramserver(
-            self, generation_home, world, tmp_path, run) -> None:
+            self, generation_home, catalog, tmp_path, run) -> None:
         """"about my top interest" reads the user's vector from the paramserver on each request: the topic is
-        the category whose centroid is nearest, and after the vector moves the next request sees the new one."""
+        the catalog's category whose embedding is nearest, and after the vector moves the next request sees the new one."""
 
         async def body() -> None:
-            async with generation_stack(generation_home, world, tmp_path) as stack:
-                user = int(world.user_ids[3])
+            async with generation_stack(generation_home, catalog, tmp_path) as stack:
+                user = int(catalog.user_ids[3])
                 for category in (7, 12):
-                    _upsert_user(stack.paramserver_core, user, world.category_centroids[category])
-                    assert await stack.generator._topic(user, None) == CATEGORIES[category]
+                    _upsert_user(stack.paramserver_core, user, stack.generator.centroids[category])
+                    assert await stack.generator._topic(user, None) == stack.generator.topics[category]
                 _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(
                     prompt="Write a post for me about my top interest, at most 30 words.", user_id=user,
                     max_tokens=60))

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import numpy as np
 import pytest
 from opentelemetry import trace
 from opentelemetry.sdk.trace import TracerProvider
@@ -13,7 +12,7 @@ from feedserve.v1 import gateway_pb2, generator_pb2, ranker_pb2
 from mesh.ring import RingServer
 from mesh.tracing import configure_tracing, current_traceparent, server_span
 from mesh.transport import Transport
-from tests.stack import generation_stack, running_stack
+from tests.stack import generation_stack, running_stack, ranker_for
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 TRACEPARENT = f"00-{TRACE_ID:032x}-b7ad6b7169203331-01"
@@ -30,12 +29,12 @@ def spans() -> InMemorySpanExporter:
     return exporter
 
 
-def test_a_feed_is_one_trace_across_gateway_paramserver_and_ranker(world, manifest, tmp_path, run, spans) -> None:
+def test_a_feed_is_one_trace_across_gateway_paramserver_and_ranker(catalog, manifest, tmp_path, run, spans) -> None:
     """The caller's traceparent continues through every hop; each service's span is a child of the gateway's."""
     spans.clear()
 
     async def body() -> None:
-        async with running_stack(world, manifest, tmp_path) as stack:
+        async with running_stack(catalog, manifest, tmp_path) as stack:
             await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=2), timeout=10, metadata=(("traceparent", TRACEPARENT),))
 
     run(body())
@@ -46,13 +45,13 @@ def test_a_feed_is_one_trace_across_gateway_paramserver_and_ranker(world, manife
         assert by_name[child].parent.span_id == feed.context.span_id
 
 
-def test_a_generation_stream_is_one_trace_across_gateway_and_generator(generation_home, world, tmp_path, run,
+def test_a_generation_stream_is_one_trace_across_gateway_and_generator(generation_home, catalog, tmp_path, run,
                                                                        spans) -> None:
     """Streams are traced too: the generator's span is a child of the gateway's, in the caller's trace."""
     spans.clear()
 
     async def body() -> None:
-        async with generation_stack(generation_home, world, tmp_path) as stack:
+        async with generation_stack(generation_home, catalog, tmp_path) as stack:
             request = generator_pb2.GenerateRequest(prompt="Write a headline about food.", max_tokens=8)
             async for _ in stack.gateway.Generate(request, timeout=10, metadata=(("traceparent", TRACEPARENT),)):
                 pass
@@ -64,11 +63,10 @@ def test_a_generation_stream_is_one_trace_across_gateway_and_generator(generatio
     assert by_name["/feedserve.v1.Generator/Generate"].parent.span_id == relay.context.span_id
 
 
-def test_the_traceparent_crosses_the_ring_header(world, manifest, spans, run) -> None:
+def test_the_traceparent_crosses_the_ring_header(catalog, manifest, spans, run) -> None:
     """Over the shared-memory ring the server's span joins the caller's trace, as over gRPC."""
-    from ranker.service import Ranker
 
-    core = Ranker(world, manifest)
+    core = ranker_for(catalog, manifest)
     ring = RingServer("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], core.handlers(), log_calls=False)
     ring.start()
     spans.clear()
@@ -82,7 +80,7 @@ def test_the_traceparent_crosses_the_ring_header(world, manifest, spans, run) ->
         try:
             with server_span("caller", TRACEPARENT):
                 outgoing = current_traceparent()
-                reply = await transport.call("Rank", ranker_pb2.RankRequest(k=3), {"user_vector": np.asarray(world.user_tastes[0])}, 10)
+                reply = await transport.call("Rank", ranker_pb2.RankRequest(k=3), {"user_vector": catalog.vector(1)}, 10)
                 reply.release()
             assert transport.path == "ring" and outgoing.startswith(f"00-{TRACE_ID:032x}-")
         finally:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import os
 import random
 import struct
-import sys
 
 import _native  # the sanitized build, found first on sys.path
 

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import subprocess
-import sys
-import sysconfig
 from pathlib import Path
 
 import pytest

@@ -17,15 +17,15 @@ from cli.stack import free_ports, wait_serving
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.dispatch import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
-from paramserver.service import ParamServer
+from tests.stack import paramserver_core
 
 ITEM = paramserver_pb2.TABLE_ITEM
-NEW_KEYS = 10**9  # far past the world's ids
+NEW_KEYS = 10**9  # far past the catalog's ids
 
 
-def _start(world, state: Path, port: int) -> subprocess.Popen:
+def _start(catalog, state: Path, port: int) -> subprocess.Popen:
     process = subprocess.Popen(
-        [sys.executable, "-m", "paramserver", "--world", str(world.path), "--port", str(port), "--state-dir", str(state),
+        [sys.executable, "-m", "paramserver", "--store", catalog.url, "--port", str(port), "--state-dir", str(state),
          "--fsync", "always", "--snapshot-interval-s", "0"],
         stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env={**os.environ, "FEEDSERVE_TRANSPORT": "grpc"})
     wait_serving(f"127.0.0.1:{port}", 60, process)
@@ -33,10 +33,10 @@ def _start(world, state: Path, port: int) -> subprocess.Popen:
 
 
 @pytest.mark.slow
-def test_every_acknowledged_update_survives_kill_9_during_a_write_storm(world, tmp_path: Path) -> None:
+def test_every_acknowledged_update_survives_kill_9_during_a_write_storm(catalog, tmp_path: Path) -> None:
     """32 writers upsert distinct keys; the server is SIGKILLed mid-storm; after restart every acked key is there."""
     (port,) = free_ports(1)
-    process = _start(world, tmp_path, port)
+    process = _start(catalog, tmp_path, port)
     acked: dict[int, np.ndarray] = {}
     rng = np.random.default_rng(0)
 
@@ -47,7 +47,7 @@ def test_every_acknowledged_update_survives_kill_9_during_a_write_storm(world, t
             async def writer(w: int) -> None:
                 for i in range(10_000):
                     key = NEW_KEYS + w * 100_000 + i
-                    row = rng.standard_normal((1, world.spec.dim)).astype(np.float32)
+                    row = rng.standard_normal((1, catalog.dim)).astype(np.float32)
                     try:
                         await stub.Upsert(paramserver_pb2.UpsertRequest(
                             table=ITEM, keys=to_tensor(np.array([key], np.int64)), values=to_tensor(row)), timeout=5)
@@ -62,7 +62,7 @@ def test_every_acknowledged_update_survives_kill_9_during_a_write_storm(world, t
     asyncio.run(storm())
     process.wait()
     assert len(acked) >= 300
-    process = _start(world, tmp_path, port)
+    process = _start(catalog, tmp_path, port)
     try:
         with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
             keys = np.array(sorted(acked), np.int64)
@@ -76,13 +76,14 @@ def test_every_acknowledged_update_survives_kill_9_during_a_write_storm(world, t
         process.wait(30)
 
 
-def test_state_is_the_snapshot_plus_the_wal_replayed(world, tmp_path: Path) -> None:
+def test_state_is_the_snapshot_plus_the_wal_replayed(catalog, tmp_path: Path) -> None:
     """Upsert, snapshot (WAL truncated), upsert and drift again; a new core on the same state sees all three."""
-    core = ParamServer(world, tmp_path)
-    dim = world.spec.dim
+    core = paramserver_core(catalog, tmp_path)
+    dim = catalog.dim
     first, second = np.full((1, dim), 0.5, np.float32), np.full((1, dim), -0.25, np.float32)
     core.upsert(paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([NEW_KEYS], np.int64), "values": first}, HeapOutputs())
     core.snapshot(None, {}, None)
+    at_snapshot = core.wal.last_seq  # the catalog's items and the seeded users came in first, through the same log
     assert len(core.wal.segments()) == 1  # segments before the snapshot are gone
     core.upsert(paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([NEW_KEYS + 1], np.int64), "values": second}, HeapOutputs())
     out = HeapOutputs()
@@ -90,8 +91,8 @@ def test_state_is_the_snapshot_plus_the_wal_replayed(world, tmp_path: Path) -> N
     moved = out.arrays["user_vector"].copy()
     core.close()
 
-    restored = ParamServer(world, tmp_path)
-    assert restored.replayed == 2 and restored.snapshot_seq == 1
+    restored = paramserver_core(catalog, tmp_path)
+    assert restored.replayed == 2 and restored.snapshot_seq == at_snapshot
     values, found = restored.tables[ITEM].lookup(np.array([NEW_KEYS, NEW_KEYS + 1], np.int64))
     assert found.all()
     np.testing.assert_array_equal(values, np.concatenate([first, second]))
@@ -99,29 +100,30 @@ def test_state_is_the_snapshot_plus_the_wal_replayed(world, tmp_path: Path) -> N
     restored.close()
 
 
-def test_a_torn_wal_tail_is_cut_and_the_rest_replays(world, tmp_path: Path) -> None:
+def test_a_torn_wal_tail_is_cut_and_the_rest_replays(catalog, tmp_path: Path) -> None:
     """Half a record at the end of the log (a crash mid-write) is dropped; whole records before it replay."""
-    core = ParamServer(world, tmp_path)
-    row = np.full((1, world.spec.dim), 0.125, np.float32)
+    core = paramserver_core(catalog, tmp_path)
+    row = np.full((1, catalog.dim), 0.125, np.float32)
     core.upsert(paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([NEW_KEYS], np.int64), "values": row}, HeapOutputs())
+    records = core.wal.last_seq
     core.close()
     segment = core.wal.segments()[-1]
     with open(segment, "ab") as f:
         f.write(b"\x40\x00\x00\x00garbage")
-    restored = ParamServer(world, tmp_path)
-    assert restored.replayed == 1
+    restored = paramserver_core(catalog, tmp_path)
+    assert restored.replayed == records
     assert restored.tables[ITEM].lookup(np.array([NEW_KEYS], np.int64))[1][0]
     restored.close()
 
 
-def test_a_removed_user_stays_removed_after_restart(world, tmp_path: Path) -> None:
+def test_a_removed_user_stays_removed_after_restart(catalog, tmp_path: Path) -> None:
     """Remove is logged before it is applied: a forgotten user is still forgotten when the WAL replays."""
     user = paramserver_pb2.TABLE_USER
-    core = ParamServer(world, tmp_path)
+    core = paramserver_core(catalog, tmp_path)
     removed = core.remove(paramserver_pb2.RemoveRequest(table=user), {"keys": np.array([5, 10**9], np.int64)}, HeapOutputs())
     assert removed.removed == 1
     core.close()
-    restored = ParamServer(world, tmp_path)
+    restored = paramserver_core(catalog, tmp_path)
     found = restored.tables[user].lookup(np.array([5, 6], np.int64))[1]
     assert found.tolist() == [False, True]
     restored.close()

@@ -15,8 +15,8 @@ from tests.stack import start_paramserver
 USER, ITEM = paramserver_pb2.TABLE_USER, paramserver_pb2.TABLE_ITEM
 
 
-async def _with_paramserver(world, tmp_path: Path, body) -> None:
-    server, _ = await start_paramserver(world, tmp_path)
+async def _with_paramserver(catalog, tmp_path: Path, body) -> None:
+    server, _ = await start_paramserver(catalog, tmp_path)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             await body(paramserver_pb2_grpc.ParamServerStub(channel))
@@ -30,22 +30,22 @@ async def _lookup(stub, table: int, keys: list[int]) -> tuple[np.ndarray, np.nda
 
 
 class TestLookup:
-    def test_known_and_unknown_keys_are_reported_per_key(self, world, tmp_path, run) -> None:
+    def test_known_and_unknown_keys_are_reported_per_key(self, catalog, tmp_path, run) -> None:
         """A batch mixing known and unknown users returns rows for the known and found=0 for the rest."""
 
         async def body(stub) -> None:
             values, found = await _lookup(stub, USER, [1, 10**9, 3])
             assert found.tolist() == [1, 0, 1]
-            np.testing.assert_allclose(values[0], world.user_tastes[0])
+            np.testing.assert_allclose(values[0], catalog.vector(1))
             assert not values[1].any()
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
 
 class TestUpsert:
-    def test_upsert_then_lookup_returns_the_new_rows(self, world, tmp_path, run) -> None:
+    def test_upsert_then_lookup_returns_the_new_rows(self, catalog, tmp_path, run) -> None:
         async def body(stub) -> None:
-            rows = np.random.default_rng(0).standard_normal((2, world.spec.dim)).astype(np.float32)
+            rows = np.random.default_rng(0).standard_normal((2, catalog.dim)).astype(np.float32)
             reply = await stub.Upsert(
                 paramserver_pb2.UpsertRequest(table=ITEM, keys=to_tensor(np.array([7, 10**8], np.int64)), values=to_tensor(rows))
             )
@@ -54,7 +54,7 @@ class TestUpsert:
             assert found.all()
             np.testing.assert_array_equal(values, rows)
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
     @pytest.mark.parametrize(
         "keys, values, field",
@@ -66,7 +66,7 @@ class TestUpsert:
             (np.array([0], np.int64), np.zeros((1, 64), np.float32), "keys"),
         ],
     )
-    def test_bad_upsert_is_rejected_and_changes_nothing(self, world, tmp_path, run, keys, values, field) -> None:
+    def test_bad_upsert_is_rejected_and_changes_nothing(self, catalog, tmp_path, run, keys, values, field) -> None:
         """Wrong dimension, NaN/Inf, wrong key dtype or a zero key: INVALID_ARGUMENT naming the field; row 5 unchanged."""
 
         async def body(stub) -> None:
@@ -78,20 +78,20 @@ class TestUpsert:
             after, _ = await _lookup(stub, ITEM, [5])
             np.testing.assert_array_equal(before, after)
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
-    def test_unknown_table_is_invalid(self, world, tmp_path, run) -> None:
+    def test_unknown_table_is_invalid(self, catalog, tmp_path, run) -> None:
         async def body(stub) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Lookup(paramserver_pb2.LookupRequest(table=42, keys=to_tensor(np.array([1], np.int64))))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "table" in caught.value.details()
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
 
 class TestDrift:
-    def test_like_moves_the_user_ten_percent_toward_the_item(self, world, tmp_path, run) -> None:
+    def test_like_moves_the_user_ten_percent_toward_the_item(self, catalog, tmp_path, run) -> None:
         """Read-your-writes: the next Lookup returns normalise(u + 0.1 (i - u))."""
 
         async def body(stub) -> None:
@@ -105,17 +105,17 @@ class TestDrift:
             np.testing.assert_allclose(after, expected, rtol=1e-5, atol=1e-6)
             np.testing.assert_allclose(from_tensor(reply.user_vector, "v"), after)
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
-    def test_unknown_user_is_created_from_a_positive_event(self, world, tmp_path, run) -> None:
+    def test_unknown_user_is_created_from_a_positive_event(self, catalog, tmp_path, run) -> None:
         async def body(stub) -> None:
             reply = await stub.Drift(paramserver_pb2.DriftRequest(user_id=10**7, item_id=2, event=common_pb2.EVENT_TYPE_CLICK))
             assert reply.applied and reply.created
             values, found = await _lookup(stub, USER, [10**7])
             assert found[0] == 1
-            np.testing.assert_allclose(values[0], world.item_embeddings[1])
+            np.testing.assert_allclose(values[0], catalog.item_vectors[1])
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
     @pytest.mark.parametrize(
         "user, item, event, code, field",
@@ -127,7 +127,7 @@ class TestDrift:
             (1, 10**9, common_pb2.EVENT_TYPE_LIKE, grpc.StatusCode.NOT_FOUND, "item_id"),
         ],
     )
-    def test_bad_drift_is_rejected_and_changes_nothing(self, world, tmp_path, run, user, item, event, code, field) -> None:
+    def test_bad_drift_is_rejected_and_changes_nothing(self, catalog, tmp_path, run, user, item, event, code, field) -> None:
         async def body(stub) -> None:
             before, _ = await _lookup(stub, USER, [1])
             with pytest.raises(grpc.aio.AioRpcError) as caught:
@@ -137,18 +137,18 @@ class TestDrift:
             after, _ = await _lookup(stub, USER, [1])
             np.testing.assert_array_equal(before, after)
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))
 
 
 class TestSnapshot:
-    def test_snapshot_writes_every_row(self, world, tmp_path, run) -> None:
+    def test_snapshot_writes_every_row(self, catalog, tmp_path, run) -> None:
         async def body(stub) -> None:
             reply = await stub.Snapshot(paramserver_pb2.SnapshotRequest())
-            assert reply.rows == world.spec.users + world.spec.items
+            assert reply.rows == len(catalog.user_ids) + len(catalog.item_vectors)
             with np.load(reply.path) as saved:
-                assert len(saved["user_keys"]) == world.spec.users
+                assert len(saved["user_keys"]) == len(catalog.user_ids)
                 order = np.argsort(saved["item_keys"])
                 np.testing.assert_array_equal(saved["item_keys"][order][:3], [1, 2, 3])
-                np.testing.assert_array_equal(saved["item_values"][order][:3], world.item_embeddings[:3])
+                np.testing.assert_array_equal(saved["item_values"][order][:3], catalog.item_vectors[:3])
 
-        run(_with_paramserver(world, tmp_path, body))
+        run(_with_paramserver(catalog, tmp_path, body))

@@ -12,31 +12,32 @@ from mesh.clients import ParamServerClient
 from mesh.errors import Unavailable
 from mesh.server import start_server
 from mesh.shards import SlotMap, SlotRange, slot_of
-from paramserver.service import ParamServer, ParamServerServicer
+from paramserver.service import ParamServerServicer
+from tests.stack import paramserver_core
 
 DESCRIPTOR = paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"]
 
 
-async def _shard(world, state: Path, slots: SlotRange):
-    core = ParamServer(world, state, slots=slots)
+async def _shard(catalog, state: Path, slots: SlotRange):
+    core = paramserver_core(catalog, state, slots=slots)
     servicer = ParamServerServicer(core)
     server = await start_server(
         {DESCRIPTOR.full_name: lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, s)}, "127.0.0.1:0")
     return server, core
 
 
-def test_two_shards_then_one_down(world, tmp_path: Path, run) -> None:
+def test_two_shards_then_one_down(catalog, tmp_path: Path, run) -> None:
     users = np.arange(1, 201, dtype=np.int64)
     on_b = slot_of(users) >= 8192
 
     async def body() -> None:
-        a, core_a = await _shard(world, tmp_path / "a", SlotRange(0, 8191))
-        b, core_b = await _shard(world, tmp_path / "b", SlotRange(8192, 16383))
+        a, core_a = await _shard(catalog, tmp_path / "a", SlotRange(0, 8191))
+        b, core_b = await _shard(catalog, tmp_path / "b", SlotRange(8192, 16383))
         client = ParamServerClient(SlotMap.parse(f"0-8191=127.0.0.1:{a.port},8192-16383=127.0.0.1:{b.port}"), use_ring=False)
         try:
             both = await client.lookup(paramserver_pb2.TABLE_USER, users, timeout=5)
             assert both.found.all() and not both.unavailable.any()
-            np.testing.assert_array_equal(both.values, np.asarray(world.user_tastes)[:200])
+            np.testing.assert_array_equal(both.values, catalog.user_vectors[:200])
             assert {t.calls["grpc"] for t in client.transports} == {1}  # one call per shard, in parallel
 
             await b.stop(0)

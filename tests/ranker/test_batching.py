@@ -9,27 +9,28 @@ import numpy as np
 from feedserve.v1 import ranker_pb2
 from mesh.dispatch import HeapOutputs
 from ranker.service import Ranker
+from tests.stack import ranker_for
 
 
-def _rank(ranker: Ranker, user: int, world, window_us: int) -> np.ndarray:
+def _rank(ranker: Ranker, user: int, catalog, window_us: int) -> np.ndarray:
     out = HeapOutputs()
     ranker.rank(ranker_pb2.RankRequest(user_id=user, k=10, return_all_scores=True, max_batch_delay_us=window_us),
-                {"user_vector": np.asarray(world.user_tastes[user - 1])}, out)
+                {"user_vector": catalog.vector(user)}, out)
     return out.arrays["scores"].copy()
 
 
-def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(world, manifest) -> None:
+def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(catalog, manifest) -> None:
     """Six threads rank at once with a 200 ms window: the model runs in batches larger than one, and every
     request's scores equal the scores it gets alone."""
-    ranker = Ranker(world, manifest, max_batch_delay_us=200_000)
-    alone = {user: _rank(ranker, user, world, 0) for user in range(1, 7)}
+    ranker = ranker_for(catalog, manifest, max_batch_delay_us=200_000)
+    alone = {user: _rank(ranker, user, catalog, 0) for user in range(1, 7)}
     assert set(ranker.batcher.batch_sizes) == {1}
     results: dict[int, np.ndarray] = {}
     start = threading.Barrier(6)
 
     def worker(user: int) -> None:
         start.wait()
-        results[user] = _rank(ranker, user, world, 200_000)
+        results[user] = _rank(ranker, user, catalog, 200_000)
 
     threads = [threading.Thread(target=worker, args=(user,)) for user in range(1, 7)]
     for thread in threads:
@@ -42,17 +43,17 @@ def test_concurrent_requests_are_batched_and_each_gets_its_own_scores(world, man
         np.testing.assert_allclose(scores, alone[user], rtol=1e-5, atol=1e-6)
 
 
-def test_a_lone_request_with_a_zero_window_runs_at_once(world, manifest) -> None:
+def test_a_lone_request_with_a_zero_window_runs_at_once(catalog, manifest) -> None:
     """One after another, with no window, every run is a batch of one: nobody waits for company."""
-    ranker = Ranker(world, manifest, max_batch_delay_us=200_000)
+    ranker = ranker_for(catalog, manifest, max_batch_delay_us=200_000)
     for user in (1, 2, 3):
-        _rank(ranker, user, world, 0)
+        _rank(ranker, user, catalog, 0)
     assert ranker.batcher.batch_sizes == {1: 3}
 
 
-def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(world, manifest) -> None:
+def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(catalog, manifest) -> None:
     """Runs never overlap: with the engine held by a slow run, zero-window requests queue and go together."""
-    ranker = Ranker(world, manifest)
+    ranker = ranker_for(catalog, manifest)
     inner, gate, entered = ranker.engine.run, threading.Event(), threading.Event()
 
     def slow_first(inputs, outputs):  # the real engine, held once so that a queue forms behind it
@@ -62,10 +63,10 @@ def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(world, ma
         inner(inputs, outputs)
 
     ranker.engine = type("Held", (), {"run": staticmethod(slow_first), "manifest": ranker.engine.manifest})()
-    first = threading.Thread(target=_rank, args=(ranker, 1, world, 0))
+    first = threading.Thread(target=_rank, args=(ranker, 1, catalog, 0))
     first.start()
     entered.wait(30)
-    rest = [threading.Thread(target=_rank, args=(ranker, u, world, 0)) for u in (2, 3, 4)]
+    rest = [threading.Thread(target=_rank, args=(ranker, u, catalog, 0)) for u in (2, 3, 4)]
     for thread in rest:
         thread.start()
     with ranker.batcher._cond:  # every enqueue notifies it: wait for the queue, not for time

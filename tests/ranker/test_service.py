@@ -1,92 +1,106 @@
-"""Ranker over a real gRPC server: retrieval from several sources, model scores, diversity, bad input."""
+"""Ranker over a real gRPC server on a real store: retrieval from several sources, model scores, diversity, the
+change feed (new, deleted, hidden items), feed options, read-your-writes, bad input."""
 
 from __future__ import annotations
+
+from pathlib import Path
 
 import grpc
 import numpy as np
 import pytest
 
-from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
+from catalog import Item, open_store
+from catalog.encoding import ContentEncoder
+from engines.sentence import SentenceEncoder, ensure_encoder
+from feedserve.v1 import common_pb2, ranker_pb2, ranker_pb2_grpc
+from mesh.dispatch import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
+from ranker.features import FeatureSpace, ItemCodes, assemble
+from ranker.items import ItemTable
 from ranker.retrieval import Retriever
-from ranker.service import diversified_top_k
-from tests.stack import start_ranker
+from ranker.service import Ranker, diversified_top_k
+from tests.stack import CLOCK, start_ranker
 
 
-async def _with_ranker(world, manifest, body) -> None:
-    server, _ = await start_ranker(world, manifest)
+async def _with_ranker(catalog, manifest, body, store: str | None = None) -> None:
+    server, core = await start_ranker(catalog, manifest, store)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             await body(ranker_pb2_grpc.RankerStub(channel))
     finally:
         await server.stop(0)
+        core.close()
 
 
 class TestRank:
-    def test_rank_returns_k_items_scored_by_the_model(self, world, manifest, run) -> None:
+    def test_rank_returns_k_items_scored_by_the_model(self, catalog, manifest, run) -> None:
         """A known user gets k items from retrieval, scores in (0, 1), in descending order, with hops."""
 
         async def body(stub) -> None:
-            user = to_tensor(np.asarray(world.user_tastes[0]))
+            user = to_tensor(catalog.vector(1))
             reply = await stub.Rank(ranker_pb2.RankRequest(user_id=1, user_vector=user, k=20))
             assert len(reply.items) == 20 and not reply.cold_start
             scores = [item.score for item in reply.items]
             assert all(0 < s < 1 for s in scores)
             assert reply.candidates_considered > 1000
-            assert [h.stage for h in reply.hops] == ["retrieval", "features", "queued", "model"]
+            assert [h.stage for h in reply.hops] == ["catalog_wait", "retrieval", "features", "queued", "model"]
             assert reply.model_name == manifest.name and reply.model_version == manifest.version
-            assert all(item.sources and item.title for item in reply.items)
+            assert all(item.sources and item.title and item.external_id for item in reply.items)
+            assert reply.catalog_sequence > 0 and not reply.behind
 
-        run(_with_ranker(world, manifest, body))
+        run(_with_ranker(catalog, manifest, body))
 
-    def test_served_scores_equal_the_naive_model_on_the_same_features(self, world, manifest, run) -> None:
+    def test_served_scores_equal_the_naive_model_on_the_same_features(self, catalog, manifest, run) -> None:
         """The decomposed serving path scores given candidates exactly as the naive graph does on the
         assembled 4,736-dim features (relative error <= 1e-5)."""
         import onnxruntime as ort
 
-        from ranker.features import ItemTable, assemble, context_features, cross_features, item_features, user_features
-
         ids = np.array([3, 50, 400, 4999], np.int64)
-        user = np.asarray(world.user_tastes[2])
-        context = context_features(np.array([9]), np.array([2]), np.array([1]), np.array([0]), "feed")[0]
+        user = catalog.vector(3)
+        space = FeatureSpace(catalog.schema, catalog.dim)
+        context = space.context_features(np.array([9]), np.array([2]), [{"device": "phone"}], "feed")[0]
 
         async def body(stub) -> None:
             reply = await stub.Rank(ranker_pb2.RankRequest(
                 user_id=3, user_vector=to_tensor(user), k=4, candidates=to_tensor(ids),
                 context_features=to_tensor(context), return_all_scores=True))
             got = from_tensor(reply.scores, "scores")
-            items = ItemTable.from_world(world)
-            attributes = np.asarray(world.user_attributes)[2][None, :]
-            centroids = np.asarray(world.category_centroids)
-            features = assemble(
-                user_features(user[None, :], attributes, centroids), item_features(items, ids - 1), context[None, :],
-                cross_features(user[None, :], attributes, items, ids - 1, np.zeros(4, np.uint8),
-                               np.zeros((4, 2), np.float32), world.now, centroids))
+            store = open_store(catalog.url)
+            items = ItemTable(space)
+            items.apply(store.changes(0, limit=10**6)[0])
+            items.add_popularity(store.event_pairs(0, store.sequence())[1])
+            attributes = dict(store.users_changed(0, store.sequence()))[3]
+            cross = space.cross_features(user[None, :], space.user_crosses(attributes), items.vectors[ids - 1],
+                                         items.category[ids - 1], np.zeros(4, np.uint8),
+                                         CLOCK - items.published[ids - 1], items.popularity[ids - 1])
+            features = assemble(space.user_features(user[None, :], [attributes]), items.features(ids - 1),
+                                context[None, :], cross)
             naive = ort.InferenceSession(str(manifest.path("naive")), providers=["CPUExecutionProvider"])
             weights = np.array([manifest.extra["head_weights"][h] for h in ("click", "like", "dwell", "share")], np.float32)
             expected = naive.run(["scores"], {"features": features, "head_weights": weights})[0]
             assert np.linalg.norm(got - expected) / np.linalg.norm(expected) <= 1e-5
 
-        run(_with_ranker(world, manifest, body))
+        run(_with_ranker(catalog, manifest, body))
 
-    def test_missing_user_vector_gives_cold_start_from_popular_and_fresh(self, world, manifest, run) -> None:
+    def test_missing_user_vector_gives_cold_start_from_popular_and_fresh(self, catalog, manifest, run) -> None:
+        """No vector: popular and fresh items only, flagged cold start."""
+
         async def body(stub) -> None:
             reply = await stub.Rank(ranker_pb2.RankRequest(k=10))
             assert reply.cold_start and len(reply.items) == 10
             assert {s for item in reply.items for s in item.sources} <= {"popular", "fresh"}
 
-        run(_with_ranker(world, manifest, body))
+        run(_with_ranker(catalog, manifest, body))
 
-    def test_every_source_contributes_for_a_known_user(self, world, manifest, run) -> None:
+    def test_every_source_contributes_for_a_known_user(self, catalog, manifest, run) -> None:
         """Interest, cluster, fresh and popular candidates all reach the scored set, each tagged with its source."""
 
         async def body(stub) -> None:
-            reply = await stub.Rank(ranker_pb2.RankRequest(
-                user_id=1, user_vector=to_tensor(np.asarray(world.user_tastes[0])), k=500))
+            reply = await stub.Rank(ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=500))
             assert {s for item in reply.items for s in item.sources} == {"interest", "cluster", "fresh", "popular"}
             assert 2000 <= reply.candidates_considered <= 2400
 
-        run(_with_ranker(world, manifest, body))
+        run(_with_ranker(catalog, manifest, body))
 
     @pytest.mark.parametrize(
         "request_fields, field",
@@ -95,50 +109,183 @@ class TestRank:
             ({"k": 501}, "k"),
             ({"k": 5, "candidate_count": 10**6}, "candidate_count"),
             ({"k": 5, "user_vector": to_tensor(np.zeros(3, np.float32))}, "user_vector.shape"),
-            ({"k": 5, "user_vector": to_tensor(np.full(64, np.nan, np.float32))}, "user_vector"),
+            ({"k": 5, "user_vector": to_tensor(np.full(384, np.nan, np.float32))}, "user_vector"),
             ({"k": 5, "candidates": to_tensor(np.array([0], np.int64))}, "candidates"),
             ({"k": 5, "context_features": to_tensor(np.full(512, np.inf, np.float32))}, "context_features"),
             ({"k": 5, "context_features": to_tensor(np.zeros(4736, np.float32))}, "context_features.shape"),
+            ({"k": 5, "head_weights": {"joy": 1.0}}, "head_weights.joy"),
+            ({"k": 5, "context": common_pb2.RequestContext(fields={"weather": "rain"})}, "context.fields.weather"),
+            ({"k": 5, "context": common_pb2.RequestContext(fields={"local_hour": "noon"})}, "context.fields.local_hour"),
         ],
     )
-    def test_bad_rank_request_names_the_field(self, world, manifest, run, request_fields, field) -> None:
+    def test_bad_rank_request_names_the_field(self, catalog, manifest, run, request_fields, field) -> None:
+        """Every malformed field gets INVALID_ARGUMENT naming it."""
+
         async def body(stub) -> None:
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await stub.Rank(ranker_pb2.RankRequest(**request_fields))
             assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert caught.value.details().startswith(field)
 
-        run(_with_ranker(world, manifest, body))
+        run(_with_ranker(catalog, manifest, body))
+
+
+@pytest.fixture(scope="module")
+def ranker(catalog, manifest):
+    """One ranker over the shared catalog, not following it (nothing writes)."""
+    core = Ranker(open_store(catalog.url), catalog.schema, manifest, follow=False)
+    yield core
+    core.close()
+
+
+class TestFeedOptions:
+    def _rank(self, ranker: Ranker, catalog, user: int = 1, **fields) -> ranker_pb2.RankResponse:
+        tensors = {"user_vector": catalog.vector(user)}
+        if "exclude" in fields:
+            tensors["exclude"] = fields.pop("exclude")
+        return ranker.rank(ranker_pb2.RankRequest(user_id=user, k=100, **fields), tensors, HeapOutputs())
+
+    def test_seen_items_are_left_out_unless_asked_for(self, ranker, catalog) -> None:
+        """Items the user interacted with never come back by default; include_seen lets them."""
+        seen = ranker.seen[1]
+        assert not seen & {i.item_id for i in self._rank(ranker, catalog).items}
+        assert seen & {i.item_id for i in self._rank(ranker, catalog, include_seen=True, candidate_count=5000).items}
+
+    def test_excluded_ids_and_label_filters_hold(self, ranker, catalog) -> None:
+        """An exclude list, categories in and out, and a publish-time floor all hold on every returned item."""
+        first = self._rank(ranker, catalog)
+        banned = np.array([i.item_id for i in first.items[:10]], np.int64)
+        again = self._rank(ranker, catalog, exclude=banned)
+        assert not set(banned.tolist()) & {i.item_id for i in again.items}
+        only = self._rank(ranker, catalog, include_labels=["music", "film"])
+        assert only.items and {i.category for i in only.items} <= {"music", "film"}
+        without = self._rank(ranker, catalog, exclude_labels=["music"])
+        assert "music" not in {i.category for i in without.items}
+        floor = int(np.median(ranker.items.published[:len(ranker.items)]))
+        recent = self._rank(ranker, catalog, published_after=floor)
+        assert all(ranker.items.published[i.item_id - 1] >= floor for i in recent.items)
+
+    def test_objective_weights_change_the_order(self, ranker, catalog) -> None:
+        """Weighting only the share head orders the same candidates by that head alone."""
+        ids = np.arange(1, 301, dtype=np.int64)
+        request = ranker_pb2.RankRequest(user_id=1, k=300, head_weights={"click": 0, "like": 0, "dwell": 0, "share": 1},
+                                         return_all_scores=True)
+        reply = ranker.rank(request, {"user_vector": catalog.vector(1), "candidates": ids}, HeapOutputs())
+        shares = [i.score for i in reply.items]
+        assert shares == sorted(shares, reverse=True) or len({i.category for i in reply.items}) > 1
+
+
+class TestFollowingTheStore:
+    def test_new_deleted_and_hidden_items_follow_the_change_feed(self, catalog, manifest, encoder_home: Path,
+                                                               tmp_path: Path) -> None:
+        """A new item is retrievable once encoded; a deleted or hidden one is never returned again, even by id,
+        and a ranker started afterwards (a restart) agrees."""
+        url = catalog.copy(tmp_path)
+        store = open_store(url)
+        ranker = Ranker(store, catalog.schema, manifest, follow=False)
+        encoder = SentenceEncoder(ensure_encoder(encoder_home))
+        store.upsert_items([Item("new-1", "Volcanoes of Iceland", "Lava fields and geysers", ["travel"])])
+        ContentEncoder(open_store(url), encoder.encode_batch).drain()
+        ranker.follower.poll()
+        probe = encoder.encode("Volcanoes of Iceland. Lava fields and geysers. travel")
+        new_id = int(store.resolve(1, ["new-1"])[0])
+        out = HeapOutputs()
+        found = ranker.rank(ranker_pb2.RankRequest(user_id=9_999, k=50, return_all_scores=True), {"user_vector": probe}, out)
+        assert new_id in set(out.arrays["candidate_ids"].tolist())  # retrieved (by content) before anyone touched it
+        victim, hidden = found.items[1].external_id, found.items[2].external_id
+        store.delete_items(["new-1", victim])
+        record = next(i for i in store.changes(0, limit=10**6)[0] if i.external_id == hidden)
+        store.upsert_items([Item(hidden, record.title, record.text, record.categories, hidden=True)])
+        ranker.follower.poll()
+        gone = {int(x) for x in store.resolve(1, ["new-1", victim, hidden])}
+        for core in (ranker, Ranker(store, catalog.schema, manifest, follow=False)):
+            again = core.rank(ranker_pb2.RankRequest(user_id=9_999, k=100), {"user_vector": probe}, HeapOutputs())
+            assert not gone & {i.item_id for i in again.items}
+            by_id = core.rank(ranker_pb2.RankRequest(user_id=9_999, k=3), {"candidates": np.array(sorted(gone), np.int64)},
+                              HeapOutputs())
+            assert len(by_id.items) == 0
+            core.close()
+
+    def test_min_sequence_waits_for_the_catalog_or_says_it_is_behind(self, catalog, manifest, tmp_path: Path) -> None:
+        """A request asking for a sequence the ranker has not applied waits (up to its budget), then says `behind`;
+        once applied, the same request is answered in full."""
+        url = catalog.copy(tmp_path)
+        store = open_store(url)
+        ranker = Ranker(store, catalog.schema, manifest, follow=False)
+        seq = store.upsert_items([Item("late", "Late arrival")])
+        request = ranker_pb2.RankRequest(k=5, min_sequence=seq, min_sequence_wait_ms=1)
+        assert ranker.rank(request, {}, HeapOutputs()).behind
+        ranker.follower.poll()
+        reply = ranker.rank(request, {}, HeapOutputs())
+        assert not reply.behind and reply.catalog_sequence >= seq
+        ranker.close()
+
+    def test_two_rankers_on_one_store_converge(self, catalog, manifest, tmp_path: Path) -> None:
+        """Rankers that follow one store end with the same servable items after the same changes."""
+        url = catalog.copy(tmp_path)
+        store = open_store(url)
+        first, second = (Ranker(open_store(url), catalog.schema, manifest, follow=False) for _ in range(2))
+        store.delete_items([str(n) for n in range(1, 40)])
+        first.follower.poll()
+        second.follower.poll()
+        assert first.follower.applied == second.follower.applied == store.sequence()
+        np.testing.assert_array_equal(first.items.servable[:len(first.items)], second.items.servable[:len(second.items)])
+        assert first.retriever.count == second.retriever.count == int(first.items.servable.sum())
+        first.close()
+        second.close()
 
 
 class TestRetrieval:
-    def test_interest_source_finds_most_of_the_exact_top_items(self, world) -> None:
-        """The ANN source recalls at least 70% of the 50 items with the highest inner product."""
-        from ranker.features import ItemTable
+    def _table(self, catalog) -> ItemTable:
+        items = ItemTable(FeatureSpace(catalog.schema, catalog.dim))
+        items.apply(open_store(catalog.url).changes(0, limit=10**6)[0])
+        return items
 
-        items = ItemTable.from_world(world)
+    def test_interest_source_finds_most_of_the_exact_top_items(self, catalog) -> None:
+        """The ANN source recalls at least 70% of the 50 items with the highest inner product."""
+        items = self._table(catalog)
         retriever = Retriever(items)
-        user = np.asarray(world.user_tastes[7])
+        retriever.add(np.flatnonzero(items.servable[:len(items)]))
+        user = catalog.vector(7)
         found = retriever.retrieve(user, 1000)
-        best = set((np.argsort(-(items.embeddings @ user))[:50] + 1).tolist())
+        best = set((np.argsort(-(items.vectors[:len(items)] @ user))[:50] + 1).tolist())
         interest = set(found.ids[(found.sources & 1) == 1].tolist())
         assert len(best & interest) >= 35
         assert len(np.unique(found.ids)) == len(found.ids)
 
-    def test_new_items_are_retrievable_without_a_rebuild(self, world) -> None:
-        """An item added after start is found by the interest source, the fresh pool and its cluster."""
-        from ranker.features import ItemTable
+    def test_an_ivf_rebuild_keeps_changes_made_while_it_trained(self, catalog) -> None:
+        """A background rebuild (IVF at this size) swaps in with every add and remove made meanwhile applied."""
+        import threading
 
-        items = ItemTable.from_world(world)
+        from ranker import retrieval
+
+        items = self._table(catalog)
         retriever = Retriever(items)
-        user = np.asarray(world.user_tastes[3])
-        items.append(user[None, :], np.array([5]), np.array([world.now]), np.array([1e6], np.float32),
-                     np.zeros((1, 4), np.int32))
-        row = len(items) - 1
-        retriever.add(np.array([row]))
-        found = retriever.retrieve(user, 600)
-        index = int(np.flatnonzero(found.ids == row + 1)[0])
-        assert set(found.source_names(index)) >= {"interest", "fresh", "popular"}
+        rows = np.flatnonzero(items.servable[:len(items)])
+        retriever.add(rows)
+        lock = threading.Lock()
+        old, retrieval.FLAT_BELOW = retrieval.FLAT_BELOW, 1_000
+        try:
+            retriever._during_rebuild = []  # as rebuild() does under the lock before training
+            items.servable[rows[:20]] = False  # as ItemTable.apply marks them before the ranker removes them
+            retriever.remove(rows[:10])
+            changes = retriever._during_rebuild
+            retriever.rebuild(lock)
+            assert retriever.kind == "ivf" and retriever.rebuilds == 1
+            assert changes and retriever.count == len(rows) - 20  # the snapshot skips unservable rows
+            retriever.remove(rows[10:20])
+            assert retriever.count == len(rows) - 20
+            found = retriever.retrieve(catalog.vector(2), 500)
+            assert not set((rows[10:20] + 1).tolist()) & set(found.ids.tolist())
+        finally:
+            retrieval.FLAT_BELOW = old
+
+    def test_item_codes_come_from_the_schema(self, catalog) -> None:
+        """An item's categories, tags and declared attributes land in hashed columns; undeclared ones do not."""
+        space = FeatureSpace(catalog.schema, catalog.dim)
+        codes = space.item_codes(["music"], ["live"], {"author": "a1", "unknown": "x"})
+        assert isinstance(codes, ItemCodes) and (codes.columns >= 0).sum() == 3
+        assert codes.category == space.item_codes(["music"], [], {}).category
 
     def test_diversity_caps_each_category(self) -> None:
         """With k=8 the cap is 2 per category; only when categories run out does the best overflow fill in."""

@@ -9,7 +9,7 @@ from feedserve.v1 import ranker_pb2
 from mesh.dispatch import methods_of
 from mesh.ring import RingChannel, RingServer
 from ranker.features import CONTEXT_DIM
-from ranker.service import Ranker
+from tests.stack import ranker_for
 
 RANKER = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
 
@@ -28,20 +28,20 @@ class AddressRecordingEngine:
         self.inner.run(inputs, outputs)
 
 
-def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(world, manifest) -> None:
+def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(catalog, manifest) -> None:
     """The bound 'ids' and 'context' inputs and the 'scores' output fall inside the server's mapping."""
-    core = Ranker(world, manifest)
+    core = ranker_for(catalog, manifest)
     engine = core.engine = AddressRecordingEngine(core.engine)
     ring = RingServer("ranker", RANKER, core.handlers(), log_calls=False)
     ring.start()
     channel = RingChannel("ranker", ring.segment)
     try:
         tensors = {
-            "user_vector": np.asarray(world.user_tastes[0]),
+            "user_vector": catalog.vector(1),
             "candidates": np.arange(1, 2401, dtype=np.int64),
             "context_features": np.zeros(CONTEXT_DIM, np.float32),
         }
-        request = ranker_pb2.RankRequest(user_id=1, k=10, return_all_scores=True)
+        request = ranker_pb2.RankRequest(user_id=1, k=10, return_all_scores=True, include_seen=True)
         with channel.call(methods_of(RANKER)["Rank"], request, tensors, timeout=10) as reply:
             scores = reply.tensors["scores"].copy()
         segment = range(ring.ring.address, ring.ring.address + ring.ring.size)

@@ -24,21 +24,25 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/common.proto\x12\x0c\x66\x65\x65\x64serve.v1\"W\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05\x64type\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"]\n\tHopTiming\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08start_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x04 \x01(\x03\x12\x0e\n\x06\x63pu_ns\x18\x05 \x01(\x03\"G\n\x0eRequestContext\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0e\n\nDTYPE_INT8\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06*\xc6\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_TYPE_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x03\x12\x14\n\x10\x45VENT_TYPE_SHARE\x10\x04\x12\x14\n\x10\x45VENT_TYPE_DWELL\x10\x05\x12\x13\n\x0f\x45VENT_TYPE_SKIP\x10\x06\x12\x16\n\x12\x45VENT_TYPE_DISLIKE\x10\x07\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/common.proto\x12\x0c\x66\x65\x65\x64serve.v1\"W\n\x06Tensor\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\"\n\x05\x64type\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.DType\x12\r\n\x05shape\x18\x03 \x03(\x03\x12\x0c\n\x04\x64\x61ta\x18\x04 \x01(\x0c\"]\n\tHopTiming\x12\x0f\n\x07service\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\t\x12\x10\n\x08start_ns\x18\x03 \x01(\x03\x12\x0e\n\x06\x65nd_ns\x18\x04 \x01(\x03\x12\x0e\n\x06\x63pu_ns\x18\x05 \x01(\x03\"\xb0\x01\n\x0eRequestContext\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\x10\n\x08trace_id\x18\x03 \x01(\t\x12\x38\n\x06\x66ields\x18\x04 \x03(\x0b\x32(.feedserve.v1.RequestContext.FieldsEntry\x1a-\n\x0b\x46ieldsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01*\x87\x01\n\x05\x44Type\x12\x15\n\x11\x44TYPE_UNSPECIFIED\x10\x00\x12\x11\n\rDTYPE_FLOAT32\x10\x01\x12\x11\n\rDTYPE_FLOAT16\x10\x02\x12\x0f\n\x0b\x44TYPE_INT64\x10\x03\x12\x0f\n\x0b\x44TYPE_INT32\x10\x04\x12\x0e\n\nDTYPE_INT8\x10\x05\x12\x0f\n\x0b\x44TYPE_UINT8\x10\x06*\xc6\x01\n\tEventType\x12\x1a\n\x16\x45VENT_TYPE_UNSPECIFIED\x10\x00\x12\x19\n\x15\x45VENT_TYPE_IMPRESSION\x10\x01\x12\x14\n\x10\x45VENT_TYPE_CLICK\x10\x02\x12\x13\n\x0f\x45VENT_TYPE_LIKE\x10\x03\x12\x14\n\x10\x45VENT_TYPE_SHARE\x10\x04\x12\x14\n\x10\x45VENT_TYPE_DWELL\x10\x05\x12\x13\n\x0f\x45VENT_TYPE_SKIP\x10\x06\x12\x16\n\x12\x45VENT_TYPE_DISLIKE\x10\x07\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedserve.v1.common_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_DTYPE']._serialized_start=301
-  _globals['_DTYPE']._serialized_end=436
-  _globals['_EVENTTYPE']._serialized_start=439
-  _globals['_EVENTTYPE']._serialized_end=637
+  _globals['_REQUESTCONTEXT_FIELDSENTRY']._loaded_options = None
+  _globals['_REQUESTCONTEXT_FIELDSENTRY']._serialized_options = b'8\001'
+  _globals['_DTYPE']._serialized_start=407
+  _globals['_DTYPE']._serialized_end=542
+  _globals['_EVENTTYPE']._serialized_start=545
+  _globals['_EVENTTYPE']._serialized_end=743
   _globals['_TENSOR']._serialized_start=43
   _globals['_TENSOR']._serialized_end=130
   _globals['_HOPTIMING']._serialized_start=132
   _globals['_HOPTIMING']._serialized_end=225
-  _globals['_REQUESTCONTEXT']._serialized_start=227
-  _globals['_REQUESTCONTEXT']._serialized_end=298
+  _globals['_REQUESTCONTEXT']._serialized_start=228
+  _globals['_REQUESTCONTEXT']._serialized_end=404
+  _globals['_REQUESTCONTEXT_FIELDSENTRY']._serialized_start=359
+  _globals['_REQUESTCONTEXT_FIELDSENTRY']._serialized_end=404
 # @@protoc_insertion_point(module_scope)

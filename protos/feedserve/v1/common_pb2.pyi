@@ -2,7 +2,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
-from collections.abc import Iterable as _Iterable
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
@@ -70,11 +70,20 @@ class HopTiming(_message.Message):
     def __init__(self, service: _Optional[str] = ..., stage: _Optional[str] = ..., start_ns: _Optional[int] = ..., end_ns: _Optional[int] = ..., cpu_ns: _Optional[int] = ...) -> None: ...
 
 class RequestContext(_message.Message):
-    __slots__ = ("feature_tag", "tenant", "trace_id")
+    __slots__ = ("feature_tag", "tenant", "trace_id", "fields")
+    class FieldsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: str
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[str] = ...) -> None: ...
     FEATURE_TAG_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     TRACE_ID_FIELD_NUMBER: _ClassVar[int]
+    FIELDS_FIELD_NUMBER: _ClassVar[int]
     feature_tag: str
     tenant: str
     trace_id: str
-    def __init__(self, feature_tag: _Optional[str] = ..., tenant: _Optional[str] = ..., trace_id: _Optional[str] = ...) -> None: ...
+    fields: _containers.ScalarMap[str, str]
+    def __init__(self, feature_tag: _Optional[str] = ..., tenant: _Optional[str] = ..., trace_id: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...

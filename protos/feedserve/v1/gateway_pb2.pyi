@@ -85,31 +85,60 @@ class ModeStatus(_message.Message):
     def __init__(self, mode: _Optional[_Union[Mode, str]] = ..., forced: _Optional[bool] = ..., reason: _Optional[str] = ..., candidate_count: _Optional[int] = ..., generation_enabled: _Optional[bool] = ..., in_flight: _Optional[int] = ..., batch_delay_us: _Optional[int] = ...) -> None: ...
 
 class FeedRequest(_message.Message):
-    __slots__ = ("context", "user_id", "k")
+    __slots__ = ("context", "user_id", "k", "min_sequence", "user", "include_seen", "exclude", "exclude_ids", "include_labels", "exclude_labels", "published_after", "cursor", "objective_weights")
+    class ObjectiveWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     K_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    USER_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_IDS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    CURSOR_FIELD_NUMBER: _ClassVar[int]
+    OBJECTIVE_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     k: int
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ...) -> None: ...
+    min_sequence: int
+    user: str
+    include_seen: bool
+    exclude: _containers.RepeatedScalarFieldContainer[str]
+    exclude_ids: _containers.RepeatedScalarFieldContainer[int]
+    include_labels: _containers.RepeatedScalarFieldContainer[str]
+    exclude_labels: _containers.RepeatedScalarFieldContainer[str]
+    published_after: int
+    cursor: str
+    objective_weights: _containers.ScalarMap[str, float]
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ..., min_sequence: _Optional[int] = ..., user: _Optional[str] = ..., include_seen: _Optional[bool] = ..., exclude: _Optional[_Iterable[str]] = ..., exclude_ids: _Optional[_Iterable[int]] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., published_after: _Optional[int] = ..., cursor: _Optional[str] = ..., objective_weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FeedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "category", "sources")
+    __slots__ = ("item_id", "score", "title", "category", "sources", "id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    ID_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     score: float
     title: str
     category: str
     sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    id: str
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
-    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode", "cost")
+    __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode", "cost", "next_cursor", "catalog_sequence")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     DEGRADED_FIELD_NUMBER: _ClassVar[int]
@@ -120,6 +149,8 @@ class FeedResponse(_message.Message):
     CACHED_FIELD_NUMBER: _ClassVar[int]
     MODE_FIELD_NUMBER: _ClassVar[int]
     COST_FIELD_NUMBER: _ClassVar[int]
+    NEXT_CURSOR_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[FeedItem]
     cold_start: bool
     degraded: bool
@@ -130,7 +161,9 @@ class FeedResponse(_message.Message):
     cached: bool
     mode: Mode
     cost: float
-    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cost: _Optional[float] = ...) -> None: ...
+    next_cursor: str
+    catalog_sequence: int
+    def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cost: _Optional[float] = ..., next_cursor: _Optional[str] = ..., catalog_sequence: _Optional[int] = ...) -> None: ...
 
 class InteractRequest(_message.Message):
     __slots__ = ("context", "user_id", "item_id", "event", "user", "item", "timestamp", "value")

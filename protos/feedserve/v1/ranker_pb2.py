@@ -25,19 +25,23 @@ _sym_db = _symbol_database.Default()
 from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/ranker.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xad\x02\n\x0bRankRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\t\n\x01k\x18\x04 \x01(\r\x12\x17\n\x0f\x63\x61ndidate_count\x18\x05 \x01(\r\x12(\n\ncandidates\x18\x06 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12.\n\x10\x63ontext_features\x18\x07 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x19\n\x11return_all_scores\x18\x08 \x01(\x08\x12\x1a\n\x12max_batch_delay_us\x18\t \x01(\r\"^\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\"\x8f\x02\n\x0cRankResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.feedserve.v1.RankedItem\x12+\n\rcandidate_ids\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06scores\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x1d\n\x15\x63\x61ndidates_considered\x18\x04 \x01(\r\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\ncold_start\x18\x08 \x01(\x08\x32G\n\x06Ranker\x12=\n\x04Rank\x12\x19.feedserve.v1.RankRequest\x1a\x1a.feedserve.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/ranker.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xdd\x04\n\x0bRankRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\t\n\x01k\x18\x04 \x01(\r\x12\x17\n\x0f\x63\x61ndidate_count\x18\x05 \x01(\r\x12(\n\ncandidates\x18\x06 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12.\n\x10\x63ontext_features\x18\x07 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x19\n\x11return_all_scores\x18\x08 \x01(\x08\x12\x1a\n\x12max_batch_delay_us\x18\t \x01(\r\x12\x14\n\x0cmin_sequence\x18\n \x01(\x04\x12\x1c\n\x14min_sequence_wait_ms\x18\x0b \x01(\r\x12%\n\x07\x65xclude\x18\x0c \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x16\n\x0einclude_labels\x18\r \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\x0e \x03(\t\x12\x17\n\x0fpublished_after\x18\x0f \x01(\x03\x12@\n\x0chead_weights\x18\x10 \x03(\x0b\x32*.feedserve.v1.RankRequest.HeadWeightsEntry\x12\x14\n\x0cinclude_seen\x18\x11 \x01(\x08\x1a\x32\n\x10HeadWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"s\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\"\xb9\x02\n\x0cRankResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.feedserve.v1.RankedItem\x12+\n\rcandidate_ids\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06scores\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x1d\n\x15\x63\x61ndidates_considered\x18\x04 \x01(\r\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\ncold_start\x18\x08 \x01(\x08\x12\x18\n\x10\x63\x61talog_sequence\x18\t \x01(\x04\x12\x0e\n\x06\x62\x65hind\x18\n \x01(\x08\x32G\n\x06Ranker\x12=\n\x04Rank\x12\x19.feedserve.v1.RankRequest\x1a\x1a.feedserve.v1.RankResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedserve.v1.ranker_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._loaded_options = None
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_options = b'8\001'
   _globals['_RANKREQUEST']._serialized_start=71
-  _globals['_RANKREQUEST']._serialized_end=372
-  _globals['_RANKEDITEM']._serialized_start=374
-  _globals['_RANKEDITEM']._serialized_end=468
-  _globals['_RANKRESPONSE']._serialized_start=471
-  _globals['_RANKRESPONSE']._serialized_end=742
-  _globals['_RANKER']._serialized_start=744
-  _globals['_RANKER']._serialized_end=815
+  _globals['_RANKREQUEST']._serialized_end=676
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_start=626
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_end=676
+  _globals['_RANKEDITEM']._serialized_start=678
+  _globals['_RANKEDITEM']._serialized_end=793
+  _globals['_RANKRESPONSE']._serialized_start=796
+  _globals['_RANKRESPONSE']._serialized_end=1109
+  _globals['_RANKER']._serialized_start=1111
+  _globals['_RANKER']._serialized_end=1182
 # @@protoc_insertion_point(module_scope)

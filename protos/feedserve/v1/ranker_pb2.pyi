@@ -8,7 +8,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class RankRequest(_message.Message):
-    __slots__ = ("context", "user_id", "user_vector", "k", "candidate_count", "candidates", "context_features", "return_all_scores", "max_batch_delay_us")
+    __slots__ = ("context", "user_id", "user_vector", "k", "candidate_count", "candidates", "context_features", "return_all_scores", "max_batch_delay_us", "min_sequence", "min_sequence_wait_ms", "exclude", "include_labels", "exclude_labels", "published_after", "head_weights", "include_seen")
+    class HeadWeightsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +25,14 @@ class RankRequest(_message.Message):
     CONTEXT_FEATURES_FIELD_NUMBER: _ClassVar[int]
     RETURN_ALL_SCORES_FIELD_NUMBER: _ClassVar[int]
     MAX_BATCH_DELAY_US_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    MIN_SEQUENCE_WAIT_MS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDE_LABELS_FIELD_NUMBER: _ClassVar[int]
+    PUBLISHED_AFTER_FIELD_NUMBER: _ClassVar[int]
+    HEAD_WEIGHTS_FIELD_NUMBER: _ClassVar[int]
+    INCLUDE_SEEN_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     user_vector: _common_pb2.Tensor
@@ -27,24 +42,34 @@ class RankRequest(_message.Message):
     context_features: _common_pb2.Tensor
     return_all_scores: bool
     max_batch_delay_us: int
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., candidate_count: _Optional[int] = ..., candidates: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., context_features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_all_scores: _Optional[bool] = ..., max_batch_delay_us: _Optional[int] = ...) -> None: ...
+    min_sequence: int
+    min_sequence_wait_ms: int
+    exclude: _common_pb2.Tensor
+    include_labels: _containers.RepeatedScalarFieldContainer[str]
+    exclude_labels: _containers.RepeatedScalarFieldContainer[str]
+    published_after: int
+    head_weights: _containers.ScalarMap[str, float]
+    include_seen: bool
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., k: _Optional[int] = ..., candidate_count: _Optional[int] = ..., candidates: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., context_features: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., return_all_scores: _Optional[bool] = ..., max_batch_delay_us: _Optional[int] = ..., min_sequence: _Optional[int] = ..., min_sequence_wait_ms: _Optional[int] = ..., exclude: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., published_after: _Optional[int] = ..., head_weights: _Optional[_Mapping[str, float]] = ..., include_seen: _Optional[bool] = ...) -> None: ...
 
 class RankedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "category", "sources")
+    __slots__ = ("item_id", "score", "title", "category", "sources", "external_id")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
+    EXTERNAL_ID_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     score: float
     title: str
     category: str
     sources: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ...) -> None: ...
+    external_id: str
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., external_id: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("items", "candidate_ids", "scores", "candidates_considered", "hops", "model_name", "model_version", "cold_start")
+    __slots__ = ("items", "candidate_ids", "scores", "candidates_considered", "hops", "model_name", "model_version", "cold_start", "catalog_sequence", "behind")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -53,6 +78,8 @@ class RankResponse(_message.Message):
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     COLD_START_FIELD_NUMBER: _ClassVar[int]
+    CATALOG_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    BEHIND_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RankedItem]
     candidate_ids: _common_pb2.Tensor
     scores: _common_pb2.Tensor
@@ -61,4 +88,6 @@ class RankResponse(_message.Message):
     model_name: str
     model_version: str
     cold_start: bool
-    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., candidate_ids: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates_considered: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ...) -> None: ...
+    catalog_sequence: int
+    behind: bool
+    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., candidate_ids: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates_considered: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ..., catalog_sequence: _Optional[int] = ..., behind: _Optional[bool] = ...) -> None: ...

@@ -1,0 +1,55 @@
+"""How each event moves a user's vector (the paramserver applies it live, in native/), and the same rule replayed
+over an event log: for training features, and to seed user vectors from history."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+
+__all__ = ["DEFAULT_RATES", "replay_drift"]
+
+# EventType values of feedserve.v1: significant events move the user 10% of the way to the item; negative ones push away.
+DEFAULT_RATES: dict[int, float] = {
+    1: 0.0,     # impression
+    2: 0.05,    # click
+    3: 0.10,    # like
+    4: 0.10,    # share
+    5: 0.05,    # dwell
+    6: -0.02,   # skip
+    7: -0.10,   # dislike
+}
+
+
+def replay_drift(users: np.ndarray, items: np.ndarray, events: np.ndarray, item_vectors: np.ndarray,
+                 rates: Mapping[int, float] = DEFAULT_RATES,
+                 before: np.ndarray | None = None) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+    """Replay drift over events in log order, exactly as the paramserver applies it: an unknown user is created
+    at the item's vector by a positive event; otherwise u <- normalise(u + rate (item - u)).
+
+    `item_vectors` is indexed by item id - 1 (a zero row: an item without a vector, which moves nothing).
+    Returns every user's final vector, and, for the event indices in `before`, the user's vector just before
+    that event (zeros for a user not yet known): what a feed served at that moment would have used."""
+    table = np.asarray([rates.get(e, 0.0) for e in range(max(rates) + 1)], np.float32)
+    state: dict[int, np.ndarray] = {}
+    wanted = {int(i): k for k, i in enumerate(before)} if before is not None else {}
+    out = np.zeros((len(wanted), item_vectors.shape[1]), np.float32) if before is not None else None
+    present = np.abs(item_vectors).sum(axis=1) > 0
+    for i, (user, item, event) in enumerate(zip(users.tolist(), items.tolist(), events.tolist())):
+        if out is not None and i in wanted and user in state:
+            out[wanted[i]] = state[user]
+        rate = float(table[event]) if 0 <= event < len(table) else 0.0
+        row = item - 1
+        if rate == 0.0 or not 0 <= row < len(item_vectors) or not present[row]:
+            continue
+        target = item_vectors[row]
+        current = state.get(user)
+        if current is None:
+            if rate > 0:
+                state[user] = target.astype(np.float32, copy=True)
+            continue
+        moved = current + rate * (target - current)
+        norm = float(np.linalg.norm(moved))
+        if norm > 1e-12:
+            state[user] = (moved / norm).astype(np.float32)
+    return state, out

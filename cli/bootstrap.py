@@ -1,0 +1,121 @@
+"""`feedserve up` on an empty store: the data comes in through the Catalog API like anyone's, its content is encoded,
+the first ranker is trained on it, and users' vectors are seeded by replaying their history's drift."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+from typing import TextIO
+
+import grpc
+import numpy as np
+
+from catalog import Schema, Store, load_schema, preset_schema
+from catalog.drift import replay_drift
+from catalog.importers import PRESETS as IMPORT_PRESETS
+from catalog.importers import ImportPlan, plan_for
+from catalog.schema import PRESETS as SCHEMA_PRESETS
+from cli.importing import checkpoint_path, run_import
+from cli.stack import Stack
+from engines import ModelManifest
+from engines.sentence import DIM
+from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
+from mesh.progress import Progress
+from mesh.tensors import to_tensor
+from ranker.training import MODEL_NAME, TrainingError, fit_and_export, load_catalog, newest_model
+from world import WorldSpec, ensure_world
+from world.export import IMPORT_MAPPING, export_world
+
+__all__ = ["source", "load_schema_arg", "bootstrap", "detect_preset"]
+
+_SEED_BATCH = 10_000
+
+
+def load_schema_arg(name: str) -> Schema:
+    return preset_schema(name) if name in SCHEMA_PRESETS else load_schema(Path(name))
+
+
+def detect_preset(directory: Path) -> str:
+    """Which import preset a directory's files fit: RecBole atomic files, ml-100k's u.data, or ratings.csv."""
+    if any(directory.glob("*.inter")):
+        return "recbole"
+    if (directory / "u.data").exists():
+        return "movielens-100k"
+    if (directory / "ratings.csv").exists():
+        return "movielens"
+    raise FileNotFoundError(f"{directory}: no files of a known layout (*.inter, u.data, ratings.csv); "
+                            f"use `feedserve import` with --map for other layouts")
+
+
+def source(args: argparse.Namespace) -> tuple[ImportPlan, str]:
+    """The data a first run imports, and its schema: `--data DIR` (a preset's layout), else the simulator's files."""
+    if args.data is not None:
+        preset = args.preset or detect_preset(args.data)
+        plan = IMPORT_PRESETS[preset](args.data)
+        return plan, args.schema or plan.schema
+    world = ensure_world(WorldSpec(items=args.items, users=args.users, interactions=args.interactions), args.home)
+    paths = export_world(world, args.home / "import" / world.path.name)
+    schema = args.schema or "simulator"
+    return plan_for(None, None, paths, IMPORT_MAPPING, load_schema_arg(schema)), schema
+
+
+def _wait_encoded(store: Store, stream: TextIO, timeout_s: float = 1_800.0) -> None:
+    """Until every item has its content vector (the gateway encodes in the background), with progress."""
+    total = store.pending_count()
+    if not total:
+        return
+    progress = Progress(f"encoding content of {total:,} items", total, stream=stream)
+    deadline = time.monotonic() + timeout_s
+    while (left := store.pending_count()) > 0:
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{left:,} items still wait for content vectors after {timeout_s:.0f} s: see the gateway's log")
+        progress.advance(total - left - progress.done, note=f"{left:,} to go")
+        time.sleep(0.5)  # polling the store for the foreground CLI's progress bar, not test synchronisation
+    progress.advance(total - progress.done)
+
+
+def seed_users(store: Store, schema: Schema, paramserver: str, stream: TextIO) -> int:
+    """Every user's vector after their history, by the paramserver's own drift rule, upserted into it."""
+    catalog = load_catalog(store, schema, DIM)
+    events = catalog.events
+    users, _ = replay_drift(events["user"], events["item"], events["event"], catalog.items.vectors[:catalog.items.size])
+    ids = np.fromiter(users, np.int64, len(users))
+    if not len(ids):
+        return 0
+    vectors = np.stack([users[int(u)] for u in ids])
+    progress = Progress(f"seeding {len(ids):,} user vectors from their history", -(-len(ids) // _SEED_BATCH), stream=stream)
+    with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+        stub = paramserver_pb2_grpc.ParamServerStub(channel)
+        for start in range(0, len(ids), _SEED_BATCH):
+            part = slice(start, start + _SEED_BATCH)
+            stub.Upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER, keys=to_tensor(ids[part]),
+                                                      values=to_tensor(vectors[part])), timeout=60)
+            progress.advance()
+    return len(ids)
+
+
+def bootstrap(stack: Stack, store: Store, args: argparse.Namespace, plan: ImportPlan, schema_name: str,
+              stream: TextIO = sys.stderr) -> ModelManifest:
+    """Bring an empty (or model-less) store to a served state: import, encode, train, seed. Idempotent: each step
+    skips what is already done (an interrupted import resumes from its checkpoint)."""
+    schema = load_schema_arg(schema_name)
+    if store.sequence() == 0 or checkpoint_path(args.home, plan).exists():
+        report = run_import(plan, stack.config.gateway_address, checkpoint_path(args.home, plan), stream=stream)
+        print(f"imported {report.sent['items']:,} items, {report.sent['users']:,} users, {report.sent['events']:,} events"
+              f" ({len(report.skipped)} bad rows skipped)", file=stream)
+        checkpoint_path(args.home, plan).unlink(missing_ok=True)
+    _wait_encoded(store, stream)
+    root = args.home / "models" / MODEL_NAME
+    manifest = newest_model(root)
+    if manifest is None:
+        manifest = fit_and_export(store, schema, root, DIM, stream=stream, require_better=False)
+        metrics = manifest.metrics
+        verdict = "beats" if metrics["auc_click"] > metrics["popularity_auc_click"] else "does not beat yet"
+        print(f"model {manifest.name}/{manifest.version}: click AUC {metrics['auc_click']:.3f} {verdict} popularity's "
+              f"{metrics['popularity_auc_click']:.3f} on the latest 20% of events", file=stream)
+        seed_users(store, schema, stack.config.paramserver_address, stream)
+    if not manifest.extra.get("vector_dim"):
+        raise TrainingError(f"{manifest.directory} predates the catalog (no vector_dim): run `feedserve train`")
+    return manifest

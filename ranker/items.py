@@ -1,0 +1,107 @@
+"""The ranker's items, derived from the store's change feed: vectors, codes, titles and servability by dense id.
+
+Row = item id - 1. Arrays grow by doubling (amortised: no whole-table copy per item). A re-upserted item is
+rewritten in place; a reader that holds an older view sees either the old or the new row of that one item.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+import numpy as np
+
+from catalog.records import StoredItem
+from ranker.features import MAX_CODES, FeatureSpace
+
+__all__ = ["ItemTable"]
+
+
+class ItemTable:
+    """Per-item state for retrieval, features, filters and answers."""
+
+    def __init__(self, space: FeatureSpace, capacity: int = 1024) -> None:
+        self.space = space
+        self.size = 0  # rows in use: the highest item id seen
+        self._capacity = 0
+        self.vectors = np.zeros((0, space.dim), np.float32)
+        self.columns = np.zeros((0, MAX_CODES), np.int32)
+        self.numeric = np.zeros((0, len(space.numeric["item"])), np.float32)
+        self.category = np.zeros(0, np.int64)
+        self.published = np.zeros(0, np.int64)
+        self.popularity = np.zeros(0, np.float32)
+        self.servable = np.zeros(0, bool)
+        self.titles: list[str] = []
+        self.external: list[str] = []
+        self.labels: list[tuple[str, ...]] = []  # categories, then tags: what filters match
+        self.first_category: list[str] = []
+        self._grow(capacity)
+
+    def __len__(self) -> int:
+        return self.size
+
+    def _grow(self, needed: int) -> None:
+        if needed <= self._capacity:
+            return
+        capacity = max(needed, 2 * self._capacity, 1024)
+        for name in ("vectors", "columns", "numeric", "category", "published", "popularity", "servable"):
+            old = getattr(self, name)
+            new = np.zeros((capacity, *old.shape[1:]), old.dtype)
+            new[:len(old)] = old
+            setattr(self, name, new)
+        grow = capacity - len(self.titles)
+        self.titles += [""] * grow
+        self.external += [""] * grow
+        self.labels += [()] * grow
+        self.first_category += [""] * grow
+        self._capacity = capacity
+
+    def apply(self, items: Iterable[StoredItem]) -> tuple[np.ndarray, np.ndarray]:
+        """Apply changed items (latest state each). Returns (rows now servable, rows no longer servable):
+        an item is servable once it has a vector and is neither hidden nor deleted."""
+        changed = list(items)
+        if not changed:
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        self._grow(max(i.id for i in changed))
+        added, removed = [], []
+        for item in changed:
+            row = item.id - 1
+            was = bool(self.servable[row])
+            now = item.servable and item.vector is not None
+            if item.vector is not None:
+                self.vectors[row] = item.vector
+            codes = self.space.item_codes(item.categories, item.tags, item.attributes)
+            self.columns[row], self.numeric[row], self.category[row] = codes.columns, codes.numeric, codes.category
+            self.published[row] = item.published
+            self.titles[row], self.external[row] = item.title, item.external_id
+            self.labels[row] = (*item.categories, *item.tags)
+            self.first_category[row] = item.categories[0] if item.categories else ""
+            self.servable[row] = now
+            if now:
+                added.append(row)  # new, or its vector or fields changed: re-index and recompute its term
+            elif was:
+                removed.append(row)
+            self.size = max(self.size, item.id)
+        return np.asarray(added, np.int64), np.asarray(removed, np.int64)
+
+    def add_popularity(self, item_ids: np.ndarray) -> None:
+        """Count interactions (one per event) toward items' popularity."""
+        rows = np.asarray(item_ids, np.int64) - 1
+        rows = rows[(rows >= 0) & (rows < self.size)]
+        np.add.at(self.popularity, rows, 1.0)
+
+    def features(self, rows: np.ndarray) -> np.ndarray:
+        """The item part [n, 2048] of the rows (what the item tower turns into item terms)."""
+        return self.space.item_features(self.vectors[rows], self.columns[rows], self.numeric[rows])
+
+    def matches(self, rows: np.ndarray, include: set[str], exclude: set[str]) -> np.ndarray:
+        """Which rows carry at least one `include` label (when given) and none of `exclude` (categories and tags)."""
+        keep = np.ones(len(rows), bool)
+        if not include and not exclude:
+            return keep
+        for k, row in enumerate(rows.tolist()):
+            labels = self.labels[row]
+            if include and not include.intersection(labels):
+                keep[k] = False
+            elif exclude and exclude.intersection(labels):
+                keep[k] = False
+        return keep
