@@ -46,6 +46,7 @@ class ServiceProcess:
     address: str
     process: subprocess.Popen
     log_path: Path
+    args: tuple[str, ...] = ()  # what it was started with, to start it again
 
     def log_tail(self, lines: int = 15) -> str:
         try:
@@ -100,8 +101,19 @@ class Stack:
                 stdin=subprocess.DEVNULL,
                 env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home)},
             )
-        service = ServiceProcess(name, address, process, log_path)
+        service = ServiceProcess(name, address, process, log_path, args)
         self.services.append(service)
+        return service
+
+    def restart(self, name: str, timeout: float = 60.0) -> ServiceProcess:
+        """Start a service again with its arguments (after it died, or was killed), and wait until it serves."""
+        old = next(s for s in reversed(self.services) if s.name == name)
+        if old.process.poll() is None:
+            old.process.kill()
+        old.process.wait()
+        self.services.remove(old)
+        service = self._spawn(name, old.address, *old.args)
+        self._wait(service, timeout)
         return service
 
     def running(self, name: str) -> bool:

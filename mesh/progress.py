@@ -18,10 +18,13 @@ class Progress:
         self.done = 0
         self.start = time.monotonic()
         self._tty = self.stream.isatty()
+        self._last = self.start  # off a terminal, a line every few seconds: a log shows long work moving
 
     def advance(self, steps: int = 1, note: str = "") -> None:
         self.done = min(self.done + steps, self.total)
-        if self._tty or self.done == self.total:
+        now = time.monotonic()
+        if self._tty or self.done == self.total or now - self._last >= 5.0:
+            self._last = now
             self._draw(note)
 
     def _draw(self, note: str) -> None:
@@ -29,6 +32,6 @@ class Progress:
         bar = "#" * filled + "." * (self.width - filled)
         pct = 100 * self.done // self.total
         line = f"{self.label} [{bar}] {pct:3d}% {time.monotonic() - self.start:5.1f}s {note}"
-        end = "\n" if self.done == self.total else ""
+        end = "\n" if self.done == self.total or not self._tty else ""
         self.stream.write(("\r" if self._tty else "") + line.ljust(self.width + 40) + end)
         self.stream.flush()
