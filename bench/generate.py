@@ -43,7 +43,7 @@ from generator.evalset import CONTRASTS, PARAPHRASES  # noqa: E402
 from generator.planner import TOPIC, make_plan  # noqa: E402
 from generator.registry import model_specs  # noqa: E402
 from mesh.config import default_home  # noqa: E402
-from world.synthetic import CATEGORIES  # noqa: E402
+from generator.corpus import TOPICS as CATEGORIES  # noqa: E402
 
 REPLAN_TOKENS = 24  # what a re-planner call may write: the remaining steps, briefly
 

@@ -4,7 +4,8 @@
 - events_per_s     InteractBatch calls of 10,000 events, each acknowledged only once durable
 - visible_p99_ms   from an upsert's acknowledgement to the first Feed (no min_sequence) that returns the item
 - delete_visible_p99_ms  the same for a delete: until no Feed returns it
-- feed_p50_ratio   Feed P50 while ingestion runs / Feed P50 without; blocks alternate, in one run
+- feed_p50_ratio   Feed P50 while ingestion runs (a steady --ingest-items-per-s new items and --ingest-events-per-s
+                   events) / Feed P50 without; blocks alternate, in one run
 
 A degraded feed is counted apart and never enters the latency figures.
 
@@ -79,12 +80,15 @@ class Bench:
             time.sleep(0.01)  # benchmark polling the store, not a test
         return n / (time.perf_counter() - start)
 
+    def send_events(self, n: int, items: list[str]) -> None:
+        events = [catalog_pb2.CatalogEvent(user=str(int(u)), item=items[int(i)], event=common_pb2.EVENT_TYPE_CLICK)
+                  for u, i in zip(self.rng.integers(1, self.users + 1, n), self.rng.integers(0, len(items), n))]
+        self.catalog.InteractBatch(catalog_pb2.InteractBatchRequest(events=events), timeout=120)
+
     def events_per_s(self, batches: int, items: list[str]) -> float:
         start = time.perf_counter()
         for _ in range(batches):
-            events = [catalog_pb2.CatalogEvent(user=str(int(u)), item=items[int(i)], event=common_pb2.EVENT_TYPE_CLICK)
-                      for u, i in zip(self.rng.integers(1, self.users + 1, 10_000), self.rng.integers(0, len(items), 10_000))]
-            self.catalog.InteractBatch(catalog_pb2.InteractBatchRequest(events=events), timeout=120)
+            self.send_events(10_000, items)
         return batches * 10_000 / (time.perf_counter() - start)
 
     def visibility(self, rounds: int) -> tuple[list[float], list[float]]:
@@ -110,6 +114,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smaller catalog and fewer rounds (under a minute once prepared)")
     parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-ingest-N)")
+    parser.add_argument("--ingest-items-per-s", type=float, default=100.0,
+                        help="new items per second during the feed comparison (default: %(default)s)")
+    parser.add_argument("--ingest-events-per-s", type=float, default=5_000.0,
+                        help="events per second during the feed comparison (default: %(default)s)")
     args = parser.parse_args()
     items, users, interactions = (20_000, 2_000, 100_000) if args.quick else (100_000, 20_000, 400_000)
     new_items, batches, rounds, blocks = (2_000, 5, 20, 4) if args.quick else (10_000, 20, 100, 8)
@@ -140,11 +148,12 @@ def main() -> None:
             stop = threading.Event()
             writer = None
             if block % 2:
-                def ingest() -> None:
+                def ingest() -> None:  # a steady live catalog: a batch of each every 200 ms
                     writer_bench = Bench(config.gateway_address, store, users)
-                    while not stop.is_set():
-                        writer_bench.upsert(200)
-                        writer_bench.events_per_s(1, ids)
+                    tick = 0.2
+                    while not stop.wait(tick):
+                        writer_bench.upsert(max(int(args.ingest_items_per_s * tick), 1))
+                        writer_bench.send_events(max(int(args.ingest_events_per_s * tick), 1), ids)
                 writer = threading.Thread(target=ingest, daemon=True)
                 writer.start()
             samples = [bench.timed_feed() for _ in range(60 if args.quick else 200)]
@@ -155,7 +164,8 @@ def main() -> None:
         quiet_p50, quiet_p99 = p50_p99([s * 1e3 for s in quiet])
         busy_p50, busy_p99 = p50_p99([s * 1e3 for s in busy])
         ratio = busy_p50 / quiet_p50
-        print(f"feed without ingestion: P50 {quiet_p50:.1f} ms, P99 {quiet_p99:.1f} ms; with: P50 {busy_p50:.1f} ms, "
+        print(f"feed without ingestion: P50 {quiet_p50:.1f} ms, P99 {quiet_p99:.1f} ms; with {args.ingest_items_per_s:.0f} "
+              f"items/s and {args.ingest_events_per_s:,.0f} events/s: P50 {busy_p50:.1f} ms, "
               f"P99 {busy_p99:.1f} ms; ratio {ratio:.2f}; degraded feeds (not counted) {bench.degraded}")
     finally:
         stack.stop()

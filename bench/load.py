@@ -27,12 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import ensure_debian_tool, machine, record, result_line  # noqa: E402
+from bench.common import ensure_debian_tool, machine, prepare_catalog, record, result_line  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
-from ranker.training import ensure_model  # noqa: E402
-from world import WorldSpec, ensure_world  # noqa: E402
+from world import WorldSpec  # noqa: E402
 
 
 async def drive(address: str, rate: float, seconds: float, users: int, seed: int) -> dict:
@@ -113,18 +112,19 @@ def h2load(address: str, rate: float | None, seconds: float) -> dict:
             "rps": len(durations) / seconds, "codes": dict(statuses)}
 
 
-def run_stack(world, transport: str, rate: float, seconds: float, home: Path, ramp: list[float], ramp_s: float) -> dict:
+def run_stack(store: str, users: int, transport: str, rate: float, seconds: float, home: Path, ramp: list[float],
+              ramp_s: float) -> dict:
     os.environ["FEEDSERVE_TRANSPORT"] = transport
     os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
     gateway, paramserver, ranker = free_ports(3)
     config = StackConfig(gateway_port=gateway, paramserver_port=paramserver, ranker_port=ranker)
-    stack = Stack(world.path, config, home / "logs" / f"load-{transport}",
+    stack = Stack(home, store, "simulator", config, home / "logs" / f"load-{transport}",
                   extra_args={"gateway": ("--cache-ttl-s", "0"), "paramserver": ("--snapshot-interval-s", "0",
                                                                                   "--state-dir", str(home / "load-state" / transport))})
     stack.start(timeout=300)
     try:
-        asyncio.run(drive(config.gateway_address, rate, 3, world.spec.users, seed=99))  # warm-up
-        fixed = asyncio.run(drive(config.gateway_address, rate, seconds, world.spec.users, seed=1))
+        asyncio.run(drive(config.gateway_address, rate, 3, users, seed=99))  # warm-up
+        fixed = asyncio.run(drive(config.gateway_address, rate, seconds, users, seed=1))
         fixed["h2load"] = h2load(config.gateway_address, rate, seconds)
         best = 0.0
         for step in ramp:
@@ -151,11 +151,12 @@ def main() -> None:
     seconds = args.seconds or (10 if args.quick else 30)
     ramp = [100, 150, 200, 300] if args.quick else [100, 125, 150, 175, 200, 250, 300, 350, 400, 500]
     ramp_s = 3 if args.quick else 8
-    world = ensure_world(WorldSpec(), args.home)
-    ensure_model(world, stream=sys.stderr)
-    print(f"load: Feed at {args.rate:.0f} rps for {seconds:.0f} s over {world.spec.users:,} users, cache off, "
+    spec = WorldSpec()
+    home = args.home / f"bench-load-{spec.items}"
+    store = prepare_catalog(home, spec.items, spec.users, spec.interactions)
+    print(f"load: Feed at {args.rate:.0f} rps for {seconds:.0f} s over {spec.users:,} users, cache off, "
           f"2,400 candidates x 4,736 features; then a ramp; {machine()}", flush=True)
-    results = {t: run_stack(world, t, args.rate, seconds, args.home, ramp, ramp_s) for t in ("auto", "grpc")}
+    results = {t: run_stack(store, spec.users, t, args.rate, seconds, home, ramp, ramp_s) for t in ("auto", "grpc")}
     ring, plain = results["auto"], results["grpc"]
     print(f"\n{'driver / path':<22} {'rps':>7} {'P50 ms':>8} {'P90 ms':>8} {'P99 ms':>8}  statuses")
     for label, r in (("asyncio / ring", ring), ("asyncio / grpc-only", plain),

@@ -31,7 +31,6 @@ from mesh.dispatch import methods_of  # noqa: E402
 from mesh.ring import RingChannel  # noqa: E402
 from mesh.tensors import from_tensor, to_tensor  # noqa: E402
 from native import CuckooTable  # noqa: E402
-from world import WorldSpec, ensure_world  # noqa: E402
 
 DIM, BATCH = 64, 2_400
 
@@ -103,16 +102,24 @@ def bench_table(precision: str, keys: np.ndarray, values: np.ndarray, batches: l
             "cosine_err": float((1 - cosine).mean()), "drift_per_s": drift_per_s}
 
 
-def bench_service(world, batches: list[np.ndarray]) -> dict[str, list[int]]:
-    """A real paramserver on the world's item table: Lookup of 2,400 items over its ring and over gRPC."""
+def bench_service(home: Path, values: np.ndarray, batches: list[np.ndarray]) -> dict[str, list[int]]:
+    """A real paramserver holding `values` as items 1..n (upserted through its API): Lookup of 2,400 items over its
+    ring and over gRPC."""
     (port,) = free_ports(1)
-    state = world.path / "state" / f"bench-{os.getpid()}"
-    server = subprocess.Popen([sys.executable, "-m", "paramserver", "--world", str(world.path), "--port", str(port),
-                               "--state-dir", str(state), "--snapshot-interval-s", "0"],
+    state = home / "state" / f"bench-{os.getpid()}"
+    server = subprocess.Popen([sys.executable, "-m", "paramserver", "--dim", str(DIM), "--port", str(port),
+                               "--state-dir", str(state), "--snapshot-interval-s", "0", "--fsync", "never"],
                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         address = f"127.0.0.1:{port}"
         wait_serving(address, 300, server)
+        loader = paramserver_pb2_grpc.ParamServerStub(grpc.insecure_channel(address, options=[
+            ("grpc.max_send_message_length", 64 << 20)]))
+        for start in range(0, len(values), 50_000):
+            part = values[start:start + 50_000]
+            keys = np.arange(start + 1, start + 1 + len(part), dtype=np.int64)
+            loader.Upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_ITEM, keys=to_tensor(keys),
+                                                        values=to_tensor(part)), timeout=60)
         ring = RingChannel("paramserver", handshake_segment(address))
         lookup = methods_of(paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"])["Lookup"]
         stub = paramserver_pb2_grpc.ParamServerStub(grpc.insecure_channel(address))
@@ -139,7 +146,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="200,000 embeddings and fewer batches")
     parser.add_argument("--embeddings", type=int, help="default 1,000,000 (quick 200,000)")
-    parser.add_argument("--home", type=Path, default=default_home(), help="world cache (default: %(default)s)")
+    parser.add_argument("--home", type=Path, default=default_home(), help="where the paramserver's state goes (default: %(default)s)")
     args = parser.parse_args()
     try:
         import redis  # noqa: F401
@@ -156,9 +163,8 @@ def main() -> None:
 
     redis_per, redis_lookup = bench_redis(keys, values, batches)
     tables = {p: bench_table(p, keys, values, batches) for p in ("fp32", "fp16", "int8")}
-    world = ensure_world(WorldSpec(items=n), args.home)
     item_batches = [rng.integers(1, n + 1, BATCH).astype(np.int64) for _ in range(rounds)]
-    service = bench_service(world, item_batches)
+    service = bench_service(args.home, values, item_batches)
 
     print(f"\n{'store':<14} {'bytes/emb':>10} {'(accounted)':>12}")
     print(f"{'redis':<14} {redis_per:10.1f}")

@@ -1,6 +1,7 @@
 """Ranking at full scale: retrieval, the naive full model, the decomposed model in fp32 and int8, side by side.
 
 2,400 candidates x 4,736 features per request over 1,000,000 items (--quick: 200,000), on 2 threads.
+The catalog is the simulator's, imported and encoded as `feedserve up` does (prepared once, cached under HOME).
 The naive path assembles the whole [2400, 4736] feature matrix in numpy and runs the full MLP; the
 decomposed path computes the user and context terms once, gathers the precomputed item terms, and runs
 the per-candidate cross term and the upper layers. Both include their feature work.
@@ -11,7 +12,6 @@ the per-candidate cross term and the upper layers. Both include their feature wo
 from __future__ import annotations
 
 import argparse
-import os
 import sys
 import time
 from pathlib import Path
@@ -25,10 +25,11 @@ from bench.common import machine, record, result_line  # noqa: E402
 from feedserve.v1 import ranker_pb2  # noqa: E402
 from mesh.config import default_home  # noqa: E402
 from mesh.dispatch import HeapOutputs  # noqa: E402
-from ranker.features import HEADS, FEATURE_DIM, assemble, cross_features, item_features, user_features  # noqa: E402
+from bench.common import prepare_catalog  # noqa: E402
+from catalog import open_store, preset_schema  # noqa: E402
+from ranker.features import HEADS, FEATURE_DIM, assemble  # noqa: E402
 from ranker.service import Ranker  # noqa: E402
-from ranker.training import ensure_model  # noqa: E402
-from world import WorldSpec, ensure_world  # noqa: E402
+from ranker.training import MODEL_NAME, newest_model  # noqa: E402
 
 CANDIDATES = 2_400
 
@@ -49,18 +50,20 @@ def spearman(a: np.ndarray, b: np.ndarray) -> float:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="200,000 items and fewer requests")
-    parser.add_argument("--items", type=int, help="items in the world (default 1,000,000; quick 200,000)")
+    parser.add_argument("--items", type=int, help="items in the catalog (default 1,000,000; quick 200,000)")
     parser.add_argument("--requests", type=int, help="timed requests per path (default 200; quick 40)")
-    parser.add_argument("--home", type=Path, default=default_home(), help="world cache (default: %(default)s)")
+    parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-rank-N)")
     args = parser.parse_args()
     items = args.items or (200_000 if args.quick else 1_000_000)
     requests = args.requests or (40 if args.quick else 200)
 
-    world = ensure_world(WorldSpec(items=items), args.home)
-    manifest = ensure_model(world, stream=sys.stderr)
+    home = args.home or default_home() / f"bench-rank-{items}"
+    store = prepare_catalog(home, items, 50_000, 400_000)
+    manifest = newest_model(home / "models" / MODEL_NAME)
+    schema = preset_schema("simulator")
     start = time.perf_counter()
-    fp32 = Ranker(world, manifest, threads=2)
-    int8 = Ranker(world, manifest, precision="int8", threads=2)
+    fp32 = Ranker(open_store(store), schema, manifest, threads=2, follow=False)
+    int8 = Ranker(open_store(store), schema, manifest, precision="int8", threads=2, follow=False)
     print(f"rank: {items:,} items, {CANDIDATES} candidates x {FEATURE_DIM} features, 2 threads; "
           f"rankers ready in {time.perf_counter() - start:.1f} s (item tower over every item, twice); {machine()}",
           flush=True)
@@ -68,30 +71,35 @@ def main() -> None:
     options.intra_op_num_threads = 2
     naive = ort.InferenceSession(str(manifest.path("naive")), options, providers=["CPUExecutionProvider"])
     blend = fp32.head_weights
-    users = np.asarray(world.user_tastes)
+    space = fp32.space
     rng = np.random.default_rng(0)
-    user_ids = rng.integers(1, len(users) + 1, requests + 5)
+    user_ids = rng.integers(1, 50_001, requests + 5)
+    # a user vector is a drifted mix of item vectors: each request's user is three items' vectors, normalised
+    mixes = fp32.items.vectors[rng.integers(0, items, (requests + 5, 3))].sum(axis=1)
+    users = (mixes / np.linalg.norm(mixes, axis=1, keepdims=True)).astype(np.float32)
 
     timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": []}
     correlations = []
     for n, user_id in enumerate(user_ids.tolist()):
-        user = users[user_id - 1]
+        user = users[n]
         t = time.perf_counter()
         found = fp32.retriever.retrieve(user, CANDIDATES + CANDIDATES // 10)
         retrieval = time.perf_counter() - t
         ids = found.ids[:CANDIDATES]
-        sources, source_scores = found.sources[:CANDIDATES], found.scores[:CANDIDATES]
-        request = ranker_pb2.RankRequest(user_id=user_id, k=20, return_all_scores=True)
+        sources = found.sources[:CANDIDATES]
+        request = ranker_pb2.RankRequest(user_id=user_id, k=20, return_all_scores=True, include_seen=True)
         tensors = {"user_vector": user, "candidates": ids}
 
         t = time.perf_counter()  # naive: every feature of every candidate, then the full MLP
-        attributes = np.asarray(world.user_attributes)[user_id - 1][None, :]
+        attributes = fp32.user_attributes.get(user_id)
         rows = ids - 1
+        items_ = fp32.items
         features = assemble(
-            user_features(user[None, :], attributes, fp32.centroids), item_features(fp32.items, rows),
-            fp32._context(request), cross_features(user[None, :], attributes, fp32.items, rows, sources, source_scores,
-                                                   fp32.now, fp32.centroids))
-        naive_scores = naive.run(["scores"], {"features": features, "head_weights": blend})[0]
+            space.user_features(user[None, :], [attributes]), items_.features(rows), fp32._context(request),
+            space.cross_features(user[None, :], space.user_crosses(attributes), items_.vectors[rows],
+                                 items_.category[rows], sources, time.time() - items_.published[rows],
+                                 items_.popularity[rows]))
+        naive.run(["scores"], {"features": features, "head_weights": blend})
         naive_time = time.perf_counter() - t
 
         outputs = {}

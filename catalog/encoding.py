@@ -3,32 +3,30 @@ vectors back to the store, where the change feed carries them to every process t
 
 from __future__ import annotations
 
-import threading
 from collections.abc import Callable
 
 import numpy as np
-import structlog
 
+from catalog.feed import Poller
 from catalog.store import Store
-from mesh.errors import Unavailable
 
 __all__ = ["ContentEncoder", "Encode"]
-
-log = structlog.get_logger("catalog.encoding")
 
 Encode = Callable[[list[str]], np.ndarray]  # texts -> float32 [n, dim] unit vectors
 
 
-class ContentEncoder:
+class ContentEncoder(Poller):
     """Encodes pending content (each distinct title, text and categories once) until none is left, then waits.
 
     Several encoders on one store are safe: a vector written twice for the same content is the same vector."""
 
+    name = "content encoder"
+    nice = 5  # encoding is the heaviest background work: feeds come first (nice 10 halved items/s, 0 slowed feeds 1.4x)
+
     def __init__(self, store: Store, encode: Encode, batch: int = 256, poll_s: float = 0.05) -> None:
-        self.store, self.encode, self.batch, self.poll_s = store, encode, batch, poll_s
+        super().__init__(poll_s)
+        self.store, self.encode, self.batch = store, encode, batch
         self.encoded = 0  # distinct contents encoded by this worker
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
 
     def step(self) -> int:
         """Encode one batch of pending content; returns how many contents it encoded (0: nothing pending)."""
@@ -46,22 +44,3 @@ class ContentEncoder:
         while (done := self.step()):
             total += done
         return total
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                if self.step():
-                    continue
-            except Unavailable as exc:
-                log.warning("content encoding paused", error=str(exc))
-            self._stop.wait(self.poll_s)  # the poll interval, not synchronisation
-
-    def start(self) -> ContentEncoder:
-        self._thread = threading.Thread(target=self._run, name="content-encoder", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import threading
 import time
+from abc import ABC, abstractmethod
 from collections.abc import Callable
+from typing import Self
 
 import structlog
 
@@ -12,7 +15,7 @@ from catalog.records import StoredItem
 from catalog.store import Store
 from mesh.errors import Unavailable
 
-__all__ = ["ChangeFollower", "Apply"]
+__all__ = ["ChangeFollower", "Apply", "Poller"]
 
 log = structlog.get_logger("catalog.feed")
 
@@ -20,20 +23,70 @@ log = structlog.get_logger("catalog.feed")
 Apply = Callable[[list[StoredItem], int], None]
 
 
-class ChangeFollower:
+class Poller(ABC):
+    """A daemon thread that calls `step()` until stopped: again at once while it reports work done, else after
+    `poll_s`. A store that is down pauses it (logged once per distinct error), never kills it."""
+
+    name = "poller"
+    nice = 0  # raised for background work that must yield the CPU to requests (Linux: per thread)
+
+    def __init__(self, poll_s: float) -> None:
+        self.poll_s = poll_s
+        self.error: str = ""  # the last failure to reach the store, while it lasts
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+
+    @abstractmethod
+    def step(self) -> int:
+        """One round of work; returns how much was done (0: nothing to do until the next poll)."""
+
+    def _run(self) -> None:
+        if self.nice:
+            try:  # threads created from here on (an engine's pool) inherit it
+                os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), self.nice)
+            except (AttributeError, OSError):
+                log.warning("cannot lower the priority of background work", poller=self.name)
+        while not self._stop.is_set():
+            busy = False
+            try:
+                busy = self.step() > 0
+                self.error = ""
+            except Unavailable as exc:  # the store is down: keep serving what we have, retry
+                if str(exc) != self.error:
+                    log.warning(f"{self.name} paused", error=str(exc))
+                self.error = str(exc)
+            if not busy:
+                self._stop.wait(self.poll_s)  # the poll interval, not synchronisation
+
+    def start(self) -> Self:
+        self._thread = threading.Thread(target=self._run, name=self.name, daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
+
+
+class ChangeFollower(Poller):
     """Polls the store from `after` and hands each batch to `apply`, then advances `applied`.
 
     `applied` only moves once `apply` has returned, so a process that persists it beside its derived state
     resumes exactly where it stopped. `wait_for(seq)` serves read-your-writes (`min_sequence`)."""
 
+    name = "change feed"
+
     def __init__(self, store: Store, apply: Apply, after: int = 0, poll_s: float = 0.05, batch: int = 10_000) -> None:
+        super().__init__(poll_s)
         self.store, self.apply = store, apply
         self.applied = after
-        self.poll_s, self.batch = poll_s, batch
-        self.error: str = ""  # the last failure to reach the store, while it lasts
+        self.batch = batch
         self._changed = threading.Condition()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+
+    def step(self) -> int:
+        self.poll()
+        return 0  # everything committed is applied: wait for the next poll
 
     def poll(self) -> int:
         """Apply everything committed so far; returns how many item changes were applied."""
@@ -59,24 +112,3 @@ class ChangeFollower:
                     return False
                 self._changed.wait(left)
             return True
-
-    def _run(self) -> None:
-        while not self._stop.is_set():
-            try:
-                self.poll()
-                self.error = ""
-            except Unavailable as exc:  # the store is down: keep serving what we have, retry
-                if str(exc) != self.error:
-                    log.warning("change feed paused", error=str(exc))
-                self.error = str(exc)
-            self._stop.wait(self.poll_s)  # the poll interval, not synchronisation
-
-    def start(self) -> ChangeFollower:
-        self._thread = threading.Thread(target=self._run, name="change-feed", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()

@@ -252,21 +252,20 @@ class Store:
                              for n, (e, u, i) in enumerate(zip(events, user_ids.tolist(), item_ids.tolist()))])
             return first + len(events) + len(fresh) - 1, user_ids, item_ids
 
-    def _live(self, cur: Any, ids: list[int]) -> list[int]:
+    def _present(self, cur: Any, query: str, ids: list[int]) -> list[int]:
+        """The ids that `query` (ending in `id IN`) finds, asked in chunks."""
         out: list[int] = []
         for start in range(0, len(ids), _CHUNK):
             part = ids[start:start + _CHUNK]
-            cur.execute(self._sql(f"SELECT id FROM items WHERE deleted = 0 AND id IN ({','.join('?' * len(part))})"), part)
+            cur.execute(self._sql(f"{query} ({','.join('?' * len(part))})"), part)
             out += [int(r[0]) for r in cur.fetchall()]
         return out
 
+    def _live(self, cur: Any, ids: list[int]) -> list[int]:
+        return self._present(cur, "SELECT id FROM items WHERE deleted = 0 AND id IN", ids)
+
     def _existing_users(self, cur: Any, ids: list[int]) -> list[int]:
-        out: list[int] = []
-        for start in range(0, len(ids), _CHUNK):
-            part = ids[start:start + _CHUNK]
-            cur.execute(self._sql(f"SELECT id FROM users WHERE id IN ({','.join('?' * len(part))})"), part)
-            out += [int(r[0]) for r in cur.fetchall()]
-        return out
+        return self._present(cur, "SELECT id FROM users WHERE id IN", ids)
 
     # -- reads --------------------------------------------------------------------------------------
 

@@ -14,11 +14,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from feedserve.v1 import transport_pb2, transport_pb2_grpc
+from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
 from mesh.ring import boot_id
 
-__all__ = ["Stack", "wait_serving", "ServiceProcess", "free_ports", "handshake_segment"]
+__all__ = ["Stack", "wait_serving", "wait_ranking", "ServiceProcess", "free_ports", "handshake_segment"]
 
 
 def free_ports(count: int) -> list[int]:
@@ -53,6 +53,25 @@ class ServiceProcess:
             return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
         except OSError:
             return ""
+
+
+def wait_ranking(gateway: str, timeout: float) -> None:
+    """Block until the gateway answers a feed by ranking it (its channel to a just-started ranker is connected, and
+    a fallback is loaded): a cold-start feed for a user no catalog has, not degraded."""
+    deadline = time.monotonic() + timeout
+    probe = gateway_pb2.FeedRequest(user="feedserve-readiness-probe", k=1)
+    with grpc.insecure_channel(gateway) as channel:
+        stub = gateway_pb2_grpc.GatewayStub(channel)
+        while True:
+            try:
+                if not stub.Feed(probe, timeout=5).degraded:
+                    return
+            except grpc.RpcError as error:
+                if error.code() not in (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED):
+                    raise RuntimeError(f"gateway {gateway}: {error.code().name}: {error.details()}") from None
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"gateway {gateway} did not rank a feed within {timeout:.0f}s")
+            time.sleep(0.1)  # polling a child process's readiness, as wait_serving does
 
 
 def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
@@ -146,6 +165,8 @@ class Stack:
                                             "--paramserver", c.paramserver_address, "--store", self.store))
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
+            if self.running("gateway"):
+                wait_ranking(c.gateway_address, timeout)
         except BaseException:
             self.stop()
             raise

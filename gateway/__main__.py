@@ -28,6 +28,18 @@ def _schema(name: str) -> Schema:
     return preset_schema(name) if name in PRESETS else load_schema(Path(name))
 
 
+def _lazy_encoder(home: Path):
+    """The sentence encoder, opened on first use: in the encoder's own (lower priority) thread, so that its engine
+    threads inherit that priority."""
+    opened: list[SentenceEncoder] = []
+
+    def encode(texts: list[str]):
+        if not opened:
+            opened.append(SentenceEncoder(ensure_encoder(home), threads=2))
+        return opened[0].encode_batch(texts)
+    return encode
+
+
 def main() -> None:
     defaults = StackConfig()
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
@@ -77,8 +89,7 @@ def main() -> None:
         tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
         services = {}
         if store is not None and args.encoder_home is not None:  # its own connection: encoding never holds the API's
-            encoder = SentenceEncoder(ensure_encoder(args.encoder_home), threads=1)
-            workers.append(ContentEncoder(open_store(args.store), encoder.encode_batch).start())
+            workers.append(ContentEncoder(open_store(args.store), _lazy_encoder(args.encoder_home)).start())
         if store is not None:
             catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers, service.pages))
             services[catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name] = (

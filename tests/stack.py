@@ -233,3 +233,12 @@ async def generation_stack(home: Path, catalog: TestCatalog, state_dir: Path,
 def ranker_for(catalog: TestCatalog, manifest: ModelManifest, **options) -> Ranker:
     """A ranker core over the shared catalog, not following it (tests that write use a copy)."""
     return Ranker(open_store(catalog.url), catalog.schema, manifest, follow=False, clock=lambda: CLOCK, **options)
+
+
+async def grpc_status(call) -> tuple[grpc.StatusCode, str]:
+    """The status code and details a call fails with (it must fail)."""
+    try:
+        await call
+    except grpc.aio.AioRpcError as error:
+        return error.code(), error.details()
+    raise AssertionError("the call succeeded; a failure was expected")

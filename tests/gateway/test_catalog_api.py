@@ -16,6 +16,7 @@ from catalog.encoding import ContentEncoder
 from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, paramserver_pb2
 from mesh.tensors import from_tensor, to_tensor
 from tests.postgres import control, postgres_bindir, running_postgres
+from tests.stack import grpc_status as _status
 from tests.stack import running_stack
 
 LIKE = common_pb2.EVENT_TYPE_LIKE
@@ -35,11 +36,6 @@ def _encoded(path, encoder) -> int:
     ContentEncoder(store, encoder.encode_batch).drain()
     return store.sequence()
 
-
-async def _status(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value.code(), caught.value.details()
 
 
 class TestWrites:

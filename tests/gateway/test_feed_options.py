@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import grpc
 import numpy as np
-import pytest
 
 from catalog import Item, open_store
 from catalog.encoding import ContentEncoder
 from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, paramserver_pb2
 from mesh.tensors import to_tensor
+from tests.stack import grpc_status as _status
 from tests.stack import running_stack
 
-
-async def _status(call) -> tuple[grpc.StatusCode, str]:
-    with pytest.raises(grpc.aio.AioRpcError) as caught:
-        await call
-    return caught.value.code(), caught.value.details()
 
 
 class TestPages:
