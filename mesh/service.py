@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Callable, Mapping
 
 import grpc
@@ -9,10 +10,11 @@ from google.protobuf.descriptor import ServiceDescriptor
 
 from mesh.config import transport_mode
 from mesh.dispatch import Handler
+from mesh.logging import get_logger
 from mesh.ring import RingConfig, RingServer, transport_registration
 from mesh.server import run_service
 
-__all__ = ["with_ring", "run_core"]
+__all__ = ["with_ring", "run_core", "every"]
 
 AddServicer = Callable[[grpc.aio.Server], None]
 
@@ -42,8 +44,10 @@ def run_core(
     address: str,
     log_level: str = "INFO",
     ring_workers: int = 1,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
-    """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder."""
+    """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder;
+    `on_stop` runs after the transports stop (a core saving its state)."""
     stoppers: list[Callable[[], None]] = []
 
     async def registrations() -> dict[str, AddServicer]:
@@ -53,5 +57,22 @@ def run_core(
     async def stop() -> None:
         for stopper in stoppers:
             stopper()
+        if on_stop is not None:
+            on_stop()
 
     run_service(service, registrations, address, on_stop=stop, log_level=log_level)
+
+
+def every(seconds: float, work: Callable[[], object], name: str) -> None:
+    """Run `work` every `seconds` on a daemon thread (snapshots, expiry sweeps, saved state)."""
+    log = get_logger(name)
+
+    def loop() -> None:
+        stop = threading.Event()
+        while not stop.wait(seconds):
+            try:
+                work()
+            except Exception:  # noqa: BLE001 - a failed background pass is logged and retried next period
+                log.exception("periodic task failed", task=name)
+
+    threading.Thread(target=loop, name=name, daemon=True).start()

@@ -4,13 +4,12 @@ follow the catalog store's change feed."""
 from __future__ import annotations
 
 import argparse
-import threading
 from pathlib import Path
 
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS
 from mesh.logging import get_logger
-from mesh.service import run_core
+from mesh.service import every, run_core
 from mesh.shards import parse_slot_range, shard_slots
 from paramserver.drift import parse_rates
 from paramserver.metrics import serve_metrics
@@ -19,21 +18,6 @@ from paramserver.wal import POLICIES
 from catalog import open_store
 from engines.sentence import DIM
 from mesh.config import default_home
-
-
-def _every(seconds: float, work, name: str) -> None:
-    """Run `work` every `seconds` on a daemon thread (snapshots, expiry sweeps)."""
-    log = get_logger("paramserver")
-
-    def loop() -> None:
-        stop = threading.Event()
-        while not stop.wait(seconds):
-            try:
-                work()
-            except Exception:  # noqa: BLE001 - a failed background pass is logged and retried next period
-                log.exception("periodic task failed", task=name)
-
-    threading.Thread(target=loop, name=name, daemon=True).start()
 
 
 def main() -> None:
@@ -74,9 +58,9 @@ def main() -> None:
         if args.metrics_port >= 0:
             log.info("metrics", port=serve_metrics(core, args.host, args.metrics_port))
         if args.snapshot_interval_s > 0:
-            _every(args.snapshot_interval_s, lambda: core.snapshot(None, {}, None), "snapshot")
+            every(args.snapshot_interval_s, lambda: core.snapshot(None, {}, None), "snapshot")
         if args.user_ttl_s > 0:
-            _every(max(args.user_ttl_s / 4, 1.0), core.expire, "expire")
+            every(max(args.user_ttl_s / 4, 1.0), core.expire, "expire")
         servicer = ParamServerServicer(core)
         return core.handlers(), lambda server: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, server)
 

@@ -12,7 +12,7 @@ from catalog.schema import PRESETS
 from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
-from mesh.service import run_core
+from mesh.service import every, run_core
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
 from ranker.training import MODEL_NAME, newest_model
@@ -48,6 +48,11 @@ def main() -> None:
     parser.add_argument("--max-batch-delay-us", type=int, default=2_000,
                         help="the longest a request may wait to share a model run; the gateway's mode asks for "
                              "up to this much (default: %(default)s)")
+    parser.add_argument("--state-dir", type=Path, default=None,
+                        help="where the ranker keeps what it derived from the catalog, to resume after a restart "
+                             "(default: HOME/state/ranker-<port>)")
+    parser.add_argument("--state-interval-s", type=float, default=600.0,
+                        help="also save that state this often, not only at shutdown (0: only at shutdown)")
     parser.add_argument("--ring-workers", type=int, default=4, help="ring dispatcher threads (default: %(default)s)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
@@ -59,15 +64,24 @@ def main() -> None:
         if manifest is None:
             raise SystemExit(f"no trained model under {root}: run `feedserve train` first")
         schema = preset_schema(args.schema) if args.schema in PRESETS else load_schema(Path(args.schema))
+        state_dir = args.state_dir or default_home() / "state" / f"ranker-{args.port}"
         core = Ranker(open_store(args.store), schema, manifest, precision=args.precision, threads=args.threads,
+                      state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us)
+        cores.append(core)
+        log = get_logger("ranker")
+        log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,
+                 items=len(core.items), state_dir=str(state_dir))
+        if args.state_interval_s > 0:
+            every(args.state_interval_s, core.save_state, "save-state")
         servicer = RankerServicer(core)
         if args.metrics_port >= 0:
             get_logger("ranker").info("metrics", port=serve_metrics(args.host, args.metrics_port))
         return core.handlers(), lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
 
+    cores: list[Ranker] = []
     run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}",
-             ring_workers=args.ring_workers)
+             ring_workers=args.ring_workers, on_stop=lambda: [core.close() for core in cores])
 
 
 if __name__ == "__main__":

@@ -7,6 +7,7 @@ import math
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -23,6 +24,7 @@ from ranker.batching import Batcher, Job
 from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, FeatureSpace
 from ranker.items import ItemTable
 from ranker.retrieval import Candidates, Retriever
+from ranker.state import RankerState, load_state, save_state
 
 __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "MAX_K", "MAX_CANDIDATES", "diversified_top_k"]
 
@@ -61,7 +63,8 @@ class Ranker:
 
     def __init__(self, store: Store, schema: Schema, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
-                 poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time) -> None:
+                 poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
+                 state_dir: Path | None = None) -> None:
         self.manifest = manifest
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
@@ -78,7 +81,14 @@ class Ranker:
         self.batcher = Batcher(self._run_model, {"item_table": self.terms, "head_weights": self.head_weights})
         self._lock = threading.Lock()  # the item table, its terms and the index change together
         self.store = store
-        self.follower = ChangeFollower(store, self._apply, poll_s=poll_s)
+        self.state_dir, self.resumed_from = state_dir, 0
+        saved = load_state(state_dir, self.items, self._model_key, schema.name) if state_dir is not None else None
+        if saved is not None:  # resume: no reload of what was applied, no item tower over it again
+            self.terms = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
+            self.terms[:len(saved.terms)] = saved.terms
+            self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
+            self.user_attributes, self.seen, self.resumed_from = saved.users, saved.seen, saved.sequence
+        self.follower = ChangeFollower(store, self._apply, after=self.resumed_from, poll_s=poll_s)
         self._loading = True
         self.follower.poll()  # everything committed so far, before the first request
         self.retriever.rebuild(self._lock)  # clusters (and IVF, when big) over the whole catalog, before serving
@@ -89,9 +99,30 @@ class Ranker:
     def handlers(self) -> dict[str, Handler]:
         return {"Rank": self.rank}
 
+    @property
+    def _model_key(self) -> str:
+        return f"{self.manifest.name}/{self.manifest.version}"
+
+    def save_state(self) -> None:
+        """Write the derived state (a copy taken under the lock; written outside it) so that a restart resumes."""
+        if self.state_dir is None:
+            return
+        with self._lock:
+            n = self.items.size
+            copy = ItemTable(self.space, capacity=max(n, 1))
+            for name in ("vectors", "columns", "numeric", "category", "published", "popularity", "servable"):
+                getattr(copy, name)[:n] = getattr(self.items, name)[:n]
+            for name in ("titles", "external", "labels", "first_category"):
+                getattr(copy, name)[:n] = getattr(self.items, name)[:n]
+            copy.size = n
+            state = RankerState(self.follower.applied, self._model_key, self.space.schema.name, self.terms[:n].copy(),
+                                dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()})
+        save_state(self.state_dir, copy, state)
+
     def close(self) -> None:
         self.follower.stop()
         self.retriever.join_rebuild()
+        self.save_state()
 
     def _run_model(self, inputs, outputs) -> None:
         self.engine.run(inputs, outputs)

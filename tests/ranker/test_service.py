@@ -294,3 +294,47 @@ class TestRetrieval:
         chosen = diversified_top_k(scores, categories, 8)
         # 2 of category 0, 2 of 1, 2 of 2, the lone 3 (score 0.05 beats a third item of 0), then overflow
         assert chosen.tolist() == [0, 1, 4, 5, 7, 8, 9, 2]
+
+
+class TestResume:
+    def test_a_restarted_ranker_resumes_from_its_sequence_without_a_reload(self, catalog, manifest, tmp_path: Path,
+                                                                         monkeypatch) -> None:
+        """close() saves what the ranker derived; a new ranker on the same state reads the store only after that
+        sequence, applies what changed while it was down, and ranks exactly as a ranker loaded from scratch."""
+        url = catalog.copy(tmp_path / "store")
+        state = tmp_path / "state"
+        first = Ranker(open_store(url), catalog.schema, manifest, follow=False, state_dir=state, clock=lambda: CLOCK)
+        request = ranker_pb2.RankRequest(user_id=2, k=30)
+        before = first.rank(request, {"user_vector": catalog.vector(2)}, HeapOutputs())
+        saved_at = first.follower.applied
+        first.close()
+        store = open_store(url)
+        store.delete_items([before.items[0].external_id])
+        reads: list[int] = []
+        changes = type(store).changes
+
+        def counted(self, after, limit=10_000):
+            reads.append(after)
+            return changes(self, after, limit)
+
+        monkeypatch.setattr(type(store), "changes", counted)
+        second = Ranker(store, catalog.schema, manifest, follow=False, state_dir=state, clock=lambda: CLOCK)
+        assert second.resumed_from == saved_at and min(reads) == saved_at  # nothing before it was read again
+        monkeypatch.undo()
+        after = second.rank(request, {"user_vector": catalog.vector(2)}, HeapOutputs())
+        scratch = Ranker(open_store(url), catalog.schema, manifest, follow=False, clock=lambda: CLOCK)
+        reloaded = scratch.rank(request, {"user_vector": catalog.vector(2)}, HeapOutputs())
+        assert before.items[0].item_id not in {i.item_id for i in after.items}
+        assert [(i.item_id, round(i.score, 5)) for i in after.items] == [(i.item_id, round(i.score, 5)) for i in reloaded.items]
+        second.close()
+        scratch.close()
+
+    def test_a_state_for_another_model_is_ignored(self, catalog, manifest, tmp_path: Path) -> None:
+        """Saved item terms belong to one model version: with another, the ranker reloads instead."""
+        from ranker.state import load_state
+
+        url = catalog.copy(tmp_path / "store")
+        ranker = Ranker(open_store(url), catalog.schema, manifest, follow=False, state_dir=tmp_path / "state")
+        ranker.close()
+        assert load_state(tmp_path / "state", ItemTable(ranker.space), "ranker-mlp/999", "simulator") is None
+        assert load_state(tmp_path / "state", ItemTable(ranker.space), ranker._model_key, "simulator") is not None
