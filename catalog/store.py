@@ -15,7 +15,7 @@ import math
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import Any
 
@@ -40,9 +40,11 @@ CREATE TABLE IF NOT EXISTS items (id BIGINT PRIMARY KEY, external TEXT NOT NULL,
     content_key TEXT NOT NULL, vector {blob});
 CREATE INDEX IF NOT EXISTS items_by_seq ON items (seq);
 CREATE INDEX IF NOT EXISTS items_by_content ON items (content_key);
+CREATE INDEX IF NOT EXISTS items_pending ON items (content_key) WHERE vector IS NULL AND deleted = 0;
 CREATE TABLE IF NOT EXISTS content_vectors (content_key TEXT PRIMARY KEY, vector {blob} NOT NULL);
 CREATE TABLE IF NOT EXISTS users (id BIGINT PRIMARY KEY, external TEXT NOT NULL, attributes TEXT NOT NULL,
     seq BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS users_by_seq ON users (seq);
 CREATE TABLE IF NOT EXISTS events (seq BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, item_id BIGINT NOT NULL,
     event SMALLINT NOT NULL, ts BIGINT NOT NULL, value DOUBLE PRECISION);
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
@@ -99,10 +101,8 @@ class Store:
     def _drop(self) -> None:
         conn, self._conn = self._conn, None
         if conn is not None:
-            try:
+            with suppress(*self._errors):  # already broken: the next call reconnects
                 conn.close()
-            except self._errors:
-                pass  # already broken: the next call reconnects
 
     def close(self) -> None:
         with self._lock:

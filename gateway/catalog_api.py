@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Iterable, Mapping
 
 import grpc
 import numpy as np
@@ -57,9 +57,6 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         self.store, self.schema, self.paramserver = store, schema, paramserver
         self.caches = list(caches)
 
-    async def _write(self, write: Callable[[], int]) -> int:
-        return await asyncio.to_thread(write)
-
     def _ack(self, sequence: int, rows: int) -> catalog_pb2.WriteAck:
         annotate(sequence=sequence, rows=rows)
         return catalog_pb2.WriteAck(sequence=sequence, rows=rows, request_id=request_id())
@@ -67,19 +64,19 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
     async def UpsertItems(self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         items = [_item(item, f"items[{row}]") for row, item in enumerate(request.items)]
         check_items(items, self.schema)
-        return self._ack(await self._write(lambda: self.store.upsert_items(items)), len(items))
+        return self._ack(await asyncio.to_thread(self.store.upsert_items, items), len(items))
 
     async def DeleteItems(self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         ids = list(request.ids)
         check_batch(ids, "ids")
         for row, external in enumerate(ids):
             check_id(external, f"ids[{row}]")
-        return self._ack(await self._write(lambda: self.store.delete_items(ids)), len(ids))
+        return self._ack(await asyncio.to_thread(self.store.delete_items, ids), len(ids))
 
     async def UpsertUsers(self, request: catalog_pb2.UpsertUsersRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         users = [User(user.id, _attributes(user.attributes, f"users[{row}]")) for row, user in enumerate(request.users)]
         check_users(users, self.schema)
-        return self._ack(await self._write(lambda: self.store.upsert_users(users)), len(users))
+        return self._ack(await asyncio.to_thread(self.store.upsert_users, users), len(users))
 
     async def DeleteUser(self, request: catalog_pb2.DeleteUserRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         """The vector goes first, then the store: if either is down the call fails, and a retry still finds the id."""

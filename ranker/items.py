@@ -19,6 +19,9 @@ __all__ = ["ItemTable"]
 class ItemTable:
     """Per-item state for retrieval, features, filters and answers."""
 
+    ARRAYS = ("vectors", "columns", "numeric", "category", "published", "popularity", "servable")  # by row
+    LISTS = ("titles", "external", "labels", "first_category")  # by row, Python objects
+
     def __init__(self, space: FeatureSpace, capacity: int = 1024) -> None:
         self.space = space
         self.size = 0  # rows in use: the highest item id seen
@@ -43,7 +46,7 @@ class ItemTable:
         if needed <= self._capacity:
             return
         capacity = max(needed, 2 * self._capacity, 1024)
-        for name in ("vectors", "columns", "numeric", "category", "published", "popularity", "servable"):
+        for name in self.ARRAYS:
             old = getattr(self, name)
             new = np.zeros((capacity, *old.shape[1:]), old.dtype)
             new[:len(old)] = old
@@ -54,6 +57,14 @@ class ItemTable:
         self.labels += [()] * grow
         self.first_category += [""] * grow
         self._capacity = capacity
+
+    def copy(self) -> ItemTable:
+        """A private copy of the rows in use (to save while the original keeps changing)."""
+        copy = ItemTable(self.space, capacity=max(self.size, 1))
+        for name in (*self.ARRAYS, *self.LISTS):
+            getattr(copy, name)[:self.size] = getattr(self, name)[:self.size]
+        copy.size = self.size
+        return copy
 
     def apply(self, items: Iterable[StoredItem]) -> tuple[np.ndarray, np.ndarray]:
         """Apply changed items (latest state each). Returns (rows now servable, rows no longer servable):

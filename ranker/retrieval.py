@@ -140,6 +140,10 @@ class Retriever:
             self.cluster_of[row] = cluster
             self.members[cluster].add(row)
 
+    def popularity_changed(self) -> None:
+        """Interactions moved popularity: the popular pool (and each cluster's order) is recomputed when next used."""
+        self._pools = None
+
     def wants_rebuild(self) -> bool:
         """True when the catalog has doubled since the index was built (and is big enough to cluster)."""
         servable = int(self.items.servable[:self.items.size].sum())

@@ -108,13 +108,7 @@ class Ranker:
         if self.state_dir is None:
             return
         with self._lock:
-            n = self.items.size
-            copy = ItemTable(self.space, capacity=max(n, 1))
-            for name in ("vectors", "columns", "numeric", "category", "published", "popularity", "servable"):
-                getattr(copy, name)[:n] = getattr(self.items, name)[:n]
-            for name in ("titles", "external", "labels", "first_category"):
-                getattr(copy, name)[:n] = getattr(self.items, name)[:n]
-            copy.size = n
+            copy, n = self.items.copy(), self.items.size
             state = RankerState(self.follower.applied, self._model_key, self.space.schema.name, self.terms[:n].copy(),
                                 dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()})
         save_state(self.state_dir, copy, state)
@@ -155,7 +149,7 @@ class Ranker:
             self.retriever.add(added)
             self.items.add_popularity(popular)
             if len(popular):
-                self.retriever._pools = None
+                self.retriever.popularity_changed()
             self.user_attributes.update(users)
             for user, item in zip(event_users.tolist(), popular.tolist()):
                 self.seen.setdefault(user, set()).add(item)

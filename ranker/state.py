@@ -14,8 +14,7 @@ from ranker.items import ItemTable
 
 __all__ = ["RankerState", "save_state", "load_state"]
 
-_ARRAYS = ("vectors", "columns", "numeric", "category", "published", "popularity", "servable")
-_LISTS = ("titles", "external", "labels", "first_category")
+_ARRAYS, _LISTS = ItemTable.ARRAYS, ItemTable.LISTS
 FORMAT = 1
 
 
