@@ -15,9 +15,9 @@ A degraded feed is counted apart and never enters the latency figures.
 from __future__ import annotations
 
 import argparse
+import multiprocessing
 import os
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -110,6 +110,16 @@ class Bench:
         return shown, gone
 
 
+def steady_ingest(address: str, store: str, users: int, ids: list[str], items_per_s: float, events_per_s: float,
+                  stop) -> None:
+    """A steady live catalog, until `stop` is set: a batch of new items and one of events every 200 ms."""
+    writer = Bench(address, store, users)
+    tick = 0.2
+    while not stop.wait(tick):
+        writer.upsert(max(int(items_per_s * tick), 1))
+        writer.send_events(max(int(events_per_s * tick), 1), ids)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="a smaller catalog and fewer rounds (under a minute once prepared)")
@@ -128,6 +138,7 @@ def main() -> None:
     stack = Stack(home, store, "simulator", config, home / "logs" / "ingest")
     print(f"ingest: {items:,} items, {users:,} users, SQLite store, real stack; {machine()}", flush=True)
     stack.start()
+    spawn = multiprocessing.get_context("spawn")
     try:
         bench = Bench(config.gateway_address, store, users)
         for _ in range(20):
@@ -145,16 +156,12 @@ def main() -> None:
 
         quiet, busy = [], []  # alternating blocks: without, then with ingestion in the background
         for block in range(blocks):
-            stop = threading.Event()
+            stop = spawn.Event()
             writer = None
-            if block % 2:
-                def ingest() -> None:  # a steady live catalog: a batch of each every 200 ms
-                    writer_bench = Bench(config.gateway_address, store, users)
-                    tick = 0.2
-                    while not stop.wait(tick):
-                        writer_bench.upsert(max(int(args.ingest_items_per_s * tick), 1))
-                        writer_bench.send_events(max(int(args.ingest_events_per_s * tick), 1), ids)
-                writer = threading.Thread(target=ingest, daemon=True)
+            if block % 2:  # another process: the writer must not take this process's GIL from the feed client
+                writer = spawn.Process(target=steady_ingest, args=(config.gateway_address, store, users, ids,
+                                                                   args.ingest_items_per_s, args.ingest_events_per_s,
+                                                                   stop), daemon=True)
                 writer.start()
             samples = [bench.timed_feed() for _ in range(60 if args.quick else 200)]
             (busy if block % 2 else quiet).extend(s for s in samples if s is not None)

@@ -61,10 +61,16 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         annotate(sequence=sequence, rows=rows)
         return catalog_pb2.WriteAck(sequence=sequence, rows=rows, request_id=request_id())
 
-    async def UpsertItems(self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
+    # Reading, checking and writing a batch of up to 10,000 rows is Python work: it runs in a worker thread, so
+    # that feeds on the event loop are not queued behind it.
+
+    def _upsert_items(self, request: catalog_pb2.UpsertItemsRequest) -> int:
         items = [_item(item, f"items[{row}]") for row, item in enumerate(request.items)]
         check_items(items, self.schema)
-        return self._ack(await asyncio.to_thread(self.store.upsert_items, items), len(items))
+        return self.store.upsert_items(items)
+
+    async def UpsertItems(self, request: catalog_pb2.UpsertItemsRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
+        return self._ack(await asyncio.to_thread(self._upsert_items, request), len(request.items))
 
     async def DeleteItems(self, request: catalog_pb2.DeleteItemsRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         ids = list(request.ids)
@@ -92,11 +98,14 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         sequence, _ = await asyncio.to_thread(self.store.delete_user, request.id)
         return self._ack(sequence, int(known is not None))
 
-    async def InteractBatch(self, request: catalog_pb2.InteractBatchRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
+    def _record_events(self, request: catalog_pb2.InteractBatchRequest) -> tuple[int, np.ndarray, np.ndarray, list[Event]]:
         events = [event_from_proto(e.user, e.item, e.event, e.timestamp, e.value if e.HasField("value") else None,
                                    f"events[{row}]") for row, e in enumerate(request.events)]
         check_events(events, KNOWN_EVENTS)
-        sequence, users, items = await asyncio.to_thread(self.store.record_events, events, int(time.time()))
+        return (*self.store.record_events(events, int(time.time())), events)
+
+    async def InteractBatch(self, request: catalog_pb2.InteractBatchRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
+        sequence, users, items, events = await asyncio.to_thread(self._record_events, request)
         for user in np.unique(users).tolist():  # read-your-writes; page cursors outlive interactions
             for cache in self.caches:
                 if not isinstance(cache, PageCursors):

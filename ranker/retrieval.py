@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import threading
+import time
 from dataclasses import dataclass
 
 import faiss
@@ -85,6 +86,8 @@ class Retriever:
         self.members: list[set[int]] = []
         self._index = _build(np.zeros((0, items.space.dim), np.float32), np.zeros(0, np.int64), nprobe, seed)
         self._pools: dict[str, np.ndarray] | None = None
+        self._pools_at = 0.0  # when the pools were computed: popularity alone refreshes them at most every second
+        self._in_index = np.zeros(0, bool)  # rows the index holds: removing absent ones would scan it for nothing
         self._during_rebuild: list[tuple[str, np.ndarray]] | None = None
         self._rebuilding: threading.Thread | None = None
         self.rebuilds = 0
@@ -105,6 +108,7 @@ class Retriever:
             return
         self._remove_from_index(rows)
         self._index.search.add_with_ids(np.ascontiguousarray(self.items.vectors[rows]), rows.astype(np.int64))
+        self._mark(rows, True)
         self._assign(rows)
         self._pools = None
         if self._during_rebuild is not None:
@@ -119,8 +123,19 @@ class Retriever:
         if self._during_rebuild is not None:
             self._during_rebuild.append(("remove", rows.copy()))
 
+    def _mark(self, rows: np.ndarray, indexed: bool) -> None:
+        if len(self._in_index) < self.items.size:
+            grown = np.zeros(max(self.items.size, 2 * len(self._in_index)), bool)
+            grown[:len(self._in_index)] = self._in_index
+            self._in_index = grown
+        self._in_index[rows] = indexed
+
     def _remove_from_index(self, rows: np.ndarray) -> None:
-        self._index.search.remove_ids(faiss.IDSelectorBatch(rows.astype(np.int64)))
+        present = rows[rows < len(self._in_index)]
+        present = present[self._in_index[present]]
+        if len(present):
+            self._index.search.remove_ids(faiss.IDSelectorBatch(present.astype(np.int64)))
+            self._in_index[present] = False
         if len(self.cluster_of):
             for row in rows.tolist():
                 if row < len(self.cluster_of) and self.cluster_of[row] >= 0:
@@ -141,8 +156,9 @@ class Retriever:
             self.members[cluster].add(row)
 
     def popularity_changed(self) -> None:
-        """Interactions moved popularity: the popular pool (and each cluster's order) is recomputed when next used."""
-        self._pools = None
+        """Interactions moved popularity: the popular pool follows within a second (not on every event batch)."""
+        if self._pools is not None and time.monotonic() - self._pools_at > 1.0:
+            self._pools = None
 
     def wants_rebuild(self) -> bool:
         """True when the catalog has doubled since the index was built (and is big enough to cluster)."""
@@ -160,6 +176,8 @@ class Retriever:
         with lock:
             changes, self._during_rebuild = self._during_rebuild, None
             self._index = built
+            self._in_index = np.zeros(self.items.size, bool)
+            self._mark(rows, True)
             self.cluster_of = np.full(self.items.size, -1, np.int32)
             self.members = [set() for _ in range(len(built.centroids))]
             self._assign(rows)
@@ -190,6 +208,7 @@ class Retriever:
             popular = servable[np.argsort(-self.items.popularity[servable], kind="stable")[:_POOL]]
             fresh = servable[np.argsort(-self.items.published[servable], kind="stable")[:_POOL]]
             self._pools = {"popular": popular, "fresh": fresh}
+            self._pools_at = time.monotonic()
         return self._pools[name]
 
     def retrieve(self, user: np.ndarray | None, count: int) -> Candidates:
