@@ -146,13 +146,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="10 s at the fixed rate, a short ramp")
     parser.add_argument("--rate", type=float, default=100.0, help="fixed request rate (default: %(default)s)")
     parser.add_argument("--seconds", type=float, help="seconds at the fixed rate (default 30; quick 10)")
-    parser.add_argument("--home", type=Path, default=default_home(), help="world cache (default: %(default)s)")
+    parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-catalog-N)")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 30)
     ramp = [100, 150, 200, 300] if args.quick else [100, 125, 150, 175, 200, 250, 300, 350, 400, 500]
     ramp_s = 3 if args.quick else 8
     spec = WorldSpec()
-    home = args.home / f"bench-load-{spec.items}"
+    home = args.home or default_home() / f"bench-catalog-{spec.items}"
     store = prepare_catalog(home, spec.items, spec.users, spec.interactions)
     print(f"load: Feed at {args.rate:.0f} rps for {seconds:.0f} s over {spec.users:,} users, cache off, "
           f"2,400 candidates x 4,736 features; then a ramp; {machine()}", flush=True)

@@ -52,12 +52,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="200,000 items and fewer requests")
     parser.add_argument("--items", type=int, help="items in the catalog (default 1,000,000; quick 200,000)")
     parser.add_argument("--requests", type=int, help="timed requests per path (default 200; quick 40)")
-    parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-rank-N)")
+    parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-catalog-N)")
     args = parser.parse_args()
     items = args.items or (200_000 if args.quick else 1_000_000)
     requests = args.requests or (40 if args.quick else 200)
 
-    home = args.home or default_home() / f"bench-rank-{items}"
+    home = args.home or default_home() / f"bench-catalog-{items}"
     store = prepare_catalog(home, items, 50_000, 400_000)
     manifest = newest_model(home / "models" / MODEL_NAME)
     schema = preset_schema("simulator")
