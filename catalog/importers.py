@@ -16,7 +16,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
-from catalog.records import Event, Item, User
+from catalog.records import Event, Item, User, check_events, check_items, check_users
 from catalog.schema import Schema
 from catalog.store import Store
 
@@ -371,8 +371,6 @@ def plan_for(preset: str | None, directory: Path | None, files: Mapping[str, Pat
 def import_into(store: Store, plan: ImportPlan, schema: Schema, batch: int = 10_000) -> dict[str, int]:
     """Write a plan straight into a store, with the API's row checks, skipping bad rows: for tools that hold the
     store themselves (tests, benchmarks). `feedserve import` sends the same records through the Catalog API."""
-    from catalog.records import check_events, check_items, check_users
-
     written = {"items": 0, "users": 0, "events": 0, "skipped": 0}
     checks = {"items": lambda rs: check_items(rs, schema), "users": lambda rs: check_users(rs, schema),
               "events": lambda rs: check_events(rs, frozenset(EVENT_NAMES.values()))}

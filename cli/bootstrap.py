@@ -10,10 +10,8 @@ from pathlib import Path
 from typing import TextIO
 
 import grpc
-import numpy as np
 
 from catalog import Schema, Store, load_schema, preset_schema
-from catalog.drift import replay_drift
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import ImportPlan, plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
@@ -24,7 +22,7 @@ from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.progress import Progress
 from mesh.tensors import to_tensor
-from ranker.training import MODEL_NAME, TrainingError, fit_and_export, load_catalog, newest_model
+from ranker.training import MODEL_NAME, TrainingError, fit_and_export, history_vectors, load_catalog, newest_model
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
@@ -78,13 +76,9 @@ def _wait_encoded(store: Store, stream: TextIO, timeout_s: float = 1_800.0) -> N
 
 def seed_users(store: Store, schema: Schema, paramserver: str, stream: TextIO) -> int:
     """Every user's vector after their history, by the paramserver's own drift rule, upserted into it."""
-    catalog = load_catalog(store, schema, DIM)
-    events = catalog.events
-    users, _ = replay_drift(events["user"], events["item"], events["event"], catalog.items.vectors[:catalog.items.size])
-    ids = np.fromiter(users, np.int64, len(users))
+    ids, vectors = history_vectors(load_catalog(store, schema, DIM))
     if not len(ids):
         return 0
-    vectors = np.stack([users[int(u)] for u in ids])
     progress = Progress(f"seeding {len(ids):,} user vectors from their history", -(-len(ids) // _SEED_BATCH), stream=stream)
     with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = paramserver_pb2_grpc.ParamServerStub(channel)

@@ -42,6 +42,11 @@ class ItemTable:
     def __len__(self) -> int:
         return self.size
 
+    @property
+    def capacity(self) -> int:
+        """Rows allocated: arrays kept beside this table (the ranker's item terms) grow to it."""
+        return self._capacity
+
     def _grow(self, needed: int) -> None:
         if needed <= self._capacity:
             return

@@ -69,7 +69,7 @@ class Ranker:
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
         self.items = ItemTable(self.space)
-        self.terms = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
+        self.terms = np.zeros((0, HIDDEN_ITEM), np.float32)
         self.user_attributes: dict[int, dict] = {}
         self.seen: dict[int, set[int]] = {}  # user -> items they interacted with (left out of their feeds)
         self.engine = load_engine(manifest, "decomposed", precision, device, threads)
@@ -78,15 +78,15 @@ class Ranker:
         self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
         self.retriever = Retriever(self.items)
         self.max_batch_delay_s = max_batch_delay_us / 1e6
-        self.batcher = Batcher(self._run_model, {"item_table": self.terms, "head_weights": self.head_weights})
+        self.batcher = Batcher(self._run_model, {})
+        self._fit_terms()
         self._lock = threading.Lock()  # the item table, its terms and the index change together
         self.store = store
         self.state_dir, self.resumed_from = state_dir, 0
         saved = load_state(state_dir, self.items, self._model_key, schema.name) if state_dir is not None else None
         if saved is not None:  # resume: no reload of what was applied, no item tower over it again
-            self.terms = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
+            self._fit_terms()
             self.terms[:len(saved.terms)] = saved.terms
-            self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
             self.user_attributes, self.seen, self.resumed_from = saved.users, saved.seen, saved.sequence
         self.follower = ChangeFollower(store, self._apply, after=self.resumed_from, poll_s=poll_s)
         self._loading = True
@@ -98,6 +98,14 @@ class Ranker:
 
     def handlers(self) -> dict[str, Handler]:
         return {"Rank": self.rank}
+
+    def _fit_terms(self) -> None:
+        """Grow the item-term table to the item table's capacity (a new array, swapped in: amortised doubling)."""
+        if len(self.terms) < self.items.capacity:
+            grown = np.zeros((self.items.capacity, HIDDEN_ITEM), np.float32)
+            grown[:len(self.terms)] = self.terms
+            self.terms = grown
+            self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
 
     @property
     def _model_key(self) -> str:
@@ -138,11 +146,7 @@ class Ranker:
         event_users, popular = self.store.event_pairs(after, reached)
         users = self.store.users_changed(after, reached)
         with self._lock:
-            if len(self.terms) < self.items._capacity:  # grown: a new array, swapped in (amortised doubling)
-                grown = np.zeros((self.items._capacity, HIDDEN_ITEM), np.float32)
-                grown[:len(self.terms)] = self.terms
-                self.terms = grown
-                self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
+            self._fit_terms()
             if terms is not None:
                 self.terms[added] = terms
             self.retriever.remove(removed)

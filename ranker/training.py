@@ -16,13 +16,13 @@ import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
 from ranker import model as graphs
-from catalog import Schema, Store
+from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
 from ranker.features import FEATURE_DIM, HEADS, FeatureSpace
 from ranker.items import ItemTable
 from mesh.progress import Progress
 
-__all__ = ["MODEL_NAME", "Catalog", "load_catalog", "train", "export", "fit_and_export", "newest_model", "next_version",
+__all__ = ["MODEL_NAME", "Catalog", "load_catalog", "history_vectors", "train", "export", "fit_and_export", "newest_model", "next_version",
            "auc", "ndcg_at", "TrainingError", "DEFAULT_HEAD_WEIGHTS", "POSITIVES"]
 
 MODEL_NAME = "ranker-mlp"
@@ -84,19 +84,23 @@ class Catalog:
 def load_catalog(store: Store, schema: Schema, dim: int) -> Catalog:
     """Read the whole catalog and event log once, through the same change feed and item coding the ranker uses."""
     items = ItemTable(FeatureSpace(schema, dim))
-    after, sequence = 0, 0
-    while True:
-        changed, reached = store.changes(after)
-        items.apply(changed)
-        sequence = reached
-        if reached == after or not changed:
-            break
-        after = reached
+    follower = ChangeFollower(store, lambda changed, reached: items.apply(changed))
+    follower.poll()
+    sequence = follower.applied
     events = store.events(until=sequence)
     order = np.argsort(events["timestamp"], kind="stable")  # time order: an import need not be sorted
     events = {k: v[order] for k, v in events.items()}
     users = dict(store.users_changed(0, sequence))
     return Catalog(items, users, events, sequence)
+
+
+def history_vectors(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's vector after their whole history, by the paramserver's drift rule: (user ids, vectors)."""
+    events = catalog.events
+    users, _ = replay_drift(events["user"], events["item"], events["event"], catalog.items.vectors[:catalog.items.size])
+    ids = np.array(sorted(users), np.int64)
+    vectors = np.stack([users[int(u)] for u in ids]) if len(ids) else np.zeros((0, catalog.items.space.dim), np.float32)
+    return ids, vectors
 
 
 class _Examples:

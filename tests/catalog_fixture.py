@@ -10,12 +10,11 @@ from pathlib import Path
 import numpy as np
 
 from catalog import Schema, open_store, preset_schema
-from catalog.drift import replay_drift
 from catalog.encoding import ContentEncoder
 from catalog.importers import import_into, plan_for
 from engines import ModelManifest
 from engines.sentence import DIM, SentenceEncoder, ensure_encoder
-from ranker.training import MODEL_NAME, fit_and_export, load_catalog
+from ranker.training import MODEL_NAME, fit_and_export, history_vectors, load_catalog
 from world import World
 from world.export import IMPORT_MAPPING, SCHEMA, export_world
 
@@ -57,12 +56,9 @@ def build_catalog(world: World, encoder_home: Path, directory: Path) -> TestCata
     encoder = SentenceEncoder(ensure_encoder(encoder_home), threads=2)
     ContentEncoder(store, encoder.encode_batch).drain()
     loaded = load_catalog(store, schema, DIM)
-    events = loaded.events
-    vectors = loaded.items.vectors[:loaded.items.size].copy()
-    users, _ = replay_drift(events["user"], events["item"], events["event"], vectors)
-    ids = np.array(sorted(users), np.int64)
+    ids, vectors = history_vectors(loaded)
     store.close()
-    return TestCatalog(directory / "catalog.db", schema, vectors, ids, np.stack([users[int(u)] for u in ids]))
+    return TestCatalog(directory / "catalog.db", schema, loaded.items.vectors[:loaded.items.size].copy(), ids, vectors)
 
 
 def train_model(catalog: TestCatalog, root: Path) -> ModelManifest:
