@@ -23,15 +23,17 @@ DEFAULT_RATES: dict[int, float] = {
 
 def replay_drift(users: np.ndarray, items: np.ndarray, events: np.ndarray, item_vectors: np.ndarray,
                  rates: Mapping[int, float] = DEFAULT_RATES,
-                 before: np.ndarray | None = None) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
+                 before: np.ndarray | None = None, start: Mapping[int, np.ndarray] | None = None,
+                 ) -> tuple[dict[int, np.ndarray], np.ndarray | None]:
     """Replay drift over events in log order, exactly as the paramserver applies it: an unknown user is created
     at the item's vector by a positive event; otherwise u <- normalise(u + rate (item - u)).
 
     `item_vectors` is indexed by item id - 1 (a zero row: an item without a vector, which moves nothing).
     Returns every user's final vector, and, for the event indices in `before`, the user's vector just before
-    that event (zeros for a user not yet known): what a feed served at that moment would have used."""
+    that event (zeros for a user not yet known): what a feed served at that moment would have used. `start` holds
+    vectors users already have (learned offline) before the first event."""
     table = np.asarray([rates.get(e, 0.0) for e in range(max(rates) + 1)], np.float32)
-    state: dict[int, np.ndarray] = {}
+    state: dict[int, np.ndarray] = dict(start or {})
     wanted = {int(i): k for k, i in enumerate(before)} if before is not None else {}
     out = np.zeros((len(wanted), item_vectors.shape[1]), np.float32) if before is not None else None
     present = np.abs(item_vectors).sum(axis=1) > 0

@@ -40,12 +40,15 @@ class Item:
 @dataclass
 class StoredItem(Item):
     """An item as the change feed delivers it: its dense id, the sequence of its last change, whether it is gone,
-    and its content vector (None until the encoder has computed it)."""
+    its content vector (None until the encoder has computed it), and its served vector in the active learned
+    `space` (what retrieval, ranking and drift use; the content vector while no space is served)."""
 
     id: int = 0
     seq: int = 0
     deleted: bool = False
     vector: np.ndarray | None = None
+    content: np.ndarray | None = None
+    space: int = 0
 
     @property
     def servable(self) -> bool:

@@ -48,8 +48,17 @@ CREATE INDEX IF NOT EXISTS users_by_seq ON users (seq);
 CREATE TABLE IF NOT EXISTS events (seq BIGINT PRIMARY KEY, user_id BIGINT NOT NULL, item_id BIGINT NOT NULL,
     event SMALLINT NOT NULL, ts BIGINT NOT NULL, value DOUBLE PRECISION);
 CREATE INDEX IF NOT EXISTS events_by_user ON events (user_id);
+CREATE TABLE IF NOT EXISTS spaces (id BIGINT PRIMARY KEY, model TEXT NOT NULL, projection {blob} NOT NULL,
+    trained_to BIGINT NOT NULL);
+CREATE TABLE IF NOT EXISTS learned_items (space BIGINT NOT NULL, item_id BIGINT NOT NULL, vector {blob} NOT NULL,
+    PRIMARY KEY (space, item_id));
+CREATE TABLE IF NOT EXISTS learned_users (space BIGINT NOT NULL, user_id BIGINT NOT NULL, vector {blob} NOT NULL,
+    PRIMARY KEY (space, user_id));
+CREATE INDEX IF NOT EXISTS learned_users_by_user ON learned_users (user_id);
+CREATE TABLE IF NOT EXISTS user_tombstones (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL);
+CREATE INDEX IF NOT EXISTS user_tombstones_by_seq ON user_tombstones (seq);
 """
-_COUNTERS = ("seq", "item", "user")
+_COUNTERS = ("seq", "item", "user", "space", "active_space")
 
 
 class Store:
@@ -63,6 +72,7 @@ class Store:
         self._connect = connect
         self._lock = threading.Lock()
         self._conn: Any = None
+        self._projections: dict[int, np.ndarray] = {}
         with self._transaction() as cur:
             blob = "BLOB" if dialect == "sqlite" else "BYTEA"
             for statement in filter(str.strip, _DDL.format(blob=blob).split(";")):
@@ -220,14 +230,16 @@ class Store:
             return first + len(users) - 1
 
     def delete_user(self, external: str) -> tuple[int, int | None]:
-        """Forget a user: their attributes, their events and their id mapping. Returns (sequence, the id they had)."""
+        """Forget a user: their attributes, their events, their learned vectors and their id mapping. Returns (sequence, the id they had)."""
         with self._transaction() as cur:
             user = self._ids(cur, USER, [external]).get(external)
             if user is not None:
-                self._next(cur, "seq", 1)
-                for table, column in (("events", "user_id"), ("users", "id")):
+                seq = self._next(cur, "seq", 1)
+                for table, column in (("events", "user_id"), ("users", "id"), ("learned_users", "user_id")):
                     cur.execute(self._sql(f"DELETE FROM {table} WHERE {column} = ?"), (user,))
                 cur.execute(self._sql("DELETE FROM id_map WHERE kind = ? AND id = ?"), (USER, user))
+                # only the dense number stays, so that followers drop what they derived (ids are never reused)
+                cur.execute(self._sql("INSERT INTO user_tombstones (id, seq) VALUES (?, ?)"), (user, seq))
             return self._sequence(cur), user
 
     def record_events(self, events: Sequence[Event], now: int) -> tuple[int, np.ndarray, np.ndarray]:
@@ -281,22 +293,110 @@ class Store:
     def changes(self, after: int, limit: int = 10_000) -> tuple[list[StoredItem], int]:
         """The change feed for items: every item whose last change is numbered in (after, reached], in sequence
         order, tombstones included, and `reached`. An item changed twice appears once, at its latest state.
+        Each carries its content vector and its served vector (`served_vector`).
 
         The committed sequence is read first: every change numbered at or below it has committed (numbers are
         taken and committed under the write lock), so the item query that follows sees all of them."""
         with self._transaction(write=False) as cur:
             reached = self._sequence(cur)
+            space = self._active_space(cur)
+            projection = self._projection(cur, space) if space else None
             cur.execute(self._sql(
-                "SELECT id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq, vector"
-                " FROM items WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"), (after, reached, limit))
-            items = [StoredItem(external_id=r[1], title=r[2], text=r[3], categories=json.loads(r[4]), tags=json.loads(r[5]),
-                                published=int(r[6]), attributes=json.loads(r[7]), hidden=bool(r[8]), id=int(r[0]),
-                                deleted=bool(r[9]), seq=int(r[10]),
-                                vector=None if r[11] is None else np.frombuffer(bytes(r[11]), np.float32))
-                     for r in cur.fetchall()]
+                "SELECT id, external, title, body, categories, tags, published, attributes, hidden, deleted, seq,"
+                " items.vector, learned_items.vector FROM items LEFT JOIN learned_items ON learned_items.space = ?"
+                " AND learned_items.item_id = items.id WHERE seq > ? AND seq <= ? ORDER BY seq LIMIT ?"),
+                (space, after, reached, limit))
+            items = []
+            for r in cur.fetchall():
+                content = None if r[11] is None else np.frombuffer(bytes(r[11]), np.float32)
+                items.append(StoredItem(
+                    external_id=r[1], title=r[2], text=r[3], categories=json.loads(r[4]), tags=json.loads(r[5]),
+                    published=int(r[6]), attributes=json.loads(r[7]), hidden=bool(r[8]), id=int(r[0]), deleted=bool(r[9]),
+                    seq=int(r[10]), vector=_served(content, None if r[12] is None else bytes(r[12]), projection),
+                    content=content, space=space))
         if len(items) == limit:  # more may follow: only what was delivered is reached
             reached = items[-1].seq
         return items, max(reached, after)
+
+    # -- learned vector spaces ------------------------------------------------------------------------
+
+    def _active_space(self, cur: Any) -> int:
+        cur.execute("SELECT value FROM counters WHERE name = 'active_space'")
+        return int(cur.fetchone()[0])
+
+    def _projection(self, cur: Any, space: int) -> np.ndarray:
+        """A space's content projection [content dim, dim] (immutable once added: cached by id)."""
+        if space not in self._projections:
+            cur.execute(self._sql("SELECT projection FROM spaces WHERE id = ?"), (space,))
+            blob = bytes(cur.fetchone()[0])
+            dim = math.isqrt(len(blob) // 4)
+            self._projections[space] = np.frombuffer(blob, np.float32).reshape(dim, dim)
+        return self._projections[space]
+
+    def add_space(self, model: str, trained_to: int, projection: np.ndarray, items: tuple[np.ndarray, np.ndarray],
+                  users: tuple[np.ndarray, np.ndarray]) -> int:
+        """Stage a learned vector space: the items' and users' learned vectors ((ids, vectors) each) and the
+        projection [dim, dim] that places an item without a learned vector by its content vector. Nothing is
+        served from it until `publish_space`. Returns its id."""
+        with self._transaction() as cur:
+            space = self._next(cur, "space", 1)
+            cur.execute(self._sql("INSERT INTO spaces (id, model, projection, trained_to) VALUES (?, ?, ?, ?)"),
+                        (space, model, np.ascontiguousarray(projection, np.float32).tobytes(), trained_to))
+            for table, column, (ids, vectors) in (("learned_items", "item_id", items), ("learned_users", "user_id", users)):
+                blobs = np.ascontiguousarray(vectors, np.float32)
+                cur.executemany(self._sql(f"INSERT INTO {table} (space, {column}, vector) VALUES (?, ?, ?)"),
+                                [(space, int(i), blobs[n].tobytes()) for n, i in enumerate(ids.tolist())])
+            return space
+
+    def publish_space(self, space: int) -> int:
+        """Serve a staged space: every item takes a new sequence, so that followers re-read its served vector in
+        it (and retrieval, ranking and drift move to it together). Returns the sequence reached."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("SELECT count(*) FROM spaces WHERE id = ?"), (space,))
+            if not int(cur.fetchone()[0]):
+                raise NotFound(f"space {space}: no such learned space in {self.name}")
+            cur.execute(self._sql("UPDATE counters SET value = ? WHERE name = 'active_space'"), (space,))
+            cur.execute("SELECT id FROM items ORDER BY seq")
+            ids = [int(r[0]) for r in cur.fetchall()]
+            if ids:
+                first = self._next(cur, "seq", len(ids))
+                cur.executemany(self._sql("UPDATE items SET seq = ? WHERE id = ?"), [(first + n, i) for n, i in enumerate(ids)])
+            return self._sequence(cur)
+
+    def active_space(self) -> int:
+        """The learned space items are served in (0: none yet; served vectors are content vectors)."""
+        with self._transaction(write=False) as cur:
+            return self._active_space(cur)
+
+    def space_trained_to(self, space: int) -> int:
+        """The catalog sequence a space's training read up to (events after it are not in its vectors)."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT trained_to FROM spaces WHERE id = ?"), (space,))
+            row = cur.fetchone()
+        if row is None:
+            raise NotFound(f"space {space}: no such learned space in {self.name}")
+        return int(row[0])
+
+    def projection(self, space: int) -> np.ndarray:
+        """A space's content projection [dim, dim] (content vector @ projection = the item's place in the space)."""
+        with self._transaction(write=False) as cur:
+            return self._projection(cur, space)
+
+    def learned_items(self, space: int) -> tuple[np.ndarray, np.ndarray]:
+        """A space's learned item vectors: (item ids, vectors [n, dim])."""
+        return self._learned("learned_items", "item_id", space)
+
+    def learned_users(self, space: int) -> tuple[np.ndarray, np.ndarray]:
+        """A space's learned user vectors: (user ids, vectors [n, dim])."""
+        return self._learned("learned_users", "user_id", space)
+
+    def _learned(self, table: str, column: str, space: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql(f"SELECT {column}, vector FROM {table} WHERE space = ? ORDER BY {column}"), (space,))
+            rows = cur.fetchall()
+        ids = np.array([int(r[0]) for r in rows], np.int64)
+        vectors = np.stack([np.frombuffer(bytes(r[1]), np.float32) for r in rows]) if rows else np.zeros((0, 0), np.float32)
+        return ids, vectors
 
     def event_pairs(self, after: int, until: int) -> tuple[np.ndarray, np.ndarray]:
         """(users, items) of every event numbered in (after, until]: what popularity and `seen` follow."""
@@ -310,6 +410,19 @@ class Store:
         with self._transaction(write=False) as cur:
             cur.execute(self._sql("SELECT id, attributes FROM users WHERE seq > ? AND seq <= ? ORDER BY seq"), (after, until))
             return [(int(i), json.loads(a)) for i, a in cur.fetchall()]
+
+    def external_ids(self) -> tuple[dict[int, str], dict[int, str]]:
+        """Every mapped id's external id: (users, items), each {dense id: external id}."""
+        with self._transaction(write=False) as cur:
+            cur.execute("SELECT kind, id, external FROM id_map")
+            rows = cur.fetchall()
+        return ({int(i): e for k, i, e in rows if k == USER}, {int(i): e for k, i, e in rows if k == ITEM})
+
+    def users_deleted(self, after: int, until: int) -> list[int]:
+        """Ids of users deleted in (after, until]: followers forget what they derived from them."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT id FROM user_tombstones WHERE seq > ? AND seq <= ? ORDER BY seq"), (after, until))
+            return [int(r[0]) for r in cur.fetchall()]
 
     def users(self, externals: Sequence[str]) -> dict[str, tuple[int, dict[str, Any]]]:
         """Known users among `externals`: external id -> (id, attributes)."""
@@ -355,6 +468,34 @@ class Store:
                     counts[category] = counts.get(category, 0) + 1
         return sorted(counts, key=lambda c: -counts[c])[:limit]
 
+    def copy_to(self, target: Store, events: np.ndarray | None = None) -> None:
+        """Copy this catalog, ids and sequences as they are, into an empty `target` store: everything, or (for an
+        evaluation's training part) only the events whose sequence numbers are in `events`, and no learned space
+        (what was learned from the rest must not reach it). One read transaction."""
+        tables = {"counters": ("name", "value"), "id_map": ("kind", "external", "id"),
+                  "items": ("id", "external", "title", "body", "categories", "tags", "published", "attributes", "hidden",
+                            "deleted", "seq", "content_key", "vector"),
+                  "content_vectors": ("content_key", "vector"), "users": ("id", "external", "attributes", "seq"),
+                  "events": ("seq", "user_id", "item_id", "event", "ts", "value"),
+                  "spaces": ("id", "model", "projection", "trained_to"), "learned_items": ("space", "item_id", "vector"),
+                  "learned_users": ("space", "user_id", "vector"), "user_tombstones": ("id", "seq")}
+        keep = None if events is None else set(np.asarray(events, np.int64).tolist())
+        with self._transaction(write=False) as cur, target._transaction() as out:
+            for table, columns in tables.items():
+                names = ", ".join(columns)
+                cur.execute(f"SELECT {names} FROM {table}")
+                rows = [tuple(bytes(v) if isinstance(v, memoryview) else v for v in r) for r in cur.fetchall()]
+                if keep is not None and table == "events":
+                    rows = [r for r in rows if r[0] in keep]
+                if keep is not None and table in ("spaces", "learned_items", "learned_users"):
+                    continue
+                if keep is not None and table == "counters":
+                    rows = [(n, 0 if n == "active_space" else v) for n, v in rows]
+                if table == "counters":
+                    out.executemany(target._sql("UPDATE counters SET value = ? WHERE name = ?"), [(v, n) for n, v in rows])
+                    continue
+                out.executemany(target._sql(f"INSERT INTO {table} ({names}) VALUES ({', '.join('?' * len(columns))})"), rows)
+
     def counts(self) -> dict[str, int]:
         """Rows per table: live items, deleted items, users, events."""
         with self._transaction(write=False) as cur:
@@ -365,6 +506,19 @@ class Store:
                 cur.execute(query)
                 out[key] = int(cur.fetchone()[0])
             return out
+
+
+def _served(content: np.ndarray | None, learned: bytes | None, projection: np.ndarray | None) -> np.ndarray | None:
+    """An item's served vector: its learned one in the active space; else its content vector projected into that
+    space at unit length, the mean length of learned items (an item with no interactions yet is retrievable at
+    once, as an average item rather than a faint one); the content vector itself before any space."""
+    if learned is not None:
+        return np.frombuffer(learned, np.float32)
+    if content is None or projection is None:
+        return content
+    placed = content @ projection
+    norm = float(np.linalg.norm(placed))
+    return (placed / norm if norm > 0 else placed).astype(np.float32)
 
 
 def content_text(title: str, text: str, categories: Sequence[str]) -> str:

@@ -1,5 +1,6 @@
 """`feedserve up` on an empty store: the data comes in through the Catalog API like anyone's, its content is encoded,
-the first ranker is trained on it, and users' vectors are seeded by replaying their history's drift."""
+the first vectors and ranker are learned from it; and the newest model's space is published, with users' vectors
+seeded, before ranking starts."""
 
 from __future__ import annotations
 
@@ -22,11 +23,13 @@ from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.progress import Progress
 from mesh.tensors import to_tensor
-from ranker.training import MODEL_NAME, TrainingError, fit_and_export, history_vectors, load_catalog, newest_model
+from ranker.pipeline import fit_and_export, quality_table
+from ranker.training import MODEL_NAME, current_user_vectors, load_catalog, newest_model
+from ranker.vectors import QUICK_GRID
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
-__all__ = ["source", "load_schema_arg", "bootstrap", "detect_preset"]
+__all__ = ["source", "load_schema_arg", "bootstrap", "detect_preset", "activate", "seed_users"]
 
 _SEED_BATCH = 10_000
 
@@ -74,12 +77,24 @@ def _wait_encoded(store: Store, stream: TextIO, timeout_s: float = 1_800.0) -> N
     progress.advance(total - progress.done)
 
 
+def activate(store: Store, schema: Schema, manifest: ModelManifest, paramserver: str, stream: TextIO) -> int:
+    """Serve a model's learned space: publish it in the store (items' served vectors move to it through the change
+    feed) and seed every user's vector in it into the paramserver (learned, then moved by the events logged since
+    training). Returns how many users were seeded; nothing to do when the space is already served."""
+    space = int(manifest.extra.get("space", 0))
+    if space == store.active_space():
+        return 0
+    store.publish_space(space)
+    print(f"publishing learned space {space} of {manifest.name}/{manifest.version}", file=stream)
+    return seed_users(store, schema, paramserver, stream)
+
+
 def seed_users(store: Store, schema: Schema, paramserver: str, stream: TextIO) -> int:
-    """Every user's vector after their history, by the paramserver's own drift rule, upserted into it."""
-    ids, vectors = history_vectors(load_catalog(store, schema, DIM))
+    """Every user's vector in the served space, upserted into the paramserver."""
+    ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
     if not len(ids):
         return 0
-    progress = Progress(f"seeding {len(ids):,} user vectors from their history", -(-len(ids) // _SEED_BATCH), stream=stream)
+    progress = Progress(f"seeding {len(ids):,} user vectors", -(-len(ids) // _SEED_BATCH), stream=stream)
     with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = paramserver_pb2_grpc.ParamServerStub(channel)
         for start in range(0, len(ids), _SEED_BATCH):
@@ -103,13 +118,12 @@ def bootstrap(stack: Stack, store: Store, args: argparse.Namespace, plan: Import
     _wait_encoded(store, stream)
     root = args.home / "models" / MODEL_NAME
     manifest = newest_model(root)
-    if manifest is None:
-        manifest = fit_and_export(store, schema, root, DIM, stream=stream, require_better=False)
+    if manifest is None or "space" not in manifest.extra:
+        manifest = fit_and_export(store, schema, root, DIM, grid=QUICK_GRID, stream=stream, require_better=False)
+        print(quality_table(manifest.metrics), file=stream)
         metrics = manifest.metrics
-        verdict = "beats" if metrics["auc_click"] > metrics["popularity_auc_click"] else "does not beat yet"
-        print(f"model {manifest.name}/{manifest.version}: click AUC {metrics['auc_click']:.3f} {verdict} popularity's "
-              f"{metrics['popularity_auc_click']:.3f} on the latest 20% of events", file=stream)
-        seed_users(store, schema, stack.config.paramserver_address, stream)
-    if not manifest.extra.get("vector_dim"):
-        raise TrainingError(f"{manifest.directory} predates the catalog (no vector_dim): run `feedserve train`")
+        verdict = "beats" if metrics["ndcg20"] > metrics["ndcg20_popularity"] else "does not beat yet"
+        print(f"model {manifest.name}/{manifest.version}: NDCG@20 {metrics['ndcg20']:.4f} {verdict} popularity's "
+              f"{metrics['ndcg20_popularity']:.4f} on the per-user split", file=stream)
+    activate(store, schema, manifest, stack.config.paramserver_address, stream)
     return manifest

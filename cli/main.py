@@ -28,7 +28,10 @@ from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
 from engines.sentence import DIM
 from mesh.errors import Unavailable
-from ranker.training import MODEL_NAME, TrainingError, fit_and_export
+from cli.replay import command as replay_command
+from ranker.pipeline import fit_and_export, quality_table
+from ranker.training import MODEL_NAME, TrainingError
+from ranker.vectors import GRID, QUICK_GRID
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
@@ -82,21 +85,20 @@ def _tiers(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    """Fit a new model version on the store's events, print its offline metrics against popularity, export it."""
+    """Evaluate on a per-user split against the baselines, then learn vectors and ranker on every event and export
+    them (the space staged in the store; `feedserve up` publishes it)."""
     store = open_store(args.store or args.home / "catalog.db")
     try:
         manifest = fit_and_export(store, load_schema_arg(args.schema or "simulator"), args.home / "models" / MODEL_NAME,
-                                  DIM, epochs=args.epochs, max_examples=args.examples, stream=sys.stderr,
+                                  DIM, grid=QUICK_GRID if args.quick else GRID, epochs=args.epochs, stream=sys.stderr,
                                   require_better=not args.force)
     except (TrainingError, Unavailable) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
-    metrics = manifest.metrics
-    print(f"{'metric':<10} {'model':>8} {'popularity':>11}")
-    print(f"{'AUC click':<10} {metrics['auc_click']:8.4f} {metrics['popularity_auc_click']:11.4f}")
-    print(f"{'NDCG@20':<10} {metrics['ndcg20']:8.4f} {metrics['popularity_ndcg20']:11.4f}")
-    print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} "
-          f"(trained to catalog sequence {manifest.extra['trained_to_sequence']}); a restarted ranker serves it")
+    print(quality_table(manifest.metrics))
+    print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} with learned space "
+          f"{manifest.extra['space']} (trained to catalog sequence {manifest.extra['trained_to_sequence']}); "
+          f"`feedserve up` publishes it, seeds users' vectors and serves it")
     return 0
 
 
@@ -341,10 +343,12 @@ def _parser() -> argparse.ArgumentParser:
                                                                "install the generation tiers")
     build.set_defaults(run=_world)
 
-    fit = commands.add_parser("train", parents=[world, catalog], help="fit a new ranker version on the store's events and export it")
-    fit.add_argument("--epochs", type=int, default=1, help="passes over the examples (default: %(default)s)")
-    fit.add_argument("--examples", type=int, default=100_000, help="logged events to learn from at most (default: %(default)s)")
-    fit.add_argument("--force", action="store_true", help="export even if it does not beat popularity")
+    fit = commands.add_parser("train", parents=[world, catalog],
+                              help="evaluate against popularity and ALS on a per-user split, then learn user and item "
+                                   "vectors and the ranker from the store's events and export them")
+    fit.add_argument("--epochs", type=int, default=4, help="the ranker's passes over its examples (default: %(default)s)")
+    fit.add_argument("--quick", action="store_true", help="tune ALS over a smaller grid (8 settings instead of 27)")
+    fit.add_argument("--force", action="store_true", help="export even if it does not beat popularity on NDCG@20")
     fit.set_defaults(run=_train)
 
     up = commands.add_parser("up", parents=[world, catalog],
@@ -384,6 +388,20 @@ def _parser() -> argparse.ArgumentParser:
     cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
     cost.set_defaults(run=_cost)
+
+    replay = commands.add_parser("replay", parents=[world, catalog, gateway],
+                                 help="send held-back events through the API in time order and score the feed before "
+                                      "each positive one, with real-time drift and with frozen vectors")
+    replay.add_argument("events", type=Path, help="a file of events (CSV, TSV, JSONL, Parquet), e.g. a later slice of "
+                                                  "what you imported")
+    replay.add_argument("--map", action="append", default=[], metavar="FIELD=COLUMN",
+                        help="which column holds user, item, event (or rating), timestamp, value; repeatable")
+    replay.add_argument("--positives", type=int, default=3_000, help="replay up to this many positive events "
+                                                                     "(default: %(default)s)")
+    replay.add_argument("-k", type=int, default=20, help="feed length (default: %(default)s)")
+    replay.add_argument("--drift-rates", default="", help="the paramserver's rate overrides, for the reference "
+                                                          "(e.g. like=0.1,skip=-0.02)")
+    replay.set_defaults(run=replay_command)
 
     encoder = commands.add_parser("encoder", parents=[world], help="convert the sentence encoder (content vectors) into HOME")
     encoder.set_defaults(run=_encoder)

@@ -110,35 +110,40 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
             for cache in self.caches:
                 if not isinstance(cache, PageCursors):
                     cache.invalidate(user)
+        held = 0
         if request.drift:
             left = context.time_remaining()
-            await drift_all(self.paramserver, users, items, [e.event for e in events],
-                            WRITE_TIMEOUT_S if left is None else left)
-        return self._ack(sequence, len(events))
+            _, held = await drift_all(self.paramserver, users, items, [e.event for e in events],
+                                      WRITE_TIMEOUT_S if left is None else left)
+        ack = self._ack(sequence, len(events))
+        ack.held_back = held
+        return ack
 
 
 async def drift_all(paramserver: ParamServerClient, users: np.ndarray, items: np.ndarray, events: list[int],
-                    timeout: float) -> int:
-    """Drift each (user, item, event) in order per user, users in parallel; returns how many moved a vector.
-    An item the paramserver does not hold yet (its change not applied) moves nothing."""
+                    timeout: float) -> tuple[int, int]:
+    """Drift each (user, item, event) in order per user, users in parallel; returns how many moved a vector and
+    how many a guardrail held back. An item the paramserver does not hold yet (its change not applied) moves nothing."""
     by_user: dict[int, list[tuple[int, int]]] = {}
     for user, item, event in zip(users.tolist(), items.tolist(), events):
         by_user.setdefault(user, []).append((item, event))
     gate = asyncio.Semaphore(_DRIFT_CONCURRENCY)
     rid = request_id()
 
-    async def one_user(user: int, moves: list[tuple[int, int]]) -> int:
-        moved = 0
+    async def one_user(user: int, moves: list[tuple[int, int]]) -> tuple[int, int]:
+        moved = held = 0
         async with gate:
             for item, event in moves:
                 try:
                     reply = await paramserver.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event),
                                                     timeout, rid)
                     moved += reply.applied
+                    held += reply.held_back != common_pb2.GUARDRAIL_NONE
                 except NotFound:
                     continue
-        return moved
+        return moved, held
 
-    results: list[Awaitable[int]] = [one_user(user, moves) for user, moves in by_user.items()]
-    return sum(await asyncio.gather(*results))
+    results: list[Awaitable[tuple[int, int]]] = [one_user(user, moves) for user, moves in by_user.items()]
+    counts = await asyncio.gather(*results)
+    return sum(c[0] for c in counts), sum(c[1] for c in counts)
 

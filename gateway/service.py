@@ -295,7 +295,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.cache.invalidate(user_id)  # read-your-writes: the next Feed ranks afresh
         self.answers.invalidate(user_id)  # and the next Generate for them writes afresh
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id(),
-                                            sequence=sequence)
+                                            sequence=sequence, held_back=moved.held_back)
 
     async def _log_event(self, request: gateway_pb2.InteractRequest) -> tuple[int, int, int]:
         """Log an event named by external ids durably; returns (sequence, user id, item id)."""

@@ -12,6 +12,7 @@ from mesh.logging import get_logger
 from mesh.service import every, run_core
 from mesh.shards import parse_slot_range, shard_slots
 from paramserver.drift import parse_rates
+from paramserver.guardrails import DEFAULT_TRAVEL_PER_HOUR, DEFAULT_UPDATES_PER_MINUTE, Guardrails
 from paramserver.metrics import serve_metrics
 from paramserver.service import ParamServer, ParamServerServicer, TableConfig
 from paramserver.wal import POLICIES
@@ -29,6 +30,12 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["paramserver"])
     parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: HOME/state/paramserver-<port>)")
     parser.add_argument("--drift-rates", default="", help="overrides, e.g. like=0.1,skip=-0.02")
+    parser.add_argument("--max-updates-per-minute", type=int, default=DEFAULT_UPDATES_PER_MINUTE,
+                        help="guardrail: vector moves per user per minute; more are held back (0: off; "
+                             "default: %(default)s)")
+    parser.add_argument("--max-travel-per-hour", type=float, default=DEFAULT_TRAVEL_PER_HOUR,
+                        help="guardrail: how far (path length, unit vectors) a user's vector may move per hour "
+                             "(0: off; default: %(default)s)")
     parser.add_argument("--fsync", choices=POLICIES, default="always",
                         help="always: ack after fsync (group commit); interval: ack after write, fsync every "
                              "--fsync-interval-ms; never: leave it to the kernel (default: %(default)s)")
@@ -51,6 +58,7 @@ def main() -> None:
             items=TableConfig(args.precision), fsync=args.fsync, fsync_interval_s=args.fsync_interval_ms / 1e3,
             slots=shard_slots(args.shard) if args.shard else parse_slot_range(args.slots),
             store=open_store(args.store) if args.store else None,
+            guardrails=Guardrails(args.max_updates_per_minute, args.max_travel_per_hour),
         )
         log = get_logger("paramserver")
         log.info("state restored", snapshot_seq=core.snapshot_seq, wal_records_replayed=core.replayed, feed_seq=core.feed_seq,

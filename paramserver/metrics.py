@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from feedserve.v1 import common_pb2
 from mesh.metrics import serve_metrics as _serve
 
 __all__ = ["serve_metrics"]
@@ -32,6 +33,11 @@ class _Collector:
         yield from (rows, size, hits, misses)
         yield GaugeMetricFamily("feedserve_paramserver_wal_lag_bytes", "WAL bytes written, not yet fsynced", value=lag_bytes)
         yield GaugeMetricFamily("feedserve_paramserver_wal_lag_seconds", "seconds since the last WAL fsync", value=lag_seconds)
+        held = CounterMetricFamily("feedserve_paramserver_drift_held_back", "vector moves a guardrail held back",
+                                   labels=["guardrail"])
+        for verdict, name in ((common_pb2.GUARDRAIL_RATE, "rate"), (common_pb2.GUARDRAIL_TRAVEL, "travel")):
+            held.add_metric([name], self.core.guardrails.held[verdict])
+        yield held
         yield GaugeMetricFamily("feedserve_paramserver_wal_seq", "sequence number of the last WAL record", value=self.core.wal.last_seq)
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
+from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument, NotFound
 from mesh.shards import SLOTS, SlotRange
@@ -30,6 +30,7 @@ from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder
 from native import PENDING, CuckooTable
 from paramserver.drift import DEFAULT_RATES
+from paramserver.guardrails import Guardrails
 from paramserver.wal import WriteAheadLog
 from catalog import ChangeFollower, Store, StoredItem
 
@@ -61,8 +62,9 @@ class ParamServer:
     def __init__(self, dim: int, state_dir: Path, rates: dict[int, float] | None = None,
                  users: TableConfig = TableConfig(), items: TableConfig = TableConfig(),
                  fsync: str = "always", fsync_interval_s: float = 0.0, slots: SlotRange | None = None,
-                 store: Store | None = None, poll_s: float = 0.05) -> None:
+                 store: Store | None = None, poll_s: float = 0.05, guardrails: Guardrails | None = None) -> None:
         self.dim = dim
+        self.guardrails = guardrails if guardrails is not None else Guardrails()
         self.rates = dict(DEFAULT_RATES if rates is None else rates)
         self.state_dir = state_dir
         self.configs = {USER: users, ITEM: items}
@@ -182,6 +184,9 @@ class ParamServer:
         with self._lock:
             seq = self.wal.append(_OP_REMOVE, _UPSERT.pack(request.table, len(keys)) + keys.tobytes())
             removed = table.remove(keys)
+            if request.table == USER:
+                for user in keys.tolist():
+                    self.guardrails.forget(user)
         self.wal.wait_durable(seq)
         return paramserver_pb2.RemoveResponse(removed=int(removed.sum()))
 
@@ -211,6 +216,18 @@ class ParamServer:
         moved, status = self.tables[USER].drift(np.array([user], np.int64), item_vector, np.array([rate], np.float32), _now())
         return moved[0], int(status[0])
 
+    def _guard(self, user: int, item: np.ndarray, rate: float) -> int:
+        """The guardrails' verdict on moving `user` by `rate` toward `item` (the step measured as the native
+        table would take it: u <- normalise(u + rate (item - u)); a user not yet known travels nothing)."""
+        current, found = self.tables[USER].lookup(np.array([user], np.int64))
+        step = 0.0
+        if found[0]:
+            moved = current[0] + rate * (item - current[0])
+            norm = float(np.linalg.norm(moved))
+            if norm > 1e-12:
+                step = float(np.linalg.norm(moved / norm - current[0]))
+        return self.guardrails.check(user, step)
+
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
         if request.user_id == 0:
             raise InvalidArgument("user_id", "is required")
@@ -225,6 +242,12 @@ class ParamServer:
             item = self._item_vector(request.item_id)
             if item is None:
                 raise NotFound(f"item_id {request.item_id} not found")
+            held = self._guard(request.user_id, item, rate) if rate else common_pb2.GUARDRAIL_NONE
+            if held != common_pb2.GUARDRAIL_NONE:  # nothing logged, nothing moved: the ack says which guardrail
+                current, found = self.tables[USER].lookup(np.array([request.user_id], np.int64))
+                if found[0]:
+                    outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
+                return paramserver_pb2.DriftResponse(applied=False, rate=rate, held_back=held)
             seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
             moved, status = self._move_user(request.user_id, item, rate)
         self.wal.wait_durable(seq)

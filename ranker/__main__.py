@@ -7,6 +7,7 @@ import math
 from pathlib import Path
 
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
+
 from catalog import load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
 from mesh.config import DEFAULT_PORTS, default_home
@@ -39,7 +40,8 @@ def main() -> None:
     parser.add_argument("--store", required=True, help="the catalog store: a SQLite path or a postgresql:// URL")
     parser.add_argument("--schema", default="simulator", help="the catalog's schema: a TOML file or a preset (default: %(default)s)")
     parser.add_argument("--models", type=Path, default=None,
-                        help="where trained versions live (default: HOME/models/ranker-mlp); the newest is served")
+                        help="where trained versions live (default: HOME/models/ranker-mlp); the newest trained "
+                             "for the store's served space is served")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
@@ -60,12 +62,14 @@ def main() -> None:
 
     def build():
         root = args.models or default_home() / "models" / MODEL_NAME
-        manifest = newest_model(root)
+        store = open_store(args.store)
+        manifest = newest_model(root, space=store.active_space())  # the model of the space the store serves
         if manifest is None:
-            raise SystemExit(f"no trained model under {root}: run `feedserve train` first")
+            raise SystemExit(f"no trained model under {root} for the learned space {store.name} serves "
+                             f"({store.active_space()}): run `feedserve train`, then `feedserve up` publishes it")
         schema = preset_schema(args.schema) if args.schema in PRESETS else load_schema(Path(args.schema))
         state_dir = args.state_dir or default_home() / "state" / f"ranker-{args.port}"
-        core = Ranker(open_store(args.store), schema, manifest, precision=args.precision, threads=args.threads,
+        core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                       state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us)
         cores.append(core)

@@ -3,7 +3,8 @@
     [ user 2,048 | item 2,048 | context 512 | cross 128 ]
 
     user     the user's vector, numeric user fields, hashed categorical and multi-valued user fields
-    item     the item's vector, numeric item fields, hashed categories, tags and categorical item fields
+    item     the item's served (learned) vector, its content vector, numeric item fields, hashed categories, tags and
+             categorical item fields
     context  hour and weekday one-hots, numeric context fields, hashed categorical context fields, the feature tag
     cross    user.item, retrieval source bits, freshness, popularity, hashed (user field value x item category) pairs
 
@@ -69,13 +70,14 @@ class FeatureSpace:
         self.numeric = {entity: [n for n, k in schema.of(entity).items() if k == "numeric"] for entity in ("user", "item", "context")}
         self.hashed = {entity: [n for n, k in schema.of(entity).items() if k in ("categorical", "multi")]
                        for entity in ("user", "item", "context")}
-        # [vector | numeric fields | hashed block] in the user and item parts
+        # user: [vector | numeric fields | hashed block]; item: [vector | content vector | numeric fields | hashed block]
+        self._dense = {"user": dim, "item": 2 * dim}
         for entity, width in (("user", USER_DIM), ("item", ITEM_DIM)):
-            if dim + len(self.numeric[entity]) + 64 > width:
-                raise ValueError(f"a {dim}-wide vector and {len(self.numeric[entity])} numeric {entity} fields leave "
+            if self._dense[entity] + len(self.numeric[entity]) + 64 > width:
+                raise ValueError(f"{dim}-wide vectors and {len(self.numeric[entity])} numeric {entity} fields leave "
                                  f"too few hashed columns in the {width}-wide {entity} part")
         self._user_hashed = (dim + len(self.numeric["user"]), USER_DIM)
-        self._item_hashed = (dim + len(self.numeric["item"]), ITEM_DIM)
+        self._item_hashed = (2 * dim + len(self.numeric["item"]), ITEM_DIM)
         self._context_hashed = (_CONTEXT_FIXED + len(self.numeric["context"]), CONTEXT_DIM)
         self._cross_hashed = (_CROSS_FIXED, CROSS_DIM)
 
@@ -105,12 +107,15 @@ class FeatureSpace:
                            np.float32)
         return ItemCodes(padded, numeric, _hash(categories[0]) if categories else 0)
 
-    def item_features(self, vectors: np.ndarray, columns: np.ndarray, numeric: np.ndarray) -> np.ndarray:
-        """[n, 2048] from item vectors [n, dim], hashed columns [n, MAX_CODES] and numeric values [n, k]."""
+    def item_features(self, vectors: np.ndarray, content: np.ndarray, columns: np.ndarray, numeric: np.ndarray
+                      ) -> np.ndarray:
+        """[n, 2048] from served vectors [n, dim], content vectors [n, dim], hashed columns [n, MAX_CODES] and
+        numeric values [n, k]."""
         n = len(vectors)
         out = np.zeros((n, ITEM_DIM), np.float32)
         out[:, :self.dim] = vectors
-        out[:, self.dim:self.dim + numeric.shape[1]] = numeric
+        out[:, self.dim:2 * self.dim] = content
+        out[:, 2 * self.dim:2 * self.dim + numeric.shape[1]] = numeric
         rows, slots = np.nonzero(columns >= 0)
         out[rows, columns[rows, slots]] = 1.0
         return out

@@ -19,14 +19,15 @@ __all__ = ["ItemTable"]
 class ItemTable:
     """Per-item state for retrieval, features, filters and answers."""
 
-    ARRAYS = ("vectors", "columns", "numeric", "category", "published", "popularity", "servable")  # by row
+    ARRAYS = ("vectors", "content", "columns", "numeric", "category", "published", "popularity", "servable")  # by row
     LISTS = ("titles", "external", "labels", "first_category")  # by row, Python objects
 
     def __init__(self, space: FeatureSpace, capacity: int = 1024) -> None:
         self.space = space
         self.size = 0  # rows in use: the highest item id seen
         self._capacity = 0
-        self.vectors = np.zeros((0, space.dim), np.float32)
+        self.vectors = np.zeros((0, space.dim), np.float32)  # served: learned, or content projected into the space
+        self.content = np.zeros((0, space.dim), np.float32)
         self.columns = np.zeros((0, MAX_CODES), np.int32)
         self.numeric = np.zeros((0, len(space.numeric["item"])), np.float32)
         self.category = np.zeros(0, np.int64)
@@ -85,6 +86,8 @@ class ItemTable:
             now = item.servable and item.vector is not None
             if item.vector is not None:
                 self.vectors[row] = item.vector
+            if item.content is not None:
+                self.content[row] = item.content
             codes = self.space.item_codes(item.categories, item.tags, item.attributes)
             self.columns[row], self.numeric[row], self.category[row] = codes.columns, codes.numeric, codes.category
             self.published[row] = item.published
@@ -107,7 +110,7 @@ class ItemTable:
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         """The item part [n, 2048] of the rows (what the item tower turns into item terms)."""
-        return self.space.item_features(self.vectors[rows], self.columns[rows], self.numeric[rows])
+        return self.space.item_features(self.vectors[rows], self.content[rows], self.columns[rows], self.numeric[rows])
 
     def matches(self, rows: np.ndarray, include: set[str], exclude: set[str]) -> np.ndarray:
         """Which rows carry at least one `include` label (when given) and none of `exclude` (categories and tags)."""

@@ -5,7 +5,9 @@ All three come from one set of weights. With W1 split by feature part (user, ite
     relu(x @ W1 + b1) = relu(user @ Wu + context @ Wc + b1  +  item @ Wi  +  cross @ Wx)
                              '--- once per request ---'     '- per item -'  '- per candidate -'
 
-so `item @ Wi` is precomputed for every item (the item tower) and gathered by id at request time.
+so `item @ Wi` is precomputed for every item (the item tower) and gathered by id at request time. A wide part adds
+`cross @ Ww` straight to the heads' logits (wide and deep): the user.item affinity of the learned vectors reaches
+the output without having to survive two hidden layers.
 """
 
 from __future__ import annotations
@@ -29,7 +31,8 @@ _U, _I, _C = USER_DIM, USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
 
 @dataclass
 class MlpWeights:
-    """4,736 -> 512 -> 256 -> 4 heads, as float32 arrays (x @ w + b convention)."""
+    """4,736 -> 512 -> 256 -> 4 heads, plus the wide part 128 cross features -> 4 heads, as float32 arrays
+    (x @ w + b convention)."""
 
     w1: np.ndarray
     b1: np.ndarray
@@ -37,27 +40,31 @@ class MlpWeights:
     b2: np.ndarray
     w3: np.ndarray
     b3: np.ndarray
+    wide: np.ndarray  # [CROSS_DIM, heads]
 
     @classmethod
     def random(cls, seed: int = 0) -> MlpWeights:
         rng = np.random.default_rng(seed)
         dims = (FEATURE_DIM, *HIDDEN, len(HEADS))
         layers = [(rng.standard_normal((a, b)) / np.sqrt(a), rng.standard_normal(b) * 0.01) for a, b in zip(dims, dims[1:])]
-        return cls(*(np.asarray(t, dtype=np.float32) for layer in layers for t in layer))
+        wide = rng.standard_normal((CROSS_DIM, len(HEADS))) / np.sqrt(CROSS_DIM)
+        return cls(*(np.asarray(t, dtype=np.float32) for layer in layers for t in layer), wide.astype(np.float32))
 
 
 def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
     return numpy_helper.from_array(np.ascontiguousarray(array), name)
 
 
-def _tail(w: MlpWeights, h1: str) -> tuple[list, list]:
-    """Layers 2 and 3, the heads and their blend: shared by every graph that scores."""
+def _tail(w: MlpWeights, h1: str, wide: str) -> tuple[list, list]:
+    """Layers 2 and 3, the wide part (`wide`: the node giving cross @ Ww), the heads and their blend: shared by
+    every graph that scores."""
     nodes = [
         helper.make_node("MatMul", [h1, "w2"], ["z2"]),
         helper.make_node("Add", ["z2", "b2"], ["a2"]),
         helper.make_node("Relu", ["a2"], ["h2"]),
         helper.make_node("MatMul", ["h2", "w3"], ["z3"]),
-        helper.make_node("Add", ["z3", "b3"], ["logits"]),
+        helper.make_node("Add", ["z3", "b3"], ["deep"]),
+        helper.make_node("Add", ["deep", wide], ["logits"]),
         helper.make_node("Sigmoid", ["logits"], ["heads"]),
         helper.make_node("MatMul", ["heads", "head_weights"], ["scores"]),
     ]
@@ -79,8 +86,12 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
 
 def naive_graph(w: MlpWeights) -> onnx.ModelProto:
     """features [n, 4736], head_weights [4] -> scores [n], heads [n, 4]."""
-    tail, consts = _tail(w, "h1")
+    tail, consts = _tail(w, "h1", "wide_part")
+    wide = np.zeros((FEATURE_DIM, len(HEADS)), np.float32)
+    wide[_C:] = w.wide  # the wide part reads the cross columns only
+    consts.append(_const("wide", wide))
     nodes = [
+        helper.make_node("MatMul", ["features", "wide"], ["wide_part"]),
         helper.make_node("MatMul", ["features", "w1"], ["z1"]),
         helper.make_node("Add", ["z1", "b1"], ["a1"]),
         helper.make_node("Relu", ["a1"], ["h1"]),
@@ -93,14 +104,14 @@ def naive_graph(w: MlpWeights) -> onnx.ModelProto:
     return _model(helper.make_graph(nodes, "ranker_naive", inputs, _outputs(), [_const("w1", w.w1), _const("b1", w.b1), *consts]))
 
 
-GRAPH_FORMAT = 2  # 2: the decomposed graph scores a batch of requests (request_of)
+GRAPH_FORMAT = 3  # 2: the decomposed graph scores a batch of requests (request_of); 3: the wide part
 
 
 def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
     """user [r, 2048], context [r, 512], request_of [n] (which request each candidate belongs to),
     item_table [m, 512], ids [n] (1-based), cross [n, 128], head_weights [4] -> scores [n], heads [n, 4].
     With r requests batched, each candidate gathers its own request's term."""
-    tail, consts = _tail(w, "h1")
+    tail, consts = _tail(w, "h1", "wide_part")
     nodes = [
         helper.make_node("MatMul", ["user", "wu"], ["user_part"]),
         helper.make_node("MatMul", ["context", "wc"], ["context_part"]),
@@ -110,6 +121,7 @@ def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
         helper.make_node("Sub", ["ids", "one"], ["rows"]),
         helper.make_node("Gather", ["item_table", "rows"], ["item_part"], axis=0),
         helper.make_node("MatMul", ["cross", "wx"], ["cross_part"]),
+        helper.make_node("MatMul", ["cross", "wide"], ["wide_part"]),
         helper.make_node("Add", ["item_part", "cross_part"], ["candidate_part"]),
         helper.make_node("Add", ["candidate_part", "request_part"], ["a1"]),
         helper.make_node("Relu", ["a1"], ["h1"]),
@@ -126,6 +138,7 @@ def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
     ]
     consts += [
         _const("wu", w.w1[:_U]), _const("wc", w.w1[_I:_C]), _const("wx", w.w1[_C:]), _const("b1", w.b1),
+        _const("wide", w.wide),
         _const("one", np.array(1, dtype=np.int64)),
     ]
     return _model(helper.make_graph(nodes, "ranker_decomposed", inputs, _outputs(), consts))
@@ -142,7 +155,7 @@ def item_tower_graph(w: MlpWeights) -> onnx.ModelProto:
 def weights_of(naive: Path) -> MlpWeights:
     """The weights back out of a naive graph file (to re-export a model's other graphs)."""
     found = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(naive)).graph.initializer}
-    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")))
+    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")), found["wide"][_C:])
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 from engines import ModelManifest, load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
-from mesh.errors import InvalidArgument
+from mesh.errors import FailedPrecondition, InvalidArgument
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, cpu_ns, now_ns
@@ -72,6 +72,14 @@ class Ranker:
         self.terms = np.zeros((0, HIDDEN_ITEM), np.float32)
         self.user_attributes: dict[int, dict] = {}
         self.seen: dict[int, set[int]] = {}  # user -> items they interacted with (left out of their feeds)
+        space = int(manifest.extra.get("space", 0))
+        if space != store.active_space():
+            raise FailedPrecondition(
+                f"{manifest.name}/{manifest.version} was trained for learned space {space}, but {store.name} "
+                f"serves space {store.active_space()}: publish the model's space first (feedserve up does)")
+        cold = manifest.extra.get("cold_start")
+        # a user with no vector yet is ranked from the model's cold-start vector (the mean of the learned users)
+        self.cold_start = np.asarray(cold, np.float32) if cold else None
         self.engine = load_engine(manifest, "decomposed", precision, device, threads)
         self.tower = load_engine(manifest, "item_tower", "fp32", device, threads)
         weights = {**manifest.extra.get("head_weights", {}), **(head_weights or {})}
@@ -145,6 +153,7 @@ class Ranker:
         terms = self._item_terms(added) if len(added) else None
         event_users, popular = self.store.event_pairs(after, reached)
         users = self.store.users_changed(after, reached)
+        deleted = self.store.users_deleted(after, reached)
         with self._lock:
             self._fit_terms()
             if terms is not None:
@@ -157,6 +166,9 @@ class Ranker:
             self.user_attributes.update(users)
             for user, item in zip(event_users.tolist(), popular.tolist()):
                 self.seen.setdefault(user, set()).add(item)
+            for user in deleted:  # a deleted user leaves nothing here: not what they saw, not their attributes
+                self.seen.pop(user, None)
+                self.user_attributes.pop(user, None)
         if not self._loading and self.retriever.wants_rebuild():
             self.retriever.rebuild_in_background(self._lock)
 
@@ -225,6 +237,9 @@ class Ranker:
         to the engine as they are, and all scores are written straight into the response."""
         hops = HopRecorder(SERVICE)
         user, given, context = self._validate(request, tensors)
+        known = user is not None
+        if user is None:
+            user = self.cold_start
         with hops.stage("catalog_wait"):
             caught_up = self._wait_for_catalog(request)
         with hops.stage("retrieval"):
@@ -266,7 +281,7 @@ class Ranker:
         annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n, catalog_sequence=sequence)
         response = ranker_pb2.RankResponse(
             candidates_considered=n, model_name=self.manifest.name, model_version=self.manifest.version,
-            cold_start=user is None, catalog_sequence=sequence, behind=not caught_up,
+            cold_start=not known, catalog_sequence=sequence, behind=not caught_up,
         )
         items = self.items
         for index in chosen.tolist():

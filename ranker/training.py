@@ -1,10 +1,12 @@
-"""Fits the multi-objective ranker on interaction logs and exports it as a versioned set of ONNX graphs.
+"""Learns user and item vectors and the multi-objective ranker from the store's events; exports them: the space into
+the store, the ranker as a versioned set of ONNX graphs.
 
 Training uses PyTorch (the optional `.[train]` extra); serving needs only ONNX Runtime.
 """
 
 from __future__ import annotations
 
+import io
 import os
 import shutil
 import time
@@ -13,17 +15,21 @@ from pathlib import Path
 from typing import TextIO
 
 import numpy as np
+import scipy.sparse as sp
 
-from engines.base import ModelManifest, load_manifest, write_manifest
-from ranker import model as graphs
 from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
-from ranker.features import FEATURE_DIM, HEADS, FeatureSpace
-from ranker.items import ItemTable
+from engines.base import ModelManifest, load_manifest, write_manifest
 from mesh.progress import Progress
+from ranker import model as graphs
+from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace
+from ranker.items import ItemTable
+from ranker.vectors import (GRID, AlsParams, LearnedVectors, continue_als, fit_als, fit_projection, interactions,
+                            per_user_holdout, tune, unit)
 
-__all__ = ["MODEL_NAME", "Catalog", "load_catalog", "history_vectors", "train", "export", "fit_and_export", "newest_model", "next_version",
-           "auc", "ndcg_at", "TrainingError", "DEFAULT_HEAD_WEIGHTS", "POSITIVES"]
+__all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError", "auc",
+           "current_user_vectors", "export", "export_trained", "load_catalog", "ndcg_at", "newest_model",
+           "next_version", "train"]
 
 MODEL_NAME = "ranker-mlp"
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
@@ -66,8 +72,10 @@ def ndcg_at(k: int, users: np.ndarray, scores: np.ndarray, relevance: np.ndarray
 
 # Event types (EventType values of feedserve.v1) that count as each objective's positive.
 POSITIVES = {"click": (2, 3, 4, 5), "like": (3, 4), "dwell": (5,), "share": (4,)}
-POPULAR_SHARE = 0.01  # the top 1% of items by interactions count as the popular source at training time
-_INTEREST = 0.5  # a candidate this close to the user would have come from the interest source
+VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where ALS is tuned and the ranker learns
+NEGATIVES = 4  # per validation event, drawn from what retrieval would give that user: as the ranker sees them
+_CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
+_MAX_EXAMPLE_USERS = 5_000
 
 
 @dataclass
@@ -79,6 +87,12 @@ class Catalog:
     users: dict[int, dict]
     events: dict[str, np.ndarray]
     sequence: int
+
+    @property
+    def user_rows(self) -> int:
+        """Rows a per-user table needs (user ids are dense from 1)."""
+        ids = [*self.users, int(self.events["user"].max()) if len(self.events["user"]) else 0]
+        return max(ids, default=0) + 1
 
 
 def load_catalog(store: Store, schema: Schema, dim: int) -> Catalog:
@@ -94,136 +108,236 @@ def load_catalog(store: Store, schema: Schema, dim: int) -> Catalog:
     return Catalog(items, users, events, sequence)
 
 
-def history_vectors(catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
-    """Every user's vector after their whole history, by the paramserver's drift rule: (user ids, vectors)."""
+def current_user_vectors(store: Store, catalog: Catalog) -> tuple[np.ndarray, np.ndarray]:
+    """Every user's vector now in the served space, as the paramserver should hold it: the learned vector of the
+    active space, moved by the drift of every event logged after that space was trained (by history's drift
+    alone before any space is served). Returns (user ids, vectors)."""
+    space = store.active_space()
+    start: dict[int, np.ndarray] = {}
+    after = 0
+    if space:
+        ids, vectors = store.learned_users(space)
+        start = {int(u): v for u, v in zip(ids.tolist(), vectors)}
+        after = store.space_trained_to(space)
     events = catalog.events
-    users, _ = replay_drift(events["user"], events["item"], events["event"], catalog.items.vectors[:catalog.items.size])
+    later = np.flatnonzero(events["seq"] > after)
+    later = later[np.argsort(events["seq"][later], kind="stable")]  # log order: the order drift was applied live
+    users, _ = replay_drift(events["user"][later], events["item"][later], events["event"][later],
+                            catalog.items.vectors[:catalog.items.size], start=start)
     ids = np.array(sorted(users), np.int64)
     vectors = np.stack([users[int(u)] for u in ids]) if len(ids) else np.zeros((0, catalog.items.space.dim), np.float32)
     return ids, vectors
 
 
 class _Examples:
-    """Feature rows and labels for logged events and sampled negatives, built batch by batch with the serving code.
+    """Feature rows and labels for the validation slice's events and their negatives, built batch by batch with
+    the serving code, in the space the vectors were learned in (`interest` ranks: where retrieval would have
+    ranked each row's item for its user)."""
 
-    Each logged event gets one random servable item as an implicit negative for the same user at the same moment,
-    so catalogs that log only positives (ratings) still teach the model what is *not* chosen."""
-
-    def __init__(self, catalog: Catalog, index: np.ndarray, seed: int) -> None:
-        self.catalog, self.space = catalog, catalog.items.space
-        events, items = catalog.events, catalog.items
-        servable = np.flatnonzero(items.servable[:items.size])
-        rng = np.random.default_rng(seed)
-        n = len(index)
-        self.users = np.concatenate([events["user"][index]] * 2)
-        self.rows = np.concatenate([events["item"][index] - 1, rng.choice(servable, n)])
-        self.stamps = np.concatenate([events["timestamp"][index]] * 2)
-        labels = np.zeros((2 * n, len(HEADS)), np.float32)
-        for k, head in enumerate(HEADS):
-            labels[:n, k] = np.isin(events["event"][index], POSITIVES[head])
-        self.labels = labels
-        _, before = replay_drift(events["user"], events["item"], events["event"], items.vectors[:items.size], before=index)
-        self.vectors = np.concatenate([before, before])
-        counts = np.bincount(events["item"] - 1, minlength=items.size).astype(np.float32)
-        self.popularity = counts
-        self.popular = counts >= np.quantile(counts, 1 - POPULAR_SHARE) if len(counts) else counts.astype(bool)
+    def __init__(self, catalog: Catalog, space: LearnedVectors, users: np.ndarray, rows: np.ndarray,
+                 stamps: np.ndarray, labels: np.ndarray, interest: np.ndarray, popularity: np.ndarray) -> None:
+        self.catalog, self.space, self.learned = catalog, catalog.items.space, space
+        self.users, self.rows, self.stamps, self.labels, self.interest = users, rows, stamps, labels, interest
+        self.popularity = popularity
+        size = catalog.items.size
+        self.popular_rank = np.empty(size, np.int64)
+        self.popular_rank[np.argsort(-popularity, kind="stable")] = np.arange(size)
+        self.fresh_rank = np.empty(size, np.int64)
+        self.fresh_rank[np.argsort(-catalog.items.published[:size], kind="stable")] = np.arange(size)
 
     def __len__(self) -> int:
         return len(self.rows)
 
     def features(self, index: np.ndarray) -> np.ndarray:
         items, space = self.catalog.items, self.space
-        rows, stamps, users = self.rows[index], self.stamps[index], self.vectors[index]
-        known = np.abs(users).sum(axis=1) > 0
+        rows, stamps = self.rows[index], self.stamps[index]
+        users = self.learned.users[self.users[index]]
+        cold = ~self.learned.users_known[self.users[index]]
+        users[cold] = self.learned.cold_start  # what the ranker is given for a user with no vector
         attributes = [self.catalog.users.get(int(u)) for u in self.users[index]]
         user = space.user_features(users, attributes)
-        vectors = items.vectors[rows]
-        affinity = np.einsum("nd,nd->n", users, vectors)
+        vectors = self.learned.items[rows]
         age = stamps - items.published[rows]
-        # the sources retrieval would have given, by the same rules of thumb at training time
-        sources = (((affinity >= _INTEREST) & known) * 1 + (age < 3 * 86400) * 4 + self.popular[rows] * 8).astype(np.uint8)
+        # the sources serving's retrieval would have given (about half by interest, an eighth each fresh and popular)
+        sources = ((self.interest[index] < _CANDIDATES * 0.55) * 1 + (self.fresh_rank[rows] < _CANDIDATES // 8) * 4
+                   + (self.popular_rank[rows] < _CANDIDATES // 8) * 8).astype(np.uint8)
         cross = np.concatenate([
             space.cross_features(users[k:k + 1], space.user_crosses(attributes[k]), vectors[k:k + 1],
                                  items.category[rows[k:k + 1]], sources[k:k + 1], age[k:k + 1],
                                  self.popularity[rows[k:k + 1]]) for k in range(len(index))])
         hour, weekday = (stamps // 3600) % 24, (stamps // 86400 + 3) % 7  # 1970-01-01 was a Thursday
         context = space.context_features(hour, weekday, [{}] * len(index))
-        return np.concatenate([user, items.features(rows), context, cross], axis=1)
+        item = space.item_features(vectors, items.content[rows], items.columns[rows], items.numeric[rows])
+        return np.concatenate([user, item, context, cross], axis=1)
+
+
+@dataclass
+class Trained:
+    """A trained model: the ranker's weights, the learned space, and what training measured."""
+
+    weights: graphs.MlpWeights
+    vectors: LearnedVectors
+    metrics: dict[str, float]
+
+
+def _pad(vectors: np.ndarray, dim: int) -> np.ndarray:
+    out = np.zeros((len(vectors), dim), np.float32)
+    out[:, :vectors.shape[1]] = vectors
+    return out
+
+
+def _space(catalog: Catalog, users: np.ndarray, items: np.ndarray, matrix: sp.csr_matrix, scale: float,
+           params: AlsParams) -> LearnedVectors:
+    """Factors -> a served space: items scaled (mean length 1, so that drift's 10% means 10%), users of unit
+    length, both padded to the served width; items with no positive get their content's projection, at unit length."""
+    dim, size = catalog.items.space.dim, catalog.items.size
+    known = np.diff(matrix.tocsc().indptr) > 0
+    item_vectors = _pad(items * scale, dim)
+    content = catalog.items.content[:size]
+    projection = np.zeros((dim, dim), np.float32)
+    if known.any():
+        projection[:, :items.shape[1]] = fit_projection(content[known], items[known] * scale)
+    item_vectors[~known] = unit(content[~known] @ projection)  # as the store places them: see catalog.store._served
+    users_known = np.diff(matrix.indptr) > 0
+    user_vectors = _pad(unit(users), dim)
+    user_vectors[~users_known] = 0
+    cold = unit(user_vectors[users_known].mean(axis=0)) if users_known.any() else np.zeros(dim, np.float32)
+    return LearnedVectors(item_vectors, known, user_vectors, users_known, projection, cold, params, scale)
+
+
+def _labels(events: np.ndarray) -> np.ndarray:
+    labels = np.zeros((len(events), len(HEADS)), np.float32)
+    for k, head in enumerate(HEADS):
+        labels[:, k] = np.isin(events, POSITIVES[head])
+    return labels
+
+
+def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.ndarray, fit: sp.csr_matrix,
+                     rng: np.random.Generator) -> _Examples:
+    """The validation events (positives, and the dislikes and skips that are negatives), each with negatives drawn
+    uniformly from the user's unseen retrieval candidates (the best-scored by the vectors): the distribution the
+    ranker meets when serving. (Negatives drawn from the very top would teach it that a high score is bad.)"""
+    events, size = catalog.events, catalog.items.size
+    users = np.unique(events["user"][validation])
+    if len(users) > _MAX_EXAMPLE_USERS:
+        users = rng.choice(users, _MAX_EXAMPLE_USERS, replace=False)
+        validation = validation[np.isin(events["user"][validation], users)]
+    out: dict[str, list[np.ndarray]] = {"users": [], "rows": [], "stamps": [], "labels": [], "interest": []}
+    by_user = events["user"][validation]
+    for user in np.unique(by_user).tolist():
+        mine = validation[by_user == user]
+        rows = events["item"][mine] - 1
+        vector = space.users[user] if space.users_known[user] else space.cold_start
+        scores = space.items[:size] @ vector
+        scores[~catalog.items.servable[:size]] = -np.inf
+        scores[fit.indices[fit.indptr[user]:fit.indptr[user + 1]]] = -np.inf
+        order = np.argsort(-scores, kind="stable")
+        ranks = np.empty(size, np.int64)
+        ranks[order] = np.arange(size)
+        pool = order[:min(_CANDIDATES, int(np.isfinite(scores).sum()))]
+        pool = pool[~np.isin(pool, rows)]
+        negatives = rng.choice(pool, len(mine) * NEGATIVES) if len(pool) else np.zeros(0, np.int64)
+        both = np.concatenate([rows, negatives])
+        out["users"].append(np.full(len(both), user, np.int64))
+        out["rows"].append(both)
+        out["stamps"].append(np.concatenate([events["timestamp"][mine],
+                                             rng.choice(events["timestamp"][mine], len(negatives))]))
+        out["labels"].append(np.concatenate([_labels(events["event"][mine]),
+                                             np.zeros((len(negatives), len(HEADS)), np.float32)]))
+        out["interest"].append(ranks[both])
+    popularity = np.asarray(fit.astype(bool).sum(axis=0)).ravel().astype(np.float32)[:size]
+    return _Examples(catalog, space, *(np.concatenate(out[k]) for k in ("users", "rows", "stamps", "labels", "interest")),
+                     popularity)
+
+
+def _WideDeep(torch):
+    class WideDeep(torch.nn.Module):
+        """The MLP over all 4,736 features, plus a linear wide part over the 128 cross features, into the heads."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            dims = (FEATURE_DIM, *graphs.HIDDEN, len(HEADS))
+            self.deep = torch.nn.Sequential(
+                torch.nn.Linear(dims[0], dims[1]), torch.nn.ReLU(),
+                torch.nn.Linear(dims[1], dims[2]), torch.nn.ReLU(),
+                torch.nn.Linear(dims[2], dims[3]),
+            )
+            self.wide = torch.nn.Linear(CROSS_DIM, len(HEADS), bias=False)
+
+        def forward(self, x):
+            return self.deep(x) + self.wide(x[:, FEATURE_DIM - CROSS_DIM:])
+
+        def weights(self) -> graphs.MlpWeights:
+            layers = [m for m in self.deep if isinstance(m, torch.nn.Linear)]
+            return graphs.MlpWeights(*(t for layer in layers for t in (layer.weight.detach().numpy().T.copy(),
+                                                                       layer.bias.detach().numpy().copy())),
+                                     self.wide.weight.detach().numpy().T.copy())
+
+    return WideDeep()
 
 
 MIN_STEPS = 300  # small logs get smaller batches rather than too few optimiser steps
 
 
-def train(catalog: Catalog, epochs: int = 1, max_examples: int = 100_000, batch: int = 512, seed: int = 0,
-          stream: TextIO | None = None) -> tuple[graphs.MlpWeights, dict[str, float]]:
-    """Fit the MLP on the earliest 80% of the events (in time); evaluate on the latest 20% against popularity."""
+def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch: int = 512, seed: int = 0,
+          stream: TextIO | None = None) -> Trained:
+    """Learn the vectors (ALS tuned on each user's latest training events, then taken on over all of them) and the
+    ranker on top (trained on that validation slice, with vectors learned without it: no leak of its labels)."""
     try:
         import torch
     except ImportError:
-        raise TrainingError("training needs PyTorch: pip install '.[train]' (CPU wheel: torch==2.13.0)") from None
-    n = len(catalog.events["user"])
+        raise TrainingError("training needs PyTorch and implicit: pip install '.[train]'") from None
+    stream = stream if stream is not None else io.StringIO()
+    events, size = catalog.events, catalog.items.size
+    n = len(events["user"])
     if n < 100:
         raise TrainingError(f"the event log holds {n} events: at least 100 are needed to train and evaluate")
-    if not catalog.items.servable[:catalog.items.size].any():
+    if not catalog.items.servable[:size].any():
         raise TrainingError("no item has a content vector yet: wait for encoding (or start the gateway with --encoder-home)")
     torch.manual_seed(seed)
     torch.set_num_threads(max(os.cpu_count() or 1, 1))
-    split = int(n * 0.8)  # time-ordered: train on the past, test on the future
     rng = np.random.default_rng(seed)
-    train_events = np.sort(rng.permutation(split)[:max_examples])
-    test_events = np.arange(split, n)[: max(max_examples // 3, 1)]
-    examples = _Examples(catalog, train_events, seed)
-    test = _Examples(catalog, test_events, seed + 1)
-    train_index = rng.permutation(len(examples))
-    batch = int(np.clip(len(train_index) * epochs // MIN_STEPS, 32, batch))
+    shape = (catalog.user_rows, size)
+    held = per_user_holdout(events["user"], events["timestamp"], VALIDATION_SHARE)
+    fit = interactions(events["user"][~held], events["item"][~held], events["event"][~held], shape)
+    validation = interactions(events["user"][held], events["item"][held], events["event"][held], shape)
+    progress = Progress(f"tuning ALS on {held.sum():,} validation events ({len(grid)} settings)", len(grid), stream=stream)
+    params, results = tune(fit, validation, grid, seed=seed,
+                           report=lambda p, v: progress.advance(note=f"{p.factors}f reg {p.regularization:g} "
+                                                                     f"alpha {p.alpha:g}: NDCG@20 {v:.4f}"))
+    print(f"ALS: {params.factors} factors, regularization {params.regularization:g}, alpha {params.alpha:g} "
+          f"(validation NDCG@20 {results[params]:.4f})", file=stream)
+    users, items = fit_als(fit, params, seed)
+    known = np.diff(fit.tocsc().indptr) > 0
+    scale = float(1 / max(np.linalg.norm(items[known], axis=1).mean(), 1e-6)) if known.any() else 1.0
+    examples = _ranker_examples(catalog, _space(catalog, users, items, fit, scale, params), np.flatnonzero(held), fit, rng)
 
-    dims = (FEATURE_DIM, *graphs.HIDDEN, len(HEADS))
-    net = torch.nn.Sequential(
-        torch.nn.Linear(dims[0], dims[1]), torch.nn.ReLU(),
-        torch.nn.Linear(dims[1], dims[2]), torch.nn.ReLU(),
-        torch.nn.Linear(dims[2], dims[3]),
-    )
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3)
+    net = _WideDeep(torch)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
     loss_fn = torch.nn.BCEWithLogitsLoss()
-    steps = epochs * -(-len(train_index) // batch)
-    progress = Progress(f"training {MODEL_NAME} ({len(train_index):,} examples)", steps,
-                        stream=stream if stream is not None else open(os.devnull, "w"))
+    order = rng.permutation(len(examples))
+    batch = int(np.clip(len(order) * epochs // MIN_STEPS, 32, batch))
+    steps = epochs * -(-len(order) // batch)
+    ticker = Progress(f"training {MODEL_NAME} ({len(order):,} examples)", steps, stream=stream)
     net.train()
     for _ in range(epochs):
-        for start in range(0, len(train_index), batch):
-            index = train_index[start:start + batch]
+        for start in range(0, len(order), batch):
+            index = order[start:start + batch]
             x = torch.from_numpy(examples.features(index))
             y = torch.from_numpy(examples.labels[index])
             optimiser.zero_grad()
             loss = loss_fn(net(x), y)
             loss.backward()
             optimiser.step()
-            progress.advance(note=f"loss {loss.item():.4f}")
-
+            ticker.advance(note=f"loss {loss.item():.4f}")
     net.eval()
-    probs = []
-    with torch.no_grad():
-        for start in range(0, len(test), 4096):
-            index = np.arange(start, min(start + 4096, len(test)))
-            probs.append(torch.sigmoid(net(torch.from_numpy(test.features(index)))).numpy())
-    heads = np.concatenate(probs)
-    labels = test.labels
-    blend = np.array([DEFAULT_HEAD_WEIGHTS[h] for h in HEADS], np.float32)
-    popularity = examples.popularity[test.rows].astype(np.float64)  # counted on the training period only
-    metrics = {
-        "auc_click": auc(heads[:, 0], labels[:, 0]),
-        "popularity_auc_click": auc(popularity, labels[:, 0]),
-        "ndcg20": ndcg_at(20, test.users, heads @ blend, labels @ blend),
-        "popularity_ndcg20": ndcg_at(20, test.users, popularity, labels @ blend),
-        "examples": float(len(train_index)),
-        "events": float(n),
-    }
-    for i, head in enumerate(HEADS[1:], 1):
-        metrics[f"auc_{head}"] = auc(heads[:, i], labels[:, i])
-    layers = [m for m in net if isinstance(m, torch.nn.Linear)]
-    weights = graphs.MlpWeights(*(t for layer in layers for t in (layer.weight.detach().numpy().T.copy(),
-                                                                  layer.bias.detach().numpy().copy())))
-    return weights, metrics
+
+    everything = interactions(events["user"], events["item"], events["event"], shape)
+    users, items = continue_als(everything, params, (users, items), seed=seed)
+    space = _space(catalog, users, items, everything, scale, params)
+    weights = net.weights()
+    metrics = {"validation_ndcg20_als": results[params], "examples": float(len(order)), "events": float(n)}
+    return Trained(weights, space, metrics)
 
 
 def export(weights: graphs.MlpWeights, metrics: dict[str, float], directory: Path, version: str,
@@ -249,26 +363,34 @@ def next_version(root: Path) -> str:
     return str(max(versions, default=0) + 1)
 
 
-def newest_model(root: Path) -> ModelManifest | None:
-    """The newest exported version under `root` (HOME/models/ranker-mlp), or None."""
-    versions = sorted(int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "manifest.json").exists())
-    return load_manifest(root / str(versions[-1])) if versions else None
+def newest_model(root: Path, space: int | None = None) -> ModelManifest | None:
+    """The newest exported version under `root` (HOME/models/ranker-mlp), or None; with `space`, the newest trained
+    for that learned space (the one the store serves)."""
+    versions = sorted((int(p.name) for p in root.glob("*") if p.name.isdigit() and (p / "manifest.json").exists()),
+                      reverse=True)
+    for version in versions:
+        manifest = load_manifest(root / str(version))
+        if space is None or int(manifest.extra.get("space", 0)) == space:
+            return manifest
+    return None
 
 
-def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, epochs: int = 1, max_examples: int = 100_000,
-                   stream: TextIO | None = None, require_better: bool = True) -> ModelManifest:
-    """Train on everything in the store so far and export the next version under `root`; refuses (TrainingError)
-    a model that does not beat popularity on the held-out 20%, unless `require_better` is off."""
-    catalog = load_catalog(store, schema, dim)
-    weights, metrics = train(catalog, epochs=epochs, max_examples=max_examples, stream=stream)
-    if require_better and not metrics["auc_click"] > metrics["popularity_auc_click"]:
-        raise TrainingError(f"click AUC {metrics['auc_click']:.3f} does not beat popularity's "
-                            f"{metrics['popularity_auc_click']:.3f}: not exported")
+def export_trained(trained: Trained, store: Store, schema: Schema, root: Path, sequence: int,
+                   extra: dict | None = None) -> ModelManifest:
+    """Stage the learned space in the store (served once published) and export the ranker's graphs, with a manifest
+    naming that space, as the next version under `root`."""
+    space = trained.vectors
+    items = np.flatnonzero(space.known)
+    users = np.flatnonzero(space.users_known)
     root.mkdir(parents=True, exist_ok=True)
     version = next_version(root)
+    space_id = store.add_space(f"{MODEL_NAME}/{version}", sequence, space.projection, (items + 1, space.items[items]),
+                               (users, space.users[users]))
     staging = root / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
-    export(weights, metrics, staging, version, f"{store.name} up to sequence {catalog.sequence}",
-           {"vector_dim": dim, "schema": schema.name, "trained_to_sequence": catalog.sequence})
+    export(trained.weights, trained.metrics, staging, version, f"{store.name} up to sequence {sequence}",
+           {"vector_dim": int(space.items.shape[1]), "schema": schema.name, "trained_to_sequence": sequence, "space": space_id,
+            "cold_start": [round(float(v), 7) for v in space.cold_start], "vectors": space.describe(), **(extra or {})})
     staging.rename(root / version)
     return load_manifest(root / version)
+

@@ -1,5 +1,6 @@
 """The test catalog: the simulator's small world written as import files, imported into a real store, encoded with
-the real sentence encoder, with each user's vector replayed from their history (what a first run seeds)."""
+the real sentence encoder, its vectors and ranker learned and its space published, with each user's vector as a
+first run seeds it."""
 
 from __future__ import annotations
 
@@ -14,11 +15,15 @@ from catalog.encoding import ContentEncoder
 from catalog.importers import import_into, plan_for
 from engines import ModelManifest
 from engines.sentence import DIM, SentenceEncoder, ensure_encoder
-from ranker.training import MODEL_NAME, fit_and_export, history_vectors, load_catalog
+from ranker.pipeline import fit_and_export
+from ranker.training import MODEL_NAME, current_user_vectors, load_catalog
+from ranker.vectors import AlsParams
 from world import World
 from world.export import IMPORT_MAPPING, SCHEMA, export_world
 
-__all__ = ["TestCatalog", "build_catalog", "train_model"]
+__all__ = ["TestCatalog", "build_catalog", "FIXTURE_ALS"]
+
+FIXTURE_ALS = [AlsParams(16, 1.0, 5.0, iterations=8)]  # one setting: the fixture need not be tuned, only real
 
 
 @dataclass
@@ -27,9 +32,10 @@ class TestCatalog:
 
     path: Path
     schema: Schema
-    item_vectors: np.ndarray  # [items, DIM], row = id - 1
-    user_ids: np.ndarray  # users with a vector after their history
+    item_vectors: np.ndarray  # [items, DIM], row = id - 1: served vectors, in the published learned space
+    user_ids: np.ndarray  # users with a vector (learned, or by drift)
     user_vectors: np.ndarray
+    manifest: ModelManifest  # the model trained on it, whose space is published
     dim: int = DIM
 
     @property
@@ -52,19 +58,16 @@ def build_catalog(world: World, encoder_home: Path, directory: Path) -> TestCata
     schema = preset_schema(SCHEMA)
     paths = export_world(world, directory / "import")
     store = open_store(directory / "catalog.db")
-    import_into(store, plan_for(None, None, paths, IMPORT_MAPPING, schema), schema)
-    encoder = SentenceEncoder(ensure_encoder(encoder_home), threads=2)
-    ContentEncoder(store, encoder.encode_batch).drain()
-    loaded = load_catalog(store, schema, DIM)
-    ids, vectors = history_vectors(loaded)
-    store.close()
-    return TestCatalog(directory / "catalog.db", schema, loaded.items.vectors[:loaded.items.size].copy(), ids, vectors)
-
-
-def train_model(catalog: TestCatalog, root: Path) -> ModelManifest:
-    store = open_store(catalog.path)
     try:
-        return fit_and_export(store, catalog.schema, root / MODEL_NAME, catalog.dim, max_examples=8_000,
-                              require_better=False)
+        import_into(store, plan_for(None, None, paths, IMPORT_MAPPING, schema), schema)
+        encoder = SentenceEncoder(ensure_encoder(encoder_home), threads=2)
+        ContentEncoder(store, encoder.encode_batch).drain()
+        manifest = fit_and_export(store, schema, directory / "models" / MODEL_NAME, DIM, grid=FIXTURE_ALS, epochs=1,
+                                  require_better=False, evaluate=False)
+        store.publish_space(int(manifest.extra["space"]))
+        loaded = load_catalog(store, schema, DIM)
+        ids, vectors = current_user_vectors(store, loaded)
     finally:
         store.close()
+    return TestCatalog(directory / "catalog.db", schema, loaded.items.vectors[:loaded.items.size].copy(), ids, vectors,
+                       manifest)

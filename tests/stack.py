@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 
 from engines import ModelManifest
 from catalog import preset_schema
@@ -139,6 +140,7 @@ async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir
     """All three services as real gRPC servers on free ports, torn down on exit, on a private copy of the
     catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests)."""
     store = store or catalog.copy(state_dir / "store")
+    serve_model_space(store, catalog, manifest)
     ps_server, ps_core = await start_paramserver(catalog, state_dir / "paramserver", store)
     rk_core = None
     if ranker is None:
@@ -228,6 +230,19 @@ async def generation_stack(home: Path, catalog: TestCatalog, state_dir: Path,
         for server in (gw_server, gen_server, ps_server):
             await server.stop(0)
         ps_core.close()
+
+
+def serve_model_space(url: str, catalog: TestCatalog, manifest: ModelManifest) -> None:
+    """A store the test made from scratch serves the model's learned space: the space's projection (its items have
+    no learned vectors: they are placed by their content), under the same space number, published."""
+    store = open_store(url)
+    space = int(manifest.extra["space"])
+    if store.active_space() != space:
+        empty = (np.zeros(0, np.int64), np.zeros((0, catalog.dim), np.float32))
+        staged = store.add_space("test: the fixture model's space", 0, open_store(catalog.url).projection(space), empty, empty)
+        assert staged == space, f"a fresh store stages space {staged}, the model needs {space}"
+        store.publish_space(space)
+    store.close()
 
 
 def ranker_for(catalog: TestCatalog, manifest: ModelManifest, **options) -> Ranker:

@@ -86,11 +86,12 @@ class TestFeed:
         run(body())
 
     def test_unknown_user_gets_a_cold_start_feed(self, catalog, manifest, tmp_path, run) -> None:
+        """A user with no vector gets a full feed, ranked from the model's cold-start vector, flagged cold start."""
+
         async def body() -> None:
             async with running_stack(catalog, manifest, tmp_path) as stack:
                 reply = await stack.gateway.Feed(_feed(10**9, 10), timeout=10)
-                assert reply.cold_start and len(reply.items) == 10
-                assert {s for item in reply.items for s in item.sources} <= {"popular", "fresh"}
+                assert reply.cold_start and not reply.degraded and len(reply.items) == 10
 
         run(body())
 

@@ -82,13 +82,17 @@ class TestRank:
 
         run(_with_ranker(catalog, manifest, body))
 
-    def test_missing_user_vector_gives_cold_start_from_popular_and_fresh(self, catalog, manifest, run) -> None:
-        """No vector: popular and fresh items only, flagged cold start."""
+    def test_missing_user_vector_ranks_from_the_models_cold_start_vector(self, catalog, manifest, run) -> None:
+        """No vector: the feed is the one the model's cold-start vector (the mean learned user) gets, flagged cold
+        start."""
+        cold = np.asarray(manifest.extra["cold_start"], np.float32)
 
         async def body(stub) -> None:
             reply = await stub.Rank(ranker_pb2.RankRequest(k=10))
             assert reply.cold_start and len(reply.items) == 10
-            assert {s for item in reply.items for s in item.sources} <= {"popular", "fresh"}
+            explicit = await stub.Rank(ranker_pb2.RankRequest(k=10, user_vector=to_tensor(cold)))
+            assert not explicit.cold_start
+            assert [i.item_id for i in reply.items] == [i.item_id for i in explicit.items]
 
         run(_with_ranker(catalog, manifest, body))
 

@@ -122,11 +122,13 @@ class InteractBatchRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., events: _Optional[_Iterable[_Union[CatalogEvent, _Mapping]]] = ..., drift: _Optional[bool] = ...) -> None: ...
 
 class WriteAck(_message.Message):
-    __slots__ = ("sequence", "rows", "request_id")
+    __slots__ = ("sequence", "rows", "request_id", "held_back")
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     ROWS_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
+    HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     sequence: int
     rows: int
     request_id: str
-    def __init__(self, sequence: _Optional[int] = ..., rows: _Optional[int] = ..., request_id: _Optional[str] = ...) -> None: ...
+    held_back: int
+    def __init__(self, sequence: _Optional[int] = ..., rows: _Optional[int] = ..., request_id: _Optional[str] = ..., held_back: _Optional[int] = ...) -> None: ...

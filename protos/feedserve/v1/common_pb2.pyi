@@ -27,6 +27,12 @@ class EventType(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     EVENT_TYPE_DWELL: _ClassVar[EventType]
     EVENT_TYPE_SKIP: _ClassVar[EventType]
     EVENT_TYPE_DISLIKE: _ClassVar[EventType]
+
+class Guardrail(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    GUARDRAIL_NONE: _ClassVar[Guardrail]
+    GUARDRAIL_RATE: _ClassVar[Guardrail]
+    GUARDRAIL_TRAVEL: _ClassVar[Guardrail]
 DTYPE_UNSPECIFIED: DType
 DTYPE_FLOAT32: DType
 DTYPE_FLOAT16: DType
@@ -42,6 +48,9 @@ EVENT_TYPE_SHARE: EventType
 EVENT_TYPE_DWELL: EventType
 EVENT_TYPE_SKIP: EventType
 EVENT_TYPE_DISLIKE: EventType
+GUARDRAIL_NONE: Guardrail
+GUARDRAIL_RATE: Guardrail
+GUARDRAIL_TRAVEL: Guardrail
 
 class Tensor(_message.Message):
     __slots__ = ("name", "dtype", "shape", "data")

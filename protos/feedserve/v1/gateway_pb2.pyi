@@ -186,13 +186,15 @@ class InteractRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ..., user: _Optional[str] = ..., item: _Optional[str] = ..., timestamp: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
-    __slots__ = ("applied", "rate", "request_id", "sequence")
+    __slots__ = ("applied", "rate", "request_id", "sequence", "held_back")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     RATE_FIELD_NUMBER: _ClassVar[int]
     REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     rate: float
     request_id: str
     sequence: int
-    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., request_id: _Optional[str] = ..., sequence: _Optional[int] = ...) -> None: ...
+    held_back: _common_pb2.Guardrail
+    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., request_id: _Optional[str] = ..., sequence: _Optional[int] = ..., held_back: _Optional[_Union[_common_pb2.Guardrail, str]] = ...) -> None: ...

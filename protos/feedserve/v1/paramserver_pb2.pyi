@@ -68,16 +68,18 @@ class DriftRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
 
 class DriftResponse(_message.Message):
-    __slots__ = ("applied", "rate", "user_vector", "created")
+    __slots__ = ("applied", "rate", "user_vector", "created", "held_back")
     APPLIED_FIELD_NUMBER: _ClassVar[int]
     RATE_FIELD_NUMBER: _ClassVar[int]
     USER_VECTOR_FIELD_NUMBER: _ClassVar[int]
     CREATED_FIELD_NUMBER: _ClassVar[int]
+    HELD_BACK_FIELD_NUMBER: _ClassVar[int]
     applied: bool
     rate: float
     user_vector: _common_pb2.Tensor
     created: bool
-    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., created: _Optional[bool] = ...) -> None: ...
+    held_back: _common_pb2.Guardrail
+    def __init__(self, applied: _Optional[bool] = ..., rate: _Optional[float] = ..., user_vector: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., created: _Optional[bool] = ..., held_back: _Optional[_Union[_common_pb2.Guardrail, str]] = ...) -> None: ...
 
 class RemoveRequest(_message.Message):
     __slots__ = ("context", "table", "keys")

@@ -1,0 +1,144 @@
+"""Recommendation quality on real data (MovieLens-100K; the full run adds MovieLens-1M), in one run:
+
+1. Per-user split in time (each user's latest 20% held out), full-catalog ranking of unseen items: the served
+   pipeline (the real Ranker over the learned space) against popularity, recent popularity and ALS (`implicit`),
+   all fitted on the same training part and tuned on the same validation slice of it.
+2. Replay in global time order: train on the earliest 80% of all events, start the real stack on it, and replay
+   the next positive events through the public API (Feed before each, then Interact), once with real-time drift
+   and once with frozen vectors, beside popularity and a numpy reference of the same drift on the same vectors.
+   The replay's paramserver runs with its guardrails off: the replay sends months of events in a minute.
+
+A feed the gateway answers degraded is counted (and scored as it came: no retry, no substitute).
+
+    python bench/quality.py [--quick] [--positives N]
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from bench.common import machine, record, result_line  # noqa: E402
+from catalog import open_store, preset_schema  # noqa: E402
+from catalog.datasets import build_store  # noqa: E402
+from cli.bootstrap import activate  # noqa: E402
+from cli.replay import replay, table, window  # noqa: E402
+from cli.stack import Stack, free_ports  # noqa: E402
+from engines.sentence import DIM, SentenceEncoder, ensure_encoder  # noqa: E402
+from mesh.config import StackConfig, default_home  # noqa: E402
+from ranker.evaluation import evaluate_per_user  # noqa: E402
+from ranker.pipeline import quality_table  # noqa: E402
+from ranker.training import MODEL_NAME, export_trained, load_catalog, train  # noqa: E402
+from ranker.vectors import GRID, QUICK_GRID, AlsParams  # noqa: E402
+
+SCHEMA = "movielens"
+_GUARDRAILS_OFF = ("--max-updates-per-minute", "0", "--max-travel-per-hour", "0")
+
+
+def per_user(store, grid: list[AlsParams], name: str) -> tuple[dict[str, float], AlsParams, float]:
+    started = time.monotonic()
+    evaluation = evaluate_per_user(store, preset_schema(SCHEMA), DIM, grid, stream=sys.stderr)
+    seconds = time.monotonic() - started
+    print(f"\n== {name}: per-user split ({seconds:.0f} s; ALS {evaluation.params})")
+    print(quality_table(evaluation.metrics))
+    return evaluation.metrics, evaluation.params, seconds
+
+
+def global_replay(source, params: AlsParams, positives: int, work: Path) -> tuple[dict[str, float], float]:
+    """Train on the earliest 80% of events (in time), start the stack on that, replay what follows."""
+    schema = preset_schema(SCHEMA)
+    started = time.monotonic()
+    events = source.events()
+    order = np.argsort(events["timestamp"], kind="stable")
+    cut = int(len(order) * 0.8)
+    early, later = order[:cut], order[cut:]
+    store_path = work / "replay.db"
+    store = open_store(store_path)
+    source.copy_to(store, events=events["seq"][early])
+    catalog = load_catalog(store, schema, DIM)
+    assert catalog.events["timestamp"].max() <= events["timestamp"][later].min(), "the split must be in time"
+    trained = train(catalog, [params], stream=sys.stderr)
+    manifest = export_trained(trained, store, schema, work / "home" / "models" / MODEL_NAME, catalog.sequence)
+
+    users, items = source.external_ids()
+    held_back = work / "held-back.csv"
+    with open(held_back, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user", "item", "rating", "timestamp"])
+        for i in later.tolist():
+            writer.writerow([users[int(events["user"][i])], items[int(events["item"][i])], events["value"][i],
+                             int(events["timestamp"][i])])
+    from cli.replay import read_events
+
+    replayed = window(read_events(held_back, {"value": "rating", "timestamp": "timestamp"}, schema), positives)
+
+    ports = free_ports(4)
+    config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[2], generator_port=ports[3])
+    stack = Stack(work / "home", str(store_path), SCHEMA, config, work / "logs",
+                  extra_args={"paramserver": _GUARDRAILS_OFF})
+    os.environ.setdefault("FEEDSERVE_TRANSPORT", "grpc")
+    try:
+        stack.start_data_plane()
+        activate(store, schema, manifest, config.paramserver_address, sys.stderr)
+        stack.start_serving()
+        report = replay(store, schema, config.gateway_address, replayed, 20, stream=sys.stderr)
+    finally:
+        stack.stop()
+    seconds = time.monotonic() - started
+    print(f"\n== replay after a global 80/20 split in time ({seconds:.0f} s with training and start-up)")
+    print(table(report, 20))
+    figures = report.result(20)
+    figures["replay_degraded"] = float(sum(t.degraded for t in report.tallies.values()))
+    return figures, seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="MovieLens-100K only, a smaller ALS grid")
+    parser.add_argument("--positives", type=int, default=3_000, help="positive events to replay (default: %(default)s)")
+    args = parser.parse_args()
+    print(f"machine: {machine()}; {time.strftime('%Y-%m-%d')}")
+    home = default_home() / "bench-quality"
+    encoder = SentenceEncoder(ensure_encoder(default_home()), threads=os.cpu_count() or 1)
+    grid = QUICK_GRID if args.quick else GRID
+    result: dict[str, float | int | str] = {}
+    for name in ("ml-100k",) if args.quick else ("ml-100k", "ml-1m"):
+        store = build_store(name, home / f"{name}.db", encoder.encode_batch)
+        metrics, params, split_s = per_user(store, grid, name)
+        with tempfile.TemporaryDirectory(prefix="feedserve-replay-") as tmp:
+            figures, replay_s = global_replay(store, params, args.positives, Path(tmp))
+        if name != "ml-100k":
+            result[f"{name}_ndcg20"] = round(metrics["ndcg20"], 4)
+            result[f"{name}_ratio_vs_als"] = round(metrics["ndcg20"] / metrics["ndcg20_als"], 3)
+            result[f"{name}_drift_gain"] = round(figures["drift_gain"], 3)
+            continue
+        result.update({
+            "ndcg20": round(metrics["ndcg20"], 4), "ndcg20_popularity": round(metrics["ndcg20_popularity"], 4),
+            "ndcg20_als": round(metrics["ndcg20_als"], 4),
+            "ratio_vs_popularity": round(metrics["ndcg20"] / metrics["ndcg20_popularity"], 3),
+            "ratio_vs_als": round(metrics["ndcg20"] / metrics["ndcg20_als"], 3),
+            "recall100_retrieval": round(metrics["recall100_retrieval"], 4),
+            "replay_hr20_drift": round(figures["replay_hr20_drift"], 4),
+            "replay_hr20_frozen": round(figures["replay_hr20_frozen"], 4),
+            "replay_hr20_reference": round(figures["replay_hr20_reference"], 4),
+            "replay_hr20_popularity": round(figures["replay_hr20_popularity"], 4),
+            "drift_gain": round(figures["drift_gain"], 3),
+            "ratio_vs_drift_reference": round(figures["ratio_vs_drift_reference"], 3),
+            "replay_degraded": int(figures["replay_degraded"]),
+            "split_s": round(split_s), "replay_s": round(replay_s),
+        })
+    record("quality", result)
+    print(result_line({k: f"{v:.4f}" if isinstance(v, float) else v for k, v in result.items()}))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,74 @@
+"""Per-user guardrails on real-time drift: a cap on vector updates per minute (a burst of bots, a runaway client
+loop) and a bound on how far a vector may travel in an hour (the path length of its moves).
+
+Windows are fixed (the current minute, the current hour of the clock), so each user costs four numbers, not a
+history. The state lives in memory: a restart forgets at most one hour of it.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from feedserve.v1 import common_pb2
+
+__all__ = ["Guardrails", "DEFAULT_UPDATES_PER_MINUTE", "DEFAULT_TRAVEL_PER_HOUR"]
+
+DEFAULT_UPDATES_PER_MINUTE = 30
+DEFAULT_TRAVEL_PER_HOUR = 1.5  # in the unit-length users' space: a half turn is 2.0
+_EXPIRE_EVERY = 10_000  # checks between sweeps of users idle for more than an hour
+
+
+@dataclass
+class _Window:
+    minute: int = -1
+    updates: int = 0
+    hour: int = -1
+    travelled: float = 0.0
+
+
+@dataclass
+class Guardrails:
+    """`updates_per_minute` and `travel_per_hour` of 0 switch that guardrail off."""
+
+    updates_per_minute: int = DEFAULT_UPDATES_PER_MINUTE
+    travel_per_hour: float = DEFAULT_TRAVEL_PER_HOUR
+    clock: Callable[[], float] = time.time
+    held: dict[int, int] = field(default_factory=lambda: {common_pb2.GUARDRAIL_RATE: 0, common_pb2.GUARDRAIL_TRAVEL: 0})
+    _users: dict[int, _Window] = field(default_factory=dict)
+    _checks: int = 0
+
+    def check(self, user: int, step: float) -> int:
+        """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `step` is
+        how far the move would take the vector. Callers serialise calls (the paramserver's writer lock)."""
+        now = self.clock()
+        minute, hour = int(now // 60), int(now // 3600)
+        window = self._users.get(user)
+        if window is None:
+            window = self._users[user] = _Window()
+        if window.minute != minute:
+            window.minute, window.updates = minute, 0
+        if window.hour != hour:
+            window.hour, window.travelled = hour, 0.0
+        verdict = common_pb2.GUARDRAIL_NONE
+        if self.updates_per_minute and window.updates >= self.updates_per_minute:
+            verdict = common_pb2.GUARDRAIL_RATE
+        elif self.travel_per_hour and window.travelled + step > self.travel_per_hour:
+            verdict = common_pb2.GUARDRAIL_TRAVEL
+        if verdict == common_pb2.GUARDRAIL_NONE:
+            window.updates += 1
+            window.travelled += step
+        else:
+            self.held[verdict] += 1
+        self._checks += 1
+        if self._checks % _EXPIRE_EVERY == 0:
+            self._users = {u: w for u, w in self._users.items() if w.hour >= hour - 1}
+        return verdict
+
+    def forget(self, user: int) -> None:
+        """Drop what is remembered of a user (a deleted user leaves nothing behind)."""
+        self._users.pop(user, None)
+
+    def remembers(self, user: int) -> bool:
+        return user in self._users

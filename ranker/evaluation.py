@@ -1,0 +1,156 @@
+"""Offline evaluation on a per-user split in time: the served pipeline (the real Ranker over the learned space)
+against popularity, recent popularity and ALS, all fitted on the same training part, all ranking the full catalog
+of items each user has not seen."""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TextIO
+
+import numpy as np
+import scipy.sparse as sp
+from feedserve.v1 import ranker_pb2
+
+from catalog import Schema, Store, open_store
+from mesh.dispatch import HeapOutputs
+from mesh.progress import Progress
+from ranker.service import Ranker
+from ranker.training import POSITIVES, Trained, export_trained, load_catalog, train
+from ranker.vectors import (GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k)
+
+__all__ = ["RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "check_split", "evaluate_per_user"]
+
+TEST_SHARE = 0.2  # each user's latest 20% of events, by time
+RECENT_SHARE = 0.1  # recent popularity counts the last 10% of the training period
+
+
+class SplitError(AssertionError):
+    """A test event precedes a training event of the same user: the split would leak the future."""
+
+
+@dataclass
+class Evaluation:
+    """The figures of one evaluation and the ALS setting tuned on the training part's validation slice."""
+
+    metrics: dict[str, float]
+    params: AlsParams
+
+
+def check_split(users: np.ndarray, timestamps: np.ndarray, held: np.ndarray) -> None:
+    """Every user's test events come at or after their last training event (checked by the timestamps)."""
+    train_last = np.full(users.max() + 1 if len(users) else 1, np.iinfo(np.int64).min)
+    np.maximum.at(train_last, users[~held], timestamps[~held])
+    early = held & (timestamps < train_last[users])
+    if early.any():
+        first = int(np.flatnonzero(early)[0])
+        raise SplitError(f"user {int(users[first])}: a test event at {int(timestamps[first])} precedes their last "
+                         f"training event at {int(train_last[users[first]])}")
+
+
+def _hits(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> dict[str, float]:
+    ndcg, hr = ndcg_hr(top, relevant, rows)
+    return {"ndcg": ndcg, "hr": hr}
+
+
+def _recall(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> float:
+    found = []
+    for n, row in enumerate(rows.tolist()):
+        wanted = relevant.indices[relevant.indptr[row]:relevant.indptr[row + 1]]
+        if len(wanted):
+            found.append(np.isin(wanted, top[n]).mean())
+    return float(np.mean(found)) if found else float("nan")
+
+
+def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
+                      k: int = 20, stream: TextIO | None = None, seed: int = 0) -> Evaluation:
+    """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
+    holding only the training part, and score the held-out positives through the real Ranker and the baselines."""
+    stream = stream if stream is not None else io.StringIO()
+    whole = load_catalog(store, schema, dim)
+    events, size = whole.events, whole.items.size
+    held = per_user_holdout(events["user"], events["timestamp"], TEST_SHARE)
+    check_split(events["user"], events["timestamp"], held)
+    shape = (whole.user_rows, size)
+    with tempfile.TemporaryDirectory(prefix="feedserve-evaluation-") as tmp:
+        copy = open_store(Path(tmp) / "training-part.db")
+        try:
+            store.copy_to(copy, events=events["seq"][~held])  # the test part never enters the copy
+            catalog = load_catalog(copy, schema, dim)
+            trained = train(catalog, grid, epochs, seed=seed, stream=stream)
+            manifest = export_trained(trained, copy, schema, Path(tmp) / "models", catalog.sequence)
+            copy.publish_space(int(manifest.extra["space"]))
+            # the Ranker's clock stands at the end of the training part: freshness and the context's hour and
+            # weekday are those of the moment the held-out events begin, not of today
+            now = [0.0]  # set per user: where their held-out events begin
+            ranker = Ranker(copy, schema, manifest, follow=False, threads=os.cpu_count() or 1, clock=lambda: now[0])
+            try:
+                metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream)
+            finally:
+                ranker.close()
+        finally:
+            copy.close()
+    metrics.update({"train_events": float((~held).sum()), "test_events": float(held.sum())})
+    return Evaluation(metrics, trained.vectors.params)
+
+
+def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
+           k: int, seed: int, now: list[float], stream: TextIO) -> dict[str, float]:
+    users, items, kinds = events["user"], events["item"], events["event"]
+    seen = sp.csr_matrix((np.ones((~held).sum(), np.float32), (users[~held], items[~held] - 1)), shape=shape)
+    positive = held & np.isin(kinds, POSITIVES["click"])
+    relevant = sp.csr_matrix((np.ones(positive.sum(), np.float32), (users[positive], items[positive] - 1)), shape=shape)
+    relevant = relevant - relevant.multiply(seen.astype(bool))  # an item seen in training cannot be shown again
+    relevant.eliminate_zeros()
+    rows = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    space = trained.vectors
+
+    last = np.zeros(shape[0], np.int64)
+    np.maximum.at(last, users[~held], events["timestamp"][~held])
+    served = np.zeros((len(rows), k), np.int64)
+    progress = Progress(f"scoring {len(rows):,} users through the Ranker", len(rows), stream=stream)
+    for n, user in enumerate(rows.tolist()):
+        tensors = {"user_vector": space.users[user]} if space.users_known[user] else {}
+        now[0] = float(last[user])
+        reply = ranker.rank(ranker_pb2.RankRequest(user_id=user, k=k), tensors, HeapOutputs())
+        got = np.array([i.item_id - 1 for i in reply.items], np.int64)
+        served[n, :len(got)] = got
+        served[n, len(got):] = -1
+        progress.advance()
+
+    vectors = np.where(space.users_known[rows, None], space.users[rows], space.cold_start[None, :])
+    servable = ranker.items.servable[:shape[1]]
+    retrieval_scores = vectors @ ranker.items.vectors[:shape[1]].T
+    retrieval_scores[:, ~servable] = -np.inf
+    retrieval = top_k(retrieval_scores, seen, rows, 100)
+
+    training = ~held
+    train_positive = training & np.isin(kinds, POSITIVES["click"])
+    popularity = np.bincount(items[train_positive] - 1, minlength=shape[1]).astype(np.float32)
+    stamps = events["timestamp"][training]
+    cut = np.quantile(stamps, 1 - RECENT_SHARE) if len(stamps) else 0
+    recent = np.bincount(items[train_positive & (events["timestamp"] >= cut)] - 1, minlength=shape[1]).astype(np.float32)
+    matrix = interactions(users[training], items[training], kinds[training], shape)
+    als_users, als_items = fit_als(matrix, space.params, seed)
+
+    def ranked(scores: np.ndarray) -> np.ndarray:
+        return top_k(scores, seen, rows, k)
+
+    results = {"served": _hits(served, relevant, rows),
+               "popularity": _hits(ranked(np.tile(popularity, (len(rows), 1))), relevant, rows),
+               "recent_popularity": _hits(ranked(np.tile(recent, (len(rows), 1))), relevant, rows),
+               "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows)}
+    metrics = {f"ndcg{k}": results["served"]["ndcg"], f"hr{k}": results["served"]["hr"]}
+    for name in ("popularity", "recent_popularity", "als"):
+        metrics[f"ndcg{k}_{name}"] = results[name]["ndcg"]
+        metrics[f"hr{k}_{name}"] = results[name]["hr"]
+    metrics["recall100_retrieval"] = _recall(retrieval, relevant, rows)
+    alone = _hits(retrieval[:, :k], relevant, rows)  # the learned vectors alone, no ranker
+    metrics[f"ndcg{k}_retrieval"], metrics[f"hr{k}_retrieval"] = alone["ndcg"], alone["hr"]
+    shown = np.unique(served[served >= 0])
+    metrics["coverage"] = float(len(shown) / max(int(servable.sum()), 1))
+    metrics["test_users"] = float(len(rows))
+    return metrics

@@ -1,0 +1,48 @@
+"""What `feedserve train` runs: evaluate on a per-user split, refuse a model that does not beat popularity, then
+learn on everything and export the next version (its space staged in the store, its graphs on disk)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TextIO
+
+from catalog import Schema, Store
+from engines import ModelManifest
+from ranker.evaluation import evaluate_per_user
+from ranker.training import TrainingError, export_trained, load_catalog, train
+from ranker.vectors import GRID, AlsParams
+
+__all__ = ["fit_and_export", "quality_table"]
+
+
+def quality_table(metrics: dict[str, float], k: int = 20) -> str:
+    """The per-user split's figures, served pipeline beside the baselines, as a small table."""
+    if f"ndcg{k}" not in metrics:
+        return "(no per-user evaluation was run)"
+    lines = [f"{'per-user split':<20} {'NDCG@' + str(k):>9} {'HR@' + str(k):>8}"]
+    for label, suffix in (("served", ""), ("popularity", "_popularity"), ("recent popularity", "_recent_popularity"),
+                          ("ALS", "_als"), ("retrieval alone", "_retrieval")):
+        hr = metrics.get(f"hr{k}{suffix}", float("nan"))
+        lines.append(f"{label:<20} {metrics[f'ndcg{k}{suffix}']:9.4f} {hr:8.4f}")
+    lines.append(f"recall@100 of retrieval {metrics['recall100_retrieval']:.4f}, catalog coverage {metrics['coverage']:.3f}, "
+                 f"{int(metrics['test_users']):,} test users")
+    return "\n".join(lines)
+
+
+def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
+                   stream: TextIO | None = None, require_better: bool = True, evaluate: bool = True) -> ModelManifest:
+    """Evaluate (unless `evaluate` is off), then train on every event so far with the setting the evaluation tuned,
+    and export. Refuses (TrainingError) a model whose served NDCG@20 does not beat popularity's, unless
+    `require_better` is off."""
+    metrics: dict[str, float] = {}
+    if evaluate:
+        report = evaluate_per_user(store, schema, dim, grid, epochs, stream=stream)
+        metrics = report.metrics
+        if require_better and not metrics["ndcg20"] > metrics["ndcg20_popularity"]:
+            raise TrainingError(f"NDCG@20 {metrics['ndcg20']:.4f} does not beat popularity's "
+                                f"{metrics['ndcg20_popularity']:.4f} on the per-user split: not exported")
+        grid = [report.params]
+    catalog = load_catalog(store, schema, dim)
+    trained = train(catalog, grid, epochs, stream=stream)
+    trained.metrics.update(metrics)
+    return export_trained(trained, store, schema, root, catalog.sequence)
