@@ -7,6 +7,10 @@ over all 50,000 users (latency counts from each request's scheduled send time) a
 statuses and the per-hop breakdown, which h2load cannot see (gRPC errors travel in HTTP 200 trailers).
 The gateway's feed cache is off: every feed is ranked, 2,400 candidates x 4,736 features.
 
+First, the feed with the learned-vector model against the model before it (the same weights exported in the
+previous graph format, without the wide part, on a copy of the store serving content vectors): the P50 of whole
+feeds in alternating blocks, and their ratio (`--models-only` stops there).
+
     python bench/load.py [--quick] [--rate 100] [--seconds 20]
 """
 
@@ -37,16 +41,18 @@ from world import WorldSpec  # noqa: E402
 async def drive(address: str, rate: float, seconds: float, users: int, seed: int) -> dict:
     """Open loop at `rate` per second for `seconds`; latencies from the scheduled send time."""
     rng = np.random.default_rng(seed)
-    latencies, codes, hops = [], Counter(), Counter()
+    latencies, ok_latencies, codes, hops = [], [], Counter(), Counter()
     hop_totals: dict[tuple[str, str], float] = {}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
 
         async def one(at: float, user: int) -> None:
+            ok = False
             try:
                 reply = await stub.Feed(gateway_pb2.FeedRequest(
                     user_id=user, k=20, context=common_pb2.RequestContext(feature_tag="load")), timeout=1.0)
                 codes["OK" if not reply.degraded else "OK_DEGRADED"] += 1
+                ok = not reply.degraded
                 for hop in reply.hops:
                     key = (hop.service, hop.stage)
                     hop_totals[key] = hop_totals.get(key, 0.0) + (hop.end_ns - hop.start_ns) / 1e6
@@ -54,6 +60,8 @@ async def drive(address: str, rate: float, seconds: float, users: int, seed: int
             except grpc.aio.AioRpcError as error:
                 codes[error.code().name] += 1
             latencies.append(time.perf_counter() - at)
+            if ok:
+                ok_latencies.append((time.perf_counter() - at) * 1e3)
 
         start = time.perf_counter()
         tasks = []
@@ -67,7 +75,7 @@ async def drive(address: str, rate: float, seconds: float, users: int, seed: int
         elapsed = time.perf_counter() - start
     ms = np.asarray(latencies) * 1e3
     return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)),
-            "rps": len(ms) / elapsed, "codes": dict(codes),
+            "rps": len(ms) / elapsed, "codes": dict(codes), "latencies_ms": ok_latencies,
             "hops": {f"{s}/{t}": hop_totals[(s, t)] / hops[(s, t)] for s, t in sorted(hop_totals)}}
 
 
@@ -141,12 +149,91 @@ def run_stack(store: str, users: int, transport: str, rate: float, seconds: floa
         stack.stop()
 
 
+def previous_model_home(home: Path, store: str) -> tuple[Path, str]:
+    """The stack as it served before learned vectors, for the latency comparison: a copy of the store serving no
+    learned space (items' vectors are their content vectors), and the same ranker weights exported without the
+    wide part, in the previous graph format. Its users get the same vectors as the new stack's (the cost of a feed
+    does not depend on which user it is). Returns (its home, its store)."""
+    from catalog import open_store
+    from ranker import model as graphs
+    from ranker.training import MODEL_NAME, export, newest_model
+
+    old = home / "previous-model"
+    old_store = old / "catalog.db"
+    if not old_store.exists():
+        old.mkdir(parents=True, exist_ok=True)
+        source = open_store(store)
+        target = open_store(old_store)
+        source.copy_to(target)
+        target.publish_space(0)
+        new = newest_model(home / "models" / MODEL_NAME)
+        weights = graphs.weights_of(new.directory / new.graphs["naive"])
+        weights.wide = None
+        extra = {k: v for k, v in new.extra.items() if k not in ("space", "cold_start", "graph_format")}
+        export(weights, new.metrics, old / "models" / MODEL_NAME / "1", "1", "previous format", extra)
+        target.close()
+    return old, str(old_store)
+
+
+def compare_models(home: Path, store: str, users: int, rate: float, seconds: float, blocks: int) -> dict:
+    """Feed P50 with the learned-vector model against the previous model, in alternating blocks, ring on; only
+    answers that were neither degraded nor failed enter the percentiles (the others are counted)."""
+    os.environ["FEEDSERVE_TRANSPORT"] = "auto"
+    os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
+    old_home, old_store = previous_model_home(home, store)
+    from catalog import open_store
+
+    seeded = open_store(store)
+    ids, vectors = seeded.learned_users(seeded.active_space())
+    samples: dict[str, list[float]] = {"learned": [], "previous": []}
+    degraded: Counter = Counter()
+    for block in range(blocks):
+        for name, where, url in (("learned", home, store), ("previous", old_home, old_store)):
+            ports = free_ports(3)
+            config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[2])
+            stack = Stack(where, url, "simulator", config, where / "logs" / f"compare-{name}",
+                          extra_args={"gateway": ("--cache-ttl-s", "0"),
+                                      "paramserver": ("--snapshot-interval-s", "0", "--state-dir",
+                                                      str(where / "compare-state" / f"{name}-{block}"))})
+            stack.start_data_plane(timeout=300)
+            try:
+                _seed(config.paramserver_address, ids, vectors)
+                stack.start_serving(timeout=300)
+                asyncio.run(drive(config.gateway_address, rate, 2, users, seed=98))  # warm-up
+                result = asyncio.run(drive(config.gateway_address, rate, seconds, users, seed=block))
+            finally:
+                stack.stop()
+            samples[name] += result["latencies_ms"]
+            degraded[name] += sum(n for code, n in result["codes"].items() if code != "OK")
+            print(f"  block {block + 1}/{blocks} {name:<8}: P50 {result['p50']:.2f} ms  P99 {result['p99']:.2f} ms  "
+                  f"{result['codes']}", flush=True)
+    out = {}
+    for name, values in samples.items():
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (float(np.percentile(values, q)) for q in (50, 99))
+        out[f"{name}_not_ok"] = degraded[name]
+    out["p50_ratio_learned_vs_previous"] = out["learned_p50_ms"] / out["previous_p50_ms"]
+    return out
+
+
+def _seed(paramserver: str, ids: np.ndarray, vectors: np.ndarray) -> None:
+    from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
+    from mesh.tensors import to_tensor
+
+    with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+        stub = paramserver_pb2_grpc.ParamServerStub(channel)
+        for start in range(0, len(ids), 10_000):
+            stub.Upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER, keys=to_tensor(ids[start:start + 10_000]),
+                                                      values=to_tensor(vectors[start:start + 10_000])), timeout=60)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="10 s at the fixed rate, a short ramp")
     parser.add_argument("--rate", type=float, default=100.0, help="fixed request rate (default: %(default)s)")
     parser.add_argument("--seconds", type=float, help="seconds at the fixed rate (default 30; quick 10)")
     parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-catalog-N)")
+    parser.add_argument("--models-only", action="store_true",
+                        help="only the feed P50 with the learned-vector model against the previous one")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 30)
     ramp = [100, 150, 200, 300] if args.quick else [100, 125, 150, 175, 200, 250, 300, 350, 400, 500]
@@ -156,6 +243,15 @@ def main() -> None:
     store = prepare_catalog(home, spec.items, spec.users, spec.interactions)
     print(f"load: Feed at {args.rate:.0f} rps for {seconds:.0f} s over {spec.users:,} users, cache off, "
           f"2,400 candidates x 4,736 features; then a ramp; {machine()}", flush=True)
+    print("\nfeed with the learned-vector model vs the previous model (alternating blocks, ring on):", flush=True)
+    models = compare_models(home, store, spec.users, args.rate, seconds / 2, 2)
+    print(f"learned P50 {models['learned_p50_ms']:.2f} ms P99 {models['learned_p99_ms']:.2f} ms; previous P50 "
+          f"{models['previous_p50_ms']:.2f} ms P99 {models['previous_p99_ms']:.2f} ms; ratio learned/previous at P50 "
+          f"{models['p50_ratio_learned_vs_previous']:.2f}; not OK (degraded or failed): learned "
+          f"{models['learned_not_ok']}, previous {models['previous_not_ok']}", flush=True)
+    if args.models_only:
+        print(result_line({k: round(v, 3) if isinstance(v, float) else v for k, v in models.items()}))
+        return
     results = {t: run_stack(store, spec.users, t, args.rate, seconds, home, ramp, ramp_s) for t in ("auto", "grpc")}
     ring, plain = results["auto"], results["grpc"]
     print(f"\n{'driver / path':<22} {'rps':>7} {'P50 ms':>8} {'P90 ms':>8} {'P99 ms':>8}  statuses")
@@ -170,8 +266,11 @@ def main() -> None:
     errors = sum(n for code, n in ring["codes"].items() if not code.startswith("OK"))
     result = {"rps": ring["rps"], "feed_p50_ms": ring["p50"], "feed_p99_ms": ring["p99"],
               "grpc_only_p50_ms": plain["p50"], "grpc_only_p99_ms": plain["p99"],
-              "max_rps_at_p99_50ms": ring["max_rps_at_p99_50ms"], "errors": errors}
-    record("load", {**result, "ring": ring, "grpc_only": plain, "seconds": seconds, "rate": args.rate})
+              "max_rps_at_p99_50ms": ring["max_rps_at_p99_50ms"], "errors": errors,
+              "model_p50_ratio": models["p50_ratio_learned_vs_previous"]}
+    for r in (ring, plain):
+        r.pop("latencies_ms", None)
+    record("load", {**result, "ring": ring, "grpc_only": plain, "models": models, "seconds": seconds, "rate": args.rate})
     print(result_line(result))
 
 

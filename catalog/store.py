@@ -349,11 +349,12 @@ class Store:
             return space
 
     def publish_space(self, space: int) -> int:
-        """Serve a staged space: every item takes a new sequence, so that followers re-read its served vector in
-        it (and retrieval, ranking and drift move to it together). Returns the sequence reached."""
+        """Serve a staged space (0: none, content vectors as they are): every item takes a new sequence, so that
+        followers re-read its served vector in it (and retrieval, ranking and drift move to it together). Returns
+        the sequence reached."""
         with self._transaction() as cur:
             cur.execute(self._sql("SELECT count(*) FROM spaces WHERE id = ?"), (space,))
-            if not int(cur.fetchone()[0]):
+            if space and not int(cur.fetchone()[0]):
                 raise NotFound(f"space {space}: no such learned space in {self.name}")
             cur.execute(self._sql("UPDATE counters SET value = ? WHERE name = 'active_space'"), (space,))
             cur.execute("SELECT id FROM items ORDER BY seq")
@@ -510,15 +511,12 @@ class Store:
 
 def _served(content: np.ndarray | None, learned: bytes | None, projection: np.ndarray | None) -> np.ndarray | None:
     """An item's served vector: its learned one in the active space; else its content vector projected into that
-    space at unit length, the mean length of learned items (an item with no interactions yet is retrievable at
-    once, as an average item rather than a faint one); the content vector itself before any space."""
+    space (an item with no interactions yet is retrievable at once); the content vector itself before any space."""
     if learned is not None:
         return np.frombuffer(learned, np.float32)
     if content is None or projection is None:
         return content
-    placed = content @ projection
-    norm = float(np.linalg.norm(placed))
-    return (placed / norm if norm > 0 else placed).astype(np.float32)
+    return (content @ projection).astype(np.float32)
 
 
 def content_text(title: str, text: str, categories: Sequence[str]) -> str:

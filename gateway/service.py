@@ -73,6 +73,9 @@ def _plain(request: gateway_pb2.FeedRequest) -> bool:
                 or request.objective_weights or request.context.fields)
 
 
+_RANK_MARGIN_S = 0.05
+
+
 class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
@@ -222,10 +225,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 return self._finish(response, hops, received, request.context.feature_tag)
         depth = min(MAX_K, max(k, PAGE_DEPTH))  # ranked deeper than the page, so that a cursor continues it
         timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
+        # a read-your-writes wait leaves room to rank afterwards, with a margin (a ranking can take longer than average)
+        wait_s = max(timeout - 2 * self.rank_cost_s - _RANK_MARGIN_S, 0) if request.min_sequence else 0
         rank_request = ranker_pb2.RankRequest(
             context=request.context, user_id=user_id, k=depth, candidate_count=count,
             max_batch_delay_us=settings.batch_delay_us, min_sequence=request.min_sequence,
-            min_sequence_wait_ms=int(max(timeout - self.rank_cost_s, 0) * 1e3) if request.min_sequence else 0,
+            min_sequence_wait_ms=int(wait_s * 1e3),
             include_labels=request.include_labels, exclude_labels=request.exclude_labels,
             published_after=request.published_after, head_weights=request.objective_weights,
             include_seen=request.include_seen)

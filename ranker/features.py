@@ -6,7 +6,8 @@
     item     the item's served (learned) vector, its content vector, numeric item fields, hashed categories, tags and
              categorical item fields
     context  hour and weekday one-hots, numeric context fields, hashed categorical context fields, the feature tag
-    cross    user.item, retrieval source bits, freshness, popularity, hashed (user field value x item category) pairs
+    cross    user.item and its rank among the candidates, retrieval source bits, freshness, popularity, hashed
+             (user field value x item category) pairs
 
 The first dense layer of the model splits exactly along these parts, which is what lets the ranker compute the
 user and context parts once per request and the item part once per item. Nothing here knows any one catalog: a
@@ -38,7 +39,8 @@ HEADS = OBJECTIVES
 SOURCES = ("interest", "cluster", "fresh", "popular")
 FRESHNESS_DAYS = 7.0
 MAX_CODES = 24  # hashed columns kept per item (categories, tags, fields); more are dropped, rarest last
-_CROSS_FIXED = 7  # dot, 4 source bits, freshness, popularity
+_CROSS_FIXED = 8  # dot, 4 source bits, freshness, popularity, the dot's rank among the candidates
+_RANK_SCALE = 8.0  # log1p(rank) / 8: rank 0 -> 0, rank 2,400 -> 0.97
 _CONTEXT_FIXED = 31  # hour 24 + weekday 7
 
 
@@ -184,13 +186,20 @@ class FeatureSpace:
 
     def cross_features(self, users: np.ndarray | None, crosses: Sequence[str], item_vectors: np.ndarray,
                        item_categories: np.ndarray, sources: np.ndarray, age_s: np.ndarray,
-                       popularity: np.ndarray) -> np.ndarray:
-        """[n, 128]: user.item, source bits, freshness, log popularity, hashed (user value x item category) pairs.
-        `users` is [1, dim] (one request) or [n, dim]; `crosses` the request's user values (user_crosses)."""
+                       popularity: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
+        """[n, 128]: user.item, source bits, freshness, log popularity, the rank of user.item, hashed (user value x
+        item category) pairs. `users` is [1, dim] (one request) or [n, dim]; `crosses` the request's user values
+        (user_crosses); `ranks` where each item ranks by user.item (default: among these n, best first)."""
         n = len(item_vectors)
         out = np.zeros((n, CROSS_DIM), np.float32)
         if users is not None:
             out[:, 0] = np.einsum("nd,nd->n", item_vectors, np.broadcast_to(users, item_vectors.shape))
+            if ranks is None:  # per user scale-free: the order the learned vectors give, as a number
+                ranks = np.empty(n, np.int64)
+                ranks[np.argsort(-out[:, 0], kind="stable")] = np.arange(n)
+            out[:, 7] = np.log1p(ranks) / _RANK_SCALE
+        else:
+            out[:, 7] = np.log1p(n) / _RANK_SCALE
         out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
         out[:, 5] = np.exp(-np.clip(age_s, 0, None) / 86400 / FRESHNESS_DAYS)
         out[:, 6] = np.log1p(popularity) / 10

@@ -40,7 +40,7 @@ class MlpWeights:
     b2: np.ndarray
     w3: np.ndarray
     b3: np.ndarray
-    wide: np.ndarray  # [CROSS_DIM, heads]
+    wide: np.ndarray | None = None  # [CROSS_DIM, heads]; None: no wide part (graph format 2)
 
     @classmethod
     def random(cls, seed: int = 0) -> MlpWeights:
@@ -56,15 +56,16 @@ def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
 
 
 def _tail(w: MlpWeights, h1: str, wide: str) -> tuple[list, list]:
-    """Layers 2 and 3, the wide part (`wide`: the node giving cross @ Ww), the heads and their blend: shared by
-    every graph that scores."""
+    """Layers 2 and 3, the wide part (`wide`: the node giving cross @ Ww, when the weights have one), the heads and
+    their blend: shared by every graph that scores."""
+    deep = "deep" if w.wide is not None else "logits"
     nodes = [
         helper.make_node("MatMul", [h1, "w2"], ["z2"]),
         helper.make_node("Add", ["z2", "b2"], ["a2"]),
         helper.make_node("Relu", ["a2"], ["h2"]),
         helper.make_node("MatMul", ["h2", "w3"], ["z3"]),
-        helper.make_node("Add", ["z3", "b3"], ["deep"]),
-        helper.make_node("Add", ["deep", wide], ["logits"]),
+        helper.make_node("Add", ["z3", "b3"], [deep]),
+        *([helper.make_node("Add", ["deep", wide], ["logits"])] if w.wide is not None else []),
         helper.make_node("Sigmoid", ["logits"], ["heads"]),
         helper.make_node("MatMul", ["heads", "head_weights"], ["scores"]),
     ]
@@ -87,12 +88,13 @@ def _model(graph: onnx.GraphProto) -> onnx.ModelProto:
 def naive_graph(w: MlpWeights) -> onnx.ModelProto:
     """features [n, 4736], head_weights [4] -> scores [n], heads [n, 4]."""
     tail, consts = _tail(w, "h1", "wide_part")
-    wide = np.zeros((FEATURE_DIM, len(HEADS)), np.float32)
-    wide[_C:] = w.wide  # the wide part reads the cross columns only
-    consts.append(_const("wide", wide))
-    nodes = [
-        helper.make_node("MatMul", ["features", "wide"], ["wide_part"]),
-        helper.make_node("MatMul", ["features", "w1"], ["z1"]),
+    nodes = [helper.make_node("MatMul", ["features", "w1"], ["z1"])]
+    if w.wide is not None:
+        wide = np.zeros((FEATURE_DIM, len(HEADS)), np.float32)
+        wide[_C:] = w.wide  # the wide part reads the cross columns only
+        consts.append(_const("wide", wide))
+        nodes.append(helper.make_node("MatMul", ["features", "wide"], ["wide_part"]))
+    nodes += [
         helper.make_node("Add", ["z1", "b1"], ["a1"]),
         helper.make_node("Relu", ["a1"], ["h1"]),
         *tail,
@@ -121,7 +123,7 @@ def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
         helper.make_node("Sub", ["ids", "one"], ["rows"]),
         helper.make_node("Gather", ["item_table", "rows"], ["item_part"], axis=0),
         helper.make_node("MatMul", ["cross", "wx"], ["cross_part"]),
-        helper.make_node("MatMul", ["cross", "wide"], ["wide_part"]),
+        *([helper.make_node("MatMul", ["cross", "wide"], ["wide_part"])] if w.wide is not None else []),
         helper.make_node("Add", ["item_part", "cross_part"], ["candidate_part"]),
         helper.make_node("Add", ["candidate_part", "request_part"], ["a1"]),
         helper.make_node("Relu", ["a1"], ["h1"]),
@@ -138,7 +140,7 @@ def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:
     ]
     consts += [
         _const("wu", w.w1[:_U]), _const("wc", w.w1[_I:_C]), _const("wx", w.w1[_C:]), _const("b1", w.b1),
-        _const("wide", w.wide),
+        *([_const("wide", w.wide)] if w.wide is not None else []),
         _const("one", np.array(1, dtype=np.int64)),
     ]
     return _model(helper.make_graph(nodes, "ranker_decomposed", inputs, _outputs(), consts))
@@ -155,7 +157,8 @@ def item_tower_graph(w: MlpWeights) -> onnx.ModelProto:
 def weights_of(naive: Path) -> MlpWeights:
     """The weights back out of a naive graph file (to re-export a model's other graphs)."""
     found = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(naive)).graph.initializer}
-    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")), found["wide"][_C:])
+    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")),
+                      found["wide"][_C:] if "wide" in found else None)
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:

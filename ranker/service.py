@@ -240,6 +240,10 @@ class Ranker:
         known = user is not None
         if user is None:
             user = self.cold_start
+        elif self.cold_start is not None:  # learned users are of unit length: a vector drift created at an item's
+            norm = float(np.linalg.norm(user))  # place need not be, and the model reads direction, not length
+            if norm > 0:
+                user = user / norm
         with hops.stage("catalog_wait"):
             caught_up = self._wait_for_catalog(request)
         with hops.stage("retrieval"):

@@ -76,6 +76,7 @@ VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where A
 NEGATIVES = 4  # per validation event, drawn from what retrieval would give that user: as the ranker sees them
 _CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
 _MAX_EXAMPLE_USERS = 5_000
+PLACED_LENGTH = 0.5  # mean length of items placed by their content (learned items: 1)
 
 
 @dataclass
@@ -131,14 +132,14 @@ def current_user_vectors(store: Store, catalog: Catalog) -> tuple[np.ndarray, np
 
 class _Examples:
     """Feature rows and labels for the validation slice's events and their negatives, built batch by batch with
-    the serving code, in the space the vectors were learned in (`interest` ranks: where retrieval would have
-    ranked each row's item for its user)."""
+    the serving code, in the space the vectors were learned in (`interest`: where retrieval would have ranked each
+    row's item for its user; `user_vectors`: the user's vector at that moment)."""
 
-    def __init__(self, catalog: Catalog, space: LearnedVectors, users: np.ndarray, rows: np.ndarray,
-                 stamps: np.ndarray, labels: np.ndarray, interest: np.ndarray, popularity: np.ndarray) -> None:
-        self.catalog, self.space, self.learned = catalog, catalog.items.space, space
+    def __init__(self, catalog: Catalog, users: np.ndarray, rows: np.ndarray, stamps: np.ndarray, labels: np.ndarray,
+                 interest: np.ndarray, user_vectors: np.ndarray, learned: LearnedVectors, popularity: np.ndarray) -> None:
+        self.catalog, self.space, self.learned = catalog, catalog.items.space, learned
         self.users, self.rows, self.stamps, self.labels, self.interest = users, rows, stamps, labels, interest
-        self.popularity = popularity
+        self.user_vectors, self.popularity = user_vectors, popularity
         size = catalog.items.size
         self.popular_rank = np.empty(size, np.int64)
         self.popular_rank[np.argsort(-popularity, kind="stable")] = np.arange(size)
@@ -150,10 +151,7 @@ class _Examples:
 
     def features(self, index: np.ndarray) -> np.ndarray:
         items, space = self.catalog.items, self.space
-        rows, stamps = self.rows[index], self.stamps[index]
-        users = self.learned.users[self.users[index]]
-        cold = ~self.learned.users_known[self.users[index]]
-        users[cold] = self.learned.cold_start  # what the ranker is given for a user with no vector
+        rows, stamps, users = self.rows[index], self.stamps[index], self.user_vectors[index]
         attributes = [self.catalog.users.get(int(u)) for u in self.users[index]]
         user = space.user_features(users, attributes)
         vectors = self.learned.items[rows]
@@ -164,7 +162,8 @@ class _Examples:
         cross = np.concatenate([
             space.cross_features(users[k:k + 1], space.user_crosses(attributes[k]), vectors[k:k + 1],
                                  items.category[rows[k:k + 1]], sources[k:k + 1], age[k:k + 1],
-                                 self.popularity[rows[k:k + 1]]) for k in range(len(index))])
+                                 self.popularity[rows[k:k + 1]], self.interest[index[k:k + 1]])
+            for k in range(len(index))])
         hour, weekday = (stamps // 3600) % 24, (stamps // 86400 + 3) % 7  # 1970-01-01 was a Thursday
         context = space.context_features(hour, weekday, [{}] * len(index))
         item = space.item_features(vectors, items.content[rows], items.columns[rows], items.numeric[rows])
@@ -189,7 +188,7 @@ def _pad(vectors: np.ndarray, dim: int) -> np.ndarray:
 def _space(catalog: Catalog, users: np.ndarray, items: np.ndarray, matrix: sp.csr_matrix, scale: float,
            params: AlsParams) -> LearnedVectors:
     """Factors -> a served space: items scaled (mean length 1, so that drift's 10% means 10%), users of unit
-    length, both padded to the served width; items with no positive get their content's projection, at unit length."""
+    length, both padded to the served width; items with no positive get their content's projection."""
     dim, size = catalog.items.space.dim, catalog.items.size
     known = np.diff(matrix.tocsc().indptr) > 0
     item_vectors = _pad(items * scale, dim)
@@ -197,7 +196,12 @@ def _space(catalog: Catalog, users: np.ndarray, items: np.ndarray, matrix: sp.cs
     projection = np.zeros((dim, dim), np.float32)
     if known.any():
         projection[:, :items.shape[1]] = fit_projection(content[known], items[known] * scale)
-    item_vectors[~known] = unit(content[~known] @ projection)  # as the store places them: see catalog.store._served
+        # ridge shrinks what content cannot tell apart toward zero, and inner-product retrieval never finds a faint
+        # vector: scale placed items to PLACED_LENGTH on average, short of learned ones (mean 1) but findable
+        placed = float(np.linalg.norm(content[known] @ projection, axis=1).mean())
+        if placed > 0:
+            projection *= PLACED_LENGTH / placed
+    item_vectors[~known] = content[~known] @ projection  # as the store places them
     users_known = np.diff(matrix.indptr) > 0
     user_vectors = _pad(unit(users), dim)
     user_vectors[~users_known] = 0
@@ -214,40 +218,48 @@ def _labels(events: np.ndarray) -> np.ndarray:
 
 def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.ndarray, fit: sp.csr_matrix,
                      rng: np.random.Generator) -> _Examples:
-    """The validation events (positives, and the dislikes and skips that are negatives), each with negatives drawn
-    uniformly from the user's unseen retrieval candidates (the best-scored by the vectors): the distribution the
-    ranker meets when serving. (Negatives drawn from the very top would teach it that a high score is bad.)"""
+    """The validation events (positives, and the dislikes and skips that are negatives), in time order, each with
+    the user's vector as serving would hold it at that moment (learned, then moved by drift over the events before;
+    the cold-start vector for a user with none yet), and negatives drawn uniformly from what retrieval would give
+    that vector: the distribution the ranker meets when serving. (Negatives drawn from the very top would teach it
+    that a high score is bad.)"""
     events, size = catalog.events, catalog.items.size
     users = np.unique(events["user"][validation])
     if len(users) > _MAX_EXAMPLE_USERS:
         users = rng.choice(users, _MAX_EXAMPLE_USERS, replace=False)
         validation = validation[np.isin(events["user"][validation], users)]
-    out: dict[str, list[np.ndarray]] = {"users": [], "rows": [], "stamps": [], "labels": [], "interest": []}
-    by_user = events["user"][validation]
-    for user in np.unique(by_user).tolist():
-        mine = validation[by_user == user]
-        rows = events["item"][mine] - 1
-        vector = space.users[user] if space.users_known[user] else space.cold_start
-        scores = space.items[:size] @ vector
-        scores[~catalog.items.servable[:size]] = -np.inf
-        scores[fit.indices[fit.indptr[user]:fit.indptr[user + 1]]] = -np.inf
-        order = np.argsort(-scores, kind="stable")
-        ranks = np.empty(size, np.int64)
-        ranks[order] = np.arange(size)
-        pool = order[:min(_CANDIDATES, int(np.isfinite(scores).sum()))]
-        pool = pool[~np.isin(pool, rows)]
-        negatives = rng.choice(pool, len(mine) * NEGATIVES) if len(pool) else np.zeros(0, np.int64)
-        both = np.concatenate([rows, negatives])
-        out["users"].append(np.full(len(both), user, np.int64))
-        out["rows"].append(both)
-        out["stamps"].append(np.concatenate([events["timestamp"][mine],
-                                             rng.choice(events["timestamp"][mine], len(negatives))]))
-        out["labels"].append(np.concatenate([_labels(events["event"][mine]),
-                                             np.zeros((len(negatives), len(HEADS)), np.float32)]))
-        out["interest"].append(ranks[both])
+    who, rows = events["user"][validation], events["item"][validation] - 1
+    start = {int(u): space.users[u] for u in np.unique(who).tolist() if space.users_known[u]}
+    _, moment = replay_drift(who, rows + 1, events["event"][validation], space.items[:size],
+                             before=np.arange(len(validation)), start=start)
+    assert moment is not None
+    moment[np.abs(moment).sum(axis=1) == 0] = space.cold_start
+    moment = unit(moment)
+    servable = catalog.items.servable[:size]
+    pool_size = min(_CANDIDATES, int(servable.sum()))
+    negatives = np.zeros((len(validation), NEGATIVES), np.int64)
+    ranks = np.zeros((len(validation), 1 + NEGATIVES), np.int64)
+    for a in range(0, len(validation), 512):
+        part = slice(a, a + 512)
+        scores = moment[part] @ space.items[:size].T
+        scores[:, ~servable] = -np.inf
+        for n, user in enumerate(who[part].tolist()):
+            scores[n, fit.indices[fit.indptr[user]:fit.indptr[user + 1]]] = -np.inf
+        order = np.argsort(-scores, axis=1, kind="stable")
+        rank = np.empty_like(order)
+        np.put_along_axis(rank, order, np.arange(size)[None, :].repeat(len(order), 0), axis=1)
+        for n in range(len(order)):
+            pool = order[n, :pool_size]
+            pool = pool[pool != rows[a + n]]
+            negatives[a + n] = rng.choice(pool, NEGATIVES) if len(pool) else rows[a + n]
+            ranks[a + n] = rank[n, np.r_[rows[a + n], negatives[a + n]]]
+    repeat = np.repeat(np.arange(len(validation)), NEGATIVES)
+    labels = np.concatenate([_labels(events["event"][validation]), np.zeros((len(repeat), len(HEADS)), np.float32)])
     popularity = np.asarray(fit.astype(bool).sum(axis=0)).ravel().astype(np.float32)[:size]
-    return _Examples(catalog, space, *(np.concatenate(out[k]) for k in ("users", "rows", "stamps", "labels", "interest")),
-                     popularity)
+    return _Examples(catalog, np.concatenate([who, who[repeat]]), np.concatenate([rows, negatives.ravel()]),
+                     np.concatenate([events["timestamp"][validation], events["timestamp"][validation][repeat]]),
+                     labels, np.concatenate([ranks[:, 0], ranks[:, 1:].ravel()]),
+                     np.concatenate([moment, moment[repeat]]), space, popularity)
 
 
 def _WideDeep(torch):

@@ -74,6 +74,57 @@ class TestTrainingOnRealData:
         assert not (root / "1").exists()
 
 
+@pytest.fixture(scope="module")
+def served_slice(movielens, tmp_path_factory: pytest.TempPathFactory):
+    """The real slice with a model trained on it and its space published (no evaluation: quick)."""
+    directory = tmp_path_factory.mktemp("served-slice")
+    store = open_store(_slice(movielens, directory / "slice.db"))
+    manifest = fit_and_export(store, preset_schema("movielens"), directory / "models" / MODEL_NAME, DIM,
+                              grid=ONE_SETTING, epochs=2, require_better=False, evaluate=False)
+    store.publish_space(int(manifest.extra["space"]))
+    return directory / "slice.db", manifest
+
+
+class TestDriftOnTheLearnedSpace:
+    def test_a_like_moves_the_next_feed_toward_the_items_neighbourhood(self, served_slice, tmp_path: Path) -> None:
+        """On real data: after a user likes an item far from their taste (three likes, through the paramserver's
+        drift), the Ranker's next feed for their moved vector sits closer to that item in the learned space."""
+        from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
+        from mesh.dispatch import HeapOutputs
+        from paramserver.service import ParamServer
+        from ranker.training import current_user_vectors, load_catalog
+
+        path, manifest = served_slice
+        schema = preset_schema("movielens")
+        store = open_store(path)
+        ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
+        paramserver = ParamServer(DIM, tmp_path / "paramserver", store=open_store(path))
+        ranker = Ranker(open_store(path), schema, manifest, follow=False)
+        try:
+            paramserver.upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER),
+                               {"keys": ids, "values": vectors}, HeapOutputs())
+            user = int(ids[10])
+            learned = np.flatnonzero(ranker.items.servable & (np.linalg.norm(ranker.items.vectors, axis=1) > 0.8)) + 1
+            unit = ranker.items.vectors / np.maximum(np.linalg.norm(ranker.items.vectors, axis=1, keepdims=True), 1e-9)
+            start = vectors[10]
+            far = int(learned[np.argsort(unit[learned - 1] @ start)[len(learned) // 10]])
+
+            def feed() -> float:
+                vector, _ = paramserver.tables[paramserver_pb2.TABLE_USER].lookup(np.array([user], np.int64))
+                reply = ranker.rank(ranker_pb2.RankRequest(user_id=user, k=20), {"user_vector": vector[0]}, HeapOutputs())
+                return float(np.mean(unit[[i.item_id - 1 for i in reply.items]] @ unit[far - 1]))
+
+            before = feed()
+            for _ in range(3):
+                reply = paramserver.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=far,
+                                                                       event=common_pb2.EVENT_TYPE_LIKE), {}, HeapOutputs())
+                assert reply.applied
+            assert feed() > before + 0.05
+        finally:
+            ranker.close()
+            paramserver.close()
+
+
 class TestSplit:
     def test_each_users_held_out_events_are_their_latest(self) -> None:
         """The per-user split holds out each user's latest events by time, whatever the log order."""
@@ -134,8 +185,7 @@ class TestNewItems:
         ranker = Ranker(store, catalog.schema, manifest, follow=False)
         try:
             placed = ranker.items.vectors[new_id - 1]
-            projected = ranker.items.content[new_id - 1] @ store.projection(space)
-            np.testing.assert_allclose(placed, projected / np.linalg.norm(projected), atol=1e-5)
+            np.testing.assert_allclose(placed, ranker.items.content[new_id - 1] @ store.projection(space), atol=1e-5)
             found = ranker.retriever.retrieve(placed / np.linalg.norm(placed), 100)
             assert "interest" in found.source_names(int(np.flatnonzero(found.ids == new_id)[0]))
         finally:

@@ -1,0 +1,105 @@
+"""Guardrails on real-time drift: a burst past the per-user cap, and a vector that has travelled its hourly bound,
+are held back, the acknowledgement says which, and nothing moves or is logged for them."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from feedserve.v1 import common_pb2, paramserver_pb2
+from mesh.dispatch import HeapOutputs
+from paramserver.guardrails import Guardrails
+from tests.stack import paramserver_core
+
+USER = paramserver_pb2.TABLE_USER
+LIKE = common_pb2.EVENT_TYPE_LIKE
+
+
+class Clock:
+    """A hand-set clock: the windows turn when the test says so, never by waiting."""
+
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def _drift(core, user: int, item: int, event: int = LIKE) -> paramserver_pb2.DriftResponse:
+    return core.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event), {}, HeapOutputs())
+
+
+def _vector(core, user: int) -> np.ndarray:
+    vectors, found = core.tables[USER].lookup(np.array([user], np.int64))
+    assert found[0]
+    return vectors[0].copy()
+
+
+def _smallest_step(items: np.ndarray, user: np.ndarray, rate: float = 0.1) -> int:
+    """The item id a like toward which would move `user` least."""
+    moved = user + rate * (items - user)
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    steps = np.linalg.norm(moved - user, axis=1)
+    steps[np.abs(items).sum(axis=1) == 0] = np.inf
+    return int(np.argmin(steps)) + 1
+
+
+class TestRateCap:
+    def test_a_burst_past_the_cap_is_held_back_and_the_ack_says_so(self, catalog, tmp_path: Path) -> None:
+        """With a cap of 5 moves a minute, the sixth like in the minute is held back (GUARDRAIL_RATE): the vector
+        stays where the fifth left it and no WAL record is written; the next minute moves again."""
+        clock = Clock()
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, clock))
+        user = int(catalog.user_ids[0])
+        try:
+            for item in range(1, 6):
+                reply = _drift(core, user, item)
+                assert reply.applied and reply.held_back == common_pb2.GUARDRAIL_NONE
+            before, records = _vector(core, user), core.wal.last_seq
+            burst = _drift(core, user, 6)
+            assert not burst.applied and burst.held_back == common_pb2.GUARDRAIL_RATE
+            np.testing.assert_array_equal(_vector(core, user), before)
+            assert core.wal.last_seq == records
+            other = int(catalog.user_ids[1])
+            assert _drift(core, other, 6).applied  # the cap is per user
+            clock.now += 60
+            assert _drift(core, user, 6).applied
+            assert core.guardrails.held[common_pb2.GUARDRAIL_RATE] == 1
+        finally:
+            core.close()
+
+
+class TestTravelBound:
+    def test_a_vector_that_has_travelled_its_hourly_bound_stops_until_the_next_hour(self, catalog, tmp_path: Path) -> None:
+        """Likes toward far items move the vector until the hour's path length would pass the bound; then they are
+        held back (GUARDRAIL_TRAVEL); when the hour turns the vector moves again."""
+        clock = Clock()
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(0, 0.3, clock))
+        user = int(catalog.user_ids[0])
+        start = _vector(core, user)
+        far = int(np.argmin(catalog.item_vectors @ start)) + 1
+        try:
+            replies = [_drift(core, user, far) for _ in range(40)]
+            held = [r.held_back for r in replies]
+            assert common_pb2.GUARDRAIL_TRAVEL in held
+            first = held.index(common_pb2.GUARDRAIL_TRAVEL)
+            assert all(r.applied for r in replies[:first]) and not any(r.applied for r in replies[first:])
+            assert np.linalg.norm(_vector(core, user) - start) <= 0.3 + 1e-5  # the path bounds the displacement
+            near = _smallest_step(catalog.item_vectors, _vector(core, user))
+            clock.now += 3600
+            assert _drift(core, user, near).applied
+        finally:
+            core.close()
+
+    def test_removing_a_user_forgets_their_guardrail_state(self, catalog, tmp_path: Path) -> None:
+        """A deleted user leaves nothing behind, not even their counts in the guardrails."""
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, Clock()))
+        user = int(catalog.user_ids[0])
+        try:
+            _drift(core, user, 1)
+            assert core.guardrails.remembers(user)
+            core.remove(paramserver_pb2.RemoveRequest(table=USER), {"keys": np.array([user], np.int64)}, HeapOutputs())
+            assert not core.guardrails.remembers(user)
+        finally:
+            core.close()
