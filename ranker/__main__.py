@@ -56,6 +56,8 @@ def main() -> None:
     parser.add_argument("--state-interval-s", type=float, default=600.0,
                         help="also save that state this often, not only at shutdown (0: only at shutdown)")
     parser.add_argument("--ring-workers", type=int, default=4, help="ring dispatcher threads (default: %(default)s)")
+    parser.add_argument("--no-diversify", action="store_true",
+                        help="rank by score alone (default: at most a quarter of a feed from one category)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     args = parser.parse_args()
@@ -71,7 +73,8 @@ def main() -> None:
         state_dir = args.state_dir or default_home() / "state" / f"ranker-{args.port}"
         core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                       state_dir=state_dir,
-                      head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us)
+                      head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
+                      diversify=not args.no_diversify)
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

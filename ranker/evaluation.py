@@ -97,6 +97,21 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
     return Evaluation(metrics, trained.vectors.params)
 
 
+def _served(ranker: Ranker, space, rows: np.ndarray, last: np.ndarray, k: int, now: list[float],
+            stream: TextIO) -> np.ndarray:
+    """Each test user's top k through the real Ranker (item rows; -1 pads a short feed)."""
+    served = np.full((len(rows), k), -1, np.int64)
+    progress = Progress(f"scoring {len(rows):,} users through the Ranker", len(rows), stream=stream)
+    for n, user in enumerate(rows.tolist()):
+        tensors = {"user_vector": space.users[user]} if space.users_known[user] else {}
+        now[0] = float(last[user])
+        reply = ranker.rank(ranker_pb2.RankRequest(user_id=user, k=k), tensors, HeapOutputs())
+        got = np.array([i.item_id - 1 for i in reply.items], np.int64)
+        served[n, :len(got)] = got
+        progress.advance()
+    return served
+
+
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
            k: int, seed: int, now: list[float], stream: TextIO) -> dict[str, float]:
     users, items, kinds = events["user"], events["item"], events["event"]
@@ -110,16 +125,10 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
 
     last = np.zeros(shape[0], np.int64)
     np.maximum.at(last, users[~held], events["timestamp"][~held])
-    served = np.zeros((len(rows), k), np.int64)
-    progress = Progress(f"scoring {len(rows):,} users through the Ranker", len(rows), stream=stream)
-    for n, user in enumerate(rows.tolist()):
-        tensors = {"user_vector": space.users[user]} if space.users_known[user] else {}
-        now[0] = float(last[user])
-        reply = ranker.rank(ranker_pb2.RankRequest(user_id=user, k=k), tensors, HeapOutputs())
-        got = np.array([i.item_id - 1 for i in reply.items], np.int64)
-        served[n, :len(got)] = got
-        served[n, len(got):] = -1
-        progress.advance()
+    served = _served(ranker, space, rows, last, k, now, stream)
+    ranker.diversify = False  # the same pipeline ranking by score alone: what the category cap costs
+    undiversified = _served(ranker, space, rows, last, k, now, stream)
+    ranker.diversify = True
 
     vectors = np.where(space.users_known[rows, None], space.users[rows], space.cold_start[None, :])
     servable = ranker.items.servable[:shape[1]]
@@ -139,12 +148,12 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     def ranked(scores: np.ndarray) -> np.ndarray:
         return top_k(scores, seen, rows, k)
 
-    results = {"served": _hits(served, relevant, rows),
+    results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
                "popularity": _hits(ranked(np.tile(popularity, (len(rows), 1))), relevant, rows),
                "recent_popularity": _hits(ranked(np.tile(recent, (len(rows), 1))), relevant, rows),
                "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows)}
     metrics = {f"ndcg{k}": results["served"]["ndcg"], f"hr{k}": results["served"]["hr"]}
-    for name in ("popularity", "recent_popularity", "als"):
+    for name in ("undiversified", "popularity", "recent_popularity", "als"):
         metrics[f"ndcg{k}_{name}"] = results[name]["ndcg"]
         metrics[f"hr{k}_{name}"] = results[name]["hr"]
     metrics["recall100_retrieval"] = _recall(retrieval, relevant, rows)

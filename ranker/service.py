@@ -64,8 +64,9 @@ class Ranker:
     def __init__(self, store: Store, schema: Schema, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
-                 state_dir: Path | None = None) -> None:
+                 state_dir: Path | None = None, diversify: bool = True) -> None:
         self.manifest = manifest
+        self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
         self.items = ItemTable(self.space)
@@ -279,7 +280,8 @@ class Ranker:
                 for head, weight in request.head_weights.items():
                     blend[HEADS.index(head)] = weight
                 scores[...] = heads @ blend
-        chosen = diversified_top_k(scores, categories, min(request.k, n))
+        chosen = (diversified_top_k(scores, categories, min(request.k, n)) if self.diversify
+                  else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids
         annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n, catalog_sequence=sequence)
