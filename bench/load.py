@@ -32,6 +32,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import ensure_debian_tool, machine, prepare_catalog, record, result_line  # noqa: E402
+from cli.bootstrap import upsert_users  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
@@ -197,7 +198,7 @@ def compare_models(home: Path, store: str, users: int, rate: float, seconds: flo
                                                       str(where / "compare-state" / f"{name}-{block}"))})
             stack.start_data_plane(timeout=300)
             try:
-                _seed(config.paramserver_address, ids, vectors)
+                upsert_users(config.paramserver_address, ids, vectors)
                 stack.start_serving(timeout=300)
                 asyncio.run(drive(config.gateway_address, rate, 2, users, seed=98))  # warm-up
                 result = asyncio.run(drive(config.gateway_address, rate, seconds, users, seed=block))
@@ -213,17 +214,6 @@ def compare_models(home: Path, store: str, users: int, rate: float, seconds: flo
         out[f"{name}_not_ok"] = degraded[name]
     out["p50_ratio_learned_vs_previous"] = out["learned_p50_ms"] / out["previous_p50_ms"]
     return out
-
-
-def _seed(paramserver: str, ids: np.ndarray, vectors: np.ndarray) -> None:
-    from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
-    from mesh.tensors import to_tensor
-
-    with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
-        stub = paramserver_pb2_grpc.ParamServerStub(channel)
-        for start in range(0, len(ids), 10_000):
-            stub.Upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER, keys=to_tensor(ids[start:start + 10_000]),
-                                                      values=to_tensor(vectors[start:start + 10_000])), timeout=60)
 
 
 def main() -> None:

@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["DEFAULT_RATES", "replay_drift"]
+__all__ = ["DEFAULT_RATES", "replay_drift", "drift_step"]
 
 # EventType values of feedserve.v1: significant events move the user 10% of the way to the item; negative ones push away.
 DEFAULT_RATES: dict[int, float] = {
@@ -19,6 +19,19 @@ DEFAULT_RATES: dict[int, float] = {
     6: -0.02,   # skip
     7: -0.10,   # dislike
 }
+
+
+def drift_step(current: np.ndarray | None, target: np.ndarray, rate: float) -> np.ndarray | None:
+    """One event's move, as the paramserver applies it: an unknown user (None) is created at the item's vector by
+    a positive event; otherwise u <- normalise(u + rate (item - u)). None when nothing moves (a zero rate, an item
+    without a vector, a negative event for an unknown user)."""
+    if rate == 0.0 or not np.abs(target).sum() > 0:
+        return None
+    if current is None:
+        return target.astype(np.float32, copy=True) if rate > 0 else None
+    moved = current + rate * (target - current)
+    norm = float(np.linalg.norm(moved))
+    return (moved / norm).astype(np.float32) if norm > 1e-12 else None
 
 
 def replay_drift(users: np.ndarray, items: np.ndarray, events: np.ndarray, item_vectors: np.ndarray,
@@ -36,22 +49,13 @@ def replay_drift(users: np.ndarray, items: np.ndarray, events: np.ndarray, item_
     state: dict[int, np.ndarray] = dict(start or {})
     wanted = {int(i): k for k, i in enumerate(before)} if before is not None else {}
     out = np.zeros((len(wanted), item_vectors.shape[1]), np.float32) if before is not None else None
-    present = np.abs(item_vectors).sum(axis=1) > 0
     for i, (user, item, event) in enumerate(zip(users.tolist(), items.tolist(), events.tolist())):
         if out is not None and i in wanted and user in state:
             out[wanted[i]] = state[user]
         rate = float(table[event]) if 0 <= event < len(table) else 0.0
-        row = item - 1
-        if rate == 0.0 or not 0 <= row < len(item_vectors) or not present[row]:
+        if not 0 <= item - 1 < len(item_vectors):
             continue
-        target = item_vectors[row]
-        current = state.get(user)
-        if current is None:
-            if rate > 0:
-                state[user] = target.astype(np.float32, copy=True)
-            continue
-        moved = current + rate * (target - current)
-        norm = float(np.linalg.norm(moved))
-        if norm > 1e-12:
-            state[user] = (moved / norm).astype(np.float32)
+        moved = drift_step(state.get(user), item_vectors[item - 1], rate)
+        if moved is not None:
+            state[user] = moved
     return state, out

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import TextIO
 
 import grpc
+import numpy as np
 
 from catalog import Schema, Store, load_schema, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
@@ -29,7 +30,7 @@ from ranker.vectors import AlsParams
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
-__all__ = ["source", "load_schema_arg", "bootstrap", "detect_preset", "activate", "seed_users"]
+__all__ = ["source", "load_schema_arg", "bootstrap", "detect_preset", "activate", "seed_users", "upsert_users"]
 
 _SEED_BATCH = 10_000
 FIRST_RUN_ALS = AlsParams(64, 10.0, 5.0)  # what the quick grid chose on MovieLens-100K
@@ -93,16 +94,23 @@ def activate(store: Store, schema: Schema, manifest: ModelManifest, paramserver:
 def seed_users(store: Store, schema: Schema, paramserver: str, stream: TextIO) -> int:
     """Every user's vector in the served space, upserted into the paramserver."""
     ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
+    return upsert_users(paramserver, ids, vectors, stream)
+
+
+def upsert_users(paramserver: str, ids: np.ndarray, vectors: np.ndarray, stream: TextIO | None = None) -> int:
+    """Users' vectors into the paramserver's user table, in batches (with progress on `stream`)."""
     if not len(ids):
         return 0
-    progress = Progress(f"seeding {len(ids):,} user vectors", -(-len(ids) // _SEED_BATCH), stream=stream)
+    batches = -(-len(ids) // _SEED_BATCH)
+    progress = Progress(f"seeding {len(ids):,} user vectors", batches, stream=stream) if stream is not None else None
     with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = paramserver_pb2_grpc.ParamServerStub(channel)
         for start in range(0, len(ids), _SEED_BATCH):
             part = slice(start, start + _SEED_BATCH)
             stub.Upsert(paramserver_pb2.UpsertRequest(table=paramserver_pb2.TABLE_USER, keys=to_tensor(ids[part]),
                                                       values=to_tensor(vectors[part])), timeout=60)
-            progress.advance()
+            if progress is not None:
+                progress.advance()
     return len(ids)
 
 

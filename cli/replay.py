@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 
 from catalog import ITEM, USER, Event, Schema, Store
-from catalog.drift import DEFAULT_RATES
+from catalog.drift import DEFAULT_RATES, drift_step
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from mesh.progress import Progress
 from ranker.training import POSITIVES, current_user_vectors, load_catalog
@@ -95,20 +95,6 @@ def _top(scores: np.ndarray, exclude: set[int], k: int) -> list[int]:
     return (top[np.argsort(-scores[top], kind="stable")] + 1).tolist()
 
 
-def _move(users: dict[int | str, np.ndarray], user: int | str, item: np.ndarray, rate: float) -> None:
-    """The paramserver's drift rule: a positive event creates an unknown user at the item; else
-    u <- normalise(u + rate (item - u))."""
-    current = users.get(user)
-    if current is None:
-        if rate > 0 and np.abs(item).sum() > 0:
-            users[user] = item.astype(np.float32, copy=True)
-        return
-    moved = current + rate * (item - current)
-    norm = float(np.linalg.norm(moved))
-    if norm > 1e-12:
-        users[user] = (moved / norm).astype(np.float32)
-
-
 def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], k: int = 20,
            rates: Mapping[int, float] = DEFAULT_RATES, timeout_s: float = 10.0, stream: TextIO | None = None,
            dim: int = 384) -> ReplayReport:
@@ -153,7 +139,9 @@ def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], 
             report.tallies["reference"].score(_top(scores, excluded, k), item)
             report.tallies["popularity"].score(_top(popularity, excluded, k), item)
         mine.add(item)
-        _move(users, key, served[item - 1], float(rates.get(event.event, 0.0)))
+        moved = drift_step(users.get(key), served[item - 1], float(rates.get(event.event, 0.0)))
+        if moved is not None:
+            users[key] = moved
 
     with grpc.insecure_channel(gateway) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)

@@ -31,6 +31,7 @@ from mesh.timing import HopRecorder
 from native import PENDING, CuckooTable
 from paramserver.drift import DEFAULT_RATES
 from paramserver.guardrails import Guardrails
+from catalog.drift import drift_step
 from paramserver.wal import WriteAheadLog
 from catalog import ChangeFollower, Store, StoredItem
 
@@ -220,12 +221,8 @@ class ParamServer:
         """The guardrails' verdict on moving `user` by `rate` toward `item` (the step measured as the native
         table would take it: u <- normalise(u + rate (item - u)); a user not yet known travels nothing)."""
         current, found = self.tables[USER].lookup(np.array([user], np.int64))
-        step = 0.0
-        if found[0]:
-            moved = current[0] + rate * (item - current[0])
-            norm = float(np.linalg.norm(moved))
-            if norm > 1e-12:
-                step = float(np.linalg.norm(moved / norm - current[0]))
+        moved = drift_step(current[0], item, rate) if found[0] else None
+        step = float(np.linalg.norm(moved - current[0])) if moved is not None else 0.0
         return self.guardrails.check(user, step)
 
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
