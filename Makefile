@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: setup run test chromium postgresql protos bench clean
+.PHONY: setup run test fuzz chromium postgresql protos bench clean
 
 setup: $(STAMP)  ## create .venv and install feedserve (editable) with its dev and training tools; idempotent
 
@@ -20,6 +20,9 @@ run: setup  ## build the default world if needed and start every service in the 
 
 test: setup chromium postgresql  ## the whole test suite
 	$(BIN)/python -m pytest -q
+
+fuzz: setup  ## the full racing fuzz of the ring's trust boundary under ASan/UBSan: 1,000,000 cases each in C and through the binding
+	FEEDSERVE_FUZZ_CASES=1000000 $(BIN)/python -m pytest -q tests/native/test_c_core.py tests/native/test_sanitized_binding.py -k "racing or hostile"
 
 chromium:  ## Debian's chromium for the dashboard test, installed where this machine allows (root with apt)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

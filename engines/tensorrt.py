@@ -2,13 +2,16 @@
 
 Caller buffers are registered as mapped, pinned host memory (cudaHostRegister with DEVICEMAP) and their
 device pointers bound by name, so the engine reads inputs and writes outputs where the caller keeps
-them (a ring slot included) without a staging copy. Plans are cached on disk next to the model,
+them (a ring slot included) without a staging copy. Registrations are kept for the buffers seen most
+recently (a ring's segment is registered once), each holding its array so that the address cannot be
+freed and reused while pinned; older ones are unregistered, and close() unregisters the rest. Plans are cached on disk next to the model,
 keyed by graph, precision, GPU model and TensorRT version. Nothing on the CPU path imports this module.
 """
 
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 
@@ -20,6 +23,8 @@ __all__ = ["TensorRTEngine", "DEFAULT_SHAPES"]
 
 # (min, opt, max) for each named dynamic dimension of feedserve graphs
 DEFAULT_SHAPES = {"n": (1, 2_400, 20_000), "m": (1, 1 << 20, 1 << 22)}
+# Pinned registrations kept at once: every binding of a run, plus the ring segment, with room to spare.
+MAX_REGISTERED = 32
 
 
 def _modules():
@@ -87,7 +92,27 @@ class TensorRTEngine:
             self.outputs = [n for n in names if n not in self.inputs]
         finally:
             self.context_handle.pop()
-        self._registered: dict[int, object] = {}
+        # (address, bytes) of a base array -> (the array, kept alive while pinned; its RegisteredHostMemory)
+        self._registered: OrderedDict[tuple[int, int], tuple[np.ndarray, object]] = OrderedDict()
+
+    @property
+    def registered_count(self) -> int:
+        """Host buffers pinned right now (bounded by MAX_REGISTERED)."""
+        return len(self._registered)
+
+    def close(self) -> None:
+        """Unregister every pinned buffer; the engine can still run (it pins again on demand)."""
+        self.context_handle.push()
+        try:
+            while self._registered:
+                self._unregister(self._registered.popitem(last=False)[1])
+        finally:
+            self.context_handle.pop()
+
+    @staticmethod
+    def _unregister(entry: tuple[np.ndarray, object]) -> None:
+        _array, registration = entry
+        registration.unregister()
 
     def plan_path(self) -> Path:
         gpu = re.sub(r"[^a-z0-9]+", "-", self.device.name().lower()).strip("-")
@@ -139,12 +164,18 @@ class TensorRTEngine:
         base = array
         while isinstance(base.base, np.ndarray):
             base = base.base
-        key = base.ctypes.data
-        registered = self._registered.get(key)
-        if registered is None:
-            registered = self.cuda.register_host_memory(base, self.cuda.mem_host_register_flags.DEVICEMAP)
-            self._registered[key] = registered
-        return int(registered.get_device_pointer()) + (array.ctypes.data - key)
+        key = (base.ctypes.data, base.nbytes)
+        entry = self._registered.get(key)
+        if entry is None:
+            pinned = self.cuda.register_host_memory(base, self.cuda.mem_host_register_flags.DEVICEMAP)
+            # pycuda returns an array whose base is the RegisteredHostMemory (unregister, get_device_pointer)
+            registration = pinned if hasattr(pinned, "unregister") else pinned.base
+            entry = self._registered[key] = (base, registration)
+            while len(self._registered) > MAX_REGISTERED:  # unpin the least recently bound
+                self._unregister(self._registered.popitem(last=False)[1])
+        else:
+            self._registered.move_to_end(key)
+        return int(entry[1].get_device_pointer()) + (array.ctypes.data - key[0])
 
     def run(self, inputs: Mapping[str, np.ndarray], outputs: Mapping[str, np.ndarray]) -> None:
         self.context_handle.push()

@@ -28,7 +28,8 @@ from mesh.tensors import DTYPES
 from mesh.tracing import server_span
 from native import MSG_ALIGN, MSG_DATA_OFFSET, Ring, remove_stale_segments, segment_name
 
-__all__ = ["RingServer", "RingChannel", "Reply", "RingConfig", "HandshakeServicer", "boot_id", "RingTooSmall", "RingBroken", "RING_VERSION"]
+__all__ = ["RingServer", "RingChannel", "Reply", "RingConfig", "HandshakeServicer", "boot_id", "RingTooSmall", "RingBroken",
+           "DispatcherKilled", "RING_VERSION"]
 
 RING_VERSION = 1
 # A ring status outside gRPC's codes: the message did not fit a slot, send this call over gRPC.
@@ -56,6 +57,18 @@ class RingTooSmall(Exception):
 
 class RingBroken(Exception):
     """The ring cannot carry calls (peer dead, closing, corrupt): fail over to gRPC and reattach later."""
+
+
+class _Undeliverable(Exception):
+    """The slot was taken from the dispatcher before it could answer (a dead or hostile client)."""
+
+
+class DispatcherKilled(BaseException):
+    """Raised inside a dispatcher by the test hook `RingServer.kill_dispatcher`: a dispatcher dying of a bug."""
+
+
+# A dispatcher that dies is restarted; more than this many deaths within the window close the ring.
+MAX_RESTARTS, RESTART_WINDOW_S = 5, 10.0
 
 
 @dataclass(frozen=True)
@@ -90,7 +103,7 @@ class _SlotOutputs:
 
 
 class RingServer:
-    """Serves a service's unary methods over its own shm segment, from one dispatcher thread."""
+    """Serves a service's unary methods over its own shm segment, from supervised dispatcher threads."""
 
     def __init__(
         self,
@@ -100,7 +113,9 @@ class RingServer:
         config: RingConfig = RingConfig(),
         log_calls: bool = True,
         workers: int = 1,
+        on_failure: Callable[[], None] | None = None,
     ) -> None:
+        """`on_failure` runs once if the dispatchers cannot be kept alive (the service turns NOT_SERVING)."""
         removed = remove_stale_segments()
         if removed:
             _log.info("removed stale segments", segments=removed)
@@ -121,8 +136,16 @@ class RingServer:
         self.view = memoryview(self.ring)
         self._stop = threading.Event()
         # several dispatchers let slow handlers overlap (the ranker batches concurrent requests)
-        self._threads = [threading.Thread(target=self._run, name=f"ring-{service}-{n}", daemon=True) for n in range(workers)]
+        self._threads = [threading.Thread(target=self._supervise, name=f"ring-{service}-{n}", daemon=True)
+                         for n in range(workers)]
         self.served = 0
+        self.on_failure = on_failure
+        self.restarts = 0  # dispatcher deaths survived
+        self.restarted = threading.Event()  # set at every restart (tests and chaos runs wait on it)
+        self.failed = False  # the dispatchers could not be kept alive: the ring is closed
+        self._deaths: list[float] = []
+        self._kills = 0
+        self._lock = threading.Lock()
 
     @property
     def segment(self) -> str:
@@ -149,9 +172,51 @@ class RingServer:
             ring_version=RING_VERSION,
         )
 
+    def kill_dispatcher(self, times: int = 1) -> None:
+        """Test hook: the next `times` dispatcher iterations die as if of a bug (chaos tests, supervision)."""
+        with self._lock:
+            self._kills += times
+
+    def _supervise(self) -> None:
+        """Run one dispatcher; a dispatcher must never die silently: restart it, or close the ring."""
+        while not self._stop.is_set():
+            try:
+                self._run()
+                return
+            except BaseException as exc:  # noqa: BLE001 - whatever killed it, the service must know
+                if self._stop.is_set():
+                    return
+                now = time.monotonic()
+                with self._lock:
+                    self.restarts += 1
+                    self._deaths = [t for t in self._deaths if now - t < RESTART_WINDOW_S] + [now]
+                    give_up = len(self._deaths) > MAX_RESTARTS and not self.failed
+                    if give_up:
+                        self.failed = True
+                _log.error("ring dispatcher died", service=self.service, error=repr(exc), restarts=self.restarts,
+                           exc_info=not isinstance(exc, DispatcherKilled))
+                if give_up:
+                    self._fail()
+                    return
+                if self.failed:
+                    return
+                self.restarted.set()
+
+    def _fail(self) -> None:
+        """Close the ring so that every client fails over to gRPC, and report the service NOT_SERVING."""
+        _log.error("ring dispatchers cannot be kept alive: closing the ring", service=self.service,
+                   deaths_in_window=len(self._deaths), window_s=RESTART_WINDOW_S)
+        self.ring.shutdown()
+        if self.on_failure is not None:
+            self.on_failure()
+
     def _run(self) -> None:
         last_reap = time.monotonic()
         while not self._stop.is_set():
+            if self._kills:
+                with self._lock:
+                    self._kills -= 1
+                raise DispatcherKilled("killed through the test hook")
             try:
                 got = self.ring.next(0.1, spin_us=self.config.spin_us)
             except BrokenPipeError:
@@ -164,9 +229,24 @@ class RingServer:
 
     def _reply(self, slot: int, method: int, status: int, request_id: int, message: bytes,
                items: list[tuple[str, int, tuple[int, ...], int]] = ()) -> int:
-        length = self.ring.encode(slot, True, method, status, request_id, 0, "", "", message, items)
-        self.ring.complete(slot, length)
+        """Encode and publish a response. RingTooSmall: it does not fit; _Undeliverable: the slot is gone."""
+        try:
+            length = self.ring.encode(slot, True, method, status, request_id, 0, "", "", message, items)
+        except ValueError as exc:
+            raise RingTooSmall(str(exc)) from None
+        try:
+            self.ring.complete(slot, length)
+        except ValueError as exc:  # complete() found the slot in a state it never left it in
+            raise _Undeliverable(str(exc)) from None
         return length
+
+    def _reply_status(self, slot: int, method: int, status: int, request_id: int, detail: str) -> int:
+        """An error reply; one that cannot be delivered is logged, never raised into the dispatcher."""
+        try:
+            return self._reply(slot, method, status, request_id, detail.encode()[:4096])
+        except (RingTooSmall, _Undeliverable) as exc:
+            _log.warning("ring reply undeliverable", service=self.service, slot=slot, error=str(exc))
+            return 0
 
     def _serve(self, slot: int, length: int) -> None:
         start = time.perf_counter_ns()
@@ -197,23 +277,24 @@ class RingServer:
                     response = handler(request, inputs, outputs)
             else:
                 response = handler(request, inputs, outputs)
-            try:
-                out_len = self._reply(slot, method_id, 0, request_id, response.SerializeToString(), outputs.items)
-            except ValueError as exc:
-                raise RingTooSmall(str(exc)) from None
+            out_len = self._reply(slot, method_id, 0, request_id, response.SerializeToString(), outputs.items)
         except RingTooSmall as exc:
             status = grpc.StatusCode.RESOURCE_EXHAUSTED
-            out_len = self._reply(slot, method_id, STATUS_USE_GRPC, request_id, str(exc).encode())
+            out_len = self._reply_status(slot, method_id, STATUS_USE_GRPC, request_id, str(exc))
+        except _Undeliverable as exc:
+            status = grpc.StatusCode.CANCELLED
+            out_len = 0
+            _log.warning("ring reply undeliverable", service=self.service, slot=slot, error=str(exc))
         except (FeedserveError, _Status) as exc:
             status = exc.code
-            out_len = self._reply(slot, method_id, exc.code.value[0], request_id, str(exc).encode())
+            out_len = self._reply_status(slot, method_id, exc.code.value[0], request_id, str(exc))
         except ValueError as exc:  # decode() rejected the slot: a corrupt or hostile header
             status = grpc.StatusCode.INVALID_ARGUMENT
-            out_len = self._reply(slot, method_id, status.value[0], request_id, f"ring message: {exc}".encode())
+            out_len = self._reply_status(slot, method_id, status.value[0], request_id, f"ring message: {exc}")
         except Exception as exc:  # noqa: BLE001 - a handler bug becomes INTERNAL, never a dead dispatcher
             _log.exception("ring handler failed", service=self.service)
             status = grpc.StatusCode.INTERNAL
-            out_len = self._reply(slot, method_id, status.value[0], request_id, f"internal error: {type(exc).__name__}".encode())
+            out_len = self._reply_status(slot, method_id, status.value[0], request_id, f"internal error: {type(exc).__name__}")
         self.served += 1
         if self.log_calls:
             _log.info("rpc", transport="ring", method=self.method_paths[method_id] if method_id < len(self.method_paths) else method_id,

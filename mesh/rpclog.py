@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextvars
+import inspect
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -132,7 +133,11 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
                 with server_span(details.method, traceparent, request_id=fields["request_id"]) as span:
                     if span.get_span_context().is_valid:
                         fields["trace_id"] = f"{span.get_span_context().trace_id:032x}"
-                    async for message in behavior(request, context):
+                    stream = behavior(request, context)
+                    if inspect.isawaitable(stream):  # a handler that writes with context.write (Health.Watch)
+                        await stream
+                        return
+                    async for message in stream:
                         fields["output_bytes"] += message.ByteSize()
                         yield message
 

@@ -42,6 +42,15 @@ class ServiceServer:
     health: HealthServicer
     port: int
 
+    def mark_not_serving_threadsafe(self, loop: asyncio.AbstractEventLoop, names: tuple[str, ...]) -> None:
+        """From any thread: report NOT_SERVING for `names` (and the server as a whole), so clients fail over."""
+
+        async def mark() -> None:
+            for name in ("", *names):
+                await self.health.set(name, health_pb2.HealthCheckResponse.NOT_SERVING)
+
+        loop.call_soon_threadsafe(lambda: loop.create_task(mark()))
+
     async def stop(self, grace: float = 5.0) -> None:
         """Report NOT_SERVING, then drain in-flight calls for up to `grace` seconds."""
         await self.health.enter_graceful_shutdown()
@@ -73,8 +82,10 @@ def run_service(
     grace: float = 5.0,
     on_stop: Callable[[], Awaitable[None]] | None = None,
     log_level: str = "INFO",
+    on_start: Callable[[ServiceServer], None] | None = None,
 ) -> None:
-    """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit."""
+    """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit. `on_start` sees the
+    started server (its health servicer) on the event loop's thread."""
     configure_logging(service, log_level)
     configure_tracing(service)
     log = get_logger(service)
@@ -82,6 +93,8 @@ def run_service(
     async def main() -> None:
         registrations = await build()
         running = await start_server(registrations, address)
+        if on_start is not None:
+            on_start(running)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):

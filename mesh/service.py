@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from collections.abc import Callable, Mapping
 
@@ -12,7 +13,7 @@ from mesh.config import transport_mode
 from mesh.dispatch import Handler
 from mesh.logging import get_logger
 from mesh.ring import RingConfig, RingServer, transport_registration
-from mesh.server import run_service
+from mesh.server import ServiceServer, run_service
 
 __all__ = ["with_ring", "run_core", "every"]
 
@@ -27,11 +28,13 @@ def with_ring(
     stoppers: list[Callable[[], None]],
     config: RingConfig = RingConfig(),
     workers: int = 1,
+    on_failure: Callable[[], None] | None = None,
 ) -> dict[str, AddServicer]:
-    """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc."""
+    """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc.
+    `on_failure` runs if the ring's dispatchers cannot be kept alive."""
     ring = None
     if transport_mode() != "grpc":
-        ring = RingServer(service, descriptor, handlers, config, workers=workers)
+        ring = RingServer(service, descriptor, handlers, config, workers=workers, on_failure=on_failure)
         ring.start()
         stoppers.append(ring.stop)
     return {descriptor.full_name: add_servicer, **transport_registration(ring)}
@@ -49,10 +52,19 @@ def run_core(
     """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder;
     `on_stop` runs after the transports stop (a core saving its state)."""
     stoppers: list[Callable[[], None]] = []
+    started: list[tuple[ServiceServer, asyncio.AbstractEventLoop]] = []
+
+    def ring_failed() -> None:  # from a dispatcher thread: the whole service stops taking traffic
+        for running, loop in started:
+            running.mark_not_serving_threadsafe(loop, (descriptor.full_name,))
+
+    def on_start(running: ServiceServer) -> None:
+        started.append((running, asyncio.get_running_loop()))
 
     async def registrations() -> dict[str, AddServicer]:
         handlers, add_servicer = build()
-        return with_ring(service, descriptor, handlers, add_servicer, stoppers, workers=ring_workers)
+        return with_ring(service, descriptor, handlers, add_servicer, stoppers, workers=ring_workers,
+                         on_failure=ring_failed)
 
     async def stop() -> None:
         for stopper in stoppers:
@@ -60,7 +72,7 @@ def run_core(
         if on_stop is not None:
             on_stop()
 
-    run_service(service, registrations, address, on_stop=stop, log_level=log_level)
+    run_service(service, registrations, address, on_stop=stop, log_level=log_level, on_start=on_start)
 
 
 def every(seconds: float, work: Callable[[], object], name: str) -> None:

@@ -59,11 +59,25 @@ static_assert(offsetof(fs_msg_header, request_id) == 16, "request id is 8-byte a
 static_assert(offsetof(fs_msg_header, traceparent) == 48, "strings follow the integers");
 static_assert(FS_MSG_DATA_OFFSET % FS_MSG_ALIGN == 0, "tensor data starts aligned");
 
+/* One private copy of a message's header and descriptors. Shared memory is read once, into this,
+ * and only this copy is checked and used: a peer rewriting the slot afterwards changes nothing. */
+typedef struct fs_msg_snapshot {
+    fs_msg_header header;
+    fs_tensor_desc tensors[FS_MSG_MAX_TENSORS];
+} fs_msg_snapshot;
+
+static_assert(sizeof(fs_msg_snapshot) == FS_MSG_DATA_OFFSET, "the snapshot is exactly the message's fixed part");
+
 /* Bytes per element of a dtype code, 0 if unknown. */
 uint32_t fs_dtype_size(uint8_t dtype);
 
-/* Validate the message in `area` of `len` bytes (`len` <= the area's capacity, checked by the caller).
- * Returns 0, or -EINVAL with a lowercase reason naming the field in `err`. Reads nothing outside [0, len). */
+/* Copy the fixed part of the message in `area` of `len` bytes (`len` <= the area's capacity, checked by
+ * the caller) into `out` with one read, then validate that copy. Returns 0, or -EINVAL with a lowercase
+ * reason naming the field in `err`. Reads nothing outside [0, len); on success every string in `out` is
+ * terminated, tensor_count <= FS_MSG_MAX_TENSORS and every ndim <= FS_MSG_MAX_DIMS. */
+int fs_msg_read(const uint8_t *area, uint64_t len, fs_msg_snapshot *out, char *err, size_t err_len);
+
+/* fs_msg_read into a scratch snapshot: for writers checking their own output. */
 int fs_msg_validate(const uint8_t *area, uint64_t len, char *err, size_t err_len);
 
 #endif

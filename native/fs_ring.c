@@ -51,13 +51,15 @@ static void fs_futex_wake(_Atomic uint32_t *word, int count) {
 static inline uint64_t fs_align(uint64_t value, uint64_t to) { return (value + to - 1) / to * to; }
 
 static inline fs_lane *fs_lane_at(const fs_ring *r, uint32_t lane) {
-    return (fs_lane *)(r->base + r->hdr->lanes_offset + (uint64_t)lane * sizeof(fs_lane));
+    assert(lane < r->layout.lane_count && "lane index out of range"); /* debug builds: callers check first */
+    return (fs_lane *)(r->base + r->layout.lanes_offset + (uint64_t)lane * sizeof(fs_lane));
 }
 
-uint32_t fs_ring_slot_count(const fs_ring *r) { return r->hdr->lane_count * r->hdr->slots_per_lane; }
+uint32_t fs_ring_slot_count(const fs_ring *r) { return r->layout.lane_count * r->layout.slots_per_lane; }
 
 fs_slot *fs_ring_slot(const fs_ring *r, uint32_t slot) {
-    return (fs_slot *)(r->base + r->hdr->slots_offset + (uint64_t)slot * r->hdr->slot_stride);
+    assert(slot < fs_ring_slot_count(r) && "slot index out of range");
+    return (fs_slot *)(r->base + r->layout.slots_offset + (uint64_t)slot * r->layout.slot_stride);
 }
 
 uint8_t *fs_ring_request_area(const fs_ring *r, uint32_t slot) {
@@ -65,7 +67,7 @@ uint8_t *fs_ring_request_area(const fs_ring *r, uint32_t slot) {
 }
 
 uint8_t *fs_ring_response_area(const fs_ring *r, uint32_t slot) {
-    return fs_ring_request_area(r, slot) + fs_align(r->hdr->request_capacity, FS_CACHE_LINE);
+    return fs_ring_request_area(r, slot) + fs_align(r->layout.request_capacity, FS_CACHE_LINE);
 }
 
 static int fs_pid_alive(int32_t pid) {
@@ -131,6 +133,16 @@ int fs_ring_create(fs_ring *r, const char *name, uint32_t lanes, uint32_t slots_
     h->lanes_offset = lanes_offset;
     h->slots_offset = slots_offset;
     h->server_pid = getpid();
+    r->layout = (fs_ring_layout){
+        .lane_count = lanes,
+        .slots_per_lane = slots_per_lane,
+        .request_capacity = request_capacity,
+        .response_capacity = response_capacity,
+        .slot_stride = stride,
+        .segment_size = size,
+        .lanes_offset = lanes_offset,
+        .slots_offset = slots_offset,
+    };
     atomic_store_explicit(&h->heartbeat_ns, (uint64_t)fs_ring_now_ns(), memory_order_relaxed);
     /* magic last, with release: an attacher that sees it sees a complete header */
     atomic_store_explicit((_Atomic uint32_t *)&h->magic, FS_RING_MAGIC, memory_order_release);
@@ -144,20 +156,37 @@ int fs_ring_create(fs_ring *r, const char *name, uint32_t lanes, uint32_t slots_
     return 0;
 }
 
-/* The attacher trusts nothing in the header: every derived offset must stay inside the mapping. */
-static int fs_check_layout(const fs_ring_header *h, uint64_t mapped) {
-    if (atomic_load_explicit((_Atomic uint32_t *)&h->magic, memory_order_acquire) != FS_RING_MAGIC) return -EPROTO;
-    if (h->version != FS_RING_VERSION) return -EPROTO;
-    if (h->lane_count == 0 || h->lane_count > FS_RING_MAX_LANES) return -EPROTO;
-    if (h->slots_per_lane == 0 || h->slots_per_lane > FS_RING_MAX_SLOTS_PER_LANE) return -EPROTO;
-    if (h->request_capacity == 0 || h->request_capacity > FS_RING_MAX_CAPACITY) return -EPROTO;
-    if (h->response_capacity == 0 || h->response_capacity > FS_RING_MAX_CAPACITY) return -EPROTO;
-    uint64_t stride = sizeof(fs_slot) + fs_align(h->request_capacity, FS_CACHE_LINE) +
-                      fs_align(h->response_capacity, FS_CACHE_LINE);
-    if (h->slot_stride != stride || h->segment_size != mapped) return -EPROTO;
-    if (h->lanes_offset != sizeof(fs_ring_header)) return -EPROTO;
-    if (h->slots_offset < h->lanes_offset + (uint64_t)h->lane_count * sizeof(fs_lane)) return -EPROTO;
-    if (h->slots_offset + (uint64_t)h->lane_count * h->slots_per_lane * stride != mapped) return -EPROTO;
+/* The attacher trusts nothing in the header. It reads it once into a private copy (a hostile or broken
+ * server may rewrite it at any time), checks that copy with overflow-safe arithmetic, and keeps it. */
+int fs_ring_check_layout(const fs_ring_header *shared, uint64_t mapped, fs_ring_layout *out) {
+    if (atomic_load_explicit((_Atomic uint32_t *)&shared->magic, memory_order_acquire) != FS_RING_MAGIC) return -EPROTO;
+    fs_ring_header h;
+    memcpy(&h, shared, offsetof(fs_ring_header, server_pid)); /* the immutable line, after the magic's acquire */
+    if (h.version != FS_RING_VERSION) return -EPROTO;
+    if (h.lane_count == 0 || h.lane_count > FS_RING_MAX_LANES) return -EPROTO;
+    if (h.slots_per_lane == 0 || h.slots_per_lane > FS_RING_MAX_SLOTS_PER_LANE) return -EPROTO;
+    if (h.request_capacity == 0 || h.request_capacity > FS_RING_MAX_CAPACITY) return -EPROTO;
+    if (h.response_capacity == 0 || h.response_capacity > FS_RING_MAX_CAPACITY) return -EPROTO;
+    /* bounded above: capacities <= 256 MiB, so the stride cannot overflow */
+    uint64_t stride = sizeof(fs_slot) + fs_align(h.request_capacity, FS_CACHE_LINE) +
+                      fs_align(h.response_capacity, FS_CACHE_LINE);
+    if (h.slot_stride != stride || h.segment_size != mapped) return -EPROTO;
+    if (h.lanes_offset != sizeof(fs_ring_header)) return -EPROTO;
+    uint64_t lanes_end = h.lanes_offset + (uint64_t)h.lane_count * sizeof(fs_lane); /* small: <= 64 lanes */
+    uint64_t slots_bytes, end;
+    if (__builtin_mul_overflow((uint64_t)h.lane_count * h.slots_per_lane, stride, &slots_bytes)) return -EPROTO;
+    if (h.slots_offset < lanes_end || h.slots_offset > mapped) return -EPROTO;
+    if (__builtin_add_overflow(h.slots_offset, slots_bytes, &end) || end != mapped) return -EPROTO;
+    *out = (fs_ring_layout){
+        .lane_count = h.lane_count,
+        .slots_per_lane = h.slots_per_lane,
+        .request_capacity = h.request_capacity,
+        .response_capacity = h.response_capacity,
+        .slot_stride = stride,
+        .segment_size = mapped,
+        .lanes_offset = h.lanes_offset,
+        .slots_offset = h.slots_offset,
+    };
     return 0;
 }
 
@@ -181,7 +210,7 @@ int fs_ring_attach(fs_ring *r, const char *name) {
     r->hdr = base;
     r->size = size;
     strcpy(r->name, name);
-    int rc = fs_check_layout(r->hdr, size);
+    int rc = fs_ring_check_layout(r->hdr, size, &r->layout);
     if (rc == 0 && atomic_load_explicit(&r->hdr->closing, memory_order_acquire)) rc = -EPIPE;
     if (rc == 0 && !fs_pid_alive(r->hdr->server_pid)) rc = -EPIPE;
     if (rc != 0) {
@@ -190,7 +219,7 @@ int fs_ring_attach(fs_ring *r, const char *name) {
         return rc;
     }
     int32_t me = getpid();
-    for (uint32_t i = 0; i < r->hdr->lane_count; i++) {
+    for (uint32_t i = 0; i < r->layout.lane_count; i++) {
         int32_t expected = 0;
         if (atomic_compare_exchange_strong_explicit(&fs_lane_at(r, i)->owner_pid, &expected, me,
                                                     memory_order_acq_rel, memory_order_relaxed)) {
@@ -234,8 +263,8 @@ void fs_ring_detach(fs_ring *r) {
         fs_lane *lane = fs_lane_at(r, (uint32_t)r->lane);
         int idle = atomic_load_explicit(&lane->head, memory_order_relaxed) ==
                    atomic_load_explicit(&lane->tail, memory_order_acquire);
-        uint32_t first = (uint32_t)r->lane * r->hdr->slots_per_lane;
-        for (uint32_t i = 0; idle && i < r->hdr->slots_per_lane; i++)
+        uint32_t first = (uint32_t)r->lane * r->layout.slots_per_lane;
+        for (uint32_t i = 0; idle && i < r->layout.slots_per_lane; i++)
             idle = atomic_load_explicit(&fs_ring_slot(r, first + i)->state, memory_order_acquire) == FS_SLOT_FREE;
         if (idle) atomic_store_explicit(&lane->owner_pid, 0, memory_order_release);
         pthread_mutex_destroy(&r->submit_lock);
@@ -250,7 +279,7 @@ int fs_ring_server_alive(const fs_ring *r, int64_t stale_ns) {
 }
 
 static void fs_slot_freed(fs_ring *r, uint32_t slot) {
-    fs_lane *lane = fs_lane_at(r, slot / r->hdr->slots_per_lane);
+    fs_lane *lane = fs_lane_at(r, slot / r->layout.slots_per_lane);
     atomic_fetch_add_explicit(&lane->free_bell, 1, memory_order_release);
     atomic_thread_fence(memory_order_seq_cst);
     if (atomic_load_explicit(&lane->free_waiters, memory_order_relaxed)) fs_futex_wake(&lane->free_bell, 1);
@@ -259,10 +288,10 @@ static void fs_slot_freed(fs_ring *r, uint32_t slot) {
 int fs_ring_claim(fs_ring *r, int64_t deadline_ns, uint32_t *slot) {
     if (r->lane < 0) return -EINVAL;
     fs_lane *lane = fs_lane_at(r, (uint32_t)r->lane);
-    uint32_t first = (uint32_t)r->lane * r->hdr->slots_per_lane;
+    uint32_t first = (uint32_t)r->lane * r->layout.slots_per_lane;
     for (;;) {
         uint32_t bell = atomic_load_explicit(&lane->free_bell, memory_order_acquire);
-        for (uint32_t i = 0; i < r->hdr->slots_per_lane; i++) {
+        for (uint32_t i = 0; i < r->layout.slots_per_lane; i++) {
             uint32_t expected = FS_SLOT_FREE;
             if (atomic_compare_exchange_strong_explicit(&fs_ring_slot(r, first + i)->state, &expected,
                                                         FS_SLOT_CLAIMED, memory_order_acquire,
@@ -283,9 +312,9 @@ int fs_ring_claim(fs_ring *r, int64_t deadline_ns, uint32_t *slot) {
 }
 
 int fs_ring_submit(fs_ring *r, uint32_t slot, uint64_t request_len) {
-    uint32_t per = r->hdr->slots_per_lane;
+    uint32_t per = r->layout.slots_per_lane;
     if (r->lane < 0 || slot / per != (uint32_t)r->lane) return -EINVAL;
-    if (request_len > r->hdr->request_capacity) return -EINVAL;
+    if (request_len > r->layout.request_capacity) return -EINVAL;
     fs_slot *s = fs_ring_slot(r, slot);
     if (atomic_load_explicit(&s->state, memory_order_relaxed) != FS_SLOT_CLAIMED) return -EINVAL;
     fs_lane *lane = fs_lane_at(r, (uint32_t)r->lane);
@@ -300,6 +329,7 @@ int fs_ring_submit(fs_ring *r, uint32_t slot, uint64_t request_len) {
         atomic_store_explicit(&s->state, FS_SLOT_CLAIMED, memory_order_relaxed);
         return -EPROTO;
     }
+    assert(head - tail < per && "the lane never holds more entries than slots");
     lane->entries[head % per] = slot % per;
     atomic_store_explicit(&lane->head, head + 1, memory_order_release); /* publishes entry + payload */
     pthread_mutex_unlock(&r->submit_lock);
@@ -352,14 +382,23 @@ int fs_ring_wait(fs_ring *r, uint32_t slot, int64_t deadline_ns, int64_t spin_ns
         atomic_fetch_sub_explicit(&s->waiters, 1, memory_order_relaxed);
     }
     uint64_t len = s->response_len;
-    if (len > r->hdr->response_capacity) return -EPROTO; /* a hostile or broken server */
+    if (len > r->layout.response_capacity) return -EPROTO; /* a hostile or broken server */
     *response_len = len;
     return 0;
 }
 
-void fs_ring_release(fs_ring *r, uint32_t slot) {
-    atomic_store_explicit(&fs_ring_slot(r, slot)->state, FS_SLOT_FREE, memory_order_release);
+int fs_ring_release(fs_ring *r, uint32_t slot) {
+    /* Only the lane's owner frees its slots, and only one it holds: CLAIMED (never submitted) or DONE
+     * (the response was read). Anything else belongs to the server or to another process. */
+    if (r->lane < 0 || slot >= fs_ring_slot_count(r) || slot / r->layout.slots_per_lane != (uint32_t)r->lane)
+        return -EINVAL;
+    fs_slot *s = fs_ring_slot(r, slot);
+    uint32_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+    if (state != FS_SLOT_CLAIMED && state != FS_SLOT_DONE) return -EINVAL;
+    /* We hold the slot in either state: nobody else moves it, so a plain store suffices. */
+    atomic_store_explicit(&s->state, FS_SLOT_FREE, memory_order_release);
     fs_slot_freed(r, slot);
+    return 0;
 }
 
 static int fs_poll_locked(fs_ring *r, uint32_t *slot, uint64_t *request_len);
@@ -374,7 +413,7 @@ static int fs_poll(fs_ring *r, uint32_t *slot, uint64_t *request_len) {
 
 /* One pass over the lanes from the round-robin cursor. 1: got a slot; 0: nothing to do. */
 static int fs_poll_locked(fs_ring *r, uint32_t *slot, uint64_t *request_len) {
-    uint32_t lanes = r->hdr->lane_count, per = r->hdr->slots_per_lane;
+    uint32_t lanes = r->layout.lane_count, per = r->layout.slots_per_lane;
     for (uint32_t n = 0; n < lanes; n++) {
         uint32_t li = (r->next_lane + n) % lanes;
         fs_lane *lane = fs_lane_at(r, li);
@@ -432,7 +471,7 @@ int fs_ring_next(fs_ring *r, int64_t deadline_ns, int64_t spin_ns, uint32_t *slo
 }
 
 int fs_ring_complete(fs_ring *r, uint32_t slot, uint64_t response_len) {
-    if (slot >= fs_ring_slot_count(r) || response_len > r->hdr->response_capacity) return -EINVAL;
+    if (slot >= fs_ring_slot_count(r) || response_len > r->layout.response_capacity) return -EINVAL;
     fs_slot *s = fs_ring_slot(r, slot);
     s->response_len = response_len;
     uint32_t expected = FS_SLOT_BUSY;
@@ -451,22 +490,32 @@ int fs_ring_complete(fs_ring *r, uint32_t slot, uint64_t response_len) {
 }
 
 int fs_ring_reap(fs_ring *r) {
+    /* Under the consume lock: no dispatcher is between taking a lane's entry and claiming its slot. */
+    pthread_mutex_lock(&r->consume_lock);
     int reaped = 0;
-    uint32_t per = r->hdr->slots_per_lane;
-    for (uint32_t li = 0; li < r->hdr->lane_count; li++) {
+    uint32_t per = r->layout.slots_per_lane;
+    for (uint32_t li = 0; li < r->layout.lane_count; li++) {
         fs_lane *lane = fs_lane_at(r, li);
         int32_t owner = atomic_load_explicit(&lane->owner_pid, memory_order_acquire);
         if (owner == 0 || fs_pid_alive(owner)) continue;
-        /* The owner is gone: nobody else writes this lane, so the server may reset it. */
-        for (uint32_t i = 0; i < per; i++) {
-            fs_slot *s = fs_ring_slot(r, li * per + i);
-            atomic_store_explicit(&s->state, FS_SLOT_FREE, memory_order_relaxed);
-            atomic_store_explicit(&s->waiters, 0, memory_order_relaxed);
-        }
+        /* The owner is gone: nobody else writes this lane's head or claims its slots. */
         atomic_store_explicit(&lane->tail, atomic_load_explicit(&lane->head, memory_order_acquire),
                               memory_order_release);
+        for (uint32_t i = 0; i < per; i++) {
+            fs_slot *s = fs_ring_slot(r, li * per + i);
+            uint32_t state = atomic_load_explicit(&s->state, memory_order_acquire);
+            /* A BUSY slot is held by a dispatcher that will complete() it: abandon it on the dead
+             * client's behalf, so that complete() frees it. Every other state is the dead client's. */
+            while (state == FS_SLOT_BUSY &&
+                   !atomic_compare_exchange_weak_explicit(&s->state, &state, FS_SLOT_ABANDONED, memory_order_acq_rel,
+                                                          memory_order_acquire)) {
+            }
+            if (state != FS_SLOT_BUSY) atomic_store_explicit(&s->state, FS_SLOT_FREE, memory_order_release);
+            atomic_store_explicit(&s->waiters, 0, memory_order_relaxed);
+        }
         atomic_store_explicit(&lane->owner_pid, 0, memory_order_release);
         reaped++;
     }
+    pthread_mutex_unlock(&r->consume_lock);
     return reaped;
 }

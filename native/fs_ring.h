@@ -96,8 +96,22 @@ static_assert(sizeof(fs_lane) % FS_CACHE_LINE == 0, "lanes tile cache lines");
 static_assert(sizeof(fs_slot) == FS_CACHE_LINE, "a slot header is one cache line");
 static_assert(sizeof(_Atomic uint32_t) == 4 && sizeof(_Atomic uint64_t) == 8, "futex words are 32-bit");
 
+/* The layout as this process checked it: a private copy, so that a peer rewriting the shared header
+ * after attach cannot move any offset this process computes. */
+typedef struct fs_ring_layout {
+    uint32_t lane_count;
+    uint32_t slots_per_lane;
+    uint64_t request_capacity;
+    uint64_t response_capacity;
+    uint64_t slot_stride;
+    uint64_t segment_size;
+    uint64_t lanes_offset;
+    uint64_t slots_offset;
+} fs_ring_layout;
+
 typedef struct fs_ring {
-    fs_ring_header *hdr;
+    fs_ring_header *hdr;   /* shared: only the atomics (heartbeat, closing, bell) are read after attach */
+    fs_ring_layout layout; /* private: every offset is computed from this */
     uint8_t *base;
     uint64_t size;
     int is_server;
@@ -133,12 +147,15 @@ int fs_ring_claim(fs_ring *r, int64_t deadline_ns, uint32_t *slot);
 int fs_ring_submit(fs_ring *r, uint32_t slot, uint64_t request_len);
 int fs_ring_wait(fs_ring *r, uint32_t slot, int64_t deadline_ns, int64_t spin_ns, int64_t stale_ns,
                  uint64_t *response_len);
-void fs_ring_release(fs_ring *r, uint32_t slot);
+int fs_ring_release(fs_ring *r, uint32_t slot); /* -EINVAL: not a slot of our lane, or not ours to free */
 int fs_ring_server_alive(const fs_ring *r, int64_t stale_ns);
 
 /* server */
 int fs_ring_next(fs_ring *r, int64_t deadline_ns, int64_t spin_ns, uint32_t *slot, uint64_t *request_len);
 int fs_ring_complete(fs_ring *r, uint32_t slot, uint64_t response_len);
-int fs_ring_reap(fs_ring *r);
+int fs_ring_reap(fs_ring *r); /* under the consume lock; a slot a dispatcher holds is marked abandoned, never freed */
+
+/* The attacher's check of a shared header against the mapped size; fills `out` from one private copy. */
+int fs_ring_check_layout(const fs_ring_header *shared, uint64_t mapped, fs_ring_layout *out);
 
 #endif

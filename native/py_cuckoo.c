@@ -16,6 +16,12 @@ typedef struct {
 
 static PyTypeObject CuckooType;
 
+/* Every method first: a table made with __new__ alone has no buckets to touch. */
+static int cuckoo_ready(CuckooObject *self) {
+    if (!self->ready) PyErr_SetString(PyExc_ValueError, "CuckooTable is not initialised: call CuckooTable(dim, ...)");
+    return self->ready;
+}
+
 static int Cuckoo_init(CuckooObject *self, PyObject *args, PyObject *kwargs) {
     static char *kw[] = {"dim", "precision", "expected", "admit_after", NULL};
     unsigned int dim, admit_after = 1;
@@ -30,8 +36,11 @@ static int Cuckoo_init(CuckooObject *self, PyObject *args, PyObject *kwargs) {
         PyErr_Format(PyExc_ValueError, "precision is expected to be fp32, fp16 or int8, got '%s'", precision);
         return -1;
     }
-    if (self->ready) fs_cuckoo_free(&self->table);
-    self->ready = 0;
+    /* Never re-initialise: a lookup on another thread may be inside the table with the GIL released. */
+    if (self->ready) {
+        PyErr_SetString(PyExc_TypeError, "CuckooTable is already initialised: make a new table instead");
+        return -1;
+    }
     int rc = fs_cuckoo_init(&self->table, dim, code, expected, admit_after);
     if (rc == -EINVAL) {
         PyErr_Format(PyExc_ValueError, "dim is expected in 1..65536, got %u", dim);
@@ -61,6 +70,7 @@ static int check_len(Py_buffer *buf, uint64_t count, size_t size, const char *na
 }
 
 static PyObject *Cuckoo_lookup_into(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, out, found;
     unsigned int now = 0, ttl = 0;
     if (!PyArg_ParseTuple(args, "y*w*w*|II", &keys, &out, &found, &now, &ttl)) return NULL;
@@ -82,6 +92,7 @@ static PyObject *Cuckoo_lookup_into(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_upsert_into(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, values, status;
     unsigned int now = 0;
     int admit = 1;
@@ -105,6 +116,7 @@ static PyObject *Cuckoo_upsert_into(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_drift_into(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, targets, rates, out, status;
     unsigned int now = 0;
     if (!PyArg_ParseTuple(args, "y*y*y*w*w*|I", &keys, &targets, &rates, &out, &status, &now)) return NULL;
@@ -129,6 +141,7 @@ static PyObject *Cuckoo_drift_into(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_expire(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     unsigned int now, ttl;
     if (!PyArg_ParseTuple(args, "II", &now, &ttl)) return NULL;
     uint64_t removed;
@@ -139,6 +152,7 @@ static PyObject *Cuckoo_expire(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_remove_into(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, removed;
     if (!PyArg_ParseTuple(args, "y*w*", &keys, &removed)) return NULL;
     PyObject *result = NULL;
@@ -158,6 +172,7 @@ static PyObject *Cuckoo_remove_into(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_export_into(CuckooObject *self, PyObject *args) {
+    if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, rows, stamps;
     if (!PyArg_ParseTuple(args, "w*w*w*", &keys, &rows, &stamps)) return NULL;
     PyObject *result = NULL;
@@ -176,6 +191,7 @@ static PyObject *Cuckoo_export_into(CuckooObject *self, PyObject *args) {
 }
 
 static PyObject *Cuckoo_get(CuckooObject *self, void *which) {
+    if (!cuckoo_ready(self)) return NULL;
     fs_cuckoo *t = &self->table;
     switch ((intptr_t)which) {
     case 0: return PyLong_FromUnsignedLongLong(t->size);

@@ -156,7 +156,8 @@ static PyObject *Ring_call(RingObject *self, PyObject *args, PyObject *kwargs) {
 static PyObject *Ring_release(RingObject *self, PyObject *args) {
     long slot;
     if (!PyArg_ParseTuple(args, "l", &slot) || !ring_usable(self) || !check_slot(self, slot)) return NULL;
-    fs_ring_release(&self->ring, (uint32_t)slot);
+    if (fs_ring_release(&self->ring, (uint32_t)slot) != 0)
+        return PyErr_Format(PyExc_ValueError, "slot %ld is not held by this client: release refused", slot);
     Py_RETURN_NONE;
 }
 
@@ -201,7 +202,7 @@ static PyObject *Ring_alive(RingObject *self, PyObject *args) {
 }
 
 static uint8_t *area_of(RingObject *self, uint32_t slot, int side, uint64_t *capacity) {
-    *capacity = side ? self->ring.hdr->response_capacity : self->ring.hdr->request_capacity;
+    *capacity = side ? self->ring.layout.response_capacity : self->ring.layout.request_capacity;
     return side ? fs_ring_response_area(&self->ring, slot) : fs_ring_request_area(&self->ring, slot);
 }
 
@@ -337,25 +338,24 @@ static PyObject *Ring_decode(RingObject *self, PyObject *args) {
     uint8_t *area = area_of(self, (uint32_t)slot, side, &capacity);
     if (len > capacity) return PyErr_Format(PyExc_ValueError, "message length %llu exceeds the slot", len);
     char err[160];
-    if (fs_msg_validate(area, len, err, sizeof err) != 0) return PyErr_Format(PyExc_ValueError, "%s", err);
-    fs_msg_header h;
-    memcpy(&h, area, sizeof h);
+    fs_msg_snapshot m; /* the only copy we use: the slot itself may change under us */
+    if (fs_msg_read(area, len, &m, err, sizeof err) != 0) return PyErr_Format(PyExc_ValueError, "%s", err);
+    const fs_msg_header *h = &m.header;
     uint64_t base = (uint64_t)(area - self->ring.base);
-    PyObject *tensors = PyTuple_New(h.tensor_count);
+    PyObject *tensors = PyTuple_New(h->tensor_count);
     if (tensors == NULL) return NULL;
-    for (uint16_t i = 0; i < h.tensor_count; i++) {
-        fs_tensor_desc d;
-        memcpy(&d, area + sizeof h + (size_t)i * sizeof d, sizeof d);
-        PyObject *shape = PyTuple_New(d.ndim);
+    for (uint16_t i = 0; i < h->tensor_count; i++) {
+        const fs_tensor_desc *d = &m.tensors[i];
+        PyObject *shape = PyTuple_New(d->ndim);
         if (shape == NULL) goto fail;
-        for (uint8_t k = 0; k < d.ndim; k++) PyTuple_SET_ITEM(shape, k, PyLong_FromLongLong(d.shape[k]));
-        PyObject *item = Py_BuildValue("(sBNK)", d.name, d.dtype, shape, (unsigned long long)(base + d.offset));
+        for (uint8_t k = 0; k < d->ndim; k++) PyTuple_SET_ITEM(shape, k, PyLong_FromLongLong(d->shape[k]));
+        PyObject *item = Py_BuildValue("(sBNK)", d->name, d->dtype, shape, (unsigned long long)(base + d->offset));
         if (item == NULL) goto fail;
         PyTuple_SET_ITEM(tensors, i, item);
     }
-    return Py_BuildValue("(IIKLssKIN)", (unsigned)h.method, h.status, (unsigned long long)h.request_id,
-                         (long long)h.deadline_ns, h.traceparent, h.feature_tag,
-                         (unsigned long long)(base + h.proto_offset), h.proto_len, tensors);
+    return Py_BuildValue("(IIKLssKIN)", (unsigned)h->method, h->status, (unsigned long long)h->request_id,
+                         (long long)h->deadline_ns, h->traceparent, h->feature_tag,
+                         (unsigned long long)(base + h->proto_offset), h->proto_len, tensors);
 fail:
     Py_DECREF(tensors);
     return NULL;
@@ -389,11 +389,11 @@ static PyObject *Ring_get(RingObject *self, void *which) {
     case 1: return PyLong_FromUnsignedLongLong(self->ring.size);
     case 2: return PyLong_FromVoidPtr(self->ring.base);
     case 3: return PyLong_FromUnsignedLong(fs_ring_slot_count(&self->ring));
-    case 4: return PyLong_FromUnsignedLongLong(h->request_capacity);
-    case 5: return PyLong_FromUnsignedLongLong(h->response_capacity);
+    case 4: return PyLong_FromUnsignedLongLong(self->ring.layout.request_capacity);
+    case 5: return PyLong_FromUnsignedLongLong(self->ring.layout.response_capacity);
     case 6: return PyLong_FromLong(h->server_pid);
     case 7: return PyLong_FromLong(self->ring.lane);
-    case 8: return PyLong_FromUnsignedLong(h->slots_per_lane);
+    case 8: return PyLong_FromUnsignedLong(self->ring.layout.slots_per_lane);
     default: Py_RETURN_NONE;
     }
 }

@@ -2,6 +2,9 @@
  * -fsanitize=address,undefined and runs each case (see tests/native/test_c_core.py). */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -295,6 +298,154 @@ static void test_validator(void) {
     printf("validator: ok\n");
 }
 
+
+/* A header whose slots_offset + lanes x slots x stride wraps around 64 bits must be refused, and a
+ * header rewritten after attach must move nothing: the client computes every offset from its copy. */
+static void test_layout_trust(void) {
+    fresh_name("layout");
+    fs_ring srv;
+    CHECK(fs_ring_create(&srv, name, 1, 1, 64, 64) == 0);
+    fs_ring_header *h = srv.hdr;
+    uint64_t honest = h->slots_offset;
+    fs_ring cli;
+    uint64_t stride = h->slot_stride;
+    /* capacities whose stride exceeds the segment, so that size - stride wraps to near 2^64 and
+     * slots_offset + lanes x slots x stride == size holds only modulo 2^64 */
+    h->request_capacity = 1ull << 27;
+    h->response_capacity = 1ull << 27;
+    h->slot_stride = sizeof(fs_slot) + (1ull << 27) + (1ull << 27);
+    h->slots_offset = srv.size - h->slot_stride;
+    CHECK(h->slots_offset > srv.size);
+    CHECK(fs_ring_attach(&cli, name) == -EPROTO);
+    h->request_capacity = 64;
+    h->response_capacity = 64;
+    h->slot_stride = stride;
+    h->slots_offset = honest;
+    CHECK(fs_ring_attach(&cli, name) == 0);
+    /* a hostile server now rewrites the shared header: nothing the client computes may follow it */
+    h->lane_count = FS_RING_MAX_LANES;
+    h->slots_per_lane = FS_RING_MAX_SLOTS_PER_LANE;
+    h->request_capacity = FS_RING_MAX_CAPACITY;
+    h->slots_offset = 1ull << 40;
+    CHECK(fs_ring_slot_count(&cli) == 1);
+    CHECK(cli.layout.request_capacity == 64);
+    CHECK(fs_ring_request_area(&cli, 0) == cli.base + honest + sizeof(fs_slot));
+    uint32_t slot;
+    CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &slot) == 0 && slot == 0);
+    CHECK(fs_ring_submit(&cli, slot, 65) == -EINVAL); /* past the capacity it attached with */
+    CHECK(fs_ring_release(&cli, slot) == 0);
+    fs_ring_close(&cli);
+    fs_ring_close(&srv);
+    printf("layout trust: ok\n");
+}
+
+/* Reaping a dead client's lane while a dispatcher serves one of its slots: the dispatcher's complete()
+ * finds the slot abandoned (not stolen), and the slot comes back free. */
+static void test_reap_while_busy(void) {
+    fresh_name("reapbusy");
+    fs_ring srv;
+    CHECK(fs_ring_create(&srv, name, 1, 2, 64, 64) == 0);
+    pid_t child = fork();
+    if (child == 0) {
+        fs_ring cli;
+        CHECK(fs_ring_attach(&cli, name) == 0);
+        uint32_t slot;
+        CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &slot) == 0);
+        CHECK(fs_ring_submit(&cli, slot, 1) == 0);
+        _exit(0);
+    }
+    uint32_t got;
+    uint64_t len;
+    CHECK(fs_ring_next(&srv, fs_ring_now_ns() + 5 * SEC, 0, &got, &len) == 0); /* the dispatcher holds it: BUSY */
+    CHECK(waitpid(child, NULL, 0) == child);
+    CHECK(fs_ring_reap(&srv) == 1);
+    CHECK(atomic_load(&fs_ring_slot(&srv, got)->state) == FS_SLOT_ABANDONED);
+    CHECK(fs_ring_complete(&srv, got, 1) == -ETIMEDOUT); /* "the client left", not a protocol error */
+    CHECK(atomic_load(&fs_ring_slot(&srv, got)->state) == FS_SLOT_FREE);
+    fs_ring_close(&srv);
+    printf("reap while busy: ok\n");
+}
+
+/* A client may free only a slot of its own lane that it holds. */
+static void test_release_checks(void) {
+    fresh_name("release");
+    fs_ring srv, a, b;
+    CHECK(fs_ring_create(&srv, name, 2, 2, 64, 64) == 0);
+    CHECK(fs_ring_attach(&a, name) == 0);
+    b = a; /* a second lane needs a second process; pretend by pointing a copy at the other lane */
+    b.lane = 1 - a.lane;
+    uint32_t slot;
+    CHECK(fs_ring_claim(&b, fs_ring_now_ns() + SEC, &slot) == 0);
+    CHECK(fs_ring_release(&a, slot) == -EINVAL);          /* another lane's slot */
+    CHECK(fs_ring_release(&a, 99) == -EINVAL);            /* no such slot */
+    uint32_t mine;
+    CHECK(fs_ring_claim(&a, fs_ring_now_ns() + SEC, &mine) == 0);
+    CHECK(fs_ring_submit(&a, mine, 1) == 0);
+    CHECK(fs_ring_release(&a, mine) == -EINVAL);          /* submitted: the server's now */
+    CHECK(atomic_load(&fs_ring_slot(&srv, mine)->state) == FS_SLOT_REQUEST);
+    CHECK(fs_ring_release(&b, slot) == 0);
+    fs_ring_close(&a);
+    fs_ring_close(&srv);
+    printf("release checks: ok\n");
+}
+
+/* The concurrent fuzz: a writer thread keeps rewriting the message while the reader snapshots and
+ * uses it. Whatever the interleaving, what the reader uses must satisfy the validator's promises. */
+typedef struct {
+    uint8_t *area;
+    uint64_t len;
+    atomic_int stop;
+    uint64_t seed;
+} race_state;
+
+static void *race_writer(void *arg) {
+    race_state *st = arg;
+    uint64_t x = st->seed;
+    fs_msg_header *h = (fs_msg_header *)st->area;
+    fs_tensor_desc *d = (fs_tensor_desc *)(st->area + sizeof *h);
+    while (!atomic_load_explicit(&st->stop, memory_order_relaxed)) {
+        x ^= x << 13; x ^= x >> 7; x ^= x << 17;
+        volatile uint8_t *bytes = st->area;
+        switch (x % 6) {
+        case 0: ((volatile fs_msg_header *)h)->tensor_count = (uint16_t)(x >> 8); break; /* up to 65,535 */
+        case 1: ((volatile fs_tensor_desc *)&d[x >> 8 & 1])->ndim = (uint8_t)(x >> 16); break;
+        case 2: for (unsigned i = 0; i < FS_MSG_NAME_MAX; i++) ((volatile fs_tensor_desc *)&d[0])->name[i] = 'n'; break;
+        case 3: for (unsigned i = 0; i < FS_MSG_TRACEPARENT_MAX; i++) ((volatile fs_msg_header *)h)->traceparent[i] = 't'; break;
+        case 4: bytes[(x >> 8) % st->len] = (uint8_t)(x >> 32); break;
+        default: build_message(st->area, st->len); break; /* back to valid, so that reads also succeed */
+        }
+    }
+    return NULL;
+}
+
+static void test_race(uint64_t cases) {
+    uint64_t cap = 4096;
+    race_state st = {.area = malloc(cap), .len = cap, .seed = 88172645463325252ull};
+    uint64_t len = build_message(st.area, cap);
+    pthread_t writer;
+    CHECK(pthread_create(&writer, NULL, race_writer, &st) == 0);
+    uint64_t accepted = 0;
+    char err[160];
+    for (uint64_t n = 0; n < cases; n++) {
+        fs_msg_snapshot m;
+        if (fs_msg_read(st.area, len, &m, err, sizeof err) != 0) continue;
+        accepted++;
+        /* everything a decoder touches, from the snapshot only */
+        CHECK(m.header.tensor_count <= FS_MSG_MAX_TENSORS);
+        CHECK(strlen(m.header.traceparent) < FS_MSG_TRACEPARENT_MAX && strlen(m.header.feature_tag) < FS_MSG_TAG_MAX);
+        for (uint32_t i = 0; i < m.header.tensor_count; i++) {
+            CHECK(m.tensors[i].ndim <= FS_MSG_MAX_DIMS);
+            CHECK(strlen(m.tensors[i].name) < FS_MSG_NAME_MAX);
+            CHECK(m.tensors[i].offset + m.tensors[i].nbytes <= len);
+        }
+        CHECK(m.header.proto_offset + m.header.proto_len <= len);
+    }
+    atomic_store(&st.stop, 1);
+    pthread_join(writer, NULL);
+    free(st.area);
+    printf("race: ok (%llu cases, %llu accepted)\n", (unsigned long long)cases, (unsigned long long)accepted);
+}
+
 int main(int argc, char **argv) {
     const char *which = argc > 1 ? argv[1] : "all";
     uint64_t stress_total = argc > 2 ? strtoull(argv[2], NULL, 10) : 100000;
@@ -306,5 +457,9 @@ int main(int argc, char **argv) {
     if (all || !strcmp(which, "reap")) test_reap_dead_client();
     if (all || !strcmp(which, "validator")) test_validator();
     if (all || !strcmp(which, "stress")) test_stress(stress_total, stress_clients);
+    if (all || !strcmp(which, "layout")) test_layout_trust();
+    if (all || !strcmp(which, "reap_busy")) test_reap_while_busy();
+    if (all || !strcmp(which, "release")) test_release_checks();
+    if (all || !strcmp(which, "race")) test_race(argc > 2 ? strtoull(argv[2], NULL, 10) : 100000);
     return 0;
 }

@@ -73,3 +73,22 @@ class TestTensorRTEngine:
         tolerance = 1e-4 if precision == "fp32" else 2e-2
         assert np.linalg.norm(a - b) / np.linalg.norm(a) < tolerance
         assert gpu.engine.plan_path().exists()
+
+    def test_pinned_host_buffers_stay_bounded_and_close_unpins_them(self, catalog, manifest) -> None:
+        """Each run with new arrays pins them; the oldest registrations are released past MAX_REGISTERED
+        (before, every new array stayed pinned for the life of the engine), and close() releases the rest."""
+        _gpu_or_skip()
+        from engines.tensorrt import MAX_REGISTERED
+        from tests.stack import ranker_for
+
+        gpu = ranker_for(catalog, manifest, device="gpu", precision="fp32")
+        rng = np.random.default_rng(2)
+        for _ in range(3 * MAX_REGISTERED):
+            inputs = {"user": rng.standard_normal((1, 2048)).astype(np.float32),
+                      "context": np.zeros((1, 512), np.float32), "item_table": gpu.item_table,
+                      "ids": np.arange(1, 65, dtype=np.int64), "cross": rng.standard_normal((64, 128)).astype(np.float32),
+                      "head_weights": gpu.head_weights}
+            gpu.engine.run(inputs, {"scores": np.empty(64, np.float32), "heads": np.empty((64, 4), np.float32)})
+            assert gpu.engine.registered_count <= MAX_REGISTERED
+        gpu.engine.close()
+        assert gpu.engine.registered_count == 0

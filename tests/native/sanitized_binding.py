@@ -44,6 +44,13 @@ client.close()
 ring.close()
 print(f"sanitized binding: ok ({rejected} rejected)")
 
+# The racing fuzz: decodes while another process rewrites the slot (tests/native/test_trust_boundary.py).
+from test_trust_boundary import decode_while_rewritten  # noqa: E402
+
+race_cases = int(os.environ.get("FEEDSERVE_FUZZ_CASES", "50000"))
+accepted, race_rejected = decode_while_rewritten(race_cases, _native.Ring)
+print(f"sanitized race: ok ({race_cases} cases, {accepted} accepted, {race_rejected} rejected)")
+
 # The cuckoo table through the same sanitized build: growth, every precision, expiry, drift, export.
 import numpy as np  # noqa: E402
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
 import threading
 
 import numpy as np
@@ -110,7 +112,7 @@ class TestCuckooTable:
         keys = np.arange(1, 2001, dtype=np.int64)
         table = CuckooTable(64, expected=2000)
         table.upsert(keys, np.ones((2000, 64), np.float32))
-        stop, torn = threading.Event(), []
+        stop, torn, seen = threading.Event(), [], set()
 
         def write() -> None:
             for flip in range(300):
@@ -123,6 +125,8 @@ class TestCuckooTable:
                 mixed = values.min(axis=1) != values.max(axis=1)
                 if mixed.any():
                     torn.append(int(mixed.sum()))
+                if not stop.is_set():  # finished while the writer was still writing
+                    seen.update(np.unique(values[:, 0]).tolist())
 
         threads = [threading.Thread(target=write), threading.Thread(target=read)]
         for thread in threads:
@@ -130,3 +134,35 @@ class TestCuckooTable:
         for thread in threads:
             thread.join(60)
         assert torn == []
+        assert seen == {1.0, 2.0}, f"no read overlapped the writes (rows seen: {seen})"
+
+    def test_initialising_twice_is_refused_and_keeps_the_rows(self) -> None:
+        """__init__ again would free the buckets under a lookup running without the GIL: refused."""
+        table = CuckooTable(4)
+        table.upsert([7], np.ones((1, 4), np.float32))
+        with pytest.raises(TypeError, match="already initialised"):
+            table.__init__(8)
+        assert table.dim == 4 and table.lookup([7])[1].tolist() == [True]
+
+    def test_a_table_never_initialised_refuses_every_method(self) -> None:
+        """CuckooTable.__new__ without __init__ has no buckets: each method raises instead of crashing
+        (in a child process, so that a crash fails this test rather than the run)."""
+        code = ("import numpy as np; from native import CuckooTable\n"
+                "t = CuckooTable.__new__(CuckooTable)\n"
+                "calls = [lambda: t.lookup_into(np.ones(1, np.uint64), np.empty(4, np.float32), np.empty(1, np.uint8)),\n"
+                "         lambda: t.upsert_into(np.ones(1, np.uint64), np.ones(4, np.float32), np.empty(1, np.uint8)),\n"
+                "         lambda: t.drift_into(np.ones(1, np.uint64), np.ones(4, np.float32), np.ones(1, np.float32),\n"
+                "                              np.empty(4, np.float32), np.empty(1, np.uint8)),\n"
+                "         lambda: t.expire(1, 1), lambda: t.remove_into(np.ones(1, np.uint64), np.empty(1, np.uint8)),\n"
+                "         lambda: t.export_into(np.empty(1, np.uint64), np.empty(4, np.float32), np.empty(1, np.uint32)),\n"
+                "         lambda: t.size, lambda: t.bytes]\n"
+                "for call in calls:\n"
+                "    try:\n"
+                "        call()\n"
+                "    except ValueError as exc:\n"
+                "        assert 'not initialised' in str(exc)\n"
+                "    else:\n"
+                "        raise SystemExit('a method ran on an uninitialised table')\n"
+                "print('refused')\n")
+        result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+        assert result.returncode == 0 and "refused" in result.stdout, result.stdout + result.stderr
