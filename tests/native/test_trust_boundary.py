@@ -139,3 +139,27 @@ def test_reaping_a_dead_clients_lane_never_steals_the_slot_a_dispatcher_serves()
         client.close()
     finally:
         server.close()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root; as a normal user the 0600 mode is checked in test_ring.py")
+def test_another_uid_cannot_attach_a_ring() -> None:
+    """The segment is 0600 and named for its owner's uid: a process of another uid is refused at open."""
+    server = _server(lanes=1, slots=1, capacity=64)
+    try:
+        child = os.fork()
+        if child == 0:  # the child drops to nobody, then tries the same attach a client would
+            try:
+                os.setgroups([])
+                os.setgid(65534)
+                os.setuid(65534)
+                Ring.attach(server.name)
+                os._exit(1)  # attached: the trust boundary is open
+            except PermissionError:
+                os._exit(0)
+            except BaseException:  # noqa: BLE001 - any other outcome fails the test, never the parent
+                os._exit(2)
+        _, status = os.waitpid(child, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert f"-{os.getuid()}-" in server.name
+    finally:
+        server.close()
