@@ -23,6 +23,7 @@ from engines import ModelManifest
 from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.progress import Progress
+from mesh.security import open_channel
 from mesh.tensors import to_tensor
 from ranker.pipeline import fit_and_export
 from ranker.training import MODEL_NAME, current_user_vectors, load_catalog, newest_model
@@ -103,7 +104,7 @@ def upsert_users(paramserver: str, ids: np.ndarray, vectors: np.ndarray, stream:
         return 0
     batches = -(-len(ids) // _SEED_BATCH)
     progress = Progress(f"seeding {len(ids):,} user vectors", batches, stream=stream) if stream is not None else None
-    with grpc.insecure_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+    with open_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = paramserver_pb2_grpc.ParamServerStub(channel)
         for start in range(0, len(ids), _SEED_BATCH):
             part = slice(start, start + _SEED_BATCH)
@@ -120,7 +121,8 @@ def bootstrap(stack: Stack, store: Store, args: argparse.Namespace, plan: Import
     skips what is already done (an interrupted import resumes from its checkpoint)."""
     schema = load_schema_arg(schema_name)
     if store.sequence() == 0 or checkpoint_path(args.home, plan).exists():
-        report = run_import(plan, stack.config.gateway_address, checkpoint_path(args.home, plan), stream=stream)
+        report = run_import(plan, stack.config.gateway_address, checkpoint_path(args.home, plan), stream=stream,
+                            key=stack.api_key)
         print(f"imported {report.sent['items']:,} items, {report.sent['users']:,} users, {report.sent['events']:,} events"
               f" ({len(report.skipped)} bad rows skipped)", file=stream)
         checkpoint_path(args.home, plan).unlink(missing_ok=True)

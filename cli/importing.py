@@ -18,6 +18,7 @@ import grpc
 
 from catalog.importers import BadRow, ImportPlan, Section, read_section, rows
 from catalog.records import Event, Item, User
+from cli.access import gateway_channel
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc
 from mesh.progress import Progress
 
@@ -127,7 +128,7 @@ def _send(stub: catalog_pb2_grpc.CatalogStub, section: Section, lines: list[int]
 
 
 def run_import(plan: ImportPlan, gateway: str, checkpoint: Path, batch: int = 5_000, drift: bool = False,
-               restart: bool = False, timeout: float = 120.0, stream: TextIO | None = None) -> ImportReport:
+               restart: bool = False, timeout: float = 120.0, stream: TextIO | None = None, key: str = "") -> ImportReport:
     """Import every section of `plan`, in order, resuming after the last acknowledged batch unless `restart`."""
     stream = stream if stream is not None else sys.stderr
     done: dict[str, int] = {}
@@ -135,7 +136,7 @@ def run_import(plan: ImportPlan, gateway: str, checkpoint: Path, batch: int = 5_
         done = json.loads(checkpoint.read_text())
     report = ImportReport(resumed_from={k: v for k, v in done.items() if v})
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with grpc.insecure_channel(gateway, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+    with gateway_channel(gateway, key, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
         stub = catalog_pb2_grpc.CatalogStub(channel)
         for section in plan.sections:
             key = str(section.path.resolve())

@@ -16,6 +16,8 @@ from catalog import load_schema, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
+from cli.access import add_access_arguments, admin_key_path, configure_access, gateway_channel, write_admin_key
+from cli.certificates import ensure_certificates
 from cli.importing import checkpoint_path, run_import
 from cli.stack import Stack
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
@@ -28,6 +30,8 @@ from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
 from engines.sentence import DIM
 from mesh.errors import Unavailable
+from mesh.keys import KeyStore
+from mesh.security import Tls, configure
 from cli.replay import command as replay_command
 from ranker.pipeline import fit_and_export, quality_table
 from ranker.training import MODEL_NAME, TrainingError
@@ -102,6 +106,56 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Path, str]:
+    """Certificates (made once under HOME/tls) unless --plaintext, and the keys file with an admin key (made on
+    first run, kept in HOME/admin.key); says which security the stack runs with."""
+    tls = None
+    if args.plaintext:
+        configure(None)
+        print("security: PLAINTEXT between services and at the gateway (asked for with --plaintext); API keys still required")
+    else:
+        tls = ensure_certificates(args.home / "tls")
+        configure(tls["client"])
+        print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {args.home / 'tls' / 'ca.pem'})")
+    keys_path = args.home / "keys.db"
+    store = KeyStore(keys_path)
+    key_file = admin_key_path(args.home)
+    token = key_file.read_text().strip() if key_file.exists() else ""
+    if not token or store.verify(token) is None:
+        _, token = store.create("admin", "admin", label="made by feedserve up")
+        write_admin_key(args.home, token)
+        print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
+    store.close()
+    return tls, keys_path, token
+
+
+def _keys(args: argparse.Namespace) -> int:
+    """`feedserve keys create|list|revoke` on HOME/keys.db, the file the gateway reads on every call."""
+    store = KeyStore(args.home / "keys.db")
+    try:
+        if args.action == "create":
+            key, token = store.create(args.tenant, "admin" if args.admin else "tenant", args.label)
+            print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
+            print(f"token (shown once): {token}")
+        elif args.action == "list":
+            print(f"{'key id':<14} {'tenant':<20} {'role':<7} {'created':<20} {'revoked':<20} label")
+            for key in store.list(include_revoked=args.all):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
+                gone = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.revoked_at)) if key.revoked_at else "-"
+                print(f"{key.key_id:<14} {key.tenant:<20} {key.role:<7} {when:<20} {gone:<20} {key.label}")
+        elif not store.revoke(args.key_id):
+            print(f"error: no live key {args.key_id!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.key_id}: its next call is UNAUTHENTICATED")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
 def _up(args: argparse.Namespace) -> int:
     config = StackConfig(
         host=args.host,
@@ -121,8 +175,9 @@ def _up(args: argparse.Namespace) -> int:
     ensure_encoder(args.home)
     if not args.no_generator:
         _generation(args)
+    tls, keys, admin_key = _security(args)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
-                  generator_home=None if args.no_generator else args.home)
+                  generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         stack.start_data_plane()
@@ -150,7 +205,7 @@ def _up(args: argparse.Namespace) -> int:
 
 
 def _call(args: argparse.Namespace, method: str, request):
-    with grpc.insecure_channel(args.gateway) as channel:
+    with gateway_channel(args.gateway, args.key) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         try:
             return getattr(stub, method)(request, timeout=args.timeout)
@@ -223,7 +278,7 @@ def _trace(args: argparse.Namespace) -> int:
 
 
 def _mode(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.gateway) as channel:
+    with gateway_channel(args.gateway, args.key) as channel:
         stub = gateway_pb2_grpc.GatewayAdminStub(channel)
         try:
             if args.set is None:
@@ -243,7 +298,7 @@ def _mode(args: argparse.Namespace) -> int:
 
 
 def _cost(args: argparse.Namespace) -> int:
-    with grpc.insecure_channel(args.gateway) as channel:
+    with gateway_channel(args.gateway, args.key) as channel:
         try:
             report = gateway_pb2_grpc.GatewayAdminStub(channel).GetCost(
                 gateway_pb2.GetCostRequest(window_s=args.window), timeout=args.timeout)
@@ -268,7 +323,7 @@ def _generate(args: argparse.Namespace) -> int:
         banned_words=args.banned, allowed_words=args.allowed, pattern=args.pattern,
         context=common_pb2.RequestContext(feature_tag=args.tag))
     start = time.perf_counter()
-    with grpc.insecure_channel(args.gateway) as channel:
+    with gateway_channel(args.gateway, args.key) as channel:
         try:
             for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=args.timeout):
                 print(chunk.text, end="", flush=True)
@@ -310,7 +365,7 @@ def _import(args: argparse.Namespace) -> int:
         return 2
     checkpoint = checkpoint_path(args.home, plan)
     try:
-        report = run_import(plan, args.gateway, checkpoint, args.batch, args.drift, args.restart, args.timeout)
+        report = run_import(plan, args.gateway, checkpoint, args.batch, args.drift, args.restart, args.timeout, key=args.key)
     except grpc.RpcError as error:
         print(f"error: {error.code().name}: {error.details()}\nwhat was acknowledged is kept: run the same command "
               f"again to resume (or --restart to start over)", file=sys.stderr)
@@ -365,11 +420,28 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("gateway", "paramserver", "ranker", "generator"):
         up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
     up.add_argument("--no-generator", action="store_true", help="run without the generator (Generate: UNIMPLEMENTED)")
+    up.add_argument("--plaintext", action="store_true",
+                    help="no TLS anywhere (a trusted single host only); by default services talk mutual TLS with "
+                         "certificates made once under HOME/tls, and the gateway serves TLS")
     up.set_defaults(run=_up)
+
+    keys = commands.add_parser("keys", parents=[world], help="create, list or revoke API keys (HOME/keys.db, read by the "
+                                                             "gateway on every call)")
+    key_actions = keys.add_subparsers(dest="action", required=True)
+    create = key_actions.add_parser("create", help="a new key for a tenant; its token is printed once")
+    create.add_argument("--tenant", required=True, help="who the key's calls are for and billed to")
+    create.add_argument("--admin", action="store_true", help="may call the admin methods (SetMode, GetCost, deletes, keys)")
+    create.add_argument("--label", default="", help="a note, e.g. the service that uses it")
+    listing = key_actions.add_parser("list", help="every live key (no secrets)")
+    listing.add_argument("--all", action="store_true", help="revoked keys too")
+    revoke = key_actions.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("key_id")
+    keys.set_defaults(run=_keys)
 
     gateway = argparse.ArgumentParser(add_help=False)
     gateway.add_argument("--gateway", default=StackConfig().gateway_address, help="HOST:PORT (default: %(default)s)")
     gateway.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
+    add_access_arguments(gateway)
 
     feed = commands.add_parser("feed", parents=[gateway], help="print a user's feed with scores and per-hop timings")
     feed.add_argument("--user", type=int, required=True)
@@ -454,6 +526,12 @@ def _parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    if hasattr(args, "api_key"):  # a command that calls the gateway
+        try:
+            args.key = configure_access(args)
+        except ValueError as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 2
     return args.run(args)
 
 

@@ -22,6 +22,7 @@ import numpy as np
 
 from catalog import ITEM, USER, Event, Schema, Store
 from catalog.drift import DEFAULT_RATES, drift_step
+from cli.access import gateway_channel
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
 from mesh.progress import Progress
 from ranker.training import POSITIVES, current_user_vectors, load_catalog
@@ -97,7 +98,7 @@ def _top(scores: np.ndarray, exclude: set[int], k: int) -> list[int]:
 
 def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], k: int = 20,
            rates: Mapping[int, float] = DEFAULT_RATES, timeout_s: float = 10.0, stream: TextIO | None = None,
-           dim: int = 384) -> ReplayReport:
+           dim: int = 384, key: str = "") -> ReplayReport:
     """Both API passes and both in-process baselines over `events` (already a time-ordered window)."""
     catalog = load_catalog(store, schema, dim)
     size = catalog.items.size
@@ -143,7 +144,7 @@ def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], 
         if moved is not None:
             users[key] = moved
 
-    with grpc.insecure_channel(gateway) as channel:
+    with gateway_channel(gateway, key) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for name in ("frozen", "drift"):
             tally, replayed = report.tallies[name], {}
@@ -194,7 +195,7 @@ def command(args) -> int:
         events = window(read_events(args.events, dict(p.split("=", 1) for p in args.map), schema), args.positives)
         rates = parse_rates(args.drift_rates)
         store = open_store(args.store or args.home / "catalog.db")
-        report = replay(store, schema, args.gateway, events, args.k, rates, args.timeout, stream=sys.stderr)
+        report = replay(store, schema, args.gateway, events, args.k, rates, args.timeout, stream=sys.stderr, key=args.key)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -14,9 +14,11 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from cli.access import gateway_channel
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
 from mesh.ring import boot_id
+from mesh.security import Tls, open_channel
 
 __all__ = ["Stack", "wait_serving", "wait_ranking", "ServiceProcess", "free_ports", "handshake_segment"]
 
@@ -35,7 +37,7 @@ def free_ports(count: int) -> list[int]:
 
 def handshake_segment(address: str) -> str:
     """The shm segment a running service advertises through its Transport handshake ('' if none)."""
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         stub = transport_pb2_grpc.TransportStub(channel)
         return stub.Handshake(transport_pb2.HandshakeRequest(boot_id=boot_id()), timeout=5).segment
 
@@ -55,12 +57,12 @@ class ServiceProcess:
             return ""
 
 
-def wait_ranking(gateway: str, timeout: float) -> None:
+def wait_ranking(gateway: str, timeout: float, key: str = "") -> None:
     """Block until the gateway answers a feed by ranking it (its channel to a just-started ranker is connected, and
     a fallback is loaded): a cold-start feed for a user no catalog has, not degraded."""
     deadline = time.monotonic() + timeout
     probe = gateway_pb2.FeedRequest(user="feedserve-readiness-probe", k=1)
-    with grpc.insecure_channel(gateway) as channel:
+    with gateway_channel(gateway, key) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         while True:
             try:
@@ -77,7 +79,7 @@ def wait_ranking(gateway: str, timeout: float) -> None:
 def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
     """Block until the health service at `address` answers SERVING; fail early if `process` exits."""
     deadline = time.monotonic() + timeout
-    with grpc.insecure_channel(address) as channel:
+    with open_channel(address) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if process is not None and process.poll() is not None:
@@ -107,6 +109,9 @@ class Stack:
     services: list[ServiceProcess] = field(default_factory=list)
     extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per service, e.g. {"gateway": (...)}
     generator_home: Path | None = None  # where the generation tiers are built; None runs no generator
+    tls: dict[str, Tls] | None = None  # each service's certificate (cli/certificates.py); None: plaintext
+    keys: Path | None = None  # the gateway's API keys file; None: the gateway runs --no-auth
+    api_key: str = ""  # the key this process sends to the gateway (readiness probes, imports)
 
     def _spawn(self, name: str, address: str, *args: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -118,7 +123,8 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home)},
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home),
+                     **(self.tls[name].env() if self.tls is not None else {})},
             )
         service = ServiceProcess(name, address, process, log_path, args)
         self.services.append(service)
@@ -148,7 +154,8 @@ class Stack:
             generator = ("--generator", c.generator_address) if self.generator_home is not None else ()
             gateway = self._spawn(
                 "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address,
-                "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator)
+                "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator,
+                *(("--keys", str(self.keys)) if self.keys is not None else ("--no-auth",)))
             self._wait(gateway, timeout)
         except BaseException:
             self.stop()
@@ -166,7 +173,7 @@ class Stack:
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
             if self.running("gateway"):
-                wait_ranking(c.gateway_address, timeout)
+                wait_ranking(c.gateway_address, timeout, self.api_key)
         except BaseException:
             self.stop()
             raise

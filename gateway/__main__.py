@@ -16,10 +16,15 @@ from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
-from gateway.service import GatewayAdminService, GatewayService, keep_fallback_fresh
+from gateway.admin import GatewayAdminService
+from gateway.service import GatewayService, keep_fallback_fresh
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
 from mesh.logging import get_logger
+from mesh.auth import ApiKeyInterceptor
+from mesh.keys import KeyStore
+from mesh.quotas import TenantQuotas
+from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.server import run_service
 from mesh.shards import SlotMap
 
@@ -65,7 +70,22 @@ def main() -> None:
     parser.add_argument("--encoder-home", type=Path, default=None,
                         help="with --store: encode new items' content vectors in the background, with the sentence "
                              "encoder converted under this home (feedserve up passes its home)")
+    parser.add_argument("--keys", type=Path, default=None,
+                        help="the API keys file (feedserve keys manages it); every public call then needs a key")
+    parser.add_argument("--no-auth", action="store_true",
+                        help="serve without API keys (a trusted network only; must be asked for)")
+    parser.add_argument("--tenant-quota", default="0:0:0",
+                        help="each tenant's RPS[:BURST[:IN_FLIGHT]] (0: no limit; default: %(default)s)")
+    parser.add_argument("--tenant-quota-for", action="append", default=[], metavar="TENANT=RPS[:BURST[:IN_FLIGHT]]",
+                        help="a tenant's own quota (repeatable)")
+    add_tls_arguments(parser)
     args = parser.parse_args()
+    configure(tls_from_args(args))
+    if args.keys is None and not args.no_auth:
+        parser.error("--keys PATH is needed (every public call needs an API key), or --no-auth to serve without keys")
+    keys = KeyStore(args.keys) if args.keys is not None else None
+    quotas = TenantQuotas(TenantQuotas.parse(args.tenant_quota),
+                          {t: TenantQuotas.parse(q) for t, _, q in (o.partition("=") for o in args.tenant_quota_for)})
     clients: list = []
     tasks: list[asyncio.Task] = []
     workers: list[ContentEncoder] = []
@@ -80,7 +100,7 @@ def main() -> None:
                                  answers=AnswerCache(args.answer_ttl_s), store=store)
         if generator is not None:
             clients.append(generator)
-        admin = GatewayAdminService(service.modes, service.ledger)
+        admin = GatewayAdminService(service.modes, service.ledger, keys)
         if args.metrics_port >= 0:
             dashboard = Dashboard(service)
             service.on_answer = dashboard.observe
@@ -110,7 +130,8 @@ def main() -> None:
         for client in clients:
             await client.close()
 
-    run_service("gateway", build, f"{args.host}:{args.port}", on_stop=close)
+    interceptors = [ApiKeyInterceptor(keys, quotas)] if keys is not None else []
+    run_service("gateway", build, f"{args.host}:{args.port}", on_stop=close, interceptors=interceptors, public=True)
 
 
 if __name__ == "__main__":

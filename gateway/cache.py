@@ -5,41 +5,29 @@ from __future__ import annotations
 
 import secrets
 import time
-from collections import OrderedDict
 
 from feedserve.v1 import gateway_pb2, generator_pb2
 from mesh.errors import InvalidArgument
+from mesh.lru import LruCache
 
 __all__ = ["FeedCache", "AnswerCache", "PageCursors", "answer_key"]
 
 
 class FeedCache:
-    """LRU of recent feeds by (user, k). Fresh entries answer directly; stale ones (up to `keep_s`) are
-    kept as a degradation step when the budget is too short to rank."""
+    """LRU of recent feeds by (tenant, user, k). Fresh entries answer directly; stale ones (up to `keep_s`) are
+    kept as a degradation step when the budget is too short to rank. A user's feeds, under every tenant,
+    drop together when the user interacts."""
 
     def __init__(self, ttl_s: float = 30.0, keep_s: float = 600.0, capacity: int = 100_000) -> None:
-        self.ttl_s, self.keep_s, self.capacity = ttl_s, keep_s, capacity
-        self._entries: OrderedDict[tuple[int, int], tuple[float, gateway_pb2.FeedResponse]] = OrderedDict()
-        self._ks: dict[int, set[int]] = {}  # user -> the k values cached for them: invalidation without a scan
+        self.ttl_s, self.keep_s = ttl_s, keep_s
+        self._entries: LruCache[tuple[str, int, int], tuple[float, gateway_pb2.FeedResponse]] = LruCache(capacity)
         self.hits = self.misses = 0
 
-    def put(self, user: int, k: int, feed: gateway_pb2.FeedResponse) -> None:
-        self._entries[(user, k)] = (time.monotonic(), feed)
-        self._entries.move_to_end((user, k))
-        self._ks.setdefault(user, set()).add(k)
-        while len(self._entries) > self.capacity:
-            (old_user, old_k), _ = self._entries.popitem(last=False)
-            self._forget(old_user, old_k)
+    def put(self, user: int, k: int, feed: gateway_pb2.FeedResponse, tenant: str = "") -> None:
+        self._entries.put((tenant, user, k), (time.monotonic(), feed), group=user)
 
-    def _forget(self, user: int, k: int) -> None:
-        ks = self._ks.get(user)
-        if ks is not None:
-            ks.discard(k)
-            if not ks:
-                del self._ks[user]
-
-    def get(self, user: int, k: int, stale_ok: bool = False) -> gateway_pb2.FeedResponse | None:
-        entry = self._entries.get((user, k))
+    def get(self, user: int, k: int, stale_ok: bool = False, tenant: str = "") -> gateway_pb2.FeedResponse | None:
+        entry = self._entries.get((tenant, user, k))
         age = time.monotonic() - entry[0] if entry else None
         if entry is None or age > (self.keep_s if stale_ok else self.ttl_s):
             if not stale_ok:
@@ -50,11 +38,8 @@ class FeedCache:
         return entry[1]
 
     def invalidate(self, user: int) -> int:
-        """Forget every cached feed of `user`; returns how many."""
-        ks = self._ks.pop(user, set())
-        for k in ks:
-            del self._entries[(user, k)]
-        return len(ks)
+        """Forget every cached feed of `user`, under every tenant; returns how many."""
+        return self._entries.drop_group(user)
 
 
 def answer_key(request: generator_pb2.GenerateRequest) -> bytes:
@@ -66,14 +51,13 @@ def answer_key(request: generator_pb2.GenerateRequest) -> bytes:
 
 
 class AnswerCache:
-    """Finished generations by their exact request, for `ttl_s` seconds, at most `capacity` (LRU). It sits at
-    the edge so that a repeat costs one hop, not two; a user's answers go when that user interacts, since a
-    post about "their top interest" follows their vector."""
+    """Finished generations by their exact request (which holds the tenant), for `ttl_s` seconds, at most
+    `capacity` (LRU). It sits at the edge so that a repeat costs one hop, not two; a user's answers go when
+    that user interacts, since a post about "their top interest" follows their vector."""
 
     def __init__(self, ttl_s: float = 300.0, capacity: int = 10_000) -> None:
-        self.ttl_s, self.capacity = ttl_s, capacity
-        self._entries: OrderedDict[bytes, tuple[float, int, generator_pb2.GenerateChunk]] = OrderedDict()
-        self._by_user: dict[int, set[bytes]] = {}
+        self.ttl_s = ttl_s
+        self._entries: LruCache[bytes, tuple[float, generator_pb2.GenerateChunk]] = LruCache(capacity)
         self.hits = self.misses = 0
 
     def get(self, key: bytes) -> generator_pb2.GenerateChunk | None:
@@ -82,53 +66,45 @@ class AnswerCache:
         if entry is None or time.monotonic() - entry[0] > self.ttl_s:
             self.misses += 1
             return None
-        self._entries.move_to_end(key)
         self.hits += 1
-        return entry[2]
+        return entry[1]
 
     def put(self, key: bytes, user: int, text: str, usage: generator_pb2.Usage) -> None:
         answer = generator_pb2.GenerateChunk(text=text, final=True, usage=generator_pb2.Usage(models=usage.models))
-        self._entries[key] = (time.monotonic(), user, answer)
-        self._entries.move_to_end(key)
-        self._by_user.setdefault(user, set()).add(key)
-        while len(self._entries) > self.capacity:
-            old, (_, old_user, _) = self._entries.popitem(last=False)
-            self._by_user.get(old_user, set()).discard(old)
+        self._entries.put(key, (time.monotonic(), answer), group=user)
 
     def invalidate(self, user: int) -> int:
         """Forget every answer written for `user`; returns how many."""
-        keys = self._by_user.pop(user, set())
-        for key in keys:
-            self._entries.pop(key, None)
-        return len(keys)
+        return self._entries.drop_group(user)
+
+    @property
+    def users_indexed(self) -> int:
+        """Users with at least one answer cached (no empty index is kept)."""
+        return self._entries.group_count()
 
 
 class PageCursors:
     """The ranked items a feed has not shown yet, behind an unguessable cursor, for `ttl_s` (LRU-bounded). The next
-    page continues that same ranking, so no item repeats. A cursor names one user and is ours only: another
-    gateway's, a forged or an expired one is INVALID_ARGUMENT."""
+    page continues that same ranking, so no item repeats. A cursor names one tenant and one user and is ours
+    only: another gateway's, another tenant's, a forged or an expired one is INVALID_ARGUMENT."""
 
     def __init__(self, ttl_s: float = 600.0, capacity: int = 100_000) -> None:
-        self.ttl_s, self.capacity = ttl_s, capacity
-        self._entries: OrderedDict[str, tuple[float, int, list[gateway_pb2.FeedItem]]] = OrderedDict()
-        self._by_user: dict[int, set[str]] = {}
+        self.ttl_s = ttl_s
+        self._entries: LruCache[str, tuple[float, str, int, list[gateway_pb2.FeedItem]]] = LruCache(capacity)
 
-    def put(self, user: int, rest: list[gateway_pb2.FeedItem]) -> str:
+    def put(self, user: int, rest: list[gateway_pb2.FeedItem], tenant: str = "") -> str:
         token = secrets.token_urlsafe(18)
-        self._entries[token] = (time.monotonic(), user, rest)
-        self._by_user.setdefault(user, set()).add(token)
-        while len(self._entries) > self.capacity:
-            old, (_, old_user, _) = self._entries.popitem(last=False)
-            self._by_user.get(old_user, set()).discard(old)
+        self._entries.put(token, (time.monotonic(), tenant, user, rest), group=user)
         return token
 
-    def take(self, token: str, user: int) -> list[gateway_pb2.FeedItem]:
-        """The items left behind `token`, for `user`; the cursor is spent."""
-        entry = self._entries.pop(token, None)
+    def take(self, token: str, user: int, tenant: str = "") -> list[gateway_pb2.FeedItem]:
+        """The items left behind `token`, for `user` of `tenant`; the cursor is spent."""
+        entry = self._entries.pop(token)
         if entry is None:
             raise InvalidArgument("cursor", "unknown: not issued by this gateway, already used, or forgotten")
-        stamp, owner, rest = entry
-        self._by_user.get(owner, set()).discard(token)
+        stamp, owner_tenant, owner, rest = entry
+        if owner_tenant != tenant:
+            raise InvalidArgument("cursor", "was issued to another tenant")
         if owner != user:
             raise InvalidArgument("cursor", "was issued for another user")
         if time.monotonic() - stamp > self.ttl_s:
@@ -136,7 +112,4 @@ class PageCursors:
         return rest
 
     def invalidate(self, user: int) -> int:
-        tokens = self._by_user.pop(user, set())
-        for token in tokens:
-            self._entries.pop(token, None)
-        return len(tokens)
+        return self._entries.drop_group(user)

@@ -21,7 +21,7 @@ from catalog.records import OBJECTIVES, check_id
 from gateway.breaker import CircuitBreaker
 from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
-from gateway.cost import MAX_WINDOW_S, CostLedger, request_cpu_seconds
+from gateway.cost import CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.errors import (
@@ -31,7 +31,7 @@ from mesh.rpclog import annotate, request_id
 from mesh.tensors import to_tensor
 from mesh.timing import HopRecorder, cpu_ns
 
-__all__ = ["GatewayService", "GatewayAdminService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
+__all__ = ["GatewayService", "DEFAULT_K", "MAX_K", "DEFAULT_TIMEOUT_S"]
 
 SERVICE = "gateway"
 DEFAULT_K = 20
@@ -121,9 +121,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         response.degraded, response.degraded_reason = True, reason
         self.counters["degraded"][reason.split(":")[0]] = self.counters["degraded"].get(reason.split(":")[0], 0) + 1
 
-    def _fallback_or_cache(self, user_id: int, k: int, response: gateway_pb2.FeedResponse, why: str) -> None:
-        """The last rungs of the ladder: the user's cached feed, else the fallback feed, else UNAVAILABLE."""
-        cached = self.cache.get(user_id, k, stale_ok=True)
+    def _fallback_or_cache(self, user_id: int, k: int, response: gateway_pb2.FeedResponse, why: str,
+                           tenant: str) -> None:
+        """The last rungs of the ladder: the user's cached feed (this tenant's), else the fallback feed, else UNAVAILABLE."""
+        cached = self.cache.get(user_id, k, stale_ok=True, tenant=tenant)
         if cached is not None:
             response.items.extend(cached.items)
             response.cached, response.model_version = True, cached.model_version
@@ -183,17 +184,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             if not math.isfinite(weight):
                 raise InvalidArgument(f"objective_weights.{head}", f"expected a finite number, got {weight}")
         user_id = await self._user(request)
+        tenant = request.context.tenant  # set from the API key at the door (mesh/auth.py): caches never cross it
         budget, rid = _Budget(context), request_id()
         response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)
         if request.cursor:  # the next page of a ranking already made
-            rest = self.pages.take(request.cursor, user_id)
+            rest = self.pages.take(request.cursor, user_id, tenant)
             response.items.extend(rest[:k])
             if len(rest) > k:
-                response.next_cursor = self.pages.put(user_id, rest[k:])
+                response.next_cursor = self.pages.put(user_id, rest[k:], tenant)
             hops.add("cursor", received, time.monotonic_ns())
             return self._finish(response, hops, received, request.context.feature_tag)
         plain = _plain(request)  # only plain feeds are cached: options change the answer
-        cached = self.cache.get(user_id, k) if plain and user_id else None
+        cached = self.cache.get(user_id, k, tenant=tenant) if plain and user_id else None
         if cached is not None:
             response.MergeFrom(cached)
             response.ClearField("hops")
@@ -212,7 +214,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 vector = user.vector
             except (Unavailable, DeadlineExceeded) as exc:
                 annotate(dependency_error=str(exc))
-                self._fallback_or_cache(user_id, k, response, "paramserver unavailable")
+                self._fallback_or_cache(user_id, k, response, "paramserver unavailable", tenant)
                 return self._finish(response, hops, received, request.context.feature_tag)
 
         count, left = settings.candidate_count, budget.left()
@@ -221,7 +223,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 count = max(200, int(count * left / (self.rank_cost_s * 1.2)))
                 self._degrade(response, f"deadline: {count} candidates instead of {settings.candidate_count}")
             else:
-                self._fallback_or_cache(user_id, k, response, "deadline too short to rank")
+                self._fallback_or_cache(user_id, k, response, "deadline too short to rank", tenant)
                 return self._finish(response, hops, received, request.context.feature_tag)
         depth = min(MAX_K, max(k, PAGE_DEPTH))  # ranked deeper than the page, so that a cursor continues it
         timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
@@ -249,7 +251,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             response.ClearField("degraded")
             response.ClearField("degraded_reason")
             why = "ranker too slow for the deadline" if isinstance(exc, DeadlineExceeded) else "ranker unavailable"
-            self._fallback_or_cache(user_id, k, response, why)
+            self._fallback_or_cache(user_id, k, response, why, tenant)
             return self._finish(response, hops, received, request.context.feature_tag)
         hops.extend(ranked.hops)
         response.cold_start = ranked.cold_start
@@ -261,9 +263,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         items = _items(ranked, len(ranked.items))
         response.items.extend(items[:k])
         if len(items) > k:
-            response.next_cursor = self.pages.put(user_id, items[k:])
+            response.next_cursor = self.pages.put(user_id, items[k:], tenant)
         if not response.degraded and plain and user_id:
-            self.cache.put(user_id, k, response)
+            self.cache.put(user_id, k, response, tenant=tenant)
         annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
         return self._finish(response, hops, received, request.context.feature_tag)
 
@@ -357,28 +359,6 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                                         usage.tokens_in + usage.tokens_out)
         annotate(models=",".join(usage.models), tokens_out=usage.tokens_out, cache=usage.cache)
         return chunk
-
-
-class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
-    """Forcing a burst mode (or handing the choice back to the automatic switch), and reading spend."""
-
-    def __init__(self, modes: ModeController, ledger: CostLedger) -> None:
-        self.modes, self.ledger = modes, ledger
-
-    async def SetMode(self, request: gateway_pb2.SetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
-        if request.mode not in gateway_pb2.Mode.values():
-            raise InvalidArgument("mode", f"unknown mode {request.mode}")
-        self.modes.force(request.mode)
-        return self.modes.status()
-
-    async def GetMode(self, request: gateway_pb2.GetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
-        return self.modes.status()
-
-    async def GetCost(self, request: gateway_pb2.GetCostRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CostReport:
-        window = request.window_s or 300
-        if not 1 <= window <= MAX_WINDOW_S:
-            raise InvalidArgument("window_s", f"expected 1..{MAX_WINDOW_S}, got {window}")
-        return self.ledger.report(window)
 
 
 async def keep_fallback_fresh(service: GatewayService, every_s: float = 60.0) -> None:

@@ -19,6 +19,7 @@ from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.server import run_service
+from mesh.security import add_tls_arguments, configure, tls_from_args
 from catalog import open_store
 from generator.corpus import TOPICS
 
@@ -43,7 +44,9 @@ def main() -> None:
                         help="generations at once; more get RESOURCE_EXHAUSTED (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     parser.add_argument("--log-level", default="INFO")
+    add_tls_arguments(parser)
     args = parser.parse_args()
+    configure(tls_from_args(args))
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
 

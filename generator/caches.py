@@ -6,13 +6,13 @@ from __future__ import annotations
 import hashlib
 import re
 import time
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
 
 from feedserve.v1 import generator_pb2
+from mesh.lru import LruCache
 
 __all__ = ["Answer", "EmbeddingCache", "SemanticCache", "request_scope", "contrast_signature",
            "contrasts"]
@@ -43,20 +43,17 @@ class EmbeddingCache:
 
     def __init__(self, encode: Callable[[str], np.ndarray], capacity: int = 50_000) -> None:
         self._encode, self.capacity = encode, capacity
-        self._vectors: OrderedDict[str, np.ndarray] = OrderedDict()
+        self._vectors: LruCache[str, np.ndarray] = LruCache(capacity)
         self.hits = self.misses = 0
 
     def get(self, text: str) -> np.ndarray:
         vector = self._vectors.get(text)
         if vector is not None:
             self.hits += 1
-            self._vectors.move_to_end(text)
             return vector
         self.misses += 1
         vector = self._encode(text)
-        self._vectors[text] = vector
-        while len(self._vectors) > self.capacity:
-            self._vectors.popitem(last=False)
+        self._vectors.put(text, vector)
         return vector
 
 

@@ -16,6 +16,7 @@ from mesh.config import transport_mode
 from mesh.errors import Unavailable
 from mesh.ring import RingConfig
 from mesh.rpclog import REQUEST_ID_KEY
+from mesh.security import open_aio_channel
 from mesh.server import GRPC_OPTIONS
 from mesh.tracing import current_traceparent
 from mesh.shards import SlotMap
@@ -160,7 +161,7 @@ class GeneratorClient:
     service = "generator"
 
     def __init__(self, address: str) -> None:
-        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self.channel = open_aio_channel(address, options=GRPC_OPTIONS)
         self.stub = generator_pb2_grpc.GeneratorStub(self.channel)
 
     async def close(self) -> None:

@@ -13,6 +13,8 @@ __all__ = [
     "DeadlineExceeded",
     "Internal",
     "FailedPrecondition",
+    "Unauthenticated",
+    "PermissionDenied",
     "error_from_status",
 ]
 
@@ -50,9 +52,26 @@ class Unavailable(FeedserveError, ConnectionError):
 
 
 class ResourceExhausted(FeedserveError):
-    """Load was shed, or a queue or budget is full."""
+    """Load was shed, or a queue, budget or quota is full. `retry_after_s`, when set, travels as the
+    `retry-after-ms` trailer."""
 
     code = grpc.StatusCode.RESOURCE_EXHAUSTED
+
+    def __init__(self, message: str, retry_after_s: float | None = None) -> None:
+        super().__init__(message)
+        self.retry_after_s = retry_after_s
+
+
+class Unauthenticated(FeedserveError):
+    """The call carries no API key, or one that is unknown or revoked."""
+
+    code = grpc.StatusCode.UNAUTHENTICATED
+
+
+class PermissionDenied(FeedserveError):
+    """The key is valid but may not call this method (an admin method with a tenant key)."""
+
+    code = grpc.StatusCode.PERMISSION_DENIED
 
 
 class DeadlineExceeded(FeedserveError, TimeoutError):
@@ -74,7 +93,8 @@ class Internal(FeedserveError):
 
 
 _BY_CODE: dict[grpc.StatusCode, type[FeedserveError]] = {
-    cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, FailedPrecondition, Internal)
+    cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, FailedPrecondition,
+                              Unauthenticated, PermissionDenied, Internal)
 }
 
 

@@ -54,6 +54,9 @@ def _begin(details: grpc.HandlerCallDetails, context: grpc.aio.ServicerContext) 
 async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: BaseException) -> None:
     if isinstance(exc, FeedserveError):
         fields["status"] = exc.code.name
+        retry_after = getattr(exc, "retry_after_s", None)
+        if retry_after is not None:  # a quota: tell the caller when to come back
+            context.set_trailing_metadata((("retry-after-ms", str(max(int(retry_after * 1000), 1))),))
         await context.abort(exc.code, str(exc))
     fields["status"] = "INTERNAL"
     _log.exception("unhandled error", method=fields["method"])

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 import grpc
@@ -15,6 +15,7 @@ from grpc_reflection.v1alpha import reflection
 
 from mesh.logging import configure_logging, get_logger
 from mesh.rpclog import RpcLogInterceptor
+from mesh.security import add_port, configured
 from mesh.tracing import configure_tracing
 
 __all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS"]
@@ -57,16 +58,19 @@ class ServiceServer:
         await self.server.stop(grace)
 
 
-async def start_server(registrations: Registrations, address: str) -> ServiceServer:
-    """Start a server on `address` (port 0 picks a free one) with health and reflection."""
-    server = grpc.aio.server(interceptors=[RpcLogInterceptor()], options=GRPC_OPTIONS)
+async def start_server(registrations: Registrations, address: str,
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (), public: bool = False) -> ServiceServer:
+    """Start a server on `address` (port 0 picks a free one) with health and reflection, under the process's
+    transport security (mesh/security.py): an internal service demands a client certificate, a `public` one
+    (the gateway) does not. `interceptors` run inside the log interceptor, so their refusals are logged."""
+    server = grpc.aio.server(interceptors=[RpcLogInterceptor(), *interceptors], options=GRPC_OPTIONS)
     for add in registrations.values():
         add(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [*registrations, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = server.add_insecure_port(address)
+    port = add_port(server, address, require_client_cert=not public)
     if port == 0:
         raise OSError(f"cannot bind {address}")
     await server.start()
@@ -83,6 +87,8 @@ def run_service(
     on_stop: Callable[[], Awaitable[None]] | None = None,
     log_level: str = "INFO",
     on_start: Callable[[ServiceServer], None] | None = None,
+    interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
+    public: bool = False,
 ) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit. `on_start` sees the
     started server (its health servicer) on the event loop's thread."""
@@ -92,14 +98,15 @@ def run_service(
 
     async def main() -> None:
         registrations = await build()
-        running = await start_server(registrations, address)
+        running = await start_server(registrations, address, interceptors, public)
         if on_start is not None:
             on_start(running)
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
-        log.info("serving", address=f"{address.rsplit(':', 1)[0]}:{running.port}")
+        log.info("serving", address=f"{address.rsplit(':', 1)[0]}:{running.port}",
+                 security="plaintext" if configured() is None else ("tls" if public else "mutual tls"))
         try:
             await stop.wait()
             log.info("draining", grace_s=grace)

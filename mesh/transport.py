@@ -18,6 +18,7 @@ from mesh.errors import DeadlineExceeded, Unavailable, error_from_status
 from mesh.logging import get_logger
 from mesh.ring import RING_VERSION, Reply, RingBroken, RingChannel, RingConfig, RingTooSmall, boot_id
 from mesh.rpclog import REQUEST_ID_KEY
+from mesh.security import open_aio_channel
 from mesh.server import GRPC_OPTIONS
 from mesh.tracing import current_traceparent
 
@@ -66,7 +67,7 @@ class Transport:
         self.use_ring = use_ring
         self.config = config
         self.reattach_s = reattach_s
-        self.channel = grpc.aio.insecure_channel(address, options=GRPC_OPTIONS)
+        self.channel = open_aio_channel(address, options=GRPC_OPTIONS)
         self.methods = methods_of(descriptor)
         self._unary = {
             name: self.channel.unary_unary(

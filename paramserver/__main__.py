@@ -19,6 +19,7 @@ from paramserver.wal import POLICIES
 from catalog import open_store
 from engines.sentence import DIM
 from mesh.config import default_home
+from mesh.security import add_tls_arguments, configure, tls_from_args
 
 
 def main() -> None:
@@ -49,7 +50,9 @@ def main() -> None:
                                         "INDEX 'auto' reads it from a trailing -N in the hostname (a StatefulSet pod)")
     parser.add_argument("--snapshot-interval-s", type=float, default=300.0, help="0 disables timed snapshots")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    add_tls_arguments(parser)
     args = parser.parse_args()
+    configure(tls_from_args(args))
 
     def build():
         core = ParamServer(

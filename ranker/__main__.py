@@ -14,6 +14,7 @@ from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.service import every, run_core
+from mesh.security import add_tls_arguments, configure, tls_from_args
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
 from ranker.training import MODEL_NAME, newest_model
@@ -60,7 +61,9 @@ def main() -> None:
                         help="rank by score alone (default: at most a quarter of a feed from one category)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
+    add_tls_arguments(parser)
     args = parser.parse_args()
+    configure(tls_from_args(args))
 
     def build():
         root = args.models or default_home() / "models" / MODEL_NAME

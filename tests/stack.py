@@ -25,7 +25,11 @@ from feedserve.v1 import (
     ranker_pb2_grpc,
 )
 from gateway.catalog_api import CatalogService
-from gateway.service import GatewayAdminService, GatewayService
+from gateway.admin import GatewayAdminService
+from mesh.auth import ApiKeyInterceptor
+from mesh.keys import KeyStore
+from mesh.quotas import TenantQuotas
+from gateway.service import GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
 from engines.sentence import SentenceEncoder, ensure_encoder
 from generator.pipeline import Pipeline, RouterConfig
@@ -91,14 +95,16 @@ async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str
 
 
 async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
-                        schema=None, **options) -> tuple[ServiceServer, list, GatewayService]:
+                        schema=None, keys: KeyStore | None = None, quotas: TenantQuotas | None = None,
+                        **options) -> tuple[ServiceServer, list, GatewayService]:
+    """The gateway as `python -m gateway` builds it; with `keys`, behind the API-key door (and `quotas`)."""
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
     service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, **options)
     if generator:
         clients.append(service.generator)
     if refresh:
         await service.refresh_fallback()
-    admin = GatewayAdminService(service.modes, service.ledger)
+    admin = GatewayAdminService(service.modes, service.ledger, keys)
     catalog = {}
     if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
         api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0], (service.cache, service.answers, service.pages))
@@ -107,7 +113,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
         {**catalog,
          _name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
          _name(gateway_pb2, "GatewayAdmin"): lambda s: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, s)},
-        LOCAL,
+        LOCAL, interceptors=[ApiKeyInterceptor(keys, quotas)] if keys is not None else [], public=True,
     )
     return server, clients, service
 

@@ -26,7 +26,7 @@ from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 from feedserve.v1 import generator_pb2 as feedserve_dot_v1_dot_generator__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64serve/v1/gateway.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\x1a\x1c\x66\x65\x65\x64serve/v1/generator.proto\"\"\n\x0eGetCostRequest\x12\x10\n\x08window_s\x18\x01 \x01(\r\"\x8c\x01\n\x0b\x46\x65\x61tureCost\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x13\n\x0b\x63ost_per_1k\x18\x05 \x01(\x01\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\x04\x12\x0e\n\x06tokens\x18\x07 \x01(\x04\"{\n\nCostReport\x12\x10\n\x08window_s\x18\x01 \x01(\r\x12+\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x19.feedserve.v1.FeatureCost\x12\x18\n\x10\x63pu_second_price\x18\x03 \x01(\x01\x12\x14\n\x0c\x61lert_per_1k\x18\x04 \x01(\x01\"2\n\x0eSetModeRequest\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\"\x10\n\x0eGetModeRequest\"\xae\x01\n\nModeStatus\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\r\x12\x1a\n\x12generation_enabled\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0e\x62\x61tch_delay_us\x18\x07 \x01(\r\"\xa1\x03\n\x0b\x46\x65\x65\x64Request\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0e\n\x01k\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cmin_sequence\x18\x04 \x01(\x04\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x14\n\x0cinclude_seen\x18\x06 \x01(\x08\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\x12\x13\n\x0b\x65xclude_ids\x18\x08 \x03(\x04\x12\x16\n\x0einclude_labels\x18\t \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\n \x03(\t\x12\x17\n\x0fpublished_after\x18\x0b \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x0c \x01(\t\x12J\n\x11objective_weights\x18\r \x03(\x0b\x32/.feedserve.v1.FeedRequest.ObjectiveWeightsEntry\x1a\x37\n\x15ObjectiveWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x04\n\x02_k\"h\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\n\n\x02id\x18\x06 \x01(\t\"\xb5\x02\n\x0c\x46\x65\x65\x64Response\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.feedserve.v1.FeedItem\x12\x12\n\ncold_start\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12 \n\x04mode\x18\t \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\x12\x13\n\x0bnext_cursor\x18\x0b \x01(\t\x12\x18\n\x10\x63\x61talog_sequence\x18\x0c \x01(\x04\"\xd7\x01\n\x0fInteractRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0c\n\x04item\x18\x06 \x01(\t\x12\x11\n\ttimestamp\x18\x07 \x01(\x03\x12\x12\n\x05value\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"\x83\x01\n\x10InteractResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12*\n\theld_back\x18\x05 \x01(\x0e\x32\x17.feedserve.v1.Guardrail*Q\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_NORMAL\x10\x01\x12\x0e\n\nMODE_SURGE\x10\x02\x12\x12\n\x0eMODE_EMERGENCY\x10\x03\x32\xdd\x01\n\x07Gateway\x12=\n\x04\x46\x65\x65\x64\x12\x19.feedserve.v1.FeedRequest\x1a\x1a.feedserve.v1.FeedResponse\x12I\n\x08Interact\x12\x1d.feedserve.v1.InteractRequest\x1a\x1e.feedserve.v1.InteractResponse\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x32\xd7\x01\n\x0cGatewayAdmin\x12\x41\n\x07SetMode\x12\x1c.feedserve.v1.SetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetMode\x12\x1c.feedserve.v1.GetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetCost\x12\x1c.feedserve.v1.GetCostRequest\x1a\x18.feedserve.v1.CostReportb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x66\x65\x65\x64serve/v1/gateway.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\x1a\x1c\x66\x65\x65\x64serve/v1/generator.proto\"@\n\x10\x43reateKeyRequest\x12\x0e\n\x06tenant\x18\x01 \x01(\t\x12\r\n\x05\x61\x64min\x18\x02 \x01(\x08\x12\r\n\x05label\x18\x03 \x01(\t\"o\n\x07KeyInfo\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0e\n\x06tenant\x18\x02 \x01(\t\x12\r\n\x05\x61\x64min\x18\x03 \x01(\x08\x12\x12\n\ncreated_at\x18\x04 \x01(\x01\x12\x12\n\nrevoked_at\x18\x05 \x01(\x01\x12\r\n\x05label\x18\x06 \x01(\t\"?\n\nCreatedKey\x12\"\n\x03key\x18\x01 \x01(\x0b\x32\x15.feedserve.v1.KeyInfo\x12\r\n\x05token\x18\x02 \x01(\t\"*\n\x0fListKeysRequest\x12\x17\n\x0finclude_revoked\x18\x01 \x01(\x08\".\n\x07KeyList\x12#\n\x04keys\x18\x01 \x03(\x0b\x32\x15.feedserve.v1.KeyInfo\"\"\n\x10RevokeKeyRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\"\"\n\x0eGetCostRequest\x12\x10\n\x08window_s\x18\x01 \x01(\r\"\x8c\x01\n\x0b\x46\x65\x61tureCost\x12\x13\n\x0b\x66\x65\x61ture_tag\x18\x01 \x01(\t\x12\x10\n\x08requests\x18\x02 \x01(\x04\x12\x13\n\x0b\x63pu_seconds\x18\x03 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x04 \x01(\x01\x12\x13\n\x0b\x63ost_per_1k\x18\x05 \x01(\x01\x12\x0e\n\x06\x61lerts\x18\x06 \x01(\x04\x12\x0e\n\x06tokens\x18\x07 \x01(\x04\"{\n\nCostReport\x12\x10\n\x08window_s\x18\x01 \x01(\r\x12+\n\x08\x66\x65\x61tures\x18\x02 \x03(\x0b\x32\x19.feedserve.v1.FeatureCost\x12\x18\n\x10\x63pu_second_price\x18\x03 \x01(\x01\x12\x14\n\x0c\x61lert_per_1k\x18\x04 \x01(\x01\"2\n\x0eSetModeRequest\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\"\x10\n\x0eGetModeRequest\"\xae\x01\n\nModeStatus\x12 \n\x04mode\x18\x01 \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0e\n\x06\x66orced\x18\x02 \x01(\x08\x12\x0e\n\x06reason\x18\x03 \x01(\t\x12\x17\n\x0f\x63\x61ndidate_count\x18\x04 \x01(\r\x12\x1a\n\x12generation_enabled\x18\x05 \x01(\x08\x12\x11\n\tin_flight\x18\x06 \x01(\r\x12\x16\n\x0e\x62\x61tch_delay_us\x18\x07 \x01(\r\"\xa1\x03\n\x0b\x46\x65\x65\x64Request\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0e\n\x01k\x18\x03 \x01(\rH\x00\x88\x01\x01\x12\x14\n\x0cmin_sequence\x18\x04 \x01(\x04\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x14\n\x0cinclude_seen\x18\x06 \x01(\x08\x12\x0f\n\x07\x65xclude\x18\x07 \x03(\t\x12\x13\n\x0b\x65xclude_ids\x18\x08 \x03(\x04\x12\x16\n\x0einclude_labels\x18\t \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\n \x03(\t\x12\x17\n\x0fpublished_after\x18\x0b \x01(\x03\x12\x0e\n\x06\x63ursor\x18\x0c \x01(\t\x12J\n\x11objective_weights\x18\r \x03(\x0b\x32/.feedserve.v1.FeedRequest.ObjectiveWeightsEntry\x1a\x37\n\x15ObjectiveWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\x42\x04\n\x02_k\"h\n\x08\x46\x65\x65\x64Item\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\n\n\x02id\x18\x06 \x01(\t\"\xb5\x02\n\x0c\x46\x65\x65\x64Response\x12%\n\x05items\x18\x01 \x03(\x0b\x32\x16.feedserve.v1.FeedItem\x12\x12\n\ncold_start\x18\x02 \x01(\x08\x12\x10\n\x08\x64\x65graded\x18\x03 \x01(\x08\x12\x17\n\x0f\x64\x65graded_reason\x18\x04 \x01(\t\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x0e\n\x06\x63\x61\x63hed\x18\x08 \x01(\x08\x12 \n\x04mode\x18\t \x01(\x0e\x32\x12.feedserve.v1.Mode\x12\x0c\n\x04\x63ost\x18\n \x01(\x01\x12\x13\n\x0bnext_cursor\x18\x0b \x01(\t\x12\x18\n\x10\x63\x61talog_sequence\x18\x0c \x01(\x04\"\xd7\x01\n\x0fInteractRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\x12\x0c\n\x04user\x18\x05 \x01(\t\x12\x0c\n\x04item\x18\x06 \x01(\t\x12\x11\n\ttimestamp\x18\x07 \x01(\x03\x12\x12\n\x05value\x18\x08 \x01(\x01H\x00\x88\x01\x01\x42\x08\n\x06_value\"\x83\x01\n\x10InteractResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12\x12\n\nrequest_id\x18\x03 \x01(\t\x12\x10\n\x08sequence\x18\x04 \x01(\x04\x12*\n\theld_back\x18\x05 \x01(\x0e\x32\x17.feedserve.v1.Guardrail*Q\n\x04Mode\x12\x14\n\x10MODE_UNSPECIFIED\x10\x00\x12\x0f\n\x0bMODE_NORMAL\x10\x01\x12\x0e\n\nMODE_SURGE\x10\x02\x12\x12\n\x0eMODE_EMERGENCY\x10\x03\x32\xdd\x01\n\x07Gateway\x12=\n\x04\x46\x65\x65\x64\x12\x19.feedserve.v1.FeedRequest\x1a\x1a.feedserve.v1.FeedResponse\x12I\n\x08Interact\x12\x1d.feedserve.v1.InteractRequest\x1a\x1e.feedserve.v1.InteractResponse\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x32\xa4\x03\n\x0cGatewayAdmin\x12\x41\n\x07SetMode\x12\x1c.feedserve.v1.SetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetMode\x12\x1c.feedserve.v1.GetModeRequest\x1a\x18.feedserve.v1.ModeStatus\x12\x41\n\x07GetCost\x12\x1c.feedserve.v1.GetCostRequest\x1a\x18.feedserve.v1.CostReport\x12\x45\n\tCreateKey\x12\x1e.feedserve.v1.CreateKeyRequest\x1a\x18.feedserve.v1.CreatedKey\x12@\n\x08ListKeys\x12\x1d.feedserve.v1.ListKeysRequest\x1a\x15.feedserve.v1.KeyList\x12\x42\n\tRevokeKey\x12\x1e.feedserve.v1.RevokeKeyRequest\x1a\x15.feedserve.v1.KeyInfob\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,34 +35,46 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._loaded_options = None
   _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._serialized_options = b'8\001'
-  _globals['_MODE']._serialized_start=1842
-  _globals['_MODE']._serialized_end=1923
-  _globals['_GETCOSTREQUEST']._serialized_start=101
-  _globals['_GETCOSTREQUEST']._serialized_end=135
-  _globals['_FEATURECOST']._serialized_start=138
-  _globals['_FEATURECOST']._serialized_end=278
-  _globals['_COSTREPORT']._serialized_start=280
-  _globals['_COSTREPORT']._serialized_end=403
-  _globals['_SETMODEREQUEST']._serialized_start=405
-  _globals['_SETMODEREQUEST']._serialized_end=455
-  _globals['_GETMODEREQUEST']._serialized_start=457
-  _globals['_GETMODEREQUEST']._serialized_end=473
-  _globals['_MODESTATUS']._serialized_start=476
-  _globals['_MODESTATUS']._serialized_end=650
-  _globals['_FEEDREQUEST']._serialized_start=653
-  _globals['_FEEDREQUEST']._serialized_end=1070
-  _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._serialized_start=1009
-  _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._serialized_end=1064
-  _globals['_FEEDITEM']._serialized_start=1072
-  _globals['_FEEDITEM']._serialized_end=1176
-  _globals['_FEEDRESPONSE']._serialized_start=1179
-  _globals['_FEEDRESPONSE']._serialized_end=1488
-  _globals['_INTERACTREQUEST']._serialized_start=1491
-  _globals['_INTERACTREQUEST']._serialized_end=1706
-  _globals['_INTERACTRESPONSE']._serialized_start=1709
-  _globals['_INTERACTRESPONSE']._serialized_end=1840
-  _globals['_GATEWAY']._serialized_start=1926
-  _globals['_GATEWAY']._serialized_end=2147
-  _globals['_GATEWAYADMIN']._serialized_start=2150
-  _globals['_GATEWAYADMIN']._serialized_end=2365
+  _globals['_MODE']._serialized_start=2214
+  _globals['_MODE']._serialized_end=2295
+  _globals['_CREATEKEYREQUEST']._serialized_start=101
+  _globals['_CREATEKEYREQUEST']._serialized_end=165
+  _globals['_KEYINFO']._serialized_start=167
+  _globals['_KEYINFO']._serialized_end=278
+  _globals['_CREATEDKEY']._serialized_start=280
+  _globals['_CREATEDKEY']._serialized_end=343
+  _globals['_LISTKEYSREQUEST']._serialized_start=345
+  _globals['_LISTKEYSREQUEST']._serialized_end=387
+  _globals['_KEYLIST']._serialized_start=389
+  _globals['_KEYLIST']._serialized_end=435
+  _globals['_REVOKEKEYREQUEST']._serialized_start=437
+  _globals['_REVOKEKEYREQUEST']._serialized_end=471
+  _globals['_GETCOSTREQUEST']._serialized_start=473
+  _globals['_GETCOSTREQUEST']._serialized_end=507
+  _globals['_FEATURECOST']._serialized_start=510
+  _globals['_FEATURECOST']._serialized_end=650
+  _globals['_COSTREPORT']._serialized_start=652
+  _globals['_COSTREPORT']._serialized_end=775
+  _globals['_SETMODEREQUEST']._serialized_start=777
+  _globals['_SETMODEREQUEST']._serialized_end=827
+  _globals['_GETMODEREQUEST']._serialized_start=829
+  _globals['_GETMODEREQUEST']._serialized_end=845
+  _globals['_MODESTATUS']._serialized_start=848
+  _globals['_MODESTATUS']._serialized_end=1022
+  _globals['_FEEDREQUEST']._serialized_start=1025
+  _globals['_FEEDREQUEST']._serialized_end=1442
+  _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._serialized_start=1381
+  _globals['_FEEDREQUEST_OBJECTIVEWEIGHTSENTRY']._serialized_end=1436
+  _globals['_FEEDITEM']._serialized_start=1444
+  _globals['_FEEDITEM']._serialized_end=1548
+  _globals['_FEEDRESPONSE']._serialized_start=1551
+  _globals['_FEEDRESPONSE']._serialized_end=1860
+  _globals['_INTERACTREQUEST']._serialized_start=1863
+  _globals['_INTERACTREQUEST']._serialized_end=2078
+  _globals['_INTERACTRESPONSE']._serialized_start=2081
+  _globals['_INTERACTRESPONSE']._serialized_end=2212
+  _globals['_GATEWAY']._serialized_start=2298
+  _globals['_GATEWAY']._serialized_end=2519
+  _globals['_GATEWAYADMIN']._serialized_start=2522
+  _globals['_GATEWAYADMIN']._serialized_end=2942
 # @@protoc_insertion_point(module_scope)

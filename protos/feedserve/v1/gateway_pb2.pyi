@@ -20,6 +20,58 @@ MODE_NORMAL: Mode
 MODE_SURGE: Mode
 MODE_EMERGENCY: Mode
 
+class CreateKeyRequest(_message.Message):
+    __slots__ = ("tenant", "admin", "label")
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    tenant: str
+    admin: bool
+    label: str
+    def __init__(self, tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+
+class KeyInfo(_message.Message):
+    __slots__ = ("key_id", "tenant", "admin", "created_at", "revoked_at", "label")
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    TENANT_FIELD_NUMBER: _ClassVar[int]
+    ADMIN_FIELD_NUMBER: _ClassVar[int]
+    CREATED_AT_FIELD_NUMBER: _ClassVar[int]
+    REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
+    LABEL_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    tenant: str
+    admin: bool
+    created_at: float
+    revoked_at: float
+    label: str
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., created_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+
+class CreatedKey(_message.Message):
+    __slots__ = ("key", "token")
+    KEY_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_FIELD_NUMBER: _ClassVar[int]
+    key: KeyInfo
+    token: str
+    def __init__(self, key: _Optional[_Union[KeyInfo, _Mapping]] = ..., token: _Optional[str] = ...) -> None: ...
+
+class ListKeysRequest(_message.Message):
+    __slots__ = ("include_revoked",)
+    INCLUDE_REVOKED_FIELD_NUMBER: _ClassVar[int]
+    include_revoked: bool
+    def __init__(self, include_revoked: _Optional[bool] = ...) -> None: ...
+
+class KeyList(_message.Message):
+    __slots__ = ("keys",)
+    KEYS_FIELD_NUMBER: _ClassVar[int]
+    keys: _containers.RepeatedCompositeFieldContainer[KeyInfo]
+    def __init__(self, keys: _Optional[_Iterable[_Union[KeyInfo, _Mapping]]] = ...) -> None: ...
+
+class RevokeKeyRequest(_message.Message):
+    __slots__ = ("key_id",)
+    KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    key_id: str
+    def __init__(self, key_id: _Optional[str] = ...) -> None: ...
+
 class GetCostRequest(_message.Message):
     __slots__ = ("window_s",)
     WINDOW_S_FIELD_NUMBER: _ClassVar[int]

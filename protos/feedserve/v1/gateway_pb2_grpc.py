@@ -185,7 +185,8 @@ class Gateway:
 
 
 class GatewayAdminStub:
-    """Operators' controls: the burst mode, forced or automatic.
+    """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
+    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -209,10 +210,26 @@ class GatewayAdminStub:
                 request_serializer=feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.SerializeToString,
                 response_deserializer=feedserve_dot_v1_dot_gateway__pb2.CostReport.FromString,
                 _registered_method=True)
+        self.CreateKey = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/CreateKey',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.CreateKeyRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.CreatedKey.FromString,
+                _registered_method=True)
+        self.ListKeys = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/ListKeys',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.ListKeysRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.KeyList.FromString,
+                _registered_method=True)
+        self.RevokeKey = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/RevokeKey',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.KeyInfo.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServicer:
-    """Operators' controls: the burst mode, forced or automatic.
+    """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
+    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
     """
 
     def SetMode(self, request, context):
@@ -229,6 +246,26 @@ class GatewayAdminServicer:
 
     def GetCost(self, request, context):
         """Spend per feature tag over a recent window.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateKey(self, request, context):
+        """A new key for a tenant; its token is in the response only, and never shown again.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListKeys(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RevokeKey(self, request, context):
+        """Revoked at once: the next call with it is UNAUTHENTICATED. NOT_FOUND for no such live key.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -252,6 +289,21 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     request_deserializer=feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.FromString,
                     response_serializer=feedserve_dot_v1_dot_gateway__pb2.CostReport.SerializeToString,
             ),
+            'CreateKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateKey,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.CreateKeyRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.CreatedKey.SerializeToString,
+            ),
+            'ListKeys': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListKeys,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.ListKeysRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.KeyList.SerializeToString,
+            ),
+            'RevokeKey': grpc.unary_unary_rpc_method_handler(
+                    servicer.RevokeKey,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.KeyInfo.SerializeToString,
+            ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
             'feedserve.v1.GatewayAdmin', rpc_method_handlers)
@@ -261,7 +313,8 @@ def add_GatewayAdminServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class GatewayAdmin:
-    """Operators' controls: the burst mode, forced or automatic.
+    """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
+    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
     """
 
     @staticmethod
@@ -335,6 +388,87 @@ class GatewayAdmin:
             '/feedserve.v1.GatewayAdmin/GetCost',
             feedserve_dot_v1_dot_gateway__pb2.GetCostRequest.SerializeToString,
             feedserve_dot_v1_dot_gateway__pb2.CostReport.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/CreateKey',
+            feedserve_dot_v1_dot_gateway__pb2.CreateKeyRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.CreatedKey.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListKeys(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/ListKeys',
+            feedserve_dot_v1_dot_gateway__pb2.ListKeysRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.KeyList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RevokeKey(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/RevokeKey',
+            feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.KeyInfo.FromString,
             options,
             channel_credentials,
             insecure,

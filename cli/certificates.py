@@ -1,0 +1,93 @@
+"""A local certificate authority for one deployment: created once, then one certificate per service and client.
+
+`feedserve up` calls `ensure_certificates(HOME/tls)`. The CA's key stays in that directory (0600); each
+certificate names its service (CN and a DNS SAN) and is valid for localhost and 127.0.0.1, so that services
+on one host verify each other by address. In Kubernetes the same files are mounted from a Secret.
+"""
+
+from __future__ import annotations
+
+import datetime
+import ipaddress
+import os
+from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from mesh.security import Tls
+
+__all__ = ["ensure_certificates", "SERVICE_NAMES", "create_authority", "issue"]
+
+# every process that talks gRPC: the four services, and "client" for the CLI, benchmarks and tests
+SERVICE_NAMES = ("gateway", "paramserver", "ranker", "generator", "client")
+VALID_DAYS = 825  # the longest validity clients still accept for a leaf certificate
+
+
+def _write(path: Path, data: bytes, private: bool) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+
+
+def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:
+    return key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption())
+
+
+def create_authority(directory: Path, name: str = "feedserve local CA") -> None:
+    """A new self-signed CA in `directory` (ca.pem, ca.key)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.datetime.now(datetime.timezone.utc)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
+            .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
+            .not_valid_after(now + datetime.timedelta(days=3650))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True, content_commitment=False,
+                                         key_encipherment=False, data_encipherment=False, key_agreement=False,
+                                         encipher_only=False, decipher_only=False), critical=True)
+            .sign(key, hashes.SHA256()))
+    _write(directory / "ca.key", _key_pem(key), private=True)
+    _write(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
+
+
+def issue(directory: Path, name: str, hosts: tuple[str, ...] = ()) -> Tls:
+    """A certificate for `name` signed by the CA in `directory`, valid as server and client."""
+    ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
+    key = ec.generate_private_key(ec.SECP256R1())
+    now = datetime.datetime.now(datetime.timezone.utc)
+    names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName("localhost"),
+                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+            .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
+            .add_extension(x509.SubjectAlternativeName(names), critical=False)
+            .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
+                           critical=False)
+            .sign(ca_key, hashes.SHA256()))
+    _write(directory / f"{name}.key", _key_pem(key), private=True)
+    _write(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+
+
+def ensure_certificates(directory: Path, names: tuple[str, ...] = SERVICE_NAMES) -> dict[str, Tls]:
+    """The CA and one certificate per name, created where missing; existing files are kept."""
+    if not (directory / "ca.pem").exists() or not (directory / "ca.key").exists():
+        create_authority(directory)
+    out = {}
+    for name in names:
+        if (directory / f"{name}.pem").exists() and (directory / f"{name}.key").exists():
+            out[name] = Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+        else:
+            out[name] = issue(directory, name)
+    return out

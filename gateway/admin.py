@@ -1,0 +1,61 @@
+"""GatewayAdmin: forcing a burst mode, reading spend, and managing API keys (admin keys only; mesh/auth.py)."""
+
+from __future__ import annotations
+
+import grpc
+
+from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
+from gateway.cost import MAX_WINDOW_S, CostLedger
+from gateway.modes import ModeController
+from mesh.errors import FailedPrecondition, InvalidArgument, NotFound
+from mesh.keys import ApiKey, KeyStore
+
+__all__ = ["GatewayAdminService"]
+
+
+def _key_info(key: ApiKey) -> gateway_pb2.KeyInfo:
+    return gateway_pb2.KeyInfo(key_id=key.key_id, tenant=key.tenant, admin=key.admin, created_at=key.created_at,
+                               revoked_at=key.revoked_at or 0.0, label=key.label)
+
+
+class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
+    """Forcing a burst mode (or handing the choice back to the automatic switch), reading spend, managing keys."""
+
+    def __init__(self, modes: ModeController, ledger: CostLedger, keys: KeyStore | None = None) -> None:
+        self.modes, self.ledger, self.keys = modes, ledger, keys
+
+    def _key_store(self) -> KeyStore:
+        if self.keys is None:
+            raise FailedPrecondition("this gateway serves without API keys (--no-auth): start it with --keys PATH")
+        return self.keys
+
+    async def CreateKey(self, request: gateway_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CreatedKey:
+        try:
+            key, token = self._key_store().create(request.tenant, "admin" if request.admin else "tenant", request.label)
+        except ValueError as exc:
+            raise InvalidArgument("tenant", str(exc)) from None
+        return gateway_pb2.CreatedKey(key=_key_info(key), token=token)
+
+    async def ListKeys(self, request: gateway_pb2.ListKeysRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.KeyList:
+        return gateway_pb2.KeyList(keys=[_key_info(k) for k in self._key_store().list(request.include_revoked)])
+
+    async def RevokeKey(self, request: gateway_pb2.RevokeKeyRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.KeyInfo:
+        store = self._key_store()
+        if not store.revoke(request.key_id):
+            raise NotFound(f"key_id: no live key {request.key_id!r}")
+        return next(_key_info(k) for k in store.list() if k.key_id == request.key_id)
+
+    async def SetMode(self, request: gateway_pb2.SetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
+        if request.mode not in gateway_pb2.Mode.values():
+            raise InvalidArgument("mode", f"unknown mode {request.mode}")
+        self.modes.force(request.mode)
+        return self.modes.status()
+
+    async def GetMode(self, request: gateway_pb2.GetModeRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.ModeStatus:
+        return self.modes.status()
+
+    async def GetCost(self, request: gateway_pb2.GetCostRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CostReport:
+        window = request.window_s or 300
+        if not 1 <= window <= MAX_WINDOW_S:
+            raise InvalidArgument("window_s", f"expected 1..{MAX_WINDOW_S}, got {window}")
+        return self.ledger.report(window)

@@ -1,0 +1,118 @@
+"""The public port's door: an API key on every call, admin keys for admin methods, the tenant taken from the
+key (never from the body), and the tenant's quota. Health and reflection stay open for probes."""
+
+from __future__ import annotations
+
+import contextvars
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import grpc
+
+from mesh.errors import PermissionDenied, Unauthenticated
+from mesh.keys import ApiKey, KeyStore, parse_bearer
+from mesh.quotas import TenantQuotas
+
+__all__ = ["ApiKeyInterceptor", "current_key", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
+
+OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
+                           "grpc.reflection.v1.ServerReflection"})
+# Admin methods of the gateway's port. The catalog is one per deployment, shared by its tenants, so a
+# delete always touches data other tenants see: admins only.
+GATEWAY_ADMIN_METHODS = frozenset({
+    "/feedserve.v1.GatewayAdmin/SetMode",
+    "/feedserve.v1.GatewayAdmin/GetCost",
+    "/feedserve.v1.GatewayAdmin/CreateKey",
+    "/feedserve.v1.GatewayAdmin/ListKeys",
+    "/feedserve.v1.GatewayAdmin/RevokeKey",
+    "/feedserve.v1.Catalog/DeleteItems",
+    "/feedserve.v1.Catalog/DeleteUser",
+})
+
+_current: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("api_key", default=None)
+
+
+def current_key() -> ApiKey | None:
+    """The key of the call being served (None outside an authenticated call)."""
+    return _current.get()
+
+
+def _set_tenant(request: Any, tenant: str) -> None:
+    """Overwrite the request's context.tenant with the key's: the body never chooses who is billed."""
+    try:
+        context = request.context
+    except AttributeError:
+        return
+    if hasattr(context, "tenant"):
+        context.tenant = tenant
+
+
+class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
+    """UNAUTHENTICATED without a live key, PERMISSION_DENIED for an admin method with a tenant key, then the
+    tenant's quota (RESOURCE_EXHAUSTED with retry-after-ms)."""
+
+    def __init__(self, keys: KeyStore, quotas: TenantQuotas | None = None,
+                 admin_methods: frozenset[str] = GATEWAY_ADMIN_METHODS) -> None:
+        self.keys = keys
+        self.quotas = quotas or TenantQuotas()
+        self.admin_methods = admin_methods
+
+    def _authorise(self, method: str, context: grpc.aio.ServicerContext) -> ApiKey:
+        metadata = dict(context.invocation_metadata() or ())
+        header = metadata.get("authorization", "")
+        token = parse_bearer(header) if isinstance(header, str) else None
+        if token is None:
+            raise Unauthenticated("missing API key: send the metadata `authorization: Bearer <key>`")
+        key = self.keys.verify(token)
+        if key is None:
+            raise Unauthenticated("unknown or revoked API key")
+        if method in self.admin_methods and not key.admin:
+            raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs an admin key; tenant {key.tenant}'s key is not one")
+        return key
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        method = details.method
+        if handler is None or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
+            return handler
+        if handler.unary_unary is not None:
+            return grpc.unary_unary_rpc_method_handler(
+                self._unary(handler.unary_unary, method),
+                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        if handler.unary_stream is not None:
+            return grpc.unary_stream_rpc_method_handler(
+                self._stream(handler.unary_stream, method),
+                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
+        raise TypeError(f"{method}: client-streaming methods are not served behind API keys")
+
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
+            key = self._authorise(method, context)
+            _set_tenant(request, key.tenant)
+            release = self.quotas.admit(key.tenant)
+            token = _current.set(key)
+            try:
+                return await behavior(request, context)
+            finally:
+                _current.reset(token)
+                release()
+
+        return wrapped
+
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+            key = self._authorise(method, context)
+            _set_tenant(request, key.tenant)
+            release = self.quotas.admit(key.tenant)
+            _current.set(key)  # each RPC runs in its own task: the value ends with it
+            try:
+                async for message in behavior(request, context):
+                    yield message
+            finally:
+                release()
+
+        return wrapped

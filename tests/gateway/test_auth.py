@@ -1,0 +1,184 @@
+"""The gateway's door: API keys on every public RPC, admin keys for admin RPCs, the tenant from the key, per-tenant
+quotas, and caches that never answer across tenants. Real gRPC servers on free ports, a real key file."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+
+from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2
+from mesh.keys import KeyStore
+from mesh.quotas import Quota, TenantQuotas
+from tests.stack import running_stack
+
+PUBLIC = [gateway_pb2.DESCRIPTOR.services_by_name[name] for name in ("Gateway", "GatewayAdmin")] + [
+    catalog_pb2.DESCRIPTOR.services_by_name["Catalog"]]
+
+
+@pytest.fixture
+def keys(tmp_path: Path):
+    store = KeyStore(tmp_path / "keys.db")
+    yield store
+    store.close()
+
+
+def _bearer(token: str) -> tuple[tuple[str, str], ...]:
+    return (("authorization", f"Bearer {token}"),)
+
+
+async def _status(channel: grpc.aio.Channel, method, metadata=()) -> grpc.StatusCode:
+    """Call `method` with an empty request; the status it ends with (OK or the error's)."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    request_type = {"FeedRequest": gateway_pb2.FeedRequest}.get(method.input_type.name)
+    from google.protobuf import message_factory
+
+    cls = request_type or message_factory.GetMessageClass(method.input_type)
+    call_type = channel.unary_stream if method.server_streaming else channel.unary_unary
+    call = call_type(path, request_serializer=cls.SerializeToString, response_deserializer=lambda b: b)(
+        cls(), metadata=metadata, timeout=10)
+    try:
+        if method.server_streaming:
+            async for _ in call:
+                pass
+        else:
+            await call
+    except grpc.aio.AioRpcError as error:
+        return error.code()
+    return grpc.StatusCode.OK
+
+
+class TestApiKeys:
+    def test_every_public_rpc_refuses_a_missing_unknown_or_revoked_key(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """Each method of Gateway, GatewayAdmin and Catalog: no key, a forged key and a revoked key are all
+        UNAUTHENTICATED, before any handler runs."""
+        _, revoked = keys.create("acme")
+        keys.revoke(keys.list()[0].key_id)
+        forged = "fsk_000000000000_" + "A" * 43
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                channel = stack.channels[2]
+                for service in PUBLIC:
+                    for method in service.methods:
+                        for metadata in ((), _bearer(forged), _bearer(revoked), (("authorization", "Basic abc"),)):
+                            code = await _status(channel, method, metadata)
+                            assert code == grpc.StatusCode.UNAUTHENTICATED, (method.full_name, metadata, code)
+
+        run(body())
+
+    def test_admin_rpcs_need_an_admin_key_and_a_refusal_changes_nothing(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """SetMode with a tenant key: PERMISSION_DENIED and the mode stays; with an admin key it is forced. Health
+        stays open for probes."""
+        _, tenant = keys.create("acme")
+        _, admin = keys.create("ops", "admin")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                emergency = gateway_pb2.SetModeRequest(mode=gateway_pb2.MODE_EMERGENCY)
+                with pytest.raises(grpc.aio.AioRpcError) as refused:
+                    await stack.admin.SetMode(emergency, metadata=_bearer(tenant))
+                assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                assert "needs an admin key" in refused.value.details()
+                status = await stack.admin.GetMode(gateway_pb2.GetModeRequest(), metadata=_bearer(tenant))
+                assert not status.forced
+                forced = await stack.admin.SetMode(emergency, metadata=_bearer(admin))
+                assert forced.forced and forced.mode == gateway_pb2.MODE_EMERGENCY
+                for method in ("DeleteItems", "DeleteUser"):
+                    code = await _status(stack.channels[2], catalog_pb2.DESCRIPTOR.services_by_name["Catalog"]
+                                         .methods_by_name[method], _bearer(tenant))
+                    assert code == grpc.StatusCode.PERMISSION_DENIED, method
+                from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+                health = health_pb2_grpc.HealthStub(stack.channels[2])
+                assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+
+        run(body())
+
+    def test_keys_are_created_listed_and_revoked_over_the_admin_api(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """CreateKey returns a working token once; ListKeys shows no secret; RevokeKey locks it out at once."""
+        _, admin = keys.create("ops", "admin")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                made = await stack.admin.CreateKey(gateway_pb2.CreateKeyRequest(tenant="acme", label="web"),
+                                                   metadata=_bearer(admin))
+                assert made.token.startswith(f"fsk_{made.key.key_id}_") and made.key.tenant == "acme"
+                feed = gateway_pb2.FeedRequest(user_id=1, k=3)
+                assert len((await stack.gateway.Feed(feed, metadata=_bearer(made.token))).items) == 3
+                listed = await stack.admin.ListKeys(gateway_pb2.ListKeysRequest(), metadata=_bearer(admin))
+                assert made.token not in str(listed) and made.key.key_id in [k.key_id for k in listed.keys]
+                await stack.admin.RevokeKey(gateway_pb2.RevokeKeyRequest(key_id=made.key.key_id), metadata=_bearer(admin))
+                with pytest.raises(grpc.aio.AioRpcError) as gone:
+                    await stack.gateway.Feed(feed, metadata=_bearer(made.token))
+                assert gone.value.code() == grpc.StatusCode.UNAUTHENTICATED
+                with pytest.raises(grpc.aio.AioRpcError) as bad:
+                    await stack.admin.CreateKey(gateway_pb2.CreateKeyRequest(tenant="no spaces"), metadata=_bearer(admin))
+                assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "tenant" in bad.value.details()
+
+        run(body())
+
+    def test_the_tenant_comes_from_the_key_never_from_the_body(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """acme's key sending context.tenant=globex is served and cached as acme: globex's next feed is not a hit."""
+        _, acme = keys.create("acme")
+        _, globex = keys.create("globex")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                spoof = gateway_pb2.FeedRequest(user_id=3, k=5, context=common_pb2.RequestContext(tenant="globex"))
+                first = await stack.gateway.Feed(spoof, metadata=_bearer(acme))
+                assert not first.cached
+                again = await stack.gateway.Feed(spoof, metadata=_bearer(acme))
+                assert again.cached  # acme's own entry
+                theirs = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=3, k=5), metadata=_bearer(globex))
+                assert not theirs.cached  # acme's spoof never filled globex's cache
+
+        run(body())
+
+
+class TestTenantIsolation:
+    def test_a_page_cursor_does_not_cross_tenants(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """acme's next-page cursor presented with globex's key is INVALID_ARGUMENT, and acme can still use it."""
+        _, acme = keys.create("acme")
+        _, globex = keys.create("globex")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                first = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=5), metadata=_bearer(acme))
+                assert first.next_cursor
+                with pytest.raises(grpc.aio.AioRpcError) as crossed:
+                    await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=5, cursor=first.next_cursor),
+                                             metadata=_bearer(globex))
+                assert crossed.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "another tenant" in crossed.value.details()
+
+        run(body())
+
+    def test_one_tenants_burst_does_not_shed_another_tenants_feeds(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """acme (2 requests/s, no burst above it) sends 20 feeds at once: most are RESOURCE_EXHAUSTED with a
+        retry-after-ms trailer; globex's 5 feeds in the same moment are all served."""
+        _, acme = keys.create("acme")
+        _, globex = keys.create("globex")
+        quotas = TenantQuotas(Quota(requests_per_s=2, burst=2), {"globex": Quota(requests_per_s=100, burst=100)})
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys, quotas=quotas) as stack:
+                async def feed(token: str, user: int):
+                    call = stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=user, k=3), metadata=_bearer(token))
+                    try:
+                        await call
+                    except grpc.aio.AioRpcError as error:
+                        return error.code(), dict(error.trailing_metadata() or ())
+                    return grpc.StatusCode.OK, {}
+
+                results = await asyncio.gather(*[feed(acme, 10 + n) for n in range(20)],
+                                               *[feed(globex, 40 + n) for n in range(5)])
+                acme_codes, globex_codes = [r[0] for r in results[:20]], [r[0] for r in results[20:]]
+                assert globex_codes == [grpc.StatusCode.OK] * 5
+                shed = [r for r in results[:20] if r[0] == grpc.StatusCode.RESOURCE_EXHAUSTED]
+                assert acme_codes.count(grpc.StatusCode.OK) <= 2 and len(shed) >= 18
+                assert all(int(trailers["retry-after-ms"]) > 0 for _, trailers in shed)
+
+        run(body())
