@@ -425,16 +425,16 @@ def _parser() -> argparse.ArgumentParser:
                          "certificates made once under HOME/tls, and the gateway serves TLS")
     up.set_defaults(run=_up)
 
-    keys = commands.add_parser("keys", parents=[world], help="create, list or revoke API keys (HOME/keys.db, read by the "
+    keys = commands.add_parser("keys", help="create, list or revoke API keys (HOME/keys.db, read by the "
                                                              "gateway on every call)")
     key_actions = keys.add_subparsers(dest="action", required=True)
-    create = key_actions.add_parser("create", help="a new key for a tenant; its token is printed once")
+    create = key_actions.add_parser("create", parents=[world], help="a new key for a tenant; its token is printed once")
     create.add_argument("--tenant", required=True, help="who the key's calls are for and billed to")
     create.add_argument("--admin", action="store_true", help="may call the admin methods (SetMode, GetCost, deletes, keys)")
     create.add_argument("--label", default="", help="a note, e.g. the service that uses it")
-    listing = key_actions.add_parser("list", help="every live key (no secrets)")
+    listing = key_actions.add_parser("list", parents=[world], help="every live key (no secrets)")
     listing.add_argument("--all", action="store_true", help="revoked keys too")
-    revoke = key_actions.add_parser("revoke", help="revoke a key at once")
+    revoke = key_actions.add_parser("revoke", parents=[world], help="revoke a key at once")
     revoke.add_argument("key_id")
     keys.set_defaults(run=_keys)
 

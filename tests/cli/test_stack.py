@@ -36,7 +36,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
     for built in ("generator", "encoder"):  # the tiny test tiers, so `up` does not train the full ones
         (tmp_path / built).symlink_to(generation_home / built)
     gateway, paramserver, ranker, generator = free_ports(4)
-    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR", "FEEDSERVE_HOME": str(tmp_path)}
+    env.pop("FEEDSERVE_API_KEY", None)
     up = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300", "--interactions", "30000",
          "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker),
@@ -51,6 +52,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
                 break
         text = "".join(output)
         assert f"gateway listening on 127.0.0.1:{gateway}" in text, text
+        assert "security: mutual TLS between services, TLS and API keys at the gateway" in text
+        assert re.search(r"admin API key \(shown once.*\): fsk_[0-9a-f]{12}_", text)
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
         assert len(pids) == 4
 
@@ -86,6 +89,19 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
 
         bad = _feedserve("feed", "--user", "1", "-k", "0", "--gateway", address, env=env)
         assert bad.returncode == 1 and "INVALID_ARGUMENT: k" in bad.stderr
+
+        # the door: the CLI found HOME/tls and HOME/admin.key above; without them it is refused
+        forged = _feedserve("feed", "--user", "1", "--gateway", address, "--api-key", "fsk_0123456789ab_" + "x" * 43, env=env)
+        assert forged.returncode == 1 and "UNAUTHENTICATED" in forged.stderr
+        plain = _feedserve("feed", "--user", "1", "--gateway", address, "--plaintext", env=env)
+        assert plain.returncode == 1 and "UNAVAILABLE" in plain.stderr
+        made = _feedserve("keys", "create", "--tenant", "acme", "--home", str(tmp_path), env=env)
+        token = re.search(r"token \(shown once\): (\S+)", made.stdout).group(1)
+        assert _feedserve("feed", "--user", "1", "--gateway", address, "--api-key", token, env=env).returncode == 0
+        denied = _feedserve("mode", "--set", "emergency", "--gateway", address, "--api-key", token, env=env)
+        assert denied.returncode == 1 and "PERMISSION_DENIED" in denied.stderr
+        inside = _feedserve("feed", "--user", "1", "--gateway", f"127.0.0.1:{paramserver}", "--plaintext", env=env)
+        assert inside.returncode == 1 and "UNAVAILABLE" in inside.stderr  # an internal port refuses plaintext
     finally:
         up.send_signal(signal.SIGTERM)
         up.wait(timeout=60)
