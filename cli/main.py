@@ -31,7 +31,7 @@ from cli.bootstrap import source as bootstrap_source
 from engines.sentence import DIM
 from mesh.errors import Unavailable
 from mesh.keys import KeyStore
-from mesh.security import Tls, configure
+from mesh.security import Tls, configure, open_channel
 from cli.replay import command as replay_command
 from ranker.pipeline import fit_and_export, quality_table
 from ranker.training import MODEL_NAME, TrainingError
@@ -154,6 +154,34 @@ def _keys(args: argparse.Namespace) -> int:
     finally:
         store.close()
     return 0
+
+
+def _certs(args: argparse.Namespace) -> int:
+    """`feedserve certs DIR`: the CA (made once) and a certificate per service, valid for --host names too."""
+    from cli.certificates import SERVICE_NAMES, create_authority, issue
+
+    if not (args.directory / "ca.pem").exists():
+        create_authority(args.directory)
+    for name in SERVICE_NAMES:
+        issue(args.directory, name, tuple(args.host))
+        print(f"{name:<12} {args.directory / (name + '.pem')}  {args.directory / (name + '.key')}")
+    print(f"CA: {args.directory / 'ca.pem'} (its key {args.directory / 'ca.key'} signs more; keep it private)")
+    return 0
+
+
+def _health(args: argparse.Namespace) -> int:
+    """Exit 0 if the service at ADDRESS reports SERVING (over its TLS, with this process's certificate)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with open_channel(args.address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
 
 
 def _up(args: argparse.Namespace) -> int:
@@ -424,6 +452,19 @@ def _parser() -> argparse.ArgumentParser:
                     help="no TLS anywhere (a trusted single host only); by default services talk mutual TLS with "
                          "certificates made once under HOME/tls, and the gateway serves TLS")
     up.set_defaults(run=_up)
+
+    certs = commands.add_parser("certs", help="make a CA (once) and a certificate per service in DIR, e.g. for "
+                                              "Kubernetes Secrets")
+    certs.add_argument("directory", type=Path)
+    certs.add_argument("--host", action="append", default=[],
+                       help="another name or address every certificate is valid for, e.g. *.paramserver; repeatable")
+    certs.set_defaults(run=_certs)
+
+    health = commands.add_parser("health", help="exit 0 if a service reports SERVING (Kubernetes probes, scripts)")
+    health.add_argument("address", help="HOST:PORT of any feedserve service")
+    health.add_argument("--timeout", type=float, default=2.0)
+    add_access_arguments(health)
+    health.set_defaults(run=_health)
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys (HOME/keys.db, read by the "
                                                              "gateway on every call)")

@@ -25,3 +25,12 @@ def test_ghz_config_matches_the_contract(name: str) -> None:
                      "GenerateRequest": generator_pb2.GenerateRequest}[descriptor.name]
     data = {k: (1 if isinstance(v, str) and v.startswith("{{") else v) for k, v in config["data"].items()}
     json_format.ParseDict(data, request_class())
+
+
+@pytest.mark.parametrize("name", ["feed.json", "interact.json", "generate.json"])
+def test_ghz_configs_speak_tls_and_the_wrapper_sends_the_ca_and_the_key(name: str) -> None:
+    """No config asks for plaintext; bench/ghz/ghz.sh adds the stack's CA and its API key as metadata."""
+    config = json.loads((GHZ / name).read_text())
+    assert not config.get("insecure") and config["cname"] == "gateway"
+    wrapper = (GHZ / "ghz.sh").read_text()
+    assert '--cacert "$home/tls/ca.pem"' in wrapper and 'authorization' in wrapper and 'Bearer $key' in wrapper

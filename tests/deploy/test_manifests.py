@@ -40,7 +40,8 @@ class TestKubernetes:
         kubernetes_validate.validate(resource, KUBERNETES_VERSION, strict=True)
 
     def test_shapes_match_the_design(self) -> None:
-        """Gateway, ranker, generator are Deployments; paramserver a StatefulSet; Services are headless; probes use gRPC."""
+        """Gateway, ranker, generator are Deployments; paramserver a StatefulSet; Services are headless; probes check
+        gRPC health over mutual TLS (feedserve health), with each service's certificate mounted from a Secret."""
         kinds = {(r["kind"], r["metadata"]["name"]) for r in _resources()}
         assert {("Deployment", n) for n in ("gateway", "ranker", "generator")} <= kinds
         assert ("StatefulSet", "paramserver") in kinds
@@ -48,8 +49,14 @@ class TestKubernetes:
             if resource["kind"] == "Service":
                 assert resource["spec"]["clusterIP"] == "None"
             if resource["kind"] in ("Deployment", "StatefulSet"):
-                for container in resource["spec"]["template"]["spec"]["containers"]:
-                    assert "grpc" in container["readinessProbe"]
+                spec = resource["spec"]["template"]["spec"]
+                secrets = {v["name"]: v["secret"]["secretName"] for v in spec["volumes"] if "secret" in v}
+                for container in spec["containers"]:
+                    assert container["readinessProbe"]["exec"]["command"][:2] == ["feedserve", "health"]
+                    env = {e["name"]: e.get("value") for e in container["env"]}
+                    assert env["FEEDSERVE_TLS_CERT"] == "/tls/tls.crt"
+                    mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tls")
+                    assert secrets[mount["name"]] == f"feedserve-tls-{container['name']}"
 
     def test_colocated_gateway_pod_shares_a_memory_backed_ring_volume(self) -> None:
         gateway = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
