@@ -215,7 +215,8 @@ def main() -> None:
         wait_serving(f"127.0.0.1:{tight_port}", 120, tight)
         # no paramserver or ranker: Generate does not need them (the feed paths would degrade)
         gateway = spawn("gateway", "--port", str(gw_port), "--generator", f"127.0.0.1:{gen_port}", "--paramserver",
-                        "127.0.0.1:1", "--ranker", "127.0.0.1:1", extra_env={"FEEDSERVE_TRANSPORT": "grpc"})
+                        "127.0.0.1:1", "--ranker", "127.0.0.1:1", "--no-auth",  # loopback, tiers compared
+                        extra_env={"FEEDSERVE_TRANSPORT": "grpc"})
         wait_serving(f"127.0.0.1:{gw_port}", 60, gateway)
         print(f"generate: {requests} requests per tier through the gateway; {len(PARAPHRASES)} paraphrase and "
               f"{len(CONTRASTS)} contrast pairs; {len(TASKS)} plan tasks; "

@@ -216,13 +216,14 @@ class GenerationStack:
 
 @asynccontextmanager
 async def generation_stack(home: Path, catalog: TestCatalog, state_dir: Path,
-                           specs: dict[str, ModelSpec] | None = None) -> AsyncIterator[GenerationStack]:
+                           specs: dict[str, ModelSpec] | None = None,
+                           keys: KeyStore | None = None) -> AsyncIterator[GenerationStack]:
     """paramserver, generator and gateway on free ports (no ranker: Generate does not use it)."""
     ps_server, ps_core = await start_paramserver(catalog, state_dir)
     paramserver = f"127.0.0.1:{ps_server.port}"
     gen_server, core = await start_generator(home, paramserver, catalog, specs=specs)
     gw_server, clients, _ = await start_gateway(paramserver, "127.0.0.1:1", f"127.0.0.1:{gen_server.port}",
-                                                refresh=False)
+                                                refresh=False, keys=keys)
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
     try:
         yield GenerationStack(gateway_pb2_grpc.GatewayStub(channel), gateway_pb2_grpc.GatewayAdminStub(channel), core,

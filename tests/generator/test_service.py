@@ -13,14 +13,16 @@ from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb
 from generator.decoding import LanguageModel
 from generator.residency import ModelSpec
 from mesh.dispatch import serve_unary
+from mesh.keys import KeyStore
 from mesh.tensors import to_tensor
 from tests.stack import generation_stack
 
 TAG = common_pb2.RequestContext(feature_tag="post-writer")
 
 
-async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest):
-    chunks = [chunk async for chunk in stub.Generate(request, timeout=30)]
+async def _collect(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest, key: str = ""):
+    metadata = (("authorization", f"Bearer {key}"),) if key else ()
+    chunks = [chunk async for chunk in stub.Generate(request, timeout=30, metadata=metadata)]
     assert chunks[-1].final and not any(c.final for c in chunks[:-1])
     return "".join(c.text for c in chunks), chunks[-1]
 
@@ -189,6 +191,28 @@ class TestModesCachesAndCost:
                 assert other.usage.cache == ""  # another max_tokens is another request
 
         run(body())
+
+    def test_no_answer_crosses_tenants_in_either_cache(self, generation_home, catalog, tmp_path, run) -> None:
+        """acme's answer is not globex's: the same prompt and a paraphrase under globex's key miss both the
+        gateway's exact cache and the generator's semantic cache, while acme's own repeat hits."""
+        keys = KeyStore(tmp_path / "keys.db")
+        _, acme = keys.create("acme")
+        _, globex = keys.create("globex")
+        ask = generator_pb2.GenerateRequest(prompt="How do I reset my password?", max_tokens=20)
+        reworded = generator_pb2.GenerateRequest(prompt="How can I reset my password?", max_tokens=20)
+
+        async def body() -> None:
+            async with generation_stack(generation_home, catalog, tmp_path, keys=keys) as stack:
+                assert (await _collect(stack.gateway, ask, acme))[1].usage.cache == ""
+                assert (await _collect(stack.gateway, ask, globex))[1].usage.cache == ""
+                assert (await _collect(stack.gateway, reworded, globex))[1].usage.cache == "semantic"  # globex's own
+                spoofed = generator_pb2.GenerateRequest(prompt="How can I reset my password?", max_tokens=20,
+                                                        context=common_pb2.RequestContext(tenant="acme"))
+                assert (await _collect(stack.gateway, ask, acme))[1].usage.cache == "exact"
+                assert (await _collect(stack.gateway, spoofed, globex))[1].usage.cache == "exact"  # globex's, as globex
+
+        run(body())
+        keys.close()
 
     def test_an_interaction_drops_the_users_cached_answers(self, generation_home, catalog, tmp_path, run) -> None:
         """Interact moves the user's vector, so their cached post (about their top interest) is written afresh."""
