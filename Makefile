@@ -18,7 +18,8 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 run: setup  ## build the default world if needed and start every service in the foreground
 	$(BIN)/feedserve up
 
-test: setup chromium postgresql  ## the whole test suite
+test: setup chromium postgresql  ## lint, then the whole test suite
+	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
 fuzz: setup  ## the full racing fuzz of the ring's trust boundary under ASan/UBSan: 1,000,000 cases each in C and through the binding

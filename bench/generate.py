@@ -34,16 +34,16 @@ import numpy as np  # noqa: E402
 
 from bench.common import machine, p50_p99, record, result_line  # noqa: E402
 from cli.stack import free_ports, wait_serving  # noqa: E402
+from engines.sentence import ensure_encoder  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc  # noqa: E402
 from generator.constraints import Constraints  # noqa: E402
 from generator.corpus import STAGE_END  # noqa: E402
+from generator.corpus import TOPICS as CATEGORIES  # noqa: E402
 from generator.decoding import LanguageModel, generate  # noqa: E402
-from engines.sentence import ensure_encoder  # noqa: E402
 from generator.evalset import CONTRASTS, PARAPHRASES  # noqa: E402
 from generator.planner import TOPIC, make_plan  # noqa: E402
 from generator.registry import model_specs  # noqa: E402
 from mesh.config import default_home  # noqa: E402
-from generator.corpus import TOPICS as CATEGORIES  # noqa: E402
 
 REPLAN_TOKENS = 24  # what a re-planner call may write: the remaining steps, briefly
 

@@ -21,13 +21,17 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 import onnxruntime as ort  # noqa: E402
 
-from bench.common import machine, record, result_line  # noqa: E402
+from bench.common import (  # noqa: E402
+    machine,
+    prepare_catalog,  # noqa: E402
+    record,
+    result_line,
+)
+from catalog import open_store, preset_schema  # noqa: E402
 from feedserve.v1 import ranker_pb2  # noqa: E402
 from mesh.config import default_home  # noqa: E402
 from mesh.dispatch import HeapOutputs  # noqa: E402
-from bench.common import prepare_catalog  # noqa: E402
-from catalog import open_store, preset_schema  # noqa: E402
-from ranker.features import HEADS, FEATURE_DIM, assemble  # noqa: E402
+from ranker.features import FEATURE_DIM, HEADS, assemble  # noqa: E402
 from ranker.service import Ranker  # noqa: E402
 from ranker.training import MODEL_NAME, newest_model  # noqa: E402
 

@@ -12,7 +12,7 @@ import math
 import re
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -149,7 +149,7 @@ def _seconds(value: Any) -> int:
         pass
     for form in ("%d-%b-%Y", "%Y-%m-%d", "%Y-%m-%dT%H:%M:%S", "%Y-%m-%d %H:%M:%S", "%Y"):
         try:
-            return int(datetime.strptime(text, form).replace(tzinfo=timezone.utc).timestamp())
+            return int(datetime.strptime(text, form).replace(tzinfo=UTC).timestamp())
         except ValueError:
             continue
     return int(datetime.fromisoformat(text).timestamp())

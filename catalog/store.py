@@ -231,7 +231,8 @@ class Store(LearnedSpaces):
             return first + len(users) - 1
 
     def delete_user(self, external: str) -> tuple[int, int | None]:
-        """Forget a user: their attributes, their events, their learned vectors and their id mapping. Returns (sequence, the id they had)."""
+        """Forget a user: their attributes, their events, their learned vectors and their id mapping.
+        Returns (sequence, the id they had)."""
         with self._transaction() as cur:
             user = self._ids(cur, USER, [external]).get(external)
             if user is not None:

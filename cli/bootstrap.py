@@ -10,7 +10,6 @@ import time
 from pathlib import Path
 from typing import TextIO
 
-import grpc
 import numpy as np
 
 from catalog import Schema, Store, load_schema, preset_schema

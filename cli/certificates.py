@@ -41,7 +41,7 @@ def create_authority(directory: Path, name: str = "feedserve local CA") -> None:
     """A new self-signed CA in `directory` (ca.pem, ca.key)."""
     key = ec.generate_private_key(ec.SECP256R1())
     subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject).public_key(key.public_key())
             .serial_number(x509.random_serial_number()).not_valid_before(now - datetime.timedelta(minutes=5))
             .not_valid_after(now + datetime.timedelta(days=3650))
@@ -59,7 +59,7 @@ def issue(directory: Path, name: str, hosts: tuple[str, ...] = ()) -> Tls:
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
-    now = datetime.datetime.now(datetime.timezone.utc)
+    now = datetime.datetime.now(datetime.UTC)
     names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName("localhost"),
                                      x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
     for host in hosts:

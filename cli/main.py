@@ -12,27 +12,25 @@ from pathlib import Path
 
 import grpc
 
-from catalog import load_schema, preset_schema
+from catalog import load_schema, open_store, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
 from cli.access import add_access_arguments, admin_key_path, configure_access, gateway_channel, write_admin_key
+from cli.bootstrap import bootstrap, load_schema_arg
+from cli.bootstrap import source as bootstrap_source
 from cli.certificates import ensure_certificates
 from cli.importing import checkpoint_path, run_import
+from cli.replay import command as replay_command
 from cli.stack import Stack
+from engines.sentence import DIM, ensure_encoder
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
-from engines.sentence import ensure_encoder
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
-from catalog import open_store
-from cli.bootstrap import bootstrap, load_schema_arg
-from cli.bootstrap import source as bootstrap_source
-from engines.sentence import DIM
 from mesh.errors import Unavailable
 from mesh.keys import KeyStore
 from mesh.security import Tls, configure, open_channel
-from cli.replay import command as replay_command
 from ranker.pipeline import fit_and_export, quality_table
 from ranker.training import MODEL_NAME, TrainingError
 from ranker.vectors import GRID, QUICK_GRID

@@ -98,7 +98,7 @@ def _top(scores: np.ndarray, exclude: set[int], k: int) -> list[int]:
 
 def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], k: int = 20,
            rates: Mapping[int, float] = DEFAULT_RATES, timeout_s: float = 10.0, stream: TextIO | None = None,
-           dim: int = 384, key: str = "") -> ReplayReport:
+           dim: int = 384, api_key: str = "") -> ReplayReport:
     """Both API passes and both in-process baselines over `events` (already a time-ordered window)."""
     catalog = load_catalog(store, schema, dim)
     size = catalog.items.size
@@ -144,7 +144,7 @@ def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], 
         if moved is not None:
             users[key] = moved
 
-    with gateway_channel(gateway, key) as channel:
+    with gateway_channel(gateway, api_key) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
         for name in ("frozen", "drift"):
             tally, replayed = report.tallies[name], {}
@@ -195,7 +195,7 @@ def command(args) -> int:
         events = window(read_events(args.events, dict(p.split("=", 1) for p in args.map), schema), args.positives)
         rates = parse_rates(args.drift_rates)
         store = open_store(args.store or args.home / "catalog.db")
-        report = replay(store, schema, args.gateway, events, args.k, rates, args.timeout, stream=sys.stderr, key=args.key)
+        report = replay(store, schema, args.gateway, events, args.k, rates, args.timeout, stream=sys.stderr, api_key=args.key)
     except (ValueError, FileNotFoundError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
-from engines.onnx import OnnxEngine
 from engines.export import legacy_export
+from engines.onnx import OnnxEngine
 
 __all__ = ["SentenceEncoder", "ensure_encoder", "DIM"]
 

@@ -11,18 +11,18 @@ from catalog.encoding import ContentEncoder
 from catalog.schema import PRESETS
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
+from gateway.admin import GatewayAdminService
 from gateway.cache import AnswerCache, FeedCache
 from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
-from gateway.admin import GatewayAdminService
 from gateway.service import GatewayService, keep_fallback_fresh
+from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
-from mesh.logging import get_logger
-from mesh.auth import ApiKeyInterceptor
 from mesh.keys import KeyStore
+from mesh.logging import get_logger
 from mesh.quotas import TenantQuotas
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.server import run_service

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
-
 __all__ = ["GatewayMetrics"]
 
 

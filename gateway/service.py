@@ -15,9 +15,9 @@ from collections.abc import AsyncIterator
 import grpc
 import numpy as np
 
-from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from catalog import ITEM, USER, Store
 from catalog.records import OBJECTIVES, check_id
+from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.breaker import CircuitBreaker
 from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
@@ -25,7 +25,13 @@ from gateway.cost import CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.errors import (
-    DeadlineExceeded, FailedPrecondition, FeedserveError, InvalidArgument, NotFound, ResourceExhausted, Unavailable,
+    DeadlineExceeded,
+    FailedPrecondition,
+    FeedserveError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
 )
 from mesh.rpclog import annotate, request_id
 from mesh.tensors import to_tensor
@@ -320,7 +326,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise NotFound(f"item: unknown item {request.item!r}") from None
         return sequence, int(users[0]), int(items[0])
 
-    async def Generate(self, request: generator_pb2.GenerateRequest, context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
+    async def Generate(self, request: generator_pb2.GenerateRequest,
+                       context: grpc.aio.ServicerContext) -> AsyncIterator[generator_pb2.GenerateChunk]:
         """Answer a repeat from the edge cache, or relay the generator's stream; the final chunk gains the
         gateway's hop, and its cost is booked to the feature tag beside the feeds'."""
         received, cpu_start = time.monotonic_ns(), cpu_ns()

@@ -6,10 +6,12 @@ import argparse
 import asyncio
 from pathlib import Path
 
+from catalog import open_store
+from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
 from generator.caches import EmbeddingCache, SemanticCache
-from engines.sentence import SentenceEncoder, ensure_encoder
+from generator.corpus import TOPICS
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs, parse_model_arg
 from generator.residency import ResidencyPool
@@ -18,10 +20,9 @@ from mesh.clients import ParamServerClient
 from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
-from mesh.server import run_service
 from mesh.security import add_tls_arguments, configure, tls_from_args
-from catalog import open_store
-from generator.corpus import TOPICS
+from mesh.server import run_service
+
 
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)

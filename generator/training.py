@@ -13,8 +13,8 @@ from typing import TextIO
 import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
-from generator.corpus import corpus
 from engines.export import legacy_export
+from generator.corpus import corpus
 from mesh.progress import Progress
 
 __all__ = ["TierSpec", "TIERS", "train_tokenizer", "train_tier", "ensure_tiers", "MODEL_FILE", "TOKENIZER_FILE"]

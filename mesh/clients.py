@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
-
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import grpc
+import numpy as np
 
 from feedserve.v1 import common_pb2, generator_pb2, generator_pb2_grpc, paramserver_pb2, ranker_pb2
 from mesh.config import transport_mode
@@ -18,9 +16,9 @@ from mesh.ring import RingConfig
 from mesh.rpclog import REQUEST_ID_KEY
 from mesh.security import open_aio_channel
 from mesh.server import GRPC_OPTIONS
-from mesh.tracing import current_traceparent
 from mesh.shards import SlotMap
 from mesh.tensors import expect
+from mesh.tracing import current_traceparent
 from mesh.transport import Transport, translate_rpc_error
 
 __all__ = ["ParamServerClient", "RankerClient", "GeneratorClient", "UserVector", "ShardedLookup"]

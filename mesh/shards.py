@@ -6,10 +6,9 @@ The map is written `0-8191=host:port,8192-16383=host:port`; every slot must be o
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import re
 import socket
+from dataclasses import dataclass
 
 import numpy as np
 

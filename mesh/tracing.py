@@ -3,8 +3,9 @@
 `FEEDSERVE_TRACE_EXPORT` picks the exporter: `file:PATH` (one JSON span per line; `{service}` in PATH is
 replaced; `feedserve up` uses HOME/traces/{service}.jsonl), `console`, `otlp:HOST:PORT` (needs
 opentelemetry-exporter-otlp-proto-grpc), or `none` (the default for a bare `python -m SERVICE`: no SDK
-is installed, spans cost nothing, and the caller's traceparent is still passed on). `FEEDSERVE_TRACE_SAMPLE` is the share of new traces recorded (default 1.0); a caller's
-sampling decision is always followed.
+is installed, spans cost nothing, and the caller's traceparent is still passed on).
+`FEEDSERVE_TRACE_SAMPLE` is the share of new traces recorded (default 1.0); a caller's sampling decision
+is always followed.
 """
 
 from __future__ import annotations

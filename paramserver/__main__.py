@@ -6,9 +6,12 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
+from catalog import open_store
+from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
-from mesh.config import DEFAULT_PORTS
+from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
+from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.service import every, run_core
 from mesh.shards import parse_slot_range, shard_slots
 from paramserver.drift import parse_rates
@@ -16,10 +19,6 @@ from paramserver.guardrails import DEFAULT_TRAVEL_PER_HOUR, DEFAULT_UPDATES_PER_
 from paramserver.metrics import serve_metrics
 from paramserver.service import ParamServer, ParamServerServicer, TableConfig
 from paramserver.wal import POLICIES
-from catalog import open_store
-from engines.sentence import DIM
-from mesh.config import default_home
-from mesh.security import add_tls_arguments, configure, tls_from_args
 
 
 def main() -> None:

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from feedserve.v1 import common_pb2
 from catalog.drift import DEFAULT_RATES
+from feedserve.v1 import common_pb2
 from mesh.errors import InvalidArgument
 
 __all__ = ["DEFAULT_RATES", "parse_rates"]

@@ -22,6 +22,8 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from catalog import ChangeFollower, Store, StoredItem
+from catalog.drift import drift_step
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument, NotFound
@@ -31,9 +33,7 @@ from mesh.timing import HopRecorder
 from native import PENDING, CuckooTable
 from paramserver.drift import DEFAULT_RATES
 from paramserver.guardrails import Guardrails
-from catalog.drift import drift_step
 from paramserver.wal import WriteAheadLog
-from catalog import ChangeFollower, Store, StoredItem
 
 __all__ = ["ParamServer", "ParamServerServicer", "TableConfig", "MAX_BATCH"]
 
@@ -312,5 +312,6 @@ class ParamServerServicer(paramserver_pb2_grpc.ParamServerServicer):
     async def Remove(self, request: paramserver_pb2.RemoveRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.RemoveResponse:
         return await asyncio.to_thread(serve_unary, self.core.remove, request)
 
-    async def Snapshot(self, request: paramserver_pb2.SnapshotRequest, context: grpc.aio.ServicerContext) -> paramserver_pb2.SnapshotResponse:
+    async def Snapshot(self, request: paramserver_pb2.SnapshotRequest,
+                       context: grpc.aio.ServicerContext) -> paramserver_pb2.SnapshotResponse:
         return await asyncio.to_thread(serve_unary, self.core.snapshot, request)

@@ -59,7 +59,7 @@ class WriteAheadLog:
         """The last good seq on disk; a torn record at the end of the newest segment is truncated."""
         last = 0
         for path in self.segments():
-            for seq, _, _, end in self._records(path):
+            for seq, _, _, _end in self._records(path):
                 last = seq
             size = path.stat().st_size
             good_end = max((end for *_, end in self._records(path)), default=0)

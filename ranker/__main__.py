@@ -6,15 +6,14 @@ import argparse
 import math
 from pathlib import Path
 
-from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-
 from catalog import load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
+from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
-from mesh.service import every, run_core
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from mesh.service import every, run_core
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
 from ranker.training import MODEL_NAME, newest_model

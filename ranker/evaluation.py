@@ -13,14 +13,14 @@ from typing import TextIO
 
 import numpy as np
 import scipy.sparse as sp
-from feedserve.v1 import ranker_pb2
 
 from catalog import Schema, Store, open_store
+from feedserve.v1 import ranker_pb2
 from mesh.dispatch import HeapOutputs
 from mesh.progress import Progress
 from ranker.service import Ranker
 from ranker.training import POSITIVES, Trained, export_trained, load_catalog, train
-from ranker.vectors import (GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k)
+from ranker.vectors import GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k
 
 __all__ = ["RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "check_split", "evaluate_per_user"]
 

@@ -20,7 +20,8 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
     if f"ndcg{k}" not in metrics:
         return "(no per-user evaluation was run)"
     lines = [f"{'per-user split':<20} {'NDCG@' + str(k):>9} {'HR@' + str(k):>8}"]
-    for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"), ("popularity", "_popularity"), ("recent popularity", "_recent_popularity"),
+    for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"), ("popularity", "_popularity"),
+                          ("recent popularity", "_recent_popularity"),
                           ("ALS", "_als"), ("retrieval alone", "_retrieval")):
         hr = metrics.get(f"hr{k}{suffix}", float("nan"))
         lines.append(f"{label:<20} {metrics[f'ndcg{k}{suffix}']:9.4f} {hr:8.4f}")

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest, load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
@@ -19,7 +20,6 @@ from mesh.errors import FailedPrecondition, InvalidArgument
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, cpu_ns, now_ns
-from catalog import ChangeFollower, Schema, Store, StoredItem
 from ranker.batching import Batcher, Job
 from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, FeatureSpace
 from ranker.items import ItemTable
@@ -173,7 +173,8 @@ class Ranker:
         if not self._loading and self.retriever.wants_rebuild():
             self.retriever.rebuild_in_background(self._lock)
 
-    def _validate(self, request: ranker_pb2.RankRequest, tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
+    def _validate(self, request: ranker_pb2.RankRequest,
+                  tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
         if not 1 <= request.k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {request.k}")
         if request.candidate_count > MAX_CANDIDATES:

@@ -24,8 +24,18 @@ from mesh.progress import Progress
 from ranker import model as graphs
 from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace
 from ranker.items import ItemTable
-from ranker.vectors import (GRID, AlsParams, LearnedVectors, continue_als, fit_als, fit_projection, interactions,
-                            per_user_holdout, tune, unit)
+from ranker.vectors import (
+    GRID,
+    AlsParams,
+    LearnedVectors,
+    continue_als,
+    fit_als,
+    fit_projection,
+    interactions,
+    per_user_holdout,
+    tune,
+    unit,
+)
 
 __all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError", "auc",
            "current_user_vectors", "export", "export_trained", "load_catalog", "ndcg_at", "newest_model",

@@ -10,8 +10,9 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from catalog import open_store, preset_schema
 from engines import ModelManifest
-from catalog import preset_schema
+from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import (
     catalog_pb2,
     catalog_pb2_grpc,
@@ -24,26 +25,24 @@ from feedserve.v1 import (
     ranker_pb2,
     ranker_pb2_grpc,
 )
-from gateway.catalog_api import CatalogService
 from gateway.admin import GatewayAdminService
-from mesh.auth import ApiKeyInterceptor
-from mesh.keys import KeyStore
-from mesh.quotas import TenantQuotas
+from gateway.catalog_api import CatalogService
 from gateway.service import GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
-from engines.sentence import SentenceEncoder, ensure_encoder
+from generator.corpus import TOPICS
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs
 from generator.residency import ModelSpec, ResidencyPool
 from generator.service import Generator, GeneratorServicer
-from mesh.dispatch import HeapOutputs
+from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
-from mesh.server import ServiceServer, start_server
+from mesh.dispatch import HeapOutputs
+from mesh.keys import KeyStore
+from mesh.quotas import TenantQuotas
 from mesh.ring import RingConfig, RingServer, transport_registration
+from mesh.server import ServiceServer, start_server
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer
-from catalog import open_store
-from generator.corpus import TOPICS
 from tests.catalog_fixture import TestCatalog
 
 LOCAL = "127.0.0.1:0"
@@ -107,7 +106,8 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
     admin = GatewayAdminService(service.modes, service.ledger, keys)
     catalog = {}
     if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
-        api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0], (service.cache, service.answers, service.pages))
+        api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0],
+                             (service.cache, service.answers, service.pages))
         catalog[_name(catalog_pb2, "Catalog")] = lambda s: catalog_pb2_grpc.add_CatalogServicer_to_server(api, s)
     server = await start_server(
         {**catalog,

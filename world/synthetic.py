@@ -137,7 +137,8 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     chunks = np.array_split(np.arange(spec.items), 8)
     for chunk in chunks:
         noise = rng.standard_normal((len(chunk), spec.dim)).astype(np.float32)
-        embeddings[chunk] = _unit(centroids[category[chunk]] + 0.25 * noise / np.sqrt(spec.dim) * 4)  # mostly its category: what its text says
+        # mostly its category: what its text says
+        embeddings[chunk] = _unit(centroids[category[chunk]] + 0.25 * noise / np.sqrt(spec.dim) * 4)
         progress.advance(note="items")
     popularity = (1e4 / rng.permutation(np.arange(1, spec.items + 1)) ** 0.8).astype(np.float32)
     published = (now - rng.exponential(15 * 86400, spec.items).clip(0, 90 * 86400)).astype(np.int64)

@@ -25,7 +25,8 @@ def _paramserver_calls(dim: int) -> list[tuple[str, object, dict]]:
     rows = np.random.default_rng(3).standard_normal((2, dim)).astype(np.float32)
     return [
         ("Lookup", paramserver_pb2.LookupRequest(table=USER), {"keys": np.array([1, 10**9, 3], I64)}),
-        ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.arange(1, 601, dtype=I64)}),  # 600 x 384 floats: within a 1 MiB slot
+        # 600 x 384 floats: within a 1 MiB slot
+        ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.arange(1, 601, dtype=I64)}),
         ("Upsert", paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([7, 10**8], I64), "values": rows}),
         ("Lookup", paramserver_pb2.LookupRequest(table=ITEM), {"keys": np.array([7, 10**8], I64)}),
         ("Drift", paramserver_pb2.DriftRequest(user_id=4, item_id=9, event=common_pb2.EVENT_TYPE_LIKE), {}),
@@ -38,7 +39,8 @@ def _paramserver_calls(dim: int) -> list[tuple[str, object, dict]]:
         # bad input: same status and message on both paths
         ("Lookup", paramserver_pb2.LookupRequest(table=42), {"keys": np.array([1], I64)}),
         ("Upsert", paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([5], I64), "values": np.zeros((1, 3), np.float32)}),
-        ("Upsert", paramserver_pb2.UpsertRequest(table=ITEM), {"keys": np.array([5], I64), "values": np.full((1, dim), np.nan, np.float32)}),
+        ("Upsert", paramserver_pb2.UpsertRequest(table=ITEM),
+         {"keys": np.array([5], I64), "values": np.full((1, dim), np.nan, np.float32)}),
         ("Drift", paramserver_pb2.DriftRequest(user_id=1, item_id=10**9, event=common_pb2.EVENT_TYPE_LIKE), {}),
         ("Drift", paramserver_pb2.DriftRequest(user_id=1, item_id=1, event=0), {}),
         ("Lookup", paramserver_pb2.LookupRequest(table=USER), {}),

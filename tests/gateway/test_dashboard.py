@@ -16,6 +16,7 @@ from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
 from tests.stack import running_stack
 
+
 def _chromium() -> str:
     """Debian's chromium; installed on first use where this machine lets us (the Makefile's test target does)."""
     found = shutil.which("chromium")

@@ -13,7 +13,6 @@ from tests.stack import grpc_status as _status
 from tests.stack import running_stack
 
 
-
 class TestPages:
     def test_pages_continue_one_ranking_without_repeats(self, catalog, manifest, tmp_path, run) -> None:
         """Three pages of 20 through cursors are the first 60 of one ranking: no item twice, same order."""

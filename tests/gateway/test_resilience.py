@@ -15,7 +15,7 @@ from gateway.metrics import GatewayMetrics
 from mesh.dispatch import serve_unary
 from mesh.server import start_server
 from ranker.service import Ranker, RankerServicer
-from tests.stack import running_stack, ranker_for
+from tests.stack import ranker_for, running_stack
 
 
 class HeldRanker(RankerServicer):

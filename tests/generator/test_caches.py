@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from engines.sentence import DIM, SentenceEncoder
 from feedserve.v1 import common_pb2, generator_pb2
 from generator.caches import Answer, EmbeddingCache, SemanticCache, contrasts, request_scope
-from engines.sentence import DIM, SentenceEncoder
 from generator.evalset import CONTRASTS, PARAPHRASES
 
 ANSWER = Answer(((0, "cached text"),), ("small",), 5, 7)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from feedserve.v1 import generator_pb2
 from generator.corpus import STAGE_END
-from generator.planner import AUTO, TOPIC, make_plan
 from generator.corpus import TOPICS as CATEGORIES
+from generator.planner import AUTO, TOPIC, make_plan
 
 
 def _plan(prompt: str, **fields):

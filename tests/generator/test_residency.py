@@ -9,12 +9,12 @@ import pytest
 
 from feedserve.v1 import generator_pb2
 from generator import metrics
+from generator.corpus import TOPICS as CATEGORIES
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
 from mesh.errors import InvalidArgument, ResourceExhausted
 from mesh.metrics import REGISTRY
-from generator.corpus import TOPICS as CATEGORIES
 
 
 async def _run_plan(pool: ResidencyPool, prompt: str, max_tokens: int = 40) -> tuple[PlanRun, list[tuple[int, str]]]:

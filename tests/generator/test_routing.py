@@ -9,12 +9,12 @@ import pytest
 
 from feedserve.v1 import generator_pb2
 from generator.constraints import Constraints
+from generator.corpus import TOPICS as CATEGORIES
 from generator.decoding import generate
 from generator.pipeline import Pipeline, PlanRun, RouterConfig
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
 from mesh.errors import DeadlineExceeded
-from generator.corpus import TOPICS as CATEGORIES
 
 
 async def _answer(pipeline: Pipeline, prompt: str, model: str = "", deadline: float | None = None):

@@ -17,6 +17,7 @@ import grpc
 import numpy as np
 import pytest
 
+from cli.stack import free_ports, handshake_segment, wait_serving
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.dispatch import methods_of
 from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
@@ -24,7 +25,6 @@ from mesh.ring import HandshakeServicer, RingChannel, RingConfig, RingServer
 from mesh.server import start_server
 from mesh.transport import Transport
 from ranker.service import RankerServicer
-from cli.stack import free_ports, handshake_segment, wait_serving
 
 RANKER = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
 SMALL_RING = RingConfig(lanes=2, slots_per_lane=2, request_capacity=64 << 10, response_capacity=64 << 10)

@@ -12,7 +12,7 @@ from feedserve.v1 import gateway_pb2, generator_pb2, ranker_pb2
 from mesh.ring import RingServer
 from mesh.tracing import configure_tracing, current_traceparent, server_span
 from mesh.transport import Transport
-from tests.stack import generation_stack, running_stack, ranker_for
+from tests.stack import generation_stack, ranker_for, running_stack
 
 TRACE_ID = 0x0AF7651916CD43DD8448EB211C80319C
 TRACEPARENT = f"00-{TRACE_ID:032x}-b7ad6b7169203331-01"

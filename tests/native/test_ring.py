@@ -139,7 +139,7 @@ class TestHostileSlots:
         else:
             proto_at, proto_len, tensors = decoded[6], decoded[7], decoded[8]
             assert area <= proto_at and proto_at + proto_len <= area + length
-            for _, dtype, shape, offset in tensors:
+            for _, _dtype, _shape, offset in tensors:
                 assert area + MSG_DATA_OFFSET <= offset <= area + length
         finally:
             view.release()

@@ -141,7 +141,8 @@ def test_reaping_a_dead_clients_lane_never_steals_the_slot_a_dispatcher_serves()
         server.close()
 
 
-@pytest.mark.skipif(os.geteuid() != 0, reason="switching to another uid needs root; as a normal user the 0600 mode is checked in test_ring.py")
+@pytest.mark.skipif(os.geteuid() != 0,
+                    reason="switching to another uid needs root; as a normal user the 0600 mode is checked in test_ring.py")
 def test_another_uid_cannot_attach_a_ring() -> None:
     """The segment is 0600 and named for its owner's uid: a process of another uid is refused at open."""
     server = _server(lanes=1, slots=1, capacity=64)

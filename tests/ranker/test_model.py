@@ -11,10 +11,10 @@ import numpy as np
 import onnxruntime as ort
 import pytest
 
-from ranker import model as graphs
-from ranker.features import CONTEXT_DIM, CROSS_DIM, ITEM_DIM, USER_DIM, assemble
 from catalog import open_store
 from engines import load_manifest
+from ranker import model as graphs
+from ranker.features import CONTEXT_DIM, CROSS_DIM, ITEM_DIM, USER_DIM, assemble
 from ranker.training import auc, ndcg_at
 from tests.stack import ranker_for
 
