@@ -22,8 +22,9 @@ test: setup chromium postgresql  ## lint, then the whole test suite
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest -q
 
-fuzz: setup  ## the full racing fuzz of the ring's trust boundary under ASan/UBSan: 1,000,000 cases each in C and through the binding
+fuzz: setup  ## the long fuzz runs: the ring's racing fuzz under ASan/UBSan (1,000,000 cases in C and through the binding), and 500 bad requests per RPC
 	FEEDSERVE_FUZZ_CASES=1000000 $(BIN)/python -m pytest -q tests/native/test_c_core.py tests/native/test_sanitized_binding.py -k "racing or hostile"
+	FEEDSERVE_FUZZ_EXAMPLES=500 $(BIN)/python -m pytest -q tests/test_bad_input.py
 
 chromium:  ## Debian's chromium for the dashboard test, installed where this machine allows (root with apt)
 	@command -v chromium >/dev/null || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null && \

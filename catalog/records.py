@@ -12,6 +12,8 @@ from catalog.schema import AttributeValue, Schema
 from mesh.errors import InvalidArgument
 
 __all__ = [
+    "check_key",
+    "MAX_KEY",
     "OBJECTIVES", "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
     "check_id", "check_items", "check_users", "check_events", "check_batch",
 ]
@@ -86,6 +88,16 @@ def check_id(value: str, where: str) -> None:
     size = len(value.encode())
     if not 1 <= size <= MAX_ID_BYTES:
         raise InvalidArgument(where, f"expected 1..{MAX_ID_BYTES} bytes, got {size}")
+
+
+MAX_KEY = 2**63 - 1  # numeric ids travel as uint64 but are stored as positive int64
+
+
+def check_key(value: int, where: str) -> int:
+    """A numeric id: 1..2^63-1 (the protos say uint64; the tables key by int64)."""
+    if not 1 <= value <= MAX_KEY:
+        raise InvalidArgument(where, f"expected 1..2^63-1, got {value}")
+    return value
 
 
 def _check_text(value: str, where: str) -> None:

@@ -16,7 +16,7 @@ import grpc
 import numpy as np
 
 from catalog import ITEM, USER, Store
-from catalog.records import OBJECTIVES, check_id
+from catalog.records import OBJECTIVES, check_id, check_key
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.breaker import CircuitBreaker
 from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
@@ -167,10 +167,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             return int((await asyncio.to_thread(self.store.resolve, USER, [request.user]))[0])
         if request.user_id == 0:
             raise InvalidArgument("user_id", "is required (or name the user by `user`)")
-        return request.user_id
+        return check_key(request.user_id, "user_id")
 
     async def _exclusions(self, request: gateway_pb2.FeedRequest) -> np.ndarray | None:
-        ids = list(request.exclude_ids)
+        ids = [check_key(value, f"exclude_ids[{row}]") for row, value in enumerate(request.exclude_ids)]
         if request.exclude:
             if self.store is None:
                 raise FailedPrecondition("exclude by external id needs the catalog store (start the gateway with --store)")
@@ -297,6 +297,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 raise InvalidArgument("user_id", "is required (or name the user by `user`)")
             if request.item_id == 0:
                 raise InvalidArgument("item_id", "is required (or name the item by `item`)")
+            check_key(user_id, "user_id")
+            check_key(item_id, "item_id")
         drift = paramserver_pb2.DriftRequest(context=request.context, user_id=user_id, item_id=item_id, event=request.event)
         try:
             moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())

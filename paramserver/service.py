@@ -24,6 +24,7 @@ import numpy as np
 
 from catalog import ChangeFollower, Store, StoredItem
 from catalog.drift import drift_step
+from catalog.records import check_key
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument, NotFound
@@ -226,10 +227,10 @@ class ParamServer:
         return self.guardrails.check(user, step)
 
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
-        if request.user_id == 0:
-            raise InvalidArgument("user_id", "is required")
-        if request.item_id == 0:
-            raise InvalidArgument("item_id", "is required")
+        for name in ("user_id", "item_id"):  # keys are positive int64: the tables' key space
+            if getattr(request, name) == 0:
+                raise InvalidArgument(name, "is required")
+            check_key(getattr(request, name), name)
         if request.event not in self.rates:
             raise InvalidArgument("event", f"unknown event type {request.event}")
         if not self.slots.owns(np.array([request.user_id], np.int64))[0]:
