@@ -112,6 +112,18 @@ class Stack:
     tls: dict[str, Tls] | None = None  # each service's certificate (cli/certificates.py); None: plaintext
     keys: Path | None = None  # the gateway's API keys file; None: the gateway runs --no-auth
     api_key: str = ""  # the key this process sends to the gateway (readiness probes, imports)
+    paramserver_shards: int = 1  # more than one: shard i on paramserver_port + i, each owning 1/N of the users
+
+    @property
+    def paramserver_map(self) -> str:
+        """What the gateway and the generator are given: one address, or a slot map over the shards."""
+        c = self.config
+        if self.paramserver_shards == 1:
+            return c.paramserver_address
+        from mesh.shards import shard_slots
+
+        return ",".join(f"{shard_slots(f'{i}/{self.paramserver_shards}')}={c.host}:{c.paramserver_port + i}"
+                        for i in range(self.paramserver_shards))
 
     def _spawn(self, name: str, address: str, *args: str) -> ServiceProcess:
         self.log_dir.mkdir(parents=True, exist_ok=True)
@@ -130,9 +142,10 @@ class Stack:
         self.services.append(service)
         return service
 
-    def restart(self, name: str, timeout: float = 60.0) -> ServiceProcess:
-        """Start a service again with its arguments (after it died, or was killed), and wait until it serves."""
-        old = next(s for s in reversed(self.services) if s.name == name)
+    def restart(self, name: str, timeout: float = 60.0, address: str | None = None) -> ServiceProcess:
+        """Start a service again with its arguments (after it died, or was killed), and wait until it serves.
+        `address` picks one of several processes of the same name (a paramserver shard)."""
+        old = next(s for s in reversed(self.services) if s.name == name and address in (None, s.address))
         if old.process.poll() is None:
             old.process.kill()
         old.process.wait()
@@ -148,12 +161,17 @@ class Stack:
         """The paramserver and the gateway with its Catalog API and content encoder."""
         c = self.config
         try:
-            paramserver = self._spawn("paramserver", c.paramserver_address, "--store", self.store,
-                                      "--state-dir", str(self.home / "state" / "paramserver"))
-            self._wait(paramserver, timeout)
+            shards = []
+            for i in range(self.paramserver_shards):
+                sharding = ("--shard", f"{i}/{self.paramserver_shards}") if self.paramserver_shards > 1 else ()
+                state = self.home / "state" / ("paramserver" if self.paramserver_shards == 1 else f"paramserver-{i}")
+                shards.append(self._spawn("paramserver", f"{c.host}:{c.paramserver_port + i}", "--store", self.store,
+                                          "--state-dir", str(state), *sharding))
+            for shard in shards:
+                self._wait(shard, timeout)
             generator = ("--generator", c.generator_address) if self.generator_home is not None else ()
             gateway = self._spawn(
-                "gateway", c.gateway_address, "--paramserver", c.paramserver_address, "--ranker", c.ranker_address,
+                "gateway", c.gateway_address, "--paramserver", self.paramserver_map, "--ranker", c.ranker_address,
                 "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator,
                 *(("--keys", str(self.keys)) if self.keys is not None else ("--no-auth",)))
             self._wait(gateway, timeout)
@@ -169,7 +187,7 @@ class Stack:
             backends = [self._spawn("ranker", c.ranker_address, "--store", self.store, "--schema", self.schema)]
             if self.generator_home is not None:
                 backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
-                                            "--paramserver", c.paramserver_address, "--store", self.store))
+                                            "--paramserver", self.paramserver_map, "--store", self.store))
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
             if self.running("gateway"):

@@ -22,6 +22,7 @@ from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.server import run_service
+from mesh.shards import SlotMap
 
 
 def main() -> None:
@@ -72,7 +73,8 @@ def main() -> None:
                 if store.active_space():  # a learned space: the topic's text placed as an item's would be
                     centroids = centroids @ store.projection(store.active_space())
         if args.paramserver:
-            paramserver.append(ParamServerClient(args.paramserver))
+            paramserver.append(ParamServerClient(SlotMap.parse(args.paramserver) if "=" in args.paramserver
+                                                 else args.paramserver))
         core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), topics, centroids,
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight)
         asyncio.get_running_loop().create_task(_sweep(pool))

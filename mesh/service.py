@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 import threading
 from collections.abc import Callable, Mapping
 
@@ -29,14 +31,17 @@ def with_ring(
     config: RingConfig = RingConfig(),
     workers: int = 1,
     on_failure: Callable[[], None] | None = None,
+    rings: list[RingServer] | None = None,
 ) -> dict[str, AddServicer]:
-    """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc.
-    `on_failure` runs if the ring's dispatchers cannot be kept alive."""
+    """Registrations for the service plus its Transport handshake; starts its ring unless transport is grpc
+    (and adds it to `rings`). `on_failure` runs if the ring's dispatchers cannot be kept alive."""
     ring = None
     if transport_mode() != "grpc":
         ring = RingServer(service, descriptor, handlers, config, workers=workers, on_failure=on_failure)
         ring.start()
         stoppers.append(ring.stop)
+        if rings is not None:
+            rings.append(ring)
     return {descriptor.full_name: add_servicer, **transport_registration(ring)}
 
 
@@ -52,6 +57,7 @@ def run_core(
     """Serve a core in the foreground until SIGTERM: `build` returns its handlers and its servicer's adder;
     `on_stop` runs after the transports stop (a core saving its state)."""
     stoppers: list[Callable[[], None]] = []
+    rings: list[RingServer] = []
     started: list[tuple[ServiceServer, asyncio.AbstractEventLoop]] = []
 
     def ring_failed() -> None:  # from a dispatcher thread: the whole service stops taking traffic
@@ -59,12 +65,15 @@ def run_core(
             running.mark_not_serving_threadsafe(loop, (descriptor.full_name,))
 
     def on_start(running: ServiceServer) -> None:
-        started.append((running, asyncio.get_running_loop()))
+        loop = asyncio.get_running_loop()
+        started.append((running, loop))
+        if os.environ.get("FEEDSERVE_TEST_HOOKS") == "1":  # chaos runs: SIGUSR2 kills one ring dispatcher
+            loop.add_signal_handler(signal.SIGUSR2, lambda: [ring.kill_dispatcher() for ring in rings])
 
     async def registrations() -> dict[str, AddServicer]:
         handlers, add_servicer = build()
         return with_ring(service, descriptor, handlers, add_servicer, stoppers, workers=ring_workers,
-                         on_failure=ring_failed)
+                         on_failure=ring_failed, rings=rings)
 
     async def stop() -> None:
         for stopper in stoppers:
