@@ -26,8 +26,8 @@ import numpy as np  # noqa: E402
 from bench.common import machine, percentiles_us, record, result_line  # noqa: E402
 from cli.stack import free_ports, handshake_segment, wait_serving  # noqa: E402
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc  # noqa: E402
-from mesh.dispatch import methods_of  # noqa: E402
-from mesh.service import run_core  # noqa: E402
+from mesh.core_server import run_core  # noqa: E402
+from mesh.methods import methods_of  # noqa: E402
 from mesh.tensors import from_tensor, to_tensor  # noqa: E402
 from ranker.service import RankerServicer  # noqa: E402
 

@@ -156,7 +156,7 @@ def previous_model_home(home: Path, store: str) -> tuple[Path, str]:
     wide part, in the previous graph format. Its users get the same vectors as the new stack's (the cost of a feed
     does not depend on which user it is). Returns (its home, its store)."""
     from catalog import open_store
-    from ranker import model as graphs
+    from ranker import graphs
     from ranker.training import MODEL_NAME, export, newest_model
 
     old = home / "previous-model"

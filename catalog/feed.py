@@ -20,7 +20,7 @@ __all__ = ["ChangeFollower", "Apply", "Poller"]
 log = structlog.get_logger("catalog.feed")
 
 # Called with a batch of changed items (latest state, tombstones included) and the sequence the batch reaches.
-Apply = Callable[[list[StoredItem], int], None]
+Apply = Callable[[list[StoredItem], int], object]  # whatever it returns is ignored
 
 
 class Poller(ABC):

@@ -376,9 +376,9 @@ def import_into(store: Store, plan: ImportPlan, schema: Schema, batch: int = 10_
     """Write a plan straight into a store, with the API's row checks, skipping bad rows: for tools that hold the
     store themselves (tests, benchmarks). `feedserve import` sends the same records through the Catalog API."""
     written = {"items": 0, "users": 0, "events": 0, "skipped": 0}
-    checks = {"items": lambda rs: check_items(rs, schema), "users": lambda rs: check_users(rs, schema),
+    checks: dict[str, Callable[[list], object]] = {"items": lambda rs: check_items(rs, schema), "users": lambda rs: check_users(rs, schema),
               "events": lambda rs: check_events(rs, frozenset(EVENT_NAMES.values()))}
-    writes = {"items": store.upsert_items, "users": store.upsert_users,
+    writes: dict[str, Callable[[list], object]] = {"items": store.upsert_items, "users": store.upsert_users,
               "events": lambda rs: store.record_events(rs, now=0)}
     for section in plan.sections:
         records = []

@@ -57,6 +57,8 @@ def create_authority(directory: Path, name: str = "feedserve local CA") -> None:
 def issue(directory: Path, name: str, hosts: tuple[str, ...] = ()) -> Tls:
     """A certificate for `name` signed by the CA in `directory`, valid as server and client."""
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
+    if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
+        raise ValueError(f"{directory / 'ca.key'} is not an EC key made by feedserve certs")
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)

@@ -6,7 +6,7 @@ import json
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -24,7 +24,7 @@ class ModelManifest:
     directory: Path
     graphs: dict[str, str]
     metrics: dict[str, float] = field(default_factory=dict)
-    extra: dict[str, object] = field(default_factory=dict)
+    extra: dict[str, Any] = field(default_factory=dict)  # JSON: whatever each model kind records
 
     def path(self, graph: str) -> Path:
         if graph not in self.graphs:

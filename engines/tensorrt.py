@@ -14,6 +14,7 @@ import re
 from collections import OrderedDict
 from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -46,7 +47,8 @@ class _Calibrator:
         class Calibrator(trt.IInt8EntropyCalibrator2):
             def __init__(self) -> None:
                 super().__init__()
-                self.batches, self.cache, self.device = iter(batches), cache, {}
+                self.batches, self.cache = iter(batches), cache
+                self.device: dict[str, object] = {}
 
             def get_batch_size(self) -> int:
                 return 1
@@ -93,7 +95,7 @@ class TensorRTEngine:
         finally:
             self.context_handle.pop()
         # (address, bytes) of a base array -> (the array, kept alive while pinned; its RegisteredHostMemory)
-        self._registered: OrderedDict[tuple[int, int], tuple[np.ndarray, object]] = OrderedDict()
+        self._registered: OrderedDict[tuple[int, int], tuple[np.ndarray, Any]] = OrderedDict()
 
     @property
     def registered_count(self) -> int:
@@ -110,7 +112,7 @@ class TensorRTEngine:
             self.context_handle.pop()
 
     @staticmethod
-    def _unregister(entry: tuple[np.ndarray, object]) -> None:
+    def _unregister(entry: tuple[np.ndarray, Any]) -> None:
         _array, registration = entry
         registration.unregister()
 

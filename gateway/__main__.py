@@ -21,11 +21,11 @@ from gateway.service import GatewayService, keep_fallback_fresh
 from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
+from mesh.grpc_server import run_service
 from mesh.keys import KeyStore
 from mesh.logging import get_logger
 from mesh.quotas import TenantQuotas
 from mesh.security import add_tls_arguments, configure, tls_from_args
-from mesh.server import run_service
 from mesh.shards import SlotMap
 
 
@@ -92,10 +92,11 @@ def main() -> None:
 
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
-        clients.extend([ParamServerClient(shards), RankerClient(args.ranker)])
+        paramserver, ranker = ParamServerClient(shards), RankerClient(args.ranker)
+        clients.extend([paramserver, ranker])
         generator = GeneratorClient(args.generator) if args.generator else None
         store = open_store(args.store) if args.store else None
-        service = GatewayService(*clients, cache=FeedCache(ttl_s=args.cache_ttl_s),
+        service = GatewayService(paramserver, ranker, cache=FeedCache(ttl_s=args.cache_ttl_s),
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
                                  answers=AnswerCache(args.answer_ttl_s), store=store)
         if generator is not None:

@@ -28,8 +28,7 @@ class FeedCache:
 
     def get(self, user: int, k: int, stale_ok: bool = False, tenant: str = "") -> gateway_pb2.FeedResponse | None:
         entry = self._entries.get((tenant, user, k))
-        age = time.monotonic() - entry[0] if entry else None
-        if entry is None or age > (self.keep_s if stale_ok else self.ttl_s):
+        if entry is None or time.monotonic() - entry[0] > (self.keep_s if stale_ok else self.ttl_s):
             if not stale_ok:
                 self.misses += 1
             return None

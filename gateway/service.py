@@ -10,7 +10,8 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
+from typing import Any
 
 import grpc
 import numpy as np
@@ -32,6 +33,7 @@ from mesh.errors import (
     NotFound,
     ResourceExhausted,
     Unavailable,
+    Unimplemented,
 )
 from mesh.rpclog import annotate, request_id
 from mesh.tensors import to_tensor
@@ -98,9 +100,10 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.max_in_flight = max_in_flight
         self.rank_cost_s = 0.0  # EWMA of a full ranking call at the current candidate count
         self.fallback: ranker_pb2.RankResponse | None = None
-        self.counters = {"degraded": {}, "shed": 0}
+        self.degraded_counts: dict[str, int] = {}  # by the first word of the reason
+        self.counters: dict[str, Any] = {"degraded": self.degraded_counts, "shed": 0}
         self.ledger = ledger or CostLedger()
-        self.on_answer = None  # e.g. GatewayMetrics.observe
+        self.on_answer: Callable[[gateway_pb2.FeedResponse], None] | None = None  # e.g. Dashboard.observe
 
     async def refresh_fallback(self) -> bool:
         """Fetch the popular/fresh feed (a cold-start ranking) that answers when nothing better can."""
@@ -125,7 +128,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     def _degrade(self, response: gateway_pb2.FeedResponse, reason: str) -> None:
         response.degraded, response.degraded_reason = True, reason
-        self.counters["degraded"][reason.split(":")[0]] = self.counters["degraded"].get(reason.split(":")[0], 0) + 1
+        cause = reason.split(":")[0]
+        self.degraded_counts[cause] = self.degraded_counts.get(cause, 0) + 1
 
     def _fallback_or_cache(self, user_id: int, k: int, response: gateway_pb2.FeedResponse, why: str,
                            tenant: str) -> None:
@@ -335,9 +339,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         received, cpu_start = time.monotonic_ns(), cpu_ns()
         if not self.modes.settings.generation_enabled:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "generation is off in emergency mode")
-        if self.generator is None:
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                "generation is not deployed in this stack (start the gateway with --generator)")
+        generator = self.generator
+        if generator is None:
+            raise Unimplemented("generation is not deployed in this stack (start the gateway with --generator)")
         key = answer_key(request)
         cached = self.answers.get(key)
         if cached is not None:  # the whole answer in one final chunk: nothing left to stream
@@ -350,7 +354,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         remaining = context.time_remaining()
         timeout = GENERATE_TIMEOUT_S if remaining is None else remaining
         text: list[str] = []
-        async for chunk in self.generator.generate(request, timeout, request_id()):
+        async for chunk in generator.generate(request, timeout, request_id()):
             text.append(chunk.text)
             if chunk.final:
                 self.answers.put(key, request.user_id, "".join(text), chunk.usage)

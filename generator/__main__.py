@@ -18,10 +18,10 @@ from generator.residency import ResidencyPool
 from generator.service import Generator, GeneratorServicer
 from mesh.clients import ParamServerClient
 from mesh.config import DEFAULT_PORTS, default_home
+from mesh.grpc_server import run_service
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.security import add_tls_arguments, configure, tls_from_args
-from mesh.server import run_service
 from mesh.shards import SlotMap
 
 

@@ -63,11 +63,11 @@ class Pattern:
         reverse: dict[int, set[int]] = {}
         for state, moves in self.fsm.map.items():
             for target in moves.values():
-                reverse.setdefault(target, set()).add(state)
-        distance = {state: 0 for state in self.fsm.finals}
-        frontier = list(self.fsm.finals)
+                reverse.setdefault(int(target), set()).add(int(state))
+        distance: dict[int, int] = {int(state): 0 for state in self.fsm.finals}
+        frontier: list[int] = [int(state) for state in self.fsm.finals]
         while frontier:
-            nxt = []
+            nxt: list[int] = []
             for state in frontier:
                 for before in reverse.get(state, ()):
                     if before not in distance:
@@ -79,9 +79,10 @@ class Pattern:
     def walk(self, state: int, text: str) -> int | None:
         for char in text:
             symbol = self.fsm.alphabet[char]
-            state = self.fsm.map.get(state, {}).get(symbol)
-            if state is None:
+            after = self.fsm.map.get(state, {}).get(symbol)
+            if after is None:
                 return None
+            state = int(after)
         return state
 
     def moves(self, state: int) -> tuple[np.ndarray, np.ndarray]:
@@ -144,7 +145,7 @@ class Guide:
         if piece is None or (piece == "" and self._text_rules):
             return None
         text = self.text + piece
-        state = self.state
+        state: int | None = self.state
         if self.pattern is not None:
             state = self.pattern.walk(self.state, piece)
             if state is None:

@@ -9,8 +9,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from tokenizers import Tokenizer
 
-from engines.decoder import Decoder
+from engines.decoder_session import Decoder
 from generator.constraints import Constraints, Guide, Pattern, Vocabulary
 from mesh.errors import DeadlineExceeded, InvalidArgument
 
@@ -33,7 +34,7 @@ class LanguageModel:
 
     name: str
     decoder: Decoder
-    tokenizer: object
+    tokenizer: Tokenizer
     vocabulary: Vocabulary
     price_per_1k_tokens: float
     context: int
@@ -124,7 +125,7 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
         out += 1
         if holding and out >= probe_tokens:
             holding = False
-            if not confident(logprob_sum / out):
+            if confident is not None and not confident(logprob_sum / out):
                 raise Abandoned(logprob_sum / out, len(ids), out)
         if not holding:
             safe = len(guide.text) if guide.finished else len(guide.text) - guide.held_back()

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from generator.decoding import Abandoned, Generation, generate
 from generator.planner import AUTO, TOPIC, Plan, Stage
 from generator.residency import ResidencyPool
+from mesh.errors import Internal
 
 __all__ = ["RouterConfig", "Pipeline", "PlanRun", "StageResult"]
 
@@ -50,6 +51,14 @@ class PlanRun:
     @property
     def escalated(self) -> bool:
         return any(r is not None and r.abandoned for r in self.results)
+
+    @property
+    def finished(self) -> list[StageResult]:
+        """Every stage's result, once the stream has completed (a missing one is a broken invariant)."""
+        done = [r for r in self.results if r is not None]
+        if len(done) != len(self.results):
+            raise Internal(f"{len(self.results) - len(done)} of {len(self.results)} stages have no result")
+        return done
 
 
 class Pipeline:

@@ -62,12 +62,16 @@ def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...]) -
         kind = "answer"  # a post about something the tiers do not know: answer the prompt as written
     tier = request.model or None
     stops = (STAGE_END, *request.stop)
-    common = dict(banned_words=frozenset(request.banned_words),
-                  allowed_words=frozenset(request.allowed_words) if request.allowed_words else None)
+    banned = frozenset(request.banned_words)
+    allowed = frozenset(request.allowed_words) if request.allowed_words else None
     budget = request.max_tokens
+
+    def limits(max_tokens: int, words: int, pattern: str = "") -> Constraints:
+        return Constraints(max_tokens=max_tokens, stop=stops, pattern=pattern, max_words=words, banned_words=banned,
+                           allowed_words=allowed)
+
     if request.pattern or kind == "answer":
-        stage = Stage(0, "answer", prompt + "\n", tier or AUTO,
-                      Constraints(max_tokens=budget, stop=stops, pattern=request.pattern, max_words=max_words, **common))
+        stage = Stage(0, "answer", prompt + "\n", tier or AUTO, limits(budget, max_words, request.pattern))
         return Plan("answer", (stage,), False, topic)
     if kind == "post":
         head_tokens = max(1, min(16, budget // 4))
@@ -75,16 +79,12 @@ def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...]) -
         if max_words and head_words == 0:
             head_words = 1
         body_words = max(max_words - head_words, 1) if max_words else 0
-        stages = (
-            Stage(0, "headline", headline_prompt(TOPIC), tier or "small",
-                  Constraints(max_tokens=head_tokens, stop=stops, max_words=head_words, **common)),
-            Stage(1, "body", post_prompt(TOPIC), tier or "large",
-                  Constraints(max_tokens=max(1, budget - head_tokens), stop=stops, max_words=body_words, **common)),
+        stages: tuple[Stage, ...] = (
+            Stage(0, "headline", headline_prompt(TOPIC), tier or "small", limits(head_tokens, head_words)),
+            Stage(1, "body", post_prompt(TOPIC), tier or "large", limits(max(1, budget - head_tokens), body_words)),
         )
     elif kind == "headline":
-        stages = (Stage(0, "headline", headline_prompt(TOPIC), tier or "small",
-                        Constraints(max_tokens=budget, stop=stops, max_words=max_words, **common)),)
+        stages = (Stage(0, "headline", headline_prompt(TOPIC), tier or "small", limits(budget, max_words)),)
     else:
-        stages = (Stage(0, "ideas", ideas_prompt(TOPIC), tier or AUTO,
-                        Constraints(max_tokens=budget, stop=stops, max_words=max_words, **common)),)
+        stages = (Stage(0, "ideas", ideas_prompt(TOPIC), tier or AUTO, limits(budget, max_words)),)
     return Plan(kind, stages, needs_user, topic)

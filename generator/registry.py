@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from pathlib import Path
 
 from generator.residency import ModelSpec, footprint
@@ -34,7 +35,7 @@ def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
     return name, graph, price, context
 
 
-def model_specs(home: Path, extra: list[tuple[str, Path, float, int]] = (),
+def model_specs(home: Path, extra: Sequence[tuple[str, Path, float, int]] = (),
                 tiers: dict[str, TierSpec] = TIERS) -> dict[str, ModelSpec]:
     """The trained tiers (built on first use) and any models given by path."""
     specs = {}

@@ -84,6 +84,8 @@ class Generator:
                 raise InvalidArgument("pattern", f"pattern {request.pattern!r} is not supported: {exc}") from None
 
     async def _cached(self, request: generator_pb2.GenerateRequest) -> Answer | None:
+        if self.semantic is None:
+            return None
         found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
         return found[0] if found is not None else None
 
@@ -150,11 +152,11 @@ class Generator:
             pieces[stage].append(text)
             yield generator_pb2.GenerateChunk(text=text, stage=stage)
         hops.add("stages-concurrent" if run.concurrent else "stages-in-sequence", stream_start, now_ns(),
-                 int(sum(r.cpu_seconds for r in run.results) * 1e9))
+                 int(sum(r.cpu_seconds for r in run.finished) * 1e9))
         usage = self._usage(run, started, time.process_time() - cpu_started, tag)
         answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
                         usage.tokens_in, usage.tokens_out)
-        if cacheable:
+        if cacheable and self.semantic is not None:
             await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer)
         yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
 
@@ -162,7 +164,7 @@ class Generator:
         usage = generator_pb2.Usage(escalated=run.escalated, compute_seconds=cpu_seconds)
         logprob = 0.0
         models: list[str] = []
-        for result in run.results:
+        for result in run.finished:
             spent = [(a.tokens_in, a.tokens_out, name) for a, name in zip(result.abandoned, result.models)]
             spent.append((result.generation.tokens_in, result.generation.tokens_out, result.generation.model))
             for tokens_in, tokens_out, name in spent:
@@ -175,9 +177,9 @@ class Generator:
                     models.append(name)
             logprob += result.generation.logprob_sum
         usage.models.extend(models)
-        out = sum(r.generation.tokens_out for r in run.results)
+        out = sum(r.generation.tokens_out for r in run.finished)
         usage.mean_logprob = logprob / out if out else 0.0
-        first_model = run.results[0].generation.model
+        first_model = run.finished[0].generation.model
         if run.first_piece_at is not None:
             usage.ttft_ms = (run.first_piece_at - started) * 1e3
             metrics.TTFT_SECONDS.labels(first_model).observe(run.first_piece_at - started)
@@ -188,7 +190,7 @@ class Generator:
         usage.cost = usage.token_cost + cpu_seconds * self.cpu_second_price
         metrics.COST.labels(tag).inc(usage.cost)
         if run.escalated:
-            metrics.ESCALATIONS.inc(sum(len(r.abandoned) for r in run.results))
+            metrics.ESCALATIONS.inc(sum(len(r.abandoned) for r in run.finished))
         return usage
 
 

@@ -12,10 +12,10 @@ import numpy as np
 from feedserve.v1 import common_pb2, generator_pb2, generator_pb2_grpc, paramserver_pb2, ranker_pb2
 from mesh.config import transport_mode
 from mesh.errors import Unavailable
+from mesh.grpc_server import GRPC_OPTIONS
 from mesh.ring import RingConfig
 from mesh.rpclog import REQUEST_ID_KEY
 from mesh.security import open_aio_channel
-from mesh.server import GRPC_OPTIONS
 from mesh.shards import SlotMap
 from mesh.tensors import expect
 from mesh.tracing import current_traceparent
@@ -85,7 +85,7 @@ class ParamServerClient:
                     return ShardedLookup(values, found, unavailable)
                 except Unavailable as exc:
                     last = exc
-            raise last
+            raise last if last is not None else Unavailable(self.service, "no shard holds the item table")
         owner = self.map.shard_of(keys)
         shards = np.unique(owner).tolist()
         results = await asyncio.gather(

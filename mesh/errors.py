@@ -15,6 +15,7 @@ __all__ = [
     "FailedPrecondition",
     "Unauthenticated",
     "PermissionDenied",
+    "Unimplemented",
     "error_from_status",
 ]
 
@@ -86,6 +87,12 @@ class FailedPrecondition(FeedserveError):
     code = grpc.StatusCode.FAILED_PRECONDITION
 
 
+class Unimplemented(FeedserveError):
+    """The method or feature is not deployed here; the message says how to deploy it."""
+
+    code = grpc.StatusCode.UNIMPLEMENTED
+
+
 class Internal(FeedserveError):
     """A broken invariant inside feedserve: a bug, reported instead of crashing."""
 
@@ -94,7 +101,7 @@ class Internal(FeedserveError):
 
 _BY_CODE: dict[grpc.StatusCode, type[FeedserveError]] = {
     cls.code: cls for cls in (InvalidArgument, NotFound, Unavailable, ResourceExhausted, DeadlineExceeded, FailedPrecondition,
-                              Unauthenticated, PermissionDenied, Internal)
+                              Unauthenticated, PermissionDenied, Unimplemented, Internal)
 }
 
 

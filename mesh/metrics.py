@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, start_http_server
+from prometheus_client.registry import Collector
 
 __all__ = ["REGISTRY", "RPC_SECONDS", "RPC_TOTAL", "HOP_SECONDS", "register", "serve_metrics"]
 
@@ -15,10 +16,10 @@ HOP_SECONDS = Histogram("feedserve_hop_seconds", "time each service spent per st
                         buckets=BUCKETS, registry=REGISTRY)
 
 
-_collectors: dict[type, object] = {}
+_collectors: dict[type, Collector] = {}
 
 
-def register(collector: object) -> None:
+def register(collector: Collector) -> None:
     """Add a collector; it replaces an earlier one of the same type (one service core per process)."""
     old = _collectors.pop(type(collector), None)
     if old is not None:
@@ -27,7 +28,7 @@ def register(collector: object) -> None:
     _collectors[type(collector)] = collector
 
 
-def serve_metrics(host: str, port: int, *collectors: object) -> int:
+def serve_metrics(host: str, port: int, *collectors: Collector) -> int:
     """Serve /metrics on host:port (0 picks a free port) with extra collectors; returns the port."""
     for collector in collectors:
         register(collector)

@@ -6,7 +6,7 @@ import math
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 
 import grpc
@@ -15,7 +15,6 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
 from feedserve.v1 import transport_pb2, transport_pb2_grpc
-from mesh.dispatch import Handler, Method, Tensors, methods_of, tensor_fields
 from mesh.errors import (
     DeadlineExceeded,
     FeedserveError,
@@ -24,6 +23,7 @@ from mesh.errors import (
     error_from_status,
 )
 from mesh.logging import get_logger
+from mesh.methods import Handler, Method, Tensors, methods_of, tensor_fields
 from mesh.tensors import DTYPES
 from mesh.tracing import server_span
 from native import MSG_ALIGN, MSG_DATA_OFFSET, Ring, remove_stale_segments, segment_name
@@ -228,7 +228,7 @@ class RingServer:
                 self._serve(*got)
 
     def _reply(self, slot: int, method: int, status: int, request_id: int, message: bytes,
-               items: list[tuple[str, int, tuple[int, ...], int]] = ()) -> int:
+               items: Sequence[tuple[str, int, tuple[int, ...], int]] = ()) -> int:
         """Encode and publish a response. RingTooSmall: it does not fit; _Undeliverable: the slot is gone."""
         try:
             length = self.ring.encode(slot, True, method, status, request_id, 0, "", "", message, items)

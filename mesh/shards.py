@@ -72,15 +72,15 @@ class SlotMap:
 
     @classmethod
     def parse(cls, text: str) -> SlotMap:
-        shards = []
+        shards: list[tuple[SlotRange, str]] = []
         for part in filter(None, (p.strip() for p in text.split(","))):
             span, sep, address = part.partition("=")
             if not sep or not address:
                 raise ValueError(f"shard {part!r} is expected as FIRST-LAST=HOST:PORT")
             shards.append((parse_slot_range(span), address))
         owner = np.zeros(SLOTS, np.int64)
-        for span, _ in shards:
-            owner[span.first:span.last + 1] += 1
+        for owned, _ in shards:
+            owner[owned.first:owned.last + 1] += 1
         if shards and not (owner == 1).all():
             raise ValueError(f"the slot map must own every slot exactly once: {text!r}")
         return cls(tuple(shards))

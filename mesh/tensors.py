@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import Literal, overload
 
 import numpy as np
 
@@ -69,6 +70,16 @@ def check_finite(array: np.ndarray, field: str) -> None:
     """Reject NaN and Inf, which would poison every vector they touch."""
     if array.dtype.kind == "f" and not np.isfinite(array).all():
         raise InvalidArgument(field, "contains NaN or Inf")
+
+
+@overload
+def expect(tensors: Mapping[str, np.ndarray], field: str, dtype: np.dtype | type, ndim: int | None = None, *,
+           required: Literal[True]) -> np.ndarray: ...
+
+
+@overload
+def expect(tensors: Mapping[str, np.ndarray], field: str, dtype: np.dtype | type, ndim: int | None = None,
+           required: bool = False) -> np.ndarray | None: ...
 
 
 def expect(tensors: Mapping[str, np.ndarray], field: str, dtype: np.dtype | type, ndim: int | None = None,

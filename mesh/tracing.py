@@ -78,7 +78,7 @@ def configure_tracing(service: str, spec: str | None = None) -> None:
 
 
 @contextmanager
-def server_span(name: str, traceparent: str, **attributes: object) -> Iterator[trace.Span]:
+def server_span(name: str, traceparent: str, **attributes: str | bool | int | float | None) -> Iterator[trace.Span]:
     """A server span continuing the caller's trace (a new trace when there is none); current inside."""
     parent = _PROPAGATOR.extract({"traceparent": traceparent}) if traceparent else otel_context.Context()
     tracer = trace.get_tracer("feedserve")

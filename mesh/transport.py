@@ -13,13 +13,13 @@ from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
 from feedserve.v1 import transport_pb2
-from mesh.dispatch import Tensors, join, methods_of, split
 from mesh.errors import DeadlineExceeded, Unavailable, error_from_status
+from mesh.grpc_server import GRPC_OPTIONS
 from mesh.logging import get_logger
+from mesh.methods import Tensors, join, methods_of, split
 from mesh.ring import RING_VERSION, Reply, RingBroken, RingChannel, RingConfig, RingTooSmall, boot_id
 from mesh.rpclog import REQUEST_ID_KEY
 from mesh.security import open_aio_channel
-from mesh.server import GRPC_OPTIONS
 from mesh.tracing import current_traceparent
 
 __all__ = ["Transport", "translate_rpc_error"]

@@ -428,8 +428,8 @@ static PyMethodDef Ring_methods[] = {
     {"reap", (PyCFunction)Ring_reap, METH_NOARGS, "reap() -> lanes freed from dead clients (server)"},
     {"alive", (PyCFunction)Ring_alive, METH_VARARGS, "alive(stale_s=0.5) -> the server runs and its heartbeat is fresh"},
     {"area_offset", (PyCFunction)Ring_area_offset, METH_VARARGS, "area_offset(slot, response) -> offset in the segment"},
-    {"encode", (PyCFunction)Ring_encode, METH_VARARGS, "write a message header; see native/__init__.pyi"},
-    {"decode", (PyCFunction)Ring_decode, METH_VARARGS, "validate and read a message header; see native/__init__.pyi"},
+    {"encode", (PyCFunction)Ring_encode, METH_VARARGS, "write a message header; see native/_native.pyi"},
+    {"decode", (PyCFunction)Ring_decode, METH_VARARGS, "validate and read a message header; see native/_native.pyi"},
     {NULL},
 };
 

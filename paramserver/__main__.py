@@ -10,9 +10,9 @@ from catalog import open_store
 from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
+from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.security import add_tls_arguments, configure, tls_from_args
-from mesh.service import every, run_core
 from mesh.shards import parse_slot_range, shard_slots
 from paramserver.drift import parse_rates
 from paramserver.guardrails import DEFAULT_TRAVEL_PER_HOUR, DEFAULT_UPDATES_PER_MINUTE, Guardrails

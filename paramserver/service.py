@@ -26,8 +26,8 @@ from catalog import ChangeFollower, Store, StoredItem
 from catalog.drift import drift_step
 from catalog.records import check_key
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
-from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import InvalidArgument, NotFound
+from mesh.methods import Handler, Outputs, Tensors, serve_unary
 from mesh.shards import SLOTS, SlotRange
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder

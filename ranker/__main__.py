@@ -10,10 +10,10 @@ from catalog import load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
+from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.security import add_tls_arguments, configure, tls_from_args
-from mesh.service import every, run_core
 from ranker.features import HEADS
 from ranker.service import Ranker, RankerServicer
 from ranker.training import MODEL_NAME, newest_model
@@ -90,7 +90,12 @@ def main() -> None:
 
     cores: list[Ranker] = []
     run_core("ranker", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"], build, f"{args.host}:{args.port}",
-             ring_workers=args.ring_workers, on_stop=lambda: [core.close() for core in cores])
+             ring_workers=args.ring_workers, on_stop=lambda: _close(cores))
+
+
+def _close(cores: list[Ranker]) -> None:
+    for core in cores:
+        core.close()
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ import scipy.sparse as sp
 
 from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
-from mesh.dispatch import HeapOutputs
+from mesh.methods import HeapOutputs
 from mesh.progress import Progress
 from ranker.service import Ranker
 from ranker.training import POSITIVES, Trained, export_trained, load_catalog, train

@@ -20,6 +20,7 @@ import math
 import zlib
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -88,7 +89,7 @@ class FeatureSpace:
         start, end = span
         return start + _hash(f"{field}={value}") % (end - start)
 
-    def _hashed_columns(self, entity: str, attributes: Mapping[str, object], span: tuple[int, int]) -> list[int]:
+    def _hashed_columns(self, entity: str, attributes: Mapping[str, Any], span: tuple[int, int]) -> list[int]:
         columns = []
         for name in self.hashed[entity]:
             value = attributes.get(name)
@@ -98,7 +99,7 @@ class FeatureSpace:
 
     # -- items: coded once, when they change ------------------------------------------------------------
 
-    def item_codes(self, categories: Sequence[str], tags: Sequence[str], attributes: Mapping[str, object]) -> ItemCodes:
+    def item_codes(self, categories: Sequence[str], tags: Sequence[str], attributes: Mapping[str, Any]) -> ItemCodes:
         columns = [self._column(self._item_hashed, "categories", c) for c in categories]
         columns += [self._column(self._item_hashed, "tags", t) for t in tags]
         columns += self._hashed_columns("item", attributes, self._item_hashed)
@@ -124,7 +125,7 @@ class FeatureSpace:
 
     # -- users and requests ---------------------------------------------------------------------------
 
-    def user_features(self, vectors: np.ndarray | None, attributes: Sequence[Mapping[str, object] | None],
+    def user_features(self, vectors: np.ndarray | None, attributes: Sequence[Mapping[str, Any] | None],
                       ) -> np.ndarray:
         """[b, 2048]: vectors [b, dim] (None: unknown users, left zero) and each user's declared attributes."""
         out = np.zeros((len(attributes), USER_DIM), np.float32)
@@ -139,7 +140,7 @@ class FeatureSpace:
             out[row, self._hashed_columns("user", attrs, self._user_hashed)] = 1.0
         return out
 
-    def user_crosses(self, attributes: Mapping[str, object] | None) -> list[str]:
+    def user_crosses(self, attributes: Mapping[str, Any] | None) -> list[str]:
         """The user's categorical values that pair with item categories in the cross part."""
         if not attributes:
             return []
@@ -167,7 +168,7 @@ class FeatureSpace:
                 typed[name] = text
         return typed
 
-    def context_features(self, hour: np.ndarray, weekday: np.ndarray, fields: Sequence[Mapping[str, object]],
+    def context_features(self, hour: np.ndarray, weekday: np.ndarray, fields: Sequence[Mapping[str, Any]],
                          feature_tag: str = "") -> np.ndarray:
         """[b, 512]: hour and weekday one-hots, numeric and hashed context fields, the hashed feature tag."""
         b = len(hour)

@@ -61,13 +61,13 @@ def _build(vectors: np.ndarray, rows: np.ndarray, nprobe: int, seed: int) -> _In
     if nlist >= 2:
         kmeans = faiss.Kmeans(dim, nlist, niter=10, seed=seed, spherical=True, verbose=False)
         kmeans.train(np.ascontiguousarray(vectors[np.random.default_rng(seed).permutation(n)[:64 * nlist]]))
-        centroids = kmeans.centroids.copy()
+        centroids = np.asarray(kmeans.centroids, np.float32).copy()
     quantizer = None
     if n >= FLAT_BELOW and nlist >= 2:
         quantizer = faiss.IndexFlatIP(dim)
         quantizer.add(centroids)  # the k-means centroids: the IVF needs no training of its own
         index: faiss.Index = faiss.IndexIVFFlat(quantizer, dim, nlist, faiss.METRIC_INNER_PRODUCT)
-        index.nprobe = min(nprobe, nlist)
+        index.nprobe = min(nprobe, nlist)  # type: ignore[attr-defined]  # faiss's SWIG stubs type the base Index
     else:
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if n:

@@ -15,8 +15,8 @@ import numpy as np
 from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest, load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.dispatch import Handler, Outputs, Tensors, serve_unary
 from mesh.errors import FailedPrecondition, InvalidArgument
+from mesh.methods import Handler, Outputs, Tensors, serve_unary
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, cpu_ns, now_ns
@@ -39,7 +39,9 @@ def diversified_top_k(scores: np.ndarray, categories: np.ndarray, k: int) -> np.
     """Indices of the best `k` scores, at most ceil(k/4) (and at least 2) per category when possible."""
     cap = max(2, math.ceil(k / 4))
     order = np.argsort(-scores, kind="stable")
-    chosen, overflow, counts = [], [], {}
+    chosen: list[int] = []
+    overflow: list[int] = []
+    counts: dict[int, int] = {}
     for index in order.tolist():
         category = int(categories[index])
         if counts.get(category, 0) < cap:

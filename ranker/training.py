@@ -21,7 +21,7 @@ from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
 from engines.base import ModelManifest, load_manifest, write_manifest
 from mesh.progress import Progress
-from ranker import model as graphs
+from ranker import graphs
 from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace
 from ranker.items import ItemTable
 from ranker.vectors import (
@@ -289,9 +289,9 @@ def _WideDeep(torch):
 
         def weights(self) -> graphs.MlpWeights:
             layers = [m for m in self.deep if isinstance(m, torch.nn.Linear)]
-            return graphs.MlpWeights(*(t for layer in layers for t in (layer.weight.detach().numpy().T.copy(),
-                                                                       layer.bias.detach().numpy().copy())),
-                                     self.wide.weight.detach().numpy().T.copy())
+            return graphs.MlpWeights.from_layers(
+                [(layer.weight.detach().numpy().T.copy(), layer.bias.detach().numpy().copy()) for layer in layers],
+                self.wide.weight.detach().numpy().T.copy())
 
     return WideDeep()
 

@@ -11,7 +11,7 @@ import threading
 from types import SimpleNamespace
 
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.service import run_core
+from mesh.core_server import run_core
 from ranker.service import RankerServicer
 
 DESCRIPTOR = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]

@@ -36,11 +36,11 @@ from generator.residency import ModelSpec, ResidencyPool
 from generator.service import Generator, GeneratorServicer
 from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
-from mesh.dispatch import HeapOutputs
+from mesh.grpc_server import ServiceServer, start_server
 from mesh.keys import KeyStore
+from mesh.methods import HeapOutputs
 from mesh.quotas import TenantQuotas
 from mesh.ring import RingConfig, RingServer, transport_registration
-from mesh.server import ServiceServer, start_server
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer
 from tests.catalog_fixture import TestCatalog

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc, ranker_pb2, ranker_pb2_grpc
-from mesh.dispatch import tensor_fields
 from mesh.errors import FeedserveError
+from mesh.methods import tensor_fields
 from mesh.transport import Transport
 from paramserver.service import ParamServerServicer
 from ranker.service import RankerServicer

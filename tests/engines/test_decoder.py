@@ -9,7 +9,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from engines.decoder import Decoder
+from engines.decoder_session import Decoder
 from generator.residency import ModelSpec
 
 

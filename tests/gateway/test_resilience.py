@@ -12,8 +12,8 @@ import pytest
 from feedserve.v1 import common_pb2, gateway_pb2, generator_pb2, ranker_pb2_grpc
 from gateway.dashboard import Dashboard
 from gateway.metrics import GatewayMetrics
-from mesh.dispatch import serve_unary
-from mesh.server import start_server
+from mesh.grpc_server import start_server
+from mesh.methods import serve_unary
 from ranker.service import Ranker, RankerServicer
 from tests.stack import ranker_for, running_stack
 

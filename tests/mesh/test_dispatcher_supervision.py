@@ -11,7 +11,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from feedserve.v1 import ranker_pb2
-from mesh.dispatch import methods_of
+from mesh.methods import methods_of
 from mesh.ring import MAX_RESTARTS, HandshakeServicer, RingBroken, RingChannel, RingServer
 from mesh.transport import Transport
 from tests.mesh.test_ring_transport import RANKER, SMALL_RING, Blocking, _serve

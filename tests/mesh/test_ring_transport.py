@@ -19,10 +19,10 @@ import pytest
 
 from cli.stack import free_ports, handshake_segment, wait_serving
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc, transport_pb2, transport_pb2_grpc
-from mesh.dispatch import methods_of
 from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
+from mesh.grpc_server import start_server
+from mesh.methods import methods_of
 from mesh.ring import HandshakeServicer, RingChannel, RingConfig, RingServer
-from mesh.server import start_server
 from mesh.transport import Transport
 from ranker.service import RankerServicer
 

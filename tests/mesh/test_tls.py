@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from cli.certificates import create_authority, ensure_certificates, issue
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh import security
-from mesh.server import start_server
+from mesh.grpc_server import start_server
 from tests.stack import running_stack
 
 

@@ -72,8 +72,8 @@ def test_the_traceparent_crosses_the_ring_header(catalog, manifest, spans, run) 
     spans.clear()
 
     async def body() -> None:
+        from mesh.grpc_server import start_server
         from mesh.ring import transport_registration
-        from mesh.server import start_server
 
         server = await start_server(transport_registration(ring), "127.0.0.1:0")
         transport = Transport("ranker", f"127.0.0.1:{server.port}", ranker_pb2.DESCRIPTOR.services_by_name["Ranker"])

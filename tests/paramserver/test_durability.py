@@ -15,7 +15,7 @@ import pytest
 
 from cli.stack import free_ports, wait_serving
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
-from mesh.dispatch import HeapOutputs
+from mesh.methods import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
 from tests.stack import paramserver_core
 

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from feedserve.v1 import common_pb2, paramserver_pb2
-from mesh.dispatch import HeapOutputs
+from mesh.methods import HeapOutputs
 from paramserver.guardrails import Guardrails
 from tests.stack import paramserver_core
 

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from feedserve.v1 import paramserver_pb2
-from mesh.dispatch import HeapOutputs
 from mesh.errors import InvalidArgument
+from mesh.methods import HeapOutputs
 from mesh.shards import SlotRange, slot_of
 from paramserver.metrics import serve_metrics
 from paramserver.service import TableConfig

@@ -10,7 +10,7 @@ import pytest
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.clients import ParamServerClient
 from mesh.errors import Unavailable
-from mesh.server import start_server
+from mesh.grpc_server import start_server
 from mesh.shards import SlotMap, SlotRange, slot_of
 from paramserver.service import ParamServerServicer
 from tests.stack import paramserver_core

@@ -7,7 +7,7 @@ import threading
 import numpy as np
 
 from feedserve.v1 import ranker_pb2
-from mesh.dispatch import HeapOutputs
+from mesh.methods import HeapOutputs
 from ranker.service import Ranker
 from tests.stack import ranker_for
 

@@ -90,7 +90,7 @@ class TestDriftOnTheLearnedSpace:
         """On real data: after a user likes an item far from their taste (three likes, through the paramserver's
         drift), the Ranker's next feed for their moved vector sits closer to that item in the learned space."""
         from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
-        from mesh.dispatch import HeapOutputs
+        from mesh.methods import HeapOutputs
         from paramserver.service import ParamServer
         from ranker.training import current_user_vectors, load_catalog
 

@@ -13,7 +13,7 @@ import pytest
 
 from catalog import open_store
 from engines import load_manifest
-from ranker import model as graphs
+from ranker import graphs
 from ranker.features import CONTEXT_DIM, CROSS_DIM, ITEM_DIM, USER_DIM, assemble
 from ranker.training import auc, ndcg_at
 from tests.stack import ranker_for
@@ -77,7 +77,7 @@ class TestQuality:
 
         fp32, int8 = ranker_for(catalog, manifest), ranker_for(catalog, manifest, precision="int8")
         from feedserve.v1 import ranker_pb2
-        from mesh.dispatch import HeapOutputs
+        from mesh.methods import HeapOutputs
 
         user = catalog.vector(12)
         scores = []
@@ -142,7 +142,7 @@ class TestHeadWeights:
         import argparse
 
         from feedserve.v1 import ranker_pb2
-        from mesh.dispatch import HeapOutputs
+        from mesh.methods import HeapOutputs
         from ranker.__main__ import parse_head_weights
 
         weights = parse_head_weights("click=0,like=0,dwell=0,share=1")

@@ -13,7 +13,7 @@ from catalog import Item, open_store
 from catalog.encoding import ContentEncoder
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import common_pb2, ranker_pb2, ranker_pb2_grpc
-from mesh.dispatch import HeapOutputs
+from mesh.methods import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
 from ranker.features import FeatureSpace, ItemCodes, assemble
 from ranker.items import ItemTable

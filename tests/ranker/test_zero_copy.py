@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from feedserve.v1 import ranker_pb2
-from mesh.dispatch import methods_of
+from mesh.methods import methods_of
 from mesh.ring import RingChannel, RingServer
 from ranker.features import CONTEXT_DIM
 from tests.stack import ranker_for

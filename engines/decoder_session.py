@@ -38,8 +38,8 @@ class Decoder:
         inputs = {i.name: i for i in self.session.get_inputs()}
         if "input_ids" not in inputs:
             raise ValueError(f"{self.path} is not a GPT-2-style decoder: it has no input_ids input")
-        self.past_names = sorted((n for n in inputs if _PAST.match(n)),
-                                 key=lambda n: (int(_PAST.match(n)[1]), _PAST.match(n)[2] != "key"))
+        matched = {n: m for n in inputs if (m := _PAST.match(n)) is not None}
+        self.past_names = sorted(matched, key=lambda n: (int(matched[n][1]), matched[n][2] != "key"))
         if not self.past_names:
             raise ValueError(f"{self.path} has no past_key_values inputs: export it with its KV cache")
         shape = inputs[self.past_names[0]].shape

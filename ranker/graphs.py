@@ -48,7 +48,14 @@ class MlpWeights:
         dims = (FEATURE_DIM, *HIDDEN, len(HEADS))
         layers = [(rng.standard_normal((a, b)) / np.sqrt(a), rng.standard_normal(b) * 0.01) for a, b in zip(dims, dims[1:])]
         wide = rng.standard_normal((CROSS_DIM, len(HEADS))) / np.sqrt(CROSS_DIM)
-        return cls(*(np.asarray(t, dtype=np.float32) for layer in layers for t in layer), wide.astype(np.float32))
+        return cls.from_layers([(np.asarray(w, np.float32), np.asarray(b, np.float32)) for w, b in layers],
+                               wide.astype(np.float32))
+
+    @classmethod
+    def from_layers(cls, layers: list[tuple[np.ndarray, np.ndarray]], wide: np.ndarray | None) -> MlpWeights:
+        """From three (weight, bias) pairs in x @ w + b convention, and the wide part."""
+        (w1, b1), (w2, b2), (w3, b3) = layers
+        return cls(w1, b1, w2, b2, w3, b3, wide)
 
 
 def _const(name: str, array: np.ndarray) -> onnx.TensorProto:
@@ -157,8 +164,8 @@ def item_tower_graph(w: MlpWeights) -> onnx.ModelProto:
 def weights_of(naive: Path) -> MlpWeights:
     """The weights back out of a naive graph file (to re-export a model's other graphs)."""
     found = {t.name: numpy_helper.to_array(t) for t in onnx.load(str(naive)).graph.initializer}
-    return MlpWeights(*(found[n] for n in ("w1", "b1", "w2", "b2", "w3", "b3")),
-                      found["wide"][_C:] if "wide" in found else None)
+    return MlpWeights.from_layers([(found[f"w{i}"], found[f"b{i}"]) for i in (1, 2, 3)],
+                                  found["wide"][_C:] if "wide" in found else None)
 
 
 def save(model: onnx.ModelProto, path: Path) -> None:

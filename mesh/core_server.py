@@ -12,10 +12,10 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 
 from mesh.config import transport_mode
-from mesh.dispatch import Handler
+from mesh.grpc_server import ServiceServer, run_service
 from mesh.logging import get_logger
+from mesh.methods import Handler
 from mesh.ring import RingConfig, RingServer, transport_registration
-from mesh.server import ServiceServer, run_service
 
 __all__ = ["with_ring", "run_core", "every"]
 

@@ -1,7 +1,7 @@
-"""Typed surface of the C core (native/_native.c)."""
+"""Typed surface of the C extension native._native (native/_native.c, py_ring.c, py_cuckoo.c)."""
 
 from collections.abc import Sequence
-from pathlib import Path
+from typing import Any
 
 MSG_ALIGN: int
 MSG_DATA_OFFSET: int
@@ -12,7 +12,7 @@ MSG_NAME_MAX: int
 # from the start of the segment when decoding.
 TensorDesc = tuple[str, int, tuple[int, ...], int]
 
-class Ring:
+class Ring:  # also a buffer: memoryview(ring) is the whole segment
     """A shared-memory request/response ring; exports the whole segment through the buffer protocol."""
 
     name: str
@@ -61,6 +61,22 @@ class Ring:
     def decode(
         self, slot: int, response: bool, length: int
     ) -> tuple[int, int, int, int, str, str, int, int, tuple[TensorDesc, ...]]: ...
+    def __buffer__(self, flags: int, /) -> memoryview: ...
+    def __release_buffer__(self, buffer: memoryview, /) -> None: ...
 
-def segment_name(service: str, suffix: str = "") -> str: ...
-def remove_stale_segments(shm_dir: Path = ...) -> list[str]: ...
+class CuckooTable:
+    """uint64 keys to embedding rows; every batch call releases the GIL."""
+
+    size: int
+    bytes: int
+    dim: int
+    precision: str
+    bucket_count: int
+    stash_used: int
+    def __init__(self, dim: int, precision: str = "fp32", expected: int = 1024, admit_after: int = 1) -> None: ...
+    def lookup_into(self, keys: Any, out: Any, found: Any, now: int = 0, ttl: int = 0, /) -> int: ...
+    def upsert_into(self, keys: Any, values: Any, status: Any, now: int = 0, admit: bool = True, /) -> None: ...
+    def drift_into(self, keys: Any, targets: Any, rates: Any, out: Any, status: Any, now: int = 0, /) -> None: ...
+    def expire(self, now: int, ttl: int, /) -> int: ...
+    def remove_into(self, keys: Any, removed: Any, /) -> int: ...
+    def export_into(self, keys: Any, rows: Any, stamps: Any, /) -> int: ...
