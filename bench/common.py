@@ -13,13 +13,11 @@ from pathlib import Path
 
 import numpy as np
 
+from mesh.percentiles import p50_p99
+
+__all__ = ["p50_p99", "percentiles_us", "machine", "prepare_catalog", "record", "result_line", "ensure_debian_tool"]
+
 RESULTS = Path(__file__).resolve().parent / "results"
-
-
-def p50_p99(values: list[float]) -> tuple[float, float]:
-    """P50 and P99, in the unit of `values`."""
-    p50, p99 = np.percentile(np.asarray(values, dtype=np.float64), [50, 99])
-    return float(p50), float(p99)
 
 
 def percentiles_us(samples_ns: list[int]) -> tuple[float, float]:

@@ -36,6 +36,7 @@ from cli.bootstrap import upsert_users  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
+from mesh.percentiles import p50_p99, percentiles  # noqa: E402
 from world import WorldSpec  # noqa: E402
 
 
@@ -75,8 +76,8 @@ async def drive(address: str, rate: float, seconds: float, users: int, seed: int
         await asyncio.gather(*tasks)
         elapsed = time.perf_counter() - start
     ms = np.asarray(latencies) * 1e3
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)),
-            "rps": len(ms) / elapsed, "codes": dict(codes), "latencies_ms": ok_latencies,
+    p50, p90, p99 = percentiles(ms, (50, 90, 99))
+    return {"p50": p50, "p90": p90, "p99": p99, "rps": len(ms) / elapsed, "codes": dict(codes), "latencies_ms": ok_latencies,
             "hops": {f"{s}/{t}": hop_totals[(s, t)] / hops[(s, t)] for s, t in sorted(hop_totals)}}
 
 
@@ -116,9 +117,8 @@ def h2load(address: str, rate: float | None, seconds: float) -> dict:
                 _, status, micros = line.split("\t")[:3]
                 statuses[f"HTTP {status}"] += 1
                 durations.append(int(micros) / 1e3)
-    ms = np.asarray(durations) if durations else np.zeros(1)
-    return {"p50": float(np.percentile(ms, 50)), "p90": float(np.percentile(ms, 90)), "p99": float(np.percentile(ms, 99)),
-            "rps": len(durations) / seconds, "codes": dict(statuses)}
+    p50, p90, p99 = percentiles(durations if durations else [0.0], (50, 90, 99))
+    return {"p50": p50, "p90": p90, "p99": p99, "rps": len(durations) / seconds, "codes": dict(statuses)}
 
 
 def run_stack(store: str, users: int, transport: str, rate: float, seconds: float, home: Path, ramp: list[float],
@@ -210,7 +210,7 @@ def compare_models(home: Path, store: str, users: int, rate: float, seconds: flo
                   f"{result['codes']}", flush=True)
     out = {}
     for name, values in samples.items():
-        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = (float(np.percentile(values, q)) for q in (50, 99))
+        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = p50_p99(values)
         out[f"{name}_not_ok"] = degraded[name]
     out["p50_ratio_learned_vs_previous"] = out["learned_p50_ms"] / out["previous_p50_ms"]
     return out

@@ -31,6 +31,7 @@ from catalog import open_store, preset_schema  # noqa: E402
 from feedserve.v1 import ranker_pb2  # noqa: E402
 from mesh.config import default_home  # noqa: E402
 from mesh.methods import HeapOutputs  # noqa: E402
+from mesh.percentiles import p50_p99  # noqa: E402
 from ranker.features import FEATURE_DIM, HEADS, assemble  # noqa: E402
 from ranker.service import Ranker  # noqa: E402
 from ranker.training import MODEL_NAME, newest_model  # noqa: E402
@@ -39,11 +40,11 @@ CANDIDATES = 2_400
 
 
 def p50_ms(samples: list[float]) -> float:
-    return float(np.percentile(samples, 50) * 1e3)
+    return p50_p99(samples)[0] * 1e3
 
 
 def p99_ms(samples: list[float]) -> float:
-    return float(np.percentile(samples, 99) * 1e3)
+    return p50_p99(samples)[1] * 1e3
 
 
 def spearman(a: np.ndarray, b: np.ndarray) -> float:

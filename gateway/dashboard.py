@@ -13,6 +13,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from feedserve.v1 import gateway_pb2
 from mesh.metrics import HOP_SECONDS, REGISTRY, register
+from mesh.percentiles import p50_p99
 
 __all__ = ["Dashboard"]
 
@@ -96,12 +97,12 @@ class Dashboard:
             "mode": gateway_pb2.Mode.Name(self.service.modes.current).removeprefix("MODE_").lower(),
             "in_flight": self.service.modes.in_flight,
             "rps": len(last10) / 10.0,
-            "feed_p50_ms": float(np.percentile(handle, 50)),
-            "feed_p99_ms": float(np.percentile(handle, 99)),
+            "feed_p50_ms": p50_p99(handle)[0],
+            "feed_p99_ms": p50_p99(handle)[1],
             "cache_hit_rate": cache.hits / max(cache.hits + cache.misses, 1),
             "degraded_share": sum(r[2] for r in recent) / max(len(recent), 1),
             "cost_per_1k": sum(f.cost for f in report.features) * 1000 / max(requests, 1),
-            "hops": [{"hop": name, "p50_ms": float(np.percentile(v, 50)), "p99_ms": float(np.percentile(v, 99)),
+            "hops": [{"hop": name, "p50_ms": p50_p99(v)[0], "p99_ms": p50_p99(v)[1],
                       "count": len(v)} for name, v in sorted(per_hop.items())],
         }
 

