@@ -18,8 +18,9 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 run: setup  ## build the default world if needed and start every service in the foreground
 	$(BIN)/feedserve up
 
-test: setup chromium postgresql  ## lint, then the whole test suite
+test: setup chromium postgresql  ## lint (ruff) and type-check (mypy), then the whole test suite
 	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q
 
 fuzz: setup  ## the long fuzz runs: the ring's racing fuzz under ASan/UBSan (1,000,000 cases in C and through the binding), and 500 bad requests per RPC

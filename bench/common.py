@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +58,7 @@ def prepare_catalog(home: Path, items: int, users: int, interactions: int) -> st
     return str(store)
 
 
-def record(name: str, result: dict[str, float | int | str]) -> Path:
+def record(name: str, result: Mapping[str, object]) -> Path:
     """Write bench/results/<name>.json with the machine and the date."""
     RESULTS.mkdir(exist_ok=True)
     path = RESULTS / f"{name}.json"
@@ -65,7 +66,7 @@ def record(name: str, result: dict[str, float | int | str]) -> Path:
     return path
 
 
-def result_line(result: dict[str, float | int | str]) -> str:
+def result_line(result: Mapping[str, object]) -> str:
     return "RESULT " + " ".join(f"{k}={v:.2f}" if isinstance(v, float) else f"{k}={v}" for k, v in result.items())
 
 

@@ -48,7 +48,8 @@ from mesh.config import default_home  # noqa: E402
 REPLAN_TOKENS = 24  # what a re-planner call may write: the remaining steps, briefly
 
 
-def call(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequest) -> tuple[float, float, generator_pb2.Usage, str]:
+def call(stub: gateway_pb2_grpc.GatewayStub | generator_pb2_grpc.GeneratorStub,
+         request: generator_pb2.GenerateRequest) -> tuple[float, float, generator_pb2.Usage, str]:
     """TTFT and total in ms as the client sees them, the usage, and the text."""
     start = time.perf_counter()
     first = None
@@ -61,6 +62,8 @@ def call(stub: gateway_pb2_grpc.GatewayStub, request: generator_pb2.GenerateRequ
         if chunk.final:
             usage = chunk.usage
     end = time.perf_counter()
+    if usage is None:
+        raise RuntimeError("the stream ended without its final chunk")
     return ((first or end) - start) * 1e3, (end - start) * 1e3, usage, "".join(text)
 
 
@@ -119,7 +122,7 @@ def semantic(stub) -> dict[str, float]:
 
 def routing(stub, requests: int) -> dict[str, float]:
     """Prompts the planner leaves to the router (no kind it knows): how often the small tier's probe was unsure."""
-    escalated, models = 0, {}
+    escalated, models = 0, {}  # type: int, dict[str, int]
     for i in range(requests):
         topic = CATEGORIES[i % len(CATEGORIES)]
         prompt = f"List ideas about {topic} for week {i}." if i % 2 else f"Tell me something about {topic}, item {i}."

@@ -43,7 +43,7 @@ def noop(request, tensors, outputs):
 
 def serve(port: int) -> None:
     """The child: the services' own runner (grpc.aio on uvloop, interceptor, health, reflection, ring)."""
-    servicer = RankerServicer(SimpleNamespace(rank=noop))
+    servicer = RankerServicer(SimpleNamespace(rank=noop))  # type: ignore[arg-type]  # a do-nothing core: the hop alone
 
     def build():
         return {"Rank": noop}, lambda server: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, server)
@@ -64,7 +64,7 @@ def measure(port: int, segment: str, iterations: int, warmup: int) -> dict[str, 
     def over_grpc() -> None:
         request = ranker_pb2.RankRequest(k=20, candidates=to_tensor(ids, "candidates"),
                                          context_features=to_tensor(context, "context_features"))
-        scores = from_tensor(stub.Rank(request, timeout=5).scores, "scores", np.float32)
+        scores = from_tensor(stub.Rank(request, timeout=5).scores, "scores", np.dtype(np.float32))
         assert scores.shape == (CANDIDATES,)
 
     def over_ring() -> None:

@@ -154,7 +154,8 @@ def main() -> None:
         print(f"visible after upsert: P50 {shown_p50:.0f} ms, P99 {shown_p99:.0f} ms; "
               f"gone after delete: P50 {gone_p50:.0f} ms, P99 {gone_p99:.0f} ms", flush=True)
 
-        quiet, busy = [], []  # alternating blocks: without, then with ingestion in the background
+        quiet: list[float] = []
+        busy: list[float] = []  # alternating blocks: without, then with ingestion in the background
         for block in range(blocks):
             stop = spawn.Event()
             writer = None

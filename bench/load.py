@@ -43,7 +43,10 @@ from world import WorldSpec  # noqa: E402
 async def drive(address: str, rate: float, seconds: float, users: int, seed: int) -> dict:
     """Open loop at `rate` per second for `seconds`; latencies from the scheduled send time."""
     rng = np.random.default_rng(seed)
-    latencies, ok_latencies, codes, hops = [], [], Counter(), Counter()
+    latencies: list[float] = []
+    ok_latencies: list[float] = []
+    codes: Counter[str] = Counter()
+    hops: Counter[tuple[str, str]] = Counter()
     hop_totals: dict[tuple[str, str], float] = {}
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -110,7 +113,8 @@ def h2load(address: str, rate: float | None, seconds: float) -> dict:
                 [binary, f"http://{address}/feedserve.v1.Gateway/Feed", "-c", "1", "-t", "1", "-D", str(int(seconds)),
                  *pace, "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
                  "--log-file", str(log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log))
-        durations, statuses = [], Counter()
+        durations: list[float] = []
+        statuses: Counter[str] = Counter()
         for process, log in runs:
             process.communicate(timeout=seconds + 60)
             for line in log.read_text().splitlines():
@@ -168,6 +172,8 @@ def previous_model_home(home: Path, store: str) -> tuple[Path, str]:
         source.copy_to(target)
         target.publish_space(0)
         new = newest_model(home / "models" / MODEL_NAME)
+        if new is None:
+            raise SystemExit(f"no trained ranker under {home / 'models' / MODEL_NAME}")
         weights = graphs.weights_of(new.directory / new.graphs["naive"])
         weights.wide = None
         extra = {k: v for k, v in new.extra.items() if k not in ("space", "cold_start", "graph_format")}
@@ -226,7 +232,7 @@ def main() -> None:
                         help="only the feed P50 with the learned-vector model against the previous one")
     args = parser.parse_args()
     seconds = args.seconds or (10 if args.quick else 30)
-    ramp = [100, 150, 200, 300] if args.quick else [100, 125, 150, 175, 200, 250, 300, 350, 400, 500]
+    ramp = [100.0, 150, 200, 300] if args.quick else [100.0, 125, 150, 175, 200, 250, 300, 350, 400, 500]
     ramp_s = 3 if args.quick else 8
     spec = WorldSpec()
     home = args.home or default_home() / f"bench-catalog-{spec.items}"

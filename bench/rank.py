@@ -65,6 +65,8 @@ def main() -> None:
     home = args.home or default_home() / f"bench-catalog-{items}"
     store = prepare_catalog(home, items, 50_000, 400_000)
     manifest = newest_model(home / "models" / MODEL_NAME)
+    if manifest is None:
+        raise SystemExit(f"no trained ranker under {home / 'models' / MODEL_NAME}")
     schema = preset_schema("simulator")
     start = time.perf_counter()
     fp32 = Ranker(open_store(store), schema, manifest, threads=2, follow=False)

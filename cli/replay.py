@@ -158,9 +158,10 @@ def replay(store: Store, schema: Schema, gateway: str, events: Sequence[Event], 
                     tally.degraded += reply.degraded
                     tally.score([i.item_id for i in reply.items], item)
                 if name == "drift":
-                    ack = stub.Interact(gateway_pb2.InteractRequest(
-                        user=event.user, item=event.item, event=event.event, timestamp=event.timestamp,
-                        value=None if math.isnan(event.value) else event.value), timeout=timeout_s)
+                    request = gateway_pb2.InteractRequest(
+                        user=event.user, item=event.item, event=event.event,  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
+                        timestamp=event.timestamp, value=None if math.isnan(event.value) else event.value)
+                    ack = stub.Interact(request, timeout=timeout_s)
                     report.held_back += ack.held_back != common_pb2.GUARDRAIL_NONE
                 mine.add(item)
                 if progress is not None:

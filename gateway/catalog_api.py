@@ -135,8 +135,8 @@ async def drift_all(paramserver: ParamServerClient, users: np.ndarray, items: np
         async with gate:
             for item, event in moves:
                 try:
-                    reply = await paramserver.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event),
-                                                    timeout, rid)
+                    request = paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
+                    reply = await paramserver.drift(request, timeout, rid)
                     moved += reply.applied
                     held += reply.held_back != common_pb2.GUARDRAIL_NONE
                 except NotFound:

@@ -109,7 +109,7 @@ class Dashboard:
     def serve(self, host: str, port: int, *collectors: object) -> int:
         """Start the HTTP server on a daemon thread; returns its port (0 picks one)."""
         for collector in collectors:
-            register(collector)
+            register(collector)  # type: ignore[arg-type]  # prometheus collectors by duck type (describe/collect)
         dashboard = self
 
         class Handler(BaseHTTPRequestHandler):

@@ -21,21 +21,21 @@ class ModeSettings:
     batch_delay_us: int  # how long the ranker may hold a request to batch it with others
 
 
-SETTINGS = {
+SETTINGS: dict[int, ModeSettings] = {
     gateway_pb2.MODE_NORMAL: ModeSettings(2_400, 0.200, 64, True, 0),
     gateway_pb2.MODE_SURGE: ModeSettings(1_200, 0.100, 64, True, 1_000),
     gateway_pb2.MODE_EMERGENCY: ModeSettings(400, 0.050, 32, False, 2_000),
 }
 
 # (enter when in-flight >= or latency EWMA >=) and (leave when both below), per mode above normal
-_ENTER = {gateway_pb2.MODE_SURGE: (16, 0.050), gateway_pb2.MODE_EMERGENCY: (48, 0.200)}
-_LEAVE = {gateway_pb2.MODE_SURGE: (8, 0.030), gateway_pb2.MODE_EMERGENCY: (24, 0.120)}
+_ENTER: dict[int, tuple[int, float]] = {gateway_pb2.MODE_SURGE: (16, 0.050), gateway_pb2.MODE_EMERGENCY: (48, 0.200)}
+_LEAVE: dict[int, tuple[int, float]] = {gateway_pb2.MODE_SURGE: (8, 0.030), gateway_pb2.MODE_EMERGENCY: (24, 0.120)}
 _HOLD_S = 2.0  # a mode is kept at least this long before stepping down
 
 
 class ModeController:
     def __init__(self) -> None:
-        self.mode = gateway_pb2.MODE_NORMAL
+        self.mode: int = gateway_pb2.MODE_NORMAL
         self.forced: int | None = None
         self.reason = "start"
         self.latency_ewma = 0.0
@@ -77,7 +77,8 @@ class ModeController:
     def status(self) -> gateway_pb2.ModeStatus:
         settings = self.settings
         return gateway_pb2.ModeStatus(
-            mode=self.current, forced=self.forced is not None, reason="forced" if self.forced is not None else self.reason,
+            mode=self.current,  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
+            forced=self.forced is not None, reason="forced" if self.forced is not None else self.reason,
             candidate_count=settings.candidate_count, generation_enabled=settings.generation_enabled,
             in_flight=self.in_flight, batch_delay_us=settings.batch_delay_us,
         )

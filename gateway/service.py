@@ -196,7 +196,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         user_id = await self._user(request)
         tenant = request.context.tenant  # set from the API key at the door (mesh/auth.py): caches never cross it
         budget, rid = _Budget(context), request_id()
-        response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)
+        response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         if request.cursor:  # the next page of a ranking already made
             rest = self.pages.take(request.cursor, user_id, tenant)
             response.items.extend(rest[:k])
@@ -209,7 +209,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if cached is not None:
             response.MergeFrom(cached)
             response.ClearField("hops")
-            response.cached, response.request_id, response.mode = True, rid, self.modes.current
+            response.cached, response.request_id = True, rid
+            response.mode = self.modes.current  # type: ignore[assignment]  # protoc's stubs: the enum class, not int
             hops.add("cache", received, time.monotonic_ns())
             return self._finish(response, hops, received, request.context.feature_tag)
 

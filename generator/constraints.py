@@ -68,10 +68,10 @@ class Pattern:
         frontier: list[int] = [int(state) for state in self.fsm.finals]
         while frontier:
             nxt: list[int] = []
-            for state in frontier:
-                for before in reverse.get(state, ()):
+            for current in frontier:
+                for before in reverse.get(current, ()):
                     if before not in distance:
-                        distance[before] = distance[state] + 1
+                        distance[before] = distance[current] + 1
                         nxt.append(before)
             frontier = nxt
         return distance
@@ -79,7 +79,7 @@ class Pattern:
     def walk(self, state: int, text: str) -> int | None:
         for char in text:
             symbol = self.fsm.alphabet[char]
-            after = self.fsm.map.get(state, {}).get(symbol)
+            after = self.fsm.map.get(state, {}).get(symbol)  # type: ignore[call-overload]  # interegular's State is an int
             if after is None:
                 return None
             state = int(after)
@@ -111,7 +111,7 @@ class Guide:
         self.c, self.vocabulary = constraints, vocabulary
         self.pattern = pattern if pattern is not None else (
             Pattern(constraints.pattern, vocabulary) if constraints.pattern else None)
-        self.state = self.pattern.fsm.initial if self.pattern else 0
+        self.state: int = int(self.pattern.fsm.initial) if self.pattern else 0
         self.text = ""
         self.banned = {w.lower() for w in constraints.banned_words}
         self.allowed = {w.lower() for w in constraints.allowed_words} if constraints.allowed_words is not None else None
@@ -153,13 +153,17 @@ class Guide:
         cut = self._stop_at(text)
         if cut is not None:  # a stop sequence: the output ends before it, and must be complete there
             text = text[:cut]
-            state = self.pattern.walk(self.pattern.fsm.initial, text) if self.pattern else state
+            state = self.pattern.walk(int(self.pattern.fsm.initial), text) if self.pattern else state
             if not self._words_ok(text, remaining=0) or (self.pattern and (state is None or not self.pattern.complete(state))):
+                return None
+            if state is None:  # no pattern walked it to nothing (checked above); keeps the type exact
                 return None
             self._settle(text)
             self.text, self.state, self.finished = text, state, True
             return text
         if not self._words_ok(text, remaining):
+            return None
+        if state is None:
             return None
         self._settle(text)
         self.text, self.state = text, state

@@ -65,7 +65,7 @@ class ParamServerClient:
             await transport.close()
 
     async def _lookup_on(self, shard: int, table: int, keys: np.ndarray, timeout: float, request_id: str):
-        request = paramserver_pb2.LookupRequest(table=table)
+        request = paramserver_pb2.LookupRequest(table=table)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         with await self.transports[shard].call("Lookup", request, {"keys": keys}, timeout, request_id) as reply:
             found = expect(reply.tensors, "found", np.uint8, ndim=1, required=True).astype(bool)
             values = expect(reply.tensors, "values", np.float32, ndim=2, required=True).copy()  # out of the slot
@@ -127,7 +127,7 @@ class ParamServerClient:
             parts = [(shard, keys[owner == shard]) for shard in np.unique(owner).tolist()]
 
         async def on(shard: int, part: np.ndarray) -> int:
-            request = paramserver_pb2.RemoveRequest(table=table)
+            request = paramserver_pb2.RemoveRequest(table=table)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
             with await self.transports[shard].call("Remove", request, {"keys": part}, timeout, request_id) as reply:
                 return int(reply.message.removed)
 

@@ -68,7 +68,7 @@ def run_core(
         loop = asyncio.get_running_loop()
         started.append((running, loop))
         if os.environ.get("FEEDSERVE_TEST_HOOKS") == "1":  # chaos runs: SIGUSR2 kills one ring dispatcher
-            loop.add_signal_handler(signal.SIGUSR2, lambda: [ring.kill_dispatcher() for ring in rings])
+            loop.add_signal_handler(signal.SIGUSR2, _kill_dispatchers, rings)
 
     async def registrations() -> dict[str, AddServicer]:
         handlers, add_servicer = build()
@@ -82,6 +82,11 @@ def run_core(
             on_stop()
 
     run_service(service, registrations, address, on_stop=stop, log_level=log_level, on_start=on_start)
+
+
+def _kill_dispatchers(rings: list[RingServer]) -> None:
+    for ring in rings:
+        ring.kill_dispatcher()
 
 
 def every(seconds: float, work: Callable[[], object], name: str) -> None:

@@ -35,7 +35,7 @@ def to_tensor(array: np.ndarray, name: str = "") -> common_pb2.Tensor:
         raise InvalidArgument(name or "tensor", f"dtype {array.dtype} is not supported")
     return common_pb2.Tensor(
         name=name,
-        dtype=code,
+        dtype=code,  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         shape=array.shape,
         data=np.ascontiguousarray(array, dtype=dt).tobytes(),
     )

@@ -87,7 +87,7 @@ class ParamServer:
     # -- state ----------------------------------------------------------------------------------
 
     def _new_table(self, table: int, expected: int) -> CuckooTable:
-        config = self.configs[table]
+        config = self.configs[table]  # type: ignore[index]  # keyed by the Table enum, which is an int
         return CuckooTable(self.dim, config.precision, expected=max(expected, 1024), admit_after=config.admit_after)
 
     def _snapshots(self) -> list[Path]:
@@ -100,7 +100,7 @@ class ParamServer:
             with np.load(snapshots[-1]) as saved:
                 self.snapshot_seq = int(saved["seq"])
                 self.feed_seq = int(saved["feed_seq"]) if "feed_seq" in saved.files else 0
-                tables = {}
+                tables: dict[int, CuckooTable] = {}
                 for table, name in ((USER, "user"), (ITEM, "item")):
                     keys = saved[f"{name}_keys"]
                     tables[table] = self._new_table(table, len(keys))
@@ -195,9 +195,10 @@ class ParamServer:
     def _apply_items(self, changed: list[StoredItem], reached: int) -> None:
         """One batch of the catalog's change feed: servable items' vectors in, the rest out, then the sequence."""
         keep = [i for i in changed if i.servable and i.vector is not None and len(i.vector) == self.dim]
+        rows = [i.vector for i in keep if i.vector is not None]
         gone = np.array([i.id for i in changed if not (i.servable and i.vector is not None)], np.int64)
         keys = np.array([i.id for i in keep], np.int64)
-        values = np.stack([i.vector for i in keep]) if keep else np.zeros((0, self.dim), np.float32)
+        values = np.stack(rows) if rows else np.zeros((0, self.dim), np.float32)
         with self._lock:
             last = 0
             if len(keys):
@@ -245,7 +246,7 @@ class ParamServer:
                 current, found = self.tables[USER].lookup(np.array([request.user_id], np.int64))
                 if found[0]:
                     outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
-                return paramserver_pb2.DriftResponse(applied=False, rate=rate, held_back=held)
+                return paramserver_pb2.DriftResponse(applied=False, rate=rate, held_back=held)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
             seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
             moved, status = self._move_user(request.user_id, item, rate)
         self.wal.wait_durable(seq)
@@ -266,7 +267,7 @@ class ParamServer:
         path = self.state_dir / f"snapshot-{seq:020d}.npz"
         staging = self.state_dir / f".snapshot-{seq:020d}.tmp.npz"
         with open(staging, "wb") as f:
-            np.savez(f, **arrays)
+            np.savez(f, **arrays)  # type: ignore[arg-type]  # numpy's stub types **kwds as the allow_pickle flag
             f.flush()
             os.fsync(f.fileno())
         staging.rename(path)

@@ -136,7 +136,7 @@ class FeatureSpace:
                 continue
             for k, name in enumerate(self.numeric["user"]):
                 if name in attrs:
-                    out[row, self.dim + k] = _scaled(float(attrs[name]))  # type: ignore[arg-type]
+                    out[row, self.dim + k] = _scaled(float(attrs[name]))
             out[row, self._hashed_columns("user", attrs, self._user_hashed)] = 1.0
         return out
 
@@ -180,7 +180,7 @@ class FeatureSpace:
         for row, values in enumerate(fields):
             for k, name in enumerate(self.numeric["context"]):
                 if name in values:
-                    out[row, _CONTEXT_FIXED + k] = _scaled(float(values[name]))  # type: ignore[arg-type]
+                    out[row, _CONTEXT_FIXED + k] = _scaled(float(values[name]))
             out[row, self._hashed_columns("context", values, self._context_hashed)] = 1.0
             out[row, tag] = 1.0
         return out
