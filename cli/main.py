@@ -16,21 +16,20 @@ from catalog import load_schema, open_store, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
-from cli.access import add_access_arguments, admin_key_path, configure_access, gateway_channel, write_admin_key
+from cli.access import add_access_arguments, configure_access
 from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
-from cli.certificates import ensure_certificates
 from cli.importing import checkpoint_path, run_import
+from cli.queries import cost_command, feed_command, generate_command, interact_command, mode_command, trace_command
 from cli.replay import command as replay_command
+from cli.security import certs_command, health_command, keys_command, stack_security
 from cli.stack import Stack
 from engines.sentence import DIM, ensure_encoder
-from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
+from feedserve.v1 import common_pb2
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
-from mesh.keys import KeyStore
-from mesh.security import Tls, configure, open_channel
 from ranker.pipeline import fit_and_export, quality_table
 from ranker.training import MODEL_NAME, TrainingError
 from ranker.vectors import GRID, QUICK_GRID
@@ -104,84 +103,6 @@ def _train(args: argparse.Namespace) -> int:
     return 0
 
 
-def _security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Path, str]:
-    """Certificates (made once under HOME/tls) unless --plaintext, and the keys file with an admin key (made on
-    first run, kept in HOME/admin.key); says which security the stack runs with."""
-    tls = None
-    if args.plaintext:
-        configure(None)
-        print("security: PLAINTEXT between services and at the gateway (asked for with --plaintext); API keys still required")
-    else:
-        tls = ensure_certificates(args.home / "tls")
-        configure(tls["client"])
-        print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {args.home / 'tls' / 'ca.pem'})")
-    keys_path = args.home / "keys.db"
-    store = KeyStore(keys_path)
-    key_file = admin_key_path(args.home)
-    token = key_file.read_text().strip() if key_file.exists() else ""
-    if not token or store.verify(token) is None:
-        _, token = store.create("admin", "admin", label="made by feedserve up")
-        write_admin_key(args.home, token)
-        print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
-    store.close()
-    return tls, keys_path, token
-
-
-def _keys(args: argparse.Namespace) -> int:
-    """`feedserve keys create|list|revoke` on HOME/keys.db, the file the gateway reads on every call."""
-    store = KeyStore(args.home / "keys.db")
-    try:
-        if args.action == "create":
-            key, token = store.create(args.tenant, "admin" if args.admin else "tenant", args.label)
-            print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
-            print(f"token (shown once): {token}")
-        elif args.action == "list":
-            print(f"{'key id':<14} {'tenant':<20} {'role':<7} {'created':<20} {'revoked':<20} label")
-            for key in store.list(include_revoked=args.all):
-                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
-                gone = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.revoked_at)) if key.revoked_at else "-"
-                print(f"{key.key_id:<14} {key.tenant:<20} {key.role:<7} {when:<20} {gone:<20} {key.label}")
-        elif not store.revoke(args.key_id):
-            print(f"error: no live key {args.key_id!r}", file=sys.stderr)
-            return 1
-        else:
-            print(f"revoked {args.key_id}: its next call is UNAUTHENTICATED")
-    except ValueError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    finally:
-        store.close()
-    return 0
-
-
-def _certs(args: argparse.Namespace) -> int:
-    """`feedserve certs DIR`: the CA (made once) and a certificate per service, valid for --host names too."""
-    from cli.certificates import SERVICE_NAMES, create_authority, issue
-
-    if not (args.directory / "ca.pem").exists():
-        create_authority(args.directory)
-    for name in SERVICE_NAMES:
-        issue(args.directory, name, tuple(args.host))
-        print(f"{name:<12} {args.directory / (name + '.pem')}  {args.directory / (name + '.key')}")
-    print(f"CA: {args.directory / 'ca.pem'} (its key {args.directory / 'ca.key'} signs more; keep it private)")
-    return 0
-
-
-def _health(args: argparse.Namespace) -> int:
-    """Exit 0 if the service at ADDRESS reports SERVING (over its TLS, with this process's certificate)."""
-    from grpc_health.v1 import health_pb2, health_pb2_grpc
-
-    with open_channel(args.address) as channel:
-        try:
-            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
-    print(f"{args.address}: {status}")
-    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
-
-
 def _up(args: argparse.Namespace) -> int:
     config = StackConfig(
         host=args.host,
@@ -201,7 +122,7 @@ def _up(args: argparse.Namespace) -> int:
     ensure_encoder(args.home)
     if not args.no_generator:
         _generation(args)
-    tls, keys, admin_key = _security(args)
+    tls, keys, admin_key = stack_security(args)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
                   generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
@@ -228,151 +149,6 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     finally:
         stack.stop()
-
-
-def _call(args: argparse.Namespace, method: str, request):
-    with gateway_channel(args.gateway, args.key) as channel:
-        stub = gateway_pb2_grpc.GatewayStub(channel)
-        try:
-            return getattr(stub, method)(request, timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return None
-
-
-def _timed_feed(args: argparse.Namespace, feature_tag: str) -> tuple[gateway_pb2.FeedResponse | None, float]:
-    """Call Feed for args.user and args.k; the response (None on error, reported) and the client's round trip."""
-    request = gateway_pb2.FeedRequest(user_id=args.user, k=args.k, context=common_pb2.RequestContext(feature_tag=feature_tag))
-    start = time.perf_counter()
-    response = _call(args, "Feed", request)
-    return response, (time.perf_counter() - start) * 1e3
-
-
-def _feed(args: argparse.Namespace) -> int:
-    response, elapsed_ms = _timed_feed(args, "cli")
-    if response is None:
-        return 1
-    flags = [f for f, on in (("cold start", response.cold_start), ("degraded", response.degraded)) if on]
-    print(f"feed for user {args.user}: {len(response.items)} items, model {response.model_version}"
-          + (f" [{', '.join(flags)}]" if flags else "") + f", request {response.request_id}")
-    print(f"{'#':>3}  {'item':>8}  {'score':>7}  {'category':<13} {'sources':<22} title")
-    for rank, item in enumerate(response.items, 1):
-        print(f"{rank:>3}  {item.item_id:>8}  {item.score:7.4f}  {item.category:<13} {','.join(item.sources):<22} {item.title}")
-    print()
-    print(relay(response.hops, elapsed_ms))
-    return 0
-
-
-def relay(hops, client_ms: float) -> str:
-    """One request as a relay: who held the baton and for how long, and the gaps between the legs."""
-    if not hops:
-        return "no hops recorded"
-    origin = min(h.start_ns for h in hops)
-    by = {(h.service, h.stage): h for h in hops}
-    handle = by.get(("gateway", "handle"))
-    lines = [f"{'leg':<34} {'start ms':>9} {'took ms':>9}  note"]
-
-    def row(label: str, hop, note: str = "") -> None:
-        lines.append(f"{label:<34} {(hop.start_ns - origin) / 1e6:9.3f} {(hop.end_ns - hop.start_ns) / 1e6:9.3f}  {note}")
-
-    for call, service in (("paramserver_call", "paramserver"), ("ranker_call", "ranker"), ("cache", None)):
-        outer = by.get(("gateway", call))
-        if outer is None:
-            continue
-        inner = [h for h in hops if h.service == service]
-        served = sum(h.end_ns - h.start_ns for h in inner)
-        note = f"transport and queueing {(outer.end_ns - outer.start_ns - served) / 1e6:.3f} ms" if inner else ""
-        row(f"gateway -> {service or 'feed cache'}", outer, note)
-        for hop in sorted(inner, key=lambda h: h.start_ns):
-            row(f"    {service} {hop.stage}", hop)
-    if handle is not None:
-        row("gateway handled (received -> sent)", handle)
-        gap = client_ms - (handle.end_ns - handle.start_ns) / 1e6
-        lines.append(f"{'client <-> gateway transport':<34} {'':>9} {gap:9.3f}  client saw {client_ms:.3f} ms end to end")
-    return "\n".join(lines)
-
-
-def _trace(args: argparse.Namespace) -> int:
-    response, elapsed_ms = _timed_feed(args, "trace")
-    if response is None:
-        return 1
-    flags = "".join(f" [{f}]" for f, on in (("cached", response.cached), ("degraded: " + response.degraded_reason,
-                                                                           response.degraded)) if on)
-    print(f"request {response.request_id} for user {args.user}{flags}")
-    print(relay(response.hops, elapsed_ms))
-    return 0
-
-
-def _mode(args: argparse.Namespace) -> int:
-    with gateway_channel(args.gateway, args.key) as channel:
-        stub = gateway_pb2_grpc.GatewayAdminStub(channel)
-        try:
-            if args.set is None:
-                status = stub.GetMode(gateway_pb2.GetModeRequest(), timeout=args.timeout)
-            else:
-                mode = gateway_pb2.MODE_UNSPECIFIED if args.set == "auto" else gateway_pb2.Mode.Value(f"MODE_{args.set.upper()}")
-                status = stub.SetMode(gateway_pb2.SetModeRequest(mode=mode), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    name = gateway_pb2.Mode.Name(status.mode).removeprefix("MODE_").lower()
-    print(f"mode {name} ({'forced' if status.forced else 'automatic: ' + status.reason}); "
-          f"{status.candidate_count} candidates, batching window {status.batch_delay_us} us, "
-          f"generation {'on' if status.generation_enabled else 'off'}, "
-          f"{status.in_flight} feeds in flight")
-    return 0
-
-
-def _cost(args: argparse.Namespace) -> int:
-    with gateway_channel(args.gateway, args.key) as channel:
-        try:
-            report = gateway_pb2_grpc.GatewayAdminStub(channel).GetCost(
-                gateway_pb2.GetCostRequest(window_s=args.window), timeout=args.timeout)
-        except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    print(f"spend over the last {report.window_s} s (CPU second priced at {report.cpu_second_price:g}"
-          + (f"; alert above {report.alert_per_1k:g} per 1,000 requests" if report.alert_per_1k else "") + ")")
-    print(f"{'feature':<20} {'requests':>9} {'cpu s':>10} {'tokens':>9} {'cost':>12} {'per 1k req':>12} {'alerts':>7}")
-    for f in report.features:
-        print(f"{f.feature_tag:<20} {f.requests:>9} {f.cpu_seconds:10.4f} {f.tokens:>9} {f.cost:12.8f} "
-              f"{f.cost_per_1k:12.8f} {f.alerts:>7}")
-    if not report.features:
-        print("(no requests in the window)")
-    return 0
-
-
-def _generate(args: argparse.Namespace) -> int:
-    """Stream a generation to stdout as it arrives; usage and hops go to stderr."""
-    request = generator_pb2.GenerateRequest(
-        prompt=args.prompt, max_tokens=args.max_tokens, model=args.model, user_id=args.user, stop=args.stop,
-        banned_words=args.banned, allowed_words=args.allowed, pattern=args.pattern,
-        context=common_pb2.RequestContext(feature_tag=args.tag))
-    start = time.perf_counter()
-    with gateway_channel(args.gateway, args.key) as channel:
-        try:
-            for chunk in gateway_pb2_grpc.GatewayStub(channel).Generate(request, timeout=args.timeout):
-                print(chunk.text, end="", flush=True)
-                if chunk.final:
-                    u = chunk.usage
-                    print(f"\n--\nmodels {','.join(u.models)}  tokens in {u.tokens_in} out {u.tokens_out}  "
-                          f"ttft {u.ttft_ms:.1f} ms  inter-token {u.inter_token_ms:.2f} ms  "
-                          f"escalated {'yes' if u.escalated else 'no'}  cache {u.cache or 'miss'}  cost {u.cost:.8f}  "
-                          f"client {(time.perf_counter() - start) * 1e3:.1f} ms", file=sys.stderr)
-        except grpc.RpcError as error:
-            print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
-            return 1
-    return 0
-
-
-def _interact(args: argparse.Namespace) -> int:
-    event = common_pb2.EventType.Value(f"EVENT_TYPE_{args.event.upper()}")
-    response = _call(args, "Interact", gateway_pb2.InteractRequest(user=args.user, item=args.item, event=event))
-    if response is None:
-        return 1
-    moved = f"moved the user vector by rate {response.rate:+.2f}" if response.applied else "changed nothing"
-    print(f"{args.event} by user {args.user} on item {args.item}: {moved} (logged at catalog sequence {response.sequence})")
-    return 0
 
 
 def _import(args: argparse.Namespace) -> int:
@@ -456,13 +232,13 @@ def _parser() -> argparse.ArgumentParser:
     certs.add_argument("directory", type=Path)
     certs.add_argument("--host", action="append", default=[],
                        help="another name or address every certificate is valid for, e.g. *.paramserver; repeatable")
-    certs.set_defaults(run=_certs)
+    certs.set_defaults(run=certs_command)
 
     health = commands.add_parser("health", help="exit 0 if a service reports SERVING (Kubernetes probes, scripts)")
     health.add_argument("address", help="HOST:PORT of any feedserve service")
     health.add_argument("--timeout", type=float, default=2.0)
     add_access_arguments(health)
-    health.set_defaults(run=_health)
+    health.set_defaults(run=health_command)
 
     keys = commands.add_parser("keys", help="create, list or revoke API keys (HOME/keys.db, read by the "
                                                              "gateway on every call)")
@@ -475,7 +251,7 @@ def _parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="revoked keys too")
     revoke = key_actions.add_parser("revoke", parents=[world], help="revoke a key at once")
     revoke.add_argument("key_id")
-    keys.set_defaults(run=_keys)
+    keys.set_defaults(run=keys_command)
 
     gateway = argparse.ArgumentParser(add_help=False)
     gateway.add_argument("--gateway", default=StackConfig().gateway_address, help="HOST:PORT (default: %(default)s)")
@@ -485,20 +261,20 @@ def _parser() -> argparse.ArgumentParser:
     feed = commands.add_parser("feed", parents=[gateway], help="print a user's feed with scores and per-hop timings")
     feed.add_argument("--user", type=int, required=True)
     feed.add_argument("-k", type=int, default=20, help="items to return, 1..500 (default: %(default)s)")
-    feed.set_defaults(run=_feed)
+    feed.set_defaults(run=feed_command)
 
     trace = commands.add_parser("trace", parents=[gateway], help="print one feed request as a relay of hops")
     trace.add_argument("--user", type=int, required=True)
     trace.add_argument("-k", type=int, default=20)
-    trace.set_defaults(run=_trace)
+    trace.set_defaults(run=trace_command)
 
     mode = commands.add_parser("mode", parents=[gateway], help="show the gateway's burst mode, or force one")
     mode.add_argument("--set", choices=("normal", "surge", "emergency", "auto"), help="auto hands control back")
-    mode.set_defaults(run=_mode)
+    mode.set_defaults(run=mode_command)
 
     cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
-    cost.set_defaults(run=_cost)
+    cost.set_defaults(run=cost_command)
 
     replay = commands.add_parser("replay", parents=[world, catalog, gateway],
                                  help="send held-back events through the API in time order and score the feed before "
@@ -531,13 +307,13 @@ def _parser() -> argparse.ArgumentParser:
     generate.add_argument("--allowed", action="append", default=[], help="when given, the only words allowed; repeatable")
     generate.add_argument("--pattern", default="", help="a regular expression the output must match")
     generate.add_argument("--tag", default="cli", help="feature tag for cost (default: %(default)s)")
-    generate.set_defaults(run=_generate, timeout=30.0)
+    generate.set_defaults(run=generate_command, timeout=30.0)
 
     interact = commands.add_parser("interact", parents=[gateway], help="record an interaction of a user with an item")
     interact.add_argument("--user", required=True, help="the user's id in your catalog (the simulator's: 1, 2, ...)")
     interact.add_argument("--item", required=True, help="the item's id in your catalog")
     interact.add_argument("--event", choices=EVENTS, required=True)
-    interact.set_defaults(run=_interact)
+    interact.set_defaults(run=interact_command)
 
     load = commands.add_parser("import", parents=[gateway],
                                help="import items, users and events through the Catalog API (CSV, TSV, JSONL, Parquet)")

@@ -1,0 +1,95 @@
+"""The CLI's security commands: `feedserve keys`, `certs`, `health`, and the certificates and admin key of `up`."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import grpc
+
+from cli.access import admin_key_path, write_admin_key
+from cli.certificates import ensure_certificates
+from mesh.keys import KeyStore
+from mesh.security import Tls, configure, open_channel
+
+__all__ = ["stack_security", "keys_command", "certs_command", "health_command"]
+
+
+def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Path, str]:
+    """Certificates (made once under HOME/tls) unless --plaintext, and the keys file with an admin key (made on
+    first run, kept in HOME/admin.key); says which security the stack runs with."""
+    tls = None
+    if args.plaintext:
+        configure(None)
+        print("security: PLAINTEXT between services and at the gateway (asked for with --plaintext); API keys still required")
+    else:
+        tls = ensure_certificates(args.home / "tls")
+        configure(tls["client"])
+        print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {args.home / 'tls' / 'ca.pem'})")
+    keys_path = args.home / "keys.db"
+    store = KeyStore(keys_path)
+    key_file = admin_key_path(args.home)
+    token = key_file.read_text().strip() if key_file.exists() else ""
+    if not token or store.verify(token) is None:
+        _, token = store.create("admin", "admin", label="made by feedserve up")
+        write_admin_key(args.home, token)
+        print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
+    store.close()
+    return tls, keys_path, token
+
+
+def keys_command(args: argparse.Namespace) -> int:
+    """`feedserve keys create|list|revoke` on HOME/keys.db, the file the gateway reads on every call."""
+    store = KeyStore(args.home / "keys.db")
+    try:
+        if args.action == "create":
+            key, token = store.create(args.tenant, "admin" if args.admin else "tenant", args.label)
+            print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
+            print(f"token (shown once): {token}")
+        elif args.action == "list":
+            print(f"{'key id':<14} {'tenant':<20} {'role':<7} {'created':<20} {'revoked':<20} label")
+            for key in store.list(include_revoked=args.all):
+                when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
+                gone = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.revoked_at)) if key.revoked_at else "-"
+                print(f"{key.key_id:<14} {key.tenant:<20} {key.role:<7} {when:<20} {gone:<20} {key.label}")
+        elif not store.revoke(args.key_id):
+            print(f"error: no live key {args.key_id!r}", file=sys.stderr)
+            return 1
+        else:
+            print(f"revoked {args.key_id}: its next call is UNAUTHENTICATED")
+    except ValueError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        store.close()
+    return 0
+
+
+def certs_command(args: argparse.Namespace) -> int:
+    """`feedserve certs DIR`: the CA (made once) and a certificate per service, valid for --host names too."""
+    from cli.certificates import SERVICE_NAMES, create_authority, issue
+
+    if not (args.directory / "ca.pem").exists():
+        create_authority(args.directory)
+    for name in SERVICE_NAMES:
+        issue(args.directory, name, tuple(args.host))
+        print(f"{name:<12} {args.directory / (name + '.pem')}  {args.directory / (name + '.key')}")
+    print(f"CA: {args.directory / 'ca.pem'} (its key {args.directory / 'ca.key'} signs more; keep it private)")
+    return 0
+
+
+def health_command(args: argparse.Namespace) -> int:
+    """Exit 0 if the service at ADDRESS reports SERVING (over its TLS, with this process's certificate)."""
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    with open_channel(args.address) as channel:
+        try:
+            reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
+        except grpc.RpcError as error:
+            print(f"{args.address}: {error.code().name}: {error.details()}", file=sys.stderr)
+            return 1
+    status = health_pb2.HealthCheckResponse.ServingStatus.Name(reply.status)
+    print(f"{args.address}: {status}")
+    return 0 if reply.status == health_pb2.HealthCheckResponse.SERVING else 1
