@@ -11,6 +11,7 @@ import grpc
 
 from mesh.errors import PermissionDenied, Unauthenticated
 from mesh.keys import ApiKey, KeyStore, parse_bearer
+from mesh.methods import wrap_handler
 from mesh.quotas import TenantQuotas
 
 __all__ = ["ApiKeyInterceptor", "current_key", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
@@ -79,15 +80,10 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         if handler is None or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
             return handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, method),
-                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, method),
-                request_deserializer=handler.request_deserializer, response_serializer=handler.response_serializer)
-        raise TypeError(f"{method}: client-streaming methods are not served behind API keys")
+        wrapped = wrap_handler(handler, lambda b: self._unary(b, method), lambda b: self._stream(b, method))
+        if wrapped is None:
+            raise TypeError(f"{method}: client-streaming methods are not served behind API keys")
+        return wrapped
 
     def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:

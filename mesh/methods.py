@@ -6,6 +6,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Protocol
 
+import grpc
 import numpy as np
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, ServiceDescriptor
@@ -14,7 +15,23 @@ from google.protobuf.message import Message
 from feedserve.v1 import common_pb2
 from mesh.tensors import from_tensor, to_tensor
 
-__all__ = ["Outputs", "HeapOutputs", "Handler", "Method", "methods_of", "tensor_fields", "split", "join", "serve_unary"]
+__all__ = ["Outputs", "HeapOutputs", "Handler", "Method", "methods_of", "tensor_fields", "split", "join", "serve_unary",
+           "wrap_handler"]
+
+
+def wrap_handler(handler: grpc.RpcMethodHandler, unary: Callable[[Callable], Callable],
+                 stream: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler | None:
+    """The same handler with its behaviour wrapped (what a server interceptor returns): `unary` wraps a
+    unary-unary behaviour, `stream` a unary-stream one. None for the client-streaming kinds, which feedserve
+    does not serve."""
+    if handler.unary_unary is not None:
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
+                                                   response_serializer=handler.response_serializer)
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream),
+                                                    request_deserializer=handler.request_deserializer,
+                                                    response_serializer=handler.response_serializer)
+    return None
 
 Tensors = Mapping[str, np.ndarray]
 

@@ -15,6 +15,7 @@ import structlog
 
 from mesh.errors import FeedserveError
 from mesh.logging import get_logger
+from mesh.methods import wrap_handler
 from mesh.metrics import RPC_SECONDS, RPC_TOTAL
 from mesh.tracing import server_span
 
@@ -98,6 +99,8 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
+        wrapped = wrap_handler(handler, lambda b: self._unary(b, details), lambda b: self._stream(b, details))
+        return wrapped if wrapped is not None else handler
         if handler.unary_unary is not None:
             return grpc.unary_unary_rpc_method_handler(
                 self._unary(handler.unary_unary, details),

@@ -201,19 +201,26 @@ static void test_peer_death(void) {
     printf("peer death: ok\n");
 }
 
-static void test_reap_dead_client(void) {
-    fresh_name("reap");
-    fs_ring srv;
-    CHECK(fs_ring_create(&srv, name, 1, 2, 64, 64) == 0);
+/* A client process that attaches, submits one request and exits: it dies holding its lane. */
+static pid_t submit_and_die(void) {
     pid_t child = fork();
+    CHECK(child >= 0);
     if (child == 0) {
         fs_ring cli;
         CHECK(fs_ring_attach(&cli, name) == 0);
         uint32_t slot;
         CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &slot) == 0);
         CHECK(fs_ring_submit(&cli, slot, 1) == 0);
-        _exit(0); /* dies holding the lane with a request in flight */
+        _exit(0);
     }
+    return child;
+}
+
+static void test_reap_dead_client(void) {
+    fresh_name("reap");
+    fs_ring srv;
+    CHECK(fs_ring_create(&srv, name, 1, 2, 64, 64) == 0);
+    pid_t child = submit_and_die();
     CHECK(waitpid(child, NULL, 0) == child);
     fs_ring cli;
     CHECK(fs_ring_attach(&cli, name) == -EBUSY);
@@ -345,15 +352,7 @@ static void test_reap_while_busy(void) {
     fresh_name("reapbusy");
     fs_ring srv;
     CHECK(fs_ring_create(&srv, name, 1, 2, 64, 64) == 0);
-    pid_t child = fork();
-    if (child == 0) {
-        fs_ring cli;
-        CHECK(fs_ring_attach(&cli, name) == 0);
-        uint32_t slot;
-        CHECK(fs_ring_claim(&cli, fs_ring_now_ns() + SEC, &slot) == 0);
-        CHECK(fs_ring_submit(&cli, slot, 1) == 0);
-        _exit(0);
-    }
+    pid_t child = submit_and_die();
     uint32_t got;
     uint64_t len;
     CHECK(fs_ring_next(&srv, fs_ring_now_ns() + 5 * SEC, 0, &got, &len) == 0); /* the dispatcher holds it: BUSY */
