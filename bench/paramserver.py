@@ -17,6 +17,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -69,7 +70,7 @@ def bench_redis(keys: np.ndarray, values: np.ndarray, batches: list[np.ndarray])
         for batch in batches:
             wanted = [f"e:{k}".encode() for k in batch.tolist()]
             t = time.perf_counter_ns()
-            rows = np.stack([np.frombuffer(v, np.float32) for v in client.mget(wanted)])  # type: ignore[arg-type]  # redis-py: bytes
+            rows = np.stack([np.frombuffer(cast(bytes, v), np.float32) for v in client.mget(wanted)])  # redis-py: bytes
             samples.append(time.perf_counter_ns() - t)
             assert rows.shape == (len(batch), DIM)
         return per_key, samples
