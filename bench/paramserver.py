@@ -2,7 +2,9 @@
 
 Starts Debian's redis-server itself (installing it with apt-get if missing) and loads the same
 embeddings (64 float32, 256 bytes each) into Redis and into feedserve's cuckoo table at fp32, fp16
-and int8. The service figures come from a real paramserver process over its ring and over gRPC.
+and int8. The like-for-like pair: a real paramserver process over its ring and over gRPC against Redis
+over TCP, the same 2,400 ids answered as float32 rows, the three in rotating order batch after batch.
+The in-process table lookups are listed beside them, as what the service adds to its table.
 
     python bench/paramserver.py [--quick]
 """
@@ -16,8 +18,10 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import cast
+from typing import Any, cast
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -45,7 +49,10 @@ def ensure_redis() -> str:
     return ensure_debian_tool("redis-server", "redis-server")
 
 
-def bench_redis(keys: np.ndarray, values: np.ndarray, batches: list[np.ndarray]) -> tuple[float, list[int]]:
+@contextmanager
+def redis_loaded(ids: np.ndarray, values: np.ndarray) -> Iterator[tuple[Any, float]]:
+    """A fresh redis-server holding `values` under `e:<id>` (pipelined MSETs); yields the client and the bytes
+    per embedding it took. Stopped on exit."""
     import redis
 
     (port,) = free_ports(1)
@@ -60,23 +67,25 @@ def bench_redis(keys: np.ndarray, values: np.ndarray, batches: list[np.ndarray])
             except redis.ConnectionError:
                 time.sleep(0.05)
         before = client.info("memory")["used_memory"]
-        names = [f"e:{k}".encode() for k in keys.tolist()]
-        for start in range(0, len(keys), 10_000):
+        names = [f"e:{k}".encode() for k in ids.tolist()]
+        for start in range(0, len(ids), 10_000):
             pipe = client.pipeline(transaction=False)
-            pipe.mset({names[i]: values[i].tobytes() for i in range(start, min(start + 10_000, len(keys)))})
+            pipe.mset({names[i]: values[i].tobytes() for i in range(start, min(start + 10_000, len(ids)))})
             pipe.execute()
-        per_key = (client.info("memory")["used_memory"] - before) / len(keys)
-        samples = []
-        for batch in batches:
-            wanted = [f"e:{k}".encode() for k in batch.tolist()]
-            t = time.perf_counter_ns()
-            rows = np.stack([np.frombuffer(cast(bytes, v), np.float32) for v in client.mget(wanted)])  # redis-py: bytes
-            samples.append(time.perf_counter_ns() - t)
-            assert rows.shape == (len(batch), DIM)
-        return per_key, samples
+        yield client, (client.info("memory")["used_memory"] - before) / len(ids)
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
+
+
+def redis_lookup(client: Any, batch: np.ndarray) -> int:
+    """One MGET of the batch, decoded to float32 rows (what the service returns); nanoseconds."""
+    wanted = [f"e:{k}".encode() for k in batch.tolist()]
+    t = time.perf_counter_ns()
+    rows = np.stack([np.frombuffer(cast(bytes, v), np.float32) for v in client.mget(wanted)])  # redis-py: bytes
+    elapsed = time.perf_counter_ns() - t
+    assert rows.shape == (len(batch), DIM)
+    return elapsed
 
 
 def bench_table(precision: str, keys: np.ndarray, values: np.ndarray, batches: list[np.ndarray]) -> dict:
@@ -103,9 +112,10 @@ def bench_table(precision: str, keys: np.ndarray, values: np.ndarray, batches: l
             "cosine_err": float((1 - cosine).mean()), "drift_per_s": drift_per_s}
 
 
-def bench_service(home: Path, values: np.ndarray, batches: list[np.ndarray]) -> dict[str, list[int]]:
+def bench_service(home: Path, values: np.ndarray, batches: list[np.ndarray], redis_client: Any) -> dict[str, list[int]]:
     """A real paramserver holding `values` as items 1..n (upserted through its API): Lookup of 2,400 items over its
-    ring and over gRPC."""
+    ring and over gRPC, and the same batch from Redis, which holds the same ids; the three in rotating order,
+    batch after batch, so that none gets the quiet moments."""
     (port,) = free_ports(1)
     state = home / "state" / f"bench-{os.getpid()}"
     server = subprocess.Popen([sys.executable, "-m", "paramserver", "--dim", str(DIM), "--port", str(port),
@@ -124,17 +134,31 @@ def bench_service(home: Path, values: np.ndarray, batches: list[np.ndarray]) -> 
         ring = RingChannel("paramserver", handshake_segment(address))
         lookup = methods_of(paramserver_pb2.DESCRIPTOR.services_by_name["ParamServer"])["Lookup"]
         stub = paramserver_pb2_grpc.ParamServerStub(grpc.insecure_channel(address))
-        samples: dict[str, list[int]] = {"ring": [], "grpc": []}
-        for batch in batches:
+        samples: dict[str, list[int]] = {"ring": [], "grpc": [], "redis": []}
+
+        def over_ring(batch: np.ndarray) -> int:
             request = paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_ITEM)
             t = time.perf_counter_ns()
             with ring.call(lookup, request, {"keys": batch}, 5) as reply:
                 assert reply.tensors["found"].all()
-            samples["ring"].append(time.perf_counter_ns() - t)
+                rows = reply.tensors["values"].copy()  # out of the slot, as a caller keeping them would
+            elapsed = time.perf_counter_ns() - t
+            assert rows.shape == (len(batch), DIM)
+            return elapsed
+
+        def over_grpc(batch: np.ndarray) -> int:
             t = time.perf_counter_ns()
-            reply = stub.Lookup(paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_ITEM, keys=to_tensor(batch)), timeout=5)
-            assert from_tensor(reply.found, "found").all()
-            samples["grpc"].append(time.perf_counter_ns() - t)
+            reply = stub.Lookup(paramserver_pb2.LookupRequest(table=paramserver_pb2.TABLE_ITEM, keys=to_tensor(batch)),
+                                timeout=5)
+            rows = from_tensor(reply.values, "values")
+            elapsed = time.perf_counter_ns() - t
+            assert from_tensor(reply.found, "found").all() and rows.shape == (len(batch), DIM)
+            return elapsed
+
+        paths = [("ring", over_ring), ("grpc", over_grpc), ("redis", lambda b: redis_lookup(redis_client, b))]
+        for n, batch in enumerate(batches):
+            for name, call in paths[n % 3:] + paths[:n % 3]:
+                samples[name].append(call(batch))
         ring.close()
         return samples
     finally:
@@ -162,23 +186,24 @@ def main() -> None:
     batches = [keys[rng.integers(0, n, BATCH)] for _ in range(rounds)]  # fresh random keys every batch
     print(f"paramserver: {n:,} embeddings of {DIM} float32, batches of {BATCH} random keys; {machine()}", flush=True)
 
-    redis_per, redis_lookup = bench_redis(keys, values, batches)
     tables = {p: bench_table(p, keys, values, batches) for p in ("fp32", "fp16", "int8")}
     item_batches = [rng.integers(1, n + 1, BATCH).astype(np.int64) for _ in range(rounds)]
-    service = bench_service(args.home, values, item_batches)
+    with redis_loaded(np.arange(1, n + 1, dtype=np.int64), values) as (client, redis_per):
+        service = bench_service(args.home, values, item_batches, client)
+    redis_lookup_ns = service["redis"]
 
     print(f"\n{'store':<14} {'bytes/emb':>10} {'(accounted)':>12}")
     print(f"{'redis':<14} {redis_per:10.1f}")
     for precision, t in tables.items():
         print(f"{'table ' + precision:<14} {t['rss_per']:10.1f} {t['accounted_per']:12.1f}")
     print(f"\n{'lookup of 2400':<26} {'P50 us':>9} {'P99 us':>9}")
-    rows = [("redis MGET + decode", redis_lookup)] + [(f"table {p}, in process", t["lookup"]) for p, t in tables.items()]
+    rows = [("redis MGET + decode", redis_lookup_ns)] + [(f"table {p}, in process", t["lookup"]) for p, t in tables.items()]
     rows += [("service over ring (fp32)", service["ring"]), ("service over gRPC (fp32)", service["grpc"])]
     for label, samples in rows:
         p50, p99 = percentiles_us(samples)
         print(f"{label:<26} {p50:9.1f} {p99:9.1f}")
     fp32_p50 = percentiles_us(tables["fp32"]["lookup"])[0]
-    redis_p50 = percentiles_us(redis_lookup)[0]
+    redis_p50 = percentiles_us(redis_lookup_ns)[0]
     # like for like: a separate process answering 2,400 keys as float32 rows, over its ring and over gRPC,
     # against Redis over TCP with the same batch (MGET + decode to float32)
     ring_p50, grpc_p50 = percentiles_us(service["ring"])[0], percentiles_us(service["grpc"])[0]
