@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from typing import Literal, overload
 
@@ -24,6 +25,7 @@ DTYPES: dict[int, np.dtype] = {
 _CODES = {dt: code for code, dt in DTYPES.items()}
 
 MAX_RANK = 4
+MAX_DIM = 2**31 - 1  # any one dimension; the product is checked against the bytes actually sent
 
 
 def to_tensor(array: np.ndarray, name: str = "") -> common_pb2.Tensor:
@@ -54,11 +56,13 @@ def from_tensor(
     if dtype is not None and dt != np.dtype(dtype):
         raise InvalidArgument(f"{field}.dtype", f"expected {np.dtype(dtype).name}, got {dt.name}")
     shape = tuple(tensor.shape)
-    if len(shape) > MAX_RANK or any(d < 0 for d in shape):
-        raise InvalidArgument(f"{field}.shape", f"invalid shape {list(shape)}")
+    if len(shape) > MAX_RANK or any(not 0 <= d <= MAX_DIM for d in shape):
+        raise InvalidArgument(f"{field}.shape", f"invalid shape {list(shape)}: up to {MAX_RANK} dimensions of 0..2^31-1")
     if ndim is not None and len(shape) != ndim:
         raise InvalidArgument(f"{field}.shape", f"expected {ndim} dimensions, got {len(shape)}")
-    count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+    count = math.prod(shape)  # exact (Python ints): an int64 product could wrap to match the data
+    if math.prod(d for d in shape if d) * dt.itemsize >= 2**62:  # numpy refuses such a shape even when empty
+        raise InvalidArgument(f"{field}.shape", f"shape {list(shape)} is too large")
     if count * dt.itemsize != len(tensor.data):
         raise InvalidArgument(
             f"{field}.data", f"{len(tensor.data)} bytes do not match shape {list(shape)} of {dt.name}"

@@ -47,3 +47,12 @@ class TestTensor:
         for bad in (np.nan, np.inf):
             with pytest.raises(InvalidArgument, match="NaN or Inf"):
                 check_finite(np.array([0.0, bad], np.float32), "values")
+
+
+@pytest.mark.parametrize("shape", [[0, 2**61], [2**40, 2**40], [2**31 - 1, 2**31 - 1, 0]])
+def test_a_huge_shape_is_invalid_argument_even_with_no_data(shape: list[int]) -> None:
+    """Found by the bad-input fuzz: a shape whose product wraps (or that numpy cannot represent) with empty
+    data was INTERNAL; it is INVALID_ARGUMENT naming the field."""
+    tensor = common_pb2.Tensor(dtype=common_pb2.DTYPE_FLOAT32, shape=shape, data=b"")
+    with pytest.raises(InvalidArgument, match="keys.shape"):
+        from_tensor(tensor, "keys")
