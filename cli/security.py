@@ -11,7 +11,7 @@ import grpc
 
 from cli.access import admin_key_path, write_admin_key
 from cli.certificates import ensure_certificates
-from mesh.keys import KeyStore
+from gateway.keys import KeyStore
 from mesh.security import Tls, configure, open_channel
 
 __all__ = ["stack_security", "keys_command", "certs_command", "health_command"]

@@ -12,19 +12,19 @@ from catalog.schema import PRESETS
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.admin import GatewayAdminService
+from gateway.auth import ApiKeyInterceptor
 from gateway.cache import AnswerCache, FeedCache
 from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
+from gateway.keys import KeyStore
 from gateway.metrics import GatewayMetrics
+from gateway.quotas import TenantQuotas
 from gateway.service import GatewayService, keep_fallback_fresh
-from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
 from mesh.grpc_server import run_service
-from mesh.keys import KeyStore
 from mesh.logging import get_logger
-from mesh.quotas import TenantQuotas
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.shards import SlotMap
 

@@ -1,4 +1,4 @@
-"""GatewayAdmin: forcing a burst mode, reading spend, and managing API keys (admin keys only; mesh/auth.py)."""
+"""GatewayAdmin: forcing a burst mode, reading spend, and managing API keys (admin keys only; gateway/auth.py)."""
 
 from __future__ import annotations
 
@@ -6,9 +6,9 @@ import grpc
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cost import MAX_WINDOW_S, CostLedger
+from gateway.keys import ApiKey, KeyStore
 from gateway.modes import ModeController
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound
-from mesh.keys import ApiKey, KeyStore
 
 __all__ = ["GatewayAdminService"]
 

@@ -194,7 +194,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             if not math.isfinite(weight):
                 raise InvalidArgument(f"objective_weights.{head}", f"expected a finite number, got {weight}")
         user_id = await self._user(request)
-        tenant = request.context.tenant  # set from the API key at the door (mesh/auth.py): caches never cross it
+        tenant = request.context.tenant  # set from the API key at the door (gateway/auth.py): caches never cross it
         budget, rid = _Budget(context), request_id()
         response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         if request.cursor:  # the next page of a ranking already made

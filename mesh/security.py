@@ -3,7 +3,7 @@
 A process is configured once (`configure`), from its flags or from $FEEDSERVE_TLS_CA, $FEEDSERVE_TLS_CERT and
 $FEEDSERVE_TLS_KEY. Then every server it starts listens with TLS, and every channel it opens presents its own
 certificate and trusts only the project's CA. Internal services demand a client certificate the CA signed
-(mutual TLS); the gateway's public port does not (callers prove who they are with API keys, mesh/auth.py).
+(mutual TLS); the gateway's public port does not (callers prove who they are with API keys, gateway/auth.py).
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ from feedserve.v1 import (
     ranker_pb2_grpc,
 )
 from gateway.admin import GatewayAdminService
+from gateway.auth import ApiKeyInterceptor
 from gateway.catalog_api import CatalogService
+from gateway.keys import KeyStore
+from gateway.quotas import TenantQuotas
 from gateway.service import GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
 from generator.corpus import TOPICS
@@ -34,12 +37,9 @@ from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs
 from generator.residency import ModelSpec, ResidencyPool
 from generator.service import Generator, GeneratorServicer
-from mesh.auth import ApiKeyInterceptor
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.grpc_server import ServiceServer, start_server
-from mesh.keys import KeyStore
 from mesh.methods import HeapOutputs
-from mesh.quotas import TenantQuotas
 from mesh.ring import RingConfig, RingServer, transport_registration
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer

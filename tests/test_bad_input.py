@@ -22,7 +22,7 @@ from hypothesis import strategies as st
 
 from catalog import open_store
 from feedserve.v1 import catalog_pb2, gateway_pb2, paramserver_pb2, ranker_pb2, transport_pb2
-from mesh.keys import KeyStore
+from gateway.keys import KeyStore
 from tests.stack import running_stack
 
 # the gateway's port (with an admin key, so that every method is reachable) and the internal services'

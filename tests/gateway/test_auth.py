@@ -10,8 +10,8 @@ import grpc
 import pytest
 
 from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2
-from mesh.keys import KeyStore
-from mesh.quotas import Quota, TenantQuotas
+from gateway.keys import KeyStore
+from gateway.quotas import Quota, TenantQuotas
 from tests.stack import running_stack
 
 PUBLIC = [gateway_pb2.DESCRIPTOR.services_by_name[name] for name in ("Gateway", "GatewayAdmin")] + [

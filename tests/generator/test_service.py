@@ -10,9 +10,9 @@ import numpy as np
 import pytest
 
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2
+from gateway.keys import KeyStore
 from generator.decoding import LanguageModel
 from generator.residency import ModelSpec
-from mesh.keys import KeyStore
 from mesh.methods import serve_unary
 from mesh.tensors import to_tensor
 from tests.stack import generation_stack

@@ -9,10 +9,10 @@ from typing import Any
 
 import grpc
 
+from gateway.keys import ApiKey, KeyStore, parse_bearer
+from gateway.quotas import TenantQuotas
 from mesh.errors import PermissionDenied, Unauthenticated
-from mesh.keys import ApiKey, KeyStore, parse_bearer
 from mesh.methods import wrap_handler
-from mesh.quotas import TenantQuotas
 
 __all__ = ["ApiKeyInterceptor", "current_key", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
 
