@@ -84,8 +84,14 @@ def main() -> None:
     if args.keys is None and not args.no_auth:
         parser.error("--keys PATH is needed (every public call needs an API key), or --no-auth to serve without keys")
     keys = KeyStore(args.keys) if args.keys is not None else None
-    quotas = TenantQuotas(TenantQuotas.parse(args.tenant_quota),
-                          {t: TenantQuotas.parse(q) for t, _, q in (o.partition("=") for o in args.tenant_quota_for)})
+    overrides = [option.partition("=") for option in args.tenant_quota_for]
+    if any(not sep or not tenant for tenant, sep, _ in overrides):
+        parser.error("--tenant-quota-for is expected as TENANT=RPS[:BURST[:IN_FLIGHT]]")
+    try:
+        quotas = TenantQuotas(TenantQuotas.parse(args.tenant_quota),
+                              {tenant: TenantQuotas.parse(quota) for tenant, _, quota in overrides})
+    except ValueError as exc:
+        parser.error(str(exc))
     clients: list = []
     tasks: list[asyncio.Task] = []
     workers: list[ContentEncoder] = []
