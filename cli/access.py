@@ -73,20 +73,13 @@ class KeyMetadata(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterc
 
     def _with_key(self, details: Any) -> Any:
         metadata = [*(details.metadata or ()), ("authorization", f"Bearer {self.key}")]
-        return details._replace(metadata=metadata) if hasattr(details, "_replace") else _Details(details, metadata)
+        return details._replace(metadata=metadata)  # grpc's call details are a namedtuple
 
     def intercept_unary_unary(self, continuation: Callable, details: Any, request: Any) -> Any:
         return continuation(self._with_key(details), request)
 
     def intercept_unary_stream(self, continuation: Callable, details: Any, request: Any) -> Any:
         return continuation(self._with_key(details), request)
-
-
-class _Details(grpc.ClientCallDetails):
-    def __init__(self, details: Any, metadata: list[tuple[str, str]]) -> None:
-        self.method, self.timeout, self.credentials = details.method, details.timeout, details.credentials
-        self.wait_for_ready, self.compression = details.wait_for_ready, details.compression
-        self.metadata = metadata
 
 
 def gateway_channel(address: str, key: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:

@@ -19,6 +19,7 @@ from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport
 from mesh.config import StackConfig
 from mesh.ring import boot_id
 from mesh.security import Tls, open_channel
+from mesh.shards import shard_slots
 
 __all__ = ["Stack", "wait_serving", "wait_ranking", "ServiceProcess", "free_ports", "handshake_segment"]
 
@@ -120,8 +121,6 @@ class Stack:
         c = self.config
         if self.paramserver_shards == 1:
             return c.paramserver_address
-        from mesh.shards import shard_slots
-
         return ",".join(f"{shard_slots(f'{i}/{self.paramserver_shards}')}={c.host}:{c.paramserver_port + i}"
                         for i in range(self.paramserver_shards))
 

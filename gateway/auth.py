@@ -3,7 +3,6 @@ key (never from the body), and the tenant's quota. Health and reflection stay op
 
 from __future__ import annotations
 
-import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -14,7 +13,7 @@ from gateway.quotas import TenantQuotas
 from mesh.errors import PermissionDenied, Unauthenticated
 from mesh.methods import wrap_handler
 
-__all__ = ["ApiKeyInterceptor", "current_key", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
+__all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
 
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection"})
@@ -29,14 +28,6 @@ GATEWAY_ADMIN_METHODS = frozenset({
     "/feedserve.v1.Catalog/DeleteItems",
     "/feedserve.v1.Catalog/DeleteUser",
 })
-
-_current: contextvars.ContextVar[ApiKey | None] = contextvars.ContextVar("api_key", default=None)
-
-
-def current_key() -> ApiKey | None:
-    """The key of the call being served (None outside an authenticated call)."""
-    return _current.get()
-
 
 def _set_tenant(request: Any, tenant: str) -> None:
     """Overwrite the request's context.tenant with the key's: the body never chooses who is billed."""
@@ -85,26 +76,25 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
             raise TypeError(f"{method}: client-streaming methods are not served behind API keys")
         return wrapped
 
+    def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Callable[[], None]:
+        """The key's checks, its tenant written into the request, and a place in its quota; returns the release."""
+        key = self._authorise(method, context)
+        _set_tenant(request, key.tenant)
+        return self.quotas.admit(key.tenant)
+
     def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            key = self._authorise(method, context)
-            _set_tenant(request, key.tenant)
-            release = self.quotas.admit(key.tenant)
-            token = _current.set(key)
+            release = self._admit(method, request, context)
             try:
                 return await behavior(request, context)
             finally:
-                _current.reset(token)
                 release()
 
         return wrapped
 
     def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            key = self._authorise(method, context)
-            _set_tenant(request, key.tenant)
-            release = self.quotas.admit(key.tenant)
-            _current.set(key)  # each RPC runs in its own task: the value ends with it
+            release = self._admit(method, request, context)
             try:
                 async for message in behavior(request, context):
                     yield message

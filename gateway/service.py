@@ -100,8 +100,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.max_in_flight = max_in_flight
         self.rank_cost_s = 0.0  # EWMA of a full ranking call at the current candidate count
         self.fallback: ranker_pb2.RankResponse | None = None
-        self.degraded_counts: dict[str, int] = {}  # by the first word of the reason
-        self.counters: dict[str, Any] = {"degraded": self.degraded_counts, "shed": 0}
+        self.counters: dict[str, Any] = {"degraded": {}, "shed": 0}  # degraded: by the first word of the reason
         self.ledger = ledger or CostLedger()
         self.on_answer: Callable[[gateway_pb2.FeedResponse], None] | None = None  # e.g. Dashboard.observe
 
@@ -129,7 +128,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def _degrade(self, response: gateway_pb2.FeedResponse, reason: str) -> None:
         response.degraded, response.degraded_reason = True, reason
         cause = reason.split(":")[0]
-        self.degraded_counts[cause] = self.degraded_counts.get(cause, 0) + 1
+        degraded = self.counters["degraded"]
+        degraded[cause] = degraded.get(cause, 0) + 1
 
     def _fallback_or_cache(self, user_id: int, k: int, response: gateway_pb2.FeedResponse, why: str,
                            tenant: str) -> None:
