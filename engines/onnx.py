@@ -8,6 +8,7 @@ import numpy as np
 import onnxruntime as ort
 
 from engines.base import ModelManifest
+from mesh.timing import ThreadGroup, threads_started_by
 
 __all__ = ["OnnxEngine", "session_options"]
 
@@ -39,8 +40,10 @@ class OnnxEngine:
             raise ValueError(f"precision is expected to be fp32, fp16 or int8, got {precision!r}")
         self.manifest, self.graph, self.precision = manifest, graph, precision
         path = manifest.path(graph if precision == "fp32" else f"{graph}_{precision}")
-        self.session = ort.InferenceSession(str(path), sess_options=session_options(threads, spin),
-                                            providers=["CPUExecutionProvider"])
+        # the intra-op pool's threads, so that a run's CPU can be charged to the requests it served
+        self.session, pool = threads_started_by(lambda: ort.InferenceSession(
+            str(path), sess_options=session_options(threads, spin), providers=["CPUExecutionProvider"]))
+        self.threads: ThreadGroup = pool
         self.input_names = [i.name for i in self.session.get_inputs()]
         self.output_names = [o.name for o in self.session.get_outputs()]
 

@@ -218,7 +218,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         vector = None
         if user_id:
             try:
-                with hops.stage("paramserver_call"):
+                with hops.awaiting("paramserver_call"):
                     user = await self._guarded(
                         "paramserver", lambda: self.paramserver.user_vector(user_id, budget.require(), rid))
                 hops.extend(user.hops)
@@ -251,7 +251,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if exclude is not None:
             rank_request.exclude.CopyFrom(to_tensor(exclude))
         try:
-            with hops.stage("ranker_call"):
+            with hops.awaiting("ranker_call"):
                 started = time.monotonic()
                 ranked = await self._guarded("ranker", lambda: self.ranker.rank(rank_request, vector, timeout, rid))
             if count == settings.candidate_count and not request.min_sequence:
@@ -282,7 +282,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
 
     def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int,
                 feature_tag: str) -> gateway_pb2.FeedResponse:
-        hops.add("handle", received, time.monotonic_ns(), cpu_ns() - hops.cpu_start)
+        hops.add("handle", received, time.monotonic_ns(), hops.own_cpu())
         response.hops.extend(hops.hops)
         response.cost = self.ledger.record(feature_tag, request_cpu_seconds(response))
         if response.degraded:

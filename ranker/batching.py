@@ -4,6 +4,8 @@ On 2 cores two concurrent runs only fight over them (measured: model 13-20 ms at
 4 ms), so runs are serialised. When the engine frees up, the request at the head of the queue leads:
 it takes everyone waiting (up to `max_batch`), and only if it is alone does it wait up to its window
 for company. A batch of one runs with the request's own output buffers (zero copy into a ring slot).
+
+A run's CPU (the leader's thread and the engine's own threads) is split across its requests by candidates.
 """
 
 from __future__ import annotations
@@ -14,6 +16,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
+
+from mesh.timing import cpu_ns, split_cpu
 
 __all__ = ["Batcher", "Job"]
 
@@ -34,11 +38,14 @@ class Job:
     done: threading.Event = field(default_factory=threading.Event)
     error: BaseException | None = None
     started_ns: int = 0  # when its model run began: the time before it was spent queued
+    cpu_ns: int = 0  # its share of its run's CPU
 
 
 class Batcher:
-    def __init__(self, run: Run, fixed: Mapping[str, np.ndarray], max_batch: int = 8) -> None:
+    def __init__(self, run: Run, fixed: Mapping[str, np.ndarray], max_batch: int = 8,
+                 engine_cpu_ns: Callable[[], int] = lambda: 0) -> None:
         self.run, self.fixed, self.max_batch = run, fixed, max_batch
+        self.engine_cpu_ns = engine_cpu_ns  # the engine's own threads' CPU so far (runs never overlap: all ours)
         self._queue: list[Job] = []
         self._leading = False
         self._cond = threading.Condition()
@@ -69,7 +76,7 @@ class Batcher:
             raise job.error
 
     def _run(self, jobs: list[Job]) -> None:
-        started = time.monotonic_ns()
+        started, cpu = time.monotonic_ns(), cpu_ns() + self.engine_cpu_ns()
         for job in jobs:
             job.started_ns = started
         try:
@@ -95,6 +102,9 @@ class Batcher:
             for job in jobs:
                 job.error = exc
         finally:
+            shares = split_cpu(cpu_ns() + self.engine_cpu_ns() - cpu, [len(job.ids) for job in jobs])
+            for job, share in zip(jobs, shares):
+                job.cpu_ns = share
             self.batch_sizes[len(jobs)] = self.batch_sizes.get(len(jobs), 0) + 1  # written by the one running leader
             for job in jobs:
                 job.done.set()

@@ -75,3 +75,38 @@ def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(catalog, 
     for thread in [first, *rest]:
         thread.join(60)
     assert ranker.batcher.batch_sizes == {1: 1, 3: 1}
+
+
+def test_a_batch_charges_each_request_its_share_of_the_runs_cpu_and_the_shares_add_up(monkeypatch) -> None:
+    """Three requests share one run whose CPU (the leader's thread and the engine's own threads) is 9 s on fake
+    clocks: each is charged in proportion to its candidates, and the shares sum to the run's CPU exactly."""
+    import ranker.batching as batching
+    from ranker.batching import Batcher, Job
+
+    thread_clock, engine_clock = [1_000], [50]
+    monkeypatch.setattr(batching, "cpu_ns", lambda: thread_clock[0])
+
+    def run(inputs, outputs) -> None:
+        thread_clock[0] += 2_000_000_001  # the leader's own thread
+        engine_clock[0] += 6_999_999_999  # ONNX Runtime's pool threads
+        outputs["scores"][...] = 0.5
+        outputs["heads"][...] = 0.5
+
+    batcher = Batcher(run, {}, engine_cpu_ns=lambda: engine_clock[0])
+    jobs = [Job(np.zeros((1, 4), np.float32), np.zeros((1, 2), np.float32), np.arange(1, n + 1), np.zeros((n, 3), np.float32),
+                np.empty(n, np.float32), np.empty((n, 4), np.float32), 0.0) for n in (100, 300, 500)]
+    batcher._run(jobs)
+    assert sum(job.cpu_ns for job in jobs) == 9_000_000_000
+    assert [job.cpu_ns for job in jobs] == [1_000_000_000, 3_000_000_000, 5_000_000_000]
+    assert all(job.done.is_set() and (job.scores == 0.5).all() for job in jobs)
+
+
+def test_split_cpu_adds_up_for_any_sizes() -> None:
+    """The remainder of an uneven split goes to the largest request; empty requests split evenly; none: nothing."""
+    from mesh.timing import split_cpu
+
+    for total, sizes in ((10, [1, 1, 1]), (7, [0, 0]), (1_000_003, [5, 2400, 17]), (0, [3, 4])):
+        shares = split_cpu(total, sizes)
+        assert sum(shares) == total and len(shares) == len(sizes) and min(shares) >= 0
+    assert split_cpu(10, [1, 1, 1]) == [4, 3, 3]
+    assert split_cpu(5, []) == []
