@@ -15,7 +15,7 @@ from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from ranker.features import HEADS
-from ranker.service import Ranker, RankerServicer
+from ranker.service import DEFAULT_KEEP, Ranker, RankerServicer
 from ranker.training import MODEL_NAME, newest_model
 
 
@@ -58,10 +58,15 @@ def main() -> None:
     parser.add_argument("--ring-workers", type=int, default=4, help="ring dispatcher threads (default: %(default)s)")
     parser.add_argument("--no-diversify", action="store_true",
                         help="rank by score alone (default: at most a quarter of a feed from one category)")
+    parser.add_argument("--cascade-keep", type=int, default=DEFAULT_KEEP,
+                        help="candidates the full model scores after the cascade's light stage ranks them all; 0: the "
+                             "full model scores every candidate (default: %(default)s)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     add_tls_arguments(parser)
     args = parser.parse_args()
+    if args.cascade_keep < 0:
+        parser.error(f"--cascade-keep is expected to be >= 0 (0: the full model scores every candidate), got {args.cascade_keep}")
     configure(tls_from_args(args))
 
     def build():
@@ -76,7 +81,7 @@ def main() -> None:
         core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                       state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
-                      diversify=not args.no_diversify)
+                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep)
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

@@ -18,7 +18,7 @@ from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
 from mesh.methods import HeapOutputs
 from mesh.progress import Progress
-from ranker.service import Ranker
+from ranker.service import DEFAULT_KEEP, Ranker
 from ranker.training import POSITIVES, Trained, export_trained, load_catalog, train
 from ranker.vectors import GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k
 
@@ -67,7 +67,8 @@ def _recall(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> float
 
 
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
-                      k: int = 20, stream: TextIO | None = None, seed: int = 0) -> Evaluation:
+                      k: int = 20, stream: TextIO | None = None, seed: int = 0,
+                      cascade_keep: int = DEFAULT_KEEP) -> Evaluation:
     """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
     holding only the training part, and score the held-out positives through the real Ranker and the baselines."""
     stream = stream if stream is not None else io.StringIO()
@@ -87,7 +88,8 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             # the Ranker's clock stands at the end of the training part: freshness and the context's hour and
             # weekday are those of the moment the held-out events begin, not of today
             now = [0.0]  # set per user: where their held-out events begin
-            ranker = Ranker(copy, schema, manifest, follow=False, threads=os.cpu_count() or 1, clock=lambda: now[0])
+            ranker = Ranker(copy, schema, manifest, follow=False, threads=os.cpu_count() or 1, clock=lambda: now[0],
+                            cascade_keep=cascade_keep)
             try:
                 metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream)
             finally:
@@ -132,6 +134,9 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     ranker.diversify = False  # the same pipeline ranking by score alone: what the category cap costs
     undiversified = _served(ranker, space, rows, last, k, now, stream)
     ranker.diversify = True
+    light, ranker.light = ranker.light, None  # the full model on every candidate: what the cascade costs
+    full_model = _served(ranker, space, rows, last, k, now, stream) if light is not None else served
+    ranker.light = light
 
     vectors = np.where(space.users_known[rows, None], space.users[rows], space.cold_start[None, :])
     servable = ranker.items.servable[:shape[1]]
@@ -152,11 +157,12 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
         return top_k(scores, seen, rows, k)
 
     results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
+               "full_model": _hits(full_model, relevant, rows),
                "popularity": _hits(ranked(np.tile(popularity, (len(rows), 1))), relevant, rows),
                "recent_popularity": _hits(ranked(np.tile(recent, (len(rows), 1))), relevant, rows),
                "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows)}
     metrics = {f"ndcg{k}": results["served"]["ndcg"], f"hr{k}": results["served"]["hr"]}
-    for name in ("undiversified", "popularity", "recent_popularity", "als"):
+    for name in ("undiversified", "full_model", "popularity", "recent_popularity", "als"):
         metrics[f"ndcg{k}_{name}"] = results[name]["ndcg"]
         metrics[f"hr{k}_{name}"] = results[name]["hr"]
     metrics["recall100_retrieval"] = _recall(retrieval, relevant, rows)
@@ -165,4 +171,5 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     shown = np.unique(served[served >= 0])
     metrics["coverage"] = float(len(shown) / max(int(servable.sum()), 1))
     metrics["test_users"] = float(len(rows))
+    metrics["cascade_keep"] = float(ranker.cascade_keep if light is not None else 0)
     return metrics

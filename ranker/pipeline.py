@@ -19,12 +19,13 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
     """The per-user split's figures, served pipeline beside the baselines, as a small table."""
     if f"ndcg{k}" not in metrics:
         return "(no per-user evaluation was run)"
-    lines = [f"{'per-user split':<20} {'NDCG@' + str(k):>9} {'HR@' + str(k):>8}"]
-    for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"), ("popularity", "_popularity"),
+    lines = [f"{'per-user split':<22} {'NDCG@' + str(k):>9} {'HR@' + str(k):>8}"]
+    for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"),
+                          ("full model, no cascade", "_full_model"), ("popularity", "_popularity"),
                           ("recent popularity", "_recent_popularity"),
                           ("ALS", "_als"), ("retrieval alone", "_retrieval")):
         hr = metrics.get(f"hr{k}{suffix}", float("nan"))
-        lines.append(f"{label:<20} {metrics[f'ndcg{k}{suffix}']:9.4f} {hr:8.4f}")
+        lines.append(f"{label:<22} {metrics.get(f'ndcg{k}{suffix}', float('nan')):9.4f} {hr:8.4f}")
     lines.append(f"recall@100 of retrieval {metrics['recall100_retrieval']:.4f}, catalog coverage {metrics['coverage']:.3f}, "
                  f"{int(metrics['test_users']):,} test users")
     return "\n".join(lines)

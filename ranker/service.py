@@ -16,23 +16,29 @@ from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest, load_engine
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.errors import FailedPrecondition, InvalidArgument
-from mesh.methods import Handler, Outputs, Tensors, serve_unary
+from mesh.logging import get_logger
+from mesh.methods import Handler, HeapOutputs, Outputs, Tensors, serve_unary
 from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
-from mesh.timing import HopRecorder, cpu_ns, now_ns
+from mesh.timing import HopRecorder, now_ns
+from ranker import graphs
 from ranker.batching import Batcher, Job
-from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, FeatureSpace
+from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
+from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, ITEM_DIM, USER_DIM, FeatureSpace
 from ranker.items import ItemTable
 from ranker.retrieval import Candidates, Retriever
 from ranker.state import RankerState, load_state, save_state
 
-__all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "MAX_K", "MAX_CANDIDATES", "diversified_top_k"]
+__all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MAX_K", "MAX_CANDIDATES",
+           "diversified_top_k"]
 
 SERVICE = "ranker"
 DEFAULT_CANDIDATES = 2_400
 MAX_CANDIDATES = 20_000
 MAX_K = 500
 _TOWER_CHUNK = 8_192
+DEFAULT_KEEP = 300  # candidates the full model scores after the light stage (0: the full model scores all)
+FIT_RANKINGS = 128  # rankings of the full model the light stage is fitted on, when a model has none yet
 
 
 def diversified_top_k(scores: np.ndarray, categories: np.ndarray, k: int) -> np.ndarray:
@@ -66,8 +72,12 @@ class Ranker:
     def __init__(self, store: Store, schema: Schema, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
-                 state_dir: Path | None = None, diversify: bool = True) -> None:
+                 state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP) -> None:
+        if cascade_keep < 0:
+            raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
         self.manifest = manifest
+        self.light: LightStage | None = None  # the cascade's first stage, once fitted (None: the full model only)
+        self.unit_terms = np.zeros((0, 0), np.float32)  # the item terms at the light stage's units
         self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
@@ -89,7 +99,8 @@ class Ranker:
         self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
         self.retriever = Retriever(self.items)
         self.max_batch_delay_s = max_batch_delay_us / 1e6
-        self.batcher = Batcher(self._run_model, {})
+        pool = getattr(self.engine, "threads", None)  # ONNX Runtime's intra-op threads (TensorRT: none to read)
+        self.batcher = Batcher(self._run_model, {}, engine_cpu_ns=pool.cpu_ns if pool is not None else lambda: 0)
         self._fit_terms()
         self._lock = threading.Lock()  # the item table, its terms and the index change together
         self.store = store
@@ -103,6 +114,9 @@ class Ranker:
         self._loading = True
         self.follower.poll()  # everything committed so far, before the first request
         self.retriever.rebuild(self._lock)  # clusters (and IVF, when big) over the whole catalog, before serving
+        self.cascade_keep = cascade_keep
+        if cascade_keep:
+            self._start_cascade(store)
         self._loading = False
         if follow:
             self.follower.start()
@@ -117,6 +131,60 @@ class Ranker:
             grown[:len(self.terms)] = self.terms
             self.terms = grown
             self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
+        if self.light is not None and len(self.unit_terms) < len(self.terms):
+            units = np.zeros((len(self.terms), len(self.light.units)), np.float32)
+            units[:len(self.unit_terms)] = self.unit_terms
+            self.unit_terms = units
+
+    def _start_cascade(self, store: Store) -> None:
+        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there."""
+        weights = graphs.weights_of(self.manifest.path("naive"))
+        _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
+        self.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
+        light = load_light_stage(self.manifest.directory, self._model_key)
+        log = get_logger("ranker")
+        if light is None:
+            started = time.monotonic()
+            light = self._fit_light(store)
+            try:
+                save_light_stage(light, self.manifest.directory, self._model_key)
+            except OSError as exc:  # a read-only model directory: fitted again at the next start
+                log.warning("light stage not saved", error=str(exc))
+            log.info("cascade light stage fitted", rankings=light.fitted_on, seconds=round(time.monotonic() - started, 1),
+                     top20_kept=round(light.agreement, 3), keep=self.cascade_keep)
+        with self._lock:
+            self.light = light
+            self.unit_terms = np.zeros((0, len(light.units)), np.float32)
+            self._fit_terms()
+            self.unit_terms[:] = self.terms[:, light.units]
+
+    def _fit_light(self, store: Store) -> LightStage:
+        """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
+        none: users placed at servable items, one item each)."""
+        rng = np.random.default_rng(0)
+        _, users = store.learned_users(store.active_space())
+        if not len(users):
+            rows = np.flatnonzero(self.items.servable[:self.items.size])
+            users = self.items.vectors[rng.choice(rows, min(FIT_RANKINGS, len(rows)), replace=False)] if len(rows) else users
+        users = users[rng.choice(len(users), min(FIT_RANKINGS, len(users)), replace=False)] if len(users) else users
+        fit = LightFit(self.cascade_keep)
+        for user in users:
+            if not np.linalg.norm(user) > 0:
+                continue
+            outputs = HeapOutputs()
+            self.rank(ranker_pb2.RankRequest(k=1, return_all_scores=True), {"user_vector": user.astype(np.float32)},
+                      outputs)
+            ids = outputs.arrays["candidate_ids"]
+            unit = user / np.linalg.norm(user) if self.cold_start is not None else user  # as rank() reads it
+            request = self._request_part(self.space.user_features(unit[None, :].astype(np.float32), [None]),
+                                         self._context(ranker_pb2.RankRequest()))
+            fit.add(request, self.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
+        return fit.finish()
+
+    def _request_part(self, user_part: np.ndarray, context_part: np.ndarray) -> np.ndarray:
+        """The first layer's once-per-request term [512], as the decomposed graph computes it."""
+        wu, wc, b1 = self.first_layer
+        return (user_part @ wu + context_part @ wc)[0] + b1
 
     @property
     def _model_key(self) -> str:
@@ -161,6 +229,8 @@ class Ranker:
             self._fit_terms()
             if terms is not None:
                 self.terms[added] = terms
+                if self.light is not None:
+                    self.unit_terms[added] = terms[:, self.light.units]
             self.retriever.remove(removed)
             self.retriever.add(added)
             self.items.add_popularity(popular)
@@ -266,18 +336,31 @@ class Ranker:
             users = user[None, :] if user is not None else None
             user_part = self.space.user_features(users, [attributes])
             context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
+            ranks, considered = None, len(rows)
+            if users is not None:
+                dot = vectors @ user
+                ranks = np.empty(len(rows), np.int64)  # among all candidates, whether or not the full model sees them
+                ranks[np.argsort(-dot, kind="stable")] = np.arange(len(rows))
+                light = self.light
+                if light is not None and len(rows):
+                    scored = light.scores(self._request_part(user_part, context_part), self.unit_terms[rows], dot)
+                    kept = top_rows(scored, self.cascade_keep)
+                    if len(kept) < len(rows):
+                        found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
+                        rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
+                        published, popularity, ranks = published[kept], popularity[kept], ranks[kept]
             cross = self.space.cross_features(users, self.space.user_crosses(attributes), vectors, categories,
-                                              found.sources, self.clock() - published, popularity)
+                                              found.sources, self.clock() - published, popularity, ranks)
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)
         if n:  # two handoffs: waiting for the engine (or for company), then the model run itself
             window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
             job = Job(user_part, context_part, found.ids, cross, scores, heads, window)
-            queued, cpu = now_ns(), cpu_ns()
+            queued = now_ns()
             self.batcher.submit(job)
             hops.add("queued", queued, job.started_ns)
-            hops.add("model", job.started_ns, now_ns(), cpu_ns() - cpu)
+            hops.add("model", job.started_ns, now_ns(), job.cpu_ns)  # its share of the run's CPU
             if request.head_weights:  # this request's own blend of the objectives
                 blend = self.head_weights.copy()
                 for head, weight in request.head_weights.items():
@@ -287,9 +370,10 @@ class Ranker:
                   else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids
-        annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=n, catalog_sequence=sequence)
+        annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=considered, scored=n,
+                 catalog_sequence=sequence)
         response = ranker_pb2.RankResponse(
-            candidates_considered=n, model_name=self.manifest.name, model_version=self.manifest.version,
+            candidates_considered=considered, candidates_scored=n, model_name=self.manifest.name, model_version=self.manifest.version,
             cold_start=not known, catalog_sequence=sequence, behind=not caught_up,
         )
         items = self.items

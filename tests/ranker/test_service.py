@@ -186,7 +186,7 @@ class TestFollowingTheStore:
         and a ranker started afterwards (a restart) agrees."""
         url = catalog.copy(tmp_path)
         store = open_store(url)
-        ranker = Ranker(store, catalog.schema, manifest, follow=False)
+        ranker = Ranker(store, catalog.schema, manifest, follow=False, cascade_keep=0)  # every retrieved id comes back
         encoder = SentenceEncoder(ensure_encoder(encoder_home))
         store.upsert_items([Item("new-1", "Volcanoes of Iceland", "Lava fields and geysers", ["travel"])])
         ContentEncoder(open_store(url), encoder.encode_batch).drain()

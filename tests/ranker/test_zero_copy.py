@@ -1,5 +1,6 @@
 """Zero copy into the engine: over the ring, ONNX Runtime reads candidate ids and context from the request
-slot and writes the scores into the response slot."""
+slot and writes the scores into the response slot (the ids only when the full model scores every candidate: the
+cascade passes on a subset)."""
 
 from __future__ import annotations
 
@@ -28,9 +29,8 @@ class AddressRecordingEngine:
         self.inner.run(inputs, outputs)
 
 
-def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(catalog, manifest) -> None:
-    """The bound 'ids' and 'context' inputs and the 'scores' output fall inside the server's mapping."""
-    core = ranker_for(catalog, manifest)
+def _bound_addresses(catalog, manifest, keep: int) -> tuple[dict[str, int], range, np.ndarray]:
+    core = ranker_for(catalog, manifest, cascade_keep=keep)
     engine = core.engine = AddressRecordingEngine(core.engine)
     ring = RingServer("ranker", RANKER, core.handlers(), log_calls=False)
     ring.start()
@@ -44,12 +44,28 @@ def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(catalog, manifest
         request = ranker_pb2.RankRequest(user_id=1, k=10, return_all_scores=True, include_seen=True)
         with channel.call(methods_of(RANKER)["Rank"], request, tensors, timeout=10) as reply:
             scores = reply.tensors["scores"].copy()
-        segment = range(ring.ring.address, ring.ring.address + ring.ring.size)
-        assert engine.addresses["ids"] in segment
-        assert engine.addresses["context"] in segment
-        assert engine.addresses["scores"] in segment
-        assert engine.addresses["item_table"] not in segment  # precomputed in the ranker's own memory
-        assert len(scores) == 2400 and np.isfinite(scores).all()
+        return engine.addresses, range(ring.ring.address, ring.ring.address + ring.ring.size), scores
     finally:
         channel.close()
         ring.stop()
+
+
+def test_engine_inputs_and_outputs_lie_inside_the_ring_segment(catalog, manifest) -> None:
+    """With the full model on every candidate, the bound 'ids' and 'context' inputs and the 'scores' output fall
+    inside the server's mapping."""
+    addresses, segment, scores = _bound_addresses(catalog, manifest, keep=0)
+    assert addresses["ids"] in segment
+    assert addresses["context"] in segment
+    assert addresses["scores"] in segment
+    assert addresses["item_table"] not in segment  # precomputed in the ranker's own memory
+    assert len(scores) == 2400 and np.isfinite(scores).all()
+
+
+def test_with_the_cascade_context_and_scores_stay_in_the_segment(catalog, manifest) -> None:
+    """With the cascade, the context is still read from the request slot and the scores of the kept candidates
+    written into the response slot; the kept ids are the ranker's own subset."""
+    addresses, segment, scores = _bound_addresses(catalog, manifest, keep=300)
+    assert addresses["context"] in segment
+    assert addresses["scores"] in segment
+    assert addresses["ids"] not in segment
+    assert len(scores) == 300 and np.isfinite(scores).all()

@@ -69,7 +69,7 @@ class RankedItem(_message.Message):
     def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., external_id: _Optional[str] = ...) -> None: ...
 
 class RankResponse(_message.Message):
-    __slots__ = ("items", "candidate_ids", "scores", "candidates_considered", "hops", "model_name", "model_version", "cold_start", "catalog_sequence", "behind")
+    __slots__ = ("items", "candidate_ids", "scores", "candidates_considered", "hops", "model_name", "model_version", "cold_start", "catalog_sequence", "behind", "candidates_scored")
     ITEMS_FIELD_NUMBER: _ClassVar[int]
     CANDIDATE_IDS_FIELD_NUMBER: _ClassVar[int]
     SCORES_FIELD_NUMBER: _ClassVar[int]
@@ -80,6 +80,7 @@ class RankResponse(_message.Message):
     COLD_START_FIELD_NUMBER: _ClassVar[int]
     CATALOG_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
     BEHIND_FIELD_NUMBER: _ClassVar[int]
+    CANDIDATES_SCORED_FIELD_NUMBER: _ClassVar[int]
     items: _containers.RepeatedCompositeFieldContainer[RankedItem]
     candidate_ids: _common_pb2.Tensor
     scores: _common_pb2.Tensor
@@ -90,4 +91,5 @@ class RankResponse(_message.Message):
     cold_start: bool
     catalog_sequence: int
     behind: bool
-    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., candidate_ids: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates_considered: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ..., catalog_sequence: _Optional[int] = ..., behind: _Optional[bool] = ...) -> None: ...
+    candidates_scored: int
+    def __init__(self, items: _Optional[_Iterable[_Union[RankedItem, _Mapping]]] = ..., candidate_ids: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., scores: _Optional[_Union[_common_pb2.Tensor, _Mapping]] = ..., candidates_considered: _Optional[int] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., cold_start: _Optional[bool] = ..., catalog_sequence: _Optional[int] = ..., behind: _Optional[bool] = ..., candidates_scored: _Optional[int] = ...) -> None: ...
