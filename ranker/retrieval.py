@@ -230,9 +230,12 @@ class Retriever:
             take(self._pool("fresh")[: count - count // 2], 2)
         else:
             query = user[None, :].astype(np.float32, copy=False)
-            distance, found = self._index.search.search(query, interest)
+            # one search deep enough for the top-up too: a second search would scan the same lists again (the
+            # sources overlap most of the time, and scanning, not the deeper heap, is what a search costs)
+            distance, found = self._index.search.search(query, count + count // 4)
             keep = found[0] >= 0
-            take(found[0][keep], 0, distance[0][keep])
+            reserve, reserve_scores = found[0][keep][interest:], distance[0][keep][interest:]
+            take(found[0][keep][:interest], 0, distance[0][keep][:interest])
             centroids = self._index.centroids
             if len(centroids):
                 affinity = centroids @ user
@@ -249,10 +252,8 @@ class Retriever:
 
         merged = np.concatenate(rows) if rows else np.zeros(0, np.int64)
         short = count - len(np.unique(merged))
-        if short > 0 and user is not None:  # the sources overlapped more than expected: one deeper pass tops up
-            distance, found = self._index.search.search(user[None, :].astype(np.float32, copy=False), interest + 2 * short)
-            keep = found[0] >= 0
-            take(found[0][keep][interest:], 0, distance[0][keep][interest:])
+        if short > 0 and user is not None:  # the sources overlapped more than expected: the next by interest top up
+            take(reserve[:2 * short], 0, reserve_scores[:2 * short])
             merged = np.concatenate(rows)
         elif short > 0:
             take(self._pool("popular")[count // 2: count // 2 + 2 * short], 3)
