@@ -3,6 +3,10 @@
 The index follows the catalog: servable items are added and removed in place as their changes arrive. It is
 exact (flat) while the catalog is small; as it grows, an IVF index with fresh k-means clusters is trained in
 the background and swapped in, with the changes that arrived during training replayed onto it.
+
+A learned space fills only the leading coordinates of the served width (64 of 384, say): the index holds only the
+coordinates some item uses (its `width`), so a search reads a sixth of the memory for the same inner products.
+An item that uses a coordinate past it (another space was published) rebuilds the index at the new width.
 """
 
 from __future__ import annotations
@@ -46,7 +50,20 @@ class _Index:
     search: faiss.Index
     centroids: np.ndarray
     built_for: int
+    width: int  # the leading coordinates held: every indexed item is zero past them
     quantizer: faiss.Index | None = None  # the IVF's: held here so that it lives as long as the index
+
+
+_WIDTH_STEP = 16
+
+
+def _width(vectors: np.ndarray) -> int:
+    """The leading coordinates `vectors` use, rounded up to a multiple of 16 (at least 16, at most all)."""
+    if not len(vectors):
+        return min(_WIDTH_STEP, vectors.shape[1])
+    used = np.flatnonzero(np.any(vectors != 0, axis=0))
+    last = int(used[-1]) + 1 if len(used) else 1
+    return min(-(-last // _WIDTH_STEP) * _WIDTH_STEP, vectors.shape[1])
 
 
 def _clusters(n: int) -> int:
@@ -54,7 +71,9 @@ def _clusters(n: int) -> int:
     return min(nlist, n // 39)  # k-means wants >= 39 points a centroid
 
 
-def _build(vectors: np.ndarray, rows: np.ndarray, nprobe: int, seed: int) -> _Index:
+def _build(vectors: np.ndarray, rows: np.ndarray, nprobe: int, seed: int, width: int = 0) -> _Index:
+    width = max(width, _width(vectors))
+    vectors = np.ascontiguousarray(vectors[:, :width])
     n, dim = vectors.shape
     nlist = _clusters(n)
     centroids = np.zeros((0, dim), np.float32)
@@ -72,7 +91,7 @@ def _build(vectors: np.ndarray, rows: np.ndarray, nprobe: int, seed: int) -> _In
         index = faiss.IndexIDMap2(faiss.IndexFlatIP(dim))
     if n:
         index.add_with_ids(np.ascontiguousarray(vectors), rows.astype(np.int64))
-    return _Index(index, centroids, n, quantizer)
+    return _Index(index, centroids, n, width, quantizer)
 
 
 class Retriever:
@@ -97,6 +116,11 @@ class Retriever:
         return int(self._index.search.ntotal)
 
     @property
+    def width(self) -> int:
+        """The leading coordinates the index holds: every servable item is zero past them."""
+        return self._index.width
+
+    @property
     def kind(self) -> str:
         return "ivf" if isinstance(self._index.search, faiss.IndexIVFFlat) else "flat"
 
@@ -106,8 +130,15 @@ class Retriever:
         """(Re-)index servable rows: their vectors may be new."""
         if not len(rows):
             return
+        vectors = self.items.vectors[rows]
+        width = self._index.width
+        if width < vectors.shape[1] and np.any(vectors[:, width:]):  # a coordinate the index does not hold
+            self._rebuild_wider(_width(vectors))
+            if self._during_rebuild is not None:  # replayed onto a narrower background build: it widens too
+                self._during_rebuild.append(("add", rows.copy()))
+            return
         self._remove_from_index(rows)
-        self._index.search.add_with_ids(np.ascontiguousarray(self.items.vectors[rows]), rows.astype(np.int64))
+        self._index.search.add_with_ids(np.ascontiguousarray(vectors[:, :width]), rows.astype(np.int64))
         self._mark(rows, True)
         self._assign(rows)
         self._pools = None
@@ -150,7 +181,7 @@ class Retriever:
             grown = np.full(max(self.items.size, 2 * len(self.cluster_of)), -1, np.int32)
             grown[:len(self.cluster_of)] = self.cluster_of
             self.cluster_of = grown
-        best = np.argmax(self.items.vectors[rows] @ centroids.T, axis=1)
+        best = np.argmax(self.items.vectors[rows, :centroids.shape[1]] @ centroids.T, axis=1)
         for row, cluster in zip(rows.tolist(), best.tolist()):
             self.cluster_of[row] = cluster
             self.members[cluster].add(row)
@@ -165,6 +196,24 @@ class Retriever:
         servable = int(self.items.servable[:self.items.size].sum())
         return self._rebuilding is None and servable >= 2 * max(self._index.built_for, 312)
 
+    def _rebuild_wider(self, width: int) -> None:
+        """Rebuild at once (the caller holds the lock) over every servable item at `width` or more: rare, when a
+        space that uses more coordinates is published."""
+        rows = np.flatnonzero(self.items.servable[:self.items.size]).astype(np.int64)
+        self._swap(_build(self.items.vectors[rows], rows, self.nprobe, self.seed, width), rows, [])
+
+    def _swap(self, built: _Index, rows: np.ndarray, changes: list[tuple[str, np.ndarray]]) -> None:
+        self._index = built
+        self._in_index = np.zeros(self.items.size, bool)
+        self._mark(rows, True)
+        self.cluster_of = np.full(self.items.size, -1, np.int32)
+        self.members = [set() for _ in range(len(built.centroids))]
+        self._assign(rows)
+        for op, changed in changes:
+            (self.add if op == "add" else self.remove)(changed)
+        self._pools = None
+        self.rebuilds += 1
+
     def rebuild(self, lock: threading.Lock) -> None:
         """Train a new index (IVF once big enough) on a snapshot, outside `lock`; then, under it, replay what changed
         meanwhile and swap. Runs in the caller's thread: see `rebuild_in_background`."""
@@ -175,16 +224,7 @@ class Retriever:
         built = _build(vectors, rows, self.nprobe, self.seed)
         with lock:
             changes, self._during_rebuild = self._during_rebuild, None
-            self._index = built
-            self._in_index = np.zeros(self.items.size, bool)
-            self._mark(rows, True)
-            self.cluster_of = np.full(self.items.size, -1, np.int32)
-            self.members = [set() for _ in range(len(built.centroids))]
-            self._assign(rows)
-            for op, changed in changes:
-                (self.add if op == "add" else self.remove)(changed)
-            self._pools = None
-            self.rebuilds += 1
+            self._swap(built, rows, changes)
 
     def rebuild_in_background(self, lock: threading.Lock) -> None:
         def run() -> None:
@@ -229,7 +269,7 @@ class Retriever:
             take(self._pool("popular")[: count // 2], 3)
             take(self._pool("fresh")[: count - count // 2], 2)
         else:
-            query = user[None, :].astype(np.float32, copy=False)
+            query = np.ascontiguousarray(user[None, :self._index.width], dtype=np.float32)
             # one search deep enough for the top-up too: a second search would scan the same lists again (the
             # sources overlap most of the time, and scanning, not the deeper heap, is what a search costs)
             distance, found = self._index.search.search(query, count + count // 4)
@@ -238,7 +278,7 @@ class Retriever:
             take(found[0][keep][:interest], 0, distance[0][keep][:interest])
             centroids = self._index.centroids
             if len(centroids):
-                affinity = centroids @ user
+                affinity = centroids @ user[:centroids.shape[1]]
                 best = np.argsort(-affinity)[:_CLUSTERS_PER_USER]
                 per_cluster = max(count // 4 // len(best), 1)
                 for cluster in best.tolist():

@@ -329,16 +329,18 @@ class Ranker:
                     found = self.retriever.retrieve(user, request.candidate_count or DEFAULT_CANDIDATES)
                 found = self._filter(request, tensors, found)
                 rows = found.ids - 1
-                vectors, categories = self.items.vectors[rows], self.items.category[rows]
+                width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
+                vectors, categories = np.take(self.items.vectors[:, :width], rows, axis=0), self.items.category[rows]
                 published, popularity = self.items.published[rows], self.items.popularity[rows]
         with hops.stage("features"):
             attributes = self.user_attributes.get(request.user_id)
             users = user[None, :] if user is not None else None
+            narrow = user[None, :width] if user is not None else None  # for user.item with the items' coordinates
             user_part = self.space.user_features(users, [attributes])
             context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
             ranks, considered = None, len(rows)
-            if users is not None:
-                dot = vectors @ user
+            if narrow is not None:
+                dot = vectors @ narrow[0]
                 ranks = np.empty(len(rows), np.int64)  # among all candidates, whether or not the full model sees them
                 ranks[np.argsort(-dot, kind="stable")] = np.arange(len(rows))
                 light = self.light
@@ -349,7 +351,7 @@ class Ranker:
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
                         published, popularity, ranks = published[kept], popularity[kept], ranks[kept]
-            cross = self.space.cross_features(users, self.space.user_crosses(attributes), vectors, categories,
+            cross = self.space.cross_features(narrow, self.space.user_crosses(attributes), vectors, categories,
                                               found.sources, self.clock() - published, popularity, ranks)
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)

@@ -257,6 +257,32 @@ class TestRetrieval:
         assert len(best & interest) >= 35
         assert len(np.unique(found.ids)) == len(found.ids)
 
+    def test_the_index_holds_only_the_coordinates_items_use_and_widens_for_an_item_that_uses_more(self, catalog) -> None:
+        """A learned space's items use the leading coordinates only (their count rounded up to 16 is what the index
+        holds) and it finds exactly the flat inner-product top 20. An item that uses coordinate 300 widens it, and a
+        query along that coordinate finds the item first."""
+        items = self._table(catalog)
+        rows = np.flatnonzero(items.servable[:len(items)])
+        used = int(np.flatnonzero(np.any(items.vectors[rows] != 0, axis=0))[-1]) + 1
+        assert used < 300
+        retriever = Retriever(items)
+        retriever.add(rows)
+        assert retriever._index.width == -(-used // 16) * 16 and retriever.kind == "flat"
+        user = catalog.vector(5)
+        found = retriever.retrieve(user, 100)
+        exact = rows[np.argsort(-(items.vectors[rows] @ user), kind="stable")[:20]] + 1
+        interest = found.ids[(found.sources & 1) == 1]
+        assert set(exact.tolist()) <= set(interest.tolist())
+        wide = rows[:1]
+        items.vectors[wide, 300] = 50.0
+        retriever.add(wide)
+        assert retriever._index.width == 304 and retriever.count == len(rows)
+        probe = np.zeros(items.vectors.shape[1], np.float32)
+        probe[300] = 1.0
+        found = retriever.retrieve(probe, 50)
+        best = found.ids[np.argmax(found.scores)]
+        assert best == wide[0] + 1
+
     def test_an_ivf_rebuild_keeps_changes_made_while_it_trained(self, catalog) -> None:
         """A background rebuild (IVF at this size) swaps in with every add and remove made meanwhile applied."""
         import threading
