@@ -1,17 +1,24 @@
-"""The whole feed under load: the real stack as child processes, ring fast path on, then forced off.
+"""The whole feed under load, counted honestly: the sustained rate of full feeds, their tail, and their true CPU cost.
 
-Two drivers, side by side. h2load (Debian's nghttp2-client, installed if missing) posts pre-encoded
-gRPC bodies of 8 users from 8 parallel clients at a fixed rate, then steps the rate up to find the
-highest whose P99 stays within 50 ms. An open-loop asyncio driver sends Feed at the same fixed rate
-over all 50,000 users (latency counts from each request's scheduled send time) and reads gRPC
-statuses and the per-hop breakdown, which h2load cannot see (gRPC errors travel in HTTP 200 trailers).
-The gateway's feed cache is off: every feed is ranked, 2,400 candidates x 4,736 features.
+Four stacks run as child processes on one prepared catalog (200,000 items, 50,000 users; the gateway's feed cache
+off, so every feed is retrieved and ranked): the cascade (the default ranking) and the full model (`--cascade-keep
+0`, the baseline), each with the ring fast path on and with gRPC only. Load is offered to them in alternating
+blocks by an open-loop asyncio driver over all users; latency counts from each request's scheduled send time, and
+statuses are real gRPC statuses (read from the trailers). A degraded answer is never a served feed
+(bench/accounting.py): the latencies cover full answers only, and `degraded_share` counts the rest.
 
-First, the feed with the learned-vector model against the model before it (the same weights exported in the
-previous graph format, without the wide part, on a copy of the store serving content vectors): the P50 of whole
-feeds in alternating blocks, and their ratio (`--models-only` stops there).
+1. A ramp, one block per stack per round: the sustained rate is the highest offered rate at which at least 99% of
+   answers are full and their P99 is within 50 ms.
+2. Blocks at each stack's sustained rate: full-feed P50 and P99, and `cpu_ms_per_feed` = the CPU every stack process
+   used (all threads, from /proc) / full feeds. Beside it, what the stack attributes to those feeds itself
+   (the hops' thread CPU, batch work split across the batch): the figure the cost ledger books.
+3. `flop_efficiency`: the cascade's model run (the kept candidates) in FLOP/s over a plain large MatMul in the same
+   ONNX Runtime with the same threads, in alternating blocks: the machine's practical roofline.
+4. `quality_ratio`: NDCG@20 of the cascade over the full model on MovieLens-100K's per-user split (the real
+   evaluation, ranker/evaluation.py, both in the same process); `--no-quality` skips it.
+5. h2load (HTTP/2 only: it sees HTTP 200, not gRPC statuses) at the cascade's sustained rate, as a cross-check.
 
-    python bench/load.py [--quick] [--rate 100] [--seconds 20]
+    python bench/load.py [--quick] [--step-seconds 6] [--keep 300] [--no-quality]
 """
 
 from __future__ import annotations
@@ -24,6 +31,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -31,43 +39,84 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
+from bench.accounting import Tally, outcome_of  # noqa: E402
 from bench.common import ensure_debian_tool, machine, prepare_catalog, record, result_line  # noqa: E402
 from cli.bootstrap import upsert_users  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from gateway.cost import request_cpu_seconds  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
 from mesh.percentiles import p50_p99, percentiles  # noqa: E402
+from ranker.service import DEFAULT_KEEP  # noqa: E402
 from world import WorldSpec  # noqa: E402
 
+P99_LIMIT_MS = 50.0
+RAMP = [10.0, 15, 20, 25, 30, 35, 40, 45, 50, 60, 70, 80, 90, 100, 115, 130, 150, 175, 200, 230, 260, 300, 350, 400]
+MIN_REQUESTS = 100  # per ramp step: a P99 over fewer is one unlucky request
 
-async def drive(address: str, rate: float, seconds: float, users: int, seed: int) -> dict:
-    """Open loop at `rate` per second for `seconds`; latencies from the scheduled send time."""
+
+@dataclass
+class Run:
+    """One stack under test and what it answered."""
+
+    name: str  # "cascade/ring", ...
+    model: str  # "cascade" or "full"
+    transport: str  # "auto" (ring when colocated) or "grpc"
+    stack: Stack | None = None
+    config: StackConfig | None = None
+    rate_index: int = 0
+    sustained: float = 0.0
+    ramping: bool = True
+    at_rate: Tally = field(default_factory=Tally)
+    attributed_ms: list[float] = field(default_factory=list)  # the hops' CPU per full feed
+    cpu_s: float = 0.0  # every stack process's CPU during the blocks at the sustained rate
+    hops: Counter = field(default_factory=Counter)
+    hop_ms: dict[str, float] = field(default_factory=dict)
+
+
+def process_cpu_s(pids: list[int]) -> float:
+    """User and system CPU of these processes (all their threads) so far, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
+
+
+async def drive(address: str, rate: float, seconds: float, users: int, seed: int, run: Run | None = None) -> Tally:
+    """Open loop: `rate` Feed calls a second for `seconds`, users drawn uniformly from all of them; each request's
+    latency counts from its scheduled send time, so a driver that falls behind is charged, never flattered."""
     rng = np.random.default_rng(seed)
-    latencies: list[float] = []
-    ok_latencies: list[float] = []
-    codes: Counter[str] = Counter()
-    hops: Counter[tuple[str, str]] = Counter()
-    hop_totals: dict[tuple[str, str], float] = {}
+    tally = Tally(seconds=seconds)
     async with grpc.aio.insecure_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
 
         async def one(at: float, user: int) -> None:
-            ok = False
+            late = (time.perf_counter() - at) * 1e3
             try:
                 reply = await stub.Feed(gateway_pb2.FeedRequest(
                     user_id=user, k=20, context=common_pb2.RequestContext(feature_tag="load")), timeout=1.0)
-                codes["OK" if not reply.degraded else "OK_DEGRADED"] += 1
-                ok = not reply.degraded
-                for hop in reply.hops:
-                    key = (hop.service, hop.stage)
-                    hop_totals[key] = hop_totals.get(key, 0.0) + (hop.end_ns - hop.start_ns) / 1e6
-                    hops[key] += 1
             except grpc.aio.AioRpcError as error:
-                codes[error.code().name] += 1
-            latencies.append(time.perf_counter() - at)
-            if ok:
-                ok_latencies.append((time.perf_counter() - at) * 1e3)
+                tally.record(outcome_of(None, error.code().name), (time.perf_counter() - at) * 1e3, late)
+                return
+            tally.record(outcome_of(reply.degraded), (time.perf_counter() - at) * 1e3, late)
+            if run is not None and not reply.degraded:
+                run.attributed_ms.append(request_cpu_seconds(reply) * 1e3)
+                for hop in reply.hops:
+                    key = f"{hop.service}/{hop.stage}"
+                    run.hops[key] += 1
+                    run.hop_ms[key] = run.hop_ms.get(key, 0.0) + (hop.end_ns - hop.start_ns) / 1e6
 
+        for _ in range(3):  # the connection and the first calls' setup are not part of the offered load
+            try:
+                await stub.Feed(gateway_pb2.FeedRequest(user_id=1, k=20), timeout=5.0)
+            except grpc.aio.AioRpcError:
+                pass
         start = time.perf_counter()
         tasks = []
         for i in range(int(rate * seconds)):
@@ -77,42 +126,162 @@ async def drive(address: str, rate: float, seconds: float, users: int, seed: int
                 await asyncio.sleep(delay)  # the open-loop schedule, not synchronisation
             tasks.append(asyncio.create_task(one(at, int(rng.integers(1, users + 1)))))
         await asyncio.gather(*tasks)
-        elapsed = time.perf_counter() - start
-    ms = np.asarray(latencies) * 1e3
-    p50, p90, p99 = percentiles(ms, (50, 90, 99))
-    return {"p50": p50, "p90": p90, "p99": p99, "rps": len(ms) / elapsed, "codes": dict(codes), "latencies_ms": ok_latencies,
-            "hops": {f"{s}/{t}": hop_totals[(s, t)] / hops[(s, t)] for s, t in sorted(hop_totals)}}
+    return tally
 
 
-H2LOAD_USERS = (1, 7, 42, 1_000, 5_000, 12_345, 30_000, 49_999)
+def start(run: Run, home: Path, store: str, keep: int, users: tuple[np.ndarray, np.ndarray]) -> None:
+    os.environ["FEEDSERVE_TRANSPORT"] = run.transport  # read by the children at start
+    os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
+    ports = free_ports(3)
+    run.config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[2])
+    tag = run.name.replace("/", "-")
+    run.stack = Stack(home, store, "simulator", run.config, home / "logs" / f"load-{tag}",
+                      extra_args={"gateway": ("--cache-ttl-s", "0"),
+                                  "paramserver": ("--snapshot-interval-s", "0",
+                                                  "--state-dir", str(home / "load-state" / tag)),
+                                  "ranker": ("--cascade-keep", str(keep if run.model == "cascade" else 0),
+                                             "--state-dir", str(home / "load-state" / f"{tag}-ranker"))})
+    run.stack.start_data_plane(timeout=300)
+    upsert_users(run.config.paramserver_address, *users)  # the learned users, as `feedserve up` seeds them
+    run.stack.start_serving(timeout=600)
+    asyncio.run(drive(run.config.gateway_address, 20, 2, len(users[0]), seed=99))  # warm-up
 
 
-def ensure_h2load() -> str:
-    return ensure_debian_tool("h2load", "nghttp2-client")
+def ramp(runs: list[Run], users: int, step_s: float) -> None:
+    """One block per stack per round, each at its own next rate, until every stack fails a rate."""
+    round_ = 0
+    while any(r.ramping for r in runs):
+        for run in runs:
+            if not run.ramping:
+                continue
+            rate = RAMP[run.rate_index]
+            assert run.config is not None
+            seconds = max(step_s, MIN_REQUESTS / rate)
+            tally = asyncio.run(drive(run.config.gateway_address, rate, seconds, users, seed=1000 * round_ + run.rate_index))
+            p50, p99 = tally.percentiles()
+            ok = tally.sustained(P99_LIMIT_MS)
+            print(f"  {run.name:<14} {rate:5.0f}/s offered: {tally.served_rps:6.1f} full/s, P50 {p50:6.1f} ms, P99 "
+                  f"{p99:7.1f} ms, not full {tally.degraded_share:6.1%}, driver late P99 "
+                  f"{percentiles(tally.late_ms, (99,))[0]:5.1f} ms  {'ok' if ok else 'FAILS'}  {dict(tally.outcomes)}",
+                  flush=True)
+            if ok:
+                run.sustained = rate
+                run.rate_index += 1
+                run.ramping = run.rate_index < len(RAMP)
+            else:
+                run.ramping = False
+        round_ += 1
 
 
-def grpc_body(user: int) -> bytes:
-    """A Feed request framed as gRPC over HTTP/2 sends it: uncompressed flag, 4-byte length, message."""
-    message = gateway_pb2.FeedRequest(user_id=user, k=20, context=common_pb2.RequestContext(feature_tag="h2load"))
-    data = message.SerializeToString()
-    return b"\x00" + len(data).to_bytes(4, "big") + data
+def at_sustained_rate(runs: list[Run], users: int, seconds: float, blocks: int) -> None:
+    for block in range(blocks):
+        for run in runs:
+            assert run.stack is not None and run.config is not None
+            rate = run.sustained or RAMP[0]
+            pids = [s.process.pid for s in run.stack.services]
+            cpu = process_cpu_s(pids)
+            tally = asyncio.run(drive(run.config.gateway_address, rate, seconds, users, seed=7 + block, run=run))
+            run.cpu_s += process_cpu_s(pids) - cpu
+            run.at_rate.merge(tally)
+            p50, p99 = tally.percentiles()
+            print(f"  block {block + 1}/{blocks} {run.name:<14} at {rate:5.0f}/s: P50 {p50:6.1f} ms, P99 {p99:7.1f} ms, "
+                  f"not full {tally.degraded_share:6.1%}  {dict(tally.outcomes)}", flush=True)
 
 
-def h2load(address: str, rate: float | None, seconds: float) -> dict:
-    """One h2load client per user body, all at once; `rate` None means as fast as they go (4 streams each)."""
-    binary = ensure_h2load()
+def flop_efficiency(manifest, keep: int, threads: int, rounds: int) -> dict[str, float]:
+    """The model run at the cascade's batch and at the full 2,400, in FLOP/s, against a plain [2048 x 2048] MatMul
+    in ONNX Runtime with the same threads: alternating blocks, P50 of each."""
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+
+    from engines.onnx import OnnxEngine, session_options
+    from ranker.features import CONTEXT_DIM, CROSS_DIM, HEADS, HIDDEN_ITEM, USER_DIM
+
+    engine = OnnxEngine(manifest, "decomposed", threads=threads)
+    size = 2048
+    graph = helper.make_graph([helper.make_node("MatMul", ["a", "b"], ["c"])], "matmul",
+                              [helper.make_tensor_value_info("a", TensorProto.FLOAT, [size, size]),
+                               helper.make_tensor_value_info("b", TensorProto.FLOAT, [size, size])],
+                              [helper.make_tensor_value_info("c", TensorProto.FLOAT, [size, size])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    matmul = ort.InferenceSession(model.SerializeToString(), sess_options=session_options(threads),
+                                  providers=["CPUExecutionProvider"])
+    rng = np.random.default_rng(0)
+    a, b = rng.standard_normal((size, size), np.float32), rng.standard_normal((size, size), np.float32)
+    table = rng.standard_normal((200_000, HIDDEN_ITEM), np.float32)
+    heads = len(HEADS)
+
+    def feeds(n: int) -> tuple[dict, dict]:
+        inputs = {"user": rng.standard_normal((1, USER_DIM), np.float32),
+                  "context": rng.standard_normal((1, CONTEXT_DIM), np.float32),
+                  "request_of": np.zeros(n, np.int64), "item_table": table,
+                  "ids": rng.integers(1, len(table) + 1, n), "cross": rng.standard_normal((n, CROSS_DIM), np.float32),
+                  "head_weights": np.ones(heads, np.float32)}
+        return inputs, {"scores": np.empty(n, np.float32), "heads": np.empty((n, heads), np.float32)}
+
+    def model_flop(n: int) -> float:  # multiply-adds x 2: the request's terms once, then per candidate
+        return 2.0 * ((USER_DIM + CONTEXT_DIM) * HIDDEN_ITEM + n * (CROSS_DIM * HIDDEN_ITEM + HIDDEN_ITEM * 256
+                                                                     + 256 * heads + CROSS_DIM * heads + heads))
+
+    samples: dict[str, list[float]] = {"kept": [], "all": [], "matmul": []}
+    cases = {"kept": feeds(keep), "all": feeds(2_400)}
+    for _ in range(rounds):
+        for name, (inputs, outputs) in cases.items():
+            for _ in range(10):
+                t = time.perf_counter()
+                engine.run(inputs, outputs)
+                samples[name].append(time.perf_counter() - t)
+        for _ in range(3):
+            t = time.perf_counter()
+            matmul.run(None, {"a": a, "b": b})
+            samples["matmul"].append(time.perf_counter() - t)
+    roofline = 2.0 * size ** 3 / float(np.median(samples["matmul"]))
+    kept = model_flop(keep) / float(np.median(samples["kept"]))
+    full = model_flop(2_400) / float(np.median(samples["all"]))
+    return {"roofline_gflops": roofline / 1e9, "model_gflops": kept / 1e9, "model_gflops_all": full / 1e9,
+            "flop_efficiency": kept / roofline, "flop_efficiency_all": full / roofline,
+            "model_ms": float(np.median(samples["kept"])) * 1e3, "model_ms_all": float(np.median(samples["all"])) * 1e3}
+
+
+def cascade_quality(keep: int) -> dict[str, float]:
+    """NDCG@20 of the cascade and of the full model, the same trained pipeline, on MovieLens-100K's per-user split."""
+    from bench.quality import SCHEMA, ensure_dataset
+    from catalog import preset_schema
+    from catalog.datasets import build_store
+    from engines.sentence import DIM, SentenceEncoder, ensure_encoder
+    from ranker import evaluation
+    from ranker.vectors import QUICK_GRID
+
+    ensure_dataset("ml-100k")
+    encoder = SentenceEncoder(ensure_encoder(default_home()), threads=os.cpu_count() or 1)
+    store = build_store("ml-100k", default_home() / "bench-quality" / "ml-100k.db", encoder.encode_batch)
+    print(f"quality: MovieLens-100K per-user split, the cascade (keep {keep}) and the full model...", flush=True)
+    metrics = evaluation.evaluate_per_user(store, preset_schema(SCHEMA), DIM, QUICK_GRID, stream=sys.stderr,
+                                           cascade_keep=keep).metrics
+    return {"ndcg20_cascade": metrics["ndcg20"], "ndcg20_full_model": metrics["ndcg20_full_model"],
+            "quality_ratio": metrics["ndcg20"] / metrics["ndcg20_full_model"]}
+
+
+def h2load_check(address: str, rate: float, seconds: float, users: int) -> str:
+    """h2load at `rate` over 8 users' pre-encoded bodies: HTTP statuses and latency only (gRPC errors travel in
+    trailers, which it does not read)."""
+    try:
+        binary = ensure_debian_tool("h2load", "nghttp2-client")
+    except SystemExit as exc:
+        return f"h2load skipped: {exc}"
+    chosen = np.random.default_rng(3).integers(1, users + 1, 8).tolist()
     with tempfile.TemporaryDirectory() as scratch:
         runs = []
-        for n, user in enumerate(H2LOAD_USERS):
-            if rate and n:
-                time.sleep(1 / rate)  # stagger the clients' --rps timers: an even arrival stream, not bursts of 8
+        for user in chosen:
+            message = gateway_pb2.FeedRequest(user_id=user, k=20, context=common_pb2.RequestContext(feature_tag="h2load"))
+            data = message.SerializeToString()
             body, log = Path(scratch) / f"{user}.bin", Path(scratch) / f"{user}.log"
-            body.write_bytes(grpc_body(user))
-            pace = ["--rps", f"{rate / len(H2LOAD_USERS):.3f}", "-m", "1"] if rate else ["-m", "4"]
+            body.write_bytes(b"\x00" + len(data).to_bytes(4, "big") + data)
             runs.append((subprocess.Popen(
                 [binary, f"http://{address}/feedserve.v1.Gateway/Feed", "-c", "1", "-t", "1", "-D", str(int(seconds)),
-                 *pace, "-d", str(body), "-H", "content-type: application/grpc", "-H", "te: trailers",
-                 "--log-file", str(log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True), log))
+                 "--rps", f"{rate / len(chosen):.3f}", "-m", "1", "-d", str(body), "-H", "content-type: application/grpc",
+                 "-H", "te: trailers", "--log-file", str(log)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                text=True), log))
         durations: list[float] = []
         statuses: Counter[str] = Counter()
         for process, log in runs:
@@ -121,153 +290,90 @@ def h2load(address: str, rate: float | None, seconds: float) -> dict:
                 _, status, micros = line.split("\t")[:3]
                 statuses[f"HTTP {status}"] += 1
                 durations.append(int(micros) / 1e3)
-    p50, p90, p99 = percentiles(durations if durations else [0.0], (50, 90, 99))
-    return {"p50": p50, "p90": p90, "p99": p99, "rps": len(durations) / seconds, "codes": dict(statuses)}
-
-
-def run_stack(store: str, users: int, transport: str, rate: float, seconds: float, home: Path, ramp: list[float],
-              ramp_s: float) -> dict:
-    os.environ["FEEDSERVE_TRANSPORT"] = transport
-    os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
-    gateway, paramserver, ranker = free_ports(3)
-    config = StackConfig(gateway_port=gateway, paramserver_port=paramserver, ranker_port=ranker)
-    stack = Stack(home, store, "simulator", config, home / "logs" / f"load-{transport}",
-                  extra_args={"gateway": ("--cache-ttl-s", "0"), "paramserver": ("--snapshot-interval-s", "0",
-                                                                                  "--state-dir", str(home / "load-state" / transport))})
-    stack.start(timeout=300)
-    try:
-        asyncio.run(drive(config.gateway_address, rate, 3, users, seed=99))  # warm-up
-        fixed = asyncio.run(drive(config.gateway_address, rate, seconds, users, seed=1))
-        fixed["h2load"] = h2load(config.gateway_address, rate, seconds)
-        best = 0.0
-        for step in ramp:
-            result = h2load(config.gateway_address, step, ramp_s)
-            ok = result["p99"] <= 50 and result["codes"].get("HTTP 200", 0) >= 0.99 * sum(result["codes"].values())
-            print(f"  h2load {transport:<5} {step:6.0f} rps offered, {result['rps']:6.1f} done: P50 {result['p50']:6.2f} ms  "
-                  f"P99 {result['p99']:7.2f} ms  {result['codes']}", flush=True)
-            if not ok:
-                break
-            best = step
-        fixed["max_rps_at_p99_50ms"] = best
-        return fixed
-    finally:
-        stack.stop()
-
-
-def previous_model_home(home: Path, store: str) -> tuple[Path, str]:
-    """The stack as it served before learned vectors, for the latency comparison: a copy of the store serving no
-    learned space (items' vectors are their content vectors), and the same ranker weights exported without the
-    wide part, in the previous graph format. Its users get the same vectors as the new stack's (the cost of a feed
-    does not depend on which user it is). Returns (its home, its store)."""
-    from catalog import open_store
-    from ranker import graphs
-    from ranker.training import MODEL_NAME, export, newest_model
-
-    old = home / "previous-model"
-    old_store = old / "catalog.db"
-    if not old_store.exists():
-        old.mkdir(parents=True, exist_ok=True)
-        source = open_store(store)
-        target = open_store(old_store)
-        source.copy_to(target)
-        target.publish_space(0)
-        new = newest_model(home / "models" / MODEL_NAME)
-        if new is None:
-            raise SystemExit(f"no trained ranker under {home / 'models' / MODEL_NAME}")
-        weights = graphs.weights_of(new.directory / new.graphs["naive"])
-        weights.wide = None
-        extra = {k: v for k, v in new.extra.items() if k not in ("space", "cold_start", "graph_format")}
-        export(weights, new.metrics, old / "models" / MODEL_NAME / "1", "1", "previous format", extra)
-        target.close()
-    return old, str(old_store)
-
-
-def compare_models(home: Path, store: str, users: int, rate: float, seconds: float, blocks: int) -> dict:
-    """Feed P50 with the learned-vector model against the previous model, in alternating blocks, ring on; only
-    answers that were neither degraded nor failed enter the percentiles (the others are counted)."""
-    os.environ["FEEDSERVE_TRANSPORT"] = "auto"
-    os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
-    old_home, old_store = previous_model_home(home, store)
-    from catalog import open_store
-
-    seeded = open_store(store)
-    ids, vectors = seeded.learned_users(seeded.active_space())
-    samples: dict[str, list[float]] = {"learned": [], "previous": []}
-    degraded: Counter = Counter()
-    for block in range(blocks):
-        for name, where, url in (("learned", home, store), ("previous", old_home, old_store)):
-            ports = free_ports(3)
-            config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[2])
-            stack = Stack(where, url, "simulator", config, where / "logs" / f"compare-{name}",
-                          extra_args={"gateway": ("--cache-ttl-s", "0"),
-                                      "paramserver": ("--snapshot-interval-s", "0", "--state-dir",
-                                                      str(where / "compare-state" / f"{name}-{block}"))})
-            stack.start_data_plane(timeout=300)
-            try:
-                upsert_users(config.paramserver_address, ids, vectors)
-                stack.start_serving(timeout=300)
-                asyncio.run(drive(config.gateway_address, rate, 2, users, seed=98))  # warm-up
-                result = asyncio.run(drive(config.gateway_address, rate, seconds, users, seed=block))
-            finally:
-                stack.stop()
-            samples[name] += result["latencies_ms"]
-            degraded[name] += sum(n for code, n in result["codes"].items() if code != "OK")
-            print(f"  block {block + 1}/{blocks} {name:<8}: P50 {result['p50']:.2f} ms  P99 {result['p99']:.2f} ms  "
-                  f"{result['codes']}", flush=True)
-    out = {}
-    for name, values in samples.items():
-        out[f"{name}_p50_ms"], out[f"{name}_p99_ms"] = p50_p99(values)
-        out[f"{name}_not_ok"] = degraded[name]
-    out["p50_ratio_learned_vs_previous"] = out["learned_p50_ms"] / out["previous_p50_ms"]
-    return out
+    p50, p99 = p50_p99(durations) if durations else (float("nan"), float("nan"))
+    return f"h2load at {rate:.0f}/s: P50 {p50:.1f} ms, P99 {p99:.1f} ms, {dict(statuses)} (HTTP statuses only)"
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="10 s at the fixed rate, a short ramp")
-    parser.add_argument("--rate", type=float, default=100.0, help="fixed request rate (default: %(default)s)")
-    parser.add_argument("--seconds", type=float, help="seconds at the fixed rate (default 30; quick 10)")
+    parser.add_argument("--quick", action="store_true", help="shorter ramp steps and blocks")
+    parser.add_argument("--step-seconds", type=float, help="seconds per ramp step (default 8; quick 4)")
+    parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="the cascade's kept candidates (default: %(default)s)")
+    parser.add_argument("--no-quality", action="store_true", help="skip the MovieLens-100K quality ratio")
+    parser.add_argument("--grpc-only-too", action="store_true",
+                        help="also run both models with the ring off (four stacks instead of two)")
     parser.add_argument("--home", type=Path, help="where the bench catalog is prepared (default: HOME/bench-catalog-N)")
-    parser.add_argument("--models-only", action="store_true",
-                        help="only the feed P50 with the learned-vector model against the previous one")
     args = parser.parse_args()
-    seconds = args.seconds or (10 if args.quick else 30)
-    ramp = [100.0, 150, 200, 300] if args.quick else [100.0, 125, 150, 175, 200, 250, 300, 350, 400, 500]
-    ramp_s = 3 if args.quick else 8
+    step_s = args.step_seconds or (4.0 if args.quick else 8.0)
+    blocks, block_s = (2, 5.0) if args.quick else (3, 15.0)
     spec = WorldSpec()
     home = args.home or default_home() / f"bench-catalog-{spec.items}"
     store = prepare_catalog(home, spec.items, spec.users, spec.interactions)
-    print(f"load: Feed at {args.rate:.0f} rps for {seconds:.0f} s over {spec.users:,} users, cache off, "
-          f"2,400 candidates x 4,736 features; then a ramp; {machine()}", flush=True)
-    print("\nfeed with the learned-vector model vs the previous model (alternating blocks, ring on):", flush=True)
-    models = compare_models(home, store, spec.users, args.rate, seconds / 2, 2)
-    print(f"learned P50 {models['learned_p50_ms']:.2f} ms P99 {models['learned_p99_ms']:.2f} ms; previous P50 "
-          f"{models['previous_p50_ms']:.2f} ms P99 {models['previous_p99_ms']:.2f} ms; ratio learned/previous at P50 "
-          f"{models['p50_ratio_learned_vs_previous']:.2f}; not OK (degraded or failed): learned "
-          f"{models['learned_not_ok']}, previous {models['previous_not_ok']}", flush=True)
-    if args.models_only:
-        print(result_line({k: round(v, 3) if isinstance(v, float) else v for k, v in models.items()}))
-        return
-    results = {t: run_stack(store, spec.users, t, args.rate, seconds, home, ramp, ramp_s) for t in ("auto", "grpc")}
-    ring, plain = results["auto"], results["grpc"]
-    print(f"\n{'driver / path':<22} {'rps':>7} {'P50 ms':>8} {'P90 ms':>8} {'P99 ms':>8}  statuses")
-    for label, r in (("asyncio / ring", ring), ("asyncio / grpc-only", plain),
-                     ("h2load / ring", ring["h2load"]), ("h2load / grpc-only", plain["h2load"])):
-        print(f"{label:<22} {r['rps']:7.1f} {r['p50']:8.2f} {r['p90']:8.2f} {r['p99']:8.2f}  {r['codes']}")
-    print(f"max rps with P99 <= 50 ms (h2load ramp): ring {ring['max_rps_at_p99_50ms']:.0f}, "
-          f"grpc-only {plain['max_rps_at_p99_50ms']:.0f}")
-    print(f"ratio grpc-only/ring: P50 {plain['p50'] / ring['p50']:.2f}x, P99 {plain['p99'] / ring['p99']:.2f}x")
-    print("mean per-hop ms (ring): " + ", ".join(f"{k} {v:.2f}" for k, v in ring["hops"].items()))
-    print("mean per-hop ms (grpc): " + ", ".join(f"{k} {v:.2f}" for k, v in plain["hops"].items()))
-    errors = sum(n for code, n in ring["codes"].items() if not code.startswith("OK"))
-    result = {"rps": ring["rps"], "feed_p50_ms": ring["p50"], "feed_p99_ms": ring["p99"],
-              "grpc_only_p50_ms": plain["p50"], "grpc_only_p99_ms": plain["p99"],
-              "max_rps_at_p99_50ms": ring["max_rps_at_p99_50ms"], "errors": errors,
-              "model_p50_ratio": models["p50_ratio_learned_vs_previous"]}
-    for r in (ring, plain):
-        r.pop("latencies_ms", None)
-    record("load", {**result, "ring": ring, "grpc_only": plain, "models": models, "seconds": seconds, "rate": args.rate})
-    print(result_line(result))
+    print(f"load: Feed over {spec.users:,} users, {spec.items:,} items, cache off; the cascade (keep {args.keep}) vs the "
+          f"full model; {machine()}", flush=True)
+    quality = {} if args.no_quality else cascade_quality(args.keep)
+    if quality:
+        print(f"  NDCG@20 cascade {quality['ndcg20_cascade']:.4f}, full model {quality['ndcg20_full_model']:.4f}: "
+              f"quality_ratio {quality['quality_ratio']:.4f}", flush=True)
+
+    from catalog import open_store
+    from ranker.training import MODEL_NAME, newest_model
+
+    seeded = open_store(store)
+    users = seeded.learned_users(seeded.active_space())
+    manifest = newest_model(home / "models" / MODEL_NAME, space=seeded.active_space())
+    transports = ("auto", "grpc") if args.grpc_only_too else ("auto",)
+    runs = [Run(f"{model}/{'ring' if transport == 'auto' else 'grpc'}", model, transport)
+            for transport in transports for model in ("cascade", "full")]
+    try:
+        for run in runs:
+            print(f"starting {run.name}...", flush=True)
+            start(run, home, store, args.keep, users)
+        print(f"\nramp: {step_s:.0f} s a step, P99 <= {P99_LIMIT_MS:.0f} ms and >= 99% full answers to pass", flush=True)
+        ramp(runs, spec.users, step_s)
+        print(f"\nat the sustained rates: {blocks} blocks of {block_s:.0f} s each, alternating", flush=True)
+        at_sustained_rate(runs, spec.users, block_s, blocks)
+        cascade_run = runs[0]
+        assert cascade_run.config is not None
+        cross_check = h2load_check(cascade_run.config.gateway_address, cascade_run.sustained or RAMP[0], step_s, spec.users)
+    finally:
+        for run in runs:
+            if run.stack is not None:
+                run.stack.stop()
+    assert manifest is not None
+    flops = flop_efficiency(manifest, args.keep, threads=2, rounds=5 if args.quick else 15)
+
+    print(f"\n{'stack':<14} {'sustained/s':>11} {'P50 ms':>7} {'P99 ms':>7} {'P99/P50':>7} {'not full':>8} "
+          f"{'CPU ms/feed':>11} {'attributed':>10}")
+    figures: dict[str, dict] = {}
+    for run in runs:
+        p50, p99 = run.at_rate.percentiles()
+        served = max(run.at_rate.served, 1)
+        cpu_ms = run.cpu_s * 1e3 / served
+        attributed = float(np.mean(run.attributed_ms)) if run.attributed_ms else float("nan")
+        figures[run.name] = {"sustained_rps": run.sustained, "p50_ms": p50, "p99_ms": p99, "cpu_ms_per_feed": cpu_ms,
+                             "attributed_cpu_ms_per_feed": attributed, "degraded_share": run.at_rate.degraded_share,
+                             "outcomes": dict(run.at_rate.outcomes),
+                             "hops_ms": {k: run.hop_ms[k] / run.hops[k] for k in sorted(run.hops)}}
+        print(f"{run.name:<14} {run.sustained:11.0f} {p50:7.1f} {p99:7.1f} {p99 / p50:7.2f} {run.at_rate.degraded_share:8.1%} "
+              f"{cpu_ms:11.2f} {attributed:10.2f}")
+    for run in runs:
+        print(f"mean hop ms ({run.name}): " + ", ".join(f"{k} {v:.2f}" for k, v in figures[run.name]["hops_ms"].items()))
+    print(cross_check)
+    print(f"model run: {flops['model_ms']:.2f} ms for {args.keep} candidates ({flops['model_gflops']:.1f} GFLOP/s), "
+          f"{flops['model_ms_all']:.2f} ms for 2,400 ({flops['model_gflops_all']:.1f} GFLOP/s); plain MatMul "
+          f"{flops['roofline_gflops']:.1f} GFLOP/s")
+    new, base = figures["cascade/ring"], figures["full/ring"]
+    result = {
+        "sustained_rps": new["sustained_rps"], "sustained_rps_baseline": base["sustained_rps"],
+        "throughput_ratio": new["sustained_rps"] / base["sustained_rps"] if base["sustained_rps"] else float("nan"),
+        "cpu_ms_per_feed": new["cpu_ms_per_feed"], "cpu_ms_per_feed_baseline": base["cpu_ms_per_feed"],
+        "full_p50_ms": new["p50_ms"], "full_p99_ms": new["p99_ms"], "degraded_share": new["degraded_share"],
+        "flop_efficiency": flops["flop_efficiency"], "quality_ratio": quality.get("quality_ratio", float("nan")),
+    }
+    record("load", {**{k: v for k, v in result.items()}, "stacks": figures, "flops": flops, "quality": quality,
+                    "keep": args.keep, "step_s": step_s, "block_s": block_s, "blocks": blocks, "h2load": cross_check})
+    print(result_line({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in result.items()}))
 
 
 if __name__ == "__main__":
