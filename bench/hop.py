@@ -2,7 +2,11 @@
 
 2,400 int64 candidate ids and a 4,736-float context go in; 2,400 float32 scores come out; the handler
 does nothing else. The server is a child process running the real transports (grpc.aio on uvloop, and
-a RingServer); the client is synchronous on both paths.
+a RingServer). Two clients, each over both paths in alternating blocks:
+
+- synchronous: the hop alone (a blocking gRPC stub; the ring channel called in the calling thread);
+- the production path, as the gateway calls the ranker: `mesh.transport.Transport` on uvloop, where a ring call
+  is handed to an executor thread (so that the loop keeps running) and gRPC is grpc.aio. This is what a feed pays.
 
     python bench/hop.py [--quick] [--iterations N]
 """
@@ -88,6 +92,45 @@ def measure(port: int, segment: str, iterations: int, warmup: int) -> dict[str, 
     return samples
 
 
+def measure_production(port: int, iterations: int, warmup: int) -> dict[str, list[int]]:
+    """Both paths through the gateway's own client, on uvloop: the ring call's executor hop included."""
+    import uvloop
+
+    from mesh.transport import Transport
+
+    ids = np.arange(CANDIDATES, dtype=np.int64)
+    context = np.random.default_rng(0).standard_normal(CONTEXT).astype(np.float32)
+    tensors: dict[str, np.ndarray] = {"candidates": ids, "context_features": context}
+
+    async def run() -> dict[str, list[int]]:
+        clients = {"shm": Transport("ranker", f"127.0.0.1:{port}", RANKER, use_ring=True),
+                   "grpc": Transport("ranker", f"127.0.0.1:{port}", RANKER, use_ring=False)}
+        samples: dict[str, list[int]] = {name: [] for name in clients}
+
+        async def call(client: Transport) -> None:
+            with await client.call("Rank", ranker_pb2.RankRequest(k=20), tensors, 5.0) as reply:
+                assert reply.tensors["scores"].shape == (CANDIDATES,)
+
+        try:
+            for client in clients.values():
+                for _ in range(warmup):
+                    await call(client)
+            assert clients["shm"].path == "ring", "the production client did not attach the ring"
+            block = 100
+            for start in range(0, iterations, block):
+                for name, client in clients.items():
+                    for _ in range(min(block, iterations - start)):
+                        t0 = time.perf_counter_ns()
+                        await call(client)
+                        samples[name].append(time.perf_counter_ns() - t0)
+        finally:
+            for client in clients.values():
+                await client.close()
+        return samples
+
+    return uvloop.run(run())
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="fewer iterations (well under 60 s)")
@@ -107,18 +150,25 @@ def main() -> None:
         print(f"hop: {CANDIDATES} int64 ids + {CONTEXT} float32 context in, {CANDIDATES} float32 scores out; "
               f"{iterations} round trips per path; {machine()}", flush=True)
         samples = measure(port, handshake_segment(f"127.0.0.1:{port}"), iterations, warmup=min(500, iterations // 5))
+        production = measure_production(port, iterations, warmup=min(500, iterations // 5))
     finally:
         server.send_signal(signal.SIGTERM)
         server.wait(10)
 
     shm_p50, shm_p99 = percentiles_us(samples["shm"])
     grpc_p50, grpc_p99 = percentiles_us(samples["grpc"])
-    print(f"{'path':<6} {'P50 us':>9} {'P99 us':>9}")
-    print(f"{'shm':<6} {shm_p50:9.1f} {shm_p99:9.1f}")
-    print(f"{'grpc':<6} {grpc_p50:9.1f} {grpc_p99:9.1f}")
-    print(f"ratio grpc/shm: P50 {grpc_p50 / shm_p50:.1f}x, P99 {grpc_p99 / shm_p99:.1f}x")
+    shm_async_p50, shm_async_p99 = percentiles_us(production["shm"])
+    grpc_async_p50, grpc_async_p99 = percentiles_us(production["grpc"])
+    print(f"{'client / path':<22} {'P50 us':>9} {'P99 us':>9}")
+    print(f"{'synchronous / shm':<22} {shm_p50:9.1f} {shm_p99:9.1f}")
+    print(f"{'synchronous / grpc':<22} {grpc_p50:9.1f} {grpc_p99:9.1f}")
+    print(f"{'production / shm':<22} {shm_async_p50:9.1f} {shm_async_p99:9.1f}")
+    print(f"{'production / grpc':<22} {grpc_async_p50:9.1f} {grpc_async_p99:9.1f}")
+    print(f"ratio grpc/shm: synchronous P50 {grpc_p50 / shm_p50:.1f}x, P99 {grpc_p99 / shm_p99:.1f}x; production P50 "
+          f"{grpc_async_p50 / shm_async_p50:.1f}x, P99 {grpc_async_p99 / shm_async_p99:.1f}x")
     result = {"shm_p50_us": shm_p50, "shm_p99_us": shm_p99, "grpc_p50_us": grpc_p50, "grpc_p99_us": grpc_p99,
-              "speedup_p50": grpc_p50 / shm_p50}
+              "speedup_p50": grpc_p50 / shm_p50, "production_shm_p50_us": shm_async_p50,
+              "production_grpc_p50_us": grpc_async_p50, "production_speedup_p50": grpc_async_p50 / shm_async_p50}
     record("hop", {**result, "iterations": iterations})
     print(result_line(result))
 

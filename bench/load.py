@@ -129,7 +129,7 @@ async def drive(address: str, rate: float, seconds: float, users: int, seed: int
     return tally
 
 
-def start(run: Run, home: Path, store: str, keep: int, users: tuple[np.ndarray, np.ndarray]) -> None:
+def start(run: Run, home: Path, store: str, keep: int, users: tuple[np.ndarray, np.ndarray], threads: int = 2) -> None:
     os.environ["FEEDSERVE_TRANSPORT"] = run.transport  # read by the children at start
     os.environ["FEEDSERVE_TRACE_EXPORT"] = "none"
     ports = free_ports(3)
@@ -140,6 +140,7 @@ def start(run: Run, home: Path, store: str, keep: int, users: tuple[np.ndarray, 
                                   "paramserver": ("--snapshot-interval-s", "0",
                                                   "--state-dir", str(home / "load-state" / tag)),
                                   "ranker": ("--cascade-keep", str(keep if run.model == "cascade" else 0),
+                                             "--threads", str(threads),
                                              "--state-dir", str(home / "load-state" / f"{tag}-ranker"))})
     run.stack.start_data_plane(timeout=300)
     upsert_users(run.config.paramserver_address, *users)  # the learned users, as `feedserve up` seeds them
@@ -148,7 +149,12 @@ def start(run: Run, home: Path, store: str, keep: int, users: tuple[np.ndarray, 
 
 
 def ramp(runs: list[Run], users: int, step_s: float) -> None:
-    """One block per stack per round, each at its own next rate, until every stack fails a rate."""
+    """One block per stack per round, each at its own next rate, until every stack fails a rate. A failed step is
+    run once more before it counts: one stray stall (a collection, a page fault) is not the rate's verdict, and both
+    tries are printed."""
+    for run in runs:  # settle: every stack has served load since all started (not counted)
+        assert run.config is not None
+        asyncio.run(drive(run.config.gateway_address, RAMP[0], step_s, users, seed=5))
     round_ = 0
     while any(r.ramping for r in runs):
         for run in runs:
@@ -157,13 +163,17 @@ def ramp(runs: list[Run], users: int, step_s: float) -> None:
             rate = RAMP[run.rate_index]
             assert run.config is not None
             seconds = max(step_s, MIN_REQUESTS / rate)
-            tally = asyncio.run(drive(run.config.gateway_address, rate, seconds, users, seed=1000 * round_ + run.rate_index))
-            p50, p99 = tally.percentiles()
-            ok = tally.sustained(P99_LIMIT_MS)
-            print(f"  {run.name:<14} {rate:5.0f}/s offered: {tally.served_rps:6.1f} full/s, P50 {p50:6.1f} ms, P99 "
-                  f"{p99:7.1f} ms, not full {tally.degraded_share:6.1%}, driver late P99 "
-                  f"{percentiles(tally.late_ms, (99,))[0]:5.1f} ms  {'ok' if ok else 'FAILS'}  {dict(tally.outcomes)}",
-                  flush=True)
+            for attempt in ("", " (again)"):
+                tally = asyncio.run(drive(run.config.gateway_address, rate, seconds, users,
+                                          seed=1000 * round_ + run.rate_index + (7 if attempt else 0)))
+                p50, p99 = tally.percentiles()
+                ok = tally.sustained(P99_LIMIT_MS)
+                print(f"  {run.name:<14} {rate:5.0f}/s offered{attempt}: {tally.served_rps:6.1f} full/s, P50 {p50:6.1f} ms, "
+                      f"P99 {p99:7.1f} ms, not full {tally.degraded_share:6.1%}, driver late P99 "
+                      f"{percentiles(tally.late_ms, (99,))[0]:5.1f} ms  {'ok' if ok else 'FAILS'}  {dict(tally.outcomes)}",
+                      flush=True)
+                if ok:
+                    break
             if ok:
                 run.sustained = rate
                 run.rate_index += 1
@@ -299,6 +309,8 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="shorter ramp steps and blocks")
     parser.add_argument("--step-seconds", type=float, help="seconds per ramp step (default 8; quick 4)")
     parser.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="the cascade's kept candidates (default: %(default)s)")
+    parser.add_argument("--threads", type=int, default=2,
+                        help="the ranker's engine threads, in both configurations (default: %(default)s, the ranker's)")
     parser.add_argument("--no-quality", action="store_true", help="skip the MovieLens-100K quality ratio")
     parser.add_argument("--grpc-only-too", action="store_true",
                         help="also run both models with the ring off (four stacks instead of two)")
@@ -328,7 +340,7 @@ def main() -> None:
     try:
         for run in runs:
             print(f"starting {run.name}...", flush=True)
-            start(run, home, store, args.keep, users)
+            start(run, home, store, args.keep, users, args.threads)
         print(f"\nramp: {step_s:.0f} s a step, P99 <= {P99_LIMIT_MS:.0f} ms and >= 99% full answers to pass", flush=True)
         ramp(runs, spec.users, step_s)
         print(f"\nat the sustained rates: {blocks} blocks of {block_s:.0f} s each, alternating", flush=True)
@@ -341,7 +353,7 @@ def main() -> None:
             if run.stack is not None:
                 run.stack.stop()
     assert manifest is not None
-    flops = flop_efficiency(manifest, args.keep, threads=2, rounds=5 if args.quick else 15)
+    flops = flop_efficiency(manifest, args.keep, threads=args.threads, rounds=5 if args.quick else 15)
 
     print(f"\n{'stack':<14} {'sustained/s':>11} {'P50 ms':>7} {'P99 ms':>7} {'P99/P50':>7} {'not full':>8} "
           f"{'CPU ms/feed':>11} {'attributed':>10}")

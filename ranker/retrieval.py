@@ -100,6 +100,10 @@ class Retriever:
     Callers serialise `add`, `remove` and `retrieve` (the ranker's lock); `rebuild` trains outside that lock."""
 
     def __init__(self, items: ItemTable, nprobe: int = 128, seed: int = 0) -> None:
+        # One query at a time gains nothing measurable from OpenMP (1.86 ms on 1 or 2 threads at 200,000 items),
+        # and under load an OpenMP barrier waits for its slowest thread: with the cores shared by the model, the
+        # other requests and the gateway, that straggler was a 20-60 ms retrieval stage.
+        faiss.omp_set_num_threads(1)
         self.items, self.nprobe, self.seed = items, nprobe, seed
         self.cluster_of = np.full(0, -1, np.int32)
         self.members: list[set[int]] = []

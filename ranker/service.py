@@ -330,7 +330,7 @@ class Ranker:
                 found = self._filter(request, tensors, found)
                 rows = found.ids - 1
                 width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
-                vectors, categories = np.take(self.items.vectors[:, :width], rows, axis=0), self.items.category[rows]
+                vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
                 published, popularity = self.items.published[rows], self.items.popularity[rows]
         with hops.stage("features"):
             attributes = self.user_attributes.get(request.user_id)
