@@ -1,4 +1,5 @@
-"""Ranking at full scale: retrieval, the naive full model, the decomposed model in fp32 and int8, side by side.
+"""Ranking at full scale: retrieval, the naive full model, the decomposed model in fp32 and int8, and the cascade
+(the light stage over every candidate, the decomposed model over the best 300), side by side.
 
 2,400 candidates x 4,736 features per request over 1,000,000 items (--quick: 200,000), on 2 threads.
 The catalog is the simulator's, imported and encoded as `feedserve up` does (prepared once, cached under HOME).
@@ -69,10 +70,11 @@ def main() -> None:
         raise SystemExit(f"no trained ranker under {home / 'models' / MODEL_NAME}")
     schema = preset_schema("simulator")
     start = time.perf_counter()
-    fp32 = Ranker(open_store(store), schema, manifest, threads=2, follow=False)
-    int8 = Ranker(open_store(store), schema, manifest, precision="int8", threads=2, follow=False)
+    fp32 = Ranker(open_store(store), schema, manifest, threads=2, follow=False, cascade_keep=0)
+    int8 = Ranker(open_store(store), schema, manifest, precision="int8", threads=2, follow=False, cascade_keep=0)
+    cascade = Ranker(open_store(store), schema, manifest, threads=2, follow=False)  # the default: keep DEFAULT_KEEP
     print(f"rank: {items:,} items, {CANDIDATES} candidates x {FEATURE_DIM} features, 2 threads; "
-          f"rankers ready in {time.perf_counter() - start:.1f} s (item tower over every item, twice); {machine()}",
+          f"rankers ready in {time.perf_counter() - start:.1f} s (item tower over every item, three times); {machine()}",
           flush=True)
     options = ort.SessionOptions()
     options.intra_op_num_threads = 2
@@ -85,7 +87,7 @@ def main() -> None:
     mixes = fp32.items.vectors[rng.integers(0, items, (requests + 5, 3))].sum(axis=1)
     users = (mixes / np.linalg.norm(mixes, axis=1, keepdims=True)).astype(np.float32)
 
-    timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": []}
+    timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": [], "cascade": []}
     correlations = []
     for n, user_id in enumerate(user_ids.tolist()):
         user = users[n]
@@ -110,7 +112,7 @@ def main() -> None:
         naive_time = time.perf_counter() - t
 
         outputs = {}
-        for name, ranker in (("decomposed", fp32), ("int8", int8)):
+        for name, ranker in (("decomposed", fp32), ("int8", int8), ("cascade", cascade)):
             out = HeapOutputs()
             t = time.perf_counter()
             ranker.rank(request, tensors, out)
@@ -135,6 +137,7 @@ def main() -> None:
         "candidates": CANDIDATES, "features": FEATURE_DIM,
         "retrieval_p50_ms": p50_ms(timings["retrieval"]), "naive_p50_ms": p50_ms(timings["naive"]),
         "decomposed_p50_ms": p50_ms(timings["decomposed"]), "int8_p50_ms": p50_ms(timings["int8"]),
+        "cascade_p50_ms": p50_ms(timings["cascade"]),
         "speedup": speedup, "int8_spearman": min(correlations),  # the worst request, not a typical one
     }
     record("rank", {**result, "items": items, "requests": requests, "heads": list(HEADS),

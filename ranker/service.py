@@ -24,6 +24,7 @@ from mesh.timing import HopRecorder, now_ns
 from ranker import graphs
 from ranker.batching import Batcher, Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
+from ranker.diversity import diversified_top_k
 from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, ITEM_DIM, USER_DIM, FeatureSpace
 from ranker.items import ItemTable
 from ranker.retrieval import Candidates, Retriever
@@ -39,26 +40,6 @@ MAX_K = 500
 _TOWER_CHUNK = 8_192
 DEFAULT_KEEP = 300  # candidates the full model scores after the light stage (0: the full model scores all)
 FIT_RANKINGS = 128  # rankings of the full model the light stage is fitted on, when a model has none yet
-
-
-def diversified_top_k(scores: np.ndarray, categories: np.ndarray, k: int) -> np.ndarray:
-    """Indices of the best `k` scores, at most ceil(k/4) (and at least 2) per category when possible."""
-    cap = max(2, math.ceil(k / 4))
-    order = np.argsort(-scores, kind="stable")
-    chosen: list[int] = []
-    overflow: list[int] = []
-    counts: dict[int, int] = {}
-    for index in order.tolist():
-        category = int(categories[index])
-        if counts.get(category, 0) < cap:
-            counts[category] = counts.get(category, 0) + 1
-            chosen.append(index)
-            if len(chosen) == k:
-                break
-        else:
-            overflow.append(index)
-    chosen.extend(overflow[: k - len(chosen)])  # too few categories: fill with the best remaining
-    return np.asarray(chosen, dtype=np.int64)
 
 
 class Ranker:
