@@ -58,6 +58,10 @@ class Ranker:
             raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
         self.manifest = manifest
         self.light: LightStage | None = None  # the cascade's first stage, once fitted (None: the full model only)
+        self.first_layer: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # Wu, Wc, b1, for the request term
+        self._fitting = False
+        self.cascade_fit: threading.Thread | None = None  # fitting the light stage once items arrived
+        self.cascade_keep = cascade_keep
         self.unit_terms = np.zeros((0, 0), np.float32)  # the item terms at the light stage's units
         self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
@@ -95,7 +99,6 @@ class Ranker:
         self._loading = True
         self.follower.poll()  # everything committed so far, before the first request
         self.retriever.rebuild(self._lock)  # clusters (and IVF, when big) over the whole catalog, before serving
-        self.cascade_keep = cascade_keep
         if cascade_keep:
             self._start_cascade(store)
         self._loading = False
@@ -118,15 +121,20 @@ class Ranker:
             self.unit_terms = units
 
     def _start_cascade(self, store: Store) -> None:
-        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there."""
-        weights = graphs.weights_of(self.manifest.path("naive"))
-        _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
-        self.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
+        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there. With
+        nothing to fit on yet (an empty catalog), the full model ranks every candidate until items arrive."""
+        if self.first_layer is None:
+            weights = graphs.weights_of(self.manifest.path("naive"))
+            _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
+            self.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
         light = load_light_stage(self.manifest.directory, self._model_key)
         log = get_logger("ranker")
         if light is None:
             started = time.monotonic()
             light = self._fit_light(store)
+            if light is None:
+                log.info("cascade waits: no servable items to fit its light stage on yet; the full model ranks")
+                return
             try:
                 save_light_stage(light, self.manifest.directory, self._model_key)
             except OSError as exc:  # a read-only model directory: fitted again at the next start
@@ -139,7 +147,19 @@ class Ranker:
             self._fit_terms()
             self.unit_terms[:] = self.terms[:, light.units]
 
-    def _fit_light(self, store: Store) -> LightStage:
+    def _fit_cascade_in_background(self) -> None:
+        """Items arrived while the cascade had nothing to fit on: fit it now, off the change feed's thread."""
+        def run() -> None:
+            try:
+                self._start_cascade(self.store)
+            finally:
+                self._fitting = False
+
+        self._fitting = True
+        self.cascade_fit = threading.Thread(target=run, name="cascade-fit", daemon=True)
+        self.cascade_fit.start()
+
+    def _fit_light(self, store: Store) -> LightStage | None:
         """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
         none: users placed at servable items, one item each)."""
         rng = np.random.default_rng(0)
@@ -160,10 +180,11 @@ class Ranker:
             request = self._request_part(self.space.user_features(unit[None, :].astype(np.float32), [None]),
                                          self._context(ranker_pb2.RankRequest()))
             fit.add(request, self.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
-        return fit.finish()
+        return fit.finish() if fit.rankings else None
 
     def _request_part(self, user_part: np.ndarray, context_part: np.ndarray) -> np.ndarray:
         """The first layer's once-per-request term [512], as the decomposed graph computes it."""
+        assert self.first_layer is not None  # set before the light stage exists
         wu, wc, b1 = self.first_layer
         return (user_part @ wu + context_part @ wc)[0] + b1
 
@@ -225,6 +246,8 @@ class Ranker:
                 self.user_attributes.pop(user, None)
         if not self._loading and self.retriever.wants_rebuild():
             self.retriever.rebuild_in_background(self._lock)
+        if not self._loading and self.cascade_keep and self.light is None and not self._fitting and len(added):
+            self._fit_cascade_in_background()
 
     def _validate(self, request: ranker_pb2.RankRequest,
                   tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:

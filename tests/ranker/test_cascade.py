@@ -80,3 +80,39 @@ def test_top_rows_keeps_the_best_in_their_order() -> None:
     scores = np.array([0.1, 0.9, 0.3, 0.8, 0.2])
     assert top_rows(scores, 2).tolist() == [1, 3]
     assert top_rows(scores, 9).tolist() == [0, 1, 2, 3, 4]
+
+
+def test_on_an_empty_catalog_the_full_model_ranks_until_items_arrive_then_the_cascade_is_fitted(
+        catalog, manifest, encoder_home, tmp_path) -> None:
+    """A model version with no light stage yet, started on a catalog with no items: the ranker starts (the full
+    model ranks); once items are encoded and applied, the light stage is fitted in the background and the next
+    feed goes through the cascade."""
+    import shutil
+
+    from catalog import Item, open_store
+    from catalog.encoding import ContentEncoder
+    from engines import load_manifest
+    from engines.sentence import SentenceEncoder, ensure_encoder
+    from ranker.service import Ranker
+    from tests.stack import CLOCK, serve_model_space
+
+    copy = tmp_path / "model"
+    shutil.copytree(manifest.directory, copy)
+    (copy / LIGHT_FILE).unlink(missing_ok=True)
+    model = load_manifest(copy)
+    url = str(tmp_path / "empty.db")
+    open_store(url).close()
+    serve_model_space(url, catalog, model)
+    ranker = Ranker(open_store(url), catalog.schema, model, follow=False, clock=lambda: CLOCK, cascade_keep=20)
+    assert ranker.light is None
+    store = open_store(url)
+    store.upsert_items([Item(f"item-{n}", f"Story {n} about {topic}", f"All about {topic}, part {n}", [topic])
+                        for n in range(60) for topic in (("hiking", "cooking", "jazz")[n % 3],)])
+    ContentEncoder(open_store(url), SentenceEncoder(ensure_encoder(encoder_home)).encode_batch).drain()
+    ranker.follower.poll()
+    assert ranker.cascade_fit is not None
+    ranker.cascade_fit.join(120)
+    assert ranker.light is not None and (copy / LIGHT_FILE).exists()
+    user = ranker.items.vectors[0] / np.linalg.norm(ranker.items.vectors[0])
+    reply = ranker.rank(ranker_pb2.RankRequest(user_id=1, k=5), {"user_vector": user}, HeapOutputs())
+    assert reply.candidates_considered == 60 and reply.candidates_scored == 20 and len(reply.items) == 5
