@@ -350,7 +350,7 @@ class Ranker:
                 light = self.light
                 if light is not None and len(rows):
                     scored = light.scores(self._request_part(user_part, context_part), self.unit_terms[rows], dot)
-                    kept = top_rows(scored, self.cascade_keep)
+                    kept = top_rows(scored, max(self.cascade_keep, request.k))  # never fewer than the feed asks
                     if len(kept) < len(rows):
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
