@@ -116,3 +116,10 @@ def test_on_an_empty_catalog_the_full_model_ranks_until_items_arrive_then_the_ca
     user = ranker.items.vectors[0] / np.linalg.norm(ranker.items.vectors[0])
     reply = ranker.rank(ranker_pb2.RankRequest(user_id=1, k=5), {"user_vector": user}, HeapOutputs())
     assert reply.candidates_considered == 60 and reply.candidates_scored == 20 and len(reply.items) == 5
+
+
+def test_the_cascade_never_keeps_fewer_candidates_than_the_feed_asks_for(catalog, manifest) -> None:
+    """Keeping 20 while a request asks for 50 items: the full model scores 50, and 50 come back."""
+    cascade = ranker_for(catalog, manifest, cascade_keep=20)
+    reply, _ = _rank(cascade, catalog, 9, k=50)
+    assert reply.candidates_scored == 50 and len(reply.items) == 50
