@@ -383,7 +383,7 @@ def main() -> None:
         "full_p50_ms": new["p50_ms"], "full_p99_ms": new["p99_ms"], "degraded_share": new["degraded_share"],
         "flop_efficiency": flops["flop_efficiency"], "quality_ratio": quality.get("quality_ratio", float("nan")),
     }
-    record("load", {**{k: v for k, v in result.items()}, "stacks": figures, "flops": flops, "quality": quality,
+    record("load", {**result, "stacks": figures, "flops": flops, "quality": quality,
                     "keep": args.keep, "step_s": step_s, "block_s": block_s, "blocks": blocks, "h2load": cross_check})
     print(result_line({k: f"{v:.4g}" if isinstance(v, float) else v for k, v in result.items()}))
 

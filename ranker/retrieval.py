@@ -278,8 +278,9 @@ class Retriever:
             # sources overlap most of the time, and scanning, not the deeper heap, is what a search costs)
             distance, found = self._index.search.search(query, count + count // 4)
             keep = found[0] >= 0
-            reserve, reserve_scores = found[0][keep][interest:], distance[0][keep][interest:]
-            take(found[0][keep][:interest], 0, distance[0][keep][:interest])
+            nearest, similarity = found[0][keep], distance[0][keep]
+            reserve, reserve_scores = nearest[interest:], similarity[interest:]
+            take(nearest[:interest], 0, similarity[:interest])
             centroids = self._index.centroids
             if len(centroids):
                 affinity = centroids @ user[:centroids.shape[1]]

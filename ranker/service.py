@@ -162,12 +162,10 @@ class Ranker:
     def _fit_light(self, store: Store) -> LightStage | None:
         """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
         none: users placed at servable items, one item each)."""
-        rng = np.random.default_rng(0)
         _, users = store.learned_users(store.active_space())
         if not len(users):
-            rows = np.flatnonzero(self.items.servable[:self.items.size])
-            users = self.items.vectors[rng.choice(rows, min(FIT_RANKINGS, len(rows)), replace=False)] if len(rows) else users
-        users = users[rng.choice(len(users), min(FIT_RANKINGS, len(users)), replace=False)] if len(users) else users
+            users = self.items.vectors[np.flatnonzero(self.items.servable[:self.items.size])]
+        users = users[np.random.default_rng(0).choice(len(users), min(FIT_RANKINGS, len(users)), replace=False)]
         fit = LightFit(self.cascade_keep)
         for user in users:
             if not np.linalg.norm(user) > 0:
