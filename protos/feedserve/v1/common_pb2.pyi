@@ -96,3 +96,21 @@ class RequestContext(_message.Message):
     trace_id: str
     fields: _containers.ScalarMap[str, str]
     def __init__(self, feature_tag: _Optional[str] = ..., tenant: _Optional[str] = ..., trace_id: _Optional[str] = ..., fields: _Optional[_Mapping[str, str]] = ...) -> None: ...
+
+class ShadowMetrics(_message.Message):
+    __slots__ = ("primary", "shadow", "compared", "dropped", "spearman", "overlap_at_20", "score_shift")
+    PRIMARY_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    COMPARED_FIELD_NUMBER: _ClassVar[int]
+    DROPPED_FIELD_NUMBER: _ClassVar[int]
+    SPEARMAN_FIELD_NUMBER: _ClassVar[int]
+    OVERLAP_AT_20_FIELD_NUMBER: _ClassVar[int]
+    SCORE_SHIFT_FIELD_NUMBER: _ClassVar[int]
+    primary: str
+    shadow: str
+    compared: int
+    dropped: int
+    spearman: float
+    overlap_at_20: float
+    score_shift: float
+    def __init__(self, primary: _Optional[str] = ..., shadow: _Optional[str] = ..., compared: _Optional[int] = ..., dropped: _Optional[int] = ..., spearman: _Optional[float] = ..., overlap_at_20: _Optional[float] = ..., score_shift: _Optional[float] = ...) -> None: ...

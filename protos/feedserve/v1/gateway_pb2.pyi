@@ -20,6 +20,121 @@ MODE_NORMAL: Mode
 MODE_SURGE: Mode
 MODE_EMERGENCY: Mode
 
+class ListModelsRequest(_message.Message):
+    __slots__ = ("family",)
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    def __init__(self, family: _Optional[str] = ...) -> None: ...
+
+class StageModelRequest(_message.Message):
+    __slots__ = ("directory",)
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    directory: str
+    def __init__(self, directory: _Optional[str] = ...) -> None: ...
+
+class ModelVersionRequest(_message.Message):
+    __slots__ = ("family", "version", "sample")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SAMPLE_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    version: str
+    sample: float
+    def __init__(self, family: _Optional[str] = ..., version: _Optional[str] = ..., sample: _Optional[float] = ...) -> None: ...
+
+class CanaryRequest(_message.Message):
+    __slots__ = ("family", "version", "share")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    SHARE_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    version: str
+    share: float
+    def __init__(self, family: _Optional[str] = ..., version: _Optional[str] = ..., share: _Optional[float] = ...) -> None: ...
+
+class RollbackRequest(_message.Message):
+    __slots__ = ("family", "reason")
+    FAMILY_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    family: str
+    reason: str
+    def __init__(self, family: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class OnlineMetrics(_message.Message):
+    __slots__ = ("feeds", "errors", "impressions", "clicks_at_k", "k", "likes", "skips", "ctr_at_k", "likes_per_feed", "p99_ms")
+    FEEDS_FIELD_NUMBER: _ClassVar[int]
+    ERRORS_FIELD_NUMBER: _ClassVar[int]
+    IMPRESSIONS_FIELD_NUMBER: _ClassVar[int]
+    CLICKS_AT_K_FIELD_NUMBER: _ClassVar[int]
+    K_FIELD_NUMBER: _ClassVar[int]
+    LIKES_FIELD_NUMBER: _ClassVar[int]
+    SKIPS_FIELD_NUMBER: _ClassVar[int]
+    CTR_AT_K_FIELD_NUMBER: _ClassVar[int]
+    LIKES_PER_FEED_FIELD_NUMBER: _ClassVar[int]
+    P99_MS_FIELD_NUMBER: _ClassVar[int]
+    feeds: int
+    errors: int
+    impressions: int
+    clicks_at_k: int
+    k: int
+    likes: int
+    skips: int
+    ctr_at_k: float
+    likes_per_feed: float
+    p99_ms: float
+    def __init__(self, feeds: _Optional[int] = ..., errors: _Optional[int] = ..., impressions: _Optional[int] = ..., clicks_at_k: _Optional[int] = ..., k: _Optional[int] = ..., likes: _Optional[int] = ..., skips: _Optional[int] = ..., ctr_at_k: _Optional[float] = ..., likes_per_feed: _Optional[float] = ..., p99_ms: _Optional[float] = ...) -> None: ...
+
+class ModelVersionInfo(_message.Message):
+    __slots__ = ("version", "state", "offline_metrics", "trained_to_sequence", "directory", "footprint_bytes", "last_change", "online", "resident")
+    class OfflineMetricsEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
+    VERSION_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    OFFLINE_METRICS_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_TO_SEQUENCE_FIELD_NUMBER: _ClassVar[int]
+    DIRECTORY_FIELD_NUMBER: _ClassVar[int]
+    FOOTPRINT_BYTES_FIELD_NUMBER: _ClassVar[int]
+    LAST_CHANGE_FIELD_NUMBER: _ClassVar[int]
+    ONLINE_FIELD_NUMBER: _ClassVar[int]
+    RESIDENT_FIELD_NUMBER: _ClassVar[int]
+    version: str
+    state: str
+    offline_metrics: _containers.ScalarMap[str, float]
+    trained_to_sequence: int
+    directory: str
+    footprint_bytes: int
+    last_change: str
+    online: OnlineMetrics
+    resident: bool
+    def __init__(self, version: _Optional[str] = ..., state: _Optional[str] = ..., offline_metrics: _Optional[_Mapping[str, float]] = ..., trained_to_sequence: _Optional[int] = ..., directory: _Optional[str] = ..., footprint_bytes: _Optional[int] = ..., last_change: _Optional[str] = ..., online: _Optional[_Union[OnlineMetrics, _Mapping]] = ..., resident: _Optional[bool] = ...) -> None: ...
+
+class ModelFamily(_message.Message):
+    __slots__ = ("name", "canary_share", "shadow_share", "memory_budget_bytes", "versions", "shadow")
+    NAME_FIELD_NUMBER: _ClassVar[int]
+    CANARY_SHARE_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_SHARE_FIELD_NUMBER: _ClassVar[int]
+    MEMORY_BUDGET_BYTES_FIELD_NUMBER: _ClassVar[int]
+    VERSIONS_FIELD_NUMBER: _ClassVar[int]
+    SHADOW_FIELD_NUMBER: _ClassVar[int]
+    name: str
+    canary_share: float
+    shadow_share: float
+    memory_budget_bytes: int
+    versions: _containers.RepeatedCompositeFieldContainer[ModelVersionInfo]
+    shadow: _common_pb2.ShadowMetrics
+    def __init__(self, name: _Optional[str] = ..., canary_share: _Optional[float] = ..., shadow_share: _Optional[float] = ..., memory_budget_bytes: _Optional[int] = ..., versions: _Optional[_Iterable[_Union[ModelVersionInfo, _Mapping]]] = ..., shadow: _Optional[_Union[_common_pb2.ShadowMetrics, _Mapping]] = ...) -> None: ...
+
+class ModelList(_message.Message):
+    __slots__ = ("families",)
+    FAMILIES_FIELD_NUMBER: _ClassVar[int]
+    families: _containers.RepeatedCompositeFieldContainer[ModelFamily]
+    def __init__(self, families: _Optional[_Iterable[_Union[ModelFamily, _Mapping]]] = ...) -> None: ...
+
 class CreateKeyRequest(_message.Message):
     __slots__ = ("tenant", "admin", "label")
     TENANT_FIELD_NUMBER: _ClassVar[int]
@@ -174,20 +289,22 @@ class FeedRequest(_message.Message):
     def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., k: _Optional[int] = ..., min_sequence: _Optional[int] = ..., user: _Optional[str] = ..., include_seen: _Optional[bool] = ..., exclude: _Optional[_Iterable[str]] = ..., exclude_ids: _Optional[_Iterable[int]] = ..., include_labels: _Optional[_Iterable[str]] = ..., exclude_labels: _Optional[_Iterable[str]] = ..., published_after: _Optional[int] = ..., cursor: _Optional[str] = ..., objective_weights: _Optional[_Mapping[str, float]] = ...) -> None: ...
 
 class FeedItem(_message.Message):
-    __slots__ = ("item_id", "score", "title", "category", "sources", "id")
+    __slots__ = ("item_id", "score", "title", "category", "sources", "id", "position")
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     SCORE_FIELD_NUMBER: _ClassVar[int]
     TITLE_FIELD_NUMBER: _ClassVar[int]
     CATEGORY_FIELD_NUMBER: _ClassVar[int]
     SOURCES_FIELD_NUMBER: _ClassVar[int]
     ID_FIELD_NUMBER: _ClassVar[int]
+    POSITION_FIELD_NUMBER: _ClassVar[int]
     item_id: int
     score: float
     title: str
     category: str
     sources: _containers.RepeatedScalarFieldContainer[str]
     id: str
-    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ...) -> None: ...
+    position: int
+    def __init__(self, item_id: _Optional[int] = ..., score: _Optional[float] = ..., title: _Optional[str] = ..., category: _Optional[str] = ..., sources: _Optional[_Iterable[str]] = ..., id: _Optional[str] = ..., position: _Optional[int] = ...) -> None: ...
 
 class FeedResponse(_message.Message):
     __slots__ = ("items", "cold_start", "degraded", "degraded_reason", "hops", "request_id", "model_version", "cached", "mode", "cost", "next_cursor", "catalog_sequence")
@@ -218,7 +335,7 @@ class FeedResponse(_message.Message):
     def __init__(self, items: _Optional[_Iterable[_Union[FeedItem, _Mapping]]] = ..., cold_start: _Optional[bool] = ..., degraded: _Optional[bool] = ..., degraded_reason: _Optional[str] = ..., hops: _Optional[_Iterable[_Union[_common_pb2.HopTiming, _Mapping]]] = ..., request_id: _Optional[str] = ..., model_version: _Optional[str] = ..., cached: _Optional[bool] = ..., mode: _Optional[_Union[Mode, str]] = ..., cost: _Optional[float] = ..., next_cursor: _Optional[str] = ..., catalog_sequence: _Optional[int] = ...) -> None: ...
 
 class InteractRequest(_message.Message):
-    __slots__ = ("context", "user_id", "item_id", "event", "user", "item", "timestamp", "value")
+    __slots__ = ("context", "user_id", "item_id", "event", "user", "item", "timestamp", "value", "feed_request_id")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
@@ -227,6 +344,7 @@ class InteractRequest(_message.Message):
     ITEM_FIELD_NUMBER: _ClassVar[int]
     TIMESTAMP_FIELD_NUMBER: _ClassVar[int]
     VALUE_FIELD_NUMBER: _ClassVar[int]
+    FEED_REQUEST_ID_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     item_id: int
@@ -235,7 +353,8 @@ class InteractRequest(_message.Message):
     item: str
     timestamp: int
     value: float
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ..., user: _Optional[str] = ..., item: _Optional[str] = ..., timestamp: _Optional[int] = ..., value: _Optional[float] = ...) -> None: ...
+    feed_request_id: str
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ..., user: _Optional[str] = ..., item: _Optional[str] = ..., timestamp: _Optional[int] = ..., value: _Optional[float] = ..., feed_request_id: _Optional[str] = ...) -> None: ...
 
 class InteractResponse(_message.Message):
     __slots__ = ("applied", "rate", "request_id", "sequence", "held_back")

@@ -225,6 +225,36 @@ class GatewayAdminStub:
                 request_serializer=feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
                 response_deserializer=feedserve_dot_v1_dot_gateway__pb2.KeyInfo.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/ListModels',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.StageModel = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/StageModel',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.StageModelRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.ShadowModel = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/ShadowModel',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.CanaryModel = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/CanaryModel',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.CanaryRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.PromoteModel = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/PromoteModel',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
+        self.RollbackModel = channel.unary_unary(
+                '/feedserve.v1.GatewayAdmin/RollbackModel',
+                request_serializer=feedserve_dot_v1_dot_gateway__pb2.RollbackRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+                _registered_method=True)
 
 
 class GatewayAdminServicer:
@@ -271,6 +301,45 @@ class GatewayAdminServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListModels(self, request, context):
+        """Model lifecycle (`feedserve models ...`): every change is written to the routing configuration, which the
+        services watch. Each answers with the family as it now stands.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StageModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ShadowModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CanaryModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PromoteModel(self, request, context):
+        """Missing associated documentation comment in .proto file."""
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def RollbackModel(self, request, context):
+        """The canary when there is one (retired), else the primary (retired; the previous primary serves again).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayAdminServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -303,6 +372,36 @@ def add_GatewayAdminServicer_to_server(servicer, server):
                     servicer.RevokeKey,
                     request_deserializer=feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.FromString,
                     response_serializer=feedserve_dot_v1_dot_gateway__pb2.KeyInfo.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.ListModelsRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
+            ),
+            'StageModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.StageModel,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.StageModelRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
+            ),
+            'ShadowModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.ShadowModel,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
+            ),
+            'CanaryModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.CanaryModel,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.CanaryRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
+            ),
+            'PromoteModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.PromoteModel,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
+            ),
+            'RollbackModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.RollbackModel,
+                    request_deserializer=feedserve_dot_v1_dot_gateway__pb2.RollbackRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_gateway__pb2.ModelList.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -469,6 +568,168 @@ class GatewayAdmin:
             '/feedserve.v1.GatewayAdmin/RevokeKey',
             feedserve_dot_v1_dot_gateway__pb2.RevokeKeyRequest.SerializeToString,
             feedserve_dot_v1_dot_gateway__pb2.KeyInfo.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/ListModels',
+            feedserve_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StageModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/StageModel',
+            feedserve_dot_v1_dot_gateway__pb2.StageModelRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ShadowModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/ShadowModel',
+            feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CanaryModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/CanaryModel',
+            feedserve_dot_v1_dot_gateway__pb2.CanaryRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PromoteModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/PromoteModel',
+            feedserve_dot_v1_dot_gateway__pb2.ModelVersionRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def RollbackModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.GatewayAdmin/RollbackModel',
+            feedserve_dot_v1_dot_gateway__pb2.RollbackRequest.SerializeToString,
+            feedserve_dot_v1_dot_gateway__pb2.ModelList.FromString,
             options,
             channel_credentials,
             insecure,

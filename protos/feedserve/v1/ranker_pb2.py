@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/ranker.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xdd\x04\n\x0bRankRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\t\n\x01k\x18\x04 \x01(\r\x12\x17\n\x0f\x63\x61ndidate_count\x18\x05 \x01(\r\x12(\n\ncandidates\x18\x06 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12.\n\x10\x63ontext_features\x18\x07 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x19\n\x11return_all_scores\x18\x08 \x01(\x08\x12\x1a\n\x12max_batch_delay_us\x18\t \x01(\r\x12\x14\n\x0cmin_sequence\x18\n \x01(\x04\x12\x1c\n\x14min_sequence_wait_ms\x18\x0b \x01(\r\x12%\n\x07\x65xclude\x18\x0c \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x16\n\x0einclude_labels\x18\r \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\x0e \x03(\t\x12\x17\n\x0fpublished_after\x18\x0f \x01(\x03\x12@\n\x0chead_weights\x18\x10 \x03(\x0b\x32*.feedserve.v1.RankRequest.HeadWeightsEntry\x12\x14\n\x0cinclude_seen\x18\x11 \x01(\x08\x1a\x32\n\x10HeadWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"s\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\"\xd4\x02\n\x0cRankResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.feedserve.v1.RankedItem\x12+\n\rcandidate_ids\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06scores\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x1d\n\x15\x63\x61ndidates_considered\x18\x04 \x01(\r\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\ncold_start\x18\x08 \x01(\x08\x12\x18\n\x10\x63\x61talog_sequence\x18\t \x01(\x04\x12\x0e\n\x06\x62\x65hind\x18\n \x01(\x08\x12\x19\n\x11\x63\x61ndidates_scored\x18\x0b \x01(\r2G\n\x06Ranker\x12=\n\x04Rank\x12\x19.feedserve.v1.RankRequest\x1a\x1a.feedserve.v1.RankResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x19\x66\x65\x65\x64serve/v1/ranker.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xf4\x04\n\x0bRankRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\t\n\x01k\x18\x04 \x01(\r\x12\x17\n\x0f\x63\x61ndidate_count\x18\x05 \x01(\r\x12(\n\ncandidates\x18\x06 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12.\n\x10\x63ontext_features\x18\x07 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x19\n\x11return_all_scores\x18\x08 \x01(\x08\x12\x1a\n\x12max_batch_delay_us\x18\t \x01(\r\x12\x14\n\x0cmin_sequence\x18\n \x01(\x04\x12\x1c\n\x14min_sequence_wait_ms\x18\x0b \x01(\r\x12%\n\x07\x65xclude\x18\x0c \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x16\n\x0einclude_labels\x18\r \x03(\t\x12\x16\n\x0e\x65xclude_labels\x18\x0e \x03(\t\x12\x17\n\x0fpublished_after\x18\x0f \x01(\x03\x12@\n\x0chead_weights\x18\x10 \x03(\x0b\x32*.feedserve.v1.RankRequest.HeadWeightsEntry\x12\x14\n\x0cinclude_seen\x18\x11 \x01(\x08\x12\x15\n\rmodel_version\x18\x12 \x01(\t\x1a\x32\n\x10HeadWeightsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x02:\x02\x38\x01\"s\n\nRankedItem\x12\x0f\n\x07item_id\x18\x01 \x01(\x04\x12\r\n\x05score\x18\x02 \x01(\x02\x12\r\n\x05title\x18\x03 \x01(\t\x12\x10\n\x08\x63\x61tegory\x18\x04 \x01(\t\x12\x0f\n\x07sources\x18\x05 \x03(\t\x12\x13\n\x0b\x65xternal_id\x18\x06 \x01(\t\"\xd4\x02\n\x0cRankResponse\x12\'\n\x05items\x18\x01 \x03(\x0b\x32\x18.feedserve.v1.RankedItem\x12+\n\rcandidate_ids\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06scores\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x1d\n\x15\x63\x61ndidates_considered\x18\x04 \x01(\r\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\x12\x12\n\nmodel_name\x18\x06 \x01(\t\x12\x15\n\rmodel_version\x18\x07 \x01(\t\x12\x12\n\ncold_start\x18\x08 \x01(\x08\x12\x18\n\x10\x63\x61talog_sequence\x18\t \x01(\x04\x12\x0e\n\x06\x62\x65hind\x18\n \x01(\x08\x12\x19\n\x11\x63\x61ndidates_scored\x18\x0b \x01(\r\"\x0f\n\rModelsRequest\"T\n\rResidentModel\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07version\x18\x02 \x01(\t\x12\x0c\n\x04role\x18\x03 \x01(\t\x12\x16\n\x0eresident_bytes\x18\x04 \x01(\x04\"\xf6\x01\n\x0cModelsStatus\x12+\n\x06models\x18\x01 \x03(\x0b\x32\x1b.feedserve.v1.ResidentModel\x12=\n\nnot_loaded\x18\x02 \x03(\x0b\x32).feedserve.v1.ModelsStatus.NotLoadedEntry\x12+\n\x06shadow\x18\x03 \x01(\x0b\x32\x1b.feedserve.v1.ShadowMetrics\x12\x1b\n\x13memory_budget_bytes\x18\x04 \x01(\x04\x1a\x30\n\x0eNotLoadedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x32\x8a\x01\n\x06Ranker\x12=\n\x04Rank\x12\x19.feedserve.v1.RankRequest\x1a\x1a.feedserve.v1.RankResponse\x12\x41\n\x06Models\x12\x1b.feedserve.v1.ModelsRequest\x1a\x1a.feedserve.v1.ModelsStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,14 +34,24 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._loaded_options = None
   _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_options = b'8\001'
+  _globals['_MODELSSTATUS_NOTLOADEDENTRY']._loaded_options = None
+  _globals['_MODELSSTATUS_NOTLOADEDENTRY']._serialized_options = b'8\001'
   _globals['_RANKREQUEST']._serialized_start=71
-  _globals['_RANKREQUEST']._serialized_end=676
-  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_start=626
-  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_end=676
-  _globals['_RANKEDITEM']._serialized_start=678
-  _globals['_RANKEDITEM']._serialized_end=793
-  _globals['_RANKRESPONSE']._serialized_start=796
-  _globals['_RANKRESPONSE']._serialized_end=1136
-  _globals['_RANKER']._serialized_start=1138
-  _globals['_RANKER']._serialized_end=1209
+  _globals['_RANKREQUEST']._serialized_end=699
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_start=649
+  _globals['_RANKREQUEST_HEADWEIGHTSENTRY']._serialized_end=699
+  _globals['_RANKEDITEM']._serialized_start=701
+  _globals['_RANKEDITEM']._serialized_end=816
+  _globals['_RANKRESPONSE']._serialized_start=819
+  _globals['_RANKRESPONSE']._serialized_end=1159
+  _globals['_MODELSREQUEST']._serialized_start=1161
+  _globals['_MODELSREQUEST']._serialized_end=1176
+  _globals['_RESIDENTMODEL']._serialized_start=1178
+  _globals['_RESIDENTMODEL']._serialized_end=1262
+  _globals['_MODELSSTATUS']._serialized_start=1265
+  _globals['_MODELSSTATUS']._serialized_end=1511
+  _globals['_MODELSSTATUS_NOTLOADEDENTRY']._serialized_start=1463
+  _globals['_MODELSSTATUS_NOTLOADEDENTRY']._serialized_end=1511
+  _globals['_RANKER']._serialized_start=1514
+  _globals['_RANKER']._serialized_end=1652
 # @@protoc_insertion_point(module_scope)

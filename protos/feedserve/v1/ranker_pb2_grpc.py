@@ -39,6 +39,11 @@ class RankerStub:
                 request_serializer=feedserve_dot_v1_dot_ranker__pb2.RankRequest.SerializeToString,
                 response_deserializer=feedserve_dot_v1_dot_ranker__pb2.RankResponse.FromString,
                 _registered_method=True)
+        self.Models = channel.unary_unary(
+                '/feedserve.v1.Ranker/Models',
+                request_serializer=feedserve_dot_v1_dot_ranker__pb2.ModelsRequest.SerializeToString,
+                response_deserializer=feedserve_dot_v1_dot_ranker__pb2.ModelsStatus.FromString,
+                _registered_method=True)
 
 
 class RankerServicer:
@@ -50,6 +55,13 @@ class RankerServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Models(self, request, context):
+        """The model versions this ranker holds (primary, canary, shadow), what they occupy, and the shadow's figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_RankerServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -57,6 +69,11 @@ def add_RankerServicer_to_server(servicer, server):
                     servicer.Rank,
                     request_deserializer=feedserve_dot_v1_dot_ranker__pb2.RankRequest.FromString,
                     response_serializer=feedserve_dot_v1_dot_ranker__pb2.RankResponse.SerializeToString,
+            ),
+            'Models': grpc.unary_unary_rpc_method_handler(
+                    servicer.Models,
+                    request_deserializer=feedserve_dot_v1_dot_ranker__pb2.ModelsRequest.FromString,
+                    response_serializer=feedserve_dot_v1_dot_ranker__pb2.ModelsStatus.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -86,6 +103,33 @@ class Ranker:
             '/feedserve.v1.Ranker/Rank',
             feedserve_dot_v1_dot_ranker__pb2.RankRequest.SerializeToString,
             feedserve_dot_v1_dot_ranker__pb2.RankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Models(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/feedserve.v1.Ranker/Models',
+            feedserve_dot_v1_dot_ranker__pb2.ModelsRequest.SerializeToString,
+            feedserve_dot_v1_dot_ranker__pb2.ModelsStatus.FromString,
             options,
             channel_credentials,
             insecure,
