@@ -1,0 +1,342 @@
+"""Model routing as configuration: the registry of each model family's versions and their states, the canary's share
+and salt, the shadow's sample, the guardrails and the memory budget; one JSON file that the services watch."""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import secrets
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from mesh.logging import get_logger
+
+__all__ = ["STATES", "SERVING", "Guardrails", "Version", "Family", "Routing", "RoutingWatcher", "in_canary",
+           "load_routing", "update_routing", "routing_path", "footprint_bytes", "BYTES_PER_ITEM"]
+
+STATES = ("staged", "shadow", "canary", "primary", "retired")
+SERVING = ("primary", "canary", "shadow")  # the states a service keeps a version loaded for
+DEFAULT_CANARY_SHARE = 0.1
+DEFAULT_SHADOW_SHARE = 0.1
+DEFAULT_BUDGET_BYTES = 4 << 30
+BYTES_PER_ITEM = 4 * (512 + 128)  # a ranker version's item terms (first layer) and its light stage's units, float32
+_HISTORY = 50  # changes kept per version
+
+
+def routing_path(home: Path) -> Path:
+    """Where a deployment's routing lives: beside the models it names."""
+    return home / "models" / "routing.json"
+
+
+@dataclass
+class Guardrails:
+    """What a canary must keep, against the primary over the same time, before it may go on serving."""
+
+    max_error_rate: float = 0.02  # failed feeds / feeds routed to it
+    max_p99_ratio: float = 2.0  # its P99 latency / the primary's
+    min_ctr_ratio: float = 0.8  # its click-through at k / the primary's
+    min_feeds: int = 100  # the sample each side needs before the latency and online rules judge
+
+
+@dataclass
+class Version:
+    """One registered version: where it is, what training measured, what it weighs, and its state's history."""
+
+    version: str
+    state: str
+    directory: str
+    offline_metrics: dict[str, float] = field(default_factory=dict)
+    trained_to_sequence: int = 0
+    footprint_bytes: int = 0
+    space: int = 0  # a ranker's learned space: versions served side by side must share the served one
+    history: list[dict[str, Any]] = field(default_factory=list)  # {"at", "from", "to", "why"}
+
+    @property
+    def last_change(self) -> str:
+        if not self.history:
+            return ""
+        change = self.history[-1]
+        when = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(change["at"]))
+        return f"{when} {change['from']} -> {change['to']}: {change['why']}"
+
+
+@dataclass
+class Family:
+    """A model family (`ranker-mlp`, `tier-small`): its versions and how traffic is split among them."""
+
+    name: str
+    versions: dict[str, Version] = field(default_factory=dict)
+    canary_share: float = DEFAULT_CANARY_SHARE
+    shadow_share: float = DEFAULT_SHADOW_SHARE
+    salt: str = field(default_factory=lambda: secrets.token_hex(8))
+    memory_budget_bytes: int = DEFAULT_BUDGET_BYTES
+    guardrails: Guardrails = field(default_factory=Guardrails)
+    canary_since: float = 0.0
+
+    def holding(self, state: str) -> str | None:
+        """The version in `state` (primary, canary and shadow have at most one)."""
+        return next((v.version for v in self.versions.values() if v.state == state), None)
+
+    @property
+    def primary(self) -> str | None:
+        return self.holding("primary")
+
+    @property
+    def canary(self) -> str | None:
+        return self.holding("canary")
+
+    @property
+    def shadow(self) -> str | None:
+        return self.holding("shadow")
+
+    def route(self, user_id: int) -> str | None:
+        """The version that answers this user: the canary for its sticky share of users, else the primary."""
+        canary = self.canary
+        if canary is not None and in_canary(self.salt, user_id, self.canary_share):
+            return canary
+        return self.primary
+
+    def get(self, version: str) -> Version:
+        if version not in self.versions:
+            raise NotFound(f"version: {self.name} has no version {version!r} (it has {', '.join(self.versions) or 'none'})")
+        return self.versions[version]
+
+    def _move(self, version: str, state: str, why: str, now: float) -> None:
+        entry = self.versions[version]
+        if entry.state != state:
+            entry.history = [*entry.history, {"at": now, "from": entry.state, "to": state, "why": why}][-_HISTORY:]
+            entry.state = state
+
+    def _check_budget(self, adding: str) -> None:
+        """Refuse a version whose loading would take the versions loaded side by side over the budget."""
+        loaded = {v for v in (self.primary, self.canary, self.shadow) if v is not None} | {adding}
+        need = sum(self.versions[v].footprint_bytes for v in loaded)
+        if need > self.memory_budget_bytes:
+            parts = ", ".join(f"{v} {self.versions[v].footprint_bytes / 2**20:.0f} MiB" for v in sorted(loaded))
+            raise ResourceExhausted(f"{self.name}/{adding} does not fit: {parts} resident together need "
+                                    f"{need / 2**20:.0f} MiB, over the memory budget of "
+                                    f"{self.memory_budget_bytes / 2**20:.0f} MiB")
+
+    def _check_space(self, version: str) -> None:
+        primary = self.primary
+        if primary is None:
+            return
+        ours, theirs = self.versions[version].space, self.versions[primary].space
+        if ours != theirs:
+            raise FailedPrecondition(
+                f"{self.name}/{version} was trained for learned space {ours}, the primary {primary} serves space "
+                f"{theirs}: versions side by side share the user vectors, so they must share the space (train it "
+                f"with `feedserve train --keep-space`, or publish its space with `feedserve up`)")
+
+    def stage(self, directory: Path, footprint: int, now: float, why: str = "operator") -> Version:
+        """Register the exported version in `directory` (its manifest.json) as staged; staging it again refreshes
+        what is recorded and leaves its state alone. The family's first version becomes its primary."""
+        try:
+            manifest = json.loads((directory / "manifest.json").read_text())
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
+        if manifest.get("name") != self.name:
+            raise InvalidArgument("directory", f"{directory} holds {manifest.get('name')!r}, not a {self.name} version")
+        version = str(manifest["version"])
+        extra = manifest.get("extra", {})
+        metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items() if isinstance(v, (int, float))}
+        entry = self.versions.get(version)
+        if entry is None:
+            entry = self.versions[version] = Version(version, "staged", str(directory))
+            entry.history.append({"at": now, "from": "", "to": "staged", "why": why})
+        entry.directory, entry.offline_metrics, entry.footprint_bytes = str(directory), metrics, footprint
+        entry.trained_to_sequence = int(extra.get("trained_to_sequence", 0))
+        entry.space = int(extra.get("space", 0))
+        if self.primary is None:
+            self._move(version, "primary", "the family's first version", now)
+        return entry
+
+    def shadow_version(self, version: str, now: float, why: str = "operator", sample: float | None = None) -> None:
+        """Score a sample of requests with `version` too, off the response path (the former shadow is staged);
+        `sample`: the share of requests it scores (0: loaded, scoring none)."""
+        if sample is not None:
+            if not 0 <= sample <= 1:
+                raise InvalidArgument("sample", f"a share of requests in [0, 1], got {sample}")
+            self.shadow_share = sample
+        if self.shadow != version:
+            self._serve_beside(version, "shadow", now, why)
+
+    def canary_version(self, version: str, share: float, now: float, why: str = "operator") -> None:
+        """Answer `share` of users with `version` (the former canary is staged)."""
+        if share:
+            if not 0 < share <= 0.5:
+                raise InvalidArgument("share", f"a canary answers a share in (0, 0.5] of users, got {share}")
+            self.canary_share = share
+        self._serve_beside(version, "canary", now, why)
+        self.canary_since = now
+
+    def _serve_beside(self, version: str, state: str, now: float, why: str) -> None:
+        entry = self.get(version)
+        if entry.state == "primary":
+            raise FailedPrecondition(f"{self.name}/{version} is the primary already")
+        if self.primary is None:
+            raise FailedPrecondition(f"{self.name} has no primary to run a {state} beside: promote a version first")
+        self._check_space(version)
+        if entry.state not in SERVING:
+            self._check_budget(version)
+        current = self.holding(state)
+        if current is not None and current != version:
+            self._move(current, "staged", f"replaced by {version} as {state}", now)
+        self._move(version, state, why, now)
+
+    def promote(self, version: str, now: float, why: str = "operator") -> None:
+        """Make `version` the primary; the former primary is retired (and is what a rollback brings back)."""
+        entry = self.get(version)
+        if entry.state == "primary":
+            return
+        primary = self.primary
+        if primary is not None:
+            self._check_space(version)
+            if entry.state not in SERVING:
+                self._check_budget(version)
+            self._move(primary, "retired", f"replaced by {version}", now)
+        self._move(version, "primary", why, now)
+
+    def rollback(self, now: float, why: str = "operator") -> str:
+        """Retire the canary; with none, retire the primary and serve the previous one again. Returns what changed."""
+        canary = self.canary
+        if canary is not None:
+            self._move(canary, "retired", f"rolled back: {why}", now)
+            return f"canary {canary} rolled back"
+        primary = self.primary
+        if primary is None:
+            raise FailedPrecondition(f"{self.name} has neither a canary nor a primary to roll back")
+        earlier = [v for v in self.versions.values() if v.version != primary
+                   and any(h["from"] == "primary" for h in v.history)]
+        if not earlier:
+            raise FailedPrecondition(f"{self.name}/{primary} is the only version that has served: nothing to roll back to")
+        previous = max(earlier, key=lambda v: max(h["at"] for h in v.history if h["from"] == "primary"))
+        self._move(primary, "retired", f"rolled back: {why}", now)
+        self._move(previous.version, "primary", f"restored by the rollback of {primary}", now)
+        return f"primary {primary} rolled back to {previous.version}"
+
+
+def in_canary(salt: str, user_id: int, share: float) -> bool:
+    """Sticky: the same user is always on the same side for a salt; a new salt draws the share afresh."""
+    digest = hashlib.blake2b(f"{salt}:{user_id}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") / 2**64 < share
+
+
+SERVED_ROLES = ("decomposed", "item_tower")  # the graphs a ranker loads (the naive graph and int8 twin stay on disk)
+
+
+def footprint_bytes(directory: Path, items: int, bytes_per_item: int = BYTES_PER_ITEM) -> int:
+    """What a version will hold once loaded: the weights of the graphs it serves twice (the file as read, and the
+    engine's initialisers and arena), and a table row per catalog item."""
+    graphs = json.loads((directory / "manifest.json").read_text()).get("graphs", {})
+    served = [name for role, name in graphs.items() if role in SERVED_ROLES] or list(graphs.values())
+    weights = sum((directory / name).stat().st_size for name in served if (directory / name).exists())
+    return 2 * weights + items * bytes_per_item
+
+
+@dataclass
+class Routing:
+    """Every family, as the file holds it; `revision` counts the writes."""
+
+    families: dict[str, Family] = field(default_factory=dict)
+    revision: int = 0
+
+    def family(self, name: str) -> Family:
+        if name not in self.families:
+            raise NotFound(f"family: no model family {name!r} (there are: {', '.join(self.families) or 'none'})")
+        return self.families[name]
+
+    def to_json(self) -> str:
+        return json.dumps({"revision": self.revision,
+                           "families": {name: asdict(f) for name, f in self.families.items()}}, indent=1)
+
+    @classmethod
+    def from_json(cls, text: str) -> Routing:
+        data = json.loads(text)
+        families = {}
+        for name, f in data.get("families", {}).items():
+            versions = {v: Version(**entry) for v, entry in f.pop("versions", {}).items()}
+            guardrails = Guardrails(**f.pop("guardrails", {}))
+            families[name] = Family(versions=versions, guardrails=guardrails, **f)
+        return cls(families, int(data.get("revision", 0)))
+
+
+def load_routing(path: Path) -> Routing:
+    """The routing as written (an empty one when there is no file yet)."""
+    try:
+        return Routing.from_json(path.read_text())
+    except FileNotFoundError:
+        return Routing()
+    except (ValueError, TypeError, KeyError) as exc:
+        raise FailedPrecondition(f"the routing configuration {path} cannot be read: {exc}") from None
+
+
+def update_routing(path: Path, change: Callable[[Routing], Any]) -> tuple[Routing, Any]:
+    """Read, change and write the routing under an exclusive lock (writers on several hosts or processes take
+    turns); the write replaces the file whole (readers never see half of one). Returns (routing, change's result)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path.with_suffix(".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        routing = load_routing(path)
+        result = change(routing)
+        routing.revision += 1
+        temporary = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
+        with open(temporary, "w") as out:
+            out.write(routing.to_json())
+            out.flush()
+            os.fsync(out.fileno())
+        os.replace(temporary, path)
+    return routing, result
+
+
+class RoutingWatcher:
+    """Calls `on_change(routing)` with the routing now and after every write: `check` (or a thread that calls it
+    every `poll_s`) reads the file, a few kilobytes, and compares it with the last one read. (Its inode and mtime
+    would not do: a replaced file's inode is reused, and two writes can share a clock tick.)"""
+
+    def __init__(self, path: Path, on_change: Callable[[Routing], None], poll_s: float = 0.2) -> None:
+        self.path, self.on_change, self.poll_s = path, on_change, poll_s
+        self._seen: bytes | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.check()
+
+    def check(self) -> bool:
+        """Read the routing if it changed since last time; True when it did."""
+        try:
+            text = self.path.read_bytes()
+        except FileNotFoundError:
+            text = b""
+        if text == self._seen:
+            return False
+        self._seen = text
+        try:
+            routing = Routing.from_json(text.decode()) if text else Routing()
+        except (ValueError, TypeError, KeyError) as exc:
+            raise FailedPrecondition(f"the routing configuration {self.path} cannot be read: {exc}") from None
+        self.on_change(routing)
+        return True
+
+    def start(self) -> RoutingWatcher:
+        def run() -> None:
+            while not self._stop.wait(self.poll_s):
+                try:
+                    self.check()
+                except Exception as exc:  # a bad write must not stop the watching: the next good one is read
+                    get_logger("routing").warning("routing not applied", path=str(self.path), error=str(exc))
+
+        self._thread = threading.Thread(target=run, name="routing-watch", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join()
