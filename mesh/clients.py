@@ -152,6 +152,11 @@ class RankerClient:
         with await self.transport.call("Rank", request, tensors, timeout, request_id) as reply:
             return reply.message
 
+    async def models(self, timeout: float, request_id: str = "") -> ranker_pb2.ModelsStatus:
+        """The versions the ranker holds, what they occupy, and its shadow's figures."""
+        with await self.transport.call("Models", ranker_pb2.ModelsRequest(), None, timeout, request_id) as reply:
+            return reply.message
+
 
 class GeneratorClient:
     """The generator's token stream. Streams travel gRPC only: a ring slot holds one reply, not a stream."""

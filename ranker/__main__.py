@@ -8,11 +8,14 @@ from pathlib import Path
 
 from catalog import load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
+from engines import ModelManifest
+from engines.base import load_manifest
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
 from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
+from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from ranker.features import HEADS
 from ranker.service import DEFAULT_KEEP, Ranker, RankerServicer
@@ -35,6 +38,19 @@ def parse_head_weights(spec: str) -> dict[str, float]:
     return weights
 
 
+def routed_primary(path: Path, family: str, space: int) -> ModelManifest | None:
+    """The routing's primary of `family`, when it names one trained for the served space."""
+    try:
+        primary = load_routing(path).families[family]
+    except KeyError:
+        return None
+    version = primary.primary
+    if version is None or primary.versions[version].space != space:
+        return None
+    directory = Path(primary.versions[version].directory)
+    return load_manifest(directory) if (directory / "manifest.json").exists() else None
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(prog="python -m ranker", description=__doc__)
     parser.add_argument("--store", required=True, help="the catalog store: a SQLite path or a postgresql:// URL")
@@ -42,6 +58,11 @@ def main() -> None:
     parser.add_argument("--models", type=Path, default=None,
                         help="where trained versions live (default: HOME/models/ranker-mlp); the newest trained "
                              "for the store's served space is served")
+    parser.add_argument("--routing", type=Path, default=None,
+                        help="the model routing configuration it follows (default: routing.json beside --models' "
+                             "folder, i.e. HOME/models/routing.json); its primary is served at start")
+    parser.add_argument("--no-routing", action="store_true",
+                        help="serve the newest trained version only: no canary, shadow or hot swap")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
@@ -72,7 +93,9 @@ def main() -> None:
     def build():
         root = args.models or default_home() / "models" / MODEL_NAME
         store = open_store(args.store)
-        manifest = newest_model(root, space=store.active_space())  # the model of the space the store serves
+        routing = None if args.no_routing else (args.routing or root.parent / "routing.json")
+        manifest = routed_primary(routing, MODEL_NAME, store.active_space()) if routing is not None else None
+        manifest = manifest or newest_model(root, space=store.active_space())  # the model of the space the store serves
         if manifest is None:
             raise SystemExit(f"no trained model under {root} for the learned space {store.name} serves "
                              f"({store.active_space()}): run `feedserve train`, then `feedserve up` publishes it")
@@ -81,7 +104,7 @@ def main() -> None:
         core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                       state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
-                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep)
+                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing)
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

@@ -134,9 +134,10 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     ranker.diversify = False  # the same pipeline ranking by score alone: what the category cap costs
     undiversified = _served(ranker, space, rows, last, k, now, stream)
     ranker.diversify = True
-    light, ranker.light = ranker.light, None  # the full model on every candidate: what the cascade costs
+    primary = ranker.resident.primary
+    light, primary.light = primary.light, None  # the full model on every candidate: what the cascade costs
     full_model = _served(ranker, space, rows, last, k, now, stream) if light is not None else served
-    ranker.light = light
+    primary.light = light
 
     vectors = np.where(space.users_known[rows, None], space.users[rows], space.cold_start[None, :])
     servable = ranker.items.servable[:shape[1]]

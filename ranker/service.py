@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import random
 import threading
 import time
 from collections.abc import Callable
@@ -13,7 +14,7 @@ import grpc
 import numpy as np
 
 from catalog import ChangeFollower, Schema, Store, StoredItem
-from engines import ModelManifest, load_engine
+from engines import ModelManifest
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.errors import FailedPrecondition, InvalidArgument
 from mesh.logging import get_logger
@@ -22,13 +23,16 @@ from mesh.rpclog import annotate
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, now_ns
 from ranker import graphs
-from ranker.batching import Batcher, Job
+from ranker.batching import Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
 from ranker.diversity import diversified_top_k
-from ranker.features import CONTEXT_DIM, HEADS, HIDDEN_ITEM, ITEM_DIM, USER_DIM, FeatureSpace
+from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace
 from ranker.items import ItemTable
 from ranker.retrieval import Candidates, Retriever
+from ranker.rollout import Rollout
+from ranker.shadow import ShadowJob, ShadowScorer
 from ranker.state import RankerState, load_state, save_state
+from ranker.versions import ModelVersion, Resident
 
 __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MAX_K", "MAX_CANDIDATES",
            "diversified_top_k"]
@@ -37,9 +41,11 @@ SERVICE = "ranker"
 DEFAULT_CANDIDATES = 2_400
 MAX_CANDIDATES = 20_000
 MAX_K = 500
-_TOWER_CHUNK = 8_192
 DEFAULT_KEEP = 300  # candidates the full model scores after the light stage (0: the full model scores all)
 FIT_RANKINGS = 128  # rankings of the full model the light stage is fitted on, when a model has none yet
+
+
+_Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # user, context, ids, cross, scores
 
 
 class Ranker:
@@ -48,121 +54,121 @@ class Ranker:
     Items come from the store's change feed (at start, everything so far; then every change as it commits).
     The item term of the first layer is computed for each item as it arrives (the item tower); a request
     computes its user and context terms once, and only the small cross term and the upper layers per candidate.
+    Several versions may be loaded at once (primary, canary, shadow: ranker/rollout.py follows the routing);
+    the catalog's state is shared, each version keeps its own item terms.
     """
 
     def __init__(self, store: Store, schema: Schema, manifest: ModelManifest, precision: str = "fp32", threads: int = 2,
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
-                 state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP) -> None:
+                 state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP,
+                 routing: Path | None = None) -> None:
         if cascade_keep < 0:
             raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
-        self.manifest = manifest
-        self.light: LightStage | None = None  # the cascade's first stage, once fitted (None: the full model only)
-        self.first_layer: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None  # Wu, Wc, b1, for the request term
-        self._fitting = False
-        self.cascade_fit: threading.Thread | None = None  # fitting the light stage once items arrived
+        self.engine_options = (precision, device, threads, head_weights)  # how every version is loaded
+        self.cascade_fit: threading.Thread | None = None  # fitting the primary's light stage once items arrived
         self.cascade_keep = cascade_keep
-        self.unit_terms = np.zeros((0, 0), np.float32)  # the item terms at the light stage's units
         self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
         self.items = ItemTable(self.space)
-        self.terms = np.zeros((0, HIDDEN_ITEM), np.float32)
         self.user_attributes: dict[int, dict] = {}
         self.seen: dict[int, set[int]] = {}  # user -> items they interacted with (left out of their feeds)
-        space = int(manifest.extra.get("space", 0))
-        if space != store.active_space():
-            raise FailedPrecondition(
-                f"{manifest.name}/{manifest.version} was trained for learned space {space}, but {store.name} "
-                f"serves space {store.active_space()}: publish the model's space first (feedserve up does)")
-        cold = manifest.extra.get("cold_start")
-        # a user with no vector yet is ranked from the model's cold-start vector (the mean of the learned users)
-        self.cold_start = np.asarray(cold, np.float32) if cold else None
-        self.engine = load_engine(manifest, "decomposed", precision, device, threads)
-        self.tower = load_engine(manifest, "item_tower", "fp32", device, threads)
-        weights = {**manifest.extra.get("head_weights", {}), **(head_weights or {})}
-        self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
+        self.store = store
+        self.check_space(manifest)
+        primary = ModelVersion(manifest, precision, device, threads, head_weights)
+        self.resident = Resident.of(primary)  # swapped whole; a request reads it once
+        self.loading: list[ModelVersion] = []  # versions being loaded: the change feed marks their changed rows
         self.retriever = Retriever(self.items)
         self.max_batch_delay_s = max_batch_delay_us / 1e6
-        pool = getattr(self.engine, "threads", None)  # ONNX Runtime's intra-op threads (TensorRT: none to read)
-        self.batcher = Batcher(self._run_model, {}, engine_cpu_ns=pool.cpu_ns if pool is not None else lambda: 0)
-        self._fit_terms()
+        primary.fit_terms(self.items.capacity)
         self._lock = threading.Lock()  # the item table, its terms and the index change together
-        self.store = store
+        self._idle = threading.Condition()  # notified when no request is being ranked (the shadow's spare capacity)
+        self._busy = [0]
         self.state_dir, self.resumed_from = state_dir, 0
-        saved = load_state(state_dir, self.items, self._model_key, schema.name) if state_dir is not None else None
+        saved = load_state(state_dir, self.items, primary.key, schema.name) if state_dir is not None else None
         if saved is not None:  # resume: no reload of what was applied, no item tower over it again
-            self._fit_terms()
-            self.terms[:len(saved.terms)] = saved.terms
+            primary.fit_terms(self.items.capacity)
+            primary.terms[:len(saved.terms)] = saved.terms
             self.user_attributes, self.seen, self.resumed_from = saved.users, saved.seen, saved.sequence
         self.follower = ChangeFollower(store, self._apply, after=self.resumed_from, poll_s=poll_s)
         self._loading = True
         self.follower.poll()  # everything committed so far, before the first request
         self.retriever.rebuild(self._lock)  # clusters (and IVF, when big) over the whole catalog, before serving
         if cascade_keep:
-            self._start_cascade(store)
+            self.start_cascade(primary)
         self._loading = False
+        self.shadow = ShadowScorer(self._idle, self._busy)
+        self.rollout = Rollout(self, routing) if routing is not None else None
         if follow:
             self.follower.start()
+            if self.rollout is not None:
+                self.rollout.start()
+
+    # the primary's parts, by their old names
+    manifest = property(lambda self: self.resident.primary.manifest)
+    engine = property(lambda self: self.resident.primary.engine)
+    batcher = property(lambda self: self.resident.primary.batcher)
+    light = property(lambda self: self.resident.primary.light)
+    head_weights = property(lambda self: self.resident.primary.head_weights)
+    cold_start = property(lambda self: self.resident.primary.cold_start)
+    terms = property(lambda self: self.resident.primary.terms)
 
     def handlers(self) -> dict[str, Handler]:
-        return {"Rank": self.rank}
+        return {"Rank": self.rank, "Models": self.models}
 
-    def _fit_terms(self) -> None:
-        """Grow the item-term table to the item table's capacity (a new array, swapped in: amortised doubling)."""
-        if len(self.terms) < self.items.capacity:
-            grown = np.zeros((self.items.capacity, HIDDEN_ITEM), np.float32)
-            grown[:len(self.terms)] = self.terms
-            self.terms = grown
-            self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
-        if self.light is not None and len(self.unit_terms) < len(self.terms):
-            units = np.zeros((len(self.terms), len(self.light.units)), np.float32)
-            units[:len(self.unit_terms)] = self.unit_terms
-            self.unit_terms = units
+    def check_space(self, manifest: ModelManifest) -> None:
+        space = int(manifest.extra.get("space", 0))
+        if space != self.store.active_space():
+            raise FailedPrecondition(
+                f"{manifest.name}/{manifest.version} was trained for learned space {space}, but {self.store.name} "
+                f"serves space {self.store.active_space()}: publish the model's space first (feedserve up does)")
 
-    def _start_cascade(self, store: Store) -> None:
+    def held(self) -> list[ModelVersion]:
+        """Every version whose item terms follow the catalog: those serving and those loading."""
+        return [v for _, v in self.resident.roles()] + list(self.loading)
+
+    def start_cascade(self, model: ModelVersion) -> None:
         """The light stage saved beside the model, or fitted now on the full model's rankings and saved there. With
         nothing to fit on yet (an empty catalog), the full model ranks every candidate until items arrive."""
-        if self.first_layer is None:
-            weights = graphs.weights_of(self.manifest.path("naive"))
+        if model.first_layer is None:
+            weights = graphs.weights_of(model.manifest.path("naive"))
             _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
-            self.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
-        light = load_light_stage(self.manifest.directory, self._model_key)
+            model.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
+        light = load_light_stage(model.manifest.directory, model.key)
         log = get_logger("ranker")
         if light is None:
             started = time.monotonic()
-            light = self._fit_light(store)
+            light = self._fit_light(model)
             if light is None:
                 log.info("cascade waits: no servable items to fit its light stage on yet; the full model ranks")
                 return
             try:
-                save_light_stage(light, self.manifest.directory, self._model_key)
+                save_light_stage(light, model.manifest.directory, model.key)
             except OSError as exc:  # a read-only model directory: fitted again at the next start
                 log.warning("light stage not saved", error=str(exc))
-            log.info("cascade light stage fitted", rankings=light.fitted_on, seconds=round(time.monotonic() - started, 1),
-                     top20_kept=round(light.agreement, 3), keep=self.cascade_keep)
+            log.info("cascade light stage fitted", model=model.key, rankings=light.fitted_on,
+                     seconds=round(time.monotonic() - started, 1), top20_kept=round(light.agreement, 3),
+                     keep=self.cascade_keep)
         with self._lock:
-            self.light = light
-            self.unit_terms = np.zeros((0, len(light.units)), np.float32)
-            self._fit_terms()
-            self.unit_terms[:] = self.terms[:, light.units]
+            model.set_light(light)
 
-    def _fit_cascade_in_background(self) -> None:
+    def _fit_cascade_in_background(self, model: ModelVersion) -> None:
         """Items arrived while the cascade had nothing to fit on: fit it now, off the change feed's thread."""
         def run() -> None:
             try:
-                self._start_cascade(self.store)
+                self.start_cascade(model)
             finally:
-                self._fitting = False
+                model.fitting = False
 
-        self._fitting = True
+        model.fitting = True
         self.cascade_fit = threading.Thread(target=run, name="cascade-fit", daemon=True)
         self.cascade_fit.start()
 
-    def _fit_light(self, store: Store) -> LightStage | None:
+    def _fit_light(self, model: ModelVersion) -> LightStage | None:
         """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
         none: users placed at servable items, one item each)."""
-        _, users = store.learned_users(store.active_space())
+        _, users = self.store.learned_users(self.store.active_space())
         if not len(users):
             users = self.items.vectors[np.flatnonzero(self.items.servable[:self.items.size])]
         users = users[np.random.default_rng(0).choice(len(users), min(FIT_RANKINGS, len(users)), replace=False)]
@@ -172,48 +178,50 @@ class Ranker:
                 continue
             outputs = HeapOutputs()
             self.rank(ranker_pb2.RankRequest(k=1, return_all_scores=True), {"user_vector": user.astype(np.float32)},
-                      outputs)
+                      outputs, model=model)
             ids = outputs.arrays["candidate_ids"]
-            unit = user / np.linalg.norm(user) if self.cold_start is not None else user  # as rank() reads it
-            request = self._request_part(self.space.user_features(unit[None, :].astype(np.float32), [None]),
+            unit = user / np.linalg.norm(user) if model.cold_start is not None else user  # as rank() reads it
+            request = self._request_part(model, self.space.user_features(unit[None, :].astype(np.float32), [None]),
                                          self._context(ranker_pb2.RankRequest()))
-            fit.add(request, self.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
+            fit.add(request, model.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
         return fit.finish() if fit.rankings else None
 
-    def _request_part(self, user_part: np.ndarray, context_part: np.ndarray) -> np.ndarray:
+    @staticmethod
+    def _request_part(model: ModelVersion, user_part: np.ndarray, context_part: np.ndarray) -> np.ndarray:
         """The first layer's once-per-request term [512], as the decomposed graph computes it."""
-        assert self.first_layer is not None  # set before the light stage exists
-        wu, wc, b1 = self.first_layer
+        assert model.first_layer is not None  # set before the light stage exists
+        wu, wc, b1 = model.first_layer
         return (user_part @ wu + context_part @ wc)[0] + b1
 
     @property
     def _model_key(self) -> str:
-        return f"{self.manifest.name}/{self.manifest.version}"
+        return self.resident.primary.key
 
     def save_state(self) -> None:
         """Write the derived state (a copy taken under the lock; written outside it) so that a restart resumes."""
         if self.state_dir is None:
             return
         with self._lock:
+            primary = self.resident.primary
             copy, n = self.items.copy(), self.items.size
-            state = RankerState(self.follower.applied, self._model_key, self.space.schema.name, self.terms[:n].copy(),
+            state = RankerState(self.follower.applied, primary.key, self.space.schema.name, primary.terms[:n].copy(),
                                 dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()})
         save_state(self.state_dir, copy, state)
 
     def close(self) -> None:
+        if self.rollout is not None:
+            self.rollout.stop()
         self.follower.stop()
         self.retriever.join_rebuild()
+        self.shadow.close()
         self.save_state()
 
-    def _run_model(self, inputs, outputs) -> None:
-        self.engine.run(inputs, outputs)
-
-    def _item_terms(self, rows: np.ndarray) -> np.ndarray:
-        table = np.empty((len(rows), HIDDEN_ITEM), dtype=np.float32)
-        for start in range(0, len(rows), _TOWER_CHUNK):
-            part = rows[start:start + _TOWER_CHUNK]
-            self.tower.run({"items": self.items.features(part)}, {"item_part": table[start:start + len(part)]})
-        return table
+    def code_items(self, model: ModelVersion, rows: np.ndarray) -> None:
+        """Code `rows` with `model`'s item tower (outside the lock) and store them (under it)."""
+        terms = model.item_terms(self.items, rows)
+        with self._lock:
+            model.fit_terms(self.items.capacity)
+            model.set_terms(rows, terms)
 
     def _apply(self, changed: list[StoredItem], reached: int) -> None:
         """One batch of the change feed: items, then the popularity and user attributes it brought. The item tower
@@ -221,16 +229,18 @@ class Ranker:
         after = self.follower.applied
         with self._lock:
             added, removed = self.items.apply(changed)
-        terms = self._item_terms(added) if len(added) else None
+            held = self.held()
+        terms = [(model, model.item_terms(self.items, added)) for model in held if model.dirty is None] if len(added) else []
         event_users, popular = self.store.event_pairs(after, reached)
         users = self.store.users_changed(after, reached)
         deleted = self.store.users_deleted(after, reached)
         with self._lock:
-            self._fit_terms()
-            if terms is not None:
-                self.terms[added] = terms
-                if self.light is not None:
-                    self.unit_terms[added] = terms[:, self.light.units]
+            for model in self.held():
+                model.fit_terms(self.items.capacity)
+                if model.dirty is not None:  # loading: it codes these rows again once it has coded the rest
+                    model.dirty.update(added.tolist())
+            for model, coded in terms:
+                model.set_terms(added, coded)
             self.retriever.remove(removed)
             self.retriever.add(added)
             self.items.add_popularity(popular)
@@ -244,8 +254,20 @@ class Ranker:
                 self.user_attributes.pop(user, None)
         if not self._loading and self.retriever.wants_rebuild():
             self.retriever.rebuild_in_background(self._lock)
-        if not self._loading and self.cascade_keep and self.light is None and not self._fitting and len(added):
-            self._fit_cascade_in_background()
+        primary = self.resident.primary
+        if not self._loading and self.cascade_keep and primary.light is None and not primary.fitting and len(added):
+            self._fit_cascade_in_background(primary)
+
+    def models(self, request: ranker_pb2.ModelsRequest, tensors: Tensors, outputs: Outputs) -> ranker_pb2.ModelsStatus:
+        """The versions held, what they occupy, the routing's versions not loaded (and why), the shadow's figures."""
+        status = ranker_pb2.ModelsStatus(shadow=self.shadow.figures())
+        for role, model in self.resident.roles():
+            status.models.append(ranker_pb2.ResidentModel(name=model.manifest.name, version=model.version, role=role,
+                                                          resident_bytes=model.resident_bytes))
+        if self.rollout is not None:
+            status.not_loaded.update(self.rollout.not_loaded)
+            status.memory_budget_bytes = self.rollout.budget_bytes
+        return status
 
     def _validate(self, request: ranker_pb2.RankRequest,
                   tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
@@ -308,15 +330,39 @@ class Ranker:
             return True
         return self.follower.wait_for(request.min_sequence, request.min_sequence_wait_ms / 1e3)
 
-    def rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs) -> ranker_pb2.RankResponse:
+    def rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs,
+             model: ModelVersion | None = None) -> ranker_pb2.RankResponse:
         """Tensors are used where they arrived (a ring slot or the gRPC message): ids and context are bound
-        to the engine as they are, and all scores are written straight into the response."""
-        hops = HopRecorder(SERVICE)
+        to the engine as they are, and all scores are written straight into the response. The version answering
+        is chosen once, from the versions resident when the request began (`model`: this one, and no shadow)."""
         user, given, context = self._validate(request, tensors)
+        resident = self.resident
+        answering = model or resident.answering(request.user_id, request.model_version)
+        family = resident.family
+        sampled = (model is None and resident.shadow is not None and family is not None
+                   and random.random() < family.shadow_share)
+        with self._idle:
+            self._busy[0] += 1
+        try:
+            response, job = self._rank(request, tensors, outputs, answering, user, given, context, sampled)
+        finally:
+            with self._idle:
+                self._busy[0] -= 1
+                if not self._busy[0]:
+                    self._idle.notify_all()
+        if job is not None and resident.shadow is not None:  # scored after the answer, on spare capacity
+            self.shadow.offer(ShadowJob(resident.shadow, answering.key, *job, queued_at=time.monotonic()))
+        return response
+
+    def _rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs, model: ModelVersion,
+              user: np.ndarray | None, given: np.ndarray | None, context: np.ndarray | None,
+              for_shadow: bool = False) -> tuple[ranker_pb2.RankResponse, _Rows | None]:
+        """The ranking itself; with `for_shadow`, also a copy of what the shadow needs to score the same rows."""
+        hops = HopRecorder(SERVICE)
         known = user is not None
         if user is None:
-            user = self.cold_start
-        elif self.cold_start is not None:  # learned users are of unit length: a vector drift created at an item's
+            user = model.cold_start
+        elif model.cold_start is not None:  # learned users are of unit length: a vector drift created at an item's
             norm = float(np.linalg.norm(user))  # place need not be, and the model reads direction, not length
             if norm > 0:
                 user = user / norm
@@ -345,9 +391,9 @@ class Ranker:
                 dot = vectors @ narrow[0]
                 ranks = np.empty(len(rows), np.int64)  # among all candidates, whether or not the full model sees them
                 ranks[np.argsort(-dot, kind="stable")] = np.arange(len(rows))
-                light = self.light
+                light = model.light
                 if light is not None and len(rows):
-                    scored = light.scores(self._request_part(user_part, context_part), self.unit_terms[rows], dot)
+                    scored = light.scores(self._request_part(model, user_part, context_part), model.unit_terms[rows], dot)
                     kept = top_rows(scored, max(self.cascade_keep, request.k))  # never fewer than the feed asks
                     if len(kept) < len(rows):
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
@@ -362,11 +408,11 @@ class Ranker:
             window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
             job = Job(user_part, context_part, found.ids, cross, scores, heads, window)
             queued = now_ns()
-            self.batcher.submit(job)
+            model.batcher.submit(job)
             hops.add("queued", queued, job.started_ns)
             hops.add("model", job.started_ns, now_ns(), job.cpu_ns)  # its share of the run's CPU
             if request.head_weights:  # this request's own blend of the objectives
-                blend = self.head_weights.copy()
+                blend = model.head_weights.copy()
                 for head, weight in request.head_weights.items():
                     blend[HEADS.index(head)] = weight
                 scores[...] = heads @ blend
@@ -374,10 +420,10 @@ class Ranker:
                   else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids
-        annotate(model=self.manifest.name, model_version=self.manifest.version, candidates=considered, scored=n,
+        annotate(model=model.manifest.name, model_version=model.manifest.version, candidates=considered, scored=n,
                  catalog_sequence=sequence)
         response = ranker_pb2.RankResponse(
-            candidates_considered=considered, candidates_scored=n, model_name=self.manifest.name, model_version=self.manifest.version,
+            candidates_considered=considered, candidates_scored=n, model_name=model.manifest.name, model_version=model.manifest.version,
             cold_start=not known, catalog_sequence=sequence, behind=not caught_up,
         )
         items = self.items
@@ -388,7 +434,11 @@ class Ranker:
                 sources=found.source_names(index), external_id=items.external[row],
             ))
         response.hops.extend(hops.hops)
-        return response
+        shadow = None
+        if n and for_shadow:
+            shadow = (user_part.copy(), np.array(context_part, np.float32, copy=True), found.ids.copy(), cross.copy(),
+                      scores.copy())
+        return response, shadow
 
 
 class RankerServicer(ranker_pb2_grpc.RankerServicer):
@@ -401,3 +451,6 @@ class RankerServicer(ranker_pb2_grpc.RankerServicer):
         if request.max_batch_delay_us or request.min_sequence:  # it may wait (for a batch, for the catalog): off the loop
             return await asyncio.to_thread(serve_unary, self.core.rank, request)
         return serve_unary(self.core.rank, request)
+
+    async def Models(self, request: ranker_pb2.ModelsRequest, context: grpc.aio.ServicerContext) -> ranker_pb2.ModelsStatus:
+        return serve_unary(self.core.models, request)

@@ -62,7 +62,7 @@ def test_requests_arriving_while_the_engine_is_busy_share_the_next_run(catalog, 
             gate.wait(30)
         inner(inputs, outputs)
 
-    ranker.engine = type("Held", (), {"run": staticmethod(slow_first), "manifest": ranker.engine.manifest})()
+    ranker.resident.primary.engine = type("Held", (), {"run": staticmethod(slow_first), "manifest": ranker.engine.manifest})()
     first = threading.Thread(target=_rank, args=(ranker, 1, catalog, 0))
     first.start()
     entered.wait(30)

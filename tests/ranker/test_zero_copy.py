@@ -31,7 +31,7 @@ class AddressRecordingEngine:
 
 def _bound_addresses(catalog, manifest, keep: int) -> tuple[dict[str, int], range, np.ndarray]:
     core = ranker_for(catalog, manifest, cascade_keep=keep)
-    engine = core.engine = AddressRecordingEngine(core.engine)
+    engine = core.resident.primary.engine = AddressRecordingEngine(core.engine)
     ring = RingServer("ranker", RANKER, core.handlers(), log_calls=False)
     ring.start()
     channel = RingChannel("ranker", ring.segment)

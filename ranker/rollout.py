@@ -1,0 +1,189 @@
+"""The ranker's side of model routing: it watches the routing configuration, loads the versions it names (primary,
+canary, shadow) in the background within the memory budget, codes the catalog with each and warms it, then swaps the
+resident set in one step. A request keeps the set it began with; a version no longer named is let go."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from engines.base import load_manifest
+from feedserve.v1 import ranker_pb2
+from mesh.errors import FeedserveError
+from mesh.logging import get_logger
+from mesh.methods import HeapOutputs
+from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing
+from ranker.versions import ModelVersion, Resident, resident_set_bytes
+
+if TYPE_CHECKING:
+    from ranker.service import Ranker
+
+__all__ = ["Rollout", "WARM_REQUESTS"]
+
+WARM_REQUESTS = 8  # rankings a new version runs before it answers anyone (the engine's first runs are slow)
+
+
+class Rollout:
+    """Follows the routing file of the primary's family; `not_loaded` says which named versions are not resident
+    and why (loading, over the budget, failed)."""
+
+    def __init__(self, core: Ranker, path: Path, poll_s: float = 0.2) -> None:
+        self.core, self.path = core, path
+        primary = core.resident.primary
+        self.name = primary.manifest.name
+        self.not_loaded: dict[str, str] = {}
+        self.budget_bytes = 0
+        self._pool: dict[str, ModelVersion] = {primary.version: primary}
+        self._family: Family | None = None
+        self._revision = self._done = -1
+        self._changed = threading.Condition()
+        self._stop = False
+        self.log = get_logger("ranker")
+        self._register(primary)
+        self.watcher = RoutingWatcher(path, self._on_change, poll_s)
+        self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
+
+    def _register(self, primary: ModelVersion) -> None:
+        """A family the routing does not know yet starts with the version this ranker was started on as primary."""
+        def change(routing: Routing) -> None:
+            family = routing.families.setdefault(self.name, Family(self.name))
+            if primary.version not in family.versions:
+                footprint = footprint_bytes(primary.manifest.directory, self.core.items.size)
+                family.stage(primary.manifest.directory, footprint, time.time(), "served at the ranker's start")
+            if family.primary != primary.version:  # e.g. `feedserve up` published a newer version's learned space
+                family.promote(primary.version, time.time(), "served at the ranker's start (its space is served)")
+
+        update_routing(self.path, change)
+
+    def start(self) -> Rollout:
+        self._thread.start()
+        self.watcher.start()
+        return self
+
+    def stop(self) -> None:
+        self.watcher.stop()
+        with self._changed:
+            self._stop = True
+            self._changed.notify_all()
+        if self._thread.is_alive():
+            self._thread.join()
+
+    def _on_change(self, routing: Routing) -> None:
+        with self._changed:
+            self._family = routing.families.get(self.name)
+            self._revision = routing.revision
+            self._changed.notify_all()
+
+    def settle(self, timeout: float = 60.0) -> bool:
+        """Read the routing now and wait until what it names is resident (or refused): for tests and tools."""
+        self.watcher.check()
+        deadline = time.monotonic() + timeout
+        with self._changed:
+            while self._done < self._revision:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._changed.wait(left)
+        return True
+
+    def _run(self) -> None:
+        while True:
+            with self._changed:
+                while self._done >= self._revision and not self._stop:
+                    self._changed.wait()
+                if self._stop:
+                    return
+                family, revision = self._family, self._revision
+            if family is not None:
+                try:
+                    self._reconcile(family)
+                except Exception as exc:  # the resident set stays as it was; the next change tries again
+                    self.log.warning("routing not applied", revision=revision, error=str(exc))
+            with self._changed:
+                self._done = max(self._done, revision)
+                self._changed.notify_all()
+
+    def _reconcile(self, family: Family) -> None:
+        self.budget_bytes = family.memory_budget_bytes
+        wanted = {role: family.holding(role) for role in ("primary", "canary", "shadow")}
+        self.not_loaded = {v: reason for v, reason in self.not_loaded.items() if v in wanted.values()}
+        for role in ("primary", "canary", "shadow"):
+            version = wanted[role]
+            if version is not None and version not in self._pool:
+                self._try_load(family, version, role)
+        core = self.core
+        current = core.resident
+        primary = self._pool.get(wanted["primary"] or "", current.primary)
+        canary, shadow = (self._pool.get(wanted[r] or "") for r in ("canary", "shadow"))
+        resident = Resident.of(primary, canary if canary is not primary else None,
+                               shadow if shadow not in (primary, canary) else None, family)
+        with core._lock:
+            core.resident = resident  # one assignment: a request reads the old set or the new, never a mix
+            core.loading = [m for m in core.loading if m.dirty is not None]
+        keep = {m.version for _, m in resident.roles()}
+        self._pool = {v: m for v, m in self._pool.items() if v in keep}  # requests under way hold their own
+        if [m.version for _, m in current.roles()] != [m.version for _, m in resident.roles()]:
+            self.log.info("models swapped", **{role: m.key for role, m in resident.roles()})
+
+    def _try_load(self, family: Family, version: str, role: str) -> None:
+        entry = family.versions[version]
+        stays = sum(m.resident_bytes for m in self._pool.values()
+                    if m.version in {family.primary, family.canary, family.shadow})
+        need = footprint_bytes(Path(entry.directory), self.core.items.capacity)
+        if stays + need > family.memory_budget_bytes:
+            self.not_loaded[version] = (f"over the memory budget: {need / 2**20:.0f} MiB needed beside "
+                                        f"{stays / 2**20:.0f} MiB resident, budget {family.memory_budget_bytes / 2**20:.0f} MiB")
+            self.log.warning("model not loaded", version=version, role=role, why=self.not_loaded[version])
+            return
+        self.not_loaded[version] = "loading"
+        started = time.monotonic()
+        try:
+            model = self.load(Path(entry.directory))
+        except (FeedserveError, OSError, KeyError, ValueError) as exc:
+            self.not_loaded[version] = f"failed: {exc}"
+            self.log.warning("model not loaded", version=version, role=role, why=str(exc))
+            return
+        self.not_loaded.pop(version, None)
+        self._pool[version] = model
+        self.log.info("model loaded", model=model.key, role=role, seconds=round(time.monotonic() - started, 2),
+                      resident_mib=round(model.resident_bytes / 2**20, 1))
+
+    def load(self, directory: Path) -> ModelVersion:
+        """Load a version beside the serving ones: engines, item terms over the whole catalog (rows the change feed
+        changes meanwhile are coded again), its light stage, a few warm-up rankings; then measure what it holds."""
+        core = self.core
+        manifest = load_manifest(directory)
+        core.check_space(manifest)
+        before = resident_set_bytes()
+        model = ModelVersion(manifest, *core.engine_options)
+        with core._lock:
+            model.fit_terms(core.items.capacity)
+            n = core.items.size
+            model.dirty = set()
+            core.loading.append(model)
+        try:
+            terms = model.item_terms(core.items, np.arange(n))
+            with core._lock:
+                model.fit_terms(core.items.capacity)
+                model.terms[:n] = terms
+            while True:  # what changed while coding: again, until nothing did
+                with core._lock:
+                    rows = np.array(sorted(model.dirty or ()), np.int64)
+                    model.dirty = set() if len(rows) else None
+                if not len(rows):
+                    break
+                core.code_items(model, rows)
+            if core.cascade_keep:
+                core.start_cascade(model)
+            for _ in range(WARM_REQUESTS):
+                core.rank(ranker_pb2.RankRequest(k=20), {}, HeapOutputs(), model=model)
+        except BaseException:
+            with core._lock:
+                core.loading.remove(model)
+            raise
+        model.resident_bytes = max(resident_set_bytes() - before, model.terms.nbytes + model.unit_terms.nbytes)
+        return model

@@ -1,0 +1,165 @@
+"""Shadow scoring: a sampled request's candidates scored again by the shadow version, after the answer has gone and
+only while the ranker has nothing else to do; how the two rankings differ (Spearman, overlap@20, score shift)."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass
+
+import numpy as np
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+
+from feedserve.v1 import common_pb2
+from mesh.logging import get_logger
+from ranker.batching import Job
+from ranker.features import HEADS
+from ranker.versions import ModelVersion
+
+__all__ = ["ShadowJob", "ShadowMetricsCollector", "ShadowScorer", "spearman", "overlap_at"]
+
+QUEUE = 16  # sampled requests waiting for spare capacity; more are let go (counted)
+MAX_AGE_S = 5.0  # a job older than this is let go: the shadow must not fall ever further behind
+
+
+def spearman(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two score vectors (ranks by a stable sort: ties are rare in float scores)."""
+    if len(a) < 2:
+        return 1.0
+    ra, rb = np.empty(len(a)), np.empty(len(b))
+    ra[np.argsort(a, kind="stable")] = np.arange(len(a))
+    rb[np.argsort(b, kind="stable")] = np.arange(len(b))
+    ra -= ra.mean()
+    rb -= rb.mean()
+    denominator = float(np.sqrt((ra * ra).sum() * (rb * rb).sum()))
+    return float((ra * rb).sum() / denominator) if denominator else 1.0
+
+
+def overlap_at(k: int, a: np.ndarray, b: np.ndarray) -> float:
+    """The share of a's top k (by score) that is in b's top k."""
+    k = min(k, len(a))
+    if k == 0:
+        return 1.0
+    top_a = np.argpartition(-a, k - 1)[:k]
+    top_b = np.argpartition(-b, k - 1)[:k]
+    return len(np.intersect1d(top_a, top_b)) / k
+
+
+@dataclass
+class ShadowJob:
+    """What the answering version scored, copied: the shadow scores exactly these rows."""
+
+    shadow: ModelVersion
+    answered_by: str
+    user_part: np.ndarray
+    context_part: np.ndarray
+    ids: np.ndarray
+    cross: np.ndarray
+    scores: np.ndarray
+    queued_at: float
+
+
+class ShadowScorer:
+    """A worker thread that scores queued jobs when `busy()` says no request is being ranked; the figures it keeps
+    are means over the jobs compared since the shadow last changed."""
+
+    def __init__(self, busy_wait: threading.Condition, busy: list[int]) -> None:
+        self._idle, self._busy = busy_wait, busy  # the ranker's in-flight count and the condition it notifies at 0
+        self._queue: deque[ShadowJob] = deque()
+        self._wake = threading.Event()
+        self._stop = False
+        self.pair = ("", "")  # (answering, shadow) the figures are about
+        self.compared = self.dropped = 0
+        self._sums = np.zeros(3)  # spearman, overlap@20, score shift
+        self._progress = threading.Condition()  # notified after each job (compared or let go)
+        self._thread = threading.Thread(target=self._run, name="shadow-scoring", daemon=True)
+        self._thread.start()
+
+    def offer(self, job: ShadowJob) -> None:
+        """Queue a job (never blocks): when the queue is full the oldest waiting job is let go."""
+        if len(self._queue) >= QUEUE:
+            self._queue.popleft()
+            self.dropped += 1
+        self._queue.append(job)
+        self._wake.set()
+
+    def figures(self) -> common_pb2.ShadowMetrics:
+        n = max(self.compared, 1)
+        spear, overlap, shift = (self._sums / n).tolist()
+        return common_pb2.ShadowMetrics(primary=self.pair[0], shadow=self.pair[1], compared=self.compared,
+                                        dropped=self.dropped, spearman=spear, overlap_at_20=overlap, score_shift=shift)
+
+    def wait_until_handled(self, compared: int, timeout: float) -> bool:
+        """Wait until `compared` jobs of the current pair were scored (True) or `timeout` passes (False)."""
+        with self._progress:
+            return self._progress.wait_for(lambda: self.compared >= compared, timeout)
+
+    def close(self) -> None:
+        self._stop = True
+        self._wake.set()
+        self._thread.join()
+
+    def _wait_until_idle(self) -> None:
+        with self._idle:
+            while self._busy[0] > 0 and not self._stop:
+                self._idle.wait(0.1)
+
+    def _run(self) -> None:
+        while not self._stop:
+            self._wake.wait()
+            self._wake.clear()
+            while self._queue and not self._stop:
+                self._wait_until_idle()  # spare capacity only: a request being ranked goes first
+                try:
+                    job = self._queue.popleft()
+                except IndexError:
+                    break
+                if time.monotonic() - job.queued_at > MAX_AGE_S:
+                    self.dropped += 1
+                    continue
+                try:
+                    self._score(job)
+                except Exception as exc:  # a failing shadow is reported, and never reaches a response
+                    self.dropped += 1
+                    get_logger("ranker").warning("shadow scoring failed", shadow=job.shadow.key, error=str(exc))
+                with self._progress:
+                    self._progress.notify_all()
+
+    def _score(self, job: ShadowJob) -> None:
+        n = len(job.ids)
+        scores = np.empty(n, np.float32)
+        heads = np.empty((n, len(HEADS)), np.float32)
+        job.shadow.batcher.submit(Job(job.user_part, job.context_part, job.ids, job.cross, scores, heads, 0.0))
+        pair = (job.answered_by, job.shadow.key)
+        if pair != self.pair:  # a new comparison: the figures start again
+            self.pair, self.compared, self.dropped, self._sums = pair, 0, 0, np.zeros(3)
+        self._sums += (spearman(job.scores, scores), overlap_at(20, job.scores, scores),
+                       float(scores.mean() - job.scores.mean()) if n else 0.0)
+        self.compared += 1
+
+
+class ShadowMetricsCollector:
+    """Prometheus: the shadow's comparison figures, labelled by the two versions."""
+
+    def __init__(self, scorer: ShadowScorer) -> None:
+        self.scorer = scorer
+
+    def collect(self):
+        figures = self.scorer.figures()
+        labels = ["primary", "shadow"]
+        values = [figures.primary, figures.shadow]
+        for name, help_text, value in (
+                ("feedserve_shadow_spearman", "mean rank correlation of shadow and answering scores", figures.spearman),
+                ("feedserve_shadow_overlap_at_20", "mean share of the top 20 both versions agree on", figures.overlap_at_20),
+                ("feedserve_shadow_score_shift", "mean shadow score minus answering score", figures.score_shift)):
+            gauge = GaugeMetricFamily(name, help_text, labels=labels)
+            gauge.add_metric(values, value)
+            yield gauge
+        compared = CounterMetricFamily("feedserve_shadow_compared", "requests the shadow scored", labels=labels)
+        compared.add_metric(values, figures.compared)
+        yield compared
+        dropped = CounterMetricFamily("feedserve_shadow_dropped", "sampled requests let go for want of spare capacity",
+                                      labels=labels)
+        dropped.add_metric(values, figures.dropped)
+        yield dropped
