@@ -299,6 +299,32 @@ def _WideDeep(torch):
 MIN_STEPS = 300  # small logs get smaller batches rather than too few optimiser steps
 
 
+def fit_ranker(examples: _Examples, epochs: int, batch: int, rng: np.random.Generator,
+               stream: TextIO | None) -> graphs.MlpWeights:
+    """Train the wide-and-deep ranker on the examples (PyTorch, the `.[train]` extra)."""
+    import torch
+    net = _WideDeep(torch)
+    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
+    loss_fn = torch.nn.BCEWithLogitsLoss()
+    order = rng.permutation(len(examples))
+    batch = int(np.clip(len(order) * epochs // MIN_STEPS, 32, batch))
+    steps = epochs * -(-len(order) // batch)
+    ticker = Progress(f"training {MODEL_NAME} ({len(order):,} examples)", steps, stream=stream)
+    net.train()
+    for _ in range(epochs):
+        for start in range(0, len(order), batch):
+            index = order[start:start + batch]
+            x = torch.from_numpy(examples.features(index))
+            y = torch.from_numpy(examples.labels[index])
+            optimiser.zero_grad()
+            loss = loss_fn(net(x), y)
+            loss.backward()
+            optimiser.step()
+            ticker.advance(note=f"loss {loss.item():.4f}")
+    net.eval()
+    return net.weights()
+
+
 def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch: int = 512, seed: int = 0,
           stream: TextIO | None = None) -> Trained:
     """Learn the vectors (ALS tuned on each user's latest training events, then taken on over all of them) and the
@@ -332,31 +358,12 @@ def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch
     scale = float(1 / max(np.linalg.norm(items[known], axis=1).mean(), 1e-6)) if known.any() else 1.0
     examples = _ranker_examples(catalog, _space(catalog, users, items, fit, scale, params), np.flatnonzero(held), fit, rng)
 
-    net = _WideDeep(torch)
-    optimiser = torch.optim.Adam(net.parameters(), lr=1e-3, weight_decay=1e-5)
-    loss_fn = torch.nn.BCEWithLogitsLoss()
-    order = rng.permutation(len(examples))
-    batch = int(np.clip(len(order) * epochs // MIN_STEPS, 32, batch))
-    steps = epochs * -(-len(order) // batch)
-    ticker = Progress(f"training {MODEL_NAME} ({len(order):,} examples)", steps, stream=stream)
-    net.train()
-    for _ in range(epochs):
-        for start in range(0, len(order), batch):
-            index = order[start:start + batch]
-            x = torch.from_numpy(examples.features(index))
-            y = torch.from_numpy(examples.labels[index])
-            optimiser.zero_grad()
-            loss = loss_fn(net(x), y)
-            loss.backward()
-            optimiser.step()
-            ticker.advance(note=f"loss {loss.item():.4f}")
-    net.eval()
+    weights = fit_ranker(examples, epochs, batch, rng, stream)
 
     everything = interactions(events["user"], events["item"], events["event"], shape)
     users, items = continue_als(everything, params, (users, items), seed=seed)
     space = _space(catalog, users, items, everything, scale, params)
-    weights = net.weights()
-    metrics = {"validation_ndcg20_als": results[params], "examples": float(len(order)), "events": float(n)}
+    metrics = {"validation_ndcg20_als": results[params], "examples": float(len(examples)), "events": float(n)}
     return Trained(weights, space, metrics)
 
 
@@ -390,6 +397,8 @@ def newest_model(root: Path, space: int | None = None) -> ModelManifest | None:
                       reverse=True)
     for version in versions:
         manifest = load_manifest(root / str(version))
+        if manifest.extra.get("deliberately_broken"):  # a bench's or test's shuffled version is never picked
+            continue
         if space is None or int(manifest.extra.get("space", 0)) == space:
             return manifest
     return None
