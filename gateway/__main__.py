@@ -19,7 +19,9 @@ from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
 from gateway.keys import KeyStore
 from gateway.metrics import GatewayMetrics
+from gateway.online import OnlineMetrics, OnlineMetricsCollector, PropensityLog
 from gateway.quotas import TenantQuotas
+from gateway.rollout import GatewayRouting
 from gateway.service import GatewayService, keep_fallback_fresh
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
@@ -78,6 +80,12 @@ def main() -> None:
                         help="each tenant's RPS[:BURST[:IN_FLIGHT]] (0: no limit; default: %(default)s)")
     parser.add_argument("--tenant-quota-for", action="append", default=[], metavar="TENANT=RPS[:BURST[:IN_FLIGHT]]",
                         help="a tenant's own quota (repeatable)")
+    parser.add_argument("--routing", type=Path, default=None,
+                        help="the model routing configuration (feedserve up: HOME/models/routing.json): canary "
+                             "routing, guardrails and `feedserve models`; without it the ranker's primary answers all")
+    parser.add_argument("--served-log", type=Path, default=None,
+                        help="append every served feed (items with position and score) and every attributed "
+                             "interaction here as JSON lines: the propensity log (default: none)")
     add_tls_arguments(parser)
     args = parser.parse_args()
     configure(tls_from_args(args))
@@ -95,6 +103,7 @@ def main() -> None:
     clients: list = []
     tasks: list[asyncio.Task] = []
     workers: list[ContentEncoder] = []
+    logs: list[PropensityLog] = []
 
     async def build() -> dict:
         shards = SlotMap.parse(args.paramserver) if "=" in args.paramserver else SlotMap.single(args.paramserver)
@@ -102,16 +111,22 @@ def main() -> None:
         clients.extend([paramserver, ranker])
         generator = GeneratorClient(args.generator) if args.generator else None
         store = open_store(args.store) if args.store else None
+        online = OnlineMetrics(PropensityLog(args.served_log) if args.served_log is not None else None)
+        routing = GatewayRouting(args.routing, online, ranker, store) if args.routing is not None else None
         service = GatewayService(paramserver, ranker, cache=FeedCache(ttl_s=args.cache_ttl_s),
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
-                                 answers=AnswerCache(args.answer_ttl_s), store=store)
+                                 answers=AnswerCache(args.answer_ttl_s), store=store, online=online, routing=routing)
+        if online.log is not None:
+            logs.append(online.log)
         if generator is not None:
             clients.append(generator)
-        admin = GatewayAdminService(service.modes, service.ledger, keys)
+        if routing is not None:
+            tasks.append(asyncio.create_task(routing.watch()))
+        admin = GatewayAdminService(service.modes, service.ledger, keys, routing)
         if args.metrics_port >= 0:
             dashboard = Dashboard(service)
             service.on_answer = dashboard.observe
-            port = dashboard.serve(args.host, args.metrics_port, GatewayMetrics(service))
+            port = dashboard.serve(args.host, args.metrics_port, GatewayMetrics(service), OnlineMetricsCollector(online))
             get_logger("gateway").info("metrics and dashboard", port=port, dashboard=f"http://{args.host}:{port}/dashboard")
         tasks.append(asyncio.create_task(keep_fallback_fresh(service)))
         services = {}
@@ -136,6 +151,8 @@ def main() -> None:
             task.cancel()
         for client in clients:
             await client.close()
+        for log in logs:
+            log.close()
 
     interceptors = [ApiKeyInterceptor(keys, quotas)] if keys is not None else []
     run_service("gateway", build, f"{args.host}:{args.port}", on_stop=close, interceptors=interceptors, public=True)

@@ -1,6 +1,8 @@
-"""GatewayAdmin: forcing a burst mode, reading spend, and managing API keys (admin keys only; gateway/auth.py)."""
+"""GatewayAdmin: burst modes, spend, API keys and the model lifecycle (admin keys only; gateway/auth.py)."""
 
 from __future__ import annotations
+
+import math
 
 import grpc
 
@@ -8,6 +10,7 @@ from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cost import MAX_WINDOW_S, CostLedger
 from gateway.keys import ApiKey, KeyStore
 from gateway.modes import ModeController
+from gateway.rollout import GatewayRouting
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["GatewayAdminService"]
@@ -21,8 +24,47 @@ def _key_info(key: ApiKey) -> gateway_pb2.KeyInfo:
 class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
     """Forcing a burst mode (or handing the choice back to the automatic switch), reading spend, managing keys."""
 
-    def __init__(self, modes: ModeController, ledger: CostLedger, keys: KeyStore | None = None) -> None:
-        self.modes, self.ledger, self.keys = modes, ledger, keys
+    def __init__(self, modes: ModeController, ledger: CostLedger, keys: KeyStore | None = None,
+                 routing: GatewayRouting | None = None) -> None:
+        self.modes, self.ledger, self.keys, self.routing = modes, ledger, keys, routing
+
+    def _routing(self) -> GatewayRouting:
+        if self.routing is None:
+            raise FailedPrecondition("this gateway follows no model routing: start it with --routing PATH")
+        return self.routing
+
+    async def ListModels(self, request: gateway_pb2.ListModelsRequest,
+                         context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        return await self._routing().describe(request.family)
+
+    async def StageModel(self, request: gateway_pb2.StageModelRequest,
+                         context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        return await self._routing().stage(request.directory)
+
+    async def ShadowModel(self, request: gateway_pb2.ModelVersionRequest,
+                          context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        sample = request.sample if request.HasField("sample") else None
+        if sample is not None and not 0 <= sample <= 1:
+            raise InvalidArgument("sample", f"a share of requests in [0, 1], got {sample}")
+        return await self._routing().change(request.family,
+                                            lambda f, now: f.shadow_version(request.version, now, sample=sample))
+
+    async def CanaryModel(self, request: gateway_pb2.CanaryRequest,
+                          context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        if not math.isfinite(request.share):
+            raise InvalidArgument("share", f"expected a number in (0, 0.5], got {request.share}")
+        return await self._routing().change(request.family,
+                                            lambda f, now: f.canary_version(request.version, request.share, now))
+
+    async def PromoteModel(self, request: gateway_pb2.ModelVersionRequest,
+                           context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        return await self._routing().change(request.family, lambda f, now: f.promote(request.version, now))
+
+    async def RollbackModel(self, request: gateway_pb2.RollbackRequest,
+                            context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        if len(request.reason) > 500:
+            raise InvalidArgument("reason", f"at most 500 characters, got {len(request.reason)}")
+        return await self._routing().change(request.family, lambda f, now: f.rollback(now, request.reason or "operator"))
 
     def _key_store(self) -> KeyStore:
         if self.keys is None:

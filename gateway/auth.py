@@ -25,6 +25,12 @@ GATEWAY_ADMIN_METHODS = frozenset({
     "/feedserve.v1.GatewayAdmin/CreateKey",
     "/feedserve.v1.GatewayAdmin/ListKeys",
     "/feedserve.v1.GatewayAdmin/RevokeKey",
+    "/feedserve.v1.GatewayAdmin/ListModels",
+    "/feedserve.v1.GatewayAdmin/StageModel",
+    "/feedserve.v1.GatewayAdmin/ShadowModel",
+    "/feedserve.v1.GatewayAdmin/CanaryModel",
+    "/feedserve.v1.GatewayAdmin/PromoteModel",
+    "/feedserve.v1.GatewayAdmin/RollbackModel",
     "/feedserve.v1.Catalog/DeleteItems",
     "/feedserve.v1.Catalog/DeleteUser",
 })

@@ -39,6 +39,9 @@ _PAGE = """<!doctype html>
  <div class="tile">cost per 1,000 feeds<b id="cost">-</b></div>
 </div>
 <table id="hops"><thead><tr><th>hop</th><th>P50 ms</th><th>P99 ms</th><th>count</th><th></th></tr></thead><tbody></tbody></table>
+<h2 style="font-size:16px;margin:18px 0 8px">model versions</h2>
+<table id="models"><thead><tr><th>version</th><th>state</th><th>feeds</th><th>errors</th><th>CTR@10</th>
+<th>likes / feed</th><th>skips</th><th>P99 ms</th><th>last change</th></tr></thead><tbody></tbody></table>
 <script>
 async function refresh(){
   const s = await (await fetch('dashboard.json')).json();
@@ -54,6 +57,13 @@ async function refresh(){
     const row = body.insertRow();
     row.innerHTML = `<td>${h.hop}</td><td>${h.p50_ms.toFixed(3)}</td><td>${h.p99_ms.toFixed(3)}</td>` +
       `<td>${h.count}</td><td style="width:200px"><div class="bar" style="width:${100 * h.p99_ms / top}%"></div></td>`;
+  }
+  const models = document.querySelector('#models tbody'); models.innerHTML = '';
+  for (const m of s.models) {
+    const row = models.insertRow();
+    row.innerHTML = `<td>${m.version}</td><td>${m.state}</td><td>${m.feeds}</td><td>${m.errors}</td>` +
+      `<td>${m.ctr_at_k.toFixed(4)}</td><td>${m.likes_per_feed.toFixed(3)}</td><td>${m.skips}</td>` +
+      `<td>${m.p99_ms.toFixed(1)}</td><td style="text-align:left">${m.last_change}</td>`;
   }
   document.getElementById('updated').textContent = 'at ' + new Date().toLocaleTimeString();
 }
@@ -102,9 +112,28 @@ class Dashboard:
             "cache_hit_rate": cache.hits / max(cache.hits + cache.misses, 1),
             "degraded_share": sum(r[2] for r in recent) / max(len(recent), 1),
             "cost_per_1k": sum(f.cost for f in report.features) * 1000 / max(requests, 1),
+            "models": self._models(),
             "hops": [{"hop": name, "p50_ms": p50_p99(v)[0], "p99_ms": p50_p99(v)[1],
                       "count": len(v)} for name, v in sorted(per_hop.items())],
         }
+
+    def _models(self) -> list[dict]:
+        """Each version the gateway has served or the routing names: its state, online figures and last change
+        (an automatic rollback says which guardrail it breached)."""
+        online, routing = self.service.online, self.service.routing
+        family = routing.family if routing is not None else None
+        rows = {}
+        for key, tally in list(online.totals.items()):
+            rows[key] = {"version": key, "state": "", "last_change": "", "feeds": tally.feeds, "errors": tally.errors,
+                         "ctr_at_k": tally.ctr_at_k, "likes_per_feed": tally.likes / max(tally.feeds, 1),
+                         "skips": tally.skips, "p99_ms": tally.p99_ms}
+        if family is not None:
+            for version in family.versions.values():
+                key = f"{family.name}/{version.version}"
+                row = rows.setdefault(key, {"version": key, "feeds": 0, "errors": 0, "ctr_at_k": 0.0,
+                                            "likes_per_feed": 0.0, "skips": 0, "p99_ms": 0.0})
+                row["state"], row["last_change"] = version.state, version.last_change
+        return sorted(rows.values(), key=lambda r: r["version"])
 
     def serve(self, host: str, port: int, *collectors: object) -> int:
         """Start the HTTP server on a daemon thread; returns its port (0 picks one)."""

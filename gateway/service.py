@@ -24,6 +24,8 @@ from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
 from gateway.cost import CostLedger, request_cpu_seconds
 from gateway.modes import ModeController
+from gateway.online import OnlineMetrics
+from gateway.rollout import GatewayRouting
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.errors import (
     DeadlineExceeded,
@@ -69,9 +71,10 @@ class _Budget:
 
 
 def _items(ranked: ranker_pb2.RankResponse | gateway_pb2.FeedResponse, k: int) -> list[gateway_pb2.FeedItem]:
+    """The first k items, each with its position in the ranking (with its score: the propensity record)."""
     return [gateway_pb2.FeedItem(item_id=i.item_id, score=i.score, title=i.title, category=i.category, sources=i.sources,
-                                 id=i.external_id if isinstance(i, ranker_pb2.RankedItem) else i.id)
-            for i in list(ranked.items)[:k]]
+                                 id=i.external_id if isinstance(i, ranker_pb2.RankedItem) else i.id, position=n)
+            for n, i in enumerate(list(ranked.items)[:k])]
 
 
 def _plain(request: gateway_pb2.FeedRequest) -> bool:
@@ -88,7 +91,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
     def __init__(self, paramserver: ParamServerClient, ranker: RankerClient, modes: ModeController | None = None,
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
                  ledger: CostLedger | None = None, generator: GeneratorClient | None = None,
-                 answers: AnswerCache | None = None, store: Store | None = None) -> None:
+                 answers: AnswerCache | None = None, store: Store | None = None,
+                 online: OnlineMetrics | None = None, routing: GatewayRouting | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
         self.store = store  # the catalog: Interact by the product's own ids logs the event there
         self.pages = PageCursors()
@@ -103,6 +107,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.counters: dict[str, Any] = {"degraded": {}, "shed": 0}  # degraded: by the first word of the reason
         self.ledger = ledger or CostLedger()
         self.on_answer: Callable[[gateway_pb2.FeedResponse], None] | None = None  # e.g. Dashboard.observe
+        self.online = online or OnlineMetrics()  # per model version, from served feeds and the interactions naming them
+        self.routing = routing  # which version answers each user (None: the ranker's own choice)
 
     async def refresh_fallback(self) -> bool:
         """Fetch the popular/fresh feed (a cold-start ranking) that answers when nothing better can."""
@@ -203,7 +209,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             if len(rest) > k:
                 response.next_cursor = self.pages.put(user_id, rest[k:], tenant)
             hops.add("cursor", received, time.monotonic_ns())
-            return self._finish(response, hops, received, request.context.feature_tag)
+            return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
         plain = _plain(request)  # only plain feeds are cached: options change the answer
         cached = self.cache.get(user_id, k, tenant=tenant) if plain and user_id else None
         if cached is not None:
@@ -212,7 +218,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             response.cached, response.request_id = True, rid
             response.mode = self.modes.current  # type: ignore[assignment]  # protoc's stubs: the enum class, not int
             hops.add("cache", received, time.monotonic_ns())
-            return self._finish(response, hops, received, request.context.feature_tag)
+            return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
 
         settings = self.modes.settings
         vector = None
@@ -226,7 +232,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             except (Unavailable, DeadlineExceeded) as exc:
                 annotate(dependency_error=str(exc))
                 self._fallback_or_cache(user_id, k, response, "paramserver unavailable", tenant)
-                return self._finish(response, hops, received, request.context.feature_tag)
+                return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
 
         count, left = settings.candidate_count, budget.left()
         if self.rank_cost_s and left < self.rank_cost_s * 1.2:
@@ -235,7 +241,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 self._degrade(response, f"deadline: {count} candidates instead of {settings.candidate_count}")
             else:
                 self._fallback_or_cache(user_id, k, response, "deadline too short to rank", tenant)
-                return self._finish(response, hops, received, request.context.feature_tag)
+                return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
+        asked = self.routing.version_for(user_id) if self.routing is not None else ""  # the canary's share, or ""
         depth = min(MAX_K, max(k, PAGE_DEPTH))  # ranked deeper than the page, so that a cursor continues it
         timeout = min(budget.require(), settings.ranker_timeout_s if not response.degraded else budget.left())
         # a read-your-writes wait leaves room to rank afterwards, with a margin (a ranking can take longer than average)
@@ -246,7 +253,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             min_sequence_wait_ms=int(wait_s * 1e3),
             include_labels=request.include_labels, exclude_labels=request.exclude_labels,
             published_after=request.published_after, head_weights=request.objective_weights,
-            include_seen=request.include_seen)
+            include_seen=request.include_seen, model_version=asked)
         exclude = await self._exclusions(request)
         if exclude is not None:
             rank_request.exclude.CopyFrom(to_tensor(exclude))
@@ -259,11 +266,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 self.rank_cost_s = cost if not self.rank_cost_s else 0.8 * self.rank_cost_s + 0.2 * cost
         except (Unavailable, DeadlineExceeded) as exc:
             annotate(dependency_error=str(exc))
+            self._failed(asked)
             response.ClearField("degraded")
             response.ClearField("degraded_reason")
             why = "ranker too slow for the deadline" if isinstance(exc, DeadlineExceeded) else "ranker unavailable"
             self._fallback_or_cache(user_id, k, response, why, tenant)
-            return self._finish(response, hops, received, request.context.feature_tag)
+            return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
         hops.extend(ranked.hops)
         response.cold_start = ranked.cold_start
         response.model_version = f"{ranked.model_name}/{ranked.model_version}"
@@ -278,11 +286,13 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if not response.degraded and plain and user_id:
             self.cache.put(user_id, k, response, tenant=tenant)
         annotate(model=ranked.model_name, model_version=ranked.model_version, items=len(response.items))
-        return self._finish(response, hops, received, request.context.feature_tag)
+        return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant, ranked=True)
 
-    def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int,
-                feature_tag: str) -> gateway_pb2.FeedResponse:
-        hops.add("handle", received, time.monotonic_ns(), hops.own_cpu())
+    def _finish(self, response: gateway_pb2.FeedResponse, hops: HopRecorder, received: int, feature_tag: str,
+                user_id: int = 0, tenant: str = "", ranked: bool = False) -> gateway_pb2.FeedResponse:
+        finished = time.monotonic_ns()
+        hops.add("handle", received, finished, hops.own_cpu())
+        self.online.served(response, user_id, tenant, (finished - received) / 1e6, ranked and not response.degraded)
         response.hops.extend(hops.hops)
         response.cost = self.ledger.record(feature_tag, request_cpu_seconds(response))
         if response.degraded:
@@ -291,9 +301,18 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             self.on_answer(response)
         return response
 
+    def _failed(self, asked: str) -> None:
+        """A ranking routed to a version failed: counted against it (the primary when the routing chose none)."""
+        family = self.routing.family if self.routing is not None else None
+        version = asked or (family.primary if family is not None else None)
+        if family is not None and version:
+            self.online.failed(f"{family.name}/{version}")
+
     async def Interact(self, request: gateway_pb2.InteractRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.InteractResponse:
         if request.event not in KNOWN_EVENTS:
             raise InvalidArgument("event", f"unknown event type {request.event}")
+        if request.feed_request_id:
+            check_id(request.feed_request_id, "feed_request_id")
         sequence, user_id, item_id = 0, request.user_id, request.item_id
         if request.user or request.item:
             sequence, user_id, item_id = await self._log_event(request)
@@ -314,6 +333,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             moved = paramserver_pb2.DriftResponse(applied=False)
         self.cache.invalidate(user_id)  # read-your-writes: the next Feed ranks afresh
         self.answers.invalidate(user_id)  # and the next Generate for them writes afresh
+        if request.feed_request_id:  # after the event is accepted: a refused one is never counted
+            self.online.interacted(request.feed_request_id, request_id(), item_id, request.event)
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id(),
                                             sequence=sequence, held_back=moved.held_back)
 

@@ -29,7 +29,9 @@ from gateway.admin import GatewayAdminService
 from gateway.auth import ApiKeyInterceptor
 from gateway.catalog_api import CatalogService
 from gateway.keys import KeyStore
+from gateway.online import OnlineMetrics, PropensityLog
 from gateway.quotas import TenantQuotas
+from gateway.rollout import GatewayRouting
 from gateway.service import GatewayService
 from generator.caches import EmbeddingCache, SemanticCache
 from generator.corpus import TOPICS
@@ -84,8 +86,10 @@ async def start_paramserver(catalog: TestCatalog, state_dir: Path, store: str | 
     return server, core
 
 
-async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str | None = None) -> tuple[ServiceServer, Ranker]:
-    core = Ranker(open_store(store or catalog.url), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK)
+async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str | None = None,
+                       routing: Path | None = None) -> tuple[ServiceServer, Ranker]:
+    core = Ranker(open_store(store or catalog.url), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK,
+                  routing=routing)
     servicer = RankerServicer(core)
     server = await start_server(
         {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL
@@ -95,15 +99,21 @@ async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str
 
 async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
                         schema=None, keys: KeyStore | None = None, quotas: TenantQuotas | None = None,
+                        routing: Path | None = None, served_log: Path | None = None,
                         **options) -> tuple[ServiceServer, list, GatewayService]:
-    """The gateway as `python -m gateway` builds it; with `keys`, behind the API-key door (and `quotas`)."""
+    """The gateway as `python -m gateway` builds it; with `keys`, behind the API-key door (and `quotas`); with
+    `routing`, following that routing file (its watch is left to the test: `service.routing.watcher.check()`)."""
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
-    service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, **options)
+    online = OnlineMetrics(PropensityLog(served_log) if served_log is not None else None)
+    if routing is not None:
+        options["routing"] = GatewayRouting(routing, online, clients[1], options.get("store"))
+    service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, online=online,
+                             **options)
     if generator:
         clients.append(service.generator)
     if refresh:
         await service.refresh_fallback()
-    admin = GatewayAdminService(service.modes, service.ledger, keys)
+    admin = GatewayAdminService(service.modes, service.ledger, keys, service.routing)
     catalog = {}
     if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
         api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0],
@@ -142,7 +152,8 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir: Path, ranker=None,
-                        store: str | None = None, gateway_store: bool = True, **gateway_options) -> AsyncIterator[Stack]:
+                        store: str | None = None, gateway_store: bool = True, routing: Path | None = None,
+                        **gateway_options) -> AsyncIterator[Stack]:
     """All three services as real gRPC servers on free ports, torn down on exit, on a private copy of the
     catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests)."""
     store = store or catalog.copy(state_dir / "store")
@@ -150,14 +161,14 @@ async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir
     ps_server, ps_core = await start_paramserver(catalog, state_dir / "paramserver", store)
     rk_core = None
     if ranker is None:
-        rk_server, rk_core = await start_ranker(catalog, manifest, store)
+        rk_server, rk_core = await start_ranker(catalog, manifest, store, routing)
     else:
         rk_server = await start_server(
             {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(ranker, s)}, LOCAL)
     if gateway_store:
         gateway_options.setdefault("store", open_store(store))
     gw_server, clients, service = await start_gateway(
-        f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", **gateway_options)
+        f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", routing=routing, **gateway_options)
     servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
     ports = {name: s.port for name, s in servers.items()}
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports.values()]

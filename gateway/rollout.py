@@ -1,0 +1,140 @@
+"""The gateway's side of model routing: it reads the routing (which version answers each user), keeps the canary's
+guardrails, and carries out the operators' changes (`feedserve models ...`) by writing the routing file."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from catalog import Store
+from feedserve.v1 import gateway_pb2, ranker_pb2
+from gateway.guardrails import GuardrailWatch
+from gateway.online import OnlineMetrics, Tally
+from mesh.clients import RankerClient
+from mesh.errors import FeedserveError, InvalidArgument
+from mesh.logging import get_logger
+from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, load_routing, update_routing
+
+__all__ = ["GatewayRouting", "RANKER_FAMILY"]
+
+RANKER_FAMILY = "ranker-mlp"
+
+
+class GatewayRouting:
+    """The ranker family's routing as last read, the guardrail watch over its canary, and the admin changes."""
+
+    def __init__(self, path: Path, metrics: OnlineMetrics, ranker: RankerClient | None = None,
+                 store: Store | None = None, family: str = RANKER_FAMILY) -> None:
+        self.path, self.metrics, self.ranker, self.store, self.name = path, metrics, ranker, store, family
+        self.family: Family | None = None
+        self._trial: tuple | None = None
+        self.guardrails = GuardrailWatch(path, metrics)
+        self.watcher = RoutingWatcher(path, self._on_change)
+        self.log = get_logger("gateway")
+
+    def _on_change(self, routing: Routing) -> None:
+        family = routing.families.get(self.name)
+        trial = (family.canary, family.canary_since) if family is not None else None
+        if trial != self._trial:  # a new canary: its comparison with the primary starts from nothing
+            self.metrics.start_trial()
+            self._trial = trial
+        self.family = family
+
+    def version_for(self, user_id: int) -> str:
+        """The version that should answer this user ("" when the routing names none: the ranker's primary)."""
+        family = self.family
+        return (family.route(user_id) or "") if family is not None else ""
+
+    async def watch(self, every_s: float = 0.2) -> None:
+        """Follow the routing file and check the guardrails, on the event loop (a stat per tick)."""
+        while True:
+            try:
+                self.watcher.check()
+                family = self.family
+                if family is not None and family.canary is not None:
+                    if await asyncio.to_thread(self.guardrails.check, family) is not None:
+                        self.watcher.check()
+            except FeedserveError as exc:
+                self.log.warning("routing not read", error=str(exc))
+            await asyncio.sleep(every_s)  # a polling period, not synchronisation
+
+    # operators' changes
+
+    async def change(self, family: str, edit: Callable[[Family, float], object]) -> gateway_pb2.ModelList:
+        """Apply `edit(family, now)` under the routing's lock, then answer with the family as it now stands."""
+        if not family:
+            raise InvalidArgument("family", "is required (e.g. ranker-mlp)")
+
+        def apply(routing: Routing) -> None:
+            edit(routing.family(family), time.time())
+
+        await asyncio.to_thread(update_routing, self.path, apply)
+        self.watcher.check()
+        return await self.describe(family)
+
+    async def stage(self, directory: str) -> gateway_pb2.ModelList:
+        if not directory:
+            raise InvalidArgument("directory", "is required: a version directory holding manifest.json")
+        path = Path(directory)
+        try:
+            name = _manifest_name(path)
+        except (OSError, ValueError) as exc:
+            raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
+        items = await asyncio.to_thread(_item_rows, self.store) if self.store is not None else 0
+        per_item = None if name == self.name else 0  # a ranker holds a table row per item; a generation tier none
+
+        def apply(routing: Routing) -> None:
+            family = routing.families.setdefault(name, Family(name))
+            footprint = footprint_bytes(path, items) if per_item is None else footprint_bytes(path, items, per_item)
+            family.stage(path, footprint, time.time())
+
+        await asyncio.to_thread(update_routing, self.path, apply)
+        self.watcher.check()
+        return await self.describe(name)
+
+    async def describe(self, name: str = "") -> gateway_pb2.ModelList:
+        """Every family (or one), each version with its state, offline and online metrics and last change; the
+        ranker's shadow figures and what it could not load."""
+        routing = await asyncio.to_thread(load_routing, self.path)
+        names = [name] if name else sorted(routing.families)
+        status = await self._ranker_status()
+        answer = gateway_pb2.ModelList()
+        for family_name in names:
+            family = routing.family(family_name)
+            out = answer.families.add(name=family.name, canary_share=family.canary_share,
+                                      shadow_share=family.shadow_share, memory_budget_bytes=family.memory_budget_bytes)
+            for version in sorted(family.versions.values(), key=lambda v: int(v.version) if v.version.isdigit() else 0):
+                change = version.last_change
+                if status is not None and version.version in status.not_loaded and family.name == self.name:
+                    change += f" [ranker: not loaded: {status.not_loaded[version.version]}]"
+                out.versions.add(
+                    version=version.version, state=version.state, offline_metrics=version.offline_metrics,
+                    trained_to_sequence=version.trained_to_sequence, directory=version.directory,
+                    footprint_bytes=version.footprint_bytes, last_change=change,
+                    resident=status is not None and family.name == self.name
+                    and any(m.version == version.version for m in status.models),
+                    online=self.metrics.totals.get(f"{family.name}/{version.version}", Tally()).to_proto())
+            if status is not None and family.name == self.name and status.shadow.compared:
+                out.shadow.CopyFrom(status.shadow)
+        return answer
+
+    async def _ranker_status(self) -> ranker_pb2.ModelsStatus | None:
+        if self.ranker is None:
+            return None
+        try:
+            return await self.ranker.models(2.0)
+        except FeedserveError:
+            return None
+
+
+def _item_rows(store: Store) -> int:
+    """Rows a ranker's item tables hold: every item ever stored (a deleted one keeps its row)."""
+    counts = store.counts()
+    return counts["items"] + counts["deleted_items"]
+
+
+def _manifest_name(directory: Path) -> str:
+    return str(json.loads((directory / "manifest.json").read_text())["name"])
