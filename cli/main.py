@@ -20,6 +20,7 @@ from cli.access import add_access_arguments, configure_access
 from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
 from cli.importing import checkpoint_path, run_import
+from cli.models import add_models_commands
 from cli.queries import cost_command, feed_command, generate_command, interact_command, mode_command, trace_command
 from cli.replay import command as replay_command
 from cli.security import certs_command, health_command, keys_command, stack_security
@@ -31,6 +32,7 @@ from generator.training import TIERS, ensure_tiers
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
 from ranker.pipeline import fit_and_export, quality_table
+from ranker.refresh import train_on_served_space
 from ranker.training import MODEL_NAME, TrainingError
 from ranker.vectors import GRID, QUICK_GRID
 from world import WorldSpec, ensure_world
@@ -89,6 +91,16 @@ def _train(args: argparse.Namespace) -> int:
     """Evaluate on a per-user split against the baselines, then learn vectors and ranker on every event and export
     them (the space staged in the store; `feedserve up` publishes it)."""
     store = open_store(args.store or args.home / "catalog.db")
+    if args.keep_space:
+        try:
+            manifest = train_on_served_space(store, load_schema_arg(args.schema or "simulator"),
+                                             args.home / "models" / MODEL_NAME, DIM, args.epochs, args.seed, sys.stderr)
+        except (TrainingError, Unavailable) as exc:
+            print(f"error: {exc}", file=sys.stderr)
+            return 1
+        print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} over the served space "
+              f"{manifest.extra['space']}; `feedserve models stage {manifest.directory}` registers it")
+        return 0
     try:
         manifest = fit_and_export(store, load_schema_arg(args.schema or "simulator"), args.home / "models" / MODEL_NAME,
                                   DIM, grid=QUICK_GRID if args.quick else GRID, epochs=args.epochs, stream=sys.stderr,
@@ -206,6 +218,10 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--epochs", type=int, default=4, help="the ranker's passes over its examples (default: %(default)s)")
     fit.add_argument("--quick", action="store_true", help="tune ALS over a smaller grid (8 settings instead of 27)")
     fit.add_argument("--force", action="store_true", help="export even if it does not beat popularity on NDCG@20")
+    fit.add_argument("--keep-space", action="store_true",
+                     help="train only the ranker again, over the learned space the store serves: a version that can "
+                          "run beside the primary (feedserve models stage/shadow/canary)")
+    fit.add_argument("--seed", type=int, default=1, help="with --keep-space: the training seed (default: %(default)s)")
     fit.set_defaults(run=_train)
 
     up = commands.add_parser("up", parents=[world, catalog],
@@ -257,6 +273,8 @@ def _parser() -> argparse.ArgumentParser:
     gateway.add_argument("--gateway", default=StackConfig().gateway_address, help="HOST:PORT (default: %(default)s)")
     gateway.add_argument("--timeout", type=float, default=5.0, help="deadline in seconds (default: %(default)s)")
     add_access_arguments(gateway)
+
+    add_models_commands(commands, gateway)
 
     feed = commands.add_parser("feed", parents=[gateway], help="print a user's feed with scores and per-hop timings")
     feed.add_argument("--user", type=int, required=True)

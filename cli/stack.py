@@ -18,6 +18,7 @@ from cli.access import gateway_channel
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
 from mesh.ring import boot_id
+from mesh.routing import routing_path
 from mesh.security import Tls, open_channel
 from mesh.shards import shard_slots
 
@@ -172,6 +173,7 @@ class Stack:
             gateway = self._spawn(
                 "gateway", c.gateway_address, "--paramserver", self.paramserver_map, "--ranker", c.ranker_address,
                 "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator,
+                "--routing", str(routing_path(self.home)), "--served-log", str(self.home / "logs" / "served.jsonl"),
                 *(("--keys", str(self.keys)) if self.keys is not None else ("--no-auth",)))
             self._wait(gateway, timeout)
         except BaseException:
@@ -183,7 +185,8 @@ class Stack:
         use when they are not installed (minutes), so it gets a longer timeout."""
         c = self.config
         try:
-            backends = [self._spawn("ranker", c.ranker_address, "--store", self.store, "--schema", self.schema)]
+            backends = [self._spawn("ranker", c.ranker_address, "--store", self.store, "--schema", self.schema,
+                                    "--routing", str(routing_path(self.home)))]
             if self.generator_home is not None:
                 backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
                                             "--paramserver", self.paramserver_map, "--store", self.store))

@@ -38,7 +38,7 @@ def test_every_service_contract_exists() -> None:
         return {m.name for m in module.DESCRIPTOR.services_by_name[service].methods}
 
     assert methods(gateway_pb2, "Gateway") == {"Feed", "Interact", "Generate"}
-    assert methods(ranker_pb2, "Ranker") == {"Rank"}
+    assert methods(ranker_pb2, "Ranker") == {"Rank", "Models"}
     assert methods(paramserver_pb2, "ParamServer") == {"Lookup", "Upsert", "Drift", "Remove", "Snapshot"}
     assert methods(generator_pb2, "Generator") == {"Generate"}
     streaming = gateway_pb2.DESCRIPTOR.services_by_name["Gateway"].methods_by_name["Generate"]
