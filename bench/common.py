@@ -58,6 +58,20 @@ def prepare_catalog(home: Path, items: int, users: int, interactions: int) -> st
     return str(store)
 
 
+def process_cpu_s(pids: list[int]) -> float:
+    """User and system CPU of these processes (all their threads) so far, from /proc."""
+    ticks = os.sysconf("SC_CLK_TCK")
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime
+        except (OSError, IndexError, ValueError):
+            continue
+    return total / ticks
+
+
 def record(name: str, result: Mapping[str, object]) -> Path:
     """Write bench/results/<name>.json with the machine and the date."""
     RESULTS.mkdir(exist_ok=True)

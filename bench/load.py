@@ -40,7 +40,7 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.accounting import Tally, outcome_of  # noqa: E402
-from bench.common import ensure_debian_tool, machine, prepare_catalog, record, result_line  # noqa: E402
+from bench.common import ensure_debian_tool, machine, prepare_catalog, process_cpu_s, record, result_line  # noqa: E402
 from cli.bootstrap import upsert_users  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
@@ -72,20 +72,6 @@ class Run:
     cpu_s: float = 0.0  # every stack process's CPU during the blocks at the sustained rate
     hops: Counter = field(default_factory=Counter)
     hop_ms: dict[str, float] = field(default_factory=dict)
-
-
-def process_cpu_s(pids: list[int]) -> float:
-    """User and system CPU of these processes (all their threads) so far, from /proc."""
-    ticks = os.sysconf("SC_CLK_TCK")
-    total = 0
-    for pid in pids:
-        try:
-            with open(f"/proc/{pid}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-            total += int(fields[11]) + int(fields[12])  # utime, stime
-        except (OSError, IndexError, ValueError):
-            continue
-    return total / ticks
 
 
 async def drive(address: str, rate: float, seconds: float, users: int, seed: int, run: Run | None = None) -> Tally:

@@ -72,6 +72,7 @@ class Rollout:
         if self._thread.is_alive():
             self._thread.join()
 
+
     def _on_change(self, routing: Routing) -> None:
         with self._changed:
             self._family = routing.families.get(self.name)
@@ -159,7 +160,7 @@ class Rollout:
         manifest = load_manifest(directory)
         core.check_space(manifest)
         before = resident_set_bytes()
-        model = ModelVersion(manifest, *core.engine_options)
+        model = ModelVersion(manifest, *core.engine_options, tower_threads=1)
         with core._lock:
             model.fit_terms(core.items.capacity)
             n = core.items.size
@@ -178,7 +179,7 @@ class Rollout:
                     break
                 core.code_items(model, rows)
             if core.cascade_keep:
-                core.start_cascade(model)
+                core.start_cascade(model, quiet=True)
             for _ in range(WARM_REQUESTS):
                 core.rank(ranker_pb2.RankRequest(k=20), {}, HeapOutputs(), model=model)
         except BaseException:

@@ -128,9 +128,10 @@ class Ranker:
         """Every version whose item terms follow the catalog: those serving and those loading."""
         return [v for _, v in self.resident.roles()] + list(self.loading)
 
-    def start_cascade(self, model: ModelVersion) -> None:
-        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there. With
-        nothing to fit on yet (an empty catalog), the full model ranks every candidate until items arrive."""
+    def start_cascade(self, model: ModelVersion, quiet: bool = False) -> None:
+        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there (`quiet`:
+        on the one-thread engine). With nothing to fit on yet (an empty catalog), the full model ranks every
+        candidate until items arrive."""
         if model.first_layer is None:
             weights = graphs.weights_of(model.manifest.path("naive"))
             _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
@@ -139,7 +140,7 @@ class Ranker:
         log = get_logger("ranker")
         if light is None:
             started = time.monotonic()
-            light = self._fit_light(model)
+            light = self._fit_light(model, quiet)
             if light is None:
                 log.info("cascade waits: no servable items to fit its light stage on yet; the full model ranks")
                 return
@@ -165,7 +166,7 @@ class Ranker:
         self.cascade_fit = threading.Thread(target=run, name="cascade-fit", daemon=True)
         self.cascade_fit.start()
 
-    def _fit_light(self, model: ModelVersion) -> LightStage | None:
+    def _fit_light(self, model: ModelVersion, quiet: bool = False) -> LightStage | None:
         """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
         none: users placed at servable items, one item each)."""
         _, users = self.store.learned_users(self.store.active_space())
@@ -178,7 +179,7 @@ class Ranker:
                 continue
             outputs = HeapOutputs()
             self.rank(ranker_pb2.RankRequest(k=1, return_all_scores=True), {"user_vector": user.astype(np.float32)},
-                      outputs, model=model)
+                      outputs, model=model, quiet=quiet)
             ids = outputs.arrays["candidate_ids"]
             unit = user / np.linalg.norm(user) if model.cold_start is not None else user  # as rank() reads it
             request = self._request_part(model, self.space.user_features(unit[None, :].astype(np.float32), [None]),
@@ -331,10 +332,11 @@ class Ranker:
         return self.follower.wait_for(request.min_sequence, request.min_sequence_wait_ms / 1e3)
 
     def rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs,
-             model: ModelVersion | None = None) -> ranker_pb2.RankResponse:
+             model: ModelVersion | None = None, quiet: bool = False) -> ranker_pb2.RankResponse:
         """Tensors are used where they arrived (a ring slot or the gRPC message): ids and context are bound
         to the engine as they are, and all scores are written straight into the response. The version answering
-        is chosen once, from the versions resident when the request began (`model`: this one, and no shadow)."""
+        is chosen once, from the versions resident when the request began (`model`: this one, and no shadow;
+        `quiet`: on its one-thread engine, for background work)."""
         user, given, context = self._validate(request, tensors)
         resident = self.resident
         answering = model or resident.answering(request.user_id, request.model_version)
@@ -344,7 +346,7 @@ class Ranker:
         with self._idle:
             self._busy[0] += 1
         try:
-            response, job = self._rank(request, tensors, outputs, answering, user, given, context, sampled)
+            response, job = self._rank(request, tensors, outputs, answering, user, given, context, sampled, quiet)
         finally:
             with self._idle:
                 self._busy[0] -= 1
@@ -356,7 +358,7 @@ class Ranker:
 
     def _rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs, model: ModelVersion,
               user: np.ndarray | None, given: np.ndarray | None, context: np.ndarray | None,
-              for_shadow: bool = False) -> tuple[ranker_pb2.RankResponse, _Rows | None]:
+              for_shadow: bool = False, quiet: bool = False) -> tuple[ranker_pb2.RankResponse, _Rows | None]:
         """The ranking itself; with `for_shadow`, also a copy of what the shadow needs to score the same rows."""
         hops = HopRecorder(SERVICE)
         known = user is not None
@@ -408,7 +410,7 @@ class Ranker:
             window = min(request.max_batch_delay_us / 1e6, self.max_batch_delay_s)
             job = Job(user_part, context_part, found.ids, cross, scores, heads, window)
             queued = now_ns()
-            model.batcher.submit(job)
+            (model.quiet_batcher if quiet else model.batcher).submit(job)
             hops.add("queued", queued, job.started_ns)
             hops.add("model", job.started_ns, now_ns(), job.cpu_ns)  # its share of the run's CPU
             if request.head_weights:  # this request's own blend of the objectives

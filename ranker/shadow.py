@@ -130,7 +130,7 @@ class ShadowScorer:
         n = len(job.ids)
         scores = np.empty(n, np.float32)
         heads = np.empty((n, len(HEADS)), np.float32)
-        job.shadow.batcher.submit(Job(job.user_part, job.context_part, job.ids, job.cross, scores, heads, 0.0))
+        job.shadow.quiet_batcher.submit(Job(job.user_part, job.context_part, job.ids, job.cross, scores, heads, 0.0))
         pair = (job.answered_by, job.shadow.key)
         if pair != self.pair:  # a new comparison: the figures start again
             self.pair, self.compared, self.dropped, self._sums = pair, 0, 0, np.zeros(3)

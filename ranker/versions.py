@@ -31,10 +31,16 @@ class ModelVersion:
     catalog item, the cascade's light stage over it, and the batcher that shares its runs."""
 
     def __init__(self, manifest: ModelManifest, precision: str, device: str, threads: int,
-                 head_weights: dict[str, float] | None = None) -> None:
+                 head_weights: dict[str, float] | None = None, tower_threads: int | None = None) -> None:
         self.manifest = manifest
         self.engine = load_engine(manifest, "decomposed", precision, device, threads)
-        self.tower = load_engine(manifest, "item_tower", "fp32", device, threads)
+        # the item tower codes items off the request path: a version loaded beside others codes on one thread, the
+        # caller's; the serving ranker's first start codes the whole catalog with every thread it has
+        self.tower = load_engine(manifest, "item_tower", "fp32", device, tower_threads or threads)
+        # background scoring (the light stage's fit while loading, shadow scoring): one thread, the caller's, so
+        # that it takes at most one core from requests. (Not a lowered priority: a thread descheduled while it
+        # holds the GIL stalls every request thread; measured: P99 twice as long)
+        self.quiet_engine = load_engine(manifest, "decomposed", precision, device, 1)
         weights = {**manifest.extra.get("head_weights", {}), **(head_weights or {})}
         self.head_weights = np.array([weights.get(h, 0.0) for h in HEADS], dtype=np.float32)
         cold = manifest.extra.get("cold_start")
@@ -47,6 +53,7 @@ class ModelVersion:
         self.fitting = False
         pool = getattr(self.engine, "threads", None)  # ONNX Runtime's intra-op threads (TensorRT: none to read)
         self.batcher = Batcher(self.run_model, {}, engine_cpu_ns=pool.cpu_ns if pool is not None else lambda: 0)
+        self.quiet_batcher = Batcher(self.quiet_engine.run, {})
         self.resident_bytes = 0  # measured once loaded
         self.dirty: set[int] | None = None  # while loading: rows the change feed changed, coded again at the end
 
@@ -67,7 +74,7 @@ class ModelVersion:
             grown = np.zeros((capacity, HIDDEN_ITEM), np.float32)
             grown[:len(self.terms)] = self.terms
             self.terms = grown
-            self.batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
+            self.batcher.fixed = self.quiet_batcher.fixed = {"item_table": self.terms, "head_weights": self.head_weights}
         if self.light is not None and len(self.unit_terms) < len(self.terms):
             units = np.zeros((len(self.terms), len(self.light.units)), np.float32)
             units[:len(self.unit_terms)] = self.unit_terms
