@@ -189,7 +189,8 @@ class Stack:
                                     "--routing", str(routing_path(self.home)))]
             if self.generator_home is not None:
                 backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
-                                            "--paramserver", self.paramserver_map, "--store", self.store))
+                                            "--paramserver", self.paramserver_map, "--store", self.store,
+                                            "--routing", str(routing_path(self.home))))
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
             if self.running("gateway"):

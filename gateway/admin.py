@@ -43,11 +43,14 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
 
     async def ShadowModel(self, request: gateway_pb2.ModelVersionRequest,
                           context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
+        routing = self._routing()
+        if request.family and request.family != routing.name:
+            raise FailedPrecondition(f"shadow scoring compares rankings: it is for the {routing.name} family, not "
+                                     f"{request.family!r} (a generation tier is staged, canaried and promoted)")
         sample = request.sample if request.HasField("sample") else None
         if sample is not None and not 0 <= sample <= 1:
             raise InvalidArgument("sample", f"a share of requests in [0, 1], got {sample}")
-        return await self._routing().change(request.family,
-                                            lambda f, now: f.shadow_version(request.version, now, sample=sample))
+        return await routing.change(request.family, lambda f, now: f.shadow_version(request.version, now, sample=sample))
 
     async def CanaryModel(self, request: gateway_pb2.CanaryRequest,
                           context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:

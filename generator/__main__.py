@@ -15,6 +15,7 @@ from generator.corpus import TOPICS
 from generator.pipeline import Pipeline, RouterConfig
 from generator.registry import model_specs, parse_model_arg
 from generator.residency import ResidencyPool
+from generator.rollout import TierRouting
 from generator.service import Generator, GeneratorServicer
 from mesh.clients import ParamServerClient
 from mesh.config import DEFAULT_PORTS, default_home
@@ -45,6 +46,9 @@ def main() -> None:
     parser.add_argument("--max-in-flight", type=int, default=16,
                         help="generations at once; more get RESOURCE_EXHAUSTED (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
+    parser.add_argument("--routing", type=Path, default=None,
+                        help="the model routing configuration (feedserve up: HOME/models/routing.json): each tier is "
+                             "a family there, so a new tier version can be staged, canaried and rolled back")
     parser.add_argument("--log-level", default="INFO")
     add_tls_arguments(parser)
     args = parser.parse_args()
@@ -75,8 +79,11 @@ def main() -> None:
         if args.paramserver:
             paramserver.append(ParamServerClient(SlotMap.parse(args.paramserver) if "=" in args.paramserver
                                                  else args.paramserver))
-        core = Generator(Pipeline(pool, RouterConfig(threshold=args.escalate_below)), topics, centroids,
-                         paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight)
+        router = RouterConfig(threshold=args.escalate_below)
+        tiers = TierRouting(pool, args.routing, router).start() if args.routing is not None else None
+        core = Generator(Pipeline(pool, router), topics, centroids,
+                         paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight,
+                         tiers=tiers)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:

@@ -68,23 +68,25 @@ class Pipeline:
         self.pool, self.router = pool, router
         self.escalations = 0
 
-    def choices(self, stage: Stage, explicit: bool, deadline: float | None) -> list[str]:
-        """The models to try for a stage, in order."""
+    def choices(self, stage: Stage, explicit: bool, deadline: float | None,
+                router: RouterConfig | None = None) -> list[str]:
+        """The models to try for a stage, in order (`router`: this request's, e.g. a tier's canary version)."""
+        router = router or self.router
         if explicit:
             tier = stage.tier
-            return [{"small": self.router.small, "large": self.router.large}.get(tier, tier)]
-        short = deadline is not None and deadline - time.monotonic() < self.router.large_min_s
+            return [{"small": router.small, "large": router.large}.get(tier, tier)]
+        short = deadline is not None and deadline - time.monotonic() < router.large_min_s
         if short:
-            return [self.router.small]
+            return [router.small]
         if stage.tier == AUTO:
-            return [self.router.small, self.router.large]
-        return [{"small": self.router.small, "large": self.router.large}.get(stage.tier, stage.tier)]
+            return [router.small, router.large]
+        return [{"small": router.small, "large": router.large}.get(stage.tier, stage.tier)]
 
     async def run(self, plan: Plan, topic: str, deadline: float | None, explicit: bool,
-                  state: PlanRun) -> AsyncIterator[tuple[int, str]]:
+                  state: PlanRun, router: RouterConfig | None = None) -> AsyncIterator[tuple[int, str]]:
         """Yield (stage, text) pieces in stage order while the stages run; `state` receives the results."""
         stages = plan.stages
-        firsts = {self.choices(s, explicit, deadline)[0] for s in stages}
+        firsts = {self.choices(s, explicit, deadline, router)[0] for s in stages}
         for name in firsts:
             self.pool.spec(name)  # unknown models fail before any work starts
         state.concurrent = len(stages) > 1 and self.pool.fits_together(firsts)
@@ -94,7 +96,8 @@ class Pipeline:
 
         async def one(stage: Stage) -> None:
             try:
-                state.results[stage.index] = await self._stage(stage, topic, deadline, explicit, queue, loop, cancelled)
+                state.results[stage.index] = await self._stage(stage, topic, deadline, explicit, queue, loop, cancelled,
+                                                               router)
                 queue.put_nowait((stage.index, None))
             except BaseException as exc:
                 queue.put_nowait((stage.index, exc))
@@ -102,7 +105,7 @@ class Pipeline:
 
         async def in_sequence() -> None:
             # light then heavy: the lighter model runs (and can be evicted) before the heavier one loads
-            order = sorted(stages, key=lambda s: (self.pool.spec(self.choices(s, explicit, deadline)[0]).bytes,
+            order = sorted(stages, key=lambda s: (self.pool.spec(self.choices(s, explicit, deadline, router)[0]).bytes,
                                                   s.index))
             for stage in order:
                 await one(stage)
@@ -139,9 +142,10 @@ class Pipeline:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     async def _stage(self, stage: Stage, topic: str, deadline: float | None, explicit: bool, queue: asyncio.Queue,
-                     loop: asyncio.AbstractEventLoop, cancelled: threading.Event) -> StageResult:
+                     loop: asyncio.AbstractEventLoop, cancelled: threading.Event,
+                     router: RouterConfig | None = None) -> StageResult:
         prompt = stage.prompt.replace(TOPIC, topic)
-        choices = self.choices(stage, explicit, deadline)
+        choices = self.choices(stage, explicit, deadline, router)
         abandoned: list[Abandoned] = []
 
         def emit(text: str) -> None:

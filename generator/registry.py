@@ -6,10 +6,11 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
+from engines.base import ModelManifest
 from generator.residency import ModelSpec, footprint
 from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
 
-__all__ = ["model_specs", "parse_model_arg"]
+__all__ = ["model_specs", "parse_model_arg", "tier_spec"]
 
 
 def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
@@ -35,15 +36,18 @@ def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
     return name, graph, price, context
 
 
+def tier_spec(name: str, manifest: ModelManifest) -> ModelSpec:
+    """A trained tier's version as the pool loads it, under `name`."""
+    graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
+    context = int(manifest.extra["spec"]["context"])
+    return ModelSpec(name, graph, tokenizer, float(manifest.extra["price_per_1k_tokens"]), context,
+                     footprint(graph, tokenizer, context))
+
+
 def model_specs(home: Path, extra: Sequence[tuple[str, Path, float, int]] = (),
                 tiers: dict[str, TierSpec] = TIERS) -> dict[str, ModelSpec]:
     """The trained tiers (built on first use) and any models given by path."""
-    specs = {}
-    for name, manifest in ensure_tiers(home, tiers=tiers).items():
-        graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
-        context = int(manifest.extra["spec"]["context"])
-        specs[name] = ModelSpec(name, graph, tokenizer, float(manifest.extra["price_per_1k_tokens"]), context,
-                                footprint(graph, tokenizer, context))
+    specs = {name: tier_spec(name, manifest) for name, manifest in ensure_tiers(home, tiers=tiers).items()}
     for name, graph, price, context in extra:
         tokenizer = graph.parent / TOKENIZER_FILE
         specs[name] = ModelSpec(name, graph, tokenizer, price, context, footprint(graph, tokenizer, context))

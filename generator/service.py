@@ -16,6 +16,7 @@ from generator import metrics
 from generator.caches import Answer, SemanticCache, request_scope
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
+from generator.rollout import TierRouting
 from mesh.clients import ParamServerClient
 from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
 from mesh.logging import get_logger
@@ -42,8 +43,10 @@ class Generator:
 
     def __init__(self, pipeline: Pipeline, topics: tuple[str, ...], centroids: np.ndarray | None = None,
                  paramserver: ParamServerClient | None = None, semantic: SemanticCache | None = None,
-                 cpu_second_price: float = 0.0000125, limits: Limits = Limits(), max_in_flight: int = 16) -> None:
+                 cpu_second_price: float = 0.0000125, limits: Limits = Limits(), max_in_flight: int = 16,
+                 tiers: TierRouting | None = None) -> None:
         self.pipeline, self.pool = pipeline, pipeline.pool
+        self.tiers = tiers  # the tiers' versions by the model routing (None: the pipeline's own names)
         self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
         self.semantic = semantic
         self.cpu_second_price, self.limits = cpu_second_price, limits
@@ -148,7 +151,8 @@ class Generator:
         run = PlanRun([None] * len(plan.stages), concurrent=False)
         pieces: list[list[str]] = [[] for _ in plan.stages]
         stream_start = now_ns()
-        async for stage, text in self.pipeline.run(plan, topic, deadline, bool(request.model), run):
+        router = self.tiers.router_for(request.user_id, self.pipeline.router) if self.tiers is not None else None
+        async for stage, text in self.pipeline.run(plan, topic, deadline, bool(request.model), run, router):
             pieces[stage].append(text)
             yield generator_pb2.GenerateChunk(text=text, stage=stage)
         hops.add("stages-concurrent" if run.concurrent else "stages-in-sequence", stream_start, now_ns(),
