@@ -22,20 +22,22 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import grpc
-import numpy as np
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from bench.common import machine, prepare_catalog, process_cpu_s, record, result_line
-from catalog import USER, open_store, preset_schema
-from cli.stack import Stack, free_ports
-from engines.sentence import DIM
-from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
-from mesh.config import StackConfig, default_home
-from mesh.percentiles import p50_p99
-from mesh.routing import routing_path, update_routing
-from ranker.refresh import export_shuffled, train_on_served_space
-from ranker.training import MODEL_NAME
-from world import WorldSpec, ensure_world
+import grpc  # noqa: E402
+import numpy as np  # noqa: E402
+
+from bench.common import machine, prepare_catalog, process_cpu_s, record, result_line  # noqa: E402
+from catalog import USER, open_store, preset_schema  # noqa: E402
+from cli.stack import Stack, free_ports  # noqa: E402
+from engines.sentence import DIM  # noqa: E402
+from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from mesh.config import StackConfig, default_home  # noqa: E402
+from mesh.percentiles import p50_p99  # noqa: E402
+from mesh.routing import routing_path, update_routing  # noqa: E402
+from ranker.refresh import export_shuffled, train_on_served_space  # noqa: E402
+from ranker.training import MODEL_NAME  # noqa: E402
+from world import WorldSpec, ensure_world  # noqa: E402
 
 FAMILY = MODEL_NAME
 EXAMINED = 10  # positions a simulated user looks at
