@@ -13,6 +13,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from feedserve.v1 import common_pb2, gateway_pb2
@@ -22,7 +23,7 @@ from mesh.percentiles import p50_p99
 __all__ = ["Tally", "OnlineMetrics", "OnlineMetricsCollector", "PropensityLog", "ONLINE_K"]
 
 ONLINE_K = 10  # click-through is counted over a feed's first ten positions
-_RECENT_FEEDS = 200_000  # feeds an interaction can still be attributed to
+_RECENT_FEEDS = 100_000  # feeds an interaction can still be attributed to (about 300 bytes each at k = 20)
 _LATENCIES = 2_000
 _CLICKS = frozenset({common_pb2.EVENT_TYPE_CLICK, common_pb2.EVENT_TYPE_LIKE, common_pb2.EVENT_TYPE_SHARE,
                      common_pb2.EVENT_TYPE_DWELL})
@@ -102,7 +103,7 @@ class OnlineMetrics:
         self.log = log
         self.totals: dict[str, Tally] = {}
         self.trial: dict[str, Tally] = {}
-        self.feeds: LruCache[str, tuple[str, dict[int, int]]] = LruCache(_RECENT_FEEDS)
+        self.feeds: LruCache[str, tuple[str, np.ndarray, np.ndarray]] = LruCache(_RECENT_FEEDS)  # version, ids, positions
         self.unattributed = 0
 
     def start_trial(self) -> None:
@@ -120,10 +121,18 @@ class OnlineMetrics:
 
     def served(self, response: gateway_pb2.FeedResponse, user_id: int, tenant: str, latency_ms: float,
                ranked: bool) -> None:
-        """A feed answered: remembered and logged; `ranked` feeds (not cached, not a fallback) also count toward the
-        version's latency."""
+        """A feed answered: logged; counted toward its version and remembered for attribution unless degraded (a
+        cached or fallback feed stands in for a ranking: it would blur the comparison of versions); `ranked` feeds
+        (not from the cache) also count toward the version's latency."""
         version = response.model_version
         if not version or not len(response.items):
+            return
+        if self.log is not None:
+            self.log.append({"type": "feed", "request_id": response.request_id, "at": round(time.time(), 3),
+                             "user": user_id, "tenant": tenant, "version": version, "cached": response.cached,
+                             "degraded": response.degraded,
+                             "items": [[item.item_id, item.position, round(item.score, 6)] for item in response.items]})
+        if response.degraded:
             return
         shown = min(ONLINE_K, sum(1 for item in response.items if item.position < ONLINE_K))
         for tally in self._tallies(version):
@@ -131,12 +140,8 @@ class OnlineMetrics:
             tally.impressions += shown
             if ranked:
                 tally.latencies_ms.append(latency_ms)
-        self.feeds.put(response.request_id, (version, {item.item_id: item.position for item in response.items}))
-        if self.log is not None:
-            self.log.append({"type": "feed", "request_id": response.request_id, "at": round(time.time(), 3),
-                             "user": user_id, "tenant": tenant, "version": version, "cached": response.cached,
-                             "degraded": response.degraded,
-                             "items": [[item.item_id, item.position, round(item.score, 6)] for item in response.items]})
+        self.feeds.put(response.request_id, (version, np.array([item.item_id for item in response.items], np.int64),
+                                             np.array([item.position for item in response.items], np.int32)))
 
     def failed(self, version: str) -> None:
         """A feed routed to `version` that it could not answer."""
@@ -147,11 +152,15 @@ class OnlineMetrics:
         """Attribute an interaction to the version whose feed showed the item; returns that version (None: the feed
         is unknown or expired, or did not show the item)."""
         feed = self.feeds.get(feed_request_id)
-        if feed is None or item_id not in feed[1]:
+        if feed is None:
             self.unattributed += 1
             return None
-        version, positions = feed
-        position = positions[item_id]
+        version, ids, positions = feed
+        shown = np.flatnonzero(ids == item_id)
+        if not len(shown):
+            self.unattributed += 1
+            return None
+        position = int(positions[shown[0]])
         for tally in self._tallies(version):
             tally.interactions += 1
             if event in _CLICKS and position < ONLINE_K:

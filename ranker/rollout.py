@@ -17,14 +17,15 @@ from mesh.errors import FeedserveError
 from mesh.logging import get_logger
 from mesh.methods import HeapOutputs
 from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing
-from ranker.versions import ModelVersion, Resident, resident_set_bytes
+from ranker.versions import ModelVersion, Pace, Resident, resident_set_bytes
 
 if TYPE_CHECKING:
     from ranker.service import Ranker
 
-__all__ = ["Rollout", "WARM_REQUESTS"]
+__all__ = ["Rollout", "WARM_REQUESTS", "LOAD_SHARE"]
 
 WARM_REQUESTS = 8  # rankings a new version runs before it answers anyone (the engine's first runs are slow)
+LOAD_SHARE = 0.3  # of one core, at most, for loading a version beside the serving ones
 
 
 class Rollout:
@@ -166,8 +167,9 @@ class Rollout:
             n = core.items.size
             model.dirty = set()
             core.loading.append(model)
+        pace = Pace(LOAD_SHARE)
         try:
-            terms = model.item_terms(core.items, np.arange(n))
+            terms = model.item_terms(core.items, np.arange(n), pace)
             with core._lock:
                 model.fit_terms(core.items.capacity)
                 model.terms[:n] = terms
@@ -177,9 +179,9 @@ class Rollout:
                     model.dirty = set() if len(rows) else None
                 if not len(rows):
                     break
-                core.code_items(model, rows)
+                core.code_items(model, rows, pace)
             if core.cascade_keep:
-                core.start_cascade(model, quiet=True)
+                core.start_cascade(model, pace)
             for _ in range(WARM_REQUESTS):
                 core.rank(ranker_pb2.RankRequest(k=20), {}, HeapOutputs(), model=model)
         except BaseException:

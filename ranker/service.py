@@ -32,7 +32,7 @@ from ranker.retrieval import Candidates, Retriever
 from ranker.rollout import Rollout
 from ranker.shadow import ShadowJob, ShadowScorer
 from ranker.state import RankerState, load_state, save_state
-from ranker.versions import ModelVersion, Resident
+from ranker.versions import ModelVersion, Pace, Resident
 
 __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MAX_K", "MAX_CANDIDATES",
            "diversified_top_k"]
@@ -128,9 +128,9 @@ class Ranker:
         """Every version whose item terms follow the catalog: those serving and those loading."""
         return [v for _, v in self.resident.roles()] + list(self.loading)
 
-    def start_cascade(self, model: ModelVersion, quiet: bool = False) -> None:
-        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there (`quiet`:
-        on the one-thread engine). With nothing to fit on yet (an empty catalog), the full model ranks every
+    def start_cascade(self, model: ModelVersion, pace: Pace | None = None) -> None:
+        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there (`pace`:
+        on the one-thread engine, paced). With nothing to fit on yet (an empty catalog), the full model ranks every
         candidate until items arrive."""
         if model.first_layer is None:
             weights = graphs.weights_of(model.manifest.path("naive"))
@@ -140,7 +140,7 @@ class Ranker:
         log = get_logger("ranker")
         if light is None:
             started = time.monotonic()
-            light = self._fit_light(model, quiet)
+            light = self._fit_light(model, pace)
             if light is None:
                 log.info("cascade waits: no servable items to fit its light stage on yet; the full model ranks")
                 return
@@ -166,7 +166,7 @@ class Ranker:
         self.cascade_fit = threading.Thread(target=run, name="cascade-fit", daemon=True)
         self.cascade_fit.start()
 
-    def _fit_light(self, model: ModelVersion, quiet: bool = False) -> LightStage | None:
+    def _fit_light(self, model: ModelVersion, pace: Pace | None = None) -> LightStage | None:
         """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
         none: users placed at servable items, one item each)."""
         _, users = self.store.learned_users(self.store.active_space())
@@ -179,12 +179,14 @@ class Ranker:
                 continue
             outputs = HeapOutputs()
             self.rank(ranker_pb2.RankRequest(k=1, return_all_scores=True), {"user_vector": user.astype(np.float32)},
-                      outputs, model=model, quiet=quiet)
+                      outputs, model=model, quiet=pace is not None)
             ids = outputs.arrays["candidate_ids"]
             unit = user / np.linalg.norm(user) if model.cold_start is not None else user  # as rank() reads it
             request = self._request_part(model, self.space.user_features(unit[None, :].astype(np.float32), [None]),
                                          self._context(ranker_pb2.RankRequest()))
             fit.add(request, model.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
+            if pace is not None:
+                pace()
         return fit.finish() if fit.rankings else None
 
     @staticmethod
@@ -217,9 +219,9 @@ class Ranker:
         self.shadow.close()
         self.save_state()
 
-    def code_items(self, model: ModelVersion, rows: np.ndarray) -> None:
+    def code_items(self, model: ModelVersion, rows: np.ndarray, pace: Pace | None = None) -> None:
         """Code `rows` with `model`'s item tower (outside the lock) and store them (under it)."""
-        terms = model.item_terms(self.items, rows)
+        terms = model.item_terms(self.items, rows, pace)
         with self._lock:
             model.fit_terms(self.items.capacity)
             model.set_terms(rows, terms)

@@ -4,6 +4,7 @@ ranker serves at one moment (primary, canary, shadow), swapped whole so that a r
 from __future__ import annotations
 
 import os
+import time
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -15,9 +16,24 @@ from ranker.cascade import LightStage
 from ranker.features import HEADS, HIDDEN_ITEM
 from ranker.items import ItemTable
 
-__all__ = ["ModelVersion", "Resident", "resident_set_bytes"]
+__all__ = ["ModelVersion", "Pace", "Resident", "resident_set_bytes"]
 
 _TOWER_CHUNK = 8_192
+_PACED_CHUNK = 1_024  # rows a paced load codes between pauses
+
+
+class Pace:
+    """Spreads background work so that it takes at most `share` of one core: after each step it sleeps for as
+    long as the step's CPU asks (a loading version beside a serving one; requests keep the rest)."""
+
+    def __init__(self, share: float = 0.3) -> None:
+        self.share = share
+        self._since = time.thread_time()
+
+    def __call__(self) -> None:
+        spent = time.thread_time() - self._since
+        time.sleep(spent * (1 - self.share) / self.share)  # rate limiting background work, not synchronisation
+        self._since = time.thread_time()
 
 
 def resident_set_bytes() -> int:
@@ -80,12 +96,15 @@ class ModelVersion:
             units[:len(self.unit_terms)] = self.unit_terms
             self.unit_terms = units
 
-    def item_terms(self, items: ItemTable, rows: np.ndarray) -> np.ndarray:
-        """The first layer's item term of `rows`, through this version's item tower."""
+    def item_terms(self, items: ItemTable, rows: np.ndarray, pace: Pace | None = None) -> np.ndarray:
+        """The first layer's item term of `rows`, through this version's item tower (`pace`: between chunks)."""
         table = np.empty((len(rows), HIDDEN_ITEM), dtype=np.float32)
-        for start in range(0, len(rows), _TOWER_CHUNK):
-            part = rows[start:start + _TOWER_CHUNK]
+        chunk = _TOWER_CHUNK if pace is None else _PACED_CHUNK
+        for start in range(0, len(rows), chunk):
+            part = rows[start:start + chunk]
             self.tower.run({"items": items.features(part)}, {"item_part": table[start:start + len(part)]})
+            if pace is not None:
+                pace()
         return table
 
     def set_terms(self, rows: np.ndarray, terms: np.ndarray) -> None:

@@ -176,3 +176,24 @@ def test_versions_loaded_side_by_side_follow_the_catalog(catalog, versions, enco
             np.testing.assert_allclose(model.terms[row], expected, rtol=1e-5, atol=1e-6)
     finally:
         core.close()
+
+
+def test_a_shadow_identical_to_the_primary_agrees_with_it(catalog, versions, tmp_path) -> None:
+    """The shadow's figures measure the right thing: a copy of the primary's model as shadow ranks the same rows
+    the same way (Spearman and overlap@20 of 1, no score shift)."""
+    root, first, second = versions
+    core = routed_ranker(catalog, first, tmp_path)
+    path = tmp_path / "models" / "routing.json"
+    try:
+        update_routing(path, lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+                                        setattr(r.family(first.name), "shadow_share", 1.0),
+                                        r.family(first.name).shadow_version("2", 2.0)))
+        assert core.rollout is not None and core.rollout.settle(120)
+        users = [int(u) for u in catalog.user_ids[:8]]
+        for user in users:
+            _rank(core, user, catalog)
+        assert core.shadow.wait_until_handled(len(users), 60)
+        figures = core.shadow.figures()
+        assert figures.spearman > 0.999 and figures.overlap_at_20 == 1.0 and abs(figures.score_shift) < 1e-4
+    finally:
+        core.close()
