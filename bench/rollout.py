@@ -155,7 +155,8 @@ def wait_until(check, timeout: float, poll_s: float = 0.25) -> float:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--quick", action="store_true", help="5 s blocks on a 5,000-item catalog (the full run: 15 s, 20,000)")
+    parser.add_argument("--quick", action="store_true",
+                        help="5 s blocks, 4 shadow off/on pairs, a 5,000-item catalog (the full run: 10 s, 8, 20,000)")
     parser.add_argument("--rate", type=float, default=40.0, help="feeds per second (default: %(default)s)")
     parser.add_argument("--shadow-sample", type=float, default=0.25,
                         help="share of requests the shadow scores in its 'on' blocks (default: %(default)s)")
@@ -166,8 +167,8 @@ def main() -> int:
                         help="shadow off/on block pairs (default: 2 quick, 4 full)")
     parser.add_argument("--home", type=Path, default=default_home() / "bench-rollout")
     args = parser.parse_args()
-    block = args.block_s or (5.0 if args.quick else 15.0)
-    alternations = args.alternations or (2 if args.quick else 4)
+    block = args.block_s or (5.0 if args.quick else 10.0)
+    alternations = args.alternations or (4 if args.quick else 8)
     items, users, interactions = (5_000, 500, 30_000) if args.quick else (20_000, 2_000, 120_000)
     home = args.home / f"{items}"
     store_url = prepare_catalog(home, items, users, interactions)
@@ -204,7 +205,8 @@ def main() -> int:
     gc.collect()
     gc.freeze()  # the driver's own collector pauses would be measured as the stack's tail
     gc.disable()
-    marks: dict[str, list[tuple[float, float]]] = {"before": [], "swap": [], "shadow_off": [], "shadow_on": []}
+    marks: dict[str, list[tuple[float, float]]] = {"before": [], "swap": [], "loading": [], "switched": [],
+                                                   "shadow_off": [], "shadow_on": []}
     ranker_pid = [s.process.pid for s in stack.services if s.name == "ranker"]
     ranker_cpu = {"shadow_off": 0.0, "shadow_on": 0.0}
     try:
@@ -219,8 +221,10 @@ def main() -> int:
         t = time.monotonic()
         stub.ShadowModel(gateway_pb2.ModelVersionRequest(family=FAMILY, version=v2.version, sample=0.0), timeout=30)
         loaded = wait_until(lambda: version_info(stub, v2.version).resident, 300)
+        marks["loading"].append((t, loaded))
         time.sleep(block)
         marks["swap"].append((t, time.monotonic()))
+        marks["switched"].append((loaded, time.monotonic()))
         print(f"2. {FAMILY}/{v2.version} loaded beside the primary as its shadow in {loaded - t:.1f} s", flush=True)
 
         for _ in range(alternations):  # alternating blocks: shadow scoring off, then on
@@ -245,6 +249,7 @@ def main() -> int:
         stub.PromoteModel(gateway_pb2.ModelVersionRequest(family=FAMILY, version=v2.version), timeout=30)
         time.sleep(block)
         marks["swap"].append((t, time.monotonic()))
+        marks["switched"].append((t, time.monotonic()))
         print(f"4. {FAMILY}/{v2.version} promoted", flush=True)
 
         v3 = export_shuffled(v2, root, seed=int(time.time()) % 1000)
@@ -265,20 +270,22 @@ def main() -> int:
         stack.stop()
 
     gc.enable()
-    before, n_before = out.full_p99_ms(marks["before"])
-    swap, n_swap = out.full_p99_ms(marks["swap"])
-    off, n_off = out.full_p99_ms(marks["shadow_off"])
-    on, n_on = out.full_p99_ms(marks["shadow_on"])
+    before, swap = out.full_p99_ms(marks["before"])[0], out.full_p99_ms(marks["swap"])[0]
+    off, on = out.full_p99_ms(marks["shadow_off"])[0], out.full_p99_ms(marks["shadow_on"])[0]
     server = {name: out.full_p99_ms(marks[name], server=True)[0] for name in marks}
     outcomes = [o for _, _, o, _ in out.rows]
     by_version: dict[str, int] = {}
     for _, _, outcome, version in out.rows:
         if outcome != "error":
             by_version[version] = by_version.get(version, 0) + 1
-    print(f"{'window':<12} {'full feeds':>10} {'P99 ms':>8} {'gateway P99 ms':>15}")
-    for name, key, (p99, n) in (("before", "before", (before, n_before)), ("swap", "swap", (swap, n_swap)),
-                                ("shadow off", "shadow_off", (off, n_off)), ("shadow on", "shadow_on", (on, n_on))):
-        print(f"{name:<12} {n:>10} {p99:>8.1f} {server[key]:>15.1f}")
+    print(f"{'window':<34} {'full feeds':>10} {'P99 ms':>8} {'gateway P99 ms':>15}")
+    for name, key in (("before", "before"), ("swap (loading + switched)", "swap"), ("  loading in the background", "loading"),
+                      ("  after each switch", "switched"), ("shadow off", "shadow_off"), ("shadow on", "shadow_on")):
+        p99, n = out.full_p99_ms(marks[key])
+        print(f"{name:<34} {n:>10} {p99:>8.1f} {server[key]:>15.1f}")
+    for name in ("shadow_off", "shadow_on"):
+        blocks = [out.full_p99_ms([window])[0] for window in marks[name]]
+        print(f"{name} P99 per block (ms): " + " ".join(f"{b:.1f}" for b in blocks))
     print(f"feeds {len(outcomes)}: full {outcomes.count('full')}, degraded {outcomes.count('degraded')}, "
           f"errors {outcomes.count('error')}; interactions {out.interactions} ({out.interaction_errors} failed)")
     print("answered by: " + ", ".join(f"{v} {n}" for v, n in sorted(by_version.items())))
@@ -291,10 +298,12 @@ def main() -> int:
         "rollback_s": rollback_s, "bad_canary_exposed_share": by_version.get(f"{FAMILY}/{v3.version}", 0) / len(outcomes),
         "degraded": outcomes.count("degraded"),
         "swap_p99_ratio_gateway": server["swap"] / server["before"],
+        "switch_p99_ratio": out.full_p99_ms(marks["switched"])[0] / before,
         "shadow_p99_ratio_gateway": server["shadow_on"] / server["shadow_off"],
     }
     record("rollout", {**result, "rate": args.rate, "block_s": block, "items": items, "rollback_reason": why,
-                       "p99_ms": {"before": before, "swap": swap, "shadow_off": off, "shadow_on": on}})
+                       "p99_ms": {name: out.full_p99_ms(marks[name])[0] for name in marks},
+                       "gateway_p99_ms": server})
     print(result_line({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
     met = (result["swap_p99_ratio"] <= 1.2 and result["shadow_p99_ratio"] <= 1.1 and result["errors"] == 0
            and result["rollback_s"] <= 30 and result["bad_canary_exposed_share"] <= 0.1)

@@ -75,6 +75,14 @@ class Batcher:
         if job.error is not None:
             raise job.error
 
+    def run_now(self, jobs: list[Job]) -> None:
+        """Run `jobs` as one batch on the calling thread, without the queue: for a batcher only one thread uses
+        (background scoring on a version's one-thread engine)."""
+        self._run(jobs)
+        for job in jobs:
+            if job.error is not None:
+                raise job.error
+
     def _run(self, jobs: list[Job]) -> None:
         started, cpu = time.monotonic_ns(), cpu_ns() + self.engine_cpu_ns()
         for job in jobs:

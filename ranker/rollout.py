@@ -25,7 +25,7 @@ if TYPE_CHECKING:
 __all__ = ["Rollout", "WARM_REQUESTS", "LOAD_SHARE"]
 
 WARM_REQUESTS = 8  # rankings a new version runs before it answers anyone (the engine's first runs are slow)
-LOAD_SHARE = 0.3  # of one core, at most, for loading a version beside the serving ones
+LOAD_SHARE = 0.5  # of one core, at most, for loading a version beside the serving ones
 
 
 class Rollout:

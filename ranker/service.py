@@ -84,7 +84,7 @@ class Ranker:
         primary.fit_terms(self.items.capacity)
         self._lock = threading.Lock()  # the item table, its terms and the index change together
         self._idle = threading.Condition()  # notified when no request is being ranked (the shadow's spare capacity)
-        self._busy = [0]
+        self._busy: list[float] = [0, 0.0]  # requests being ranked; when that count last fell to 0
         self.state_dir, self.resumed_from = state_dir, 0
         saved = load_state(state_dir, self.items, primary.key, schema.name) if state_dir is not None else None
         if saved is not None:  # resume: no reload of what was applied, no item tower over it again
@@ -353,6 +353,7 @@ class Ranker:
             with self._idle:
                 self._busy[0] -= 1
                 if not self._busy[0]:
+                    self._busy[1] = time.monotonic()
                     self._idle.notify_all()
         if job is not None and resident.shadow is not None:  # scored after the answer, on spare capacity
             self.shadow.offer(ShadowJob(resident.shadow, answering.key, *job, queued_at=time.monotonic()))

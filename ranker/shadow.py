@@ -20,6 +20,8 @@ from ranker.versions import ModelVersion
 __all__ = ["ShadowJob", "ShadowMetricsCollector", "ShadowScorer", "spearman", "overlap_at"]
 
 QUEUE = 16  # sampled requests waiting for spare capacity; more are let go (counted)
+BATCH = 8  # jobs scored in one run of the shadow's engine (fewer wake-ups and GIL hand-offs than one by one)
+IDLE_GAP_S = 0.002  # the ranker must have been idle this long: the gateway is still finishing the last feed
 MAX_AGE_S = 5.0  # a job older than this is let go: the shadow must not fall ever further behind
 
 
@@ -64,7 +66,7 @@ class ShadowScorer:
     """A worker thread that scores queued jobs when `busy()` says no request is being ranked; the figures it keeps
     are means over the jobs compared since the shadow last changed."""
 
-    def __init__(self, busy_wait: threading.Condition, busy: list[int]) -> None:
+    def __init__(self, busy_wait: threading.Condition, busy: list[float]) -> None:
         self._idle, self._busy = busy_wait, busy  # the ranker's in-flight count and the condition it notifies at 0
         self._queue: deque[ShadowJob] = deque()
         self._wake = threading.Event()
@@ -101,42 +103,49 @@ class ShadowScorer:
         self._thread.join()
 
     def _wait_until_idle(self) -> None:
+        """Until no request has been ranked for IDLE_GAP_S (the ranker's count and when it last fell to 0)."""
         with self._idle:
-            while self._busy[0] > 0 and not self._stop:
-                self._idle.wait(0.1)
+            while not self._stop:
+                quiet_for = time.monotonic() - self._busy[1]
+                if self._busy[0] == 0 and quiet_for >= IDLE_GAP_S:
+                    return
+                self._idle.wait(IDLE_GAP_S - quiet_for if self._busy[0] == 0 else 0.1)
 
     def _run(self) -> None:
         while not self._stop:
             self._wake.wait()
             self._wake.clear()
             while self._queue and not self._stop:
-                self._wait_until_idle()  # spare capacity only: a request being ranked goes first
-                try:
+                self._wait_until_idle()  # spare capacity only: requests go first
+                jobs: list[ShadowJob] = []
+                while self._queue and len(jobs) < BATCH:
                     job = self._queue.popleft()
-                except IndexError:
-                    break
-                if time.monotonic() - job.queued_at > MAX_AGE_S:
-                    self.dropped += 1
+                    if time.monotonic() - job.queued_at > MAX_AGE_S or (jobs and job.shadow is not jobs[0].shadow):
+                        self.dropped += 1  # too old, or for a shadow that has just been replaced
+                        continue
+                    jobs.append(job)
+                if not jobs:
                     continue
                 try:
-                    self._score(job)
+                    self._score(jobs)
                 except Exception as exc:  # a failing shadow is reported, and never reaches a response
-                    self.dropped += 1
-                    get_logger("ranker").warning("shadow scoring failed", shadow=job.shadow.key, error=str(exc))
+                    self.dropped += len(jobs)
+                    get_logger("ranker").warning("shadow scoring failed", shadow=jobs[0].shadow.key, error=str(exc))
                 with self._progress:
                     self._progress.notify_all()
 
-    def _score(self, job: ShadowJob) -> None:
-        n = len(job.ids)
-        scores = np.empty(n, np.float32)
-        heads = np.empty((n, len(HEADS)), np.float32)
-        job.shadow.quiet_batcher.submit(Job(job.user_part, job.context_part, job.ids, job.cross, scores, heads, 0.0))
-        pair = (job.answered_by, job.shadow.key)
-        if pair != self.pair:  # a new comparison: the figures start again
-            self.pair, self.compared, self.dropped, self._sums = pair, 0, 0, np.zeros(3)
-        self._sums += (spearman(job.scores, scores), overlap_at(20, job.scores, scores),
-                       float(scores.mean() - job.scores.mean()) if n else 0.0)
-        self.compared += 1
+    def _score(self, jobs: list[ShadowJob]) -> None:
+        runs = [Job(j.user_part, j.context_part, j.ids, j.cross, np.empty(len(j.ids), np.float32),
+                    np.empty((len(j.ids), len(HEADS)), np.float32), 0.0) for j in jobs]
+        jobs[0].shadow.quiet_batcher.run_now(runs)
+        for job, run in zip(jobs, runs):
+            pair = (job.answered_by, job.shadow.key)
+            if pair != self.pair:  # a new comparison: the figures start again
+                self.pair, self.compared, self.dropped, self._sums = pair, 0, 0, np.zeros(3)
+            scores = run.scores
+            self._sums += (spearman(job.scores, scores), overlap_at(20, job.scores, scores),
+                           float(scores.mean() - job.scores.mean()) if len(scores) else 0.0)
+            self.compared += 1
 
 
 class ShadowMetricsCollector:
