@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import math
 import random
 import threading
 import time
@@ -16,11 +15,10 @@ import numpy as np
 from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.errors import FailedPrecondition, InvalidArgument
+from mesh.errors import FailedPrecondition
 from mesh.logging import get_logger
 from mesh.methods import Handler, HeapOutputs, Outputs, Tensors, serve_unary
 from mesh.rpclog import annotate
-from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder, now_ns
 from ranker import graphs
 from ranker.batching import Job
@@ -28,6 +26,7 @@ from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_st
 from ranker.diversity import diversified_top_k
 from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace
 from ranker.items import ItemTable
+from ranker.requests import MAX_CANDIDATES, MAX_K, keep_asked, validate
 from ranker.retrieval import Candidates, Retriever
 from ranker.rollout import Rollout
 from ranker.shadow import ShadowJob, ShadowScorer
@@ -39,8 +38,6 @@ __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MA
 
 SERVICE = "ranker"
 DEFAULT_CANDIDATES = 2_400
-MAX_CANDIDATES = 20_000
-MAX_K = 500
 DEFAULT_KEEP = 300  # candidates the full model scores after the light stage (0: the full model scores all)
 FIT_RANKINGS = 128  # rankings of the full model the light stage is fitted on, when a model has none yet
 
@@ -272,60 +269,11 @@ class Ranker:
             status.memory_budget_bytes = self.rollout.budget_bytes
         return status
 
-    def _validate(self, request: ranker_pb2.RankRequest,
-                  tensors: Tensors) -> tuple[np.ndarray | None, np.ndarray | None, np.ndarray | None]:
-        if not 1 <= request.k <= MAX_K:
-            raise InvalidArgument("k", f"expected 1..{MAX_K}, got {request.k}")
-        if request.candidate_count > MAX_CANDIDATES:
-            raise InvalidArgument("candidate_count", f"at most {MAX_CANDIDATES}, got {request.candidate_count}")
-        user = expect(tensors, "user_vector", np.float32)
-        if user is not None:
-            if user.shape != (self.space.dim,):
-                raise InvalidArgument("user_vector.shape", f"expected [{self.space.dim}], got {list(user.shape)}")
-            check_finite(user, "user_vector")
-        candidates = expect(tensors, "candidates", np.int64, ndim=1)
-        if candidates is not None:
-            if len(candidates) > MAX_CANDIDATES:
-                raise InvalidArgument("candidates", f"at most {MAX_CANDIDATES}, got {len(candidates)}")
-            if len(candidates) and (candidates.min() < 1 or candidates.max() > len(self.items)):
-                raise InvalidArgument("candidates", f"item ids are expected in 1..{len(self.items)}")
-        context = expect(tensors, "context_features", np.float32, ndim=1)
-        if context is not None:
-            if context.shape != (CONTEXT_DIM,):
-                raise InvalidArgument("context_features.shape", f"expected [{CONTEXT_DIM}], got {list(context.shape)}")
-            check_finite(context, "context_features")
-        for head, weight in request.head_weights.items():
-            if head not in HEADS:
-                raise InvalidArgument(f"head_weights.{head}", f"unknown objective, expected one of {', '.join(HEADS)}")
-            if not math.isfinite(weight):
-                raise InvalidArgument(f"head_weights.{head}", f"expected a finite number, got {weight}")
-        if request.published_after < 0:
-            raise InvalidArgument("published_after", f"expected seconds since the epoch, got {request.published_after}")
-        return user, candidates, context
-
     def _context(self, request: ranker_pb2.RankRequest) -> np.ndarray:
         now = time.gmtime(self.clock())
         fields = self.space.check_context(request.context.fields)
         return self.space.context_features(np.array([now.tm_hour]), np.array([now.tm_wday]), [fields],
                                            request.context.feature_tag)
-
-    def _filter(self, request: ranker_pb2.RankRequest, tensors: Tensors, found: Candidates) -> Candidates:
-        """Drop excluded ids, items outside the label filters, and items published too early."""
-        rows = found.ids - 1
-        keep = self.items.servable[rows].copy()  # a deleted or hidden item never appears, even when asked for by id
-        exclude = expect(tensors, "exclude", np.int64, ndim=1)
-        if exclude is not None and len(exclude):
-            keep &= ~np.isin(found.ids, exclude)
-        seen = self.seen.get(request.user_id) if not request.include_seen else None
-        if seen:
-            keep &= ~np.isin(found.ids, np.fromiter(seen, np.int64, len(seen)))
-        if request.include_labels or request.exclude_labels:
-            keep &= self.items.matches(rows, set(request.include_labels), set(request.exclude_labels))
-        if request.published_after:
-            keep &= self.items.published[rows] >= request.published_after
-        if keep.all():
-            return found
-        return Candidates(ids=found.ids[keep], sources=found.sources[keep], scores=found.scores[keep])
 
     def _wait_for_catalog(self, request: ranker_pb2.RankRequest) -> bool:
         """Read-your-writes: True when the catalog is applied up to min_sequence (waiting within the request's wait)."""
@@ -339,7 +287,7 @@ class Ranker:
         to the engine as they are, and all scores are written straight into the response. The version answering
         is chosen once, from the versions resident when the request began (`model`: this one, and no shadow;
         `quiet`: on its one-thread engine, for background work)."""
-        user, given, context = self._validate(request, tensors)
+        user, given, context = validate(request, tensors, self.space.dim, len(self.items))
         resident = self.resident
         answering = model or resident.answering(request.user_id, request.model_version)
         family = resident.family
@@ -380,7 +328,7 @@ class Ranker:
                     found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8), scores=np.zeros(len(given), np.float32))
                 else:
                     found = self.retriever.retrieve(user, request.candidate_count or DEFAULT_CANDIDATES)
-                found = self._filter(request, tensors, found)
+                found = keep_asked(request, tensors, found, self.items, self.seen)
                 rows = found.ids - 1
                 width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
                 vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
