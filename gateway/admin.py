@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import math
-
 import grpc
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
@@ -47,15 +45,11 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
         if request.family and request.family != routing.name:
             raise FailedPrecondition(f"shadow scoring compares rankings: it is for the {routing.name} family, not "
                                      f"{request.family!r} (a generation tier is staged, canaried and promoted)")
-        sample = request.sample if request.HasField("sample") else None
-        if sample is not None and not 0 <= sample <= 1:
-            raise InvalidArgument("sample", f"a share of requests in [0, 1], got {sample}")
+        sample = request.sample if request.HasField("sample") else None  # checked by the family, naming the field
         return await routing.change(request.family, lambda f, now: f.shadow_version(request.version, now, sample=sample))
 
     async def CanaryModel(self, request: gateway_pb2.CanaryRequest,
                           context: grpc.aio.ServicerContext) -> gateway_pb2.ModelList:
-        if not math.isfinite(request.share):
-            raise InvalidArgument("share", f"expected a number in (0, 0.5], got {request.share}")
         return await self._routing().change(request.family,
                                             lambda f, now: f.canary_version(request.version, request.share, now))
 

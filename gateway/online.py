@@ -122,7 +122,7 @@ class OnlineMetrics:
     def served(self, response: gateway_pb2.FeedResponse, user_id: int, tenant: str, latency_ms: float,
                ranked: bool) -> None:
         """A feed answered: logged; counted toward its version and remembered for attribution unless degraded (a
-        cached or fallback feed stands in for a ranking: it would blur the comparison of versions); `ranked` feeds
+        stale cached or fallback feed stands in for a ranking: it would blur the comparison of versions); `ranked` feeds
         (not from the cache) also count toward the version's latency."""
         version = response.model_version
         if not version or not len(response.items):

@@ -49,7 +49,7 @@ class GatewayRouting:
         return (family.route(user_id) or "") if family is not None else ""
 
     async def watch(self, every_s: float = 0.2) -> None:
-        """Follow the routing file and check the guardrails, on the event loop (a stat per tick)."""
+        """Follow the routing file and check the guardrails, on the event loop (one small read per tick)."""
         while True:
             try:
                 self.watcher.check()
@@ -83,13 +83,11 @@ class GatewayRouting:
             name = _manifest_name(path)
         except (OSError, ValueError) as exc:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
-        items = await asyncio.to_thread(_item_rows, self.store) if self.store is not None else 0
-        per_item = None if name == self.name else 0  # a ranker holds a table row per item; a generation tier none
+        # a ranker holds a table row per catalog item; a generation tier none
+        rows = await asyncio.to_thread(_item_rows, self.store) if self.store is not None and name == self.name else 0
 
         def apply(routing: Routing) -> None:
-            family = routing.families.setdefault(name, Family(name))
-            footprint = footprint_bytes(path, items) if per_item is None else footprint_bytes(path, items, per_item)
-            family.stage(path, footprint, time.time())
+            routing.families.setdefault(name, Family(name)).stage(path, footprint_bytes(path, rows), time.time())
 
         await asyncio.to_thread(update_routing, self.path, apply)
         self.watcher.check()

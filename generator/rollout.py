@@ -40,7 +40,7 @@ class TierRouting:
             for tier, directory in self.directories.items():
                 family = routing.families.setdefault(tier, Family(tier))
                 if family.primary is None:
-                    family.stage(directory, footprint_bytes(directory, 0, 0), time.time(), "served at the generator's start")
+                    family.stage(directory, footprint_bytes(directory, 0), time.time(), "served at the generator's start")
 
         update_routing(self.path, change)
 

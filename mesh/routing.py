@@ -69,7 +69,7 @@ class Version:
 
 @dataclass
 class Family:
-    """A model family (`ranker-mlp`, `tier-small`): its versions and how traffic is split among them."""
+    """A model family (`ranker-mlp`, a generation tier `small`): its versions and how traffic is split among them."""
 
     name: str
     versions: dict[str, Version] = field(default_factory=dict)

@@ -73,7 +73,6 @@ class Rollout:
         if self._thread.is_alive():
             self._thread.join()
 
-
     def _on_change(self, routing: Routing) -> None:
         with self._changed:
             self._family = routing.families.get(self.name)

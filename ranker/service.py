@@ -80,8 +80,7 @@ class Ranker:
         self.max_batch_delay_s = max_batch_delay_us / 1e6
         primary.fit_terms(self.items.capacity)
         self._lock = threading.Lock()  # the item table, its terms and the index change together
-        self._idle = threading.Condition()  # notified when no request is being ranked (the shadow's spare capacity)
-        self._busy: list[float] = [0, 0.0]  # requests being ranked; when that count last fell to 0
+        self.shadow = ShadowScorer()  # before the first ranking (the cascade's fit ranks): it brackets every one
         self.state_dir, self.resumed_from = state_dir, 0
         saved = load_state(state_dir, self.items, primary.key, schema.name) if state_dir is not None else None
         if saved is not None:  # resume: no reload of what was applied, no item tower over it again
@@ -95,7 +94,6 @@ class Ranker:
         if cascade_keep:
             self.start_cascade(primary)
         self._loading = False
-        self.shadow = ShadowScorer(self._idle, self._busy)
         self.rollout = Rollout(self, routing) if routing is not None else None
         if follow:
             self.follower.start()
@@ -109,7 +107,6 @@ class Ranker:
     light = property(lambda self: self.resident.primary.light)
     head_weights = property(lambda self: self.resident.primary.head_weights)
     cold_start = property(lambda self: self.resident.primary.cold_start)
-    terms = property(lambda self: self.resident.primary.terms)
 
     def handlers(self) -> dict[str, Handler]:
         return {"Rank": self.rank, "Models": self.models}
@@ -229,17 +226,19 @@ class Ranker:
         after = self.follower.applied
         with self._lock:
             added, removed = self.items.apply(changed)
-            held = self.held()
-        terms = [(model, model.item_terms(self.items, added)) for model in held if model.dirty is None] if len(added) else []
+            coding = []
+            for model in self.held():
+                if model.dirty is not None:  # loading: it codes these rows again once it has coded the rest
+                    model.dirty.update(added.tolist())
+                else:
+                    coding.append(model)
+        terms = [(model, model.item_terms(self.items, added)) for model in coding] if len(added) else []
         event_users, popular = self.store.event_pairs(after, reached)
         users = self.store.users_changed(after, reached)
         deleted = self.store.users_deleted(after, reached)
         with self._lock:
-            for model in self.held():
-                model.fit_terms(self.items.capacity)
-                if model.dirty is not None:  # loading: it codes these rows again once it has coded the rest
-                    model.dirty.update(added.tolist())
             for model, coded in terms:
+                model.fit_terms(self.items.capacity)
                 model.set_terms(added, coded)
             self.retriever.remove(removed)
             self.retriever.add(added)
@@ -293,16 +292,8 @@ class Ranker:
         family = resident.family
         sampled = (model is None and resident.shadow is not None and family is not None
                    and random.random() < family.shadow_share)
-        with self._idle:
-            self._busy[0] += 1
-        try:
+        with self.shadow.ranking():
             response, job = self._rank(request, tensors, outputs, answering, user, given, context, sampled, quiet)
-        finally:
-            with self._idle:
-                self._busy[0] -= 1
-                if not self._busy[0]:
-                    self._busy[1] = time.monotonic()
-                    self._idle.notify_all()
         if job is not None and resident.shadow is not None:  # scored after the answer, on spare capacity
             self.shadow.offer(ShadowJob(resident.shadow, answering.key, *job, queued_at=time.monotonic()))
         return response

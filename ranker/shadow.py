@@ -6,6 +6,8 @@ from __future__ import annotations
 import threading
 import time
 from collections import deque
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -63,11 +65,13 @@ class ShadowJob:
 
 
 class ShadowScorer:
-    """A worker thread that scores queued jobs when `busy()` says no request is being ranked; the figures it keeps
-    are means over the jobs compared since the shadow last changed."""
+    """A worker thread that scores queued jobs once no request has been ranked for a moment (the ranker brackets
+    each request with `ranking()`); the figures it keeps are means over the jobs compared since the shadow changed."""
 
-    def __init__(self, busy_wait: threading.Condition, busy: list[float]) -> None:
-        self._idle, self._busy = busy_wait, busy  # the ranker's in-flight count and the condition it notifies at 0
+    def __init__(self) -> None:
+        self._idle = threading.Condition()  # notified when no request is being ranked
+        self._busy = 0  # requests being ranked
+        self._idle_since = 0.0  # when that count last fell to 0
         self._queue: deque[ShadowJob] = deque()
         self._wake = threading.Event()
         self._stop = False
@@ -102,14 +106,28 @@ class ShadowScorer:
         self._wake.set()
         self._thread.join()
 
+    @contextmanager
+    def ranking(self) -> Iterator[None]:
+        """Around each request the ranker ranks: the shadow's work waits until none is under way."""
+        with self._idle:
+            self._busy += 1
+        try:
+            yield
+        finally:
+            with self._idle:
+                self._busy -= 1
+                if not self._busy:
+                    self._idle_since = time.monotonic()
+                    self._idle.notify_all()
+
     def _wait_until_idle(self) -> None:
-        """Until no request has been ranked for IDLE_GAP_S (the ranker's count and when it last fell to 0)."""
+        """Until no request has been ranked for IDLE_GAP_S."""
         with self._idle:
             while not self._stop:
-                quiet_for = time.monotonic() - self._busy[1]
-                if self._busy[0] == 0 and quiet_for >= IDLE_GAP_S:
+                quiet_for = time.monotonic() - self._idle_since
+                if self._busy == 0 and quiet_for >= IDLE_GAP_S:
                     return
-                self._idle.wait(IDLE_GAP_S - quiet_for if self._busy[0] == 0 else 0.1)
+                self._idle.wait(IDLE_GAP_S - quiet_for if self._busy == 0 else 0.1)
 
     def _run(self) -> None:
         while not self._stop:
