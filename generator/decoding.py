@@ -12,10 +12,11 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from engines.decoder_session import Decoder
+from generator.chat import render_chat
 from generator.constraints import Constraints, Guide, Pattern, Vocabulary
 from mesh.errors import DeadlineExceeded, InvalidArgument
 
-__all__ = ["LanguageModel", "Generation", "generate", "Abandoned", "PATTERNS_KEPT"]
+__all__ = ["LanguageModel", "Generation", "generate", "prompt_logprob", "Abandoned", "PATTERNS_KEPT"]
 
 PATTERNS_KEPT = 64
 
@@ -24,7 +25,8 @@ class Abandoned(Exception):
     """The router declined the output after its probe (low confidence): nothing was streamed."""
 
     def __init__(self, mean_logprob: float, tokens_in: int, tokens_out: int) -> None:
-        super().__init__(f"mean log-probability {mean_logprob:.3f} after {tokens_out} tokens")
+        judged = f"after {tokens_out} tokens" if tokens_out else "of the prompt"
+        super().__init__(f"mean log-probability {mean_logprob:.3f} {judged}")
         self.mean_logprob, self.tokens_in, self.tokens_out = mean_logprob, tokens_in, tokens_out
 
 
@@ -38,19 +40,26 @@ class LanguageModel:
     vocabulary: Vocabulary
     price_per_1k_tokens: float
     context: int
+    chat_template: str = ""  # an instruction model's: prompts are rendered through it as the user's turn
     _patterns: dict[str, Pattern] = field(default_factory=dict)
 
     @classmethod
     def load(cls, name: str, graph: Path, tokenizer_path: Path, price_per_1k_tokens: float, context: int,
-             threads: int = 1) -> LanguageModel:
+             threads: int = 1, chat_template: str = "") -> LanguageModel:
         from tokenizers import Tokenizer
 
         decoder = Decoder(graph, threads=threads)
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        return cls(name, decoder, tokenizer, Vocabulary(tokenizer), price_per_1k_tokens, context)
+        return cls(name, decoder, tokenizer, Vocabulary(tokenizer), price_per_1k_tokens, context, chat_template)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
+
+    def prompt_ids(self, prompt: str) -> list[int]:
+        """The tokens the model is given: an instruction model's chat turn, or the prompt as written."""
+        if self.chat_template:
+            return self.encode(render_chat(self.chat_template, prompt.strip()))
+        return self.encode(prompt)
 
     def pattern(self, regex: str) -> Pattern:
         """The compiled pattern, kept per model (its per-state token tables are the costly part); the
@@ -83,14 +92,28 @@ def _log_softmax(logits: np.ndarray) -> np.ndarray:
     return shifted - np.log(np.exp(shifted).sum())
 
 
+def prompt_logprob(logits: np.ndarray, ids: list[int]) -> float:
+    """Mean log-probability the model gave each prompt token after the first (logits at every position)."""
+    if len(ids) < 2:
+        return 0.0
+    scores = logits[:-1].astype(np.float64)
+    scores -= scores.max(axis=-1, keepdims=True)
+    logprobs = scores - np.log(np.exp(scores).sum(axis=-1, keepdims=True))
+    return float(logprobs[np.arange(len(ids) - 1), ids[1:]].mean())
+
+
 def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: Callable[[str], None],
              deadline: float | None = None, cancelled: threading.Event | None = None, probe_tokens: int = 0,
-             confident: Callable[[float], bool] | None = None) -> Generation:
+             confident: Callable[[float], bool] | None = None,
+             knows_prompt: Callable[[float], bool] | None = None) -> Generation:
     """Decode greedily under `constraints`, calling `emit` with each piece of text that can no longer change.
 
-    With `probe_tokens` and `confident`, the first tokens are held back; if `confident(mean_logprob)` is
-    false the stage raises Abandoned before anything was emitted, so a larger tier can answer instead."""
-    ids = model.encode(prompt)
+    With `knows_prompt`, the prompt's own mean log-probability under the model is judged first: a request unlike
+    anything the model learned raises Abandoned before a token is decoded (a small model can be confident and wrong
+    about such a request; its surprise at the request is the signal that holds). With `probe_tokens` and
+    `confident`, the first tokens are held back; if `confident(mean_logprob)` is false the stage raises Abandoned
+    before anything was emitted, so a larger tier can answer instead."""
+    ids = model.prompt_ids(prompt)
     if not ids:
         raise InvalidArgument("prompt", "prompt encodes to no tokens")
     if len(ids) + constraints.max_tokens > model.context:
@@ -98,7 +121,12 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
                               f"exceeds model {model.name}'s context of {model.context}")
     pattern = model.pattern(constraints.pattern) if constraints.pattern else None
     guide = Guide(constraints, model.vocabulary, pattern)
-    logits, state = model.decoder.start(ids)
+    logits, state = model.decoder.start(ids, every_position=knows_prompt is not None)
+    if knows_prompt is not None:
+        fit = prompt_logprob(logits, ids)
+        if not knows_prompt(fit):
+            raise Abandoned(fit, len(ids), 0)
+        logits = logits[-1]
     emitted, logprob_sum, first_at, out = 0, 0.0, None, 0
     holding = probe_tokens > 0 and confident is not None
     for step in range(constraints.max_tokens):
@@ -117,6 +145,8 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
             if guide.accept(token, constraints.max_tokens - step - 1) is not None:
                 chosen = token
                 break
+            if token == best and guide.at_word_limit() and guide.complete():
+                break  # the model wants another word past the limit: the text ends here, not in forced punctuation
         if chosen is None:
             if guide.complete():
                 break

@@ -19,8 +19,9 @@ __all__ = ["RouterConfig", "Pipeline", "PlanRun", "StageResult"]
 
 @dataclass(frozen=True)
 class RouterConfig:
-    """The cascade: an AUTO stage starts on `small`; if the mean log-probability of its first `probe_tokens`
-    tokens is below `threshold`, it is redone on `large`. Less time left than `large_min_s` keeps every
+    """The cascade: an AUTO stage starts on `small`, unless the prompt itself is unlike what `small` knows (its
+    mean log-probability under `small` below `prompt_threshold`); if the mean log-probability of its first
+    `probe_tokens` tokens is below `threshold`, it is redone on `large`. Less time left than `large_min_s` keeps every
     planner-chosen stage on `small`."""
 
     small: str = "small"
@@ -28,6 +29,8 @@ class RouterConfig:
     threshold: float = -1.6
     probe_tokens: int = 8
     large_min_s: float = 0.2
+    prompt_threshold: float = -3.0  # the small tier's mean log-probability of the prompt itself, below which it
+    # is not tried: its trained prompts score about -0.7, requests unlike them -7 to -14 (BENCHMARKS.md)
 
 
 @dataclass
@@ -154,6 +157,9 @@ class Pipeline:
         def confident(mean_logprob: float) -> bool:
             return mean_logprob >= self.router.threshold
 
+        def knows(prompt_logprob: float) -> bool:
+            return prompt_logprob >= self.router.prompt_threshold
+
         spent: list[float] = []  # CPU seconds of each attempt, abandoned ones included
 
         def decode(model, last: bool) -> Generation:
@@ -161,7 +167,7 @@ class Pipeline:
             try:
                 return generate(model, prompt, stage.constraints, emit, deadline, cancelled,
                                 probe_tokens=0 if last else self.router.probe_tokens,
-                                confident=None if last else confident)
+                                confident=None if last else confident, knows_prompt=None if last else knows)
             finally:
                 spent.append(time.thread_time() - started)
 

@@ -9,7 +9,11 @@ from feedserve.v1 import generator_pb2
 from generator.constraints import Constraints
 from generator.corpus import STAGE_END, headline_prompt, ideas_prompt, post_prompt
 
-__all__ = ["Stage", "Plan", "make_plan", "AUTO", "TOPIC"]
+__all__ = ["Stage", "Plan", "make_plan", "teaser_prompt", "AUTO", "TOPIC", "MAX_ITEMS", "TEASER_WORDS"]
+
+MAX_ITEMS = 16  # teasers one request may ask for
+TEASER_WORDS = 30  # a teaser's word limit when the prompt names none
+_ABOUT_CHARS = 400  # of an item's text, given to the model as what the item is about
 
 AUTO = "auto"  # the router picks: small first, escalating when unsure
 TOPIC = "{topic}"  # filled from the plan's evidence before a stage runs
@@ -49,9 +53,21 @@ def _topic_in(prompt: str, topics: tuple[str, ...]) -> str:
     return next((t for t in topics if t.lower() in words), "")
 
 
-def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...]) -> Plan:
-    """Read the request once and lay out every stage. A pattern makes the request one stage (a pattern
-    shapes one text); otherwise the kind of text asked for decides the stages and their tiers."""
+def teaser_prompt(title: str, body: str, categories: list[str], for_user: bool, words: int) -> str:
+    """The instruction for one item's teaser: the item's own title and text, and (for a user) TOPIC, filled with
+    the user's interests from the paramserver before the stage runs."""
+    about = " ".join(body.split())[:_ABOUT_CHARS]
+    kind = f" ({', '.join(categories[:2])})" if categories else ""
+    reader = f"a reader who likes {TOPIC}" if for_user else "a reader"
+    return (f'Write one sentence of at most {words} words that makes {reader} want to read "{title}"{kind}. '
+            f"What it is about: {about}\n")
+
+
+def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...],
+              items: dict[int, tuple[str, str, list[str]]] | None = None) -> Plan:
+    """Read the request once and lay out every stage. Item ids make one teaser stage per item, on the large
+    tier (`items`: each id's title, text and categories from the catalog). A pattern makes the request one stage
+    (a pattern shapes one text); otherwise the kind of text asked for decides the stages and their tiers."""
     prompt = request.prompt.strip()
     words = _MAX_WORDS.search(prompt)
     max_words = int(words[1]) if words else 0
@@ -70,6 +86,16 @@ def make_plan(request: generator_pb2.GenerateRequest, topics: tuple[str, ...]) -
         return Constraints(max_tokens=max_tokens, stop=stops, pattern=pattern, max_words=words, banned_words=banned,
                            allowed_words=allowed)
 
+    if request.item_ids:
+        found = items or {}
+        limit = max_words or TEASER_WORDS
+        for_user = bool(request.user_id)
+        teasers = tuple(
+            Stage(i, f"teaser {item}", teaser_prompt(*found[item], for_user, limit), tier or "large",
+                  Constraints(max_tokens=budget, stop=(*stops, "\n"), max_words=limit, banned_words=banned,
+                              allowed_words=allowed, pattern=request.pattern))
+            for i, item in enumerate(request.item_ids))
+        return Plan("teasers", teasers, for_user, topic)
     if request.pattern or kind == "answer":
         stage = Stage(0, "answer", prompt + "\n", tier or AUTO, limits(budget, max_words, request.pattern))
         return Plan("answer", (stage,), False, topic)

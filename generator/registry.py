@@ -1,4 +1,4 @@
-"""Which models the generator serves: its trained tiers, and GPT-2-style ONNX exports given by path."""
+"""Which models the generator serves: its trained tiers, the real tier (an imported GGUF), and ONNX exports by path."""
 
 from __future__ import annotations
 
@@ -7,10 +7,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.base import ModelManifest
-from generator.residency import ModelSpec, footprint
+from generator.measure import measured_footprint
+from generator.residency import ModelSpec
 from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
 
-__all__ = ["model_specs", "parse_model_arg", "tier_spec"]
+__all__ = ["model_specs", "parse_model_arg", "tier_spec", "REAL_TIER_CHOICES"]
+
+REAL_TIER_CHOICES = ("int4", "int8", "fp32", "none")  # the real tier's precision; none keeps the trained large tier
 
 
 def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
@@ -37,18 +40,28 @@ def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
 
 
 def tier_spec(name: str, manifest: ModelManifest) -> ModelSpec:
-    """A trained tier's version as the pool loads it, under `name`."""
+    """A model version (a trained tier, or an imported GGUF with its chat template) as the pool loads it, under
+    `name`, with its footprint as measured."""
     graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
     context = int(manifest.extra["spec"]["context"])
     return ModelSpec(name, graph, tokenizer, float(manifest.extra["price_per_1k_tokens"]), context,
-                     footprint(graph, tokenizer, context))
+                     measured_footprint(graph, tokenizer, context)["total"], manifest.extra.get("chat_template", ""))
 
 
 def model_specs(home: Path, extra: Sequence[tuple[str, Path, float, int]] = (),
-                tiers: dict[str, TierSpec] = TIERS) -> dict[str, ModelSpec]:
-    """The trained tiers (built on first use) and any models given by path."""
-    specs = {name: tier_spec(name, manifest) for name, manifest in ensure_tiers(home, tiers=tiers).items()}
+                tiers: dict[str, TierSpec] = TIERS, real_tier: str = "none") -> dict[str, ModelSpec]:
+    """The trained tiers (built on first use); with `real_tier` a precision, SmolLM2-135M-Instruct (imported on
+    first use) is the large tier; and any models given by path."""
+    from generator.llm_import import ensure_real_tier
+
+    if real_tier not in REAL_TIER_CHOICES:
+        raise ValueError(f"real tier {real_tier!r} is not one of {REAL_TIER_CHOICES}")
+    wanted = {n: t for n, t in tiers.items() if not (n == "large" and real_tier != "none")}
+    specs = {name: tier_spec(name, manifest) for name, manifest in ensure_tiers(home, tiers=wanted).items()}
+    if real_tier != "none":
+        specs["large"] = tier_spec("large", ensure_real_tier(home, real_tier))
     for name, graph, price, context in extra:
         tokenizer = graph.parent / TOKENIZER_FILE
-        specs[name] = ModelSpec(name, graph, tokenizer, price, context, footprint(graph, tokenizer, context))
+        specs[name] = ModelSpec(name, graph, tokenizer, price, context,
+                                measured_footprint(graph, tokenizer, context)["total"])
     return specs

@@ -10,18 +10,17 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import onnx
-
 from generator.decoding import LanguageModel
 from mesh.errors import InvalidArgument, ResourceExhausted
 from mesh.logging import get_logger
 
-__all__ = ["ModelSpec", "ResidencyPool", "footprint"]
+__all__ = ["ModelSpec", "ResidencyPool"]
 
 
 @dataclass(frozen=True)
 class ModelSpec:
-    """A model the pool may load: its files, price, context, and the bytes it holds while resident."""
+    """A model the pool may load: its files, price, context, and the bytes it holds while resident (as measured:
+    weights, ONNX Runtime's arena, the KV cache at full context; generator/measure.py)."""
 
     name: str
     graph: Path
@@ -29,23 +28,11 @@ class ModelSpec:
     price_per_1k_tokens: float
     context: int
     bytes: int
+    chat_template: str = ""
 
     def load(self) -> LanguageModel:
-        return LanguageModel.load(self.name, self.graph, self.tokenizer, self.price_per_1k_tokens, self.context)
-
-
-def footprint(graph: Path, tokenizer: Path, context: int) -> int:
-    """Resident bytes of a decoder, counted before loading it: weights (graph and external data), the
-    tokenizer, and one sequence's KV cache at full context."""
-    model = onnx.load(str(graph), load_external_data=False)
-    weights = graph.stat().st_size + sum(p.stat().st_size for p in graph.parent.glob(graph.name + "*.data"))
-    past = [i for i in model.graph.input if i.name.startswith("past_key_values.")]
-    kv = 0
-    if past:
-        dims = past[0].type.tensor_type.shape.dim
-        heads, head_dim = dims[1].dim_value or 1, dims[3].dim_value or 1
-        kv = len(past) * heads * head_dim * 4 * context
-    return weights + tokenizer.stat().st_size + kv
+        return LanguageModel.load(self.name, self.graph, self.tokenizer, self.price_per_1k_tokens, self.context,
+                                  chat_template=self.chat_template)
 
 
 @dataclass

@@ -11,14 +11,15 @@ import grpc
 import interegular
 import numpy as np
 
+from catalog.store import Store
 from feedserve.v1 import generator_pb2, generator_pb2_grpc
 from generator import metrics
 from generator.caches import Answer, SemanticCache, request_scope
 from generator.pipeline import Pipeline, PlanRun
-from generator.planner import make_plan
+from generator.planner import MAX_ITEMS, make_plan
 from generator.rollout import TierRouting
 from mesh.clients import ParamServerClient
-from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
+from mesh.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.logging import get_logger
 from mesh.timing import HopRecorder, now_ns
 
@@ -44,8 +45,9 @@ class Generator:
     def __init__(self, pipeline: Pipeline, topics: tuple[str, ...], centroids: np.ndarray | None = None,
                  paramserver: ParamServerClient | None = None, semantic: SemanticCache | None = None,
                  cpu_second_price: float = 0.0000125, limits: Limits = Limits(), max_in_flight: int = 16,
-                 tiers: TierRouting | None = None) -> None:
+                 tiers: TierRouting | None = None, store: Store | None = None) -> None:
         self.pipeline, self.pool = pipeline, pipeline.pool
+        self.store = store  # the catalog: items' titles and texts for teasers
         self.tiers = tiers  # the tiers' versions by the model routing (None: the pipeline's own names)
         self.topics, self.centroids, self.paramserver = topics, centroids, paramserver
         self.semantic = semantic
@@ -78,6 +80,10 @@ class Generator:
             if len(words) > lim.words or any(not w.strip() or not w.replace("'", "").replace("-", "").isalnum()
                                              for w in words):
                 raise InvalidArgument(name, f"{name} takes at most {lim.words} single words (letters and digits)")
+        if len(request.item_ids) > MAX_ITEMS:
+            raise InvalidArgument("item_ids", f"item_ids takes at most {MAX_ITEMS} items, got {len(request.item_ids)}")
+        if request.item_ids and self.store is None:
+            raise FailedPrecondition("item_ids: teasers need the catalog; start the generator with --store")
         if len(request.pattern) > lim.pattern_chars:
             raise InvalidArgument("pattern", f"pattern is longer than {lim.pattern_chars} characters")
         if request.pattern:
@@ -92,8 +98,19 @@ class Generator:
         found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
         return found[0] if found is not None else None
 
-    async def _topic(self, user_id: int, deadline: float | None) -> str:
-        """The user's top interest: the category centroid nearest their current vector in the paramserver."""
+    async def _items(self, request: generator_pb2.GenerateRequest) -> dict[int, tuple[str, str, list[str]]]:
+        """Each asked item's title, text and categories; INVALID_ARGUMENT naming the ids the catalog lacks."""
+        if not request.item_ids or self.store is None:
+            return {}
+        found = await asyncio.to_thread(self.store.item_texts, list(dict.fromkeys(request.item_ids)))
+        missing = [i for i in dict.fromkeys(request.item_ids) if i not in found]
+        if missing:
+            raise InvalidArgument("item_ids", f"unknown items {missing[:20]} (feedserve's numeric item ids)")
+        return found
+
+    async def _topic(self, user_id: int, deadline: float | None, count: int = 1) -> str:
+        """The user's top interests (`count` of them, joined): the category centroids nearest their current
+        vector in the paramserver."""
         fallback = self.topics[0]
         if self.paramserver is None or self.centroids is None:
             return fallback
@@ -105,7 +122,9 @@ class Generator:
             return fallback
         if user.vector is None:
             return fallback
-        return self.topics[int(np.argmax(self.centroids @ user.vector))]
+        order = np.argsort(-(self.centroids @ user.vector), kind="stable")[:count]
+        names = [self.topics[int(i)] for i in order]
+        return names[0] if len(names) == 1 else ", ".join(names[:-1]) + " and " + names[-1]
 
     async def generate(self, request: generator_pb2.GenerateRequest,
                        deadline: float | None) -> AsyncIterator[generator_pb2.GenerateChunk]:
@@ -126,8 +145,9 @@ class Generator:
         started, cpu_started = time.monotonic(), time.process_time()
         hops = HopRecorder("generator")
         tag = request.context.feature_tag or "untagged"
+        items = await self._items(request)
         with hops.stage("plan"):
-            plan = make_plan(request, self.topics)
+            plan = make_plan(request, self.topics, items)
         answer = None
         # an answer built on the user's live vector is never kept, nor looked for: the gateway drops its
         # exact copy when the user interacts, and a semantic copy here would outlive that
@@ -147,7 +167,7 @@ class Generator:
         topic = plan.topic
         if plan.needs_user_topic:
             with hops.stage("evidence"):
-                topic = await self._topic(request.user_id, deadline)
+                topic = await self._topic(request.user_id, deadline, count=2 if plan.kind == "teasers" else 1)
         run = PlanRun([None] * len(plan.stages), concurrent=False)
         pieces: list[list[str]] = [[] for _ in plan.stages]
         stream_start = now_ns()

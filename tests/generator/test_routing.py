@@ -32,7 +32,7 @@ class TestEscalation:
     def test_below_the_threshold_the_large_tier_answers(self, specs: dict[str, ModelSpec], run) -> None:
         """With a threshold no answer can reach (log-probabilities are ≤ 0), the small tier's probe is
         abandoned unseen: the large tier's text is what streams, and the escalation is counted."""
-        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=0.5, probe_tokens=4))
+        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=0.5, probe_tokens=4, prompt_threshold=-1e9))
         state, text = run(_answer(pipeline, "What is the capital of France?"))
         (result,) = state.results
         assert state.escalated and pipeline.escalations == 1
@@ -42,20 +42,40 @@ class TestEscalation:
 
     def test_above_the_threshold_the_small_tier_keeps_the_request(self, specs: dict[str, ModelSpec], run) -> None:
         """A threshold every answer clears: the small tier answers alone, nothing escalates."""
-        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=-1e9))
+        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=-1e9, prompt_threshold=-1e9))
         state, _ = run(_answer(pipeline, "What is the capital of France?"))
         assert not state.escalated and state.results[0].generation.model == "small"
         assert pipeline.escalations == 0
 
     def test_the_escalation_is_decided_on_the_measured_confidence(self, specs: dict[str, ModelSpec], run) -> None:
         """Thresholds just above and just below the probe's own mean log-probability flip the decision."""
-        probe = Pipeline(_pool(specs), RouterConfig(threshold=0.5, probe_tokens=4))
+        probe = Pipeline(_pool(specs), RouterConfig(threshold=0.5, probe_tokens=4, prompt_threshold=-1e9))
         state, _ = run(_answer(probe, "Tell me something about poetry."))
         measured = state.results[0].abandoned[0].mean_logprob
-        above = Pipeline(_pool(specs), RouterConfig(threshold=measured - 1e-6, probe_tokens=4))
-        below = Pipeline(_pool(specs), RouterConfig(threshold=measured + 1e-6, probe_tokens=4))
+        above = Pipeline(_pool(specs), RouterConfig(threshold=measured - 1e-6, probe_tokens=4, prompt_threshold=-1e9))
+        below = Pipeline(_pool(specs), RouterConfig(threshold=measured + 1e-6, probe_tokens=4, prompt_threshold=-1e9))
         assert not run(_answer(above, "Tell me something about poetry."))[0].escalated
         assert run(_answer(below, "Tell me something about poetry."))[0].escalated
+
+
+class TestPromptFit:
+    def test_a_request_unlike_the_small_tiers_training_goes_to_the_large_tier_before_any_token(
+            self, specs: dict[str, ModelSpec], run) -> None:
+        """The small tier's surprise at the prompt itself decides first: a question it never saw the like of is
+        abandoned with no token decoded (it would answer it confidently and wrongly), and the large tier answers."""
+        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=-1e9))
+        state, text = run(_answer(pipeline, "What should I pack for a beach holiday?"))
+        (result,) = state.results
+        assert result.models == ["small", "large"] and result.generation.model == "large"
+        assert result.abandoned[0].tokens_out == 0 and "of the prompt" in str(result.abandoned[0])
+        assert result.abandoned[0].mean_logprob < RouterConfig.prompt_threshold
+
+    def test_a_request_like_the_small_tiers_training_stays_on_the_small_tier(
+            self, specs: dict[str, ModelSpec], run) -> None:
+        """A prompt of the kind the small tier was trained on scores well above the prompt threshold: it answers."""
+        pipeline = Pipeline(_pool(specs), RouterConfig(threshold=-1e9))
+        state, _ = run(_answer(pipeline, "List ideas about music."))
+        assert not state.escalated and state.results[0].generation.model == "small"
 
 
 class TestDeadlines:

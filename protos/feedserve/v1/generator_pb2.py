@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x65\x64serve/v1/generator.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xd0\x01\n\x0fGenerateRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x14\n\x0c\x62\x61nned_words\x18\x07 \x03(\t\x12\x0f\n\x07pattern\x18\x08 \x01(\t\x12\x15\n\rallowed_words\x18\t \x03(\t\"\xda\x01\n\x05Usage\x12\x11\n\ttokens_in\x18\x01 \x01(\r\x12\x12\n\ntokens_out\x18\x02 \x01(\r\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\x16\n\x0einter_token_ms\x18\x05 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x06 \x01(\x01\x12\r\n\x05\x63\x61\x63he\x18\x07 \x01(\t\x12\x11\n\tescalated\x18\x08 \x01(\x08\x12\x17\n\x0f\x63ompute_seconds\x18\t \x01(\x01\x12\x14\n\x0cmean_logprob\x18\n \x01(\x01\x12\x12\n\ntoken_cost\x18\x0b \x01(\x01\"\x86\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\r\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.feedserve.v1.Usage\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming2U\n\tGenerator\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1c\x66\x65\x65\x64serve/v1/generator.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\xe2\x01\n\x0fGenerateRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0e\n\x06prompt\x18\x02 \x01(\t\x12\x12\n\nmax_tokens\x18\x03 \x01(\r\x12\r\n\x05model\x18\x04 \x01(\t\x12\x0f\n\x07user_id\x18\x05 \x01(\x04\x12\x0c\n\x04stop\x18\x06 \x03(\t\x12\x14\n\x0c\x62\x61nned_words\x18\x07 \x03(\t\x12\x0f\n\x07pattern\x18\x08 \x01(\t\x12\x15\n\rallowed_words\x18\t \x03(\t\x12\x10\n\x08item_ids\x18\n \x03(\x04\"\xda\x01\n\x05Usage\x12\x11\n\ttokens_in\x18\x01 \x01(\r\x12\x12\n\ntokens_out\x18\x02 \x01(\r\x12\x0e\n\x06models\x18\x03 \x03(\t\x12\x0f\n\x07ttft_ms\x18\x04 \x01(\x01\x12\x16\n\x0einter_token_ms\x18\x05 \x01(\x01\x12\x0c\n\x04\x63ost\x18\x06 \x01(\x01\x12\r\n\x05\x63\x61\x63he\x18\x07 \x01(\t\x12\x11\n\tescalated\x18\x08 \x01(\x08\x12\x17\n\x0f\x63ompute_seconds\x18\t \x01(\x01\x12\x14\n\x0cmean_logprob\x18\n \x01(\x01\x12\x12\n\ntoken_cost\x18\x0b \x01(\x01\"\x86\x01\n\rGenerateChunk\x12\x0c\n\x04text\x18\x01 \x01(\t\x12\r\n\x05stage\x18\x02 \x01(\r\x12\"\n\x05usage\x18\x03 \x01(\x0b\x32\x13.feedserve.v1.Usage\x12\r\n\x05\x66inal\x18\x04 \x01(\x08\x12%\n\x04hops\x18\x05 \x03(\x0b\x32\x17.feedserve.v1.HopTiming2U\n\tGenerator\x12H\n\x08Generate\x12\x1d.feedserve.v1.GenerateRequest\x1a\x1b.feedserve.v1.GenerateChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,11 +33,11 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedserve.v1.generator_pb2'
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_GENERATEREQUEST']._serialized_start=74
-  _globals['_GENERATEREQUEST']._serialized_end=282
-  _globals['_USAGE']._serialized_start=285
-  _globals['_USAGE']._serialized_end=503
-  _globals['_GENERATECHUNK']._serialized_start=506
-  _globals['_GENERATECHUNK']._serialized_end=640
-  _globals['_GENERATOR']._serialized_start=642
-  _globals['_GENERATOR']._serialized_end=727
+  _globals['_GENERATEREQUEST']._serialized_end=300
+  _globals['_USAGE']._serialized_start=303
+  _globals['_USAGE']._serialized_end=521
+  _globals['_GENERATECHUNK']._serialized_start=524
+  _globals['_GENERATECHUNK']._serialized_end=658
+  _globals['_GENERATOR']._serialized_start=660
+  _globals['_GENERATOR']._serialized_end=745
 # @@protoc_insertion_point(module_scope)

@@ -8,7 +8,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class GenerateRequest(_message.Message):
-    __slots__ = ("context", "prompt", "max_tokens", "model", "user_id", "stop", "banned_words", "pattern", "allowed_words")
+    __slots__ = ("context", "prompt", "max_tokens", "model", "user_id", "stop", "banned_words", "pattern", "allowed_words", "item_ids")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     PROMPT_FIELD_NUMBER: _ClassVar[int]
     MAX_TOKENS_FIELD_NUMBER: _ClassVar[int]
@@ -18,6 +18,7 @@ class GenerateRequest(_message.Message):
     BANNED_WORDS_FIELD_NUMBER: _ClassVar[int]
     PATTERN_FIELD_NUMBER: _ClassVar[int]
     ALLOWED_WORDS_FIELD_NUMBER: _ClassVar[int]
+    ITEM_IDS_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     prompt: str
     max_tokens: int
@@ -27,7 +28,8 @@ class GenerateRequest(_message.Message):
     banned_words: _containers.RepeatedScalarFieldContainer[str]
     pattern: str
     allowed_words: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., user_id: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., banned_words: _Optional[_Iterable[str]] = ..., pattern: _Optional[str] = ..., allowed_words: _Optional[_Iterable[str]] = ...) -> None: ...
+    item_ids: _containers.RepeatedScalarFieldContainer[int]
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., prompt: _Optional[str] = ..., max_tokens: _Optional[int] = ..., model: _Optional[str] = ..., user_id: _Optional[int] = ..., stop: _Optional[_Iterable[str]] = ..., banned_words: _Optional[_Iterable[str]] = ..., pattern: _Optional[str] = ..., allowed_words: _Optional[_Iterable[str]] = ..., item_ids: _Optional[_Iterable[int]] = ...) -> None: ...
 
 class Usage(_message.Message):
     __slots__ = ("tokens_in", "tokens_out", "models", "ttft_ms", "inter_token_ms", "cost", "cache", "escalated", "compute_seconds", "mean_logprob", "token_cost")
