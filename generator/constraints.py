@@ -42,6 +42,13 @@ class Vocabulary:
             text = tokenizer.decode([token], skip_special_tokens=False)
             self.texts.append(None if "\ufffd" in text or token in self.end_ids else text)
         self.size = size
+        # token ids by their text's first character: a pattern's state walks only the tokens whose first character
+        # it can take (a digit state looks at a handful of tokens, not 49,152)
+        firsts: dict[str, list[int]] = {}
+        for token, piece in enumerate(self.texts):
+            if piece:
+                firsts.setdefault(piece[0], []).append(token)
+        self.by_first = {char: np.asarray(ids, np.int64) for char, ids in firsts.items()}
 
 
 class Pattern:
@@ -90,9 +97,13 @@ class Pattern:
         if state not in self._per_state:
             targets = np.full(self.vocabulary.size, -1, np.int64)
             distances = np.full(self.vocabulary.size, _INFINITY, np.int64)
-            for token, text in enumerate(self.vocabulary.texts):
-                if text:
-                    target = self.walk(state, text)
+            leaving = self.fsm.map.get(state, {})  # type: ignore[call-overload]  # interegular's State is an int
+            texts = self.vocabulary.texts
+            for char, tokens in self.vocabulary.by_first.items():
+                if self.fsm.alphabet[char] not in leaving:
+                    continue
+                for token in tokens.tolist():
+                    target = self.walk(state, texts[token] or "")
                     if target is not None and target in self.distance:
                         targets[token], distances[token] = target, self.distance[target]
             self._per_state[state] = (targets, distances)
@@ -132,9 +143,9 @@ class Guide:
             if not len(ids):
                 return
         scores = logprobs if ids is None else logprobs[ids]
-        order = np.argsort(-scores, kind="stable")  # stable: its first is argmax's (the first maximum)
         best = int(np.argmax(scores))
         yield best if ids is None else int(ids[best])
+        order = np.argsort(-scores, kind="stable")  # stable: its first is argmax's (the first maximum)
         for index in order[1:]:
             yield int(index) if ids is None else int(ids[index])
 

@@ -88,8 +88,9 @@ class Generation:
 
 
 def _log_softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits.astype(np.float64) - logits.max()
-    return shifted - np.log(np.exp(shifted).sum())
+    # float32 over the vocabulary, the normaliser summed in float64: a 49k vocabulary costs a tenth of a millisecond
+    shifted = logits - logits.max()
+    return shifted - np.float32(np.log(np.exp(shifted).sum(dtype=np.float64)))
 
 
 def prompt_logprob(logits: np.ndarray, ids: list[int]) -> float:

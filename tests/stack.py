@@ -200,7 +200,7 @@ async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir
 
 
 async def start_generator(home: Path, paramserver: str | None = None, catalog: TestCatalog | None = None,
-                          budget_bytes: int = 256 << 20, router: RouterConfig = RouterConfig(),
+                          budget_bytes: int = 1 << 30, router: RouterConfig = RouterConfig(),
                           specs: dict[str, ModelSpec] | None = None) -> tuple[ServiceServer, Generator]:
     """The generator on a free port: the tiers under `home`, both caches, user topics from `paramserver`."""
     pool = ResidencyPool(specs or model_specs(home), budget_bytes)
@@ -209,7 +209,8 @@ async def start_generator(home: Path, paramserver: str | None = None, catalog: T
     centroids = encoder.encode_batch(list(topics)) if catalog is not None else None
     core = Generator(Pipeline(pool, router), topics, centroids,
                      ParamServerClient(paramserver) if paramserver else None,
-                     SemanticCache(EmbeddingCache(encoder.encode)))
+                     SemanticCache(EmbeddingCache(encoder.encode)),
+                     store=open_store(catalog.url) if catalog is not None else None)
     servicer = GeneratorServicer(core)
     server = await start_server(
         {_name(generator_pb2, "Generator"): lambda s: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, s)},
