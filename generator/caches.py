@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedserve.v1 import generator_pb2
+from generator.antonyms import antonyms_of, lemmas
 from mesh.lru import LruCache
 
 __all__ = ["Answer", "EmbeddingCache", "SemanticCache", "request_scope", "contrast_signature",
@@ -105,7 +106,8 @@ def contrast_signature(text: str) -> tuple[tuple, bool, dict[str, set[str]], set
 
 
 def contrasts(a: str, b: str) -> bool:
-    """Whether two texts differ in a way an encoder blurs: a number, a negation, a reversed relation, an antonym."""
+    """Whether two texts differ in a way an encoder blurs: a number, a negation, a reversed relation, an antonym
+    (the list above, then WordNet's)."""
     numbers_a, negative_a, relations_a, polar_a = contrast_signature(a)
     numbers_b, negative_b, relations_b, polar_b = contrast_signature(b)
     if numbers_a != numbers_b or negative_a != negative_b:
@@ -113,8 +115,22 @@ def contrasts(a: str, b: str) -> bool:
     for word in relations_a.keys() & relations_b.keys():
         if not relations_a[word] & relations_b[word]:
             return True
-    return any(_ANTONYMS[w] in polar_b and w not in polar_b for w in polar_a) or \
-        any(_ANTONYMS[w] in polar_a and w not in polar_a for w in polar_b)
+    if any(_ANTONYMS[w] in polar_b and w not in polar_b for w in polar_a) or \
+            any(_ANTONYMS[w] in polar_a and w not in polar_a for w in polar_b):
+        return True
+    return _opposed(a, b)
+
+
+def _opposed(a: str, b: str) -> bool:
+    """Whether a word only one text has is, by WordNet, the opposite of a word only the other has (in any
+    inflection: "warmer" against "cooler")."""
+    words_a, words_b = set(_TOKEN.findall(a.lower())), set(_TOKEN.findall(b.lower()))
+    only_a, only_b = words_a - words_b, words_b - words_a
+    if not only_a or not only_b:
+        return False
+    forms_a = set().union(*(lemmas(w) for w in only_a)) - set().union(*(lemmas(w) for w in words_b & words_a))
+    forms_b = set().union(*(lemmas(w) for w in only_b))
+    return any(antonyms_of(w) & forms_b for w in only_a) or any(antonyms_of(w) & forms_a for w in only_b)
 
 
 @dataclass

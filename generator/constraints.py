@@ -15,6 +15,7 @@ __all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]
 
 WORD = re.compile(r"\w+")
 _INFINITY = 1 << 30
+_SHORTLIST = 64  # candidates sorted first when the most likely token is refused
 
 
 @dataclass(frozen=True)
@@ -49,6 +50,20 @@ class Vocabulary:
             if piece:
                 firsts.setdefault(piece[0], []).append(token)
         self.by_first = {char: np.asarray(ids, np.int64) for char, ids in firsts.items()}
+        self._within: dict[frozenset[str], np.ndarray] = {}
+
+    def within(self, allowed: frozenset[str]) -> np.ndarray:
+        """Ids of the tokens each of whose words is part of some allowed word (lower case): no other token can
+        ever be accepted under `allowed`. Kept for the 64 most recent word sets."""
+        found = self._within.pop(allowed, None)
+        if found is None:
+            joined = "\x00".join(allowed)  # a token's word must be a substring of one allowed word
+            found = np.asarray([token for token, piece in enumerate(self.texts) if piece is not None and all(
+                word in joined for word in WORD.findall(piece.lower()))], np.int64)
+        self._within[allowed] = found
+        while len(self._within) > 64:
+            del self._within[next(iter(self._within))]
+        return found
 
 
 class Pattern:
@@ -135,19 +150,31 @@ class Guide:
     def candidates(self, logprobs: np.ndarray, remaining: int) -> Iterator[int]:
         """Token ids in order of preference, with the pattern's impossible tokens already removed. The most
         likely comes first without sorting the vocabulary; the sort is paid only if it is rejected."""
-        if self.pattern is None:
-            ids = None
-        else:
+        ids: np.ndarray | None = None
+        if self.pattern is not None:
             targets, distances = self.pattern.moves(self.state)
             ids = np.flatnonzero((targets >= 0) & (distances <= remaining))
-            if not len(ids):
-                return
+        if self.allowed is not None:  # only tokens made of parts of allowed words can pass
+            within = self.vocabulary.within(frozenset(self.allowed))
+            ids = within if ids is None else np.intersect1d(ids, within, assume_unique=True)
+        if ids is not None and not len(ids):
+            return
         scores = logprobs if ids is None else logprobs[ids]
         best = int(np.argmax(scores))
         yield best if ids is None else int(ids[best])
-        order = np.argsort(-scores, kind="stable")  # stable: its first is argmax's (the first maximum)
-        for index in order[1:]:
-            yield int(index) if ids is None else int(ids[index])
+        # then the next most likely: a partial sort of the top few first (a whole 49k-token sort costs ~3 ms),
+        # the rest only if every one of those is refused too
+        first = min(_SHORTLIST, len(scores))
+        top = np.argpartition(-scores, first - 1)[:first]
+        top = top[np.argsort(-scores[top], kind="stable")]
+        for index in top:
+            if index != best:
+                yield int(index) if ids is None else int(ids[index])
+        if first < len(scores):
+            seen = set(top.tolist())
+            for index in np.argsort(-scores, kind="stable"):
+                if int(index) not in seen:
+                    yield int(index) if ids is None else int(ids[index])
 
     def accept(self, token: int, remaining: int) -> str | None:
         """Append `token` if every rule allows it; returns the new text, or None (rejected). `remaining` is

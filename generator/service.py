@@ -92,11 +92,18 @@ class Generator:
             except Exception as exc:  # interegular's parse errors share no base class
                 raise InvalidArgument("pattern", f"pattern {request.pattern!r} is not supported: {exc}") from None
 
-    async def _cached(self, request: generator_pb2.GenerateRequest) -> Answer | None:
+    async def _cached(self, request: generator_pb2.GenerateRequest) -> tuple[Answer | None, float]:
+        """The semantic cache's answer, if any, and the CPU seconds the lookup (the encoder) took on its thread."""
         if self.semantic is None:
-            return None
-        found = await asyncio.to_thread(self.semantic.get, request_scope(request), request.prompt)
-        return found[0] if found is not None else None
+            return None, 0.0
+        semantic = self.semantic
+
+        def lookup() -> tuple[Answer | None, float]:
+            begun = time.thread_time()
+            found = semantic.get(request_scope(request), request.prompt)
+            return (found[0] if found is not None else None), time.thread_time() - begun
+
+        return await asyncio.to_thread(lookup)
 
     async def _items(self, request: generator_pb2.GenerateRequest) -> dict[int, tuple[str, str, list[str]]]:
         """Each asked item's title, text and categories; INVALID_ARGUMENT naming the ids the catalog lacks."""
@@ -142,7 +149,8 @@ class Generator:
 
     async def _generate(self, request: generator_pb2.GenerateRequest,
                         deadline: float | None) -> AsyncIterator[generator_pb2.GenerateChunk]:
-        started, cpu_started = time.monotonic(), time.process_time()
+        # CPU is charged per thread, never the process's: other requests decode at the same time
+        started, cpu_seconds = time.monotonic(), 0.0
         hops = HopRecorder("generator")
         tag = request.context.feature_tag or "untagged"
         items = await self._items(request)
@@ -154,11 +162,11 @@ class Generator:
         cacheable = self.semantic is not None and not plan.needs_user_topic
         if cacheable:
             with hops.stage("cache"):
-                answer = await self._cached(request)
+                answer, cpu_seconds = await self._cached(request)
             metrics.CACHE.labels("semantic" if answer is not None else "miss").inc()
         if answer is not None:  # complete already: the whole text rides in the final chunk, one message
             usage = generator_pb2.Usage(models=answer.models, cache="semantic", ttft_ms=(time.monotonic() - started) * 1e3,
-                                        compute_seconds=time.process_time() - cpu_started)
+                                        compute_seconds=cpu_seconds)
             usage.cost = usage.compute_seconds * self.cpu_second_price
             metrics.COST.labels(tag).inc(usage.cost)
             yield generator_pb2.GenerateChunk(text="".join(text for _, text in answer.pieces), stage=answer.pieces[-1][0],
@@ -177,7 +185,7 @@ class Generator:
             yield generator_pb2.GenerateChunk(text=text, stage=stage)
         hops.add("stages-concurrent" if run.concurrent else "stages-in-sequence", stream_start, now_ns(),
                  int(sum(r.cpu_seconds for r in run.finished) * 1e9))
-        usage = self._usage(run, started, time.process_time() - cpu_started, tag)
+        usage = self._usage(run, started, cpu_seconds + sum(r.cpu_seconds for r in run.finished), tag)
         answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
                         usage.tokens_in, usage.tokens_out)
         if cacheable and self.semantic is not None:
