@@ -8,7 +8,7 @@ import importlib.util
 from functools import lru_cache
 from pathlib import Path
 
-__all__ = ["antonyms_of", "lemmas", "wordnet_directory"]
+__all__ = ["antonyms_of", "lemmas", "wordnet_directory", "preload"]
 
 _POS = {"noun": "n", "verb": "v", "adj": "a", "adv": "r"}
 # WordNet's detachment rules (morphy): suffix -> replacement, per part of speech
@@ -84,6 +84,11 @@ def _wordnet() -> tuple[dict[str, set[str]], dict[str, set[str]], dict[str, dict
             if bases:
                 table[form] = bases[0]
     return opposite, parts, exceptions
+
+
+def preload() -> None:
+    """Read WordNet now (about a second), so that no request pays for it."""
+    _wordnet()
 
 
 def lemmas(word: str) -> set[str]:

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from feedserve.v1 import generator_pb2
-from generator.antonyms import antonyms_of, lemmas
+from generator.antonyms import antonyms_of, lemmas, preload
 from mesh.lru import LruCache
 
 __all__ = ["Answer", "EmbeddingCache", "SemanticCache", "request_scope", "contrast_signature",
@@ -150,6 +150,7 @@ class SemanticCache:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold is expected in (0, 1], got {threshold}")
         self.embeddings, self.threshold, self.ttl_s, self.per_scope = embeddings, threshold, ttl_s, per_scope
+        preload()  # the contrast guard's WordNet, read before the first lookup rather than during it
         self._scopes: dict[str, _Scope] = {}
         self.guarded = 0  # near neighbours the contrast guard refused
 
