@@ -35,12 +35,19 @@ class TierRouting:
         self.watcher = RoutingWatcher(path, self._on_change, poll_s)
 
     def _register(self) -> None:
-        """Tiers the routing does not know yet start with the versions this generator was started on."""
+        """Tiers the routing does not know yet start with the versions this generator was started on; a tier the
+        routing knows gets the started version staged beside its primary (the routing decides what serves)."""
         def change(routing: Routing) -> None:
             for tier, directory in self.directories.items():
                 family = routing.families.setdefault(tier, Family(tier))
-                if family.primary is None:
-                    family.stage(directory, footprint_bytes(directory, 0), time.time(), "served at the generator's start")
+                known = {Path(v.directory) for v in family.versions.values()}
+                if family.primary is None or directory not in known:
+                    version = family.stage(directory, footprint_bytes(directory, 0), time.time(),
+                                           "served at the generator's start", any_model=True)
+                    if family.primary != version.version:
+                        self.log.warning("tier started on a version the routing does not serve", tier=tier,
+                                         started=version.version, primary=family.primary,
+                                         serve_it=f"feedserve models promote --family {tier} {version.version}")
 
         update_routing(self.path, change)
 

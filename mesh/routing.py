@@ -135,16 +135,21 @@ class Family:
                 f"{theirs}: versions side by side share the user vectors, so they must share the space (train it "
                 f"with `feedserve train --keep-space`, or publish its space with `feedserve up`)")
 
-    def stage(self, directory: Path, footprint: int, now: float, why: str = "operator") -> Version:
+    def stage(self, directory: Path, footprint: int, now: float, why: str = "operator",
+              any_model: bool = False) -> Version:
         """Register the exported version in `directory` (its manifest.json) as staged; staging it again refreshes
-        what is recorded and leaves its state alone. The family's first version becomes its primary."""
+        what is recorded and leaves its state alone. The family's first version becomes its primary. With
+        `any_model` (a generation tier, which any decoder may fill) a model of another name is a version too,
+        keyed `NAME/VERSION` (the imported SmolLM2 in the `large` tier: `smollm2-int4/1`)."""
         try:
             manifest = json.loads((directory / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
-        if manifest.get("name") != self.name:
+        if manifest.get("name") != self.name and not any_model:
             raise InvalidArgument("directory", f"{directory} holds {manifest.get('name')!r}, not a {self.name} version")
         version = str(manifest["version"])
+        if manifest.get("name") != self.name:
+            version = f"{manifest.get('name')}/{version}"
         extra = manifest.get("extra", {})
         metrics = {k: float(v) for k, v in manifest.get("metrics", {}).items() if isinstance(v, (int, float))}
         entry = self.versions.get(version)

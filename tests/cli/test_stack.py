@@ -30,11 +30,14 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path) -> None:
+def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path,
+                                                                    real_home: Path) -> None:
     """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; `generate` streams text and
-    usage; SIGTERM stops all four children."""
-    for built in ("generator", "encoder"):  # the tiny test tiers, so `up` does not train the full ones
-        (tmp_path / built).symlink_to(generation_home / built)
+    usage (the tiny small tier and SmolLM2 int4); SIGTERM stops all four children."""
+    (tmp_path / "encoder").symlink_to(generation_home / "encoder")
+    (tmp_path / "generator").mkdir()  # the tiny test tiers and the imported SmolLM2, so `up` trains and imports nothing
+    for built in (real_home / "generator").iterdir():
+        (tmp_path / "generator" / built.name).symlink_to(built)
     gateway, paramserver, ranker, generator = free_ports(4)
     env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR", "FEEDSERVE_HOME": str(tmp_path)}
     env.pop("FEEDSERVE_API_KEY", None)

@@ -70,3 +70,21 @@ def test_a_tier_version_is_staged_canaried_promoted_and_rolled_back_by_routing(g
     assert tiers.watcher.check()
     assert {tiers.router_for(u, base).small for u in users} == {"small"}
     assert tiers.router_for(canary_user, base).large == "large"
+
+
+def test_the_imported_model_is_a_version_of_the_large_tier_and_an_old_primary_keeps_serving(
+        generation_home, real_specs, tmp_path) -> None:
+    """A generator started with SmolLM2 as its large tier registers it in the `large` family as `smollm2/1`; on a
+    routing whose `large` already had a primary (the trained tier), SmolLM2 is staged beside it and the routing's
+    primary keeps serving until an operator promotes SmolLM2, which then answers without a restart."""
+    path = tmp_path / "routing.json"
+    TierRouting(ResidencyPool(model_specs(generation_home), 1 << 30), path).stop()  # a home that served the toy tier
+    pool = ResidencyPool(dict(real_specs), 1 << 30)
+    tiers = TierRouting(pool, path)
+    family = load_routing(path).family("large")
+    assert family.primary == "1" and family.versions["smollm2/1"].state == "staged"
+    base = RouterConfig()
+    assert tiers.router_for(3, base).large == "large@1"  # the toy tier, as the routing says
+    update_routing(path, lambda r: r.family("large").promote("smollm2/1", 5.0))
+    assert tiers.watcher.check()
+    assert tiers.router_for(3, base).large == "large"  # the pool's name for the version this generator started on
