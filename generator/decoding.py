@@ -41,16 +41,18 @@ class LanguageModel:
     price_per_1k_tokens: float
     context: int
     chat_template: str = ""  # an instruction model's: prompts are rendered through it as the user's turn
+    repetition_penalty: float = 1.0  # >1 lowers the logits of tokens already in the sequence (small models loop)
     _patterns: dict[str, Pattern] = field(default_factory=dict)
 
     @classmethod
     def load(cls, name: str, graph: Path, tokenizer_path: Path, price_per_1k_tokens: float, context: int,
-             threads: int = 1, chat_template: str = "") -> LanguageModel:
+             threads: int = 1, chat_template: str = "", repetition_penalty: float = 1.0) -> LanguageModel:
         from tokenizers import Tokenizer
 
         decoder = Decoder(graph, threads=threads)
         tokenizer = Tokenizer.from_file(str(tokenizer_path))
-        return cls(name, decoder, tokenizer, Vocabulary(tokenizer), price_per_1k_tokens, context, chat_template)
+        return cls(name, decoder, tokenizer, Vocabulary(tokenizer), price_per_1k_tokens, context, chat_template,
+                   repetition_penalty)
 
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
@@ -129,12 +131,18 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
             raise Abandoned(fit, len(ids), 0)
         logits = logits[-1]
     emitted, logprob_sum, first_at, out = 0, 0.0, None, 0
+    history = list(ids)  # the prompt and what is generated: the repetition penalty's tokens
     holding = probe_tokens > 0 and confident is not None
     for step in range(constraints.max_tokens):
         if cancelled is not None and cancelled.is_set():
             raise DeadlineExceeded("generation cancelled")
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded(f"deadline passed after {out} tokens")
+        if model.repetition_penalty != 1.0:  # as Hugging Face's: positive logits divided, negative multiplied
+            seen = np.fromiter(dict.fromkeys(history), np.int64)
+            picked = logits[seen]
+            logits = logits.copy()
+            logits[seen] = np.where(picked > 0, picked / model.repetition_penalty, picked * model.repetition_penalty)
         logprobs = _log_softmax(logits)
         best = int(np.argmax(logprobs))
         if best in model.vocabulary.end_ids and guide.complete():
@@ -153,6 +161,7 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
                 break
             raise InvalidArgument("constraints", "no token satisfies every constraint at once; loosen them")
         logprob_sum += float(logprobs[chosen])
+        history.append(chosen)
         out += 1
         if holding and out >= probe_tokens:
             holding = False

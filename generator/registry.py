@@ -13,7 +13,8 @@ from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
 
 __all__ = ["model_specs", "parse_model_arg", "tier_spec", "REAL_TIER_CHOICES"]
 
-REAL_TIER_CHOICES = ("int4", "int8", "fp32", "none")  # the real tier's precision; none keeps the trained large tier
+REAL_TIER_CHOICES = ("int4", "int8", "fp32", "none")
+CHAT_REPETITION_PENALTY = 1.2  # the real tier's precision; none keeps the trained large tier
 
 
 def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
@@ -44,8 +45,11 @@ def tier_spec(name: str, manifest: ModelManifest) -> ModelSpec:
     `name`, with its footprint as measured."""
     graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
     context = int(manifest.extra["spec"]["context"])
+    template = manifest.extra.get("chat_template", "")
+    # greedy decoding on a small instruction model repeats itself without a penalty; the trained tiers need none
+    penalty = float(manifest.extra.get("repetition_penalty", CHAT_REPETITION_PENALTY if template else 1.0))
     return ModelSpec(name, graph, tokenizer, float(manifest.extra["price_per_1k_tokens"]), context,
-                     measured_footprint(graph, tokenizer, context)["total"], manifest.extra.get("chat_template", ""))
+                     measured_footprint(graph, tokenizer, context)["total"], template, penalty)
 
 
 def model_specs(home: Path, extra: Sequence[tuple[str, Path, float, int]] = (),

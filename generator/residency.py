@@ -29,10 +29,11 @@ class ModelSpec:
     context: int
     bytes: int
     chat_template: str = ""
+    repetition_penalty: float = 1.0
 
     def load(self) -> LanguageModel:
         return LanguageModel.load(self.name, self.graph, self.tokenizer, self.price_per_1k_tokens, self.context,
-                                  chat_template=self.chat_template)
+                                  chat_template=self.chat_template, repetition_penalty=self.repetition_penalty)
 
 
 @dataclass
