@@ -124,3 +124,15 @@ class TestTeasers:
                 assert stack.generator.pool.loads == 0
 
         run(body())
+
+
+class TestRepetition:
+    def test_the_real_tier_does_not_loop_on_a_phrase(self, smollm2) -> None:
+        """With the instruction models' repetition penalty, a 60-word post never repeats a four-word run three
+        times (greedy SmolLM2-135M without it wrote "The Best of 2023:" over and over)."""
+        assert smollm2.repetition_penalty > 1.0
+        text = _write(smollm2, "Write a post for me about my top interest, music, at most 60 words", max_tokens=90,
+                      max_words=60, stop=("\n\n",))
+        words = [w.lower() for w in WORD.findall(text)]
+        runs = [tuple(words[i:i + 4]) for i in range(len(words) - 3)]
+        assert len(words) >= 10 and max(runs.count(r) for r in runs) < 3
