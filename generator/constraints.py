@@ -16,6 +16,7 @@ __all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]
 WORD = re.compile(r"\w+")
 _INFINITY = 1 << 30
 _SHORTLIST = 64  # candidates sorted first when the most likely token is refused
+_WALK_TOKENS = 2048  # a pattern state that fewer tokens can leave by walks their texts; more, by symbol groups
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,7 @@ class Vocabulary:
             if piece:
                 firsts.setdefault(piece[0], []).append(token)
         self.by_first = {char: np.asarray(ids, np.int64) for char, ids in firsts.items()}
+        self.chars = sorted(firsts.keys() | {char for piece in self.texts if piece for char in piece})
         self._within: dict[frozenset[str], np.ndarray] = {}
 
     def within(self, allowed: frozenset[str]) -> np.ndarray:
@@ -80,6 +82,34 @@ class Pattern:
         if self.distance.get(self.fsm.initial, _INFINITY) >= _INFINITY:
             raise InvalidArgument("pattern", f"pattern {regex!r} matches nothing")
         self._per_state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        self._symbol = {char: self.fsm.alphabet[char] for char in vocabulary.chars}
+        self._grouped: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]] | None = None
+
+    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
+        """Tokens whose characters fall in the same symbol classes walk the automaton alike. Returns each token's
+        group, the groups' symbol sequences [groups, longest] (-1 past a sequence's end), the transition table
+        [states + 1, symbols] (-1: no move; the last row is the dead state) and the state -> row map. Built on the
+        first state that many tokens leave (about 40 ms at 49k tokens); such a state then walks every group at
+        once, one numpy step per character position, instead of 49,152 texts in Python."""
+        if self._grouped is None:
+            groups: dict[tuple, int] = {}
+            token_group = np.full(self.vocabulary.size, -1, np.int64)
+            symbol = self._symbol.__getitem__
+            for token, piece in enumerate(self.vocabulary.texts):
+                if piece:
+                    token_group[token] = groups.setdefault(tuple(map(symbol, piece)), len(groups))
+            longest = max((len(s) for s in groups), default=1)
+            sequences = np.full((len(groups), longest), -1, np.int64)
+            for symbols, group in groups.items():
+                sequences[group, :len(symbols)] = symbols
+            rows = {int(s): i for i, s in enumerate(sorted(int(s) for s in self.fsm.states))}
+            symbols_count = max([int(k) for moves in self.fsm.map.values() for k in moves] + [0]) + 1
+            table = np.full((len(rows) + 1, max(symbols_count, int(sequences.max(initial=0)) + 1)), -1, np.int64)
+            for state, moves in self.fsm.map.items():
+                for key, target in moves.items():
+                    table[rows[int(state)], int(key)] = rows[int(target)]
+            self._grouped = token_group, sequences, table, rows
+        return self._grouped
 
     def _distances(self) -> dict[int, int]:
         reverse: dict[int, set[int]] = {}
@@ -110,18 +140,37 @@ class Pattern:
     def moves(self, state: int) -> tuple[np.ndarray, np.ndarray]:
         """For every token: the state after it (-1 if it leaves the language) and that state's distance."""
         if state not in self._per_state:
-            targets = np.full(self.vocabulary.size, -1, np.int64)
-            distances = np.full(self.vocabulary.size, _INFINITY, np.int64)
-            leaving = self.fsm.map.get(state, {})  # type: ignore[call-overload]  # interegular's State is an int
-            texts = self.vocabulary.texts
-            for char, tokens in self.vocabulary.by_first.items():
-                if self.fsm.alphabet[char] not in leaving:
-                    continue
-                for token in tokens.tolist():
-                    target = self.walk(state, texts[token] or "")
-                    if target is not None and target in self.distance:
-                        targets[token], distances[token] = target, self.distance[target]
-            self._per_state[state] = (targets, distances)
+            transitions = self.fsm.map
+            leaving = transitions.get(state, {})  # type: ignore[call-overload]  # interegular's State is an int
+            starts = [tokens for char, tokens in self.vocabulary.by_first.items() if self._symbol[char] in leaving]
+            if sum(len(tokens) for tokens in starts) <= _WALK_TOKENS:  # a narrow state: walk its few tokens
+                targets = np.full(self.vocabulary.size, -1, np.int64)
+                distances = np.full(self.vocabulary.size, _INFINITY, np.int64)
+                texts = self.vocabulary.texts
+                for tokens in starts:
+                    for token in tokens.tolist():
+                        target = self.walk(state, texts[token] or "")
+                        if target is not None and target in self.distance:
+                            targets[token], distances[token] = target, self.distance[target]
+                self._per_state[state] = (targets, distances)
+            else:  # a broad one: every group's symbol sequence at once, one position at a time
+                token_group, sequences, table, rows = self._groups()
+                dead = len(rows)
+                at = np.full(len(sequences), rows[int(state)], np.int64)
+                for position in range(sequences.shape[1]):
+                    symbols = sequences[:, position]
+                    going = symbols >= 0
+                    moved = table[at[going], symbols[going]]
+                    at[going] = np.where(moved >= 0, moved, dead)
+                names = np.asarray(sorted(rows, key=rows.__getitem__) + [-1], np.int64)  # row -> state (dead: -1)
+                reached = names[at]
+                distance = np.asarray([self.distance.get(int(s), _INFINITY) if s >= 0 else _INFINITY
+                                       for s in names], np.int64)[at]
+                reached = np.where(distance < _INFINITY, reached, -1)
+                # a slot per group, and a last one (index -1) for tokens with no text: unreachable
+                group_targets = np.append(reached, -1)
+                group_distances = np.append(distance, _INFINITY)
+                self._per_state[state] = (group_targets[token_group], group_distances[token_group])
         return self._per_state[state]
 
     def complete(self, state: int) -> bool:
