@@ -70,8 +70,8 @@ def _spec(home: Path, precision: str) -> ModelSpec:
 def precisions(home: Path, quick: bool) -> dict[str, dict[str, float]]:
     """Per precision: held-out perplexity, decode step and 40-token prefill P50/P99 (alternating blocks), bytes."""
     names = ("fp32", "int8", "int4")
-    models = {p: _spec(home, p).load() for p in names}
     specs = {p: _spec(home, p) for p in names}
+    models = {p: spec.load() for p, spec in specs.items()}
     text_ids = models["int4"].encode(heldout_text())
     out: dict[str, dict[str, float]] = {p: {"ppl": perplexity(models[p].decoder, text_ids), "bytes": specs[p].bytes}
                                         for p in names}

@@ -10,6 +10,7 @@ import interegular
 import numpy as np
 
 from mesh.errors import InvalidArgument
+from mesh.lru import LruCache
 
 __all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]
 
@@ -51,21 +52,34 @@ class Vocabulary:
             if piece:
                 firsts.setdefault(piece[0], []).append(token)
         self.by_first = {char: np.asarray(ids, np.int64) for char, ids in firsts.items()}
-        self.chars = sorted(firsts.keys() | {char for piece in self.texts if piece for char in piece})
-        self._within: dict[frozenset[str], np.ndarray] = {}
+        self.chars = sorted({char for piece in self.texts if piece for char in piece})
+        self._within: LruCache[frozenset[str], np.ndarray] = LruCache(64)
 
     def within(self, allowed: frozenset[str]) -> np.ndarray:
         """Ids of the tokens each of whose words is part of some allowed word (lower case): no other token can
         ever be accepted under `allowed`. Kept for the 64 most recent word sets."""
-        found = self._within.pop(allowed, None)
+        found = self._within.get(allowed)
         if found is None:
             joined = "\x00".join(allowed)  # a token's word must be a substring of one allowed word
             found = np.asarray([token for token, piece in enumerate(self.texts) if piece is not None and all(
                 word in joined for word in WORD.findall(piece.lower()))], np.int64)
-        self._within[allowed] = found
-        while len(self._within) > 64:
-            del self._within[next(iter(self._within))]
+            self._within.put(allowed, found)
         return found
+
+
+@dataclass(frozen=True)
+class _SymbolGroups:
+    """A pattern's view of the vocabulary for its broad states: each token's group, the groups' symbol sequences
+    [groups, longest] (-1 past a sequence's end), the transition table [states + 1, symbols] (-1: no move; the
+    last row is the dead state), state -> row, and per row its state and distance (-1 and infinite when no
+    completion is reachable)."""
+
+    token_group: np.ndarray
+    sequences: np.ndarray
+    table: np.ndarray
+    rows: dict[int, int]
+    row_state: np.ndarray
+    row_distance: np.ndarray
 
 
 class Pattern:
@@ -83,13 +97,11 @@ class Pattern:
             raise InvalidArgument("pattern", f"pattern {regex!r} matches nothing")
         self._per_state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._symbol = {char: self.fsm.alphabet[char] for char in vocabulary.chars}
-        self._grouped: tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]] | None = None
+        self._grouped: _SymbolGroups | None = None
 
-    def _groups(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, dict[int, int]]:
-        """Tokens whose characters fall in the same symbol classes walk the automaton alike. Returns each token's
-        group, the groups' symbol sequences [groups, longest] (-1 past a sequence's end), the transition table
-        [states + 1, symbols] (-1: no move; the last row is the dead state) and the state -> row map. Built on the
-        first state that many tokens leave (about 40 ms at 49k tokens); such a state then walks every group at
+    def _groups(self) -> _SymbolGroups:
+        """Tokens whose characters fall in the same symbol classes walk the automaton alike: the groups, built on
+        the first state that many tokens leave (about 40 ms at 49k tokens); such a state then walks every group at
         once, one numpy step per character position, instead of 49,152 texts in Python."""
         if self._grouped is None:
             groups: dict[tuple, int] = {}
@@ -108,7 +120,13 @@ class Pattern:
             for state, moves in self.fsm.map.items():
                 for key, target in moves.items():
                     table[rows[int(state)], int(key)] = rows[int(target)]
-            self._grouped = token_group, sequences, table, rows
+            # per row: its distance to completion, and its state where one is reachable (-1 for the dead row too)
+            row_distance = np.full(len(rows) + 1, _INFINITY, np.int64)
+            row_state = np.full(len(rows) + 1, -1, np.int64)
+            for number, row in rows.items():
+                if number in self.distance:
+                    row_distance[row], row_state[row] = self.distance[number], number
+            self._grouped = _SymbolGroups(token_group, sequences, table, rows, row_state, row_distance)
         return self._grouped
 
     def _distances(self) -> dict[int, int]:
@@ -154,23 +172,18 @@ class Pattern:
                             targets[token], distances[token] = target, self.distance[target]
                 self._per_state[state] = (targets, distances)
             else:  # a broad one: every group's symbol sequence at once, one position at a time
-                token_group, sequences, table, rows = self._groups()
-                dead = len(rows)
-                at = np.full(len(sequences), rows[int(state)], np.int64)
-                for position in range(sequences.shape[1]):
-                    symbols = sequences[:, position]
+                groups = self._groups()
+                dead = len(groups.rows)
+                at = np.full(len(groups.sequences), groups.rows[int(state)], np.int64)
+                for position in range(groups.sequences.shape[1]):
+                    symbols = groups.sequences[:, position]
                     going = symbols >= 0
-                    moved = table[at[going], symbols[going]]
+                    moved = groups.table[at[going], symbols[going]]
                     at[going] = np.where(moved >= 0, moved, dead)
-                names = np.asarray(sorted(rows, key=rows.__getitem__) + [-1], np.int64)  # row -> state (dead: -1)
-                reached = names[at]
-                distance = np.asarray([self.distance.get(int(s), _INFINITY) if s >= 0 else _INFINITY
-                                       for s in names], np.int64)[at]
-                reached = np.where(distance < _INFINITY, reached, -1)
                 # a slot per group, and a last one (index -1) for tokens with no text: unreachable
-                group_targets = np.append(reached, -1)
-                group_distances = np.append(distance, _INFINITY)
-                self._per_state[state] = (group_targets[token_group], group_distances[token_group])
+                group_targets = np.append(groups.row_state[at], -1)
+                group_distances = np.append(groups.row_distance[at], _INFINITY)
+                self._per_state[state] = (group_targets[groups.token_group], group_distances[groups.token_group])
         return self._per_state[state]
 
     def complete(self, state: int) -> bool:

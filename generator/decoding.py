@@ -131,7 +131,7 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
             raise Abandoned(fit, len(ids), 0)
         logits = logits[-1]
     emitted, logprob_sum, first_at, out = 0, 0.0, None, 0
-    history = list(ids)  # the prompt and what is generated: the repetition penalty's tokens
+    history = dict.fromkeys(ids)  # the distinct tokens of the prompt and of what is generated: the penalty's
     holding = probe_tokens > 0 and confident is not None
     for step in range(constraints.max_tokens):
         if cancelled is not None and cancelled.is_set():
@@ -139,7 +139,7 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
         if deadline is not None and time.monotonic() > deadline:
             raise DeadlineExceeded(f"deadline passed after {out} tokens")
         if model.repetition_penalty != 1.0:  # as Hugging Face's: positive logits divided, negative multiplied
-            seen = np.fromiter(dict.fromkeys(history), np.int64)
+            seen = np.fromiter(history, np.int64, len(history))
             picked = logits[seen]
             logits = logits.copy()
             logits[seen] = np.where(picked > 0, picked / model.repetition_penalty, picked * model.repetition_penalty)
@@ -161,7 +161,7 @@ def generate(model: LanguageModel, prompt: str, constraints: Constraints, emit: 
                 break
             raise InvalidArgument("constraints", "no token satisfies every constraint at once; loosen them")
         logprob_sum += float(logprobs[chosen])
-        history.append(chosen)
+        history[chosen] = None
         out += 1
         if holding and out >= probe_tokens:
             holding = False

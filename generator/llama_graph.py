@@ -19,16 +19,21 @@ OPSET = 17
 _MASKED = -1e9
 
 
+def _blocks(weight: np.ndarray, block: int) -> np.ndarray:
+    """`weight` [out, in] as [out, blocks, block] along the input, zero-padded to whole blocks."""
+    rows, columns = weight.shape
+    blocks = -(-columns // block)
+    padded = np.zeros((rows, blocks * block), np.float32)
+    padded[:, :columns] = weight
+    return padded.reshape(rows, blocks, block)
+
+
 def quantize_int4(weight: np.ndarray, block: int = INT4_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block-wise along the input: `weight` [out, in] -> (packed uint8 [out, blocks, block/2], scales [out * blocks],
     offsets [blocks, out]) with weight ~ (q - 8) * scale + offset, q in 0..15 (MatMulNBits' layout with its zero point
     at 8; the offset is added by a small matmul over the input's block sums). Each block spans its own min..max, so
     a block that came from a 4-bit GGUF block (Q4_0, Q4_1) and used its whole grid is recovered exactly."""
-    rows, columns = weight.shape
-    blocks = -(-columns // block)
-    padded = np.zeros((rows, blocks * block), np.float32)
-    padded[:, :columns] = weight
-    grouped = padded.reshape(rows, blocks, block)
+    grouped = _blocks(weight, block)
     low, high = grouped.min(axis=2), grouped.max(axis=2)
     scale = (high - low) / 15.0
     scale[scale == 0] = 1.0
@@ -41,11 +46,7 @@ def quantize_int4(weight: np.ndarray, block: int = INT4_BLOCK) -> tuple[np.ndarr
 def quantize_int8(weight: np.ndarray, block: int = INT8_BLOCK) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Block-wise along the input, asymmetric: `weight` [out, in] -> (uint8 [out, blocks, block], scales
     [out * blocks], zero points uint8 [out * blocks]), weight ~ (q - zero) * scale."""
-    rows, columns = weight.shape
-    blocks = -(-columns // block)
-    padded = np.zeros((rows, blocks * block), np.float32)
-    padded[:, :columns] = weight
-    grouped = padded.reshape(rows, blocks, block)
+    grouped = _blocks(weight, block)
     low, high = np.minimum(grouped.min(axis=2), 0), np.maximum(grouped.max(axis=2), 0)  # zero exact
     scale = (high - low) / 255.0
     scale[scale == 0] = 1.0
@@ -85,11 +86,11 @@ class _Graph:
             return self.op("MatMulNBits", [x, self.constant(prefix + ".q", q), self.constant(prefix + ".scale", scale),
                                            self.constant(prefix + ".zero", zero)], domain="com.microsoft",
                            K=columns, N=out, bits=8, block_size=INT8_BLOCK, accuracy_level=4)
+        if columns % INT4_BLOCK:  # the offset's block sums need whole blocks
+            raise ValueError(f"{prefix}: input width {columns} is not a multiple of {INT4_BLOCK}")
         packed, scale, offset = quantize_int4(weight)
         product = self.op("MatMulNBits", [x, self.constant(prefix + ".q", packed), self.constant(prefix + ".scale", scale)],
                           domain="com.microsoft", K=columns, N=out, bits=4, block_size=INT4_BLOCK, accuracy_level=4)
-        if columns % INT4_BLOCK:
-            raise ValueError(f"{prefix}: input width {columns} is not a multiple of {INT4_BLOCK}")
         sums = self.op("ReduceSum", [self.op("Reshape", [x, self.constant(prefix + ".blocks",
                                                                           np.asarray([0, 0, -1, INT4_BLOCK], np.int64))]),
                                      self.constant(prefix + ".last", np.asarray([-1], np.int64))], keepdims=0)

@@ -14,6 +14,7 @@ import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
 from generator.chat import build_tokenizer
+from generator.decoding import prompt_logprob
 from generator.gguf_reader import read_gguf, shipped_smollm2
 from generator.llama_graph import PRECISIONS, build_graph, save_graph
 from generator.measure import measured_footprint
@@ -42,16 +43,13 @@ def perplexity(decoder, ids: list[int], window: int = 512) -> float:
         chunk = ids[start:start + window + 1]
         if len(chunk) < 2:
             break
-        logits = decoder.logits(chunk[:-1]).astype(np.float64)
-        logits -= logits.max(axis=-1, keepdims=True)
-        logprobs = logits - np.log(np.exp(logits).sum(axis=-1, keepdims=True))
-        total -= float(logprobs[np.arange(len(chunk) - 1), chunk[1:]].sum())
+        total += prompt_logprob(decoder.logits(chunk), chunk) * (len(chunk) - 1)
         count += len(chunk) - 1
-    return float(np.exp(total / count))
+    return float(np.exp(-total / count))
 
 
 def _name(checkpoint) -> str:
-    return "-".join(part for part in (checkpoint.name.split()[0].lower(),) if part) or "llm"
+    return (checkpoint.name.split() or ["llm"])[0].lower()
 
 
 def import_gguf(path: Path, home: Path, name: str = "", precisions: tuple[str, ...] = ("int4",),

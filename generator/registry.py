@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from engines.base import ModelManifest
+from generator.llm_import import ensure_real_tier
 from generator.measure import measured_footprint
 from generator.residency import ModelSpec
 from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
@@ -56,8 +57,6 @@ def model_specs(home: Path, extra: Sequence[tuple[str, Path, float, int]] = (),
                 tiers: dict[str, TierSpec] = TIERS, real_tier: str = "none") -> dict[str, ModelSpec]:
     """The trained tiers (built on first use); with `real_tier` a precision, SmolLM2-135M-Instruct (imported on
     first use) is the large tier; and any models given by path."""
-    from generator.llm_import import ensure_real_tier
-
     if real_tier not in REAL_TIER_CHOICES:
         raise ValueError(f"real tier {real_tier!r} is not one of {REAL_TIER_CHOICES}")
     wanted = {n: t for n, t in tiers.items() if not (n == "large" and real_tier != "none")}
