@@ -17,7 +17,7 @@ __all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]
 WORD = re.compile(r"\w+")
 _INFINITY = 1 << 30
 _SHORTLIST = 64  # candidates sorted first when the most likely token is refused
-_WALK_TOKENS = 2048  # a pattern state that fewer tokens can leave by walks their texts; more, by symbol groups
+_WALK_TOKENS = 2048  # a pattern state that fewer tokens can leave walks their texts; more, the whole vocabulary in numpy
 
 
 @dataclass(frozen=True)
@@ -53,6 +53,13 @@ class Vocabulary:
                 firsts.setdefault(piece[0], []).append(token)
         self.by_first = {char: np.asarray(ids, np.int64) for char, ids in firsts.items()}
         self.chars = sorted({char for piece in self.texts if piece for char in piece})
+        # every token's characters as indices into `chars`, -1 past its end (and for tokens with no text); by
+        # column, so a pattern walks position by position over contiguous memory (49k x 81 int16: 8 MB for SmolLM2)
+        index = {char: i for i, char in enumerate(self.chars)}
+        self.char_ids = np.full((size, max((len(p) for p in self.texts if p), default=1)), -1, np.int16, order="F")
+        for token, piece in enumerate(self.texts):
+            if piece:
+                self.char_ids[token, :len(piece)] = [index[char] for char in piece]
         self._within: LruCache[frozenset[str], np.ndarray] = LruCache(64)
 
     def within(self, allowed: frozenset[str]) -> np.ndarray:
@@ -68,14 +75,12 @@ class Vocabulary:
 
 
 @dataclass(frozen=True)
-class _SymbolGroups:
-    """A pattern's view of the vocabulary for its broad states: each token's group, the groups' symbol sequences
-    [groups, longest] (-1 past a sequence's end), the transition table [states + 1, symbols] (-1: no move; the
-    last row is the dead state), state -> row, and per row its state and distance (-1 and infinite when no
-    completion is reachable)."""
+class _Automaton:
+    """A pattern's automaton as arrays, for its broad states: the symbol of each vocabulary character, the
+    transition table [states + 1, symbols] (-1: no move; the last row is the dead state), state -> row, and per row
+    its state and distance (-1 and infinite when no completion is reachable)."""
 
-    token_group: np.ndarray
-    sequences: np.ndarray
+    char_symbol: np.ndarray
     table: np.ndarray
     rows: dict[int, int]
     row_state: np.ndarray
@@ -97,37 +102,25 @@ class Pattern:
             raise InvalidArgument("pattern", f"pattern {regex!r} matches nothing")
         self._per_state: dict[int, tuple[np.ndarray, np.ndarray]] = {}
         self._symbol = {char: self.fsm.alphabet[char] for char in vocabulary.chars}
-        self._grouped: _SymbolGroups | None = None
+        self._automaton: _Automaton | None = None
 
-    def _groups(self) -> _SymbolGroups:
-        """Tokens whose characters fall in the same symbol classes walk the automaton alike: the groups, built on
-        the first state that many tokens leave (about 40 ms at 49k tokens); such a state then walks every group at
-        once, one numpy step per character position, instead of 49,152 texts in Python."""
-        if self._grouped is None:
-            groups: dict[tuple, int] = {}
-            token_group = np.full(self.vocabulary.size, -1, np.int64)
-            symbol = self._symbol.__getitem__
-            for token, piece in enumerate(self.vocabulary.texts):
-                if piece:
-                    token_group[token] = groups.setdefault(tuple(map(symbol, piece)), len(groups))
-            longest = max((len(s) for s in groups), default=1)
-            sequences = np.full((len(groups), longest), -1, np.int64)
-            for symbols, group in groups.items():
-                sequences[group, :len(symbols)] = symbols
+    def _arrays(self) -> _Automaton:
+        """The automaton as arrays, built on the first state that many tokens leave (a millisecond or two)."""
+        if self._automaton is None:
+            char_symbol = np.asarray([self._symbol[char] for char in self.vocabulary.chars], np.int64)
             rows = {int(s): i for i, s in enumerate(sorted(int(s) for s in self.fsm.states))}
-            symbols_count = max([int(k) for moves in self.fsm.map.values() for k in moves] + [0]) + 1
-            table = np.full((len(rows) + 1, max(symbols_count, int(sequences.max(initial=0)) + 1)), -1, np.int64)
+            symbols_count = max([int(k) for moves in self.fsm.map.values() for k in moves] + [int(char_symbol.max(initial=0))]) + 1
+            table = np.full((len(rows) + 1, symbols_count), -1, np.int64)
             for state, moves in self.fsm.map.items():
                 for key, target in moves.items():
                     table[rows[int(state)], int(key)] = rows[int(target)]
-            # per row: its distance to completion, and its state where one is reachable (-1 for the dead row too)
             row_distance = np.full(len(rows) + 1, _INFINITY, np.int64)
             row_state = np.full(len(rows) + 1, -1, np.int64)
             for number, row in rows.items():
                 if number in self.distance:
                     row_distance[row], row_state[row] = self.distance[number], number
-            self._grouped = _SymbolGroups(token_group, sequences, table, rows, row_state, row_distance)
-        return self._grouped
+            self._automaton = _Automaton(char_symbol, table, rows, row_state, row_distance)
+        return self._automaton
 
     def _distances(self) -> dict[int, int]:
         reverse: dict[int, set[int]] = {}
@@ -171,19 +164,21 @@ class Pattern:
                         if target is not None and target in self.distance:
                             targets[token], distances[token] = target, self.distance[target]
                 self._per_state[state] = (targets, distances)
-            else:  # a broad one: every group's symbol sequence at once, one position at a time
-                groups = self._groups()
-                dead = len(groups.rows)
-                at = np.full(len(groups.sequences), groups.rows[int(state)], np.int64)
-                for position in range(groups.sequences.shape[1]):
-                    symbols = groups.sequences[:, position]
-                    going = symbols >= 0
-                    moved = groups.table[at[going], symbols[going]]
-                    at[going] = np.where(moved >= 0, moved, dead)
-                # a slot per group, and a last one (index -1) for tokens with no text: unreachable
-                group_targets = np.append(groups.row_state[at], -1)
-                group_distances = np.append(groups.row_distance[at], _INFINITY)
-                self._per_state[state] = (group_targets[groups.token_group], group_distances[groups.token_group])
+            else:  # a broad one: every token at once, one character position at a time, over the tokens still moving
+                automaton = self._arrays()
+                char_ids = self.vocabulary.char_ids
+                dead = len(automaton.rows)
+                at = np.where(char_ids[:, 0] >= 0, automaton.rows[int(state)], dead)
+                moving = np.flatnonzero(char_ids[:, 0] >= 0)
+                for position in range(char_ids.shape[1]):
+                    chars = char_ids[:, position][moving]
+                    moving = moving[chars >= 0]  # the rest have ended where they are
+                    if not len(moving):
+                        break
+                    moved = automaton.table[at[moving], automaton.char_symbol[chars[chars >= 0]]]
+                    at[moving] = np.where(moved >= 0, moved, dead)
+                    moving = moving[moved >= 0]
+                self._per_state[state] = (automaton.row_state[at], automaton.row_distance[at])
         return self._per_state[state]
 
     def complete(self, state: int) -> bool:

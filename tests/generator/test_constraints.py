@@ -87,16 +87,16 @@ class TestBadConstraints:
 class TestPatternTables:
     @pytest.mark.parametrize("regex", [r'\{"name": "[A-Za-z ]{1,20}", "age": [0-9]{1,3}\}',
                                        r"[0-9]{4}-[0-9]{2}-[0-9]{2}", r"[a-z]+( [a-z]+){2,5}", r".{0,12}\.", r"(\s|[A-Z])+"])
-    def test_walking_tokens_and_walking_symbol_groups_give_the_same_tables(
+    def test_walking_tokens_one_by_one_and_all_at_once_give_the_same_tables(
             self, small: LanguageModel, regex: str, monkeypatch: pytest.MonkeyPatch) -> None:
         """A state's next-state and distance for every token are the same whether the state walks each token's
-        text (narrow states) or every symbol-class sequence at once (broad states)."""
+        text (narrow states) or the whole vocabulary at once in numpy (broad states)."""
         from generator import constraints
 
         monkeypatch.setattr(constraints, "_WALK_TOKENS", 1 << 30)
         by_token = constraints.Pattern(regex, small.vocabulary)
         monkeypatch.setattr(constraints, "_WALK_TOKENS", 0)
-        by_group = constraints.Pattern(regex, small.vocabulary)
+        at_once = constraints.Pattern(regex, small.vocabulary)
         for state in by_token.fsm.map:
-            (targets_a, distances_a), (targets_b, distances_b) = by_token.moves(state), by_group.moves(state)
+            (targets_a, distances_a), (targets_b, distances_b) = by_token.moves(state), at_once.moves(state)
             assert (targets_a == targets_b).all() and (distances_a == distances_b).all()
