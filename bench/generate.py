@@ -291,6 +291,7 @@ def main() -> None:
               "int8_ppl_ratio": by_precision["int8"]["ppl"] / by_precision["fp32"]["ppl"],
               "int4_ppl_ratio": by_precision["int4"]["ppl"] / by_precision["fp32"]["ppl"],
               "constraint_overhead": max(m["overhead"] for m in overhead.values()),
+              "constraint_overhead_first_use": max(m.get("cold_overhead", 0.0) for m in overhead.values()),
               "semantic_hit_rate_heldout": heldout.hit_rate, "semantic_false_hit_rate_heldout": heldout.false_hit_rate}
     record("generate", {**result, "requests": requests, "ttft_small_p99_ms": by_tier["small"]["ttft"][1],
                         "ttft_large_p99_ms": by_tier["large"]["ttft"][1], "total_small_p50_ms": by_tier["small"]["total"][0],
