@@ -15,6 +15,8 @@ from pathlib import Path
 __all__ = ["Footprint", "measured_footprint", "MEASURE_FILE", "PROBE_TOKENS"]
 
 MEASURE_FILE = "footprint.json"
+# part of a kept measurement's key: raised when what a load holds changes (2: the vocabulary's character matrix)
+MEASURED_BY = 2
 PROBE_TOKENS = 128  # the prefill whose working memory is taken as the arena's size (prompts are shorter)
 
 
@@ -48,12 +50,12 @@ def _probe(graph: Path, tokenizer: Path, context: int) -> Footprint:
 
 def measured_footprint(graph: Path, tokenizer: Path, context: int) -> Footprint:
     """The footprint, measured in a fresh child process (so nothing else this process holds is counted) and kept
-    in MEASURE_FILE beside the graph, keyed by the graph's content, the sizes of its data and tokenizer, and the
-    context."""
+    in MEASURE_FILE beside the graph, keyed by the graph's content, the sizes of its data and tokenizer, the
+    context and MEASURED_BY."""
     data = graph.with_name(graph.name + ".data")
     # by content, not path or time: a copied model directory (the shipped tiers) keeps its measurement
     key = [hashlib.sha256(graph.read_bytes()).hexdigest(), data.stat().st_size if data.exists() else 0,
-           tokenizer.stat().st_size, context]
+           tokenizer.stat().st_size, context, MEASURED_BY]
     kept = graph.parent / MEASURE_FILE
     try:
         saved = json.loads(kept.read_text())
