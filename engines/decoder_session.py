@@ -72,8 +72,7 @@ class Decoder:
 
     def logits(self, ids: list[int]) -> np.ndarray:
         """Every position's next-token logits for a whole text [tokens, vocab], from an empty cache."""
-        state = DecoderState([self._empty] * len(self.past_names), 0)
-        return self._run(np.asarray([ids], np.int64), state, last_only=False)
+        return self.start(ids, every_position=True)[0]
 
     def _run(self, ids: np.ndarray, state: DecoderState, last_only: bool = True) -> np.ndarray:
         count = ids.shape[1]

@@ -61,7 +61,6 @@ def main() -> None:
     configure(tls_from_args(args))
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
-    catalog: list[Store] = []
 
     async def build():
         specs = model_specs(args.home, args.model, real_tier=args.real_tier)
@@ -75,9 +74,9 @@ def main() -> None:
             encoder = SentenceEncoder(ensure_encoder(args.home))
             semantic = SemanticCache(EmbeddingCache(encoder.encode), args.semantic_threshold, args.cache_ttl_s)
         topics, centroids = TOPICS, None
+        store: Store | None = None
         if args.store:  # the catalog's own categories, placed where user vectors live; items' texts for teasers
             store = open_store(args.store)
-            catalog.append(store)
             known = store.categories()
             if known:
                 topics = tuple(known)
@@ -91,7 +90,7 @@ def main() -> None:
         tiers = TierRouting(pool, args.routing, router).start() if args.routing is not None else None
         core = Generator(Pipeline(pool, router), topics, centroids,
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight,
-                         tiers=tiers, store=catalog[0] if catalog else None)
+                         tiers=tiers, store=store)
         asyncio.get_running_loop().create_task(_sweep(pool))
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:

@@ -151,8 +151,7 @@ class Pattern:
     def moves(self, state: int) -> tuple[np.ndarray, np.ndarray]:
         """For every token: the state after it (-1 if it leaves the language) and that state's distance."""
         if state not in self._per_state:
-            transitions = self.fsm.map
-            leaving = transitions.get(state, {})  # type: ignore[call-overload]  # interegular's State is an int
+            leaving = self.fsm.map.get(state, {})  # type: ignore[call-overload]  # interegular's State is an int
             starts = [tokens for char, tokens in self.vocabulary.by_first.items() if self._symbol[char] in leaving]
             if sum(len(tokens) for tokens in starts) <= _WALK_TOKENS:  # a narrow state: walk its few tokens
                 targets = np.full(self.vocabulary.size, -1, np.int64)
@@ -172,10 +171,11 @@ class Pattern:
                 moving = np.flatnonzero(char_ids[:, 0] >= 0)
                 for position in range(char_ids.shape[1]):
                     chars = char_ids[:, position][moving]
-                    moving = moving[chars >= 0]  # the rest have ended where they are
+                    going = chars >= 0  # the rest have ended where they are
+                    moving, chars = moving[going], chars[going]
                     if not len(moving):
                         break
-                    moved = automaton.table[at[moving], automaton.char_symbol[chars[chars >= 0]]]
+                    moved = automaton.table[at[moving], automaton.char_symbol[chars]]
                     at[moving] = np.where(moved >= 0, moved, dead)
                     moving = moving[moved >= 0]
                 self._per_state[state] = (automaton.row_state[at], automaton.row_distance[at])

@@ -14,8 +14,8 @@ from generator.training import TIERS, TOKENIZER_FILE, TierSpec, ensure_tiers
 
 __all__ = ["model_specs", "parse_model_arg", "tier_spec", "REAL_TIER_CHOICES"]
 
-REAL_TIER_CHOICES = ("int4", "int8", "fp32", "none")
-CHAT_REPETITION_PENALTY = 1.2  # the real tier's precision; none keeps the trained large tier
+REAL_TIER_CHOICES = ("int4", "int8", "fp32", "none")  # the real tier's precision; none keeps the trained large tier
+CHAT_REPETITION_PENALTY = 1.2  # an instruction model's, unless its manifest names one (Hugging Face's rule)
 
 
 def parse_model_arg(text: str) -> tuple[str, Path, float, int]:

@@ -109,8 +109,9 @@ class Generator:
         """Each asked item's title, text and categories; INVALID_ARGUMENT naming the ids the catalog lacks."""
         if not request.item_ids or self.store is None:
             return {}
-        found = await asyncio.to_thread(self.store.item_texts, list(dict.fromkeys(request.item_ids)))
-        missing = [i for i in dict.fromkeys(request.item_ids) if i not in found]
+        wanted = list(dict.fromkeys(request.item_ids))
+        found = await asyncio.to_thread(self.store.item_texts, wanted)
+        missing = [i for i in wanted if i not in found]
         if missing:
             raise InvalidArgument("item_ids", f"unknown items {missing[:20]} (feedserve's numeric item ids)")
         return found

@@ -140,7 +140,7 @@ class Family:
         """Register the exported version in `directory` (its manifest.json) as staged; staging it again refreshes
         what is recorded and leaves its state alone. The family's first version becomes its primary. With
         `any_model` (a generation tier, which any decoder may fill) a model of another name is a version too,
-        keyed `NAME/VERSION` (the imported SmolLM2 in the `large` tier: `smollm2-int4/1`)."""
+        keyed `NAME/VERSION` (the imported SmolLM2 in the `large` tier: `smollm2/1`)."""
         try:
             manifest = json.loads((directory / "manifest.json").read_text())
         except (OSError, ValueError) as exc:
