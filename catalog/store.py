@@ -320,12 +320,14 @@ class Store(LearnedSpaces):
             reached = items[-1].seq
         return items, max(reached, after)
 
-    def event_pairs(self, after: int, until: int) -> tuple[np.ndarray, np.ndarray]:
-        """(users, items) of every event numbered in (after, until]: what popularity and `seen` follow."""
+    def event_rows(self, after: int, until: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """(users, items, events, timestamps) of every event numbered in (after, until], in sequence order: what
+        popularity, `seen` and users' recent history follow."""
         with self._transaction(write=False) as cur:
-            cur.execute(self._sql("SELECT user_id, item_id FROM events WHERE seq > ? AND seq <= ?"), (after, until))
-            pairs = np.array(cur.fetchall(), np.int64).reshape(-1, 2)
-        return pairs[:, 0], pairs[:, 1]
+            cur.execute(self._sql("SELECT user_id, item_id, event, ts FROM events WHERE seq > ? AND seq <= ? ORDER BY seq"),
+                        (after, until))
+            rows = np.array(cur.fetchall(), np.int64).reshape(-1, 4)
+        return rows[:, 0], rows[:, 1], rows[:, 2], rows[:, 3]
 
     def users_changed(self, after: int, until: int) -> list[tuple[int, dict[str, Any]]]:
         """(id, attributes) of every user whose row changed in (after, until]."""

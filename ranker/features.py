@@ -6,8 +6,9 @@
     item     the item's served (learned) vector, its content vector, numeric item fields, hashed categories, tags and
              categorical item fields
     context  hour and weekday one-hots, numeric context fields, hashed categorical context fields, the feature tag
-    cross    user.item and its rank among the candidates, retrieval source bits, freshness, popularity, hashed
-             (user field value x item category) pairs
+    cross    user.item and its rank among the candidates, retrieval source bits, freshness, popularity, the
+             candidate's similarity to the user's latest positive items (learned and content spaces) and the user's
+             activity, hashed (user field value x item category) pairs
 
 The first dense layer of the model splits exactly along these parts, which is what lets the ranker compute the
 user and context parts once per request and the item part once per item. Nothing here knows any one catalog: a
@@ -30,7 +31,7 @@ from mesh.errors import InvalidArgument
 
 __all__ = [
     "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "SOURCES",
-    "FeatureSpace", "ItemCodes", "assemble",
+    "FeatureSpace", "ItemCodes", "RecentItems", "assemble",
 ]
 
 USER_DIM, ITEM_DIM, CONTEXT_DIM, CROSS_DIM = 2048, 2048, 512, 128
@@ -40,7 +41,9 @@ HEADS = OBJECTIVES
 SOURCES = ("interest", "cluster", "fresh", "popular")
 FRESHNESS_DAYS = 7.0
 MAX_CODES = 24  # hashed columns kept per item (categories, tags, fields); more are dropped, rarest last
-_CROSS_FIXED = 8  # dot, 4 source bits, freshness, popularity, the dot's rank among the candidates
+_CROSS_FIXED = 13  # dot, 4 source bits, freshness, popularity, the dot's rank, 5 columns of the user's recent items
+_HISTORY = 8  # where the recent items' columns begin
+_ACTIVITY_SCALE = 8.0  # log1p(events) / 8: 1 event -> 0.09, 3,000 events -> 1.0
 _RANK_SCALE = 8.0  # log1p(rank) / 8: rank 0 -> 0, rank 2,400 -> 0.97
 _CONTEXT_FIXED = 31  # hour 24 + weekday 7
 
@@ -63,6 +66,24 @@ class ItemCodes:
     columns: np.ndarray  # int32 [MAX_CODES]
     numeric: np.ndarray  # float32 [numeric item fields]
     category: int
+
+
+@dataclass
+class RecentItems:
+    """A user's latest positive items (newest first) as the cross part compares candidates with them: their served
+    vectors (as wide as the candidates'), their content vectors, and how many events the user has in all.
+
+    These are cross features, not user features: each compares one candidate with the user's history, so they
+    change per candidate and cannot be folded into the once-per-request user term."""
+
+    vectors: np.ndarray  # float32 [r, width]
+    content: np.ndarray  # float32 [r, dim], unit length
+    events: int
+
+
+def _unit_rows(vectors: np.ndarray) -> np.ndarray:
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
 
 
 class FeatureSpace:
@@ -187,10 +208,13 @@ class FeatureSpace:
 
     def cross_features(self, users: np.ndarray | None, crosses: Sequence[str], item_vectors: np.ndarray,
                        item_categories: np.ndarray, sources: np.ndarray, age_s: np.ndarray,
-                       popularity: np.ndarray, ranks: np.ndarray | None = None) -> np.ndarray:
-        """[n, 128]: user.item, source bits, freshness, log popularity, the rank of user.item, hashed (user value x
-        item category) pairs. `users` is [1, dim] (one request) or [n, dim]; `crosses` the request's user values
-        (user_crosses); `ranks` where each item ranks by user.item (default: among these n, best first)."""
+                       popularity: np.ndarray, ranks: np.ndarray | None = None, item_content: np.ndarray | None = None,
+                       recent: RecentItems | None = None) -> np.ndarray:
+        """[n, 128]: user.item, source bits, freshness, log popularity, the rank of user.item, the history columns,
+        hashed (user value x item category) pairs. `users` is [1, dim] (one request) or [n, dim]; `crosses` the
+        request's user values (user_crosses); `ranks` where each item ranks by user.item (default: among these n,
+        best first); `recent` the user's latest positive items, compared with the candidates' served vectors and
+        `item_content` [n, dim] (no history: those columns stay zero)."""
         n = len(item_vectors)
         out = np.zeros((n, CROSS_DIM), np.float32)
         if users is not None:
@@ -204,6 +228,15 @@ class FeatureSpace:
         out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
         out[:, 5] = np.exp(-np.clip(age_s, 0, None) / 86400 / FRESHNESS_DAYS)
         out[:, 6] = np.log1p(popularity) / 10
+        if recent is not None:
+            out[:, _HISTORY + 4] = math.log1p(recent.events) / _ACTIVITY_SCALE
+            if len(recent.vectors) and n:
+                learned = _unit_rows(item_vectors) @ _unit_rows(recent.vectors).T  # [n, r] cosines
+                out[:, _HISTORY] = learned.max(axis=1)
+                out[:, _HISTORY + 1] = learned.mean(axis=1)
+                out[:, _HISTORY + 2] = learned[:, 0]  # the newest: what the user did last
+                if item_content is not None:
+                    out[:, _HISTORY + 3] = (item_content @ recent.content.T).max(axis=1)
         start, end = self._cross_hashed
         for value in crosses:  # one hashed column per (user value, item category): who likes what
             base = _hash(value)

@@ -24,7 +24,8 @@ from ranker import graphs
 from ranker.batching import Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
 from ranker.diversity import diversified_top_k
-from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace
+from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
+from ranker.history import History
 from ranker.items import ItemTable
 from ranker.requests import MAX_CANDIDATES, MAX_K, keep_asked, validate
 from ranker.retrieval import Candidates, Retriever
@@ -71,6 +72,7 @@ class Ranker:
         self.items = ItemTable(self.space)
         self.user_attributes: dict[int, dict] = {}
         self.seen: dict[int, set[int]] = {}  # user -> items they interacted with (left out of their feeds)
+        self.history = History()  # user -> their latest positive items and activity (the cross part's history columns)
         self.store = store
         self.check_space(manifest)
         primary = ModelVersion(manifest, precision, device, threads, head_weights)
@@ -87,6 +89,7 @@ class Ranker:
             primary.fit_terms(self.items.capacity)
             primary.terms[:len(saved.terms)] = saved.terms
             self.user_attributes, self.seen, self.resumed_from = saved.users, saved.seen, saved.sequence
+            self.history = saved.history
         self.follower = ChangeFollower(store, self._apply, after=self.resumed_from, poll_s=poll_s)
         self._loading = True
         self.follower.poll()  # everything committed so far, before the first request
@@ -202,7 +205,8 @@ class Ranker:
             primary = self.resident.primary
             copy, n = self.items.copy(), self.items.size
             state = RankerState(self.follower.applied, primary.key, self.space.schema.name, primary.terms[:n].copy(),
-                                dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()})
+                                dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()},
+                                History.from_json(self.history.to_json()))
         save_state(self.state_dir, copy, state)
 
     def close(self) -> None:
@@ -233,7 +237,7 @@ class Ranker:
                 else:
                     coding.append(model)
         terms = [(model, model.item_terms(self.items, added)) for model in coding] if len(added) else []
-        event_users, popular = self.store.event_pairs(after, reached)
+        event_users, popular, kinds, stamps = self.store.event_rows(after, reached)
         users = self.store.users_changed(after, reached)
         deleted = self.store.users_deleted(after, reached)
         with self._lock:
@@ -248,9 +252,11 @@ class Ranker:
             self.user_attributes.update(users)
             for user, item in zip(event_users.tolist(), popular.tolist()):
                 self.seen.setdefault(user, set()).add(item)
+            self.history.add(event_users, popular, kinds, stamps)
             for user in deleted:  # a deleted user leaves nothing here: not what they saw, not their attributes
                 self.seen.pop(user, None)
                 self.user_attributes.pop(user, None)
+                self.history.forget(user)
         if not self._loading and self.retriever.wants_rebuild():
             self.retriever.rebuild_in_background(self._lock)
         primary = self.resident.primary
@@ -298,6 +304,15 @@ class Ranker:
             self.shadow.offer(ShadowJob(resident.shadow, answering.key, *job, queued_at=time.monotonic()))
         return response
 
+    def _recent(self, user: int, width: int) -> RecentItems | None:
+        """The user's latest positive items as the cross part reads them (None: no events yet). Under the lock."""
+        entry = self.history.of(user)
+        if entry is None:
+            return None
+        rows = entry.rows()
+        rows = rows[rows < self.items.size]
+        return RecentItems(self.items.vectors[rows, :width], self.items.content[rows], entry.events)
+
     def _rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs, model: ModelVersion,
               user: np.ndarray | None, given: np.ndarray | None, context: np.ndarray | None,
               for_shadow: bool = False, quiet: bool = False) -> tuple[ranker_pb2.RankResponse, _Rows | None]:
@@ -324,6 +339,7 @@ class Ranker:
                 width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
                 vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
                 published, popularity = self.items.published[rows], self.items.popularity[rows]
+                recent = self._recent(request.user_id, width)
         with hops.stage("features"):
             attributes = self.user_attributes.get(request.user_id)
             users = user[None, :] if user is not None else None
@@ -344,7 +360,8 @@ class Ranker:
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
                         published, popularity, ranks = published[kept], popularity[kept], ranks[kept]
             cross = self.space.cross_features(narrow, self.space.user_crosses(attributes), vectors, categories,
-                                              found.sources, self.clock() - published, popularity, ranks)
+                                              found.sources, self.clock() - published, popularity, ranks,
+                                              self.items.content[rows] if recent is not None else None, recent)
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)

@@ -1,4 +1,4 @@
-"""The ranker's derived state on disk (items, their terms, users' attributes and seen items, the sequence applied),
+"""The ranker's derived state on disk (items, their terms, users' attributes, seen items and history, the sequence applied),
 so that a restarted ranker resumes the change feed where it stopped instead of reloading the whole catalog."""
 
 from __future__ import annotations
@@ -10,12 +10,13 @@ from pathlib import Path
 
 import numpy as np
 
+from ranker.history import History
 from ranker.items import ItemTable
 
 __all__ = ["RankerState", "save_state", "load_state"]
 
 _ARRAYS, _LISTS = ItemTable.ARRAYS, ItemTable.LISTS
-FORMAT = 1
+FORMAT = 2  # 2: users' recent history
 
 
 @dataclass
@@ -28,6 +29,7 @@ class RankerState:
     terms: np.ndarray
     users: dict[int, dict]
     seen: dict[int, set[int]]
+    history: History
 
 
 def save_state(path: Path, items: ItemTable, state: RankerState) -> None:
@@ -43,7 +45,8 @@ def save_state(path: Path, items: ItemTable, state: RankerState) -> None:
         os.fsync(f.fileno())
     meta = {"format": FORMAT, "sequence": state.sequence, "model": state.model, "schema": state.schema, "size": n,
             **{name: getattr(items, name)[:n] for name in _LISTS},
-            "users": {str(k): v for k, v in state.users.items()}, "seen": {str(k): sorted(v) for k, v in state.seen.items()}}
+            "users": {str(k): v for k, v in state.users.items()}, "seen": {str(k): sorted(v) for k, v in state.seen.items()},
+            "history": state.history.to_json()}
     meta_staging = path / f".state-{os.getpid()}.json"
     meta_staging.write_text(json.dumps(meta))
     os.replace(staging, path / "state.npz")
@@ -72,4 +75,4 @@ def load_state(path: Path, items: ItemTable, model: str, schema: str) -> RankerS
         getattr(items, name)[:n] = [tuple(v) for v in values] if name == "labels" else values
     items.size = n
     return RankerState(int(meta["sequence"]), model, schema, terms, {int(k): v for k, v in meta["users"].items()},
-                       {int(k): set(v) for k, v in meta["seen"].items()})
+                       {int(k): set(v) for k, v in meta["seen"].items()}, History.from_json(meta["history"]))

@@ -68,7 +68,7 @@ class TestRank:
             store = open_store(catalog.url)
             items = ItemTable(space)
             items.apply(store.changes(0, limit=10**6)[0])
-            items.add_popularity(store.event_pairs(0, store.sequence())[1])
+            items.add_popularity(store.event_rows(0, store.sequence())[1])
             attributes = dict(store.users_changed(0, store.sequence()))[3]
             cross = space.cross_features(user[None, :], space.user_crosses(attributes), items.vectors[ids - 1],
                                          items.category[ids - 1], np.zeros(4, np.uint8),
