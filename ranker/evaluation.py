@@ -1,12 +1,13 @@
 """Offline evaluation on a per-user split in time: the served pipeline (the real Ranker over the learned space)
-against popularity, recent popularity and ALS, all fitted on the same training part, all ranking the full catalog
-of items each user has not seen."""
+against popularity, recent popularity, ALS, EASE and item-kNN, all fitted on the same training part (each tuned on
+the same validation slice of it), all ranking the full catalog of items each user has not seen."""
 
 from __future__ import annotations
 
 import io
 import os
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -16,17 +17,29 @@ import scipy.sparse as sp
 
 from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
+from learning.baselines import EASE_GRID, KNN_GRID, fit_ease, fit_item_knn, tune_item_model
+from learning.sequential import Gru4Rec, sequences, tune_gru4rec
 from mesh.methods import HeapOutputs
 from mesh.progress import Progress
 from ranker.service import DEFAULT_KEEP, Ranker
-from ranker.training import POSITIVES, Trained, export_trained, load_catalog, train
+from ranker.training import POSITIVES, VALIDATION_SHARE, Trained, export_trained, load_catalog, train
 from ranker.vectors import GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k
 
-__all__ = ["RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "check_split", "evaluate_per_user"]
+__all__ = ["BASELINES", "RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "best_baseline", "check_split",
+           "evaluate_per_user"]
 
 TEST_SHARE = 0.2  # each user's latest 20% of events, by time
 RECENT_SHARE = 0.1  # recent popularity counts the last 10% of the training period
 MAX_TEST_USERS = 10_000  # users scored at most (a uniform sample beyond): each is a real Ranker call, twice
+
+
+BASELINES = ("popularity", "recent_popularity", "als", "ease", "item_knn", "sequential")
+
+
+def best_baseline(metrics: dict[str, float], k: int = 20) -> tuple[str, float]:
+    """The baseline with the best NDCG@k in `metrics`, and that NDCG."""
+    name = max((b for b in BASELINES if f"ndcg{k}_{b}" in metrics), key=lambda b: metrics[f"ndcg{k}_{b}"])
+    return name, metrics[f"ndcg{k}_{name}"]
 
 
 class SplitError(AssertionError):
@@ -68,14 +81,24 @@ def _recall(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> float
 
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
                       k: int = 20, stream: TextIO | None = None, seed: int = 0,
-                      cascade_keep: int = DEFAULT_KEEP) -> Evaluation:
+                      cascade_keep: int = DEFAULT_KEEP, validation: bool = False) -> Evaluation:
     """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
-    holding only the training part, and score the held-out positives through the real Ranker and the baselines."""
+    holding only the training part, and score the held-out positives through the real Ranker and the baselines.
+    With `validation`, the test part is dropped first and the same split is made of the training part: where
+    choices are made (never on the test)."""
     stream = stream if stream is not None else io.StringIO()
     whole = load_catalog(store, schema, dim)
     events, size = whole.events, whole.items.size
     held = per_user_holdout(events["user"], events["timestamp"], TEST_SHARE)
     check_split(events["user"], events["timestamp"], held)
+    if validation:
+        with tempfile.TemporaryDirectory(prefix="feedserve-validation-") as tmp:
+            part = open_store(Path(tmp) / "training-part.db")
+            try:
+                store.copy_to(part, events=events["seq"][~held])
+                return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep)
+            finally:
+                part.close()
     shape = (whole.user_rows, size)
     with tempfile.TemporaryDirectory(prefix="feedserve-evaluation-") as tmp:
         copy = open_store(Path(tmp) / "training-part.db")
@@ -101,18 +124,49 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
 
 
 def _served(ranker: Ranker, space, rows: np.ndarray, last: np.ndarray, k: int, now: list[float],
-            stream: TextIO) -> np.ndarray:
-    """Each test user's top k through the real Ranker (item rows; -1 pads a short feed)."""
+            stream: TextIO, as_new: int = 0) -> np.ndarray:
+    """Each test user's top k through the real Ranker (item rows; -1 pads a short feed); with `as_new` (a user id
+    no event names), each asked for as that new user: no vector, no history, nothing seen."""
     served = np.full((len(rows), k), -1, np.int64)
-    progress = Progress(f"scoring {len(rows):,} users through the Ranker", len(rows), stream=stream)
+    label = "as new users" if as_new else "through the Ranker"
+    progress = Progress(f"scoring {len(rows):,} users {label}", len(rows), stream=stream)
     for n, user in enumerate(rows.tolist()):
-        tensors = {"user_vector": space.users[user]} if space.users_known[user] else {}
+        tensors = {"user_vector": space.users[user]} if space.users_known[user] and not as_new else {}
         now[0] = float(last[user])
-        reply = ranker.rank(ranker_pb2.RankRequest(user_id=user, k=k), tensors, HeapOutputs())
+        reply = ranker.rank(ranker_pb2.RankRequest(user_id=as_new or user, k=k), tensors, HeapOutputs())
         got = np.array([i.item_id - 1 for i in reply.items], np.int64)
         served[n, :len(got)] = got
         progress.advance()
     return served
+
+
+def _reporter(progress: Progress) -> Callable[[float, float], None]:
+    """A tuning report as a progress bar's step: the setting and its validation NDCG@20."""
+    return lambda value, ndcg: progress.advance(note=f"{value:g}: NDCG@20 {ndcg:.4f}")
+
+
+def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.ndarray, tuning: np.ndarray,
+                fit_part: sp.csr_matrix, check_part: sp.csr_matrix, rows: np.ndarray, k: int, seed: int,
+                stream: TextIO) -> np.ndarray:
+    """GRU4Rec's scores for the test users `rows`: its epochs tuned on the training part's validation slice, then
+    trained on the whole training part."""
+    users, items, stamps = events["user"], events["item"], events["timestamp"]
+    positive = np.isin(events["event"], POSITIVES["click"])
+    before = inner[~tuning]
+    early = sequences(users[before], items[before], stamps[before], positive[before])
+    everything = sequences(users[training], items[training], stamps[training], positive[training])
+    checked = np.flatnonzero(np.diff(check_part.indptr) > 0)
+    empty = np.zeros(0, np.int64)
+
+    def validate(model: Gru4Rec) -> float:
+        top = top_k(model.scores([early.get(int(u), empty) for u in checked]), fit_part, checked, k)
+        return float(np.nan_to_num(ndcg_hr(top, check_part, checked)[0]))
+
+    progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", 6, stream=stream)
+    model, epochs = tune_gru4rec(early, validate, everything, fit_part.shape[1], seed=seed,
+                                report=lambda e, n: progress.advance(note=f"epoch {e}: NDCG@20 {n:.4f}"))
+    print(f"sequential: {epochs} epochs", file=stream)
+    return model.scores([everything.get(int(u), empty) for u in rows])
 
 
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
@@ -138,6 +192,7 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     light, primary.light = primary.light, None  # the full model on every candidate: what the cascade costs
     full_model = _served(ranker, space, rows, last, k, now, stream) if light is not None else served
     primary.light = light
+    cold = _served(ranker, space, rows, last, k, now, stream, as_new=shape[0] + 1)
 
     vectors = np.where(space.users_known[rows, None], space.users[rows], space.cold_start[None, :])
     servable = ranker.items.servable[:shape[1]]
@@ -157,15 +212,38 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     def ranked(scores: np.ndarray) -> np.ndarray:
         return top_k(scores, seen, rows, k)
 
+    # the item-item baselines, each tuned on the training part's own latest events (never on the test part)
+    tuning = per_user_holdout(users[training], events["timestamp"][training], VALIDATION_SHARE)
+    inner = np.flatnonzero(training)
+    fit_part = interactions(users[inner[~tuning]], items[inner[~tuning]], kinds[inner[~tuning]], shape)
+    check_part = interactions(users[inner[tuning]], items[inner[tuning]], kinds[inner[tuning]], shape)
+    tuned: dict[str, np.ndarray] = {}
+    for name, fit, grid in (("ease", fit_ease, EASE_GRID),
+                            ("item_knn", lambda m, v: fit_item_knn(m, int(v)), KNN_GRID)):
+        progress = Progress(f"tuning {name} on the validation slice ({len(grid)} settings)", len(grid), stream=stream)
+        value, _ = tune_item_model(fit, grid, fit_part, check_part, report=_reporter(progress))
+        print(f"{name}: {value:g}", file=stream)
+        tuned[name] = ranked(fit(matrix, value).scores(matrix[rows]))
+    tuned["sequential"] = ranked(_sequential(events, training, inner, tuning, fit_part, check_part, rows, k, seed, stream))
+
     results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
                "full_model": _hits(full_model, relevant, rows),
                "popularity": _hits(ranked(np.tile(popularity, (len(rows), 1))), relevant, rows),
                "recent_popularity": _hits(ranked(np.tile(recent, (len(rows), 1))), relevant, rows),
-               "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows)}
+               "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows),
+               **{name: _hits(top, relevant, rows) for name, top in tuned.items()}}
     metrics = {f"ndcg{k}": results["served"]["ndcg"], f"hr{k}": results["served"]["hr"]}
-    for name in ("undiversified", "full_model", "popularity", "recent_popularity", "als"):
+    for name in ("undiversified", "full_model", *BASELINES):
         metrics[f"ndcg{k}_{name}"] = results[name]["ndcg"]
         metrics[f"hr{k}_{name}"] = results[name]["hr"]
+    # new users: the cold feed against recent popularity, both over the whole catalog (a new user has seen nothing)
+    nothing = sp.csr_matrix(shape, dtype=np.float32)
+    metrics[f"ndcg{k}_cold_start"] = _hits(cold, relevant, rows)["ndcg"]
+    metrics[f"ndcg{k}_cold_recent_popularity"] = _hits(top_k(np.tile(recent, (len(rows), 1)), nothing, rows, k),
+                                                       relevant, rows)["ndcg"]
+    metrics[f"ndcg{k}_cold_popularity"] = _hits(top_k(np.tile(popularity, (len(rows), 1)), nothing, rows, k),
+                                                relevant, rows)["ndcg"]
+    metrics["cold_start_ratio"] = metrics[f"ndcg{k}_cold_start"] / metrics[f"ndcg{k}_cold_recent_popularity"]
     metrics["recall100_retrieval"] = _recall(retrieval, relevant, rows)
     alone = _hits(retrieval[:, :k], relevant, rows)  # the learned vectors alone, no ranker
     metrics[f"ndcg{k}_retrieval"], metrics[f"hr{k}_retrieval"] = alone["ndcg"], alone["hr"]
@@ -173,4 +251,8 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     metrics["coverage"] = float(len(shown) / max(int(servable.sum()), 1))
     metrics["test_users"] = float(len(rows))
     metrics["cascade_keep"] = float(ranker.cascade_keep if light is not None else 0)
+    _, best_ndcg = best_baseline(metrics, k)
+    metrics["ratio_vs_best"] = metrics[f"ndcg{k}"] / best_ndcg
+    metrics["ranker_gain"] = metrics[f"ndcg{k}"] / metrics[f"ndcg{k}_retrieval"]
+    metrics["quality_ratio_cascade"] = metrics[f"ndcg{k}"] / metrics[f"ndcg{k}_full_model"]
     return metrics

@@ -8,7 +8,7 @@ from typing import TextIO
 
 from catalog import Schema, Store
 from engines import ModelManifest
-from ranker.evaluation import evaluate_per_user
+from ranker.evaluation import best_baseline, evaluate_per_user
 from ranker.training import TrainingError, export_trained, load_catalog, train
 from ranker.vectors import GRID, AlsParams
 
@@ -23,11 +23,18 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
     for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"),
                           ("full model, no cascade", "_full_model"), ("popularity", "_popularity"),
                           ("recent popularity", "_recent_popularity"),
-                          ("ALS", "_als"), ("retrieval alone", "_retrieval")):
+                          ("ALS", "_als"), ("EASE", "_ease"), ("item-kNN", "_item_knn"),
+                          ("sequential (GRU4Rec)", "_sequential"), ("retrieval alone", "_retrieval")):
         hr = metrics.get(f"hr{k}{suffix}", float("nan"))
         lines.append(f"{label:<22} {metrics.get(f'ndcg{k}{suffix}', float('nan')):9.4f} {hr:8.4f}")
     lines.append(f"recall@100 of retrieval {metrics['recall100_retrieval']:.4f}, catalog coverage {metrics['coverage']:.3f}, "
                  f"{int(metrics['test_users']):,} test users")
+    if "ratio_vs_best" in metrics:
+        best, _ = best_baseline(metrics, k)
+        lines.append(f"served / best baseline ({best}) {metrics['ratio_vs_best']:.3f}, served / its own retrieval "
+                     f"{metrics['ranker_gain']:.3f}, cascade / full model {metrics['quality_ratio_cascade']:.3f}")
+        lines.append(f"new users (no vector, no history): NDCG@{k} {metrics[f'ndcg{k}_cold_start']:.4f} against recent "
+                     f"popularity's {metrics[f'ndcg{k}_cold_recent_popularity']:.4f} (ratio {metrics['cold_start_ratio']:.3f})")
     return "\n".join(lines)
 
 
