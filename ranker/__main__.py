@@ -17,9 +17,9 @@ from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from ranker.exported import MODEL_NAME, newest_model
 from ranker.features import HEADS
 from ranker.service import DEFAULT_KEEP, Ranker, RankerServicer
-from ranker.training import MODEL_NAME, newest_model
 
 
 def parse_head_weights(spec: str) -> dict[str, float]:

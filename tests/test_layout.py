@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import ast
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -47,3 +49,16 @@ def test_no_module_reads_the_simulators_hidden_state() -> None:
     readers = [str(p.relative_to(ROOT)) for package in (*SERVING, "cli") for p in _modules(package)
                if "user_tastes" in p.read_text() or "item_embeddings" in p.read_text()]
     assert readers == []
+
+
+TRAINING_LIBRARIES = ("torch", "scipy", "implicit", "learning")
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_a_serving_process_imports_no_training_library(package: str) -> None:
+    """`python -m <service>` loads none of torch, scipy, implicit or the offline learning package: serving needs only
+    ONNX Runtime (a fresh interpreter, so that nothing this test run imported hides a stray import)."""
+    probe = (f"import sys, {package}.__main__; "
+             f"print(','.join(m for m in {TRAINING_LIBRARIES!r} if m in sys.modules))")
+    loaded = subprocess.run([sys.executable, "-c", probe], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert loaded.stdout.strip() == ""
