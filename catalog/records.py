@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -15,7 +16,7 @@ __all__ = [
     "check_key",
     "MAX_KEY",
     "OBJECTIVES", "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
-    "check_id", "check_items", "check_users", "check_events", "check_batch",
+    "check_id", "check_items", "check_users", "check_events", "check_event_time", "check_batch", "MAX_CLOCK_SKEW_S",
 ]
 
 MAX_BATCH = 10_000
@@ -100,6 +101,19 @@ def check_key(value: int, where: str) -> int:
     return value
 
 
+MAX_CLOCK_SKEW_S = 300  # how far a caller's clock may run ahead of ours before its event counts as from the future
+
+
+def check_event_time(value: int, where: str) -> int:
+    """When an event happened, in seconds since the epoch: 0 (unset) or a past moment (never later than now)."""
+    if value < 0:
+        raise InvalidArgument(where, f"expected seconds since the epoch, got {value}")
+    now = time.time()
+    if value > now + MAX_CLOCK_SKEW_S:
+        raise InvalidArgument(where, f"{value} is in the future (now is {int(now)}): an event cannot be dated after it")
+    return value
+
+
 def _check_text(value: str, where: str) -> None:
     size = len(value.encode())
     if size > MAX_TEXT_BYTES:
@@ -149,7 +163,6 @@ def check_events(events: Sequence[Event], known_events: frozenset[int], name: st
         check_id(event.item, f"{where}.item")
         if event.event not in known_events:
             raise InvalidArgument(f"{where}.event", f"unknown event type {event.event}")
-        if event.timestamp < 0:
-            raise InvalidArgument(f"{where}.timestamp", f"expected seconds since the epoch, got {event.timestamp}")
+        check_event_time(event.timestamp, f"{where}.timestamp")
         if math.isinf(event.value):
             raise InvalidArgument(f"{where}.value", f"expected a finite number, got {event.value}")

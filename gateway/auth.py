@@ -3,6 +3,7 @@ key (never from the body), and the tenant's quota. Health and reflection stay op
 
 from __future__ import annotations
 
+import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -13,7 +14,16 @@ from gateway.quotas import TenantQuotas
 from mesh.errors import PermissionDenied, Unauthenticated
 from mesh.methods import wrap_handler
 
-__all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS"]
+__all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS", "events_keep_their_time"]
+
+# Whether this call's timestamped events are judged by their own clock (a backfill of real history): an admin key's
+# are; a tenant key's are live. A gateway that checks no keys (--no-auth, loopback) trusts every caller.
+_backfill: contextvars.ContextVar[bool] = contextvars.ContextVar("backfill", default=True)
+
+
+def events_keep_their_time() -> bool:
+    """True when the current call may date its events for the drift guardrails (see _backfill)."""
+    return _backfill.get()
 
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection"})
@@ -85,6 +95,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
     def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Callable[[], None]:
         """The key's checks, its tenant written into the request, and a place in its quota; returns the release."""
         key = self._authorise(method, context)
+        _backfill.set(key.admin)
         _set_tenant(request, key.tenant)
         return self.quotas.admit(key.tenant)
 

@@ -14,6 +14,7 @@ from catalog import Event, Item, Schema, Store, User
 from catalog.records import check_batch, check_events, check_id, check_items, check_users
 from catalog.schema import AttributeValue
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, paramserver_pb2
+from gateway.auth import events_keep_their_time
 from gateway.cache import AnswerCache, FeedCache, PageCursors
 from mesh.clients import ParamServerClient
 from mesh.errors import InvalidArgument, NotFound
@@ -113,29 +114,31 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
         held = 0
         if request.drift:
             left = context.time_remaining()
+            dated = [e.timestamp for e in events] if events_keep_their_time() else [0] * len(events)
             _, held = await drift_all(self.paramserver, users, items, [e.event for e in events],
-                                      WRITE_TIMEOUT_S if left is None else left)
+                                      WRITE_TIMEOUT_S if left is None else left, dated)
         ack = self._ack(sequence, len(events))
         ack.held_back = held
         return ack
 
 
 async def drift_all(paramserver: ParamServerClient, users: np.ndarray, items: np.ndarray, events: list[int],
-                    timeout: float) -> tuple[int, int]:
+                    timeout: float, event_times: list[int] | None = None) -> tuple[int, int]:
     """Drift each (user, item, event) in order per user, users in parallel; returns how many moved a vector and
-    how many a guardrail held back. An item the paramserver does not hold yet (its change not applied) moves nothing."""
-    by_user: dict[int, list[tuple[int, int]]] = {}
-    for user, item, event in zip(users.tolist(), items.tolist(), events):
-        by_user.setdefault(user, []).append((item, event))
+    how many a guardrail held back. An item the paramserver does not hold yet (its change not applied) moves nothing.
+    `event_times` (an admin's backfill) date each move for the guardrails; none: live events."""
+    by_user: dict[int, list[tuple[int, int, int]]] = {}
+    for user, item, event, at in zip(users.tolist(), items.tolist(), events, event_times or [0] * len(events)):
+        by_user.setdefault(user, []).append((item, event, at))
     gate = asyncio.Semaphore(_DRIFT_CONCURRENCY)
     rid = request_id()
 
-    async def one_user(user: int, moves: list[tuple[int, int]]) -> tuple[int, int]:
+    async def one_user(user: int, moves: list[tuple[int, int, int]]) -> tuple[int, int]:
         moved = held = 0
         async with gate:
-            for item, event in moves:
+            for item, event, at in moves:
                 try:
-                    request = paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
+                    request = paramserver_pb2.DriftRequest(user_id=user, item_id=item, event=event, event_time=at)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
                     reply = await paramserver.drift(request, timeout, rid)
                     moved += reply.applied
                     held += reply.held_back != common_pb2.GUARDRAIL_NONE

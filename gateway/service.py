@@ -17,8 +17,9 @@ import grpc
 import numpy as np
 
 from catalog import ITEM, USER, Store
-from catalog.records import OBJECTIVES, check_id, check_key
+from catalog.records import OBJECTIVES, check_event_time, check_id, check_key
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
+from gateway.auth import events_keep_their_time
 from gateway.breaker import CircuitBreaker
 from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
@@ -313,6 +314,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("event", f"unknown event type {request.event}")
         if request.feed_request_id:
             check_id(request.feed_request_id, "feed_request_id")
+        check_event_time(request.timestamp, "timestamp")
         sequence, user_id, item_id = 0, request.user_id, request.item_id
         if request.user or request.item:
             sequence, user_id, item_id = await self._log_event(request)
@@ -323,7 +325,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                 raise InvalidArgument("item_id", "is required (or name the item by `item`)")
             check_key(user_id, "user_id")
             check_key(item_id, "item_id")
-        drift = paramserver_pb2.DriftRequest(context=request.context, user_id=user_id, item_id=item_id, event=request.event)
+        drift = paramserver_pb2.DriftRequest(context=request.context, user_id=user_id, item_id=item_id, event=request.event,
+                                             event_time=request.timestamp if events_keep_their_time() else 0)
         try:
             moved = await self.paramserver.drift(drift, _Budget(context).require(), request_id())
         except NotFound:
@@ -344,8 +347,6 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise FailedPrecondition("interactions by external id need the catalog store (start the gateway with --store)")
         check_id(request.user, "user")
         check_id(request.item, "item")
-        if request.timestamp < 0:
-            raise InvalidArgument("timestamp", f"expected seconds since the epoch, got {request.timestamp}")
         event = event_from_proto(request.user, request.item, request.event, request.timestamp,
                                  request.value if request.HasField("value") else None, "")
         try:

@@ -3,6 +3,9 @@ loop) and a bound on how far a vector may travel in an hour (the path length of 
 
 Windows are fixed (the current minute, the current hour of the clock), so each user costs four numbers, not a
 history. The state lives in memory: a restart forgets at most one hour of it.
+
+The clock is the event's own for a backfill of real history (an admin's timestamped events: months of a user's
+likes are not a burst because they arrive in a minute), never later than now; a live event's is the wall clock.
 """
 
 from __future__ import annotations
@@ -39,10 +42,11 @@ class Guardrails:
     _users: dict[int, _Window] = field(default_factory=dict)
     _checks: int = 0
 
-    def check(self, user: int, step: float) -> int:
+    def check(self, user: int, step: float, event_time: float = 0) -> int:
         """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `step` is
-        how far the move would take the vector. Callers serialise calls (the paramserver's writer lock)."""
-        now = self.clock()
+        how far the move would take the vector; `event_time` when the event happened (0: now, a live event).
+        Callers serialise calls (the paramserver's writer lock)."""
+        now = min(event_time, self.clock()) if event_time > 0 else self.clock()
         minute, hour = int(now // 60), int(now // 3600)
         window = self._users.get(user)
         if window is None:

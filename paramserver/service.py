@@ -24,7 +24,7 @@ import numpy as np
 
 from catalog import ChangeFollower, Store, StoredItem
 from catalog.drift import drift_step
-from catalog.records import check_key
+from catalog.records import check_event_time, check_key
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.errors import InvalidArgument, NotFound
 from mesh.methods import Handler, Outputs, Tensors, serve_unary
@@ -219,13 +219,13 @@ class ParamServer:
         moved, status = self.tables[USER].drift(np.array([user], np.int64), item_vector, np.array([rate], np.float32), _now())
         return moved[0], int(status[0])
 
-    def _guard(self, user: int, item: np.ndarray, rate: float) -> int:
+    def _guard(self, user: int, item: np.ndarray, rate: float, event_time: int = 0) -> int:
         """The guardrails' verdict on moving `user` by `rate` toward `item` (the step measured as the native
         table would take it: u <- normalise(u + rate (item - u)); a user not yet known travels nothing)."""
         current, found = self.tables[USER].lookup(np.array([user], np.int64))
         moved = drift_step(current[0], item, rate) if found[0] else None
         step = float(np.linalg.norm(moved - current[0])) if moved is not None else 0.0
-        return self.guardrails.check(user, step)
+        return self.guardrails.check(user, step, event_time)
 
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
         for name in ("user_id", "item_id"):  # keys are positive int64: the tables' key space
@@ -234,6 +234,7 @@ class ParamServer:
             check_key(getattr(request, name), name)
         if request.event not in self.rates:
             raise InvalidArgument("event", f"unknown event type {request.event}")
+        check_event_time(request.event_time, "event_time")
         if not self.slots.owns(np.array([request.user_id], np.int64))[0]:
             raise InvalidArgument("user_id", f"hashes outside the slots {self.slots} this shard owns")
         rate = self.rates[request.event]
@@ -241,7 +242,7 @@ class ParamServer:
             item = self._item_vector(request.item_id)
             if item is None:
                 raise NotFound(f"item_id {request.item_id} not found")
-            held = self._guard(request.user_id, item, rate) if rate else common_pb2.GUARDRAIL_NONE
+            held = self._guard(request.user_id, item, rate, request.event_time) if rate else common_pb2.GUARDRAIL_NONE
             if held != common_pb2.GUARDRAIL_NONE:  # nothing logged, nothing moved: the ack says which guardrail
                 current, found = self.tables[USER].lookup(np.array([request.user_id], np.int64))
                 if found[0]:

@@ -4,6 +4,7 @@ quotas, and caches that never answer across tenants. Real gRPC servers on free p
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
 import grpc
@@ -182,4 +183,40 @@ class TestTenantIsolation:
                 assert acme_codes.count(grpc.StatusCode.OK) <= 2 and len(shed) >= 18
                 assert all(int(trailers["retry-after-ms"]) > 0 for _, trailers in shed)
 
+        run(body())
+
+
+class TestBackfill:
+    def test_an_admins_dated_events_are_judged_by_their_time_a_tenants_by_the_wall_clock(
+            self, catalog, manifest, tmp_path, keys, run) -> None:
+        """40 likes dated a minute apart: all move the vector under an admin key (a backfill of history); under a
+        tenant key the same dated likes are live, and the default cap of 30 a minute holds the rest back."""
+        _, admin = keys.create("ops", "admin")
+        _, tenant = keys.create("acme")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                start = int(time.time()) - 86_400
+                for token, user in ((admin, int(catalog.user_ids[0])), (tenant, int(catalog.user_ids[1]))):
+                    held = 0
+                    for n in range(40):
+                        ack = await stack.gateway.Interact(gateway_pb2.InteractRequest(
+                            user_id=user, item_id=n + 1, event=common_pb2.EVENT_TYPE_CLICK, timestamp=start + 60 * n),
+                            metadata=_bearer(token))
+                        held += ack.held_back != common_pb2.GUARDRAIL_NONE
+                    assert held == (0 if token == admin else 10), token
+
+        run(body())
+
+    def test_a_future_timestamp_is_refused_naming_the_field(self, catalog, manifest, tmp_path, keys, run) -> None:
+        """Interact dated an hour ahead, even with an admin key: INVALID_ARGUMENT naming `timestamp`."""
+        _, admin = keys.create("ops", "admin")
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                ahead = int(time.time()) + 3600
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stack.gateway.Interact(gateway_pb2.InteractRequest(
+                        user_id=1, item_id=1, event=common_pb2.EVENT_TYPE_LIKE, timestamp=ahead), metadata=_bearer(admin))
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "timestamp" in caught.value.details()
         run(body())

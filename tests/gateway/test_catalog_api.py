@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import shutil
 import tempfile
+import time
 from pathlib import Path
 
 import grpc
@@ -102,6 +103,10 @@ class TestWrites:
                 bad[1].event = 99
                 code, details = await _status(stack.catalog.InteractBatch(catalog_pb2.InteractBatchRequest(events=bad)))
                 assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("events[1].event")
+                bad[1].event = bad[0].event
+                bad[1].timestamp = int(time.time()) + 3600  # an event cannot be dated after now
+                code, details = await _status(stack.catalog.InteractBatch(catalog_pb2.InteractBatchRequest(events=bad)))
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and details.startswith("events[1].timestamp")
                 assert store.sequence() == before and store.counts()["events"] == 0
 
         run(body())

@@ -68,6 +68,7 @@ class TestUnlearning:
                 assert not stack.paramserver_core.guardrails.remembers(user)
                 assert stack.service.cache.get(user, 20) is None
                 assert user not in stack.ranker_core.seen and user not in stack.ranker_core.user_attributes
+                assert stack.ranker_core.history.of(user) is None
 
         run(body())
         assert store.resolve(USER, [name]).tolist() == [0]
@@ -75,3 +76,4 @@ class TestUnlearning:
         assert user not in store.events()["user"]
         assert user not in dict(store.users_changed(0, store.sequence()))
         assert store.resolve(ITEM, [items[3]]).tolist() == [3]
+

@@ -3,11 +3,14 @@ are held back, the acknowledgement says which, and nothing moves or is logged fo
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import numpy as np
+import pytest
 
 from feedserve.v1 import common_pb2, paramserver_pb2
+from mesh.errors import InvalidArgument
 from mesh.methods import HeapOutputs
 from paramserver.guardrails import Guardrails
 from tests.stack import paramserver_core
@@ -101,5 +104,43 @@ class TestTravelBound:
             assert core.guardrails.remembers(user)
             core.remove(paramserver_pb2.RemoveRequest(table=USER), {"keys": np.array([user], np.int64)}, HeapOutputs())
             assert not core.guardrails.remembers(user)
+        finally:
+            core.close()
+
+
+class TestEventTime:
+    def test_a_backfill_is_judged_by_the_events_own_clock(self, catalog, tmp_path: Path) -> None:
+        """Ten likes dated a minute apart pass a cap of 5 a minute; the same ten live ones are held back past 5."""
+        clock = Clock()
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, clock))
+        dated, live = int(catalog.user_ids[0]), int(catalog.user_ids[1])
+        try:
+            for n in range(10):
+                at = int(clock.now) - 3600 + 60 * n
+                reply = core.drift(paramserver_pb2.DriftRequest(user_id=dated, item_id=n + 1, event=LIKE, event_time=at),
+                                   {}, HeapOutputs())
+                assert reply.applied and reply.held_back == common_pb2.GUARDRAIL_NONE
+            held = [_drift(core, live, n + 1).held_back for n in range(10)]
+            assert held.count(common_pb2.GUARDRAIL_RATE) == 5
+        finally:
+            core.close()
+
+    def test_an_event_time_past_now_is_judged_as_now(self) -> None:
+        """A dated move is never judged later than the clock: a date in the future counts in the current window."""
+        clock = Clock()
+        rails = Guardrails(1, 0, clock)
+        assert rails.check(7, 0.0, event_time=clock.now + 10_000) == common_pb2.GUARDRAIL_NONE
+        assert rails.check(7, 0.0) == common_pb2.GUARDRAIL_RATE
+
+    def test_a_future_event_time_is_refused_naming_the_field(self, catalog, tmp_path: Path) -> None:
+        """Drift dated an hour ahead of now: INVALID_ARGUMENT naming event_time, and the vector stays."""
+        core = paramserver_core(catalog, tmp_path)
+        user = int(catalog.user_ids[0])
+        try:
+            before = _vector(core, user)
+            with pytest.raises(InvalidArgument, match="event_time"):
+                core.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=1, event=LIKE,
+                                                        event_time=int(time.time()) + 3600), {}, HeapOutputs())
+            np.testing.assert_array_equal(_vector(core, user), before)
         finally:
             core.close()

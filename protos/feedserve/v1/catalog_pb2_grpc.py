@@ -5,7 +5,7 @@ import warnings
 
 from feedserve.v1 import catalog_pb2 as feedserve_dot_v1_dot_catalog__pb2
 
-GRPC_GENERATED_VERSION = '1.85.1'
+GRPC_GENERATED_VERSION = '1.85.4'
 GRPC_VERSION = grpc.__version__
 _version_not_supported = False
 

@@ -25,15 +25,15 @@ _sym_db = _symbol_database.Default()
 from feedserve.v1 import common_pb2 as feedserve_dot_v1_dot_common__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x65\x64serve/v1/paramserver.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\x86\x01\n\rLookupRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"\x82\x01\n\x0eLookupResponse\x12$\n\x06values\x18\x01 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12#\n\x05\x66ound\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12%\n\x04hops\x18\x03 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\"\xac\x01\n\rUpsertRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06values\x18\x04 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x04\"\x87\x01\n\x0c\x44riftRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\"\x96\x01\n\rDriftResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12*\n\theld_back\x18\x05 \x01(\x0e\x32\x17.feedserve.v1.Guardrail\"\x86\x01\n\rRemoveRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x11\n\x0fSnapshotRequest\".\n\x10SnapshotResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04*>\n\x05Table\x12\x15\n\x11TABLE_UNSPECIFIED\x10\x00\x12\x0e\n\nTABLE_USER\x10\x01\x12\x0e\n\nTABLE_ITEM\x10\x02\x32\xe9\x02\n\x0bParamServer\x12\x43\n\x06Lookup\x12\x1b.feedserve.v1.LookupRequest\x1a\x1c.feedserve.v1.LookupResponse\x12\x43\n\x06Upsert\x12\x1b.feedserve.v1.UpsertRequest\x1a\x1c.feedserve.v1.UpsertResponse\x12@\n\x05\x44rift\x12\x1a.feedserve.v1.DriftRequest\x1a\x1b.feedserve.v1.DriftResponse\x12\x43\n\x06Remove\x12\x1b.feedserve.v1.RemoveRequest\x1a\x1c.feedserve.v1.RemoveResponse\x12I\n\x08Snapshot\x12\x1d.feedserve.v1.SnapshotRequest\x1a\x1e.feedserve.v1.SnapshotResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x66\x65\x65\x64serve/v1/paramserver.proto\x12\x0c\x66\x65\x65\x64serve.v1\x1a\x19\x66\x65\x65\x64serve/v1/common.proto\"\x86\x01\n\rLookupRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"\x82\x01\n\x0eLookupResponse\x12$\n\x06values\x18\x01 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12#\n\x05\x66ound\x18\x02 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12%\n\x04hops\x18\x03 \x03(\x0b\x32\x17.feedserve.v1.HopTiming\"\xac\x01\n\rUpsertRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12$\n\x06values\x18\x04 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"\"\n\x0eUpsertResponse\x12\x10\n\x08upserted\x18\x01 \x01(\x04\"\x9b\x01\n\x0c\x44riftRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\x0f\n\x07user_id\x18\x02 \x01(\x04\x12\x0f\n\x07item_id\x18\x03 \x01(\x04\x12&\n\x05\x65vent\x18\x04 \x01(\x0e\x32\x17.feedserve.v1.EventType\x12\x12\n\nevent_time\x18\x05 \x01(\x03\"\x96\x01\n\rDriftResponse\x12\x0f\n\x07\x61pplied\x18\x01 \x01(\x08\x12\x0c\n\x04rate\x18\x02 \x01(\x02\x12)\n\x0buser_vector\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\x12\x0f\n\x07\x63reated\x18\x04 \x01(\x08\x12*\n\theld_back\x18\x05 \x01(\x0e\x32\x17.feedserve.v1.Guardrail\"\x86\x01\n\rRemoveRequest\x12-\n\x07\x63ontext\x18\x01 \x01(\x0b\x32\x1c.feedserve.v1.RequestContext\x12\"\n\x05table\x18\x02 \x01(\x0e\x32\x13.feedserve.v1.Table\x12\"\n\x04keys\x18\x03 \x01(\x0b\x32\x14.feedserve.v1.Tensor\"!\n\x0eRemoveResponse\x12\x0f\n\x07removed\x18\x01 \x01(\x04\"\x11\n\x0fSnapshotRequest\".\n\x10SnapshotResponse\x12\x0c\n\x04path\x18\x01 \x01(\t\x12\x0c\n\x04rows\x18\x02 \x01(\x04*>\n\x05Table\x12\x15\n\x11TABLE_UNSPECIFIED\x10\x00\x12\x0e\n\nTABLE_USER\x10\x01\x12\x0e\n\nTABLE_ITEM\x10\x02\x32\xe9\x02\n\x0bParamServer\x12\x43\n\x06Lookup\x12\x1b.feedserve.v1.LookupRequest\x1a\x1c.feedserve.v1.LookupResponse\x12\x43\n\x06Upsert\x12\x1b.feedserve.v1.UpsertRequest\x1a\x1c.feedserve.v1.UpsertResponse\x12@\n\x05\x44rift\x12\x1a.feedserve.v1.DriftRequest\x1a\x1b.feedserve.v1.DriftResponse\x12\x43\n\x06Remove\x12\x1b.feedserve.v1.RemoveRequest\x1a\x1c.feedserve.v1.RemoveResponse\x12I\n\x08Snapshot\x12\x1d.feedserve.v1.SnapshotRequest\x1a\x1e.feedserve.v1.SnapshotResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'feedserve.v1.paramserver_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_TABLE']._serialized_start=1086
-  _globals['_TABLE']._serialized_end=1148
+  _globals['_TABLE']._serialized_start=1106
+  _globals['_TABLE']._serialized_end=1168
   _globals['_LOOKUPREQUEST']._serialized_start=76
   _globals['_LOOKUPREQUEST']._serialized_end=210
   _globals['_LOOKUPRESPONSE']._serialized_start=213
@@ -43,17 +43,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_UPSERTRESPONSE']._serialized_start=520
   _globals['_UPSERTRESPONSE']._serialized_end=554
   _globals['_DRIFTREQUEST']._serialized_start=557
-  _globals['_DRIFTREQUEST']._serialized_end=692
-  _globals['_DRIFTRESPONSE']._serialized_start=695
-  _globals['_DRIFTRESPONSE']._serialized_end=845
-  _globals['_REMOVEREQUEST']._serialized_start=848
-  _globals['_REMOVEREQUEST']._serialized_end=982
-  _globals['_REMOVERESPONSE']._serialized_start=984
-  _globals['_REMOVERESPONSE']._serialized_end=1017
-  _globals['_SNAPSHOTREQUEST']._serialized_start=1019
-  _globals['_SNAPSHOTREQUEST']._serialized_end=1036
-  _globals['_SNAPSHOTRESPONSE']._serialized_start=1038
-  _globals['_SNAPSHOTRESPONSE']._serialized_end=1084
-  _globals['_PARAMSERVER']._serialized_start=1151
-  _globals['_PARAMSERVER']._serialized_end=1512
+  _globals['_DRIFTREQUEST']._serialized_end=712
+  _globals['_DRIFTRESPONSE']._serialized_start=715
+  _globals['_DRIFTRESPONSE']._serialized_end=865
+  _globals['_REMOVEREQUEST']._serialized_start=868
+  _globals['_REMOVEREQUEST']._serialized_end=1002
+  _globals['_REMOVERESPONSE']._serialized_start=1004
+  _globals['_REMOVERESPONSE']._serialized_end=1037
+  _globals['_SNAPSHOTREQUEST']._serialized_start=1039
+  _globals['_SNAPSHOTREQUEST']._serialized_end=1056
+  _globals['_SNAPSHOTRESPONSE']._serialized_start=1058
+  _globals['_SNAPSHOTRESPONSE']._serialized_end=1104
+  _globals['_PARAMSERVER']._serialized_start=1171
+  _globals['_PARAMSERVER']._serialized_end=1532
 # @@protoc_insertion_point(module_scope)

@@ -56,16 +56,18 @@ class UpsertResponse(_message.Message):
     def __init__(self, upserted: _Optional[int] = ...) -> None: ...
 
 class DriftRequest(_message.Message):
-    __slots__ = ("context", "user_id", "item_id", "event")
+    __slots__ = ("context", "user_id", "item_id", "event", "event_time")
     CONTEXT_FIELD_NUMBER: _ClassVar[int]
     USER_ID_FIELD_NUMBER: _ClassVar[int]
     ITEM_ID_FIELD_NUMBER: _ClassVar[int]
     EVENT_FIELD_NUMBER: _ClassVar[int]
+    EVENT_TIME_FIELD_NUMBER: _ClassVar[int]
     context: _common_pb2.RequestContext
     user_id: int
     item_id: int
     event: _common_pb2.EventType
-    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ...) -> None: ...
+    event_time: int
+    def __init__(self, context: _Optional[_Union[_common_pb2.RequestContext, _Mapping]] = ..., user_id: _Optional[int] = ..., item_id: _Optional[int] = ..., event: _Optional[_Union[_common_pb2.EventType, str]] = ..., event_time: _Optional[int] = ...) -> None: ...
 
 class DriftResponse(_message.Message):
     __slots__ = ("applied", "rate", "user_vector", "created", "held_back")
