@@ -72,6 +72,7 @@ class ReplayReport:
         drift, frozen, reference = (self.tallies[n].hr for n in ("drift", "frozen", "reference"))
         out["drift_gain"] = drift / frozen if frozen else float("nan")
         out["ratio_vs_drift_reference"] = drift / reference if reference else float("nan")
+        out["replay_held_back"] = float(self.held_back)
         return out
 
 
