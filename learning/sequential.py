@@ -15,7 +15,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-__all__ = ["MAX_ITEMS", "Gru4Rec", "SequentialParams", "fit_gru4rec", "sequences", "tune_gru4rec"]
+__all__ = ["MAX_ITEMS", "Gru4Rec", "SequentialParams", "check_epochs", "fit_gru4rec", "sequences", "tune_gru4rec"]
 
 MAX_ITEMS = 50_000  # items modelled at most
 SAMPLED = 512  # negatives per batch, shared by its positions
@@ -30,6 +30,12 @@ class SequentialParams:
     learning_rate: float = 1e-3
     batch: int = 64
     epochs: int = 30
+
+
+def check_epochs(params: SequentialParams, checks: int = 6) -> list[int]:
+    """The epochs after which training measures the validation NDCG (about `checks` of them, the last included)."""
+    every = max(params.epochs // checks, 1)
+    return list(range(every, params.epochs + 1, every))
 
 
 def sequences(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, positive: np.ndarray) -> dict[int, np.ndarray]:
@@ -129,7 +135,7 @@ def fit_gru4rec(histories: dict[int, np.ndarray], items: int, params: Sequential
     optimiser = torch.optim.Adam(model.network.parameters(), lr=params.learning_rate, betas=(0.9, 0.98))
     tokens = len(columns) + 1
     sampled = min(SAMPLED, len(columns))
-    every = max(params.epochs // checks, 1)
+    checked = set(check_epochs(params, checks))
     measured: dict[int, float] = {}
     for epoch in range(1, params.epochs + 1):
         model.network.train()
@@ -147,7 +153,7 @@ def fit_gru4rec(histories: dict[int, np.ndarray], items: int, params: Sequential
             optimiser.zero_grad()
             loss.backward()
             optimiser.step()
-        if check is not None and epoch % every == 0:
+        if check is not None and epoch in checked:
             measured[epoch] = check(model)
             if report is not None:
                 report(epoch, measured[epoch])

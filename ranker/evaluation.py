@@ -18,7 +18,7 @@ import scipy.sparse as sp
 from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
 from learning.baselines import EASE_GRID, KNN_GRID, fit_ease, fit_item_knn, tune_item_model
-from learning.sequential import Gru4Rec, sequences, tune_gru4rec
+from learning.sequential import Gru4Rec, SequentialParams, check_epochs, sequences, tune_gru4rec
 from mesh.methods import HeapOutputs
 from mesh.progress import Progress
 from ranker.service import DEFAULT_KEEP, Ranker
@@ -30,6 +30,8 @@ __all__ = ["BASELINES", "RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError"
 
 TEST_SHARE = 0.2  # each user's latest 20% of events, by time
 RECENT_SHARE = 0.1  # recent popularity counts the last 10% of the training period
+# --quick: EASE and item-kNN over two settings each, GRU4Rec for 10 epochs
+QUICK_BASELINES = ((200.0, 800.0), (50, 400), SequentialParams(epochs=10))
 MAX_TEST_USERS = 10_000  # users scored at most (a uniform sample beyond): each is a real Ranker call, twice
 
 
@@ -81,11 +83,12 @@ def _recall(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> float
 
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
                       k: int = 20, stream: TextIO | None = None, seed: int = 0,
-                      cascade_keep: int = DEFAULT_KEEP, validation: bool = False) -> Evaluation:
+                      cascade_keep: int = DEFAULT_KEEP, validation: bool = False, quick: bool = False) -> Evaluation:
     """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
     holding only the training part, and score the held-out positives through the real Ranker and the baselines.
     With `validation`, the test part is dropped first and the same split is made of the training part: where
-    choices are made (never on the test)."""
+    choices are made (never on the test). With `quick`, the item-item baselines try fewer settings and the sequential
+    one trains for fewer epochs (QUICK_BASELINES)."""
     stream = stream if stream is not None else io.StringIO()
     whole = load_catalog(store, schema, dim)
     events, size = whole.events, whole.items.size
@@ -96,7 +99,7 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             part = open_store(Path(tmp) / "training-part.db")
             try:
                 store.copy_to(part, events=events["seq"][~held])
-                return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep)
+                return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep, quick=quick)
             finally:
                 part.close()
     shape = (whole.user_rows, size)
@@ -114,7 +117,7 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             ranker = Ranker(copy, schema, manifest, follow=False, threads=os.cpu_count() or 1, clock=lambda: now[0],
                             cascade_keep=cascade_keep)
             try:
-                metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream)
+                metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, quick)
             finally:
                 ranker.close()
         finally:
@@ -147,7 +150,7 @@ def _reporter(progress: Progress) -> Callable[[float, float], None]:
 
 def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.ndarray, tuning: np.ndarray,
                 fit_part: sp.csr_matrix, check_part: sp.csr_matrix, rows: np.ndarray, k: int, seed: int,
-                stream: TextIO) -> np.ndarray:
+                params: SequentialParams, stream: TextIO) -> np.ndarray:
     """GRU4Rec's scores for the test users `rows`: its epochs tuned on the training part's validation slice, then
     trained on the whole training part."""
     users, items, stamps = events["user"], events["item"], events["timestamp"]
@@ -162,15 +165,16 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
         top = top_k(model.scores([early.get(int(u), empty) for u in checked]), fit_part, checked, k)
         return float(np.nan_to_num(ndcg_hr(top, check_part, checked)[0]))
 
-    progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", 6, stream=stream)
-    model, epochs = tune_gru4rec(early, validate, everything, fit_part.shape[1], seed=seed,
+    progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", len(check_epochs(params)),
+                        stream=stream)
+    model, epochs = tune_gru4rec(early, validate, everything, fit_part.shape[1], params, seed=seed,
                                 report=lambda e, n: progress.advance(note=f"epoch {e}: NDCG@20 {n:.4f}"))
     print(f"sequential: {epochs} epochs", file=stream)
     return model.scores([everything.get(int(u), empty) for u in rows])
 
 
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
-           k: int, seed: int, now: list[float], stream: TextIO) -> dict[str, float]:
+           k: int, seed: int, now: list[float], stream: TextIO, quick: bool = False) -> dict[str, float]:
     users, items, kinds = events["user"], events["item"], events["event"]
     seen = sp.csr_matrix((np.ones((~held).sum(), np.float32), (users[~held], items[~held] - 1)), shape=shape)
     positive = held & np.isin(kinds, POSITIVES["click"])
@@ -218,13 +222,15 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     fit_part = interactions(users[inner[~tuning]], items[inner[~tuning]], kinds[inner[~tuning]], shape)
     check_part = interactions(users[inner[tuning]], items[inner[tuning]], kinds[inner[tuning]], shape)
     tuned: dict[str, np.ndarray] = {}
-    for name, fit, grid in (("ease", fit_ease, EASE_GRID),
-                            ("item_knn", lambda m, v: fit_item_knn(m, int(v)), KNN_GRID)):
+    ease_grid, knn_grid, sequential = QUICK_BASELINES if quick else (EASE_GRID, KNN_GRID, SequentialParams())
+    for name, fit, grid in (("ease", fit_ease, ease_grid),
+                            ("item_knn", lambda m, v: fit_item_knn(m, int(v)), knn_grid)):
         progress = Progress(f"tuning {name} on the validation slice ({len(grid)} settings)", len(grid), stream=stream)
         value, _ = tune_item_model(fit, grid, fit_part, check_part, report=_reporter(progress))
         print(f"{name}: {value:g}", file=stream)
         tuned[name] = ranked(fit(matrix, value).scores(matrix[rows]))
-    tuned["sequential"] = ranked(_sequential(events, training, inner, tuning, fit_part, check_part, rows, k, seed, stream))
+    tuned["sequential"] = ranked(_sequential(events, training, inner, tuning, fit_part, check_part, rows, k, seed,
+                                             sequential, stream))
 
     results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
                "full_model": _hits(full_model, relevant, rows),

@@ -39,13 +39,14 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
 
 
 def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
-                   stream: TextIO | None = None, require_better: bool = True, evaluate: bool = True) -> ModelManifest:
+                   stream: TextIO | None = None, require_better: bool = True, evaluate: bool = True,
+                   quick: bool = False) -> ModelManifest:
     """Evaluate (unless `evaluate` is off), then train on every event so far with the setting the evaluation tuned,
     and export. Refuses (TrainingError) a model whose served NDCG@20 does not beat popularity's, unless
     `require_better` is off."""
     metrics: dict[str, float] = {}
     if evaluate:
-        report = evaluate_per_user(store, schema, dim, grid, epochs, stream=stream)
+        report = evaluate_per_user(store, schema, dim, grid, epochs, stream=stream, quick=quick)
         metrics = report.metrics
         if require_better and not metrics["ndcg20"] > metrics["ndcg20_popularity"]:
             raise TrainingError(f"NDCG@20 {metrics['ndcg20']:.4f} does not beat popularity's "

@@ -88,7 +88,6 @@ VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where A
 # on the validation slice of ml-100k's training period: 4, 8 and 16 gave 1.060, 1.075 and 1.111 x the best baseline
 NEGATIVES = 16
 _CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
-COLD_SHARE = 0.0  # of the validation events, also taught as a new user's (see _ranker_examples)
 _MAX_EXAMPLE_EVENTS = 25_000  # validation events the ranker learns from at most (sampled): bounds training time
 PLACED_LENGTH = 0.5  # mean length of items placed by their content (learned items: 1)
 
@@ -267,14 +266,6 @@ def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.nda
     moment = unit(moment)
     kinds, stamps = events["event"][validation], events["timestamp"][validation]
     recent, activity = snapshots(events["user"], events["item"], events["event"], events["timestamp"], validation)
-    # a share of the events taught again as a brand-new user's (user 0: the cold-start vector, no history, no
-    # attributes, nothing seen): what serving meets for a user it has never seen
-    cold = np.sort(rng.choice(len(validation), int(len(validation) * COLD_SHARE), replace=False))
-    who, rows, kinds, stamps = (np.r_[who, np.zeros(len(cold), np.int64)], np.r_[rows, rows[cold]],
-                                np.r_[kinds, kinds[cold]], np.r_[stamps, stamps[cold]])
-    moment = np.concatenate([moment, np.tile(space.cold_start[None, :], (len(cold), 1))])
-    recent = np.concatenate([recent, np.full((len(cold), recent.shape[1]), -1, np.int64)])
-    activity = np.r_[activity, np.zeros(len(cold), np.int64)]
     servable = catalog.items.servable[:size]
     pool_size = min(_CANDIDATES, int(servable.sum()))
     negatives = np.zeros((len(who), NEGATIVES), np.int64)

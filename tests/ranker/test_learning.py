@@ -59,7 +59,7 @@ class TestTrainingOnRealData:
         item-kNN, GRU4Rec), the ranking stage's gain over its retrieval and the new-user feed's."""
         store = open_store(_slice(movielens, tmp_path / "slice.db"))
         manifest = fit_and_export(store, preset_schema("movielens"), tmp_path / "models" / MODEL_NAME, DIM,
-                                  grid=ONE_SETTING, epochs=2)
+                                  grid=ONE_SETTING, epochs=2, quick=True)
         m = manifest.metrics
         assert m["ndcg20"] > m["ndcg20_popularity"] > 0
         for key in ("ndcg20_recent_popularity", "ndcg20_als", "ndcg20_ease", "ndcg20_item_knn", "ndcg20_sequential",
@@ -74,7 +74,7 @@ class TestTrainingOnRealData:
         store = open_store(_slice(movielens, tmp_path / "shuffled.db", shuffle_items=True))
         root = tmp_path / "models" / MODEL_NAME
         with pytest.raises(TrainingError, match="does not beat popularity"):
-            fit_and_export(store, preset_schema("movielens"), root, DIM, grid=ONE_SETTING, epochs=2)
+            fit_and_export(store, preset_schema("movielens"), root, DIM, grid=ONE_SETTING, epochs=2, quick=True)
         assert not (root / "1").exists()
 
 

@@ -112,14 +112,16 @@ def _cli(*args: str, home: Path) -> subprocess.CompletedProcess:
 
 
 class TestTrainCommand:
+    @pytest.mark.timeout(600)  # trains twice (evaluation, then everything) and fits four baselines
     def test_train_evaluates_against_the_baselines_and_exports_a_version_with_its_space(self, catalog, tmp_path: Path) -> None:
-        """`feedserve train` scores the served pipeline beside popularity, recent popularity and ALS on a per-user
-        split, exports the graphs, and stages (does not publish) a new learned space in the store."""
+        """`feedserve train` scores the served pipeline beside popularity, recent popularity, ALS, EASE, item-kNN and
+        GRU4Rec on a per-user split, exports the graphs, and stages (does not publish) a new learned space."""
         url = catalog.copy(tmp_path / "store")
         served_before = open_store(url).active_space()
         result = _cli("train", "--store", url, "--quick", "--epochs", "1", "--force", home=tmp_path)
         assert result.returncode == 0, result.stderr
-        for row in ("served", "popularity", "recent popularity", "ALS", "retrieval alone", "recall@100"):
+        for row in ("served", "popularity", "recent popularity", "ALS", "EASE", "item-kNN", "GRU4Rec", "retrieval alone",
+                    "recall@100", "served / best baseline", "new users"):
             assert row in result.stdout
         exported = tmp_path / "models" / "ranker-mlp" / "1"
         for graph in ("naive.onnx", "decomposed.onnx", "decomposed.int8.onnx", "item_tower.onnx", "manifest.json"):

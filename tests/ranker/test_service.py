@@ -15,7 +15,8 @@ from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import common_pb2, ranker_pb2, ranker_pb2_grpc
 from mesh.methods import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
-from ranker.features import FeatureSpace, ItemCodes, assemble
+from ranker.features import FeatureSpace, ItemCodes, RecentItems, assemble
+from ranker.history import History
 from ranker.items import ItemTable
 from ranker.retrieval import Retriever
 from ranker.service import Ranker, diversified_top_k
@@ -68,11 +69,18 @@ class TestRank:
             store = open_store(catalog.url)
             items = ItemTable(space)
             items.apply(store.changes(0, limit=10**6)[0])
-            items.add_popularity(store.event_rows(0, store.sequence())[1])
+            who, what, kinds, stamps = store.event_rows(0, store.sequence())
+            items.add_popularity(what)
+            history = History()
+            history.add(who, what, kinds, stamps)
+            mine = history.of(3)
+            assert mine is not None and len(mine.recent)  # the history columns are exercised
+            recent = RecentItems(items.vectors[mine.rows()], items.content[mine.rows()], mine.events)
             attributes = dict(store.users_changed(0, store.sequence()))[3]
             cross = space.cross_features(user[None, :], space.user_crosses(attributes), items.vectors[ids - 1],
                                          items.category[ids - 1], np.zeros(4, np.uint8),
-                                         CLOCK - items.published[ids - 1], items.popularity[ids - 1])
+                                         CLOCK - items.published[ids - 1], items.popularity[ids - 1],
+                                         item_content=items.content[ids - 1], recent=recent)
             features = assemble(space.user_features(user[None, :], [attributes]), items.features(ids - 1),
                                 context[None, :], cross)
             naive = ort.InferenceSession(str(manifest.path("naive")), providers=["CPUExecutionProvider"])
