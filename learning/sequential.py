@@ -11,7 +11,7 @@ epochs on everything.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -157,7 +157,6 @@ def fit_gru4rec(histories: dict[int, np.ndarray], items: int, params: Sequential
             measured[epoch] = check(model)
             if report is not None:
                 report(epoch, measured[epoch])
-    model.epochs = params.epochs
     return model, measured
 
 
@@ -168,5 +167,5 @@ def tune_gru4rec(train: dict[int, np.ndarray], validate: Callable[[Gru4Rec], flo
     epochs that measured best. Returns the model and those epochs."""
     _, measured = fit_gru4rec(train, items, params, seed, validate, report=report)
     best = max(measured, key=lambda e: measured[e]) if measured else params.epochs
-    final, _ = fit_gru4rec(everything, items, SequentialParams(**{**params.__dict__, "epochs": best}), seed)
+    final, _ = fit_gru4rec(everything, items, replace(params, epochs=best), seed)
     return final, best

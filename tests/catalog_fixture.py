@@ -62,7 +62,7 @@ def build_catalog(world: World, encoder_home: Path, directory: Path) -> TestCata
         import_into(store, plan_for(None, None, paths, IMPORT_MAPPING, schema), schema)
         encoder = SentenceEncoder(ensure_encoder(encoder_home), threads=2)
         ContentEncoder(store, encoder.encode_batch).drain()
-        manifest = fit_and_export(store, schema, directory / "models" / MODEL_NAME, DIM, grid=FIXTURE_ALS, epochs=4,
+        manifest = fit_and_export(store, schema, directory / "models" / MODEL_NAME, DIM, grid=FIXTURE_ALS, epochs=1,
                                   require_better=False, evaluate=False)
         store.publish_space(int(manifest.extra["space"]))
         loaded = load_catalog(store, schema, DIM)
