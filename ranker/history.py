@@ -59,6 +59,12 @@ class History:
     def forget(self, user: int) -> None:
         self.users.pop(user, None)
 
+    def copy(self) -> History:
+        """An independent copy (what the ranker saves while requests keep changing the original)."""
+        copied = History()
+        copied.users = {u: UserHistory(list(h.recent), h.events, h.last_ts) for u, h in self.users.items()}
+        return copied
+
     def to_json(self) -> dict[str, list[int]]:
         return {str(u): [h.events, h.last_ts, *h.recent] for u, h in self.users.items()}
 

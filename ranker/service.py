@@ -206,7 +206,7 @@ class Ranker:
             copy, n = self.items.copy(), self.items.size
             state = RankerState(self.follower.applied, primary.key, self.space.schema.name, primary.terms[:n].copy(),
                                 dict(self.user_attributes), {u: set(s) for u, s in self.seen.items()},
-                                History.from_json(self.history.to_json()))
+                                self.history.copy())
         save_state(self.state_dir, copy, state)
 
     def close(self) -> None:
