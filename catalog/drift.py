@@ -1,5 +1,7 @@
-"""How each event moves a user's vector (the paramserver applies it live, in native/), and the same rule replayed
-over an event log: for training features, and to seed user vectors from history."""
+"""The drift rule, its one home: how far each event moves a user's vector (rates keyed by event name, and an
+operator's overrides), and the move itself, replayed over an event log for training features and to seed user
+vectors from history. The paramserver applies the same move live in native/ (fs_cuckoo_drift), which plans it
+so that the guardrails judge it once; tests/catalog/test_drift.py pins that both agree."""
 
 from __future__ import annotations
 
@@ -7,18 +9,34 @@ from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["DEFAULT_RATES", "replay_drift", "drift_step"]
+from catalog.records import EVENT_NAMES
+from mesh.errors import InvalidArgument
 
-# EventType values of feedserve.v1: significant events move the user 10% of the way to the item; negative ones push away.
-DEFAULT_RATES: dict[int, float] = {
-    1: 0.0,     # impression
-    2: 0.05,    # click
-    3: 0.10,    # like
-    4: 0.10,    # share
-    5: 0.05,    # dwell
-    6: -0.02,   # skip
-    7: -0.10,   # dislike
+__all__ = ["RATES_BY_NAME", "DEFAULT_RATES", "parse_rates", "replay_drift", "drift_step"]
+
+# Significant events move the user 10% of the way to the item; negative ones push away.
+RATES_BY_NAME: dict[str, float] = {
+    "impression": 0.0, "click": 0.05, "like": 0.10, "share": 0.10, "dwell": 0.05, "skip": -0.02, "dislike": -0.10,
 }
+DEFAULT_RATES: dict[int, float] = {EVENT_NAMES[name]: rate for name, rate in RATES_BY_NAME.items()}  # by EventType
+
+
+def parse_rates(spec: str) -> dict[int, float]:
+    """The default rates with an operator's overrides, `like=0.1,skip=-0.02` (event names), by EventType value."""
+    rates = dict(DEFAULT_RATES)
+    for part in filter(None, (p.strip() for p in spec.split(","))):
+        name, _, value = part.partition("=")
+        name = name.strip().lower()
+        if name not in EVENT_NAMES:
+            raise InvalidArgument("drift_rates", f"unknown event {name!r}, expected one of {', '.join(EVENT_NAMES)}")
+        try:
+            rate = float(value)
+        except ValueError:
+            raise InvalidArgument("drift_rates", f"rate for {name} is not a number: {value.strip()!r}") from None
+        if not -1.0 <= rate <= 1.0:
+            raise InvalidArgument("drift_rates", f"rate for {name} is expected in [-1, 1], got {rate}")
+        rates[EVENT_NAMES[name]] = rate
+    return rates
 
 
 def drift_step(current: np.ndarray | None, target: np.ndarray, rate: float) -> np.ndarray | None:

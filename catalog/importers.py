@@ -16,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from catalog.records import Event, Item, User, check_events, check_items, check_users
+from catalog.records import EVENT_NAMES, Event, Item, User, check_events, check_items, check_users
 from catalog.schema import Schema
 from catalog.store import Store
 
@@ -25,8 +25,6 @@ __all__ = [
     "EVENT_NAMES", "import_into",
 ]
 
-# EventType values of feedserve.v1, by name (the catalog does not depend on the generated code).
-EVENT_NAMES = {"impression": 1, "click": 2, "like": 3, "share": 4, "dwell": 5, "skip": 6, "dislike": 7}
 Row = Mapping[str, Any]
 
 

@@ -13,6 +13,7 @@ from catalog.schema import AttributeValue, Schema
 from mesh.errors import InvalidArgument
 
 __all__ = [
+    "EVENT_NAMES",
     "check_key",
     "MAX_KEY",
     "OBJECTIVES", "Item", "User", "Event", "StoredItem", "MAX_BATCH", "MAX_ID_BYTES", "MAX_TEXT_BYTES",
@@ -20,6 +21,8 @@ __all__ = [
 ]
 
 MAX_BATCH = 10_000
+# EventType values of feedserve.v1, by name (the catalog does not depend on the generated code).
+EVENT_NAMES = {"impression": 1, "click": 2, "like": 3, "share": 4, "dwell": 5, "skip": 6, "dislike": 7}
 OBJECTIVES = ("click", "like", "dwell", "share")  # what the ranker predicts, one head each, in this order
 MAX_ID_BYTES = 256
 MAX_TEXT_BYTES = 65_536

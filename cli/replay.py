@@ -189,8 +189,8 @@ def command(args) -> int:
     import sys
 
     from catalog import open_store
+    from catalog.drift import parse_rates
     from cli.bootstrap import load_schema_arg
-    from paramserver.drift import parse_rates
 
     schema = load_schema_arg(args.schema or "simulator")
     try:

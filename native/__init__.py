@@ -92,14 +92,15 @@ class CuckooTable(_CuckooTable):
         self.upsert_into(keys, np.ascontiguousarray(values, dtype=np.float32), status, now_s, admit)
         return status
 
-    def drift(self, keys: np.ndarray, targets: np.ndarray, rates: np.ndarray, now_s: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    def drift(self, keys: np.ndarray, targets: np.ndarray, rates: np.ndarray, now_s: int = 0,
+              commit: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """Move each key's row toward its target by its rate and renormalise; returns (rows after, status:
-        0 unchanged, 1 moved, 2 created from the target)."""
+        0 unchanged, 1 moved, 2 created from the target). commit=False plans: the same answer, nothing changed."""
         keys = _keys(keys)
         out = np.empty((len(keys), self.dim), np.float32)
         status = np.empty(len(keys), np.uint8)
         self.drift_into(keys, np.ascontiguousarray(targets, dtype=np.float32),
-                        np.ascontiguousarray(rates, dtype=np.float32), out, status, now_s)
+                        np.ascontiguousarray(rates, dtype=np.float32), out, status, now_s, commit)
         return out, status
 
     def remove(self, keys: np.ndarray) -> np.ndarray:

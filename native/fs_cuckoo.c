@@ -395,27 +395,29 @@ int fs_cuckoo_upsert(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float
 }
 
 int fs_cuckoo_drift(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float *targets, const float *rates,
-                    float *out, uint8_t *status, uint32_t now_s) {
+                    float *out, uint8_t *status, uint32_t now_s, int commit) {
     int rc = 0;
     float *u = malloc((size_t)t->dim * sizeof(float));
     if (!u) return -ENOMEM;
-    pthread_rwlock_wrlock(&t->lock);
+    /* A plan (commit 0) changes nothing, so readers may share the table with it. */
+    if (commit) pthread_rwlock_wrlock(&t->lock);
+    else pthread_rwlock_rdlock(&t->lock);
     for (uint64_t i = 0; i < n && rc == 0; i++) {
         const float *target = targets + i * t->dim;
         float rate = rates[i];
         fs_cuckoo_slot *s = keys[i] ? fs_find(t, keys[i]) : NULL;
         if (!s) {
-            uint8_t put = FS_PENDING;
-            if (rate > 0 && keys[i]) rc = fs_put(t, keys[i], target, now_s, 1, &put);
+            uint8_t put = rate > 0 && keys[i] ? FS_INSERTED : FS_PENDING;
+            if (commit && put == FS_INSERTED) rc = fs_put(t, keys[i], target, now_s, 1, &put);
             status[i] = put == FS_INSERTED ? 2 : 0;
-            if (out && put == FS_INSERTED) fs_row_load(t, fs_find(t, keys[i])->row, out + i * t->dim);
+            if (out && put == FS_INSERTED && commit) fs_row_load(t, fs_find(t, keys[i])->row, out + i * t->dim);
+            else if (out && put == FS_INSERTED) memcpy(out + i * t->dim, target, (size_t)t->dim * sizeof(float));
             else if (out) memset(out + i * t->dim, 0, (size_t)t->dim * sizeof(float));
             continue;
         }
         fs_row_load(t, s->row, u);
-        if (rate == 0) {
-            status[i] = 0;
-        } else {
+        status[i] = 0;
+        if (rate != 0) {
             double norm = 0;
             for (uint32_t k = 0; k < t->dim; k++) {
                 u[k] += rate * (target[k] - u[k]);
@@ -424,15 +426,18 @@ int fs_cuckoo_drift(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float 
             if (norm > 1e-24) {
                 float inv = (float)(1.0 / sqrt(norm));
                 for (uint32_t k = 0; k < t->dim; k++) u[k] *= inv;
-                fs_row_store(t, s->row, u);
-                t->stamps[s->row] = now_s;
                 status[i] = 1;
+                if (commit) {
+                    fs_row_store(t, s->row, u);
+                    t->stamps[s->row] = now_s;
+                }
             } else {
                 fs_row_load(t, s->row, u); /* a zero result keeps the old vector */
-                status[i] = 0;
             }
         }
-        if (out) fs_row_load(t, s->row, out + i * t->dim);
+        /* committed: the row as stored (its precision); planned: the exact move */
+        if (out && commit) fs_row_load(t, s->row, out + i * t->dim);
+        else if (out) memcpy(out + i * t->dim, u, (size_t)t->dim * sizeof(float));
     }
     pthread_rwlock_unlock(&t->lock);
     free(u);

@@ -79,9 +79,11 @@ uint64_t fs_cuckoo_lookup(fs_cuckoo *t, const uint64_t *keys, uint64_t n, float 
 int fs_cuckoo_upsert(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float *values, uint8_t *status,
                      uint32_t now_s, int admit);
 /* u' = normalise(u + rate (target - u)); a missing user is created from target when rate > 0.
- * targets: n x dim; out (optional): n x dim moved vectors; status: 0 unchanged, 1 moved, 2 created. */
+ * targets: n x dim; out (optional): n x dim moved vectors; status: 0 unchanged, 1 moved, 2 created.
+ * commit 0 is a plan: out and status say what the move would be (before admission, before the row's precision)
+ * and nothing changes, so a caller can judge the move (the guardrails) and then store exactly it. */
 int fs_cuckoo_drift(fs_cuckoo *t, const uint64_t *keys, uint64_t n, const float *targets, const float *rates,
-                    float *out, uint8_t *status, uint32_t now_s);
+                    float *out, uint8_t *status, uint32_t now_s, int commit);
 /* Remove keys not updated for ttl_s seconds; returns how many. */
 uint64_t fs_cuckoo_expire(fs_cuckoo *t, uint32_t now_s, uint32_t ttl_s);
 /* Remove keys (a forgotten user, a deleted item); removed[i] = 1 where the key was there. Returns count. */

@@ -119,7 +119,8 @@ static PyObject *Cuckoo_drift_into(CuckooObject *self, PyObject *args) {
     if (!cuckoo_ready(self)) return NULL; /* before any buffer is taken */
     Py_buffer keys, targets, rates, out, status;
     unsigned int now = 0;
-    if (!PyArg_ParseTuple(args, "y*y*y*w*w*|I", &keys, &targets, &rates, &out, &status, &now)) return NULL;
+    int commit = 1;
+    if (!PyArg_ParseTuple(args, "y*y*y*w*w*|Ip", &keys, &targets, &rates, &out, &status, &now, &commit)) return NULL;
     PyObject *result = NULL;
     uint64_t n = (uint64_t)keys.len / 8;
     fs_cuckoo *t = &self->table;
@@ -127,7 +128,7 @@ static PyObject *Cuckoo_drift_into(CuckooObject *self, PyObject *args) {
         check_len(&rates, n, 4, "rates") && check_len(&out, n * t->dim, 4, "out") && check_len(&status, n, 1, "status")) {
         int rc;
         Py_BEGIN_ALLOW_THREADS
-        rc = fs_cuckoo_drift(t, keys.buf, n, targets.buf, rates.buf, out.buf, status.buf, now);
+        rc = fs_cuckoo_drift(t, keys.buf, n, targets.buf, rates.buf, out.buf, status.buf, now, commit);
         Py_END_ALLOW_THREADS
         if (rc != 0) PyErr_NoMemory();
         else result = Py_None, Py_INCREF(result);
@@ -216,7 +217,7 @@ static PyGetSetDef Cuckoo_getset[] = {
 static PyMethodDef Cuckoo_methods[] = {
     {"lookup_into", (PyCFunction)Cuckoo_lookup_into, METH_VARARGS, "lookup_into(keys, out, found, now_s=0, ttl_s=0) -> hits"},
     {"upsert_into", (PyCFunction)Cuckoo_upsert_into, METH_VARARGS, "upsert_into(keys, values, status, now_s=0, admit=True)"},
-    {"drift_into", (PyCFunction)Cuckoo_drift_into, METH_VARARGS, "drift_into(keys, targets, rates, out, status, now_s=0)"},
+    {"drift_into", (PyCFunction)Cuckoo_drift_into, METH_VARARGS, "drift_into(keys, targets, rates, out, status, now_s=0, commit=True)"},
     {"expire", (PyCFunction)Cuckoo_expire, METH_VARARGS, "expire(now_s, ttl_s) -> removed"},
     {"remove_into", (PyCFunction)Cuckoo_remove_into, METH_VARARGS, "remove_into(keys, removed) -> count"},
     {"export_into", (PyCFunction)Cuckoo_export_into, METH_VARARGS, "export_into(keys, rows, stamps) -> count"},

@@ -7,6 +7,7 @@ import argparse
 from pathlib import Path
 
 from catalog import open_store
+from catalog.drift import parse_rates
 from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
@@ -14,7 +15,6 @@ from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.shards import parse_slot_range, shard_slots
-from paramserver.drift import parse_rates
 from paramserver.guardrails import DEFAULT_TRAVEL_PER_HOUR, DEFAULT_UPDATES_PER_MINUTE, Guardrails
 from paramserver.metrics import serve_metrics
 from paramserver.service import ParamServer, ParamServerServicer, TableConfig
@@ -29,13 +29,13 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["paramserver"])
     parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: HOME/state/paramserver-<port>)")
-    parser.add_argument("--drift-rates", default="", help="overrides, e.g. like=0.1,skip=-0.02")
+    parser.add_argument("--drift-rates", default="", help="drift rate overrides by event name, e.g. like=0.1,skip=-0.02 (defaults: catalog/drift.py)")
     parser.add_argument("--max-updates-per-minute", type=int, default=DEFAULT_UPDATES_PER_MINUTE,
                         help="guardrail: vector moves per user per minute; more are held back (0: off; "
                              "default: %(default)s)")
     parser.add_argument("--max-travel-per-hour", type=float, default=DEFAULT_TRAVEL_PER_HOUR,
-                        help="guardrail: how far (path length, unit vectors) a user's vector may move per hour "
-                             "(0: off; default: %(default)s)")
+                        help="guardrail: how far (distance between unit vectors) a user's vector may get from where "
+                             "the hour found it (0: off; default: %(default)s)")
     parser.add_argument("--fsync", choices=POLICIES, default="always",
                         help="always: ack after fsync (group commit); interval: ack after write, fsync every "
                              "--fsync-interval-ms; never: leave it to the kernel (default: %(default)s)")

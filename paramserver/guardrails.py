@@ -1,8 +1,13 @@
 """Per-user guardrails on real-time drift: a cap on vector updates per minute (a burst of bots, a runaway client
-loop) and a bound on how far a vector may travel in an hour (the path length of its moves).
+loop) and a bound on how far a vector may travel in an hour: its distance from where it stood when the hour began.
 
-Windows are fixed (the current minute, the current hour of the clock), so each user costs four numbers, not a
-history. The state lives in memory: a restart forgets at most one hour of it.
+The bound is on the displacement, not the path: what a flood of fake likes does is drag a user somewhere else,
+and the displacement measures exactly that. A person rating 200 films in an hour (MovieLens users do) zigzags
+around their own taste; the path of those moves passes any bound that would stop an attack long before the
+displacement does (on MovieLens-100K's replay a path bound of 1.5 held back 2,702 of 3,597 real moves).
+
+Windows are fixed (the current minute, the current hour of the clock), so each user costs a few numbers and the
+vector where their hour began, not a history. The state lives in memory: a restart forgets at most one hour of it.
 
 The clock is the event's own for a backfill of real history (an admin's timestamped events: months of a user's
 likes are not a burst because they arrive in a minute), never later than now; a live event's is the wall clock.
@@ -14,12 +19,14 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from feedserve.v1 import common_pb2
 
 __all__ = ["Guardrails", "DEFAULT_UPDATES_PER_MINUTE", "DEFAULT_TRAVEL_PER_HOUR"]
 
 DEFAULT_UPDATES_PER_MINUTE = 30
-DEFAULT_TRAVEL_PER_HOUR = 1.5  # in the unit-length users' space: a half turn is 2.0
+DEFAULT_TRAVEL_PER_HOUR = 1.5  # distance in the unit-length users' space: a right angle is 1.41, a half turn 2.0
 _EXPIRE_EVERY = 10_000  # checks between sweeps of users idle for more than an hour
 
 
@@ -28,7 +35,7 @@ class _Window:
     minute: int = -1
     updates: int = 0
     hour: int = -1
-    travelled: float = 0.0
+    start: np.ndarray | None = None  # where the vector stood when this hour's first move came (None: not yet known)
 
 
 @dataclass
@@ -42,10 +49,11 @@ class Guardrails:
     _users: dict[int, _Window] = field(default_factory=dict)
     _checks: int = 0
 
-    def check(self, user: int, step: float, event_time: float = 0) -> int:
-        """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `step` is
-        how far the move would take the vector; `event_time` when the event happened (0: now, a live event).
-        Callers serialise calls (the paramserver's writer lock)."""
+    def check(self, user: int, current: np.ndarray | None, moved: np.ndarray | None, event_time: float = 0) -> int:
+        """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `current` is
+        the user's vector before the move (None: not yet known), `moved` where the move would take it (None: it
+        moves nothing); `event_time` when the event happened (0: now, a live event). Callers serialise calls (the
+        paramserver's writer lock)."""
         now = min(event_time, self.clock()) if event_time > 0 else self.clock()
         minute, hour = int(now // 60), int(now // 3600)
         window = self._users.get(user)
@@ -54,15 +62,19 @@ class Guardrails:
         if window.minute != minute:
             window.minute, window.updates = minute, 0
         if window.hour != hour:
-            window.hour, window.travelled = hour, 0.0
+            window.hour, window.start = hour, None
+        if window.start is None and current is not None:
+            window.start = current
+        travelled = float(np.linalg.norm(moved - window.start)) if moved is not None and window.start is not None else 0.0
         verdict = common_pb2.GUARDRAIL_NONE
         if self.updates_per_minute and window.updates >= self.updates_per_minute:
             verdict = common_pb2.GUARDRAIL_RATE
-        elif self.travel_per_hour and window.travelled + step > self.travel_per_hour:
+        elif self.travel_per_hour and travelled > self.travel_per_hour:
             verdict = common_pb2.GUARDRAIL_TRAVEL
         if verdict == common_pb2.GUARDRAIL_NONE:
             window.updates += 1
-            window.travelled += step
+            if window.start is None and moved is not None:  # created by this move: measured from where it began
+                window.start = moved
         else:
             self.held[verdict] += 1
         self._checks += 1

@@ -23,7 +23,7 @@ import grpc
 import numpy as np
 
 from catalog import ChangeFollower, Store, StoredItem
-from catalog.drift import drift_step
+from catalog.drift import DEFAULT_RATES
 from catalog.records import check_event_time, check_key
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
 from mesh.errors import InvalidArgument, NotFound
@@ -31,8 +31,7 @@ from mesh.methods import Handler, Outputs, Tensors, serve_unary
 from mesh.shards import SLOTS, SlotRange
 from mesh.tensors import check_finite, expect
 from mesh.timing import HopRecorder
-from native import PENDING, CuckooTable
-from paramserver.drift import DEFAULT_RATES
+from native import INSERTED, PENDING, CuckooTable
 from paramserver.guardrails import Guardrails
 from paramserver.wal import WriteAheadLog
 
@@ -219,15 +218,9 @@ class ParamServer:
         moved, status = self.tables[USER].drift(np.array([user], np.int64), item_vector, np.array([rate], np.float32), _now())
         return moved[0], int(status[0])
 
-    def _guard(self, user: int, item: np.ndarray, rate: float, event_time: int = 0) -> int:
-        """The guardrails' verdict on moving `user` by `rate` toward `item` (the step measured as the native
-        table would take it: u <- normalise(u + rate (item - u)); a user not yet known travels nothing)."""
-        current, found = self.tables[USER].lookup(np.array([user], np.int64))
-        moved = drift_step(current[0], item, rate) if found[0] else None
-        step = float(np.linalg.norm(moved - current[0])) if moved is not None else 0.0
-        return self.guardrails.check(user, step, event_time)
-
     def drift(self, request: paramserver_pb2.DriftRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.DriftResponse:
+        """Move the user toward (or away from) the item: the native table plans the move, the guardrails judge
+        exactly that move, and only an allowed one is logged and stored (the same rows the plan answered)."""
         for name in ("user_id", "item_id"):  # keys are positive int64: the tables' key space
             if getattr(request, name) == 0:
                 raise InvalidArgument(name, "is required")
@@ -238,24 +231,29 @@ class ParamServer:
         if not self.slots.owns(np.array([request.user_id], np.int64))[0]:
             raise InvalidArgument("user_id", f"hashes outside the slots {self.slots} this shard owns")
         rate = self.rates[request.event]
+        key = np.array([request.user_id], np.int64)
         with self._lock:
             item = self._item_vector(request.item_id)
             if item is None:
                 raise NotFound(f"item_id {request.item_id} not found")
-            held = self._guard(request.user_id, item, rate, request.event_time) if rate else common_pb2.GUARDRAIL_NONE
+            planned, plan = self.tables[USER].drift(key, item, np.array([rate], np.float32), _now(), commit=False)
+            current, found = self.tables[USER].lookup(key)
+            if plan[0] == 0:  # a zero rate, a negative event for an unknown user: nothing moves, nothing is logged
+                if found[0]:
+                    outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
+                return paramserver_pb2.DriftResponse(applied=False, rate=rate)
+            held = self.guardrails.check(request.user_id, current[0] if found[0] else None, planned[0],
+                                         request.event_time)
             if held != common_pb2.GUARDRAIL_NONE:  # nothing logged, nothing moved: the ack says which guardrail
-                current, found = self.tables[USER].lookup(np.array([request.user_id], np.int64))
                 if found[0]:
                     outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
                 return paramserver_pb2.DriftResponse(applied=False, rate=rate, held_back=held)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
             seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
-            moved, status = self._move_user(request.user_id, item, rate)
+            stored = self.tables[USER].upsert(key, planned, _now())[0]  # the planned move, stored as planned
+            if stored != PENDING:
+                outputs.empty("user_vector", np.float32, (self.dim,))[...] = self.tables[USER].lookup(key)[0][0]
         self.wal.wait_durable(seq)
-        if status != 0 or rate == 0:
-            exists = status != 0 or self.tables[USER].lookup(np.array([request.user_id], np.int64))[1][0]
-            if exists:
-                outputs.empty("user_vector", np.float32, (self.dim,))[...] = moved
-        return paramserver_pb2.DriftResponse(applied=status != 0, rate=rate, created=status == 2)
+        return paramserver_pb2.DriftResponse(applied=stored != PENDING, rate=rate, created=stored == INSERTED)
 
     def snapshot(self, request: paramserver_pb2.SnapshotRequest, tensors: Tensors, outputs: Outputs) -> paramserver_pb2.SnapshotResponse:
         """A consistent cut: writers wait while the tables are copied out; then the WAL is truncated."""

@@ -1,10 +1,13 @@
-"""Replayed drift matches the paramserver's native drift, event for event."""
+"""The drift rule: replayed drift matches the paramserver's native drift, event for event; rates by event name."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from catalog.drift import DEFAULT_RATES, replay_drift
+from catalog.drift import DEFAULT_RATES, RATES_BY_NAME, parse_rates, replay_drift
+from catalog.records import EVENT_NAMES
+from mesh.errors import InvalidArgument
 from native import CuckooTable
 
 
@@ -24,3 +27,15 @@ def test_replay_matches_the_native_table() -> None:
         np.testing.assert_allclose(table.lookup([user])[0][0], vector, atol=1e-5)
     assert not before[0].any()  # nobody is known before the first event
     assert set(final) == {int(k) for k in table.items()[0]}
+
+
+def test_rates_are_keyed_by_event_name_and_overrides_name_the_field() -> None:
+    """`like=0.2,skip=-0.05` overrides those two rates by name and keeps the rest; an unknown event, a rate that is
+    not a number or one outside [-1, 1] is INVALID_ARGUMENT naming drift_rates."""
+    rates = parse_rates("like=0.2, skip=-0.05")
+    assert rates[EVENT_NAMES["like"]] == 0.2 and rates[EVENT_NAMES["skip"]] == -0.05
+    assert rates[EVENT_NAMES["click"]] == RATES_BY_NAME["click"] == DEFAULT_RATES[EVENT_NAMES["click"]]
+    for spec, message in (("purchase=0.1", "unknown event"), ("like=fast", "not a number"), ("like=2", r"\[-1, 1\]")):
+        with pytest.raises(InvalidArgument, match=message) as raised:
+            parse_rates(spec)
+        assert raised.value.field == "drift_rates"

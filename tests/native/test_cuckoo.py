@@ -92,6 +92,23 @@ class TestCuckooTable:
         assert status.tolist() == [1, 2]  # moved; created from the target
         np.testing.assert_array_equal(table.lookup(keys[1:2])[0][0], rows[3])
 
+    def test_a_planned_drift_answers_the_move_and_changes_nothing(self, data) -> None:
+        """commit=False returns the committed move's rows and status (moved, created, unchanged) while the table,
+        its size and its admission counts stay as they were: the guardrails judge exactly the move stored next."""
+        keys, rows = data
+        table = CuckooTable(64, admit_after=2)
+        table.upsert(keys[:1], rows[:1], admit=False)
+        rates = np.array([0.1, 0.1, -0.1], np.float32)
+        planned, status = table.drift(keys[:3], rows[3:6], rates, commit=False)
+        assert status.tolist() == [1, 2, 0]  # moves; would be created; a negative event creates nobody
+        assert table.size == 1
+        np.testing.assert_array_equal(table.lookup(keys[:1])[0][0], rows[0])
+        moved, committed = table.drift(keys[:1], rows[3:4], rates[:1])
+        np.testing.assert_array_equal(planned[0], moved[0])
+        np.testing.assert_array_equal(planned[1], rows[4])
+        assert committed.tolist() == [1]
+        assert table.upsert(keys[1:2], planned[1:2]).tolist() == [PENDING]  # the plan did not count a sighting
+
     def test_zero_key_is_rejected_and_nothing_changes(self) -> None:
         table = CuckooTable(4)
         with pytest.raises(ValueError, match="0 is reserved"):

@@ -1,5 +1,5 @@
-"""Guardrails on real-time drift: a burst past the per-user cap, and a vector that has travelled its hourly bound,
-are held back, the acknowledgement says which, and nothing moves or is logged for them."""
+"""Guardrails on real-time drift: a burst past the per-user cap, and a vector that has moved its hourly bound away
+from where the hour found it, are held back, the acknowledgement says which, and nothing moves or is logged."""
 
 from __future__ import annotations
 
@@ -75,8 +75,8 @@ class TestRateCap:
 
 class TestTravelBound:
     def test_a_vector_that_has_travelled_its_hourly_bound_stops_until_the_next_hour(self, catalog, tmp_path: Path) -> None:
-        """Likes toward far items move the vector until the hour's path length would pass the bound; then they are
-        held back (GUARDRAIL_TRAVEL); when the hour turns the vector moves again."""
+        """Likes toward a far item move the vector until its distance from where the hour found it would pass the
+        bound; then they are held back (GUARDRAIL_TRAVEL); when the hour turns the vector moves again."""
         clock = Clock()
         core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(0, 0.3, clock))
         user = int(catalog.user_ids[0])
@@ -88,12 +88,34 @@ class TestTravelBound:
             assert common_pb2.GUARDRAIL_TRAVEL in held
             first = held.index(common_pb2.GUARDRAIL_TRAVEL)
             assert all(r.applied for r in replies[:first]) and not any(r.applied for r in replies[first:])
-            assert np.linalg.norm(_vector(core, user) - start) <= 0.3 + 1e-5  # the path bounds the displacement
+            assert np.linalg.norm(_vector(core, user) - start) <= 0.3 + 1e-5
             near = _smallest_step(catalog.item_vectors, _vector(core, user))
             clock.now += 3600
             assert _drift(core, user, near).applied
         finally:
             core.close()
+
+    def test_a_long_path_that_stays_near_its_start_is_not_held_back(self) -> None:
+        """Forty moves back and forth between two points 0.1 apart (a path of 4.0, as a person rating 200 films
+        an hour zigzags around their taste) pass a bound of 0.3; one move 0.35 away from the hour's start is held."""
+        clock = Clock()
+        rails = Guardrails(0, 0.3, clock)
+        here = np.array([1.0, 0.0], np.float32)
+        there = np.array([np.cos(0.1), np.sin(0.1)], np.float32)
+        for n in range(40):
+            current, moved = (here, there) if n % 2 == 0 else (there, here)
+            assert rails.check(7, current, moved) == common_pb2.GUARDRAIL_NONE
+        away = np.array([np.cos(0.35), np.sin(0.35)], np.float32)  # 0.35 from where the hour began
+        assert rails.check(7, there, away) == common_pb2.GUARDRAIL_TRAVEL
+        clock.now += 3600
+        assert rails.check(7, there, away) == common_pb2.GUARDRAIL_NONE  # a new hour measures from there: 0.25
+
+    def test_a_user_created_this_hour_is_measured_from_where_they_began(self) -> None:
+        """A user unknown before the hour is created at an item (no travel); later moves count from there."""
+        rails = Guardrails(0, 0.3, Clock())
+        origin = np.array([1.0, 0.0], np.float32)
+        assert rails.check(9, None, origin) == common_pb2.GUARDRAIL_NONE
+        assert rails.check(9, origin, np.array([0.0, 1.0], np.float32)) == common_pb2.GUARDRAIL_TRAVEL
 
     def test_removing_a_user_forgets_their_guardrail_state(self, catalog, tmp_path: Path) -> None:
         """A deleted user leaves nothing behind, not even their counts in the guardrails."""
@@ -129,8 +151,8 @@ class TestEventTime:
         """A dated move is never judged later than the clock: a date in the future counts in the current window."""
         clock = Clock()
         rails = Guardrails(1, 0, clock)
-        assert rails.check(7, 0.0, event_time=clock.now + 10_000) == common_pb2.GUARDRAIL_NONE
-        assert rails.check(7, 0.0) == common_pb2.GUARDRAIL_RATE
+        assert rails.check(7, None, None, event_time=clock.now + 10_000) == common_pb2.GUARDRAIL_NONE
+        assert rails.check(7, None, None) == common_pb2.GUARDRAIL_RATE
 
     def test_a_future_event_time_is_refused_naming_the_field(self, catalog, tmp_path: Path) -> None:
         """Drift dated an hour ahead of now: INVALID_ARGUMENT naming event_time, and the vector stays."""
