@@ -15,7 +15,7 @@ statuses are real gRPC statuses (read from the trailers). A degraded answer is n
 3. `flop_efficiency`: the cascade's model run (the kept candidates) in FLOP/s over a plain large MatMul in the same
    ONNX Runtime with the same threads, in alternating blocks: the machine's practical roofline.
 4. `quality_ratio`: NDCG@20 of the cascade over the full model on MovieLens-100K's per-user split (the real
-   evaluation, ranker/evaluation.py, both in the same process); `--no-quality` skips it.
+   evaluation, learning/evaluation.py, both in the same process); `--no-quality` skips it.
 5. h2load (HTTP/2 only: it sees HTTP 200, not gRPC statuses) at the cascade's sustained rate, as a cross-check.
 
     python bench/load.py [--quick] [--step-seconds 6] [--keep 300] [--no-quality]
@@ -245,8 +245,8 @@ def cascade_quality(keep: int) -> dict[str, float]:
     from catalog import preset_schema
     from catalog.datasets import build_store
     from engines.sentence import DIM, SentenceEncoder, ensure_encoder
-    from ranker import evaluation
-    from ranker.vectors import QUICK_GRID
+    from learning import evaluation
+    from learning.vectors import QUICK_GRID
 
     ensure_dataset("ml-100k")
     encoder = SentenceEncoder(ensure_encoder(default_home()), threads=os.cpu_count() or 1)
@@ -315,7 +315,7 @@ def main() -> None:
               f"quality_ratio {quality['quality_ratio']:.4f}", flush=True)
 
     from catalog import open_store
-    from ranker.training import MODEL_NAME, newest_model
+    from learning.training import MODEL_NAME, newest_model
 
     seeded = open_store(store)
     users = seeded.learned_users(seeded.active_space())

@@ -38,11 +38,11 @@ from cli.bootstrap import activate  # noqa: E402
 from cli.replay import replay, table, window  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from engines.sentence import DIM, SentenceEncoder, ensure_encoder  # noqa: E402
+from learning.evaluation import best_baseline, evaluate_per_user  # noqa: E402
+from learning.pipeline import quality_table  # noqa: E402
+from learning.training import MODEL_NAME, export_trained, load_catalog, train  # noqa: E402
+from learning.vectors import GRID, QUICK_GRID, AlsParams  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
-from ranker.evaluation import best_baseline, evaluate_per_user  # noqa: E402
-from ranker.pipeline import quality_table  # noqa: E402
-from ranker.training import MODEL_NAME, export_trained, load_catalog, train  # noqa: E402
-from ranker.vectors import GRID, QUICK_GRID, AlsParams  # noqa: E402
 
 SCHEMA = "movielens"
 

@@ -32,11 +32,11 @@ from catalog import USER, open_store, preset_schema  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from engines.sentence import DIM  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from learning.refresh import export_shuffled, train_on_served_space  # noqa: E402
+from learning.training import MODEL_NAME  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
 from mesh.percentiles import p50_p99  # noqa: E402
 from mesh.routing import routing_path, update_routing  # noqa: E402
-from ranker.refresh import export_shuffled, train_on_served_space  # noqa: E402
-from ranker.training import MODEL_NAME  # noqa: E402
 from world import WorldSpec, ensure_world  # noqa: E402
 
 FAMILY = MODEL_NAME

@@ -21,12 +21,12 @@ from cli.stack import Stack
 from engines import ModelManifest
 from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
+from learning.pipeline import fit_and_export
+from learning.training import MODEL_NAME, current_user_vectors, load_catalog, newest_model
+from learning.vectors import AlsParams
 from mesh.progress import Progress
 from mesh.security import open_channel
 from mesh.tensors import to_tensor
-from ranker.pipeline import fit_and_export
-from ranker.training import MODEL_NAME, current_user_vectors, load_catalog, newest_model
-from ranker.vectors import AlsParams
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 

@@ -29,12 +29,12 @@ from engines.sentence import DIM, ensure_encoder
 from feedserve.v1 import common_pb2
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
+from learning.pipeline import fit_and_export, quality_table
+from learning.refresh import train_on_served_space
+from learning.training import MODEL_NAME, TrainingError
+from learning.vectors import GRID, QUICK_GRID
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
-from ranker.pipeline import fit_and_export, quality_table
-from ranker.refresh import train_on_served_space
-from ranker.training import MODEL_NAME, TrainingError
-from ranker.vectors import GRID, QUICK_GRID
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 

@@ -24,8 +24,9 @@ from catalog import ITEM, USER, Event, Schema, Store
 from catalog.drift import DEFAULT_RATES, drift_step
 from cli.access import gateway_channel
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc
+from learning.metrics import gain
+from learning.training import POSITIVES, current_user_vectors, load_catalog
 from mesh.progress import Progress
-from ranker.training import POSITIVES, current_user_vectors, load_catalog
 
 __all__ = ["Tally", "ReplayReport", "replay", "window"]
 
@@ -45,7 +46,7 @@ class Tally:
         self.asked += 1
         if item in ranked:
             self.hits += 1
-            self.gain += 1 / math.log2(list(ranked).index(item) + 2)
+            self.gain += gain(list(ranked).index(item))
 
     @property
     def hr(self) -> float:

@@ -1,7 +1,7 @@
 """Item-item baselines the served pipeline must beat, each tuned on a validation slice of the training period:
 EASE (Steck, 2019: closed-form item-item regression) and item-kNN (cosine neighbours over the interaction matrix).
 
-Both read a users x items matrix of positive interactions (scipy CSR, as `ranker.vectors.interactions` makes) and
+Both read a users x items matrix of positive interactions (scipy CSR, as `learning.vectors.interactions` makes) and
 score a user's unseen items from the items they interacted with.
 """
 
@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 import scipy.sparse as sp
 
-from ranker.vectors import ndcg_hr, top_k
+from learning.metrics import mean_ndcg
 
 __all__ = ["EASE_EXACT_ITEMS", "EASE_GRID", "KNN_GRID", "Ease", "ItemKnn", "fit_ease", "fit_item_knn", "tune_item_model"]
 
@@ -99,6 +99,10 @@ def fit_item_knn(matrix: sp.csr_matrix, neighbours: int, block: int = 2_048) -> 
 Model = Ease | ItemKnn
 
 
+def _scores_of(model: Model, train: sp.csr_matrix) -> Callable[[np.ndarray], np.ndarray]:
+    return lambda rows: model.scores(train[rows])
+
+
 def tune_item_model(fit: Callable[[sp.csr_matrix, float], Model], grid: Sequence[float], train: sp.csr_matrix,
                     validation: sp.csr_matrix, k: int = 20, block: int = 1_024,
                     report: Callable[[float, float], None] | None = None) -> tuple[float, dict[float, float]]:
@@ -107,13 +111,7 @@ def tune_item_model(fit: Callable[[sp.csr_matrix, float], Model], grid: Sequence
     rows = np.flatnonzero(np.diff(validation.indptr) > 0)
     results: dict[float, float] = {}
     for value in grid:
-        model = fit(train, value)
-        total = 0.0
-        for start in range(0, len(rows), block):
-            part = rows[start:start + block]
-            top = top_k(model.scores(train[part]), train, part, k)
-            total += np.nan_to_num(ndcg_hr(top, validation, part)[0]) * len(part)
-        results[value] = total / max(len(rows), 1)
+        results[value] = mean_ndcg(_scores_of(fit(train, value), train), train, validation, rows, k, block)
         if report is not None:
             report(value, results[value])
     return max(results, key=lambda v: results[v]), results

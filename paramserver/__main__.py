@@ -29,7 +29,8 @@ def main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["paramserver"])
     parser.add_argument("--state-dir", type=Path, help="WAL and snapshots (default: HOME/state/paramserver-<port>)")
-    parser.add_argument("--drift-rates", default="", help="drift rate overrides by event name, e.g. like=0.1,skip=-0.02 (defaults: catalog/drift.py)")
+    parser.add_argument("--drift-rates", default="",
+                        help="drift rate overrides by event name, e.g. like=0.1,skip=-0.02 (defaults: catalog/drift.py)")
     parser.add_argument("--max-updates-per-minute", type=int, default=DEFAULT_UPDATES_PER_MINUTE,
                         help="guardrail: vector moves per user per minute; more are held back (0: off; "
                              "default: %(default)s)")

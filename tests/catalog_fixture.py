@@ -15,9 +15,9 @@ from catalog.encoding import ContentEncoder
 from catalog.importers import import_into, plan_for
 from engines import ModelManifest
 from engines.sentence import DIM, SentenceEncoder, ensure_encoder
-from ranker.pipeline import fit_and_export
-from ranker.training import MODEL_NAME, current_user_vectors, load_catalog
-from ranker.vectors import AlsParams
+from learning.pipeline import fit_and_export
+from learning.training import MODEL_NAME, current_user_vectors, load_catalog
+from learning.vectors import AlsParams
 from world import World
 from world.export import IMPORT_MAPPING, SCHEMA, export_world
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from learning.training import stable_ranks
 from ranker.features import FeatureSpace, RecentItems
 from ranker.history import RECENT, History, snapshots
-from ranker.training import stable_ranks
 
 LIKE, CLICK, SKIP = 3, 2, 6
 

@@ -16,9 +16,9 @@ from engines import ModelManifest
 from engines.base import load_manifest, write_manifest
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import ranker_pb2
+from learning.refresh import export_shuffled
 from mesh.methods import HeapOutputs
 from mesh.routing import load_routing, update_routing
-from ranker.refresh import export_shuffled
 from ranker.service import Ranker
 from tests.stack import CLOCK
 

@@ -20,13 +20,7 @@ import scipy.sparse as sp
 from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
 from engines.base import ModelManifest, load_manifest, write_manifest
-from mesh.progress import Progress
-from ranker import graphs
-from ranker.exported import MODEL_NAME, newest_model, next_version
-from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace, RecentItems
-from ranker.history import POSITIVE_EVENTS, snapshots
-from ranker.items import ItemTable
-from ranker.vectors import (
+from learning.vectors import (
     GRID,
     AlsParams,
     LearnedVectors,
@@ -38,9 +32,15 @@ from ranker.vectors import (
     tune,
     unit,
 )
+from mesh.progress import Progress
+from ranker import graphs
+from ranker.exported import MODEL_NAME, newest_model, next_version
+from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace, RecentItems
+from ranker.history import POSITIVE_EVENTS, snapshots
+from ranker.items import ItemTable
 
-__all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError", "auc",
-           "current_user_vectors", "export", "export_trained", "load_catalog", "ndcg_at", "newest_model",
+__all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
+           "current_user_vectors", "export", "export_trained", "load_catalog", "newest_model",
            "next_version", "stable_ranks", "train"]
 
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
@@ -50,35 +50,6 @@ GRAPHS = {"naive": "naive.onnx", "decomposed": "decomposed.onnx", "decomposed_in
 
 class TrainingError(RuntimeError):
     """Training cannot run (missing extra) or produced a model that does not beat the baseline."""
-
-
-def auc(scores: np.ndarray, labels: np.ndarray) -> float:
-    """Area under the ROC curve by the rank-sum formula (ties broken by order)."""
-    order = np.argsort(scores, kind="stable")
-    ranks = np.empty(len(scores), dtype=np.float64)
-    ranks[order] = np.arange(1, len(scores) + 1)
-    pos = labels.astype(bool)
-    n_pos, n_neg = pos.sum(), (~pos).sum()
-    if n_pos == 0 or n_neg == 0:
-        return float("nan")
-    return float((ranks[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
-
-
-def ndcg_at(k: int, users: np.ndarray, scores: np.ndarray, relevance: np.ndarray) -> float:
-    """Mean NDCG@k over users with at least one relevant item, each user's items ranked by score."""
-    order = np.lexsort((-scores, users))
-    users, relevance = users[order], relevance[order].astype(np.float64)
-    starts = np.flatnonzero(np.r_[True, users[1:] != users[:-1]])
-    ends = np.r_[starts[1:], len(users)]
-    discounts = 1 / np.log2(np.arange(2, k + 2))
-    values = []
-    for a, b in zip(starts, ends):
-        rel = relevance[a:b]
-        if rel.sum() == 0:
-            continue
-        ideal = np.sort(rel)[::-1][:k]
-        values.append(float((rel[:k] * discounts[: min(k, b - a)]).sum() / (ideal * discounts[: len(ideal)]).sum()))
-    return float(np.mean(values)) if values else float("nan")
 
 
 # Event types (EventType values of feedserve.v1) that count as each objective's positive.

@@ -8,9 +8,9 @@ from typing import TextIO
 
 from catalog import Schema, Store
 from engines import ModelManifest
-from ranker.evaluation import best_baseline, evaluate_per_user
-from ranker.training import TrainingError, export_trained, load_catalog, train
-from ranker.vectors import GRID, AlsParams
+from learning.evaluation import best_baseline, evaluate_per_user
+from learning.training import TrainingError, export_trained, load_catalog, train
+from learning.vectors import GRID, AlsParams
 
 __all__ = ["fit_and_export", "quality_table"]
 

@@ -15,8 +15,10 @@ import numpy as np
 import scipy.sparse as sp
 from threadpoolctl import threadpool_limits
 
+from learning.metrics import mean_ndcg
+
 __all__ = ["GRID", "QUICK_GRID", "AlsParams", "LearnedVectors", "continue_als", "fit_als", "fit_projection",
-           "interactions", "ndcg_hr", "per_user_holdout", "top_k", "tune", "unit"]
+           "interactions", "per_user_holdout", "tune", "unit"]
 
 # What counts as a positive interaction, and its confidence (EventType values): ratings of 3 and up, clicks,
 # likes, shares and dwells; likes and shares count double.
@@ -95,40 +97,9 @@ def per_user_holdout(users: np.ndarray, timestamps: np.ndarray, share: float) ->
     return held
 
 
-def top_k(scores: np.ndarray, exclude: sp.csr_matrix, rows: np.ndarray, k: int) -> np.ndarray:
-    """Each row's `k` best columns of `scores` [len(rows), items], best first, leaving out `exclude[rows]`."""
-    scores = scores.copy()
-    for n, row in enumerate(rows.tolist()):
-        scores[n, exclude.indices[exclude.indptr[row]:exclude.indptr[row + 1]]] = -np.inf
-    k = min(k, scores.shape[1])
-    part = np.argpartition(-scores, k - 1, axis=1)[:, :k]
-    order = np.argsort(-np.take_along_axis(scores, part, axis=1), axis=1, kind="stable")
-    return np.take_along_axis(part, order, axis=1)
-
-
-def ndcg_hr(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> tuple[float, float]:
-    """Mean NDCG and hit rate of ranked lists `top` [len(rows), k] (column indices) against `relevant[rows]`."""
-    k = top.shape[1]
-    discounts = 1 / np.log2(np.arange(2, k + 2))
-    ndcg, hits = [], []
-    for n, row in enumerate(rows.tolist()):
-        wanted = relevant.indices[relevant.indptr[row]:relevant.indptr[row + 1]]
-        if not len(wanted):
-            continue
-        hit = np.isin(top[n], wanted)
-        ndcg.append(float((hit * discounts).sum() / discounts[:min(k, len(wanted))].sum()))
-        hits.append(float(hit.any()))
-    return (float(np.mean(ndcg)), float(np.mean(hits))) if ndcg else (float("nan"), float("nan"))
-
-
 def _score_users(users: np.ndarray, items: np.ndarray, rows: np.ndarray, seen: sp.csr_matrix, relevant: sp.csr_matrix,
                  k: int) -> float:
-    ndcg = []
-    for start in range(0, len(rows), 1024):
-        part = rows[start:start + 1024]
-        top = top_k(users[part] @ items.T, seen, part, k)
-        ndcg.append(ndcg_hr(top, relevant, part)[0] * len(part))
-    return float(np.nansum(ndcg) / max(len(rows), 1))
+    return mean_ndcg(lambda part: users[part] @ items.T, seen, relevant, rows, k)
 
 
 def tune(fit: sp.csr_matrix, validation: sp.csr_matrix, grid: list[AlsParams], k: int = 20, seed: int = 0,

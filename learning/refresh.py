@@ -15,8 +15,7 @@ import numpy as np
 from catalog import Schema, Store
 from engines import ModelManifest
 from engines.base import load_manifest
-from ranker import graphs
-from ranker.training import (
+from learning.training import (
     VALIDATION_SHARE,
     Catalog,
     TrainingError,
@@ -27,7 +26,8 @@ from ranker.training import (
     newest_model,
     next_version,
 )
-from ranker.vectors import AlsParams, LearnedVectors, interactions, per_user_holdout, unit
+from learning.vectors import AlsParams, LearnedVectors, interactions, per_user_holdout, unit
+from ranker import graphs
 
 __all__ = ["export_shuffled", "served_space", "train_on_served_space"]
 

@@ -12,12 +12,12 @@ import pytest
 from catalog import USER, Item, open_store, preset_schema
 from catalog.datasets import build_store, dataset_dir
 from engines.sentence import DIM
-from ranker import evaluation
-from ranker.evaluation import SplitError, check_split
-from ranker.pipeline import fit_and_export
+from learning import evaluation
+from learning.evaluation import SplitError, check_split
+from learning.pipeline import fit_and_export
+from learning.training import MODEL_NAME, TrainingError
+from learning.vectors import AlsParams, per_user_holdout
 from ranker.service import Ranker
-from ranker.training import MODEL_NAME, TrainingError
-from ranker.vectors import AlsParams, per_user_holdout
 
 ONE_SETTING = [AlsParams(32, 1.0, 5.0)]
 SLICE_USERS = 400  # users 1..400 of MovieLens-100K: about 40,000 real events
@@ -94,9 +94,9 @@ class TestDriftOnTheLearnedSpace:
         """On real data: after a user likes an item far from their taste (three likes, through the paramserver's
         drift), the Ranker's next feed for their moved vector sits closer to that item in the learned space."""
         from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
+        from learning.training import current_user_vectors, load_catalog
         from mesh.methods import HeapOutputs
         from paramserver.service import ParamServer
-        from ranker.training import current_user_vectors, load_catalog
 
         path, manifest = served_slice
         schema = preset_schema("movielens")

@@ -18,12 +18,13 @@ import scipy.sparse as sp
 from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
 from learning.baselines import EASE_GRID, KNN_GRID, fit_ease, fit_item_knn, tune_item_model
+from learning.metrics import mean_ndcg, ndcg_hr, recall, top_k
 from learning.sequential import Gru4Rec, SequentialParams, check_epochs, sequences, tune_gru4rec
+from learning.training import POSITIVES, VALIDATION_SHARE, Trained, export_trained, load_catalog, train
+from learning.vectors import GRID, AlsParams, fit_als, interactions, per_user_holdout
 from mesh.methods import HeapOutputs
 from mesh.progress import Progress
 from ranker.service import DEFAULT_KEEP, Ranker
-from ranker.training import POSITIVES, VALIDATION_SHARE, Trained, export_trained, load_catalog, train
-from ranker.vectors import GRID, AlsParams, fit_als, interactions, ndcg_hr, per_user_holdout, top_k
 
 __all__ = ["BASELINES", "RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "best_baseline", "check_split",
            "evaluate_per_user"]
@@ -70,15 +71,6 @@ def check_split(users: np.ndarray, timestamps: np.ndarray, held: np.ndarray) -> 
 def _hits(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> dict[str, float]:
     ndcg, hr = ndcg_hr(top, relevant, rows)
     return {"ndcg": ndcg, "hr": hr}
-
-
-def _recall(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> float:
-    found = []
-    for n, row in enumerate(rows.tolist()):
-        wanted = relevant.indices[relevant.indptr[row]:relevant.indptr[row + 1]]
-        if len(wanted):
-            found.append(np.isin(wanted, top[n]).mean())
-    return float(np.mean(found)) if found else float("nan")
 
 
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
@@ -162,8 +154,8 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
     empty = np.zeros(0, np.int64)
 
     def validate(model: Gru4Rec) -> float:
-        top = top_k(model.scores([early.get(int(u), empty) for u in checked]), fit_part, checked, k)
-        return float(np.nan_to_num(ndcg_hr(top, check_part, checked)[0]))
+        return mean_ndcg(lambda part: model.scores([early.get(int(u), empty) for u in part]), fit_part, check_part,
+                         checked, k)
 
     progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", len(check_epochs(params)),
                         stream=stream)
@@ -250,7 +242,7 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     metrics[f"ndcg{k}_cold_popularity"] = _hits(top_k(np.tile(popularity, (len(rows), 1)), nothing, rows, k),
                                                 relevant, rows)["ndcg"]
     metrics["cold_start_ratio"] = metrics[f"ndcg{k}_cold_start"] / metrics[f"ndcg{k}_cold_recent_popularity"]
-    metrics["recall100_retrieval"] = _recall(retrieval, relevant, rows)
+    metrics["recall100_retrieval"] = recall(retrieval, relevant, rows)
     alone = _hits(retrieval[:, :k], relevant, rows)  # the learned vectors alone, no ranker
     metrics[f"ndcg{k}_retrieval"], metrics[f"hr{k}_retrieval"] = alone["ndcg"], alone["hr"]
     shown = np.unique(served[served >= 0])
