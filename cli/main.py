@@ -21,6 +21,7 @@ from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
 from cli.importing import checkpoint_path, run_import
 from cli.models import add_models_commands
+from cli.options import service_options
 from cli.queries import cost_command, feed_command, generate_command, interact_command, mode_command, trace_command
 from cli.replay import command as replay_command
 from cli.security import certs_command, health_command, keys_command, stack_security
@@ -138,6 +139,7 @@ def _up(args: argparse.Namespace) -> int:
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
     try:
+        options = service_options(args.set)
         plan, schema = bootstrap_source(args)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -149,7 +151,7 @@ def _up(args: argparse.Namespace) -> int:
     tls, keys, admin_key = stack_security(args)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
                   generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key,
-                  generator_args=("--real-tier", args.real_tier))
+                  generator_args=("--real-tier", args.real_tier), extra_args=options)
     signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         stack.start_data_plane()
@@ -251,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
                     help="auto: colocated services talk over shared-memory rings; grpc: never (default: %(default)s)")
     for name in ("gateway", "paramserver", "ranker", "generator"):
         up.add_argument(f"--{name}-port", type=int, default=DEFAULT_PORTS[name])
+    up.add_argument("--set", action="append", default=[], metavar="SERVICE.OPTION=VALUE",
+                    help="any option of a service, e.g. paramserver.max-travel-per-hour=3 or gateway.cache-ttl-s=0 "
+                         "(a flag: SERVICE.OPTION); checked before anything starts; repeatable. Each service's options: "
+                         "python -m SERVICE --help")
     up.add_argument("--no-generator", action="store_true", help="run without the generator (Generate: UNIMPLEMENTED)")
     up.add_argument("--real-tier", choices=("int4", "int8", "fp32", "none"), default="int4",
                     help="the large generation tier: SmolLM2-135M-Instruct in this precision, imported on first run "

@@ -156,5 +156,8 @@ def interact_command(args: argparse.Namespace) -> int:
     if response is None:
         return 1
     moved = f"moved the user vector by rate {response.rate:+.2f}" if response.applied else "changed nothing"
+    if response.held_back:
+        guardrail = common_pb2.Guardrail.Name(response.held_back).removeprefix("GUARDRAIL_").lower()
+        moved = f"the vector's move was held back by the {guardrail} guardrail"
     print(f"{args.event} by user {args.user} on item {args.item}: {moved} (logged at catalog sequence {response.sequence})")
     return 0

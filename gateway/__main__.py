@@ -47,7 +47,8 @@ def _lazy_encoder(home: Path):
     return encode
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of `python -m gateway` (also what `feedserve up --set gateway.OPTION=VALUE` checks against)."""
     defaults = StackConfig()
     parser = argparse.ArgumentParser(prog="python -m gateway", description=__doc__)
     parser.add_argument("--host", default=defaults.host)
@@ -87,6 +88,11 @@ def main() -> None:
                         help="append every served feed (items with position and score) and every attributed "
                              "interaction here as JSON lines: the propensity log (default: none)")
     add_tls_arguments(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     configure(tls_from_args(args))
     if args.keys is None and not args.no_auth:

@@ -27,7 +27,8 @@ from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.shards import SlotMap
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of `python -m generator` (also what `feedserve up --set generator.OPTION=VALUE` checks against)."""
     parser = argparse.ArgumentParser(prog="python -m generator", description=__doc__)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["generator"])
@@ -57,6 +58,11 @@ def main() -> None:
                              "a family there, so a new tier version can be staged, canaried and rolled back")
     parser.add_argument("--log-level", default="INFO")
     add_tls_arguments(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     configure(tls_from_args(args))
     log = get_logger("generator")

@@ -21,7 +21,8 @@ from paramserver.service import ParamServer, ParamServerServicer, TableConfig
 from paramserver.wal import POLICIES
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of `python -m paramserver` (also what `feedserve up --set paramserver.OPTION=VALUE` checks against)."""
     parser = argparse.ArgumentParser(prog="python -m paramserver", description=__doc__)
     parser.add_argument("--store", default="", help="the catalog store (SQLite path or postgresql:// URL) whose items "
                                                      "this paramserver serves; without it, items come only from Upsert")
@@ -51,6 +52,11 @@ def main() -> None:
     parser.add_argument("--snapshot-interval-s", type=float, default=300.0, help="0 disables timed snapshots")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
     add_tls_arguments(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     configure(tls_from_args(args))
 

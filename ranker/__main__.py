@@ -51,7 +51,8 @@ def routed_primary(path: Path, family: str, space: int) -> ModelManifest | None:
     return load_manifest(directory) if (directory / "manifest.json").exists() else None
 
 
-def main() -> None:
+def build_parser() -> argparse.ArgumentParser:
+    """Every option of `python -m ranker` (also what `feedserve up --set ranker.OPTION=VALUE` checks against)."""
     parser = argparse.ArgumentParser(prog="python -m ranker", description=__doc__)
     parser.add_argument("--store", required=True, help="the catalog store: a SQLite path or a postgresql:// URL")
     parser.add_argument("--schema", default="simulator", help="the catalog's schema: a TOML file or a preset (default: %(default)s)")
@@ -85,6 +86,11 @@ def main() -> None:
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     add_tls_arguments(parser)
+    return parser
+
+
+def main() -> None:
+    parser = build_parser()
     args = parser.parse_args()
     if args.cascade_keep < 0:
         parser.error(f"--cascade-keep is expected to be >= 0 (0: the full model scores every candidate), got {args.cascade_keep}")

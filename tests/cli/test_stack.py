@@ -33,7 +33,8 @@ def _alive(pid: int) -> bool:
 def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path,
                                                                     real_home: Path) -> None:
     """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; `generate` streams text and
-    usage (the tiny small tier and SmolLM2 int4); SIGTERM stops all four children."""
+    usage (the tiny small tier and SmolLM2 int4); a `--set` option reaches its service; SIGTERM stops all four
+    children."""
     (tmp_path / "encoder").symlink_to(generation_home / "encoder")
     (tmp_path / "generator").mkdir()  # the tiny test tiers and the imported SmolLM2, so `up` trains and imports nothing
     for built in (real_home / "generator").iterdir():
@@ -44,7 +45,7 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
     up = subprocess.Popen(
         [sys.executable, "-m", "cli", "up", "--home", str(tmp_path), "--items", "5000", "--users", "300", "--interactions", "30000",
          "--gateway-port", str(gateway), "--paramserver-port", str(paramserver), "--ranker-port", str(ranker),
-         "--generator-port", str(generator)],
+         "--generator-port", str(generator), "--set", "paramserver.max-travel-per-hour=0.000001"],
         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env,
     )
     output: list[str] = []
@@ -69,7 +70,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
 
         item = rows[0].split()[1]
         interact = _feedserve("interact", "--user", "1", "--item", item, "--event", "like", "--gateway", address, env=env)
-        assert interact.returncode == 0 and "rate +0.10" in interact.stdout
+        # `--set` reached the paramserver: any move is past a travel bound of 1e-6 (the event itself is logged)
+        assert interact.returncode == 0 and "held back by the travel guardrail" in interact.stdout, interact.stdout
 
         trace = _feedserve("trace", "--user", "2", "--gateway", address, env=env)
         assert trace.returncode == 0, trace.stderr
