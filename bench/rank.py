@@ -1,5 +1,7 @@
 """Ranking at full scale: retrieval, the naive full model, the decomposed model in fp32 and int8, and the cascade
-(the light stage over every candidate, the decomposed model over the best 300), side by side.
+(the light stage over every candidate, the decomposed model over the best 300), side by side; and the cascade for a
+user with a history (five recent likes: the cross part's history columns computed over the kept candidates), so
+that `history_cost` is what the user's recent behaviour adds to a ranking.
 
 2,400 candidates x 4,736 features per request over 1,000,000 items (--quick: 200,000), on 2 threads.
 The catalog is the simulator's, imported and encoded as `feedserve up` does (prepared once, cached under HOME).
@@ -30,7 +32,7 @@ from bench.common import (  # noqa: E402
 )
 from catalog import open_store, preset_schema  # noqa: E402
 from feedserve.v1 import ranker_pb2  # noqa: E402
-from learning.training import MODEL_NAME, newest_model  # noqa: E402
+from ranker.exported import MODEL_NAME, newest_model  # noqa: E402
 from mesh.config import default_home  # noqa: E402
 from mesh.methods import HeapOutputs  # noqa: E402
 from mesh.percentiles import p50_p99  # noqa: E402
@@ -73,6 +75,7 @@ def main() -> None:
     fp32 = Ranker(open_store(store), schema, manifest, threads=2, follow=False, cascade_keep=0)
     int8 = Ranker(open_store(store), schema, manifest, precision="int8", threads=2, follow=False, cascade_keep=0)
     cascade = Ranker(open_store(store), schema, manifest, threads=2, follow=False)  # the default: keep DEFAULT_KEEP
+    remembered = Ranker(open_store(store), schema, manifest, threads=2, follow=False)  # the same, users with history
     print(f"rank: {items:,} items, {CANDIDATES} candidates x {FEATURE_DIM} features, 2 threads; "
           f"rankers ready in {time.perf_counter() - start:.1f} s (item tower over every item, three times); {machine()}",
           flush=True)
@@ -86,8 +89,12 @@ def main() -> None:
     # a user vector is a drifted mix of item vectors: each request's user is three items' vectors, normalised
     mixes = fp32.items.vectors[rng.integers(0, items, (requests + 5, 3))].sum(axis=1)
     users = (mixes / np.linalg.norm(mixes, axis=1, keepdims=True)).astype(np.float32)
+    liked = rng.integers(1, items + 1, (len(user_ids), 5))  # each user's five latest likes, a minute apart
+    remembered.history.add(np.repeat(user_ids, 5), liked.ravel(), np.full(liked.size, 3),
+                           np.tile(np.arange(5) * 60 + int(time.time()) - 3600, len(user_ids)))
 
-    timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": [], "cascade": []}
+    timings: dict[str, list[float]] = {"retrieval": [], "naive": [], "decomposed": [], "int8": [], "cascade": [],
+                                       "history": []}
     correlations = []
     for n, user_id in enumerate(user_ids.tolist()):
         user = users[n]
@@ -112,7 +119,8 @@ def main() -> None:
         naive_time = time.perf_counter() - t
 
         outputs = {}
-        for name, ranker in (("decomposed", fp32), ("int8", int8), ("cascade", cascade)):
+        paths = (("decomposed", fp32), ("int8", int8), ("cascade", cascade), ("history", remembered))
+        for name, ranker in paths if n % 2 == 0 else paths[::-1]:  # alternate the order: neither always runs warm
             out = HeapOutputs()
             t = time.perf_counter()
             ranker.rank(request, tensors, out)
@@ -131,13 +139,16 @@ def main() -> None:
         print(f"{name:<12} {p50_ms(samples):8.2f} {p99_ms(samples):8.2f}")
     speedup = p50_ms(timings["naive"]) / p50_ms(timings["decomposed"])
     print(f"speedup naive/decomposed (P50): {speedup:.1f}x; naive/int8: {p50_ms(timings['naive']) / p50_ms(timings['int8']):.1f}x")
+    history_cost = p50_ms(timings["history"]) / p50_ms(timings["cascade"])
+    print(f"a user with history / without (the cascade, P50): {history_cost:.3f}x")
     print(f"int8 vs fp32 Spearman over {len(correlations)} requests: min {min(correlations):.4f}, "
           f"median {np.median(correlations):.4f}")
     result = {
         "candidates": CANDIDATES, "features": FEATURE_DIM,
         "retrieval_p50_ms": p50_ms(timings["retrieval"]), "naive_p50_ms": p50_ms(timings["naive"]),
         "decomposed_p50_ms": p50_ms(timings["decomposed"]), "int8_p50_ms": p50_ms(timings["int8"]),
-        "cascade_p50_ms": p50_ms(timings["cascade"]),
+        "cascade_p50_ms": p50_ms(timings["cascade"]), "history_p50_ms": p50_ms(timings["history"]),
+        "history_cost": history_cost,
         "speedup": speedup, "int8_spearman": min(correlations),  # the worst request, not a typical one
     }
     record("rank", {**result, "items": items, "requests": requests, "heads": list(HEADS),

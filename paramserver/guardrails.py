@@ -1,5 +1,6 @@
 """Per-user guardrails on real-time drift: a cap on vector updates per minute (a burst of bots, a runaway client
-loop) and a bound on how far a vector may travel in an hour: its distance from where it stood when the hour began.
+loop) and a bound on how far a vector may travel in an hour: the distance of its direction from where it pointed
+when the hour began.
 
 The bound is on the displacement, not the path: what a flood of fake likes does is drag a user somewhere else,
 and the displacement measures exactly that. A person rating 200 films in an hour (MovieLens users do) zigzags
@@ -30,12 +31,19 @@ DEFAULT_TRAVEL_PER_HOUR = 1.5  # distance in the unit-length users' space: a rig
 _EXPIRE_EVERY = 10_000  # checks between sweeps of users idle for more than an hour
 
 
+def _direction(vector: np.ndarray) -> np.ndarray:
+    """The vector at unit length: the ranker reads a user's direction, and a user created at an item's vector has
+    that item's length (0.5 to 3 in a learned space) until its first move normalises it, which is no travel."""
+    norm = float(np.linalg.norm(vector))
+    return vector / norm if norm > 0 else vector
+
+
 @dataclass
 class _Window:
     minute: int = -1
     updates: int = 0
     hour: int = -1
-    start: np.ndarray | None = None  # where the vector stood when this hour's first move came (None: not yet known)
+    start: np.ndarray | None = None  # its direction when this hour's first move came (None: not yet known)
 
 
 @dataclass
@@ -64,8 +72,10 @@ class Guardrails:
         if window.hour != hour:
             window.hour, window.start = hour, None
         if window.start is None and current is not None:
-            window.start = current
-        travelled = float(np.linalg.norm(moved - window.start)) if moved is not None and window.start is not None else 0.0
+            window.start = _direction(current)
+        travelled = 0.0
+        if moved is not None and window.start is not None:
+            travelled = float(np.linalg.norm(_direction(moved) - window.start))
         verdict = common_pb2.GUARDRAIL_NONE
         if self.updates_per_minute and window.updates >= self.updates_per_minute:
             verdict = common_pb2.GUARDRAIL_RATE
@@ -74,7 +84,7 @@ class Guardrails:
         if verdict == common_pb2.GUARDRAIL_NONE:
             window.updates += 1
             if window.start is None and moved is not None:  # created by this move: measured from where it began
-                window.start = moved
+                window.start = _direction(moved)
         else:
             self.held[verdict] += 1
         self._checks += 1

@@ -117,6 +117,14 @@ class TestTravelBound:
         assert rails.check(9, None, origin) == common_pb2.GUARDRAIL_NONE
         assert rails.check(9, origin, np.array([0.0, 1.0], np.float32)) == common_pb2.GUARDRAIL_TRAVEL
 
+    def test_a_user_created_at_a_long_item_vector_has_not_travelled_when_normalised(self) -> None:
+        """A user created at an item's vector of length 3 whose next move keeps its direction (only normalises it to
+        unit length) has travelled nothing: the bound is on the direction the ranker reads."""
+        rails = Guardrails(0, 0.3, Clock())
+        long_item = np.array([3.0, 0.0], np.float32)
+        assert rails.check(5, None, long_item) == common_pb2.GUARDRAIL_NONE
+        assert rails.check(5, long_item, np.array([1.0, 0.0], np.float32)) == common_pb2.GUARDRAIL_NONE
+
     def test_removing_a_user_forgets_their_guardrail_state(self, catalog, tmp_path: Path) -> None:
         """A deleted user leaves nothing behind, not even their counts in the guardrails."""
         core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, Clock()))
