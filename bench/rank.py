@@ -32,10 +32,10 @@ from bench.common import (  # noqa: E402
 )
 from catalog import open_store, preset_schema  # noqa: E402
 from feedserve.v1 import ranker_pb2  # noqa: E402
-from ranker.exported import MODEL_NAME, newest_model  # noqa: E402
 from mesh.config import default_home  # noqa: E402
 from mesh.methods import HeapOutputs  # noqa: E402
 from mesh.percentiles import p50_p99  # noqa: E402
+from ranker.exported import MODEL_NAME, newest_model  # noqa: E402
 from ranker.features import FEATURE_DIM, HEADS, assemble  # noqa: E402
 from ranker.service import Ranker  # noqa: E402
 
