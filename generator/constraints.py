@@ -6,9 +6,9 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
-import interegular
 import numpy as np
 
+from generator.regex import compile_pattern
 from mesh.errors import InvalidArgument
 from mesh.lru import LruCache
 
@@ -92,10 +92,7 @@ class Pattern:
     shortest completion from each state needs (so a token is allowed only if the budget can still finish)."""
 
     def __init__(self, regex: str, vocabulary: Vocabulary) -> None:
-        try:
-            self.fsm = interegular.parse_pattern(regex).to_fsm()
-        except Exception as exc:  # interegular raises its own parse errors, and NotImplementedError for lookarounds
-            raise InvalidArgument("pattern", f"pattern {regex!r} is not a supported regular expression: {exc}") from None
+        self.fsm = compile_pattern(regex)  # INVALID_ARGUMENT naming `pattern` past the bound on states
         self.vocabulary = vocabulary
         self.distance = self._distances()
         if self.distance.get(self.fsm.initial, _INFINITY) >= _INFINITY:

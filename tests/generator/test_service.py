@@ -96,6 +96,12 @@ class TestStreaming:
                     await _collect(stack.gateway, generator_pb2.GenerateRequest(prompt="Hello there.", max_tokens=8))
                 assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
                 assert "in flight" in caught.value.details()
+                # a pattern is built and judged before a slot is asked for: a hostile one is refused as such
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await _collect(stack.gateway, generator_pb2.GenerateRequest(
+                        prompt="Hello there.", max_tokens=8, pattern="(a|b)*a(a|b){20}"))
+                assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert caught.value.details().startswith("pattern:")
                 gate.set()
                 assert [chunk async for chunk in stream][-1].final
                 _, final = await _collect(stack.gateway, generator_pb2.GenerateRequest(prompt="Hello there.",
@@ -133,6 +139,8 @@ class TestBadInput:
         (dict(prompt="hi", max_tokens=1000), "max_tokens"),  # within 1..1024, beyond the tiers' context
         (dict(prompt="hi", max_tokens=10, model="gpt-9"), "model"),
         (dict(prompt="hi", max_tokens=10, pattern="(unclosed"), "pattern"),
+        (dict(prompt="hi", max_tokens=10, pattern="(a|b)*a(a|b){20}"), "pattern"),  # 2^21 states
+        (dict(prompt="hi", max_tokens=10, pattern="((.{999}){999}){999}"), "pattern"),
         (dict(prompt="hi", max_tokens=10, banned_words=["two words"]), "banned_words"),
         (dict(prompt="hi", max_tokens=10, stop=[""]), "stop"),
     ])
