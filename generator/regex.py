@@ -43,7 +43,7 @@ def _key(state: Any) -> Any:
     return state
 
 
-def _crawl(alphabet, initial, final, follow) -> FSM:  # type: ignore[no-untyped-def]  # interegular's own signature
+def _crawl(alphabet, initial, final, follow) -> FSM:  # interegular's own signature
     """interegular's `crawl`, with states found by hash rather than a linear search (its list search made a
     2,000-state build take seconds), and counted against this thread's budget."""
     states = [initial]
