@@ -7,6 +7,7 @@ from collections import defaultdict
 
 from feedserve.v1 import gateway_pb2
 from mesh.logging import get_logger
+from mesh.tags import MAX_TAGS, TagBook
 
 __all__ = ["CostLedger", "request_cpu_seconds", "MAX_WINDOW_S"]
 
@@ -29,10 +30,11 @@ def request_cpu_seconds(response: gateway_pb2.FeedResponse) -> float:
 class CostLedger:
     """Per-second buckets per feature tag for the last hour (requests, CPU seconds, token cost, tokens); a tag
     whose cost per 1,000 requests over the last minute crosses `alert_per_1k` is logged and counted once per
-    crossing."""
+    crossing. At most `max_tags` distinct tags are kept; later new ones are booked as "other"."""
 
-    def __init__(self, cpu_second_price: float = 0.0000125, alert_per_1k: float = 0.0) -> None:
+    def __init__(self, cpu_second_price: float = 0.0000125, alert_per_1k: float = 0.0, max_tags: int = MAX_TAGS) -> None:
         self.cpu_second_price, self.alert_per_1k = cpu_second_price, alert_per_1k
+        self._tags = TagBook(max_tags)
         self._buckets: dict[str, dict[int, list[float]]] = defaultdict(dict)  # tag -> second -> [requests, cpu, token cost, tokens]
         self.alerts: dict[str, int] = defaultdict(int)
         self._alerting: set[str] = set()
@@ -41,7 +43,7 @@ class CostLedger:
 
     def record(self, tag: str, cpu_seconds: float, token_cost: float = 0.0, tokens: int = 0) -> float:
         """Book one request (a feed, or a generation with its priced tokens); returns its cost."""
-        tag = tag or "untagged"
+        tag = self._tags.book(tag)
         second = int(time.time())
         bucket = self._buckets[tag].setdefault(second, [0, 0.0, 0.0, 0])
         bucket[0] += 1

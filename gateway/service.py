@@ -39,6 +39,7 @@ from mesh.errors import (
     Unimplemented,
 )
 from mesh.rpclog import annotate, request_id
+from mesh.tags import check_feature_tag
 from mesh.tensors import to_tensor
 from mesh.timing import HopRecorder, cpu_ns
 
@@ -195,6 +196,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         k = request.k if request.HasField("k") else DEFAULT_K
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {k}")
+        check_feature_tag(request.context.feature_tag)
         for head, weight in request.objective_weights.items():
             if head not in OBJECTIVES:
                 raise InvalidArgument(f"objective_weights.{head}", f"unknown objective, expected one of {', '.join(OBJECTIVES)}")
@@ -360,6 +362,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         """Answer a repeat from the edge cache, or relay the generator's stream; the final chunk gains the
         gateway's hop, and its cost is booked to the feature tag beside the feeds'."""
         received, cpu_start = time.monotonic_ns(), cpu_ns()
+        check_feature_tag(request.context.feature_tag)
         if not self.modes.settings.generation_enabled:
             await context.abort(grpc.StatusCode.UNAVAILABLE, "generation is off in emergency mode")
         generator = self.generator

@@ -22,6 +22,7 @@ from generator.rollout import TierRouting
 from mesh.clients import ParamServerClient
 from mesh.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.logging import get_logger
+from mesh.tags import TagBook, check_feature_tag
 from mesh.timing import HopRecorder, now_ns
 
 __all__ = ["Generator", "GeneratorServicer", "Limits", "MAX_TOKENS"]
@@ -57,6 +58,7 @@ class Generator:
         self.semantic = semantic
         self.cpu_second_price, self.limits = cpu_second_price, limits
         self.max_in_flight, self.in_flight = max_in_flight, 0
+        self._tags = TagBook()  # the cost metric's label values, bounded
         self._log = get_logger("generator")
 
     def validate(self, request: generator_pb2.GenerateRequest) -> None:
@@ -90,6 +92,7 @@ class Generator:
             raise FailedPrecondition("item_ids: teasers need the catalog; start the generator with --store")
         if len(request.pattern) > lim.pattern_chars:
             raise InvalidArgument("pattern", f"pattern is longer than {lim.pattern_chars} characters")
+        check_feature_tag(request.context.feature_tag)
 
     async def _cached(self, request: generator_pb2.GenerateRequest) -> tuple[Answer | None, float]:
         """The semantic cache's answer, if any, and the CPU seconds the lookup (the encoder) took on its thread."""
@@ -155,7 +158,7 @@ class Generator:
         # CPU is charged per thread, never the process's: other requests decode at the same time
         started, cpu_seconds = time.monotonic(), 0.0
         hops = HopRecorder("generator")
-        tag = request.context.feature_tag or "untagged"
+        tag = self._tags.book(request.context.feature_tag)
         items = await self._items(request)
         with hops.stage("plan"):
             plan = make_plan(request, self.topics, items)

@@ -45,3 +45,16 @@ def test_crossing_the_alert_threshold_is_counted_once_per_crossing() -> None:
         ledger.record("dear", 0.0)  # the minute's average falls back under the threshold
     ledger.record("dear", 1.0)
     assert ledger.alerts["dear"] == 2
+
+
+def test_tags_past_the_cap_are_booked_as_other_so_invented_tags_grow_nothing() -> None:
+    """With room for 3 tags, a fourth and every later new tag land on "other"; known tags keep their own rows,
+    and the report has at most 3 + 1 rows however many tags a client invents."""
+    ledger = CostLedger(cpu_second_price=1.0, max_tags=3)
+    for tag in ("home", "search", "email"):
+        ledger.record(tag, 0.001)
+    for n in range(1000):
+        ledger.record(f"invented-{n}", 0.001)
+    ledger.record("home", 0.001)
+    rows = {f.feature_tag: f.requests for f in ledger.report(60).features}
+    assert rows == {"home": 2, "search": 1, "email": 1, "other": 1000}

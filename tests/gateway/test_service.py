@@ -104,6 +104,10 @@ class TestFeed:
             (_feed(0), "user_id"),
             (_feed(1, 0), "k"),
             (_feed(1, 501), "k"),
+            (gateway_pb2.FeedRequest(user_id=1, context=common_pb2.RequestContext(feature_tag="x" * 65)),
+             "context.feature_tag"),
+            (gateway_pb2.FeedRequest(user_id=1, context=common_pb2.RequestContext(feature_tag="Home Feed")),
+             "context.feature_tag"),
         ],
     )
     def test_bad_feed_request_names_the_field(self, catalog, manifest, tmp_path, run, request_, field) -> None:

@@ -143,6 +143,7 @@ class TestBadInput:
         (dict(prompt="hi", max_tokens=10, pattern="((.{999}){999}){999}"), "pattern"),
         (dict(prompt="hi", max_tokens=10, banned_words=["two words"]), "banned_words"),
         (dict(prompt="hi", max_tokens=10, stop=[""]), "stop"),
+        (dict(prompt="hi", max_tokens=10, context=common_pb2.RequestContext(feature_tag="t" * 65)), "context.feature_tag"),
     ])
     def test_bad_requests_get_invalid_argument_naming_the_field(self, generation_home, catalog, tmp_path, run,
                                                                 fields: dict, field: str) -> None:
