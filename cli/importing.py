@@ -20,12 +20,14 @@ from catalog.importers import BadRow, ImportPlan, Section, read_section, rows
 from catalog.records import Event, Item, User
 from cli.access import gateway_channel
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc
+from mesh.grpc_server import PUBLIC_MAX_MESSAGE_BYTES
 from mesh.progress import Progress
 
 __all__ = ["ImportReport", "run_import", "checkpoint_path"]
 
 _ROW = re.compile(r"^(items|users|events)\[(\d+)\]")
 _RPC = {"items": "UpsertItems", "users": "UpsertUsers", "events": "InteractBatch"}
+REQUEST_BYTES = PUBLIC_MAX_MESSAGE_BYTES * 3 // 4  # a request is cut below the public port's limit
 
 
 @dataclass
@@ -102,6 +104,19 @@ def _batches(section: Section, after_line: int, size: int, report: ImportReport,
         yield lines, records, consumed
 
 
+def _fitting(kind: str, lines: list[int], records: list, drift: bool) -> Iterator[tuple[list[int], list]]:
+    """The batch in parts whose requests fit the gateway's public message limit (4 MiB unless its operator says
+    otherwise), with a margin: halved until each fits (a row is at most 64 KiB of text, so one always does)."""
+    if not records:
+        return
+    if len(records) > 1 and _request(kind, records, drift).ByteSize() > REQUEST_BYTES:
+        half = len(records) // 2
+        yield from _fitting(kind, lines[:half], records[:half], drift)
+        yield from _fitting(kind, lines[half:], records[half:], drift)
+        return
+    yield lines, records
+
+
 def _skip(report: ImportReport, errors: TextIO, message: str) -> None:
     report.skipped.append(message)
     print(f"skipped {message}", file=errors)
@@ -136,7 +151,7 @@ def run_import(plan: ImportPlan, gateway: str, checkpoint: Path, batch: int = 5_
         done = json.loads(checkpoint.read_text())
     report = ImportReport(resumed_from={k: v for k, v in done.items() if v})
     checkpoint.parent.mkdir(parents=True, exist_ok=True)
-    with gateway_channel(gateway, key, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+    with gateway_channel(gateway, key) as channel:
         stub = catalog_pb2_grpc.CatalogStub(channel)
         for section in plan.sections:
             key = str(section.path.resolve())
@@ -147,9 +162,9 @@ def run_import(plan: ImportPlan, gateway: str, checkpoint: Path, batch: int = 5_
                 progress.advance(sum(1 for line, _ in rows(section.path, section.delimiter, section.header, section.encoding)
                                      if line <= after), note="resumed")
             for lines, records, consumed in _batches(section, after, batch, report, stream):
-                if records:
-                    _send(stub, section, lines, records, drift, timeout, report, stream)
-                    done[key] = lines[-1] if lines else done.get(key, 0)
+                for part_lines, part in _fitting(section.kind, lines, records, drift):
+                    _send(stub, section, part_lines, part, drift, timeout, report, stream)
+                    done[key] = part_lines[-1] if part_lines else done.get(key, 0)
                     _save(checkpoint, done)
                 progress.advance(consumed, note=f"{report.sent[section.kind]:,} sent")
             if progress.done < progress.total:

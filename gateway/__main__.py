@@ -13,7 +13,7 @@ from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.admin import GatewayAdminService
 from gateway.auth import ApiKeyInterceptor
-from gateway.cache import AnswerCache, FeedCache
+from gateway.cache import AnswerCache, FeedCache, PageCursors
 from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
@@ -25,7 +25,7 @@ from gateway.rollout import GatewayRouting
 from gateway.service import GatewayService, keep_fallback_fresh
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.config import StackConfig
-from mesh.grpc_server import run_service
+from mesh.grpc_server import PUBLIC_MAX_MESSAGE_BYTES, run_service
 from mesh.logging import get_logger
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.shards import SlotMap
@@ -60,6 +60,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cache-ttl-s", type=float, default=30.0, help="a user's feed is reused this long (default: %(default)s)")
     parser.add_argument("--answer-ttl-s", type=float, default=300.0,
                         help="an exact repeat of a Generate request is answered from the edge this long (0: never)")
+    parser.add_argument("--max-message-mib", type=float, default=PUBLIC_MAX_MESSAGE_BYTES / 2**20,
+                        help="the largest request the public port accepts, in MiB (default: %(default)s; larger is "
+                             "RESOURCE_EXHAUSTED before it is read)")
+    parser.add_argument("--cache-mib", type=float, default=256,
+                        help="the feed cache's size in MiB, half of it at most for one tenant; page cursors take half "
+                             "as much and exact answers a quarter (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1,
                         help="HTTP port for /metrics and the live /dashboard (-1: off, 0: any)")
     parser.add_argument("--price-cpu-second", type=float, default=0.0000125,
@@ -119,9 +125,13 @@ def main() -> None:
         store = open_store(args.store) if args.store else None
         online = OnlineMetrics(PropensityLog(args.served_log) if args.served_log is not None else None)
         routing = GatewayRouting(args.routing, online, ranker, store) if args.routing is not None else None
-        service = GatewayService(paramserver, ranker, cache=FeedCache(ttl_s=args.cache_ttl_s),
+        feeds = int(args.cache_mib * 2**20)
+        service = GatewayService(paramserver, ranker, cache=FeedCache(args.cache_ttl_s, max_bytes=feeds,
+                                                                      max_tenant_bytes=feeds // 2),
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
-                                 answers=AnswerCache(args.answer_ttl_s), store=store, online=online, routing=routing)
+                                 answers=AnswerCache(args.answer_ttl_s, max_bytes=feeds // 4, max_tenant_bytes=feeds // 8),
+                                 store=store, online=online, routing=routing,
+                                 pages=PageCursors(max_bytes=feeds // 2, max_tenant_bytes=feeds // 4))
         if online.log is not None:
             logs.append(online.log)
         if generator is not None:
@@ -161,7 +171,8 @@ def main() -> None:
             log.close()
 
     interceptors = [ApiKeyInterceptor(keys, quotas)] if keys is not None else []
-    run_service("gateway", build, f"{args.host}:{args.port}", on_stop=close, interceptors=interceptors, public=True)
+    run_service("gateway", build, f"{args.host}:{args.port}", on_stop=close, interceptors=interceptors, public=True,
+                max_message_bytes=int(args.max_message_mib * 2**20))
 
 
 if __name__ == "__main__":

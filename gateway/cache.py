@@ -1,5 +1,10 @@
 """The gateway's caches: recent feeds per user, exact generation answers, and the rest of a ranking behind a page
-cursor; all dropped when the user interacts or is forgotten."""
+cursor; all dropped when the user interacts or is forgotten.
+
+Each keeps its entries serialised: their bytes are what they cost (a parsed message costs about 8x its wire size
+in Python objects: 5.9 MiB of 20-item feeds took 47 MiB), so each is bounded by bytes, in total and per tenant,
+as well as by count. A tenant past its share evicts its own entries, nobody else's.
+"""
 
 from __future__ import annotations
 
@@ -12,19 +17,30 @@ from mesh.lru import LruCache
 
 __all__ = ["FeedCache", "AnswerCache", "PageCursors", "answer_key"]
 
+_ENTRY_OVERHEAD = 200  # bytes a kept entry costs beyond its payload: the key, the tuple, the LRU's bookkeeping
+
 
 class FeedCache:
     """LRU of recent feeds by (tenant, user, k). Fresh entries answer directly; stale ones (up to `keep_s`) are
     kept as a degradation step when the budget is too short to rank. A user's feeds, under every tenant,
     drop together when the user interacts."""
 
-    def __init__(self, ttl_s: float = 30.0, keep_s: float = 600.0, capacity: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 30.0, keep_s: float = 600.0, capacity: int = 100_000,
+                 max_bytes: int = 256 << 20, max_tenant_bytes: int = 128 << 20) -> None:
         self.ttl_s, self.keep_s = ttl_s, keep_s
-        self._entries: LruCache[tuple[str, int, int], tuple[float, gateway_pb2.FeedResponse]] = LruCache(capacity)
+        self._entries: LruCache[tuple[str, int, int], tuple[float, bytes]] = LruCache(capacity, max_bytes,
+                                                                                        max_tenant_bytes)
         self.hits = self.misses = 0
 
+    @property
+    def size_bytes(self) -> int:
+        return self._entries.bytes
+
     def put(self, user: int, k: int, feed: gateway_pb2.FeedResponse, tenant: str = "") -> None:
-        self._entries.put((tenant, user, k), (time.monotonic(), feed), group=user)
+        """Keep the feed as it is now (later changes to `feed` are not seen)."""
+        wire = feed.SerializeToString()
+        self._entries.put((tenant, user, k), (time.monotonic(), wire), group=user, owner=tenant,
+                          size=len(wire) + _ENTRY_OVERHEAD)
 
     def get(self, user: int, k: int, stale_ok: bool = False, tenant: str = "") -> gateway_pb2.FeedResponse | None:
         entry = self._entries.get((tenant, user, k))
@@ -34,7 +50,7 @@ class FeedCache:
             return None
         if not stale_ok:
             self.hits += 1
-        return entry[1]
+        return gateway_pb2.FeedResponse.FromString(entry[1])
 
     def invalidate(self, user: int) -> int:
         """Forget every cached feed of `user`, under every tenant; returns how many."""
@@ -54,10 +70,15 @@ class AnswerCache:
     `capacity` (LRU). It sits at the edge so that a repeat costs one hop, not two; a user's answers go when
     that user interacts, since a post about "their top interest" follows their vector."""
 
-    def __init__(self, ttl_s: float = 300.0, capacity: int = 10_000) -> None:
+    def __init__(self, ttl_s: float = 300.0, capacity: int = 10_000, max_bytes: int = 64 << 20,
+                 max_tenant_bytes: int = 32 << 20) -> None:
         self.ttl_s = ttl_s
-        self._entries: LruCache[bytes, tuple[float, generator_pb2.GenerateChunk]] = LruCache(capacity)
+        self._entries: LruCache[bytes, tuple[float, bytes]] = LruCache(capacity, max_bytes, max_tenant_bytes)
         self.hits = self.misses = 0
+
+    @property
+    def size_bytes(self) -> int:
+        return self._entries.bytes
 
     def get(self, key: bytes) -> generator_pb2.GenerateChunk | None:
         """The final chunk to answer with (whole text, the original models), or None."""
@@ -66,11 +87,13 @@ class AnswerCache:
             self.misses += 1
             return None
         self.hits += 1
-        return entry[1]
+        return generator_pb2.GenerateChunk.FromString(entry[1])
 
-    def put(self, key: bytes, user: int, text: str, usage: generator_pb2.Usage) -> None:
+    def put(self, key: bytes, user: int, text: str, usage: generator_pb2.Usage, tenant: str = "") -> None:
         answer = generator_pb2.GenerateChunk(text=text, final=True, usage=generator_pb2.Usage(models=usage.models))
-        self._entries.put(key, (time.monotonic(), answer), group=user)
+        wire = answer.SerializeToString()
+        self._entries.put(key, (time.monotonic(), wire), group=user, owner=tenant,
+                          size=len(key) + len(wire) + _ENTRY_OVERHEAD)
 
     def invalidate(self, user: int) -> int:
         """Forget every answer written for `user`; returns how many."""
@@ -85,15 +108,23 @@ class AnswerCache:
 class PageCursors:
     """The ranked items a feed has not shown yet, behind an unguessable cursor, for `ttl_s` (LRU-bounded). The next
     page continues that same ranking, so no item repeats. A cursor names one tenant and one user and is ours
-    only: another gateway's, another tenant's, a forged or an expired one is INVALID_ARGUMENT."""
+    only: another gateway's, another tenant's, a forged or an expired one is INVALID_ARGUMENT. A cursor that no
+    longer fits its tenant's share is forgotten (an old cursor is then INVALID_ARGUMENT, like an expired one)."""
 
-    def __init__(self, ttl_s: float = 600.0, capacity: int = 100_000) -> None:
+    def __init__(self, ttl_s: float = 600.0, capacity: int = 100_000, max_bytes: int = 128 << 20,
+                 max_tenant_bytes: int = 64 << 20) -> None:
         self.ttl_s = ttl_s
-        self._entries: LruCache[str, tuple[float, str, int, list[gateway_pb2.FeedItem]]] = LruCache(capacity)
+        self._entries: LruCache[str, tuple[float, str, int, bytes]] = LruCache(capacity, max_bytes, max_tenant_bytes)
+
+    @property
+    def size_bytes(self) -> int:
+        return self._entries.bytes
 
     def put(self, user: int, rest: list[gateway_pb2.FeedItem], tenant: str = "") -> str:
         token = secrets.token_urlsafe(18)
-        self._entries.put(token, (time.monotonic(), tenant, user, rest), group=user)
+        wire = gateway_pb2.FeedResponse(items=rest).SerializeToString()
+        self._entries.put(token, (time.monotonic(), tenant, user, wire), group=user, owner=tenant,
+                          size=len(wire) + _ENTRY_OVERHEAD)
         return token
 
     def take(self, token: str, user: int, tenant: str = "") -> list[gateway_pb2.FeedItem]:
@@ -108,7 +139,7 @@ class PageCursors:
             raise InvalidArgument("cursor", "was issued for another user")
         if time.monotonic() - stamp > self.ttl_s:
             raise InvalidArgument("cursor", f"expired: cursors last {self.ttl_s:.0f} s")
-        return rest
+        return list(gateway_pb2.FeedResponse.FromString(rest).items)
 
     def invalidate(self, user: int) -> int:
         return self._entries.drop_group(user)

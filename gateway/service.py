@@ -53,6 +53,8 @@ GENERATE_TIMEOUT_S = 60.0  # generation streams for longer; callers without a de
 MARGIN_S = 0.003  # kept back from every deadline to build and send the answer
 FALLBACK_K = 500
 PAGE_DEPTH = 200  # a first page ranks this deep (at most MAX_K); later pages continue from a cursor
+_MAX_LABEL_CHARS = 256
+MAX_LIST = 1_000  # entries of each list a feed request may carry (exclusions, labels): work per request is bounded
 
 
 class _Budget:
@@ -94,10 +96,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                  cache: FeedCache | None = None, breaker_cooldown_s: float = 2.0, max_in_flight: int | None = None,
                  ledger: CostLedger | None = None, generator: GeneratorClient | None = None,
                  answers: AnswerCache | None = None, store: Store | None = None,
-                 online: OnlineMetrics | None = None, routing: GatewayRouting | None = None) -> None:
+                 online: OnlineMetrics | None = None, routing: GatewayRouting | None = None,
+                 pages: PageCursors | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
         self.store = store  # the catalog: Interact by the product's own ids logs the event there
-        self.pages = PageCursors()
+        self.pages = pages if pages is not None else PageCursors()
         self.answers = answers if answers is not None else AnswerCache()
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
@@ -197,6 +200,14 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if not 1 <= k <= MAX_K:
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {k}")
         check_feature_tag(request.context.feature_tag)
+        for name in ("exclude_ids", "exclude", "include_labels", "exclude_labels"):
+            if len(getattr(request, name)) > MAX_LIST:
+                raise InvalidArgument(name, f"at most {MAX_LIST} entries, got {len(getattr(request, name))}")
+        for row, label in enumerate([*request.include_labels, *request.exclude_labels]):
+            if len(label) > _MAX_LABEL_CHARS:
+                name = "include_labels" if row < len(request.include_labels) else "exclude_labels"
+                row = row if row < len(request.include_labels) else row - len(request.include_labels)
+                raise InvalidArgument(f"{name}[{row}]", f"at most {_MAX_LABEL_CHARS} characters, got {len(label)}")
         for head, weight in request.objective_weights.items():
             if head not in OBJECTIVES:
                 raise InvalidArgument(f"objective_weights.{head}", f"unknown objective, expected one of {', '.join(OBJECTIVES)}")
@@ -383,7 +394,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         async for chunk in generator.generate(request, timeout, request_id()):
             text.append(chunk.text)
             if chunk.final:
-                self.answers.put(key, request.user_id, "".join(text), chunk.usage)
+                self.answers.put(key, request.user_id, "".join(text), chunk.usage, request.context.tenant)
                 chunk = self._finish_generation(chunk, request, received, cpu_start)
             yield chunk
 

@@ -19,10 +19,13 @@ from mesh.rpclog import RpcLogInterceptor
 from mesh.security import add_port, configured
 from mesh.tracing import configure_tracing
 
-__all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS"]
+__all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS", "PUBLIC_MAX_MESSAGE_BYTES"]
 
 # Ranker-shaped messages reach tens of MiB with full score vectors; the 4 MiB default is too small.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
+# ... but on the public port, where anybody may send, gRPC's own 4 MiB: `feedserve import` splits its batches to
+# fit, and a gateway takes another limit with --max-message-mib.
+PUBLIC_MAX_MESSAGE_BYTES = 4 * 1024 * 1024
 GRPC_OPTIONS = [
     ("grpc.max_send_message_length", MAX_MESSAGE_BYTES),
     ("grpc.max_receive_message_length", MAX_MESSAGE_BYTES),
@@ -60,11 +63,16 @@ class ServiceServer:
 
 
 async def start_server(registrations: Registrations, address: str,
-                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (), public: bool = False) -> ServiceServer:
+                       interceptors: Sequence[grpc.aio.ServerInterceptor] = (), public: bool = False,
+                       max_message_bytes: int = PUBLIC_MAX_MESSAGE_BYTES) -> ServiceServer:
     """Start a server on `address` (port 0 picks a free one) with health and reflection, under the process's
     transport security (mesh/security.py): an internal service demands a client certificate, a `public` one
-    (the gateway) does not. `interceptors` run inside the log interceptor, so their refusals are logged."""
-    server = grpc.aio.server(interceptors=[RpcLogInterceptor(), *interceptors], options=GRPC_OPTIONS)
+    (the gateway) does not, and takes messages of at most `max_message_bytes`. `interceptors` run inside the
+    log interceptor, so their refusals are logged."""
+    options = GRPC_OPTIONS if not public else [
+        *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
+        ("grpc.max_receive_message_length", max_message_bytes)]
+    server = grpc.aio.server(interceptors=[RpcLogInterceptor(), *interceptors], options=options)
     for add in registrations.values():
         add(server)
     health = HealthServicer()
@@ -90,6 +98,7 @@ def run_service(
     on_start: Callable[[ServiceServer], None] | None = None,
     interceptors: Sequence[grpc.aio.ServerInterceptor] = (),
     public: bool = False,
+    max_message_bytes: int = PUBLIC_MAX_MESSAGE_BYTES,
 ) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit. `on_start` sees the
     started server (its health servicer) on the event loop's thread."""
@@ -104,7 +113,7 @@ def run_service(
         # 200,000-item ranker, and those collections were the feed's 100-300 ms tail.
         gc.collect()
         gc.freeze()
-        running = await start_server(registrations, address, interceptors, public)
+        running = await start_server(registrations, address, interceptors, public, max_message_bytes)
         if on_start is not None:
             on_start(running)
         stop = asyncio.Event()

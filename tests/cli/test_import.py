@@ -128,3 +128,26 @@ class TestReaders:
         event = next(r for _, r in read_section(plan.sections[1]))
         assert item.categories == ["Comedy", "Drama", "Romance"] and item.attributes == {"release_year": "1995"}
         assert event.event == 2 and event.value == 2.5 and event.timestamp == 964982703
+
+
+def test_a_batch_larger_than_the_public_message_limit_is_split_and_every_row_arrives(catalog, manifest, tmp_path,
+                                                                                      run) -> None:
+    """200 items of 60 KB text each (12 MB in one batch of 200) reach a gateway that takes 4 MiB messages: the
+    import cuts the batch into requests under the limit, in order, and the checkpoint ends on the last line."""
+    body_text = "word " * 12_000
+    rows = "".join(f"i{n},Item {n},{body_text}\n" for n in range(200))
+    (tmp_path / "items.csv").write_text("sku,name,body\n" + rows)
+    plan = plan_for(None, None, {"items": tmp_path / "items.csv"},
+                    {"items.id": "sku", "title": "name", "text": "body"}, preset_schema("simulator"))
+    checkpoint = checkpoint_path(tmp_path, plan)
+
+    async def body() -> None:
+        store = open_store(tmp_path / "catalog.db")
+        async with running_stack(catalog, manifest, tmp_path, store=str(tmp_path / "catalog.db")) as stack:
+            report = await asyncio.to_thread(run_import, plan, f"127.0.0.1:{stack.ports['gateway']}", checkpoint,
+                                             200, stream=io.StringIO())
+        assert report.sent["items"] == 200 and report.skipped == []
+        assert store.counts()["items"] == 200
+        assert json.loads(checkpoint.read_text())[str((tmp_path / "items.csv").resolve())] == 201
+
+    run(body())

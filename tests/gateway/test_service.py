@@ -108,6 +108,9 @@ class TestFeed:
              "context.feature_tag"),
             (gateway_pb2.FeedRequest(user_id=1, context=common_pb2.RequestContext(feature_tag="Home Feed")),
              "context.feature_tag"),
+            (gateway_pb2.FeedRequest(user_id=1, exclude_ids=range(1, 1002)), "exclude_ids"),
+            (gateway_pb2.FeedRequest(user_id=1, exclude_labels=["x"] * 1001), "exclude_labels"),
+            (gateway_pb2.FeedRequest(user_id=1, include_labels=["x" * 257]), "include_labels[0]"),
         ],
     )
     def test_bad_feed_request_names_the_field(self, catalog, manifest, tmp_path, run, request_, field) -> None:
@@ -117,6 +120,22 @@ class TestFeed:
                     await stack.gateway.Feed(request_, timeout=10)
                 assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert caught.value.details().startswith(field)
+
+        run(body())
+
+
+    def test_a_request_over_the_public_message_limit_is_resource_exhausted_and_the_gateway_serves_on(
+            self, catalog, manifest, tmp_path, run) -> None:
+        """A 5 MiB Feed request (gRPC refuses it before it is parsed: 4 MiB on the public port), then a plain
+        feed answers on the same gateway."""
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
+                huge = gateway_pb2.FeedRequest(user_id=1, exclude=["x" * 1024] * 5 * 1024)
+                with pytest.raises(grpc.aio.AioRpcError) as caught:
+                    await stack.gateway.Feed(huge, timeout=10)
+                assert caught.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert len((await stack.gateway.Feed(_feed(1, 5), timeout=10)).items) == 5
 
         run(body())
 

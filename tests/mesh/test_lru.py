@@ -52,3 +52,34 @@ def test_the_answer_cache_leaves_no_empty_index_for_evicted_users() -> None:
     for user in range(100):
         cache.put(f"request {user}".encode(), user, "text", usage)
     assert cache.users_indexed == 1
+
+
+def test_bytes_are_bounded_in_total_and_per_owner_and_an_owner_evicts_only_its_own() -> None:
+    """Owner a fills its 30-byte share; its next entry evicts a's oldest, never b's. Past the 50-byte total the
+    least recently used entry of anybody goes. An entry larger than a bound is not kept; every drop (a group, an
+    eviction) gives its bytes back."""
+    cache: LruCache[str, int] = LruCache(100, max_bytes=50, max_owner_bytes=30)
+    cache.put("b1", 0, size=10, owner="b")
+    for n in range(5):
+        cache.put(f"a{n}", n, size=10, owner="a", group="user-a")
+    assert cache.owner_bytes("a") == 30 and "b1" in cache and "a1" not in cache and "a4" in cache
+    cache.put("c1", 0, size=10, owner="c")
+    cache.put("c2", 0, size=10, owner="c")  # 60 bytes: the least recently used of all (b1) goes
+    assert cache.bytes == 50 and "b1" not in cache and cache.owner_bytes("b") == 0
+    assert not cache.put("huge", 0, size=31, owner="d") and "huge" not in cache
+    assert cache.drop_group("user-a") == 3 and cache.bytes == 20 and cache.owner_bytes("a") == 0
+
+
+def test_a_tenant_flooding_page_cursors_forgets_its_own_and_never_another_tenants() -> None:
+    """With a 1 MiB share per tenant, 1,000 cursors of 499 items from one tenant keep that tenant within its
+    share; the other tenant's single cursor still answers."""
+    from gateway.cache import PageCursors
+
+    cursors = PageCursors(max_bytes=4 << 20, max_tenant_bytes=1 << 20)
+    items = [gateway_pb2.FeedItem(item_id=i + 1, score=0.5, title=f"title {i}", category="c", id=f"ext-{i}")
+             for i in range(499)]
+    kept = cursors.put(7, items[:3], tenant="quiet")
+    for user in range(1000):
+        cursors.put(user + 100, items, tenant="loud")
+    assert cursors._entries.owner_bytes("loud") <= 1 << 20 and cursors.size_bytes <= 4 << 20
+    assert [i.item_id for i in cursors.take(kept, 7, tenant="quiet")] == [1, 2, 3]
