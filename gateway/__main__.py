@@ -20,7 +20,7 @@ from gateway.dashboard import Dashboard
 from gateway.keys import KeyStore
 from gateway.metrics import GatewayMetrics
 from gateway.online import OnlineMetrics, OnlineMetricsCollector, PropensityLog
-from gateway.quotas import TenantQuotas
+from gateway.quotas import DEFAULT_QUOTA, TenantQuotas
 from gateway.rollout import GatewayRouting
 from gateway.service import GatewayService, keep_fallback_fresh
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
@@ -83,8 +83,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the API keys file (feedserve keys manages it); every public call then needs a key")
     parser.add_argument("--no-auth", action="store_true",
                         help="serve without API keys (a trusted network only; must be asked for)")
-    parser.add_argument("--tenant-quota", default="0:0:0",
-                        help="each tenant's RPS[:BURST[:IN_FLIGHT]] (0: no limit; default: %(default)s)")
+    parser.add_argument("--tenant-quota", default=DEFAULT_QUOTA,
+                        help="each tenant's RPS[:BURST[:IN_FLIGHT]] (0: no limit; default: %(default)s, so that one "
+                             "tenant cannot take every Feed and Generate slot)")
     parser.add_argument("--tenant-quota-for", action="append", default=[], metavar="TENANT=RPS[:BURST[:IN_FLIGHT]]",
                         help="a tenant's own quota (repeatable)")
     parser.add_argument("--routing", type=Path, default=None,

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 
 from mesh.errors import ResourceExhausted
 
-__all__ = ["Quota", "TenantQuotas"]
+__all__ = ["Quota", "TenantQuotas", "DEFAULT_QUOTA"]
 
 
 @dataclass(frozen=True)
@@ -23,6 +23,13 @@ class Quota:
     requests_per_s: float = 0.0
     burst: float = 0.0  # bucket size; 0 means one second's worth of requests_per_s
     in_flight: int = 0
+
+
+# What every shipped deployment (feedserve up, compose, k8s) gives a tenant unless told otherwise: 8 in flight is
+# half of the generator's 16 slots and a sixth of the in-flight depth that turns on emergency mode (48), so one
+# tenant alone can neither take every generation nor push the mode to emergency; 200/s with bursts of 400 is
+# above what a 2-core stack serves in all.
+DEFAULT_QUOTA = "200:400:8"
 
 
 @dataclass

@@ -97,3 +97,23 @@ def _generator_metric_names() -> set[str]:
         for family in metric.describe():
             names |= {family.name, family.name + "_total", family.name + "_bucket"}
     return names
+
+
+class TestDefaultQuota:
+    def test_every_shipped_gateway_limits_each_tenant(self) -> None:
+        """`feedserve up` (the gateway's own default), compose and k8s each give every tenant a finite rate and
+        in-flight quota, so one tenant cannot take every slot."""
+        from gateway.__main__ import build_parser
+        from gateway.quotas import TenantQuotas
+
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["gateway"]["command"]
+        pod = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
+        k8s = next(c for c in pod["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway")["args"]
+        specs = {
+            "up": build_parser().parse_args([]).tenant_quota,
+            "compose": compose[compose.index("--tenant-quota") + 1],
+            "k8s": next(a.split("=", 1)[1] for a in k8s if a.startswith("--tenant-quota=")),
+        }
+        for where, spec in specs.items():
+            quota = TenantQuotas.parse(spec)
+            assert quota.requests_per_s > 0 and 0 < quota.in_flight < 16, (where, spec)
