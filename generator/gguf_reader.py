@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import importlib.util
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,15 +117,37 @@ def read_gguf(path: Path) -> LlamaCheckpoint:
     arch = str(value("general.architecture", ""))
     if arch not in LLAMA_FAMILY:
         raise _fail(path, f"architecture {arch or 'unnamed'!r} is not a Llama-family decoder ({', '.join(LLAMA_FAMILY)})")
-    width, heads = int(value(f"{arch}.embedding_length")), int(value(f"{arch}.attention.head_count"))
+
+    def count(key: str, upper: int, default=None) -> int:
+        """A header integer, checked before anything divides by it or sizes an array with it."""
+        raw = value(key, default)
+        try:
+            number = int(raw)
+        except (TypeError, ValueError):
+            raise _fail(path, f"metadata {key!r} is {raw!r}, not an integer") from None
+        if not 1 <= number <= upper:
+            raise _fail(path, f"metadata {key!r} is {number}; expected 1..{upper}")
+        return number
+
+    def real(key: str, default=None) -> float:
+        raw = value(key, default)
+        try:
+            number = float(raw)
+        except (TypeError, ValueError):
+            raise _fail(path, f"metadata {key!r} is {raw!r}, not a number") from None
+        if not math.isfinite(number) or number <= 0:
+            raise _fail(path, f"metadata {key!r} is {number}; expected a positive finite number")
+        return number
+
+    width, heads = count(f"{arch}.embedding_length", 1 << 16), count(f"{arch}.attention.head_count", 1 << 10)
     tokens = list(value("tokenizer.ggml.tokens"))
     config = LlamaConfig(
-        layers=int(value(f"{arch}.block_count")), width=width, heads=heads,
-        kv_heads=int(value(f"{arch}.attention.head_count_kv", heads)), ffn=int(value(f"{arch}.feed_forward_length")),
-        vocab=int(value(f"{arch}.vocab_size", len(tokens))), context=int(value(f"{arch}.context_length")),
-        rope_base=float(value(f"{arch}.rope.freq_base", 10000.0)),
-        rms_eps=float(value(f"{arch}.attention.layer_norm_rms_epsilon")))
-    rope_dims = int(value(f"{arch}.rope.dimension_count", config.head_dim))
+        layers=count(f"{arch}.block_count", 1 << 10), width=width, heads=heads,
+        kv_heads=count(f"{arch}.attention.head_count_kv", heads, heads), ffn=count(f"{arch}.feed_forward_length", 1 << 20),
+        vocab=count(f"{arch}.vocab_size", 1 << 20, len(tokens) or None), context=count(f"{arch}.context_length", 1 << 24),
+        rope_base=real(f"{arch}.rope.freq_base", 10000.0),
+        rms_eps=real(f"{arch}.attention.layer_norm_rms_epsilon"))
+    rope_dims = count(f"{arch}.rope.dimension_count", 1 << 12, config.head_dim or 1)
     if rope_dims != config.head_dim or width % heads or heads % config.kv_heads:
         raise _fail(path, f"unsupported attention shape: width {width}, {heads} heads, {config.kv_heads} KV heads, "
                           f"rotary over {rope_dims} dimensions")

@@ -47,7 +47,9 @@ def _alive(pid: int) -> bool:
 
 
 def remove_stale_segments(shm_dir: Path = SHM_DIR) -> list[str]:
-    """Unlink this user's feedserve segments whose owning process is dead; returns their names."""
+    """Unlink this user's feedserve segments whose owning process is dead; returns their names. A segment with
+    this user's name but another owner (another local user can create any name in /dev/shm) is left alone, and
+    a segment that cannot be removed is skipped: neither stops a service from starting."""
     removed = []
     uid = os.getuid()
     for entry in shm_dir.iterdir() if shm_dir.is_dir() else ():
@@ -55,10 +57,14 @@ def remove_stale_segments(shm_dir: Path = SHM_DIR) -> list[str]:
         if match is None or int(match["uid"]) != uid or _alive(int(match["pid"])):
             continue
         try:
+            if entry.lstat().st_uid != uid:
+                continue  # planted by someone else: not ours to remove, and not ours to trust
             entry.unlink()
             removed.append(entry.name)
         except FileNotFoundError:
             pass  # another process cleaned it first
+        except OSError:
+            continue  # sticky /dev/shm: a file we cannot remove is not ours
     return removed
 
 

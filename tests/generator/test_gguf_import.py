@@ -127,6 +127,28 @@ class TestBadFiles:
             import_gguf(path, tmp_path / "home", stream=io.StringIO())
         assert not (tmp_path / "home").exists()
 
+    @pytest.mark.parametrize("heads, field", [(0, "head_count"), (-3, "head_count"), (1 << 20, "head_count")])
+    def test_a_hostile_header_value_is_refused_naming_the_field(self, tmp_path: Path, heads: int, field: str) -> None:
+        """A llama GGUF whose head count is 0 (once a ZeroDivisionError), negative or absurd: INVALID_ARGUMENT
+        naming the metadata key, before anything divides by it; nothing is written."""
+        path = tmp_path / "hostile.gguf"
+        writer = gguf.GGUFWriter(str(path), "llama")
+        writer.add_block_count(1)
+        writer.add_embedding_length(8)
+        writer.add_uint32("llama.attention.head_count", heads) if heads >= 0 else writer.add_int32(
+            "llama.attention.head_count", heads)
+        writer.add_feed_forward_length(16)
+        writer.add_context_length(32)
+        writer.add_layer_norm_rms_eps(1e-5)
+        writer.add_tensor("token_embd.weight", np.zeros((4, 8), np.float32))
+        writer.write_header_to_file()
+        writer.write_kv_data_to_file()
+        writer.write_tensors_to_file()
+        writer.close()
+        with pytest.raises(InvalidArgument, match=field):
+            import_gguf(path, tmp_path / "home", stream=io.StringIO())
+        assert not (tmp_path / "home").exists()
+
     def test_a_truncated_gguf_is_refused_and_nothing_is_written(self, tmp_path: Path) -> None:
         """The shipped file cut to half: INVALID_ARGUMENT saying it cannot be read; no model directory appears."""
         source = shipped_smollm2()

@@ -60,6 +60,26 @@ class TestSegment:
             live.close()
 
 
+    def test_a_planted_or_unremovable_segment_is_skipped_and_start_up_goes_on(self, tmp_path: Path) -> None:
+        """Another local user can create /dev/shm/feedserve-<service>-<our uid>-<dead pid>: a segment that is not
+        ours (another owner) stays, one that cannot be unlinked (here a directory) is skipped, no error rises,
+        and a real stale segment beside them is still removed."""
+        dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+        prefix = f"feedserve-ranker-{os.getuid()}-{int(dead.stdout)}"
+        unremovable = tmp_path / f"{prefix}-dir"
+        unremovable.mkdir()
+        stale = tmp_path / f"{prefix}-abc"
+        stale.write_bytes(b"")
+        planted = tmp_path / f"{prefix}-planted"
+        planted.write_bytes(b"")
+        if os.getuid() == 0:
+            os.chown(planted, 65534, 65534)  # nobody's, as another user would leave it
+        removed = remove_stale_segments(tmp_path)
+        assert stale.name in removed and unremovable.exists()
+        if os.getuid() == 0:
+            assert planted.exists() and planted.name not in removed
+
+
 class TestZeroCopy:
     def test_payload_views_alias_the_shared_segment(self, pair) -> None:
         """A numpy array over the client's mapping is seen by the server without any copy."""
