@@ -27,10 +27,21 @@ VALID_DAYS = 825  # the longest validity clients still accept for a leaf certifi
 
 
 def _write(path: Path, data: bytes, private: bool) -> None:
+    """Write beside the target, then rename over it: a new file of our own (O_EXCL | O_NOFOLLOW, so a symlink or
+    a file planted at the staging name is refused, never followed), its mode set explicitly whatever the umask
+    or an earlier file's mode; the rename replaces a link at `path` itself rather than writing through it."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600 if private else 0o644)
-    with os.fdopen(fd, "wb") as f:
-        f.write(data)
+    staging = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    mode = 0o600 if private else 0o644
+    fd = os.open(staging, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW, mode)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            os.fchmod(f.fileno(), mode)
+            f.write(data)
+        os.replace(staging, path)
+    except BaseException:
+        staging.unlink(missing_ok=True)
+        raise
 
 
 def _key_pem(key: ec.EllipticCurvePrivateKey) -> bytes:

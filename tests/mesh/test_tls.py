@@ -101,3 +101,21 @@ def test_partial_tls_settings_are_refused_naming_what_is_missing(monkeypatch) ->
         security.tls_from_env()
     with pytest.raises(ValueError, match="cannot be read"):
         security.configure(security.Tls(Path("/nowhere/ca.pem"), Path("/nowhere/c.pem"), Path("/nowhere/k.pem")))
+
+
+def test_key_files_never_follow_a_planted_link_and_are_0600_whatever_was_there(tmp_path: Path) -> None:
+    """A symlink planted where a key will be written, pointing at a file of the attacker's choosing, is replaced,
+    not written through; a key written over a world-readable file ends 0600."""
+    directory = tmp_path / "tls"
+    directory.mkdir()
+    target = tmp_path / "elsewhere"
+    target.write_text("untouched")
+    (directory / "ca.key").symlink_to(target)
+    (directory / "gateway.key").write_text("old")
+    (directory / "gateway.key").chmod(0o644)
+    create_authority(directory)
+    issue(directory, "gateway")
+    assert target.read_text() == "untouched" and not (directory / "ca.key").is_symlink()
+    for name in ("ca.key", "gateway.key"):
+        assert (directory / name).stat().st_mode & 0o777 == 0o600
+    assert not list(directory.glob(".*.tmp"))
