@@ -276,7 +276,7 @@ class Store(LearnedSpaces):
         return out
 
     def _live(self, cur: Any, ids: list[int]) -> list[int]:
-        return self._present(cur, "SELECT id FROM items WHERE deleted = 0 AND id IN", ids)
+        return self._present(cur, "SELECT id FROM items WHERE deleted = 0 AND hidden = 0 AND id IN", ids)
 
     def _existing_users(self, cur: Any, ids: list[int]) -> list[int]:
         return self._present(cur, "SELECT id FROM users WHERE id IN", ids)
@@ -393,12 +393,13 @@ class Store(LearnedSpaces):
         return sorted(counts, key=lambda c: -counts[c])[:limit]
 
     def item_texts(self, ids: Sequence[int]) -> dict[int, tuple[str, str, list[str]]]:
-        """Title, body and categories of each live item among `ids`; deleted and unknown ids are absent."""
+        """Title, body and categories of each live, shown item among `ids`; deleted, hidden and unknown ids are
+        absent alike (a hidden item's text is nobody's to read through generation)."""
         found: dict[int, tuple[str, str, list[str]]] = {}
         with self._transaction(write=False) as cur:
             for start in range(0, len(ids), _CHUNK):
                 part = [int(i) for i in ids[start:start + _CHUNK]]
-                cur.execute(self._sql(f"SELECT id, title, body, categories FROM items WHERE deleted = 0 AND id IN"
+                cur.execute(self._sql(f"SELECT id, title, body, categories FROM items WHERE deleted = 0 AND hidden = 0 AND id IN"
                                       f" ({','.join('?' * len(part))})"), part)
                 found.update((int(i), (t, b, json.loads(c))) for i, t, b, c in cur.fetchall())
         return found

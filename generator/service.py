@@ -115,6 +115,7 @@ class Generator:
         found = await asyncio.to_thread(self.store.item_texts, wanted)
         missing = [i for i in wanted if i not in found]
         if missing:
+            # hidden, deleted and never-known items get the same answer: nothing tells them apart
             raise InvalidArgument("item_ids", f"unknown items {missing[:20]} (feedserve's numeric item ids)")
         return found
 

@@ -68,6 +68,14 @@ class TestChangeFeed:
         everything = {i.external_id: i.servable for i in store.changes(0)[0]}
         assert everything == {"a": False, "b": False, "c": True}
 
+    def test_item_texts_leave_hidden_deleted_and_unknown_items_out_alike(self, store: Store) -> None:
+        """What generation may read of items: a shown item's title, body and categories; a hidden, a deleted and
+        a never-known id are all simply absent, so no answer tells them apart."""
+        store.upsert_items([Item("a", title="A", text="alpha"), Item("b", title="B", hidden=True), Item("c", title="C")])
+        store.delete_items(["c"])
+        ids = store.resolve(ITEM, ["a", "b", "c"]).tolist()
+        assert store.item_texts([*ids, 10**9]) == {ids[0]: ("A", "alpha", [])}
+
     def test_deleting_unknown_items_succeeds_and_changes_nothing(self, store: Store) -> None:
         """Deletes are idempotent: unknown or already deleted ids are skipped, and no sequence is taken."""
         store.upsert_items([Item("a")])
