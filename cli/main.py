@@ -36,6 +36,7 @@ from learning.training import MODEL_NAME, TrainingError
 from learning.vectors import GRID, QUICK_GRID
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
+from mesh.security import is_loopback
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
@@ -138,8 +139,15 @@ def _up(args: argparse.Namespace) -> int:
     )
     os.environ["FEEDSERVE_TRANSPORT"] = args.transport  # inherited by every service
     os.environ.setdefault("FEEDSERVE_TRACE_EXPORT", "file:" + str(args.home / "traces" / "{service}.jsonl"))
+    if args.plaintext and not is_loopback(args.host) and not args.insecure_i_know:
+        print(f"error: --plaintext on {args.host}, which is not loopback, leaves every RPC (the admin ones included) "
+              f"open to the network; drop --plaintext, serve on 127.0.0.1, or say --insecure-i-know", file=sys.stderr)
+        return 2
     try:
         options = service_options(args.set)
+        if args.insecure_i_know:
+            options = {name: (*options.get(name, ()), "--insecure-i-know")
+                       for name in ("gateway", "paramserver", "ranker", "generator")}
         plan, schema = bootstrap_source(args)
     except (FileNotFoundError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -264,6 +272,8 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--plaintext", action="store_true",
                     help="no TLS anywhere (a trusted single host only); by default services talk mutual TLS with "
                          "certificates made once under HOME/tls, and the gateway serves TLS")
+    up.add_argument("--insecure-i-know", action="store_true",
+                    help="allow --plaintext with a --host other than loopback (every RPC is then open to the network)")
     up.set_defaults(run=_up)
 
     certs = commands.add_parser("certs", help="make a CA (once) and a certificate per service in DIR, e.g. for "

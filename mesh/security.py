@@ -9,6 +9,7 @@ certificate and trusts only the project's CA. Internal services demand a client 
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import os
 from dataclasses import dataclass
 from pathlib import Path
@@ -82,16 +83,38 @@ def add_tls_arguments(parser: argparse.ArgumentParser) -> None:
     group.add_argument("--tls-ca", type=Path, default=None, help="PEM of the CA that signs every peer")
     group.add_argument("--tls-cert", type=Path, default=None, help="PEM certificate this process presents")
     group.add_argument("--tls-key", type=Path, default=None, help="PEM private key of --tls-cert")
+    group.add_argument("--insecure-i-know", action="store_true",
+                       help="allow plaintext (or the gateway's --no-auth) on an address other than loopback: every "
+                            "RPC, the admin ones included, is then open to whoever reaches the port")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether `host` listens only for this machine (127.0.0.0/8, ::1, localhost)."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name, or 0.0.0.0's like: anybody may reach it
 
 
 def tls_from_args(args: argparse.Namespace) -> Tls | None:
-    """The flags if any is given (then all three are needed), else the environment."""
+    """The flags if any is given (then all three are needed), else the environment. Plaintext, or a gateway's
+    --no-auth, off loopback is refused (SystemExit saying so) unless --insecure-i-know is given."""
     given = [args.tls_ca, args.tls_cert, args.tls_key]
     if not any(given):
-        return tls_from_env()
-    if not all(given):
+        tls = tls_from_env()
+    elif not all(given):
         raise ValueError("--tls-ca, --tls-cert and --tls-key go together")
-    return Tls(*given)
+    else:
+        tls = Tls(*given)
+    host = getattr(args, "host", "127.0.0.1")
+    open_to = "plaintext" if tls is None else ("--no-auth" if getattr(args, "no_auth", False) else "")
+    if open_to and not is_loopback(host) and not getattr(args, "insecure_i_know", False):
+        raise SystemExit(f"error: {open_to} on {host}, which is not loopback, leaves every RPC (the admin ones "
+                         f"included) open to whoever reaches it; serve on 127.0.0.1, use TLS and keys, or say "
+                         f"--insecure-i-know")
+    return tls
 
 
 def add_port(server: Any, address: str, require_client_cert: bool = True) -> int:

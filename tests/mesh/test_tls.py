@@ -119,3 +119,35 @@ def test_key_files_never_follow_a_planted_link_and_are_0600_whatever_was_there(t
     for name in ("ca.key", "gateway.key"):
         assert (directory / name).stat().st_mode & 0o777 == 0o600
     assert not list(directory.glob(".*.tmp"))
+
+
+@pytest.mark.parametrize("argv, refused", [
+    (["--host", "0.0.0.0", "--no-auth"], True),  # plaintext and no keys, on every interface
+    (["--host", "10.1.2.3", "--keys", "k.db"], True),  # keys, but in plaintext over the network
+    (["--host", "0.0.0.0", "--no-auth", "--insecure-i-know"], False),
+    (["--host", "127.0.0.1", "--no-auth"], False),
+    (["--host", "::1", "--no-auth"], False),
+])
+def test_plaintext_or_no_auth_off_loopback_is_refused_unless_insisted(argv: list[str], refused: bool,
+                                                                      monkeypatch) -> None:
+    """A gateway on a non-loopback address without TLS (or without keys) exits saying why, before it binds;
+    --insecure-i-know lets it; loopback is always allowed."""
+    from gateway.__main__ import build_parser
+
+    for name in security.TLS_ENV:
+        monkeypatch.delenv(name, raising=False)
+    args = build_parser().parse_args(argv)
+    if refused:
+        with pytest.raises(SystemExit, match="not loopback"):
+            security.tls_from_args(args)
+    else:
+        assert security.tls_from_args(args) is None
+
+
+def test_up_refuses_plaintext_off_loopback_before_starting_anything(tmp_path: Path, capsys) -> None:
+    """`feedserve up --host 0.0.0.0 --plaintext` exits 2 naming --insecure-i-know; nothing is created in HOME."""
+    from cli.main import main
+
+    home = tmp_path / "home"
+    assert main(["up", "--home", str(home), "--host", "0.0.0.0", "--plaintext"]) == 2
+    assert "--insecure-i-know" in capsys.readouterr().err and not home.exists()
