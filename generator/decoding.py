@@ -30,6 +30,9 @@ class Abandoned(Exception):
         self.mean_logprob, self.tokens_in, self.tokens_out = mean_logprob, tokens_in, tokens_out
 
 
+_CONTENT = "\x00feedserve-turn-content\x00"  # stands for the user's text while the chat template is rendered
+
+
 @dataclass
 class LanguageModel:
     """A decoder, its tokenizer and price: what the residency pool loads and unloads as one."""
@@ -43,6 +46,7 @@ class LanguageModel:
     chat_template: str = ""  # an instruction model's: prompts are rendered through it as the user's turn
     repetition_penalty: float = 1.0  # >1 lowers the logits of tokens already in the sequence (small models loop)
     _patterns: dict[str, Pattern] = field(default_factory=dict)
+    _plain: Tokenizer | None = None
 
     @classmethod
     def load(cls, name: str, graph: Path, tokenizer_path: Path, price_per_1k_tokens: float, context: int,
@@ -57,11 +61,26 @@ class LanguageModel:
     def encode(self, text: str) -> list[int]:
         return self.tokenizer.encode(text).ids
 
+    def encode_text(self, text: str) -> list[int]:
+        """`text` as plain text: a control marker written in it (`<|im_start|>`, `<|endoftext|>`) is its
+        characters, never the marker, so a prompt or an item's text cannot open a turn of its own."""
+        if self._plain is None:  # a copy of its own: the flag is the tokenizer's state, shared by every thread
+            plain = Tokenizer.from_str(self.tokenizer.to_str())
+            plain.encode_special_tokens = True
+            self._plain = plain
+        return self._plain.encode(text).ids
+
     def prompt_ids(self, prompt: str) -> list[int]:
-        """The tokens the model is given: an instruction model's chat turn, or the prompt as written."""
-        if self.chat_template:
+        """The tokens the model is given: an instruction model's chat turn, or the prompt as written. Only the
+        template's own markers are markers; everything the request brought (the prompt, items' texts within it)
+        is encoded as plain text."""
+        if not self.chat_template:
+            return self.encode_text(prompt)
+        rendered = render_chat(self.chat_template, _CONTENT)
+        if rendered.count(_CONTENT) != 1:  # a template that rewrites its content: render the prompt in place
             return self.encode(render_chat(self.chat_template, prompt.strip()))
-        return self.encode(prompt)
+        before, _, after = rendered.partition(_CONTENT)
+        return self.encode(before) + self.encode_text(prompt.strip()) + self.encode(after)
 
     def pattern(self, regex: str) -> Pattern:
         """The compiled pattern, kept per model (its per-state token tables are the costly part); the
