@@ -6,7 +6,7 @@ import argparse
 import asyncio
 from pathlib import Path
 
-from catalog import open_store
+from catalog import ChangeFollower, open_store
 from catalog.store import Store
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import generator_pb2_grpc
@@ -67,6 +67,7 @@ def main() -> None:
     configure(tls_from_args(args))
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
+    followers: list[ChangeFollower] = []
 
     async def build():
         specs = model_specs(args.home, args.model, real_tier=args.real_tier)
@@ -98,6 +99,8 @@ def main() -> None:
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight,
                          tiers=tiers, store=store)
         asyncio.get_running_loop().create_task(_sweep(pool))
+        if store is not None and semantic is not None:  # a deleted user's answers go with the delete
+            followers.append(_forget_deleted_users(open_store(args.store), semantic).start())
         log.info("models", budget_bytes=budget, **{name: spec.bytes for name, spec in specs.items()})
         if args.metrics_port >= 0:
             log.info("metrics", port=serve_metrics(args.host, args.metrics_port))
@@ -105,10 +108,23 @@ def main() -> None:
         return {"feedserve.v1.Generator": lambda server: generator_pb2_grpc.add_GeneratorServicer_to_server(servicer, server)}
 
     async def stop() -> None:
+        for follower in followers:
+            follower.stop()
         for client in paramserver:
             await client.close()
 
     run_service("generator", build, f"{args.host}:{args.port}", on_stop=stop, log_level=args.log_level)
+
+
+def _forget_deleted_users(store: Store, semantic: SemanticCache) -> ChangeFollower:
+    """Follows the catalog's change feed from now: each user deleted drops their semantic-cache scopes."""
+
+    def apply(_items: list, reached: int) -> None:
+        for user in store.users_deleted(follower.applied, reached):
+            semantic.forget_user(user)
+
+    follower = ChangeFollower(store, apply, after=store.sequence(), poll_s=0.5)
+    return follower
 
 
 async def _sweep(pool: ResidencyPool) -> None:

@@ -143,16 +143,24 @@ class _Scope:
 
 class SemanticCache:
     """Answers by meaning, within one scope (tenant + everything in the request but the prompt's wording):
-    a hit needs cosine similarity ≥ `threshold` to a cached prompt and no contrast between the two."""
+    a hit needs cosine similarity ≥ `threshold` to a cached prompt and no contrast between the two. At most
+    `max_scopes` scopes are kept (the least recently used go), and a user's scopes go when the user is deleted."""
 
     def __init__(self, embeddings: EmbeddingCache, threshold: float = 0.88, ttl_s: float = 300.0,
-                 per_scope: int = 2_000) -> None:
+                 per_scope: int = 2_000, max_scopes: int = 10_000) -> None:
         if not 0.0 < threshold <= 1.0:
             raise ValueError(f"threshold is expected in (0, 1], got {threshold}")
         self.embeddings, self.threshold, self.ttl_s, self.per_scope = embeddings, threshold, ttl_s, per_scope
         preload()  # the contrast guard's WordNet, read before the first lookup rather than during it
-        self._scopes: dict[str, _Scope] = {}
+        self._scopes: LruCache[str, _Scope] = LruCache(max_scopes)  # grouped by user: a delete drops them at once
         self.guarded = 0  # near neighbours the contrast guard refused
+
+    def __len__(self) -> int:
+        return len(self._scopes)
+
+    def forget_user(self, user: int) -> int:
+        """Drop every scope written for `user` (a deleted user's answers must not outlive the delete)."""
+        return self._scopes.drop_group(user)
 
     def get(self, scope: str, prompt: str) -> tuple[Answer, float] | None:
         found = self._scopes.get(scope)
@@ -172,11 +180,12 @@ class SemanticCache:
             return found.answers[index], float(similarity[index])
         return None
 
-    def put(self, scope: str, prompt: str, answer: Answer) -> None:
+    def put(self, scope: str, prompt: str, answer: Answer, user: int = 0) -> None:
         vector = self.embeddings.get(prompt)
         found = self._scopes.get(scope)
         if found is None:
-            found = self._scopes[scope] = _Scope(np.zeros((0, len(vector)), np.float32), [], [], [])
+            found = _Scope(np.zeros((0, len(vector)), np.float32), [], [], [])
+            self._scopes.put(scope, found, group=user or None)
         now = time.monotonic()
         keep = [i for i, e in enumerate(found.expires) if e >= now][-(self.per_scope - 1):] if found.texts else []
         found.vectors = np.vstack([found.vectors[keep], vector[None]])

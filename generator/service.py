@@ -196,7 +196,7 @@ class Generator:
         answer = Answer(tuple((i, "".join(p)) for i, p in enumerate(pieces)), tuple(usage.models),
                         usage.tokens_in, usage.tokens_out)
         if cacheable and self.semantic is not None:
-            await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer)
+            await asyncio.to_thread(self.semantic.put, request_scope(request), request.prompt, answer, request.user_id)
         yield generator_pb2.GenerateChunk(final=True, usage=usage, hops=hops.hops)
 
     def _usage(self, run: PlanRun, started: float, cpu_seconds: float, tag: str) -> generator_pb2.Usage:

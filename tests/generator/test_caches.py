@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 
+from catalog import USER
 from engines.sentence import DIM, SentenceEncoder
 from feedserve.v1 import common_pb2, generator_pb2
 from generator.caches import Answer, EmbeddingCache, SemanticCache, contrasts, request_scope
@@ -59,6 +60,30 @@ class TestSemanticCache:
         cache.put(request_scope(_request()), "How do I reset my password?", ANSWER)
         for other in (_request(context=common_pb2.RequestContext(tenant="acme")), _request(banned_words=["reset"])):
             assert cache.get(request_scope(other), "How do I reset my password?") is None
+
+    def test_scopes_are_bounded_and_a_deleted_users_go_with_the_delete(self, encoder: SentenceEncoder,
+                                                                       tmp_path) -> None:
+        """With room for 3 scopes, a fourth evicts the least recently used. Deleting a user in the real store
+        and applying the change feed (as the generator's follower does) drops that user's scopes: the same
+        prompt no longer hits for them, and another user's answer stays."""
+        from catalog import User, open_store
+        from generator.__main__ import _forget_deleted_users
+
+        cache = SemanticCache(EmbeddingCache(encoder.encode), threshold=0.88, max_scopes=3)
+        prompt = "How do I reset my password?"
+        for user in (1, 2, 3, 4):
+            cache.put(request_scope(_request(user_id=user)), prompt, ANSWER, user)
+        assert len(cache) == 3 and cache.get(request_scope(_request(user_id=1)), prompt) is None
+        store = open_store(tmp_path / "catalog.db")
+        store.upsert_users([User("gone"), User("kept")])
+        (gone, kept) = store.resolve(USER, ["gone", "kept"]).tolist()
+        for user in (gone, kept):
+            cache.put(request_scope(_request(user_id=user)), prompt, ANSWER, user)
+        follower = _forget_deleted_users(store, cache)
+        store.delete_user("gone")
+        follower.poll()
+        assert cache.get(request_scope(_request(user_id=gone)), prompt) is None
+        assert cache.get(request_scope(_request(user_id=kept)), prompt) is not None
 
     def test_the_embedding_cache_encodes_each_text_once(self, encoder: SentenceEncoder) -> None:
         """A repeated text is a hit, not another encoder run."""
