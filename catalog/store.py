@@ -12,6 +12,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+import os
+import re
 import sqlite3
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -495,6 +497,19 @@ def _postgres(url: str) -> Store:
     shown = url.split("@")[-1]  # never echo a password
     return Store(lambda: psycopg.connect(url, connect_timeout=5), "postgresql", f"postgresql {shown}",
                  (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+STORE_ENV = "FEEDSERVE_STORE"  # where services read the store's URL when --store is not given (never in argv)
+
+
+def store_default() -> str:
+    """--store's default: $FEEDSERVE_STORE, so a URL with a password need not be on a command line (`ps`)."""
+    return os.environ.get(STORE_ENV, "")
+
+
+def redact(url: str | Path) -> str:
+    """The store's URL fit to print or log: a password in it becomes ***."""
+    return re.sub(r"(://[^:/@]+:)[^@]*@", r"\1***@", str(url))
 
 
 def open_store(url: str | Path) -> Store:

@@ -16,6 +16,7 @@ from catalog import load_schema, open_store, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
+from catalog.store import redact, store_default
 from cli.access import add_access_arguments, configure_access
 from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
@@ -165,12 +166,12 @@ def _up(args: argparse.Namespace) -> int:
         stack.start_data_plane()
         bootstrap(stack, open_store(store_url), args, plan, schema)
         if args.prepare_only:
-            print(f"prepared: {store_url} (schema {schema}), models under {args.home / 'models'}")
+            print(f"prepared: {redact(store_url)} (schema {schema}), models under {args.home / 'models'}")
             return 0
         stack.start_serving()
         for service in stack.services:
             print(f"  {service.name:<12} {service.address:<22} pid {service.process.pid}  log {service.log_path}")
-        print(f"catalog: {store_url} (schema {schema})")
+        print(f"catalog: {redact(store_url)} (schema {schema})")
         print(f"gateway listening on {config.gateway_address} (Ctrl-C stops every service)", flush=True)
         while (exited := stack.first_exit()) is None:
             time.sleep(0.5)  # supervision poll in the foreground CLI, not a test
@@ -226,7 +227,7 @@ def _parser() -> argparse.ArgumentParser:
                        help="simulated interactions in the synthetic world (default: %(default)s)")
 
     catalog = argparse.ArgumentParser(add_help=False)
-    catalog.add_argument("--store", default="", help="the catalog store: a SQLite path or a postgresql:// URL "
+    catalog.add_argument("--store", default=store_default(), help="the catalog store: a SQLite path or a postgresql:// URL "
                                                      "(default: HOME/catalog.db)")
     catalog.add_argument("--schema", default="", help="the catalog's schema: a preset (simulator, movielens) or a TOML file "
                                                       "(default: the data's: simulator, or the preset's)")

@@ -35,7 +35,10 @@ def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Pat
     if not token or store.verify(token) is None:
         _, token = store.create("admin", "admin", label="made by feedserve up")
         write_admin_key(args.home, token)
-        print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
+        if sys.stdout.isatty() and not getattr(args, "prepare_only", False):
+            print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
+        else:  # a log (compose's bootstrap, a CI job) is no place for it
+            print(f"admin API key written to {key_file} (mode 0600); not printed, since this is not a terminal")
     store.close()
     return tls, keys_path, token
 

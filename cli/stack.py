@@ -14,6 +14,7 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from catalog.store import STORE_ENV
 from cli.access import gateway_channel
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
@@ -136,7 +137,8 @@ class Stack:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home),
+                # the store's URL (a password, maybe) travels in the environment, never in argv where `ps` shows it
+                env={**os.environ, "PYTHONUNBUFFERED": "1", "FEEDSERVE_HOME": str(self.home), STORE_ENV: self.store,
                      **(self.tls[name].env() if self.tls is not None else {})},
             )
         service = ServiceProcess(name, address, process, log_path, args)
@@ -166,14 +168,14 @@ class Stack:
             for i in range(self.paramserver_shards):
                 sharding = ("--shard", f"{i}/{self.paramserver_shards}") if self.paramserver_shards > 1 else ()
                 state = self.home / "state" / ("paramserver" if self.paramserver_shards == 1 else f"paramserver-{i}")
-                shards.append(self._spawn("paramserver", f"{c.host}:{c.paramserver_port + i}", "--store", self.store,
+                shards.append(self._spawn("paramserver", f"{c.host}:{c.paramserver_port + i}",
                                           "--state-dir", str(state), *sharding))
             for shard in shards:
                 self._wait(shard, timeout)
             generator = ("--generator", c.generator_address) if self.generator_home is not None else ()
             gateway = self._spawn(
                 "gateway", c.gateway_address, "--paramserver", self.paramserver_map, "--ranker", c.ranker_address,
-                "--store", self.store, "--schema", self.schema, "--encoder-home", str(self.home), *generator,
+                "--schema", self.schema, "--encoder-home", str(self.home), *generator,
                 "--routing", str(routing_path(self.home)), "--served-log", str(self.home / "logs" / "served.jsonl"),
                 *(("--keys", str(self.keys)) if self.keys is not None else ("--no-auth",)))
             self._wait(gateway, timeout)
@@ -186,11 +188,11 @@ class Stack:
         use when they are not installed (minutes), so it gets a longer timeout."""
         c = self.config
         try:
-            backends = [self._spawn("ranker", c.ranker_address, "--store", self.store, "--schema", self.schema,
+            backends = [self._spawn("ranker", c.ranker_address, "--schema", self.schema,
                                     "--routing", str(routing_path(self.home)))]
             if self.generator_home is not None:
                 backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
-                                            "--paramserver", self.paramserver_map, "--store", self.store,
+                                            "--paramserver", self.paramserver_map,
                                             "--routing", str(routing_path(self.home)), *self.generator_args))
             for service in backends:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))

@@ -9,6 +9,7 @@ from pathlib import Path
 from catalog import Schema, load_schema, open_store, preset_schema
 from catalog.encoding import ContentEncoder
 from catalog.schema import PRESETS
+from catalog.store import store_default
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.admin import GatewayAdminService
@@ -72,7 +73,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="price of one CPU second, in your currency (default: %(default)s, about 0.045 a core-hour)")
     parser.add_argument("--cost-alert-per-1k", type=float, default=0.0,
                         help="log and count when a feature's cost per 1,000 requests over a minute exceeds this (0: off)")
-    parser.add_argument("--store", default="",
+    parser.add_argument("--store", default=store_default(),
                         help="the catalog store: a SQLite path or a postgresql:// URL; the Catalog API is UNIMPLEMENTED without it")
     parser.add_argument("--schema", default="simulator",
                         help=f"the catalog's schema: a TOML file or a preset ({', '.join(PRESETS)}; default: %(default)s)")

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 from catalog import ChangeFollower, open_store
-from catalog.store import Store
+from catalog.store import Store, store_default
 from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
@@ -33,7 +33,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["generator"])
     parser.add_argument("--home", type=Path, default=default_home(), help="where tiers and the encoder are built")
-    parser.add_argument("--store", default="", help="the catalog store: its categories, embedded like the content, "
+    parser.add_argument("--store", default=store_default(), help="the catalog store: its categories, embedded like the content, "
                                                      "find a user's top interest (default: none)")
     parser.add_argument("--paramserver", help="paramserver address, for user interests (default: none)")
     parser.add_argument("--model", action="append", type=parse_model_arg, default=[],

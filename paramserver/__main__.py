@@ -8,6 +8,7 @@ from pathlib import Path
 
 from catalog import open_store
 from catalog.drift import parse_rates
+from catalog.store import store_default
 from engines.sentence import DIM
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
@@ -24,7 +25,7 @@ from paramserver.wal import POLICIES
 def build_parser() -> argparse.ArgumentParser:
     """Every option of `python -m paramserver` (also what `feedserve up --set paramserver.OPTION=VALUE` checks against)."""
     parser = argparse.ArgumentParser(prog="python -m paramserver", description=__doc__)
-    parser.add_argument("--store", default="", help="the catalog store (SQLite path or postgresql:// URL) whose items "
+    parser.add_argument("--store", default=store_default(), help="the catalog store (SQLite path or postgresql:// URL) whose items "
                                                      "this paramserver serves; without it, items come only from Upsert")
     parser.add_argument("--dim", type=int, default=DIM, help="vector width (default: %(default)s, the content vectors')")
     parser.add_argument("--host", default="127.0.0.1")

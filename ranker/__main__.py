@@ -8,6 +8,7 @@ from pathlib import Path
 
 from catalog import load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
+from catalog.store import store_default
 from engines import ModelManifest
 from engines.base import load_manifest
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
@@ -54,7 +55,8 @@ def routed_primary(path: Path, family: str, space: int) -> ModelManifest | None:
 def build_parser() -> argparse.ArgumentParser:
     """Every option of `python -m ranker` (also what `feedserve up --set ranker.OPTION=VALUE` checks against)."""
     parser = argparse.ArgumentParser(prog="python -m ranker", description=__doc__)
-    parser.add_argument("--store", required=True, help="the catalog store: a SQLite path or a postgresql:// URL")
+    parser.add_argument("--store", default=store_default(), help="the catalog store: a SQLite path or a postgresql:// URL "
+                                                               "(default: $FEEDSERVE_STORE)")
     parser.add_argument("--schema", default="simulator", help="the catalog's schema: a TOML file or a preset (default: %(default)s)")
     parser.add_argument("--models", type=Path, default=None,
                         help="where trained versions live (default: HOME/models/ranker-mlp); the newest trained "
@@ -92,6 +94,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
+    if not args.store:
+        parser.error("--store (or $FEEDSERVE_STORE) is needed: the catalog the ranker serves")
     if args.cascade_keep < 0:
         parser.error(f"--cascade-keep is expected to be >= 0 (0: the full model scores every candidate), got {args.cascade_keep}")
     configure(tls_from_args(args))

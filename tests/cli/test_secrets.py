@@ -1,0 +1,45 @@
+"""Secrets stay out of logs and argv: the store's password is redacted, its URL reaches services through the
+environment, and the admin key is printed only to a terminal."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from catalog.store import STORE_ENV, redact
+from cli.access import admin_key_path
+from cli.security import stack_security
+from cli.stack import Stack, free_ports
+from mesh.config import StackConfig
+
+
+def test_a_store_url_is_printed_without_its_password() -> None:
+    assert redact("postgresql://feed:s3cret@db.internal:5432/feedserve") == \
+        "postgresql://feed:***@db.internal:5432/feedserve"
+    assert redact("/data/catalog.db") == "/data/catalog.db"
+    assert redact("postgresql://feed@db/feedserve") == "postgresql://feed@db/feedserve"
+
+
+def test_a_service_gets_the_store_url_in_its_environment_never_in_argv(tmp_path: Path) -> None:
+    """A child that `feedserve up` starts: its command line (what `ps` shows every local user) does not hold the
+    store's URL; its environment (readable by its own user only) does."""
+    store = str(tmp_path / "marker-s3cret.db")
+    port = free_ports(1)[0]
+    stack = Stack(tmp_path, store, "simulator", StackConfig(paramserver_port=port), tmp_path / "logs")
+    service = stack._spawn("paramserver", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"))
+    try:
+        cmdline = Path(f"/proc/{service.process.pid}/cmdline").read_bytes()
+        environ = Path(f"/proc/{service.process.pid}/environ").read_bytes()
+        assert b"s3cret" not in cmdline and f"{STORE_ENV}={store}".encode() in environ
+    finally:
+        stack.stop()
+
+
+def test_the_admin_key_is_not_printed_when_stdout_is_not_a_terminal(tmp_path: Path, capsys) -> None:
+    """Under compose's bootstrap or CI (no terminal) the key is written to HOME/admin.key, mode 0600, and the
+    output says where, without the key itself."""
+    args = argparse.Namespace(home=tmp_path, plaintext=True, prepare_only=False)
+    _, _, token = stack_security(args)
+    out = capsys.readouterr().out
+    assert token and token not in out and str(admin_key_path(tmp_path)) in out
+    assert admin_key_path(tmp_path).stat().st_mode & 0o777 == 0o600
