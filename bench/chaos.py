@@ -142,8 +142,9 @@ def main() -> int:
     os.environ["FEEDSERVE_TEST_HOOKS"] = "1"  # children: SIGUSR2 kills a ring dispatcher
     ports = free_ports(5)
     config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[3], generator_port=ports[4])
+    # no tenant quota: the one tenant here is the load driver, and this measures recovery from faults, not quotas
     stack = Stack(home, store, "simulator", config, home / "logs", generator_home=home, tls=tls, keys=home / "keys.db",
-                  api_key=key, paramserver_shards=2)
+                  api_key=key, paramserver_shards=2, extra_args={"gateway": ("--tenant-quota", "0:0:0")})
     print(f"chaos: {len(FAULTS)} faults x {fault_s:.0f} s; {args.feed_rate:g} feeds/s and {args.interact_rate:g} "
           f"interactions/s; {items:,} items, {users:,} users; mutual TLS, API keys, 2 paramserver shards; {machine()}",
           flush=True)
