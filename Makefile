@@ -43,7 +43,7 @@ protos: setup  ## regenerate the committed gRPC/protobuf code from protos/feedse
 
 bench: setup  ## every benchmark, quick mode (installs the bench extra; paramserver.py installs redis-server)
 	$(BIN)/python -m pip install --quiet -e '.[bench]'
-	@for b in hop rank paramserver ingest load generate quality chaos rollout; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py --quick || exit 1; done
+	@for b in hop rank paramserver ingest load generate quality chaos rollout patterns; do echo "== bench/$$b.py"; $(BIN)/python bench/$$b.py --quick || exit 1; done
 
 clean:
 	rm -rf $(VENV) build *.egg-info
