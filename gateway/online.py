@@ -103,7 +103,9 @@ class OnlineMetrics:
         self.log = log
         self.totals: dict[str, Tally] = {}
         self.trial: dict[str, Tally] = {}
-        self.feeds: LruCache[str, tuple[str, np.ndarray, np.ndarray]] = LruCache(_RECENT_FEEDS)  # version, ids, positions
+        # (tenant, user, feed id) -> version, ids, positions: an interaction counts only for the tenant and user
+        # the feed was served to
+        self.feeds: LruCache[tuple[str, int, str], tuple[str, np.ndarray, np.ndarray]] = LruCache(_RECENT_FEEDS)
         self.unattributed = 0
 
     def start_trial(self) -> None:
@@ -140,7 +142,7 @@ class OnlineMetrics:
             tally.impressions += shown
             if ranked:
                 tally.latencies_ms.append(latency_ms)
-        self.feeds.put(response.request_id, (version, np.array([item.item_id for item in response.items], np.int64),
+        self.feeds.put((tenant, user_id, response.request_id), (version, np.array([item.item_id for item in response.items], np.int64),
                                              np.array([item.position for item in response.items], np.int32)))
 
     def failed(self, version: str) -> None:
@@ -148,10 +150,11 @@ class OnlineMetrics:
         for tally in self._tallies(version):
             tally.errors += 1
 
-    def interacted(self, feed_request_id: str, request_id: str, item_id: int, event: int) -> str | None:
+    def interacted(self, feed_request_id: str, request_id: str, item_id: int, event: int, tenant: str = "",
+                   user_id: int = 0) -> str | None:
         """Attribute an interaction to the version whose feed showed the item; returns that version (None: the feed
-        is unknown or expired, or did not show the item)."""
-        feed = self.feeds.get(feed_request_id)
+        is unknown or expired, was served to another tenant or user, or did not show the item)."""
+        feed = self.feeds.get((tenant, user_id, feed_request_id))
         if feed is None:
             self.unattributed += 1
             return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+import secrets
 import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
@@ -216,7 +217,11 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         user_id = await self._user(request)
         tenant = request.context.tenant  # set from the API key at the door (gateway/auth.py): caches never cross it
         budget, rid = _Budget(context), request_id()
-        response = gateway_pb2.FeedResponse(request_id=rid, mode=self.modes.current)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
+        # the feed's id is ours, never the client's x-request-id: interactions are attributed by it (with the
+        # tenant and the user), so nobody can name, or guess, a feed they were not served
+        feed_id = secrets.token_hex(8)
+        annotate(feed_id=feed_id)
+        response = gateway_pb2.FeedResponse(request_id=feed_id, mode=self.modes.current)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         if request.cursor:  # the next page of a ranking already made
             rest = self.pages.take(request.cursor, user_id, tenant)
             response.items.extend(rest[:k])
@@ -229,7 +234,7 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         if cached is not None:
             response.MergeFrom(cached)
             response.ClearField("hops")
-            response.cached, response.request_id = True, rid
+            response.cached, response.request_id = True, feed_id
             response.mode = self.modes.current  # type: ignore[assignment]  # protoc's stubs: the enum class, not int
             hops.add("cache", received, time.monotonic_ns())
             return self._finish(response, hops, received, request.context.feature_tag, user_id, tenant)
@@ -350,7 +355,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         self.cache.invalidate(user_id)  # read-your-writes: the next Feed ranks afresh
         self.answers.invalidate(user_id)  # and the next Generate for them writes afresh
         if request.feed_request_id:  # after the event is accepted: a refused one is never counted
-            self.online.interacted(request.feed_request_id, request_id(), item_id, request.event)
+            self.online.interacted(request.feed_request_id, request_id(), item_id, request.event,
+                                   request.context.tenant, user_id)
         return gateway_pb2.InteractResponse(applied=moved.applied, rate=moved.rate, request_id=request_id(),
                                             sequence=sequence, held_back=moved.held_back)
 

@@ -109,8 +109,8 @@ class TestAdmin:
 
 def test_the_online_metrics_add_up_to_the_logged_interactions(catalog, models, tmp_path) -> None:
     """Feeds and the interactions naming them: per version, the counted feeds, clicks at k, likes and skips equal
-    what the propensity log holds (degraded feeds are logged, not counted); an interaction naming an unknown feed
-    is accepted and not attributed."""
+    what the propensity log holds (degraded feeds are logged, not counted); an interaction naming an unknown feed,
+    or another user's feed, is accepted and not attributed."""
     log = tmp_path / "served.jsonl"
 
     async def body() -> None:
@@ -132,6 +132,14 @@ def test_the_online_metrics_add_up_to_the_logged_interactions(catalog, models, t
             await stack.gateway.Interact(gateway_pb2.InteractRequest(
                 user_id=int(catalog.user_ids[0]), item_id=1, event=common_pb2.EVENT_TYPE_CLICK,
                 feed_request_id="no-such-feed"), timeout=10)
+            # a feed's id is the server's, not the x-request-id the client chose, and it counts only for the user
+            # it was served to: another user naming it (clicking an item it showed) is not attributed
+            chosen = await stack.gateway.Feed(_feed(int(catalog.user_ids[0])), timeout=10,
+                                              metadata=(("x-request-id", "client-chosen"),))
+            assert chosen.request_id and chosen.request_id != "client-chosen"
+            await stack.gateway.Interact(gateway_pb2.InteractRequest(
+                user_id=int(catalog.user_ids[1]), item_id=chosen.items[0].item_id, event=common_pb2.EVENT_TYPE_CLICK,
+                feed_request_id=chosen.request_id), timeout=10)
             online = stack.service.online
             online.log.flush()
             records = [json.loads(line) for line in log.read_text().splitlines()]
@@ -153,7 +161,7 @@ def test_the_online_metrics_add_up_to_the_logged_interactions(catalog, models, t
                 assert (counted.feeds, counted.impressions, counted.clicks_at_k, counted.likes, counted.skips,
                         counted.interactions) == (tally.feeds, tally.impressions, tally.clicks_at_k, tally.likes,
                                                   tally.skips, tally.interactions)
-            assert sum(t.interactions for t in expected.values()) == 16 * 4 and online.unattributed == 1
+            assert sum(t.interactions for t in expected.values()) == 16 * 4 and online.unattributed == 2
 
     asyncio.run(body())
 
