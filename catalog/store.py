@@ -278,7 +278,7 @@ class Store(LearnedSpaces):
         return out
 
     def _live(self, cur: Any, ids: list[int]) -> list[int]:
-        return self._present(cur, "SELECT id FROM items WHERE deleted = 0 AND hidden = 0 AND id IN", ids)
+        return self._present(cur, "SELECT id FROM items WHERE deleted = 0 AND id IN", ids)
 
     def _existing_users(self, cur: Any, ids: list[int]) -> list[int]:
         return self._present(cur, "SELECT id FROM users WHERE id IN", ids)
