@@ -202,13 +202,12 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
             raise InvalidArgument("k", f"expected 1..{MAX_K}, got {k}")
         check_feature_tag(request.context.feature_tag)
         for name in ("exclude_ids", "exclude", "include_labels", "exclude_labels"):
-            if len(getattr(request, name)) > MAX_LIST:
-                raise InvalidArgument(name, f"at most {MAX_LIST} entries, got {len(getattr(request, name))}")
-        for row, label in enumerate([*request.include_labels, *request.exclude_labels]):
-            if len(label) > _MAX_LABEL_CHARS:
-                name = "include_labels" if row < len(request.include_labels) else "exclude_labels"
-                row = row if row < len(request.include_labels) else row - len(request.include_labels)
-                raise InvalidArgument(f"{name}[{row}]", f"at most {_MAX_LABEL_CHARS} characters, got {len(label)}")
+            values = getattr(request, name)
+            if len(values) > MAX_LIST:
+                raise InvalidArgument(name, f"at most {MAX_LIST} entries, got {len(values)}")
+            for row, label in enumerate(values if name.endswith("labels") else ()):
+                if len(label) > _MAX_LABEL_CHARS:
+                    raise InvalidArgument(f"{name}[{row}]", f"at most {_MAX_LABEL_CHARS} characters, got {len(label)}")
         for head, weight in request.objective_weights.items():
             if head not in OBJECTIVES:
                 raise InvalidArgument(f"objective_weights.{head}", f"unknown objective, expected one of {', '.join(OBJECTIVES)}")
