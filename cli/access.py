@@ -1,6 +1,6 @@
-"""How the CLI (and benchmarks) reach a secured stack: the CA and client certificate, and the API key.
+"""How the CLI (and benchmarks) reach a secured stack: the CA and operator certificate, and the API key.
 
-Defaults follow `feedserve up`: TLS from $FEEDSERVE_TLS_* or HOME/tls (the client certificate `up` made), the
+Defaults follow `feedserve up`: TLS from $FEEDSERVE_TLS_* or HOME/tls (the operator certificate `up` made), the
 key from $FEEDSERVE_API_KEY or HOME/admin.key (the admin key `up` made on first run). Flags override both.
 """
 
@@ -15,6 +15,7 @@ from typing import Any
 import grpc
 
 from mesh.config import default_home
+from mesh.roles import OPERATOR
 from mesh.security import Tls, add_tls_arguments, configure, open_channel, tls_from_args
 
 __all__ = ["add_access_arguments", "configure_access", "gateway_channel", "stack_tls", "admin_key_path",
@@ -25,7 +26,7 @@ def admin_key_path(home: Path) -> Path:
     return home / "admin.key"
 
 
-def stack_tls(home: Path, name: str = "client") -> Tls | None:
+def stack_tls(home: Path, name: str = OPERATOR) -> Tls | None:
     """`name`'s certificate under HOME/tls, if `feedserve up` created one."""
     directory = home / "tls"
     tls = Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")

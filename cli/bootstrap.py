@@ -103,7 +103,7 @@ def upsert_users(paramserver: str, ids: np.ndarray, vectors: np.ndarray, stream:
         return 0
     batches = -(-len(ids) // _SEED_BATCH)
     progress = Progress(f"seeding {len(ids):,} user vectors", batches, stream=stream) if stream is not None else None
-    with open_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)]) as channel:
+    with open_channel(paramserver, options=[("grpc.max_send_message_length", 256 << 20)], service="paramserver") as channel:
         stub = paramserver_pb2_grpc.ParamServerStub(channel)
         for start in range(0, len(ids), _SEED_BATCH):
             part = slice(start, start + _SEED_BATCH)

@@ -1,8 +1,11 @@
-"""A local certificate authority for one deployment: created once, then one certificate per service and client.
+"""A local certificate authority for one deployment: created once, then one certificate per role.
 
-`feedserve up` calls `ensure_certificates(HOME/tls)`. The CA's key stays in that directory (0600); each
-certificate names its service (CN and a DNS SAN) and is valid for localhost and 127.0.0.1, so that services
-on one host verify each other by address. In Kubernetes the same files are mounted from a Secret.
+`feedserve up` calls `ensure_certificates(HOME/tls)`. The CA's key stays in that directory (0600). Each
+certificate names its role (CN and the SAN URI `spiffe://feedserve/<role>`, mesh/roles.py), which the internal
+services check per method. A service's certificate is valid as a server for that service's name only (callers
+verify it by name, whatever the address); the gateway's, which clients reach by address, is also valid for
+localhost, 127.0.0.1 and the hosts given. The operator's (the CLI's) is a client certificate only. In
+Kubernetes the same files are mounted from one Secret per service.
 """
 
 from __future__ import annotations
@@ -17,12 +20,11 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from mesh.roles import OPERATOR, ROLES, role_uri
 from mesh.security import Tls
 
-__all__ = ["ensure_certificates", "SERVICE_NAMES", "create_authority", "issue"]
+__all__ = ["ensure_certificates", "create_authority", "issue", "certificate_role"]
 
-# every process that talks gRPC: the four services, and "client" for the CLI, benchmarks and tests
-SERVICE_NAMES = ("gateway", "paramserver", "ranker", "generator", "client")
 VALID_DAYS = 825  # the longest validity clients still accept for a leaf certificate
 
 
@@ -65,42 +67,62 @@ def create_authority(directory: Path, name: str = "feedserve local CA") -> None:
     _write(directory / "ca.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
 
 
-def issue(directory: Path, name: str, hosts: tuple[str, ...] = ()) -> Tls:
-    """A certificate for `name` signed by the CA in `directory`, valid as server and client."""
+def issue(directory: Path, role: str, hosts: tuple[str, ...] = ()) -> Tls:
+    """A certificate for `role` signed by the CA in `directory`: a service's is valid as a server (for its own name;
+    the gateway's for `hosts` and this machine too) and as a client, the operator's as a client only."""
+    if role not in ROLES:
+        raise ValueError(f"no role {role!r}: one of {', '.join(ROLES)}")
     ca_key = serialization.load_pem_private_key((directory / "ca.key").read_bytes(), password=None)
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):
         raise ValueError(f"{directory / 'ca.key'} is not an EC key made by feedserve certs")
     ca_cert = x509.load_pem_x509_certificate((directory / "ca.pem").read_bytes())
     key = ec.generate_private_key(ec.SECP256R1())
     now = datetime.datetime.now(datetime.UTC)
-    names: list[x509.GeneralName] = [x509.DNSName(name), x509.DNSName("localhost"),
-                                     x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)]))
+    names: list[x509.GeneralName] = [x509.UniformResourceIdentifier(role_uri(role))]
+    usages = [ExtendedKeyUsageOID.CLIENT_AUTH]
+    if role != OPERATOR:
+        names.append(x509.DNSName(role))
+        usages.append(ExtendedKeyUsageOID.SERVER_AUTH)
+    if role == "gateway":
+        for host in ("localhost", "127.0.0.1", *hosts):
+            try:
+                names.append(x509.IPAddress(ipaddress.ip_address(host)))
+            except ValueError:
+                names.append(x509.DNSName(host))
+    cert = (x509.CertificateBuilder().subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, role)]))
             .issuer_name(ca_cert.subject).public_key(key.public_key()).serial_number(x509.random_serial_number())
             .not_valid_before(now - datetime.timedelta(minutes=5)).not_valid_after(now + datetime.timedelta(days=VALID_DAYS))
             .add_extension(x509.SubjectAlternativeName(names), critical=False)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]),
-                           critical=False)
+            .add_extension(x509.ExtendedKeyUsage(usages), critical=False)
             .sign(ca_key, hashes.SHA256()))
-    _write(directory / f"{name}.key", _key_pem(key), private=True)
-    _write(directory / f"{name}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
-    return Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+    _write(directory / f"{role}.key", _key_pem(key), private=True)
+    _write(directory / f"{role}.pem", cert.public_bytes(serialization.Encoding.PEM), private=False)
+    return Tls(directory / "ca.pem", directory / f"{role}.pem", directory / f"{role}.key")
 
 
-def ensure_certificates(directory: Path, names: tuple[str, ...] = SERVICE_NAMES) -> dict[str, Tls]:
-    """The CA and one certificate per name, created where missing; existing files are kept."""
+def certificate_role(path: Path) -> str:
+    """The role a certificate file names ('' if none: one made before roles, or not by feedserve)."""
+    try:
+        cert = x509.load_pem_x509_certificate(path.read_bytes())
+        uris = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value.get_values_for_type(
+            x509.UniformResourceIdentifier)
+    except (OSError, ValueError, x509.ExtensionNotFound):
+        return ""
+    roles = [uri.removeprefix(role_uri("")) for uri in uris if uri.startswith(role_uri(""))]
+    return roles[0] if len(roles) == 1 and roles[0] in ROLES else ""
+
+
+def ensure_certificates(directory: Path, roles: tuple[str, ...] = ROLES) -> dict[str, Tls]:
+    """The CA and one certificate per role, created where missing; existing files are kept, unless they name no
+    role (made by a feedserve before roles), which are issued again."""
     if not (directory / "ca.pem").exists() or not (directory / "ca.key").exists():
         create_authority(directory)
     out = {}
-    for name in names:
-        if (directory / f"{name}.pem").exists() and (directory / f"{name}.key").exists():
-            out[name] = Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
+    for role in roles:
+        cert, key = directory / f"{role}.pem", directory / f"{role}.key"
+        if cert.exists() and key.exists() and certificate_role(cert) == role:
+            out[role] = Tls(directory / "ca.pem", cert, key)
         else:
-            out[name] = issue(directory, name)
+            out[role] = issue(directory, role)
     return out

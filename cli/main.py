@@ -37,6 +37,7 @@ from learning.training import MODEL_NAME, TrainingError
 from learning.vectors import GRID, QUICK_GRID
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
+from mesh.roles import SERVICE_ROLES
 from mesh.security import is_loopback
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
@@ -277,15 +278,20 @@ def _parser() -> argparse.ArgumentParser:
                     help="allow --plaintext with a --host other than loopback (every RPC is then open to the network)")
     up.set_defaults(run=_up)
 
-    certs = commands.add_parser("certs", help="make a CA (once) and a certificate per service in DIR, e.g. for "
-                                              "Kubernetes Secrets")
+    certs = commands.add_parser("certs", help="make a CA (once) and a certificate per role (the four services and "
+                                              "operator) in DIR, e.g. for Kubernetes Secrets")
     certs.add_argument("directory", type=Path)
     certs.add_argument("--host", action="append", default=[],
-                       help="another name or address every certificate is valid for, e.g. *.paramserver; repeatable")
+                       help="another name or address the gateway's certificate is valid for (the address clients "
+                            "reach it by, e.g. feed.example.com); repeatable. Internal services are verified by "
+                            "their service name, whatever the address")
     certs.set_defaults(run=certs_command)
 
     health = commands.add_parser("health", help="exit 0 if a service reports SERVING (Kubernetes probes, scripts)")
     health.add_argument("address", help="HOST:PORT of any feedserve service")
+    health.add_argument("--service", choices=SERVICE_ROLES, default="",
+                        help="the service ADDRESS must prove it is (default: the one this process's certificate "
+                             "names, else the gateway)")
     health.add_argument("--timeout", type=float, default=2.0)
     add_access_arguments(health)
     health.set_defaults(run=health_command)

@@ -12,7 +12,8 @@ import grpc
 from cli.access import admin_key_path, write_admin_key
 from cli.certificates import ensure_certificates
 from gateway.keys import KeyStore
-from mesh.security import Tls, configure, open_channel
+from mesh.roles import OPERATOR, SERVICE_ROLES
+from mesh.security import Tls, configure, configured, open_channel
 
 __all__ = ["stack_security", "keys_command", "certs_command", "health_command"]
 
@@ -26,7 +27,7 @@ def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Pat
         print("security: PLAINTEXT between services and at the gateway (asked for with --plaintext); API keys still required")
     else:
         tls = ensure_certificates(args.home / "tls")
-        configure(tls["client"])
+        configure(tls[OPERATOR])
         print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {args.home / 'tls' / 'ca.pem'})")
     keys_path = args.home / "keys.db"
     store = KeyStore(keys_path)
@@ -71,12 +72,13 @@ def keys_command(args: argparse.Namespace) -> int:
 
 
 def certs_command(args: argparse.Namespace) -> int:
-    """`feedserve certs DIR`: the CA (made once) and a certificate per service, valid for --host names too."""
-    from cli.certificates import SERVICE_NAMES, create_authority, issue
+    """`feedserve certs DIR`: the CA (made once) and a certificate per role, the gateway's valid for --host too."""
+    from cli.certificates import create_authority, issue
+    from mesh.roles import ROLES
 
     if not (args.directory / "ca.pem").exists():
         create_authority(args.directory)
-    for name in SERVICE_NAMES:
+    for name in ROLES:
         issue(args.directory, name, tuple(args.host))
         print(f"{name:<12} {args.directory / (name + '.pem')}  {args.directory / (name + '.key')}")
     print(f"CA: {args.directory / 'ca.pem'} (its key {args.directory / 'ca.key'} signs more; keep it private)")
@@ -84,10 +86,17 @@ def certs_command(args: argparse.Namespace) -> int:
 
 
 def health_command(args: argparse.Namespace) -> int:
-    """Exit 0 if the service at ADDRESS reports SERVING (over its TLS, with this process's certificate)."""
+    """Exit 0 if the service at ADDRESS reports SERVING (over its TLS, with this process's certificate). The
+    server must prove it is --service; by default the service this process's certificate names (a probe checks
+    its own service), or the gateway for the operator's."""
     from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-    with open_channel(args.address) as channel:
+    from cli.certificates import certificate_role
+
+    tls = configured()
+    own = certificate_role(tls.cert) if tls is not None else ""
+    service = args.service or (own if own in SERVICE_ROLES else "gateway")
+    with open_channel(args.address, service="" if service == "gateway" else service) as channel:
         try:
             reply = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=args.timeout)
         except grpc.RpcError as error:

@@ -38,9 +38,10 @@ def free_ports(count: int) -> list[int]:
             s.close()
 
 
-def handshake_segment(address: str) -> str:
-    """The shm segment a running service advertises through its Transport handshake ('' if none)."""
-    with open_channel(address) as channel:
+def handshake_segment(address: str, service: str = "") -> str:
+    """The shm segment a running service advertises through its Transport handshake ('' if none); with TLS the
+    server must hold `service`'s certificate."""
+    with open_channel(address, service=service) as channel:
         stub = transport_pb2_grpc.TransportStub(channel)
         return stub.Handshake(transport_pb2.HandshakeRequest(boot_id=boot_id()), timeout=5).segment
 
@@ -79,10 +80,11 @@ def wait_ranking(gateway: str, timeout: float, key: str = "") -> None:
             time.sleep(0.1)  # polling a child process's readiness, as wait_serving does
 
 
-def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None) -> None:
-    """Block until the health service at `address` answers SERVING; fail early if `process` exits."""
+def wait_serving(address: str, timeout: float, process: subprocess.Popen | None = None, service: str = "") -> None:
+    """Block until the health service at `address` answers SERVING; fail early if `process` exits. With TLS the
+    server must hold `service`'s certificate (none: one valid for the address, as the gateway's is)."""
     deadline = time.monotonic() + timeout
-    with open_channel(address) as channel:
+    with open_channel(address, service=service) as channel:
         stub = health_pb2_grpc.HealthStub(channel)
         while True:
             if process is not None and process.poll() is not None:
@@ -209,7 +211,7 @@ class Stack:
 
     def _wait(self, service: ServiceProcess, timeout: float) -> None:
         try:
-            wait_serving(service.address, timeout, service.process)
+            wait_serving(service.address, timeout, service.process, service.name)
         except (RuntimeError, TimeoutError) as exc:
             raise RuntimeError(f"{service.name} failed to start: {exc}\n{service.log_tail()}") from None
 

@@ -164,7 +164,7 @@ class GeneratorClient:
     service = "generator"
 
     def __init__(self, address: str) -> None:
-        self.channel = open_aio_channel(address, options=GRPC_OPTIONS)
+        self.channel = open_aio_channel(address, options=GRPC_OPTIONS, service=self.service)
         self.stub = generator_pb2_grpc.GeneratorStub(self.channel)
 
     async def close(self) -> None:

@@ -15,8 +15,9 @@ from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
 
 from mesh.logging import configure_logging, get_logger
+from mesh.roles import RoleInterceptor
 from mesh.rpclog import RpcLogInterceptor
-from mesh.security import add_port, configured
+from mesh.security import Tls, add_port, configured
 from mesh.tracing import configure_tracing
 
 __all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS", "PUBLIC_MAX_MESSAGE_BYTES"]
@@ -64,22 +65,25 @@ class ServiceServer:
 
 async def start_server(registrations: Registrations, address: str,
                        interceptors: Sequence[grpc.aio.ServerInterceptor] = (), public: bool = False,
-                       max_message_bytes: int = PUBLIC_MAX_MESSAGE_BYTES) -> ServiceServer:
+                       max_message_bytes: int = PUBLIC_MAX_MESSAGE_BYTES, identity: Tls | None = None) -> ServiceServer:
     """Start a server on `address` (port 0 picks a free one) with health and reflection, under the process's
-    transport security (mesh/security.py): an internal service demands a client certificate, a `public` one
-    (the gateway) does not, and takes messages of at most `max_message_bytes`. `interceptors` run inside the
-    log interceptor, so their refusals are logged."""
+    transport security (mesh/security.py): an internal service demands a client certificate and checks its role
+    per method (mesh/roles.py); a `public` one (the gateway) does neither, and takes messages of at most
+    `max_message_bytes`. `interceptors` run inside the log interceptor, so their refusals are logged. `identity`
+    is the certificate to present when it is not the process's own (several services in one process: tests)."""
     options = GRPC_OPTIONS if not public else [
         *(o for o in GRPC_OPTIONS if o[0] != "grpc.max_receive_message_length"),
         ("grpc.max_receive_message_length", max_message_bytes)]
-    server = grpc.aio.server(interceptors=[RpcLogInterceptor(), *interceptors], options=options)
+    # an internal port under TLS checks who may call what; plaintext has no identity (loopback only, mesh/security.py)
+    roles = [RoleInterceptor()] if (identity or configured()) is not None and not public else []
+    server = grpc.aio.server(interceptors=[RpcLogInterceptor(), *roles, *interceptors], options=options)
     for add in registrations.values():
         add(server)
     health = HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     names = [*registrations, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name]
     reflection.enable_server_reflection([*names, reflection.SERVICE_NAME], server)
-    port = add_port(server, address, require_client_cert=not public)
+    port = add_port(server, address, require_client_cert=not public, identity=identity)
     if port == 0:
         raise OSError(f"cannot bind {address}")
     await server.start()

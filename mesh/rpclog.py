@@ -59,6 +59,9 @@ async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: 
         if retry_after is not None:  # a quota: tell the caller when to come back
             context.set_trailing_metadata((("retry-after-ms", str(max(int(retry_after * 1000), 1))),))
         await context.abort(exc.code, str(exc))
+    if isinstance(exc, NotImplementedError):  # a generated servicer's method nobody implemented (health's List)
+        fields["status"] = "UNIMPLEMENTED"
+        await context.abort(grpc.StatusCode.UNIMPLEMENTED, f"{fields['method']} is not implemented by this server")
     fields["status"] = "INTERNAL"
     _log.exception("unhandled error", method=fields["method"])
     await context.abort(grpc.StatusCode.INTERNAL, f"internal error: {type(exc).__name__}")

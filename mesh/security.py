@@ -3,7 +3,9 @@
 A process is configured once (`configure`), from its flags or from $FEEDSERVE_TLS_CA, $FEEDSERVE_TLS_CERT and
 $FEEDSERVE_TLS_KEY. Then every server it starts listens with TLS, and every channel it opens presents its own
 certificate and trusts only the project's CA. Internal services demand a client certificate the CA signed
-(mutual TLS); the gateway's public port does not (callers prove who they are with API keys, gateway/auth.py).
+(mutual TLS) and check its role per method (mesh/roles.py); a channel to one checks that the server's certificate
+names that service. The gateway's public port asks for no certificate (callers prove who they are with API keys,
+gateway/auth.py).
 """
 
 from __future__ import annotations
@@ -117,22 +119,31 @@ def tls_from_args(args: argparse.Namespace) -> Tls | None:
     return tls
 
 
-def add_port(server: Any, address: str, require_client_cert: bool = True) -> int:
-    """Listen on `address` with the configured security; returns the port (0 if it could not bind)."""
-    if _configured is None:
+def add_port(server: Any, address: str, require_client_cert: bool = True, identity: Tls | None = None) -> int:
+    """Listen on `address` with the configured security, presenting `identity`'s certificate if given (several
+    services in one process: tests); returns the port (0 if it could not bind)."""
+    tls = identity or _configured
+    if tls is None:
         return server.add_insecure_port(address)
-    return server.add_secure_port(address, _configured.server_credentials(require_client_cert))
+    return server.add_secure_port(address, tls.server_credentials(require_client_cert))
 
 
-def open_aio_channel(address: str, options: list[tuple[str, Any]] | None = None) -> grpc.aio.Channel:
-    """An asyncio channel with the configured security."""
+def _verifying(service: str, options: list[tuple[str, Any]] | None) -> list[tuple[str, Any]]:
+    """Channel options that make TLS accept only `service`'s own certificate, whatever the address says: an internal
+    service's certificate names that service alone (cli/certificates.py), so another role's cannot stand in."""
+    return [*(options or []), *((("grpc.ssl_target_name_override", service),) if service else ())]
+
+
+def open_aio_channel(address: str, options: list[tuple[str, Any]] | None = None, service: str = "") -> grpc.aio.Channel:
+    """An asyncio channel with the configured security; with TLS, the server must prove it is `service` (an
+    internal one) or, without `service`, hold a certificate for the address (the gateway's public port)."""
     if _configured is None:
         return grpc.aio.insecure_channel(address, options=options)
-    return grpc.aio.secure_channel(address, _configured.channel_credentials(), options=options)
+    return grpc.aio.secure_channel(address, _configured.channel_credentials(), options=_verifying(service, options))
 
 
-def open_channel(address: str, options: list[tuple[str, Any]] | None = None) -> grpc.Channel:
-    """A blocking channel with the configured security (CLI tools, readiness checks)."""
+def open_channel(address: str, options: list[tuple[str, Any]] | None = None, service: str = "") -> grpc.Channel:
+    """A blocking channel with the configured security (CLI tools, readiness checks); `service` as above."""
     if _configured is None:
         return grpc.insecure_channel(address, options=options)
-    return grpc.secure_channel(address, _configured.channel_credentials(), options=options)
+    return grpc.secure_channel(address, _configured.channel_credentials(), options=_verifying(service, options))

@@ -67,7 +67,8 @@ class Transport:
         self.use_ring = use_ring
         self.config = config
         self.reattach_s = reattach_s
-        self.channel = open_aio_channel(address, options=GRPC_OPTIONS)
+        # the server must hold its own service's certificate: "paramserver[0-8191]" is served by a "paramserver"
+        self.channel = open_aio_channel(address, options=GRPC_OPTIONS, service=service.partition("[")[0])
         self.methods = methods_of(descriptor)
         self._unary = {
             name: self.channel.unary_unary(

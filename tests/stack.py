@@ -43,6 +43,7 @@ from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
 from mesh.grpc_server import ServiceServer, start_server
 from mesh.methods import HeapOutputs
 from mesh.ring import RingConfig, RingServer, transport_registration
+from mesh.security import Tls
 from paramserver.service import ParamServer, ParamServerServicer
 from ranker.service import Ranker, RankerServicer
 from tests.catalog_fixture import TestCatalog
@@ -76,30 +77,32 @@ def paramserver_core(catalog: TestCatalog, state_dir: Path, store: str | None = 
     return core
 
 
-async def start_paramserver(catalog: TestCatalog, state_dir: Path, store: str | None = None) -> tuple[ServiceServer, ParamServer]:
+async def start_paramserver(catalog: TestCatalog, state_dir: Path, store: str | None = None,
+                            identity: Tls | None = None) -> tuple[ServiceServer, ParamServer]:
     core = paramserver_core(catalog, state_dir, store)
     servicer = ParamServerServicer(core)
     server = await start_server(
         {_name(paramserver_pb2, "ParamServer"): lambda s: paramserver_pb2_grpc.add_ParamServerServicer_to_server(servicer, s)},
-        LOCAL,
+        LOCAL, identity=identity,
     )
     return server, core
 
 
 async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str | None = None,
-                       routing: Path | None = None) -> tuple[ServiceServer, Ranker]:
+                       routing: Path | None = None, identity: Tls | None = None) -> tuple[ServiceServer, Ranker]:
     core = Ranker(open_store(store or catalog.url), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK,
                   routing=routing)
     servicer = RankerServicer(core)
     server = await start_server(
-        {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL
+        {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(servicer, s)}, LOCAL,
+        identity=identity,
     )
     return server, core
 
 
 async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
                         schema=None, keys: KeyStore | None = None, quotas: TenantQuotas | None = None,
-                        routing: Path | None = None, served_log: Path | None = None,
+                        routing: Path | None = None, served_log: Path | None = None, identity: Tls | None = None,
                         **options) -> tuple[ServiceServer, list, GatewayService]:
     """The gateway as `python -m gateway` builds it; with `keys`, behind the API-key door (and `quotas`); with
     `routing`, following that routing file (its watch is left to the test: `service.routing.watcher.check()`)."""
@@ -124,6 +127,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
          _name(gateway_pb2, "Gateway"): lambda s: gateway_pb2_grpc.add_GatewayServicer_to_server(service, s),
          _name(gateway_pb2, "GatewayAdmin"): lambda s: gateway_pb2_grpc.add_GatewayAdminServicer_to_server(admin, s)},
         LOCAL, interceptors=[ApiKeyInterceptor(keys, quotas)] if keys is not None else [], public=True,
+        identity=identity,
     )
     return server, clients, service
 
@@ -153,22 +157,26 @@ class Stack:
 @asynccontextmanager
 async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir: Path, ranker=None,
                         store: str | None = None, gateway_store: bool = True, routing: Path | None = None,
-                        **gateway_options) -> AsyncIterator[Stack]:
+                        tls: dict[str, Tls] | None = None, **gateway_options) -> AsyncIterator[Stack]:
     """All three services as real gRPC servers on free ports, torn down on exit, on a private copy of the
-    catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests)."""
+    catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests).
+    With `tls` (cli/certificates.py), each server presents its own role's certificate, and every channel the
+    process opens presents the gateway's (configure it: `security.configure(tls["gateway"])`)."""
+    tls = tls or {}
     store = store or catalog.copy(state_dir / "store")
     serve_model_space(store, catalog, manifest)
-    ps_server, ps_core = await start_paramserver(catalog, state_dir / "paramserver", store)
+    ps_server, ps_core = await start_paramserver(catalog, state_dir / "paramserver", store, tls.get("paramserver"))
     rk_core = None
     if ranker is None:
-        rk_server, rk_core = await start_ranker(catalog, manifest, store, routing)
+        rk_server, rk_core = await start_ranker(catalog, manifest, store, routing, tls.get("ranker"))
     else:
         rk_server = await start_server(
             {_name(ranker_pb2, "Ranker"): lambda s: ranker_pb2_grpc.add_RankerServicer_to_server(ranker, s)}, LOCAL)
     if gateway_store:
         gateway_options.setdefault("store", open_store(store))
     gw_server, clients, service = await start_gateway(
-        f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", routing=routing, **gateway_options)
+        f"127.0.0.1:{ps_server.port}", f"127.0.0.1:{rk_server.port}", routing=routing, identity=tls.get("gateway"),
+        **gateway_options)
     servers = {"paramserver": ps_server, "ranker": rk_server, "gateway": gw_server}
     ports = {name: s.port for name, s in servers.items()}
     channels = [grpc.aio.insecure_channel(f"127.0.0.1:{port}") for port in ports.values()]
