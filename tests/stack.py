@@ -9,6 +9,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1 import health_pb2_grpc
 
 from catalog import open_store, preset_schema
 from engines import ModelManifest
@@ -232,6 +233,7 @@ class GenerationStack:
     admin: gateway_pb2_grpc.GatewayAdminStub
     generator: Generator
     paramserver_core: object
+    health: health_pb2_grpc.HealthStub  # the gateway's
 
 
 @asynccontextmanager
@@ -247,7 +249,7 @@ async def generation_stack(home: Path, catalog: TestCatalog, state_dir: Path,
     channel = grpc.aio.insecure_channel(f"127.0.0.1:{gw_server.port}")
     try:
         yield GenerationStack(gateway_pb2_grpc.GatewayStub(channel), gateway_pb2_grpc.GatewayAdminStub(channel), core,
-                              ps_core)
+                              ps_core, health_pb2_grpc.HealthStub(channel))
     finally:
         await channel.close()
         for client in clients:

@@ -1,19 +1,24 @@
 """Bad input, everywhere: requests for every RPC built from its protobuf descriptor (random values and sizes, NaN,
 odd unicode, huge repeated fields, unknown enums), sent through the gateway with a valid key and straight to
 each internal service. Every answer is OK or a named status, never UNKNOWN or INTERNAL; every server still
-answers afterwards; and a refused request changes nothing (the catalog's sequence and every paramserver row)."""
+answers afterwards; and a refused request changes nothing (the catalog's sequence and every paramserver row).
+Then hostile ones, on purpose: exploding patterns, lists and tags at and past their caps, oversized messages;
+named statuses in time, and memory bounded over 1,000 of them."""
 
 from __future__ import annotations
 
 import asyncio
+import gc
 import hashlib
 import os
+import random
 import threading
 from collections.abc import Iterator
 from pathlib import Path
 
 import grpc
 import pytest
+import uvloop
 from google.protobuf import message_factory
 from google.protobuf.descriptor import Descriptor, FieldDescriptor, MethodDescriptor
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -21,9 +26,9 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from catalog import open_store
-from feedserve.v1 import catalog_pb2, gateway_pb2, paramserver_pb2, ranker_pb2, transport_pb2
+from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, generator_pb2, paramserver_pb2, ranker_pb2, transport_pb2
 from gateway.keys import KeyStore
-from tests.stack import running_stack
+from tests.stack import generation_stack, running_stack
 
 # the gateway's port (with an admin key, so that every method is reachable) and the internal services'
 SERVICES = {
@@ -203,3 +208,93 @@ def test_any_request_gets_ok_or_a_named_status_and_a_refusal_changes_nothing(liv
         assert served.status == health_pb2.HealthCheckResponse.SERVING
 
     check()
+
+
+# Hostile on purpose: automata that explode, lists and tags at and past their caps, messages past the public port's
+# limit. Each kind is a function of the request's number, so that tags and prompts are new every time (no cache
+# answers them) while the patterns cycle through a set (as an attacker resending them would).
+def _nested_repetition(rng: random.Random) -> str:
+    """A random pattern of counted repetitions nested one to three deep, around an atom with choices."""
+    pattern = rng.choice([".", "a|b", "[a-z]", "\\w", "x*", "(a|b)*a", "[0-9a-f]"])
+    for _ in range(rng.randint(1, 3)):
+        pattern = f"({pattern}){{{rng.randint(10, 999)}}}"
+    return pattern
+
+
+HOSTILE_PATTERNS = [*(f"(a|b)*a(a|b){{{n}}}" for n in (14, 16, 20, 24, 40)), "((.{999}){999}){999}", "(.{500}){500}",
+                    "(x{1000}){1000}", "([a-z]{50}){50}", "(a*)*b{5000}", "((a|b|c|d){30}){30}", "(\\w{99}\\d{99}){99}",
+                    "[a-z]{3}(x|y){2}",  # (everyday: it is built and decoded)
+                    *(_nested_repetition(random.Random(seed)) for seed in range(20))]
+
+
+def _hostile(n: int) -> tuple[str, object]:
+    """The n-th hostile request: ("feed" | "generate", request)."""
+    tag = f"t{n}-" + "x" * 40  # a new valid tag each time: booked as `other` past the cap
+    kind = n % 8
+    if kind in (0, 1, 2):
+        return "generate", generator_pb2.GenerateRequest(
+            prompt=f"hostile {n}", max_tokens=8, pattern=HOSTILE_PATTERNS[n % len(HOSTILE_PATTERNS)],
+            context=common_pb2.RequestContext(feature_tag=tag))
+    if kind == 3:
+        return "generate", generator_pb2.GenerateRequest(prompt=f"tag {n}", max_tokens=4,
+                                                         context=common_pb2.RequestContext(feature_tag="T" * (60 + n % 9)))
+    if kind == 4:
+        return "feed", gateway_pb2.FeedRequest(user_id=1, k=20, exclude_ids=range(1_000 + n % 2),
+                                               context=common_pb2.RequestContext(feature_tag=tag))
+    if kind == 5:
+        return "feed", gateway_pb2.FeedRequest(user_id=1, k=20, include_labels=["x" * (256 + n % 2)] * (1_000 + n % 2))
+    if kind == 6:
+        return "feed", gateway_pb2.FeedRequest(user_id=1, k=20, exclude=[f"item-{i}" for i in range(999)],
+                                               context=common_pb2.RequestContext(feature_tag=tag[:64 + n % 2]))
+    return "feed", _OVERSIZED
+
+
+# 600,000 ids of 9 bytes each: 5.4 MiB, past the public port's 4 (built once: building it is the slow part)
+_OVERSIZED = gateway_pb2.FeedRequest(user_id=1, k=20, exclude_ids=range(2**62, 2**62 + 600_000))
+
+
+def _rss_mib() -> float:
+    """This process's resident memory (the in-process gateway, generator and paramserver)."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError("no VmRSS in /proc/self/status")
+
+
+def test_hostile_requests_get_named_statuses_in_time_and_leave_memory_bounded(generation_home, catalog, tmp_path) -> None:
+    """1,000 hostile requests (exploding patterns, lists and tags at and past their caps, a 5 MiB message) after a
+    warm-up round: every answer is OK or a named status within its deadline, health stays SERVING, and the
+    process holding the gateway and generator grows by at most 50 MiB. (Under uvloop only, as services run.)"""
+    seen: dict[str, int] = {}
+
+    async def send(stack, n: int) -> None:
+        kind, request = _hostile(n)
+        try:
+            if kind == "feed":
+                await stack.gateway.Feed(request, timeout=20)
+            else:
+                async for _ in stack.gateway.Generate(request, timeout=20):
+                    pass
+            code = grpc.StatusCode.OK
+        except grpc.aio.AioRpcError as error:
+            code = error.code()
+            assert code not in NOT_NAMED and code != grpc.StatusCode.DEADLINE_EXCEEDED, (n, code, error.details())
+        seen[code.name] = seen.get(code.name, 0) + 1
+
+    async def body() -> None:
+        async with generation_stack(generation_home, catalog, tmp_path) as stack:
+            for n in range(80):  # a warm-up round: every pattern built once, caches at their working size
+                await send(stack, n)
+            gc.collect()
+            before = _rss_mib()
+            for n in range(80, 1_080):
+                await send(stack, n)
+            gc.collect()
+            grown = _rss_mib() - before
+            print(f"RSS {before:.0f} MiB -> {before + grown:.0f} MiB over 1,000 hostile requests; answers {seen}")
+            assert grown <= 50, f"grew {grown:.1f} MiB over 1,000 hostile requests"
+            served = await stack.health.Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert served.status == health_pb2.HealthCheckResponse.SERVING
+
+    uvloop.run(body())
+    assert seen.get("INVALID_ARGUMENT", 0) > 0 and seen.get("RESOURCE_EXHAUSTED", 0) > 0, seen
