@@ -15,7 +15,12 @@ Each fault's window lasts --fault-s seconds from the kill. Measured:
   - answered_share_during_faults: feeds answered (full, or flagged degraded) over feeds sent in the windows;
   - recovery_s per fault: from the kill to the completion of the last feed in the window that was not full.
 
-    python bench/chaos.py [--quick] [--fault-s 60] [--feed-rate 30] [--interact-rate 10]
+Before the faults, a hostile tenant (bench/hostile_tenant.py): one tenant floods Feed and Generate with hostile
+requests at 10x its quota while another tenant's feeds are measured, in alternating blocks alone / under attack:
+  - victim_p99_ratio: the victim's P99 under attack over its P99 alone (target <= 1.5);
+  - victim_answered_share: the victim's feeds answered in full under attack over those sent (target >= 0.99).
+
+    python bench/chaos.py [--quick] [--fault-s 60] [--feed-rate 30] [--interact-rate 10] [--hostile-block-s 15]
 """
 
 from __future__ import annotations
@@ -36,12 +41,14 @@ import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
 from bench.common import machine, p50_p99, prepare_catalog, record, result_line  # noqa: E402
+from bench.hostile_tenant import HostileTenant, measure_victim  # noqa: E402
 from catalog import open_store  # noqa: E402
 from cli.access import admin_key_path  # noqa: E402
 from cli.certificates import ensure_certificates  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from engines.sentence import ensure_encoder  # noqa: E402
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc  # noqa: E402
+from gateway.keys import KeyStore  # noqa: E402
 from generator.training import ensure_tiers  # noqa: E402
 from mesh import security  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
@@ -128,27 +135,50 @@ def main() -> int:
     parser.add_argument("--fault-s", type=float, default=60.0, help="seconds each fault window lasts (default: %(default)s)")
     parser.add_argument("--feed-rate", type=float, default=30.0, help="feeds per second (default: %(default)s)")
     parser.add_argument("--interact-rate", type=float, default=10.0, help="interactions per second (default: %(default)s)")
+    parser.add_argument("--hostile-block-s", type=float, default=15.0,
+                        help="seconds of each victim-alone and victim-under-attack block (default: %(default)s)")
+    parser.add_argument("--hostile-only", action="store_true", help="measure the hostile tenant, then stop (no faults)")
     parser.add_argument("--home", type=Path, default=default_home() / "bench-chaos")
     args = parser.parse_args()
     fault_s = 10.0 if args.quick else args.fault_s
+    block_s, blocks = (8.0, 4) if args.quick else (args.hostile_block_s, 6)
     items, users, interactions = (5_000, 500, 30_000) if args.quick else (20_000, 2_000, 120_000)
     home = args.home / f"{items}"
     store = prepare_catalog(home, items, users, interactions)
     ensure_tiers(home, sys.stderr)
     ensure_encoder(home)
     tls = ensure_certificates(home / "tls")
-    security.configure(tls["client"])
+    security.configure(tls["operator"])
     key = admin_key_path(home).read_text().strip()
+    keys = KeyStore(home / "keys.db")
+    tenants = HostileTenant(keys.create("victim", label="bench/chaos")[1], keys.create("attacker", label="bench/chaos")[1])
+    keys.close()
     os.environ["FEEDSERVE_TEST_HOOKS"] = "1"  # children: SIGUSR2 kills a ring dispatcher
     ports = free_ports(5)
     config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[3], generator_port=ports[4])
-    # no tenant quota: the one tenant here is the load driver, and this measures recovery from faults, not quotas
+    # no quota for the fault driver's tenant (this measures recovery from faults); the shipped default for the victim,
+    # and a tenth of its flood for the attacker
+    quotas = ("--tenant-quota", "0:0:0", "--tenant-quota-for", "victim=200:400:8",
+              "--tenant-quota-for", tenants.attacker_quota)
     stack = Stack(home, store, "simulator", config, home / "logs", generator_home=home, tls=tls, keys=home / "keys.db",
-                  api_key=key, paramserver_shards=2, extra_args={"gateway": ("--tenant-quota", "0:0:0")})
+                  api_key=key, paramserver_shards=2, extra_args={"gateway": quotas})
     print(f"chaos: {len(FAULTS)} faults x {fault_s:.0f} s; {args.feed_rate:g} feeds/s and {args.interact_rate:g} "
           f"interactions/s; {items:,} items, {users:,} users; mutual TLS, API keys, 2 paramserver shards; {machine()}",
           flush=True)
     stack.start(timeout=120)
+    try:
+        print(f"hostile tenant: victim {tenants.victim_rate:g} feeds/s; attacker {tenants.attack_rate:g} hostile "
+              f"requests/s against a quota of {tenants.attacker_quota}; {blocks} blocks of {block_s:g} s", flush=True)
+        processes = {f"{s.name}{i}" if s.name == "paramserver" else s.name: s.process.pid
+                     for i, s in enumerate(stack.services)}
+        hostile, attacker = measure_victim(config.gateway_address, tenants, block_s, blocks, users, tls["operator"],
+                                           processes)
+    except BaseException:
+        stack.stop()
+        raise
+    if args.hostile_only:
+        stack.stop()
+        return _report_hostile(hostile, attacker, block_s, blocks)
     shard_addresses = [s.address for s in stack.services if s.name == "paramserver"]
     first_sequence = open_store(store).sequence()
     out, stop = Outcomes(), threading.Event()
@@ -192,14 +222,39 @@ def main() -> int:
         print(f"{fault:<18} {sent:>6} {answered:>9} {degraded:>9} {recovery:>11.2f} {p50:>12.1f} {p99:>12.1f}")
     print(f"interactions acknowledged {len(out.acked)}, not acknowledged {out.interact_errors}, "
           f"acknowledged but missing from the log {acked_lost}")
+    _print_victim(hostile)
     result = {"acked_lost": acked_lost, "answered_share_during_faults": answered_total / max(sent_total, 1),
-              "recovery_s_max": max(recoveries) if recoveries else 0.0}
+              "recovery_s_max": max(recoveries) if recoveries else 0.0,
+              "victim_p99_ratio": hostile["victim_p99_ratio"], "victim_answered_share": hostile["victim_answered_share"]}
     record("chaos", {**result, "faults": {r[0]: {"feeds": r[1], "answered": r[2], "degraded": r[3], "recovery_s": r[4]}
-                                          for r in rows}, "acked": len(out.acked), "fault_s": fault_s})
+                                          for r in rows}, "acked": len(out.acked), "fault_s": fault_s,
+                     "hostile": {**hostile, "attacker": attacker, "block_s": block_s, "blocks": blocks}})
     print(result_line({k: round(v, 4) if isinstance(v, float) else v for k, v in result.items()}))
     met = result["acked_lost"] == 0 and result["answered_share_during_faults"] >= 0.99 and result["recovery_s_max"] <= 5
     print("targets (acked_lost = 0, answered_share_during_faults >= 0.99, recovery_s_max <= 5): "
           + ("met" if met else "MISSED"))
+    _print_hostile_targets(hostile)
+    return 0
+
+
+def _print_victim(hostile: dict[str, float]) -> None:
+    print(f"victim P50/P99 alone {hostile['victim_p50_alone_ms']:.1f}/{hostile['victim_p99_alone_ms']:.1f} ms, under "
+          f"attack {hostile['victim_p50_attacked_ms']:.1f}/{hostile['victim_p99_attacked_ms']:.1f} ms; degraded under "
+          f"attack {hostile['victim_degraded_share']:.4f}")
+
+
+def _print_hostile_targets(hostile: dict[str, float]) -> None:
+    met = hostile["victim_p99_ratio"] <= 1.5 and hostile["victim_answered_share"] >= 0.99
+    print("targets (victim_p99_ratio <= 1.5, victim_answered_share >= 0.99): " + ("met" if met else "MISSED"))
+
+
+def _report_hostile(hostile: dict[str, float], attacker: dict[str, int], block_s: float, blocks: int) -> int:
+    """--hostile-only: the victim's figures alone, recorded as chaos-hostile."""
+    _print_victim(hostile)
+    result = {"victim_p99_ratio": hostile["victim_p99_ratio"], "victim_answered_share": hostile["victim_answered_share"]}
+    record("chaos-hostile", {**hostile, "attacker": attacker, "block_s": block_s, "blocks": blocks})
+    print(result_line({k: round(v, 4) for k, v in result.items()}))
+    _print_hostile_targets(hostile)
     return 0
 
 

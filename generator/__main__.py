@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 from pathlib import Path
 
 from catalog import ChangeFollower, open_store
@@ -56,6 +57,11 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--routing", type=Path, default=None,
                         help="the model routing configuration (feedserve up: HOME/models/routing.json): each tier is "
                              "a family there, so a new tier version can be staged, canaried and rolled back")
+    parser.add_argument("--nice", type=int, default=10,
+                        help="CPU priority below the feed path's (added to the process's niceness): generation is "
+                             "throughput work, and on a host it shares with the gateway and ranker it yields the cores "
+                             "first, so that a tenant's generations cannot slow other tenants' feeds (0: same priority) "
+                             "(default: %(default)s)")
     parser.add_argument("--log-level", default="INFO")
     add_tls_arguments(parser)
     return parser
@@ -65,6 +71,8 @@ def main() -> None:
     parser = build_parser()
     args = parser.parse_args()
     configure(tls_from_args(args))
+    if args.nice:
+        os.nice(args.nice)  # (a thread's on Linux) before the model and server threads start: they inherit it
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
     followers: list[ChangeFollower] = []
