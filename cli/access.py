@@ -18,17 +18,26 @@ from mesh.config import default_home
 from mesh.roles import OPERATOR
 from mesh.security import Tls, add_tls_arguments, configure, open_channel, tls_from_args
 
-__all__ = ["add_access_arguments", "configure_access", "gateway_channel", "stack_tls", "admin_key_path",
-           "KeyMetadata", "write_admin_key"]
+__all__ = ["add_access_arguments", "configure_access", "gateway_channel", "stack_tls", "admin_key_path", "secrets_dir",
+           "SECRETS_ENV", "KeyMetadata", "write_admin_key"]
+
+
+SECRETS_ENV = "FEEDSERVE_SECRETS"
+
+
+def secrets_dir(home: Path) -> Path:
+    """Where a deployment keeps its secrets, `tls/` (the CA with its key, every certificate) and `admin.key`:
+    $FEEDSERVE_SECRETS, else HOME. compose.yaml keeps them in a volume only its bootstrap mounts."""
+    return Path(os.environ[SECRETS_ENV]) if os.environ.get(SECRETS_ENV) else home
 
 
 def admin_key_path(home: Path) -> Path:
-    return home / "admin.key"
+    return secrets_dir(home) / "admin.key"
 
 
 def stack_tls(home: Path, name: str = OPERATOR) -> Tls | None:
-    """`name`'s certificate under HOME/tls, if `feedserve up` created one."""
-    directory = home / "tls"
+    """`name`'s certificate under the secrets' tls/, if `feedserve up` created one."""
+    directory = secrets_dir(home) / "tls"
     tls = Tls(directory / "ca.pem", directory / f"{name}.pem", directory / f"{name}.key")
     return tls if all(p.exists() for p in (tls.ca, tls.cert, tls.key)) else None
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import grpc
 
-from cli.access import admin_key_path, write_admin_key
+from cli.access import admin_key_path, secrets_dir, write_admin_key
 from cli.certificates import ensure_certificates
 from gateway.keys import KeyStore
 from mesh.roles import OPERATOR, SERVICE_ROLES
@@ -26,9 +26,9 @@ def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Pat
         configure(None)
         print("security: PLAINTEXT between services and at the gateway (asked for with --plaintext); API keys still required")
     else:
-        tls = ensure_certificates(args.home / "tls")
+        tls = ensure_certificates(secrets_dir(args.home) / "tls")
         configure(tls[OPERATOR])
-        print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {args.home / 'tls' / 'ca.pem'})")
+        print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {secrets_dir(args.home) / 'tls' / 'ca.pem'})")
     keys_path = args.home / "keys.db"
     store = KeyStore(keys_path)
     key_file = admin_key_path(args.home)

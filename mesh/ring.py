@@ -26,12 +26,14 @@ from mesh.logging import get_logger
 from mesh.methods import Handler, Method, Tensors, methods_of, tensor_fields
 from mesh.tensors import DTYPES
 from mesh.tracing import server_span
-from native import MSG_ALIGN, MSG_DATA_OFFSET, Ring, remove_stale_segments, segment_name
+from native import MSG_ALIGN, MSG_DATA_OFFSET, SHM_DIR, Ring, remove_stale_segments, segment_name
 
 __all__ = ["RingServer", "RingChannel", "Reply", "RingConfig", "HandshakeServicer", "boot_id", "RingTooSmall", "RingBroken",
-           "DispatcherKilled", "RING_VERSION"]
+           "DispatcherKilled", "RING_VERSION", "RING_GROUP_ENV"]
 
 RING_VERSION = 1
+# "1": segments are 0660, for colocated services that run as separate users of one group (compose.yaml)
+RING_GROUP_ENV = "FEEDSERVE_RING_GROUP"
 # A ring status outside gRPC's codes: the message did not fit a slot, send this call over gRPC.
 STATUS_USE_GRPC = 1000
 _CODES = {dt: code for code, dt in DTYPES.items()}
@@ -133,6 +135,10 @@ class RingServer:
             request_capacity=config.request_capacity,
             response_capacity=config.response_capacity,
         )
+        if os.environ.get(RING_GROUP_ENV) == "1":
+            # colocated services running as separate users of one group (compose.yaml): the group may attach, and
+            # still nobody else (the segment is made 0600 and widened only here, before any handshake names it)
+            os.chmod(SHM_DIR / self.ring.name.lstrip("/"), 0o660)
         self.view = memoryview(self.ring)
         self._stop = threading.Event()
         # several dispatchers let slow handlers overlap (the ranker batches concurrent requests)

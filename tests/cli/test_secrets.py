@@ -7,10 +7,11 @@ import argparse
 from pathlib import Path
 
 from catalog.store import STORE_ENV, redact
-from cli.access import admin_key_path
+from cli.access import SECRETS_ENV, admin_key_path
 from cli.security import stack_security
 from cli.stack import Stack, free_ports
 from mesh.config import StackConfig
+from mesh.security import configure
 
 
 def test_a_store_url_is_printed_without_its_password() -> None:
@@ -43,3 +44,19 @@ def test_the_admin_key_is_not_printed_when_stdout_is_not_a_terminal(tmp_path: Pa
     out = capsys.readouterr().out
     assert token and token not in out and str(admin_key_path(tmp_path)) in out
     assert admin_key_path(tmp_path).stat().st_mode & 0o777 == 0o600
+
+
+def test_secrets_go_to_feedserve_secrets_not_home_when_it_is_set(tmp_path: Path, monkeypatch) -> None:
+    """With $FEEDSERVE_SECRETS (compose's bootstrap), the CA, its key, every certificate and the admin key are made
+    there and HOME gets none of them: the data volume every service mounts holds no secret."""
+    home, secrets = tmp_path / "home", tmp_path / "secrets"
+    monkeypatch.setenv(SECRETS_ENV, str(secrets))
+    args = argparse.Namespace(home=home, plaintext=False, prepare_only=True)
+    tls, _, token = stack_security(args)
+    try:
+        assert (secrets / "tls" / "ca.key").exists() and admin_key_path(home) == secrets / "admin.key"
+        assert (secrets / "admin.key").read_text().strip() == token
+        assert {tls_.cert.parent for tls_ in tls.values()} == {secrets / "tls"}
+        assert not (home / "tls").exists() and not (home / "admin.key").exists()
+    finally:
+        configure(None)

@@ -33,8 +33,8 @@ def _alive(pid: int) -> bool:
 def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path,
                                                                     real_home: Path) -> None:
     """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; `generate` streams text and
-    usage (the tiny small tier and SmolLM2 int4); a `--set` option reaches its service; SIGTERM stops all four
-    children."""
+    usage (the tiny small tier and SmolLM2 int4); a `--set` option reaches its service; the generator runs niced;
+    SIGTERM stops all four children."""
     (tmp_path / "encoder").symlink_to(generation_home / "encoder")
     (tmp_path / "generator").mkdir()  # the tiny test tiers and the imported SmolLM2, so `up` trains and imports nothing
     for built in (real_home / "generator").iterdir():
@@ -62,6 +62,9 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         assert (tmp_path / "admin.key").read_text().startswith("fsk_")
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
         assert len(pids) == 4
+        # the generator alone runs below the feed path's CPU priority (python -m generator --nice 10)
+        ours = os.getpriority(os.PRIO_PROCESS, 0)
+        assert sorted(os.getpriority(os.PRIO_PROCESS, pid) - ours for pid in pids) == [0, 0, 0, min(10, 19 - ours)]
 
         address = f"127.0.0.1:{gateway}"
         feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)

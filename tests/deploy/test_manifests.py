@@ -28,6 +28,34 @@ class TestCompose:
         assert services["ranker"]["ipc"] == services["gateway"]["ipc"] == "service:paramserver"
         assert "50051:50051" in services["gateway"]["ports"]
 
+    def test_each_compose_service_runs_as_its_own_user_with_only_its_own_certificate(self) -> None:
+        """The four services run as distinct non-root users of one group, each mounting the data volume and its
+        own certificate volume read-only; the CA key and the admin key (the `secrets` volume) are mounted by the
+        bootstrap alone, which hands each service its files (deploy/compose/bootstrap.sh) and exits."""
+        services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
+        users = {}
+        for name in ("paramserver", "ranker", "generator", "gateway"):
+            service = services[name]
+            uid, gid = service["user"].split(":")
+            users[name] = int(uid)
+            assert int(uid) >= 10000 and gid == "10000"
+            assert sorted(service["volumes"]) == sorted(["data:/data", f"tls-{name}:/tls:ro"])
+            assert {k: v for k, v in service["environment"].items() if k.startswith("FEEDSERVE_TLS")} == {
+                "FEEDSERVE_TLS_CA": "/tls/ca.pem", "FEEDSERVE_TLS_CERT": "/tls/cert.pem", "FEEDSERVE_TLS_KEY": "/tls/key.pem"}
+            assert "ALL" in service["cap_drop"]
+        assert len(set(users.values())) == 4
+        # the ring servers widen their segments to the group, for the colocated gateway
+        assert services["paramserver"]["environment"]["FEEDSERVE_RING_GROUP"] == "1"
+        assert services["ranker"]["environment"]["FEEDSERVE_RING_GROUP"] == "1"
+        mounting_secrets = [n for n, s in services.items() if any(v.startswith("secrets:") for v in s.get("volumes", []))]
+        assert mounting_secrets == ["bootstrap"]
+        assert services["bootstrap"]["environment"]["FEEDSERVE_SECRETS"] == "/secrets"
+        script = (ROOT / "deploy" / "compose" / "bootstrap.sh").read_text()
+        assert services["bootstrap"]["entrypoint"][-1] == "/app/deploy/compose/bootstrap.sh"
+        for name, uid in users.items():
+            assert f"{name}:{uid}" in script  # its files go to its user
+        assert f"chown {users['gateway']} /data/keys.db" in script
+
 
 class TestKubernetes:
     def test_kustomization_lists_every_manifest(self) -> None:
@@ -57,6 +85,24 @@ class TestKubernetes:
                     assert env["FEEDSERVE_TLS_CERT"] == "/tls/tls.crt"
                     mount = next(m for m in container["volumeMounts"] if m["mountPath"] == "/tls")
                     assert secrets[mount["name"]] == f"feedserve-tls-{container['name']}"
+
+    def test_every_pod_runs_as_a_non_root_user_without_privilege_escalation(self) -> None:
+        """Each pod runs as a non-root user of the feedserve group; no container may gain privileges or keeps a
+        capability. In the gateway pod the ranker is another user, and widens its rings to the group."""
+        for resource in _resources():
+            if resource["kind"] not in ("Deployment", "StatefulSet", "CronJob"):
+                continue
+            template = (resource["spec"]["jobTemplate"]["spec"] if resource["kind"] == "CronJob" else resource["spec"])
+            spec = template["template"]["spec"]
+            pod = spec["securityContext"]
+            assert pod["runAsNonRoot"] is True and pod["runAsUser"] >= 10000 and pod["fsGroup"] == 10000
+            for container in [*spec.get("initContainers", []), *spec["containers"]]:
+                assert container["securityContext"]["allowPrivilegeEscalation"] is False
+                assert container["securityContext"]["capabilities"]["drop"] == ["ALL"]
+        gateway = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
+        ranker = next(c for c in gateway["spec"]["template"]["spec"]["containers"] if c["name"] == "ranker")
+        assert ranker["securityContext"]["runAsUser"] != gateway["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
+        assert {"name": "FEEDSERVE_RING_GROUP", "value": "1"} in ranker["env"]
 
     def test_colocated_gateway_pod_shares_a_memory_backed_ring_volume(self) -> None:
         gateway = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")

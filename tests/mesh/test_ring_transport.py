@@ -21,8 +21,9 @@ from feedserve.v1 import ranker_pb2, ranker_pb2_grpc, transport_pb2, transport_p
 from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
 from mesh.grpc_server import start_server
 from mesh.methods import methods_of
-from mesh.ring import HandshakeServicer, RingChannel, RingConfig, RingServer
+from mesh.ring import RING_GROUP_ENV, HandshakeServicer, RingChannel, RingConfig, RingServer
 from mesh.transport import Transport
+from native import SHM_DIR
 from ranker.service import RankerServicer
 
 RANKER = ranker_pb2.DESCRIPTOR.services_by_name["Ranker"]
@@ -242,3 +243,16 @@ def test_a_peer_killed_mid_request_fails_the_call_within_its_deadline_and_the_ri
             if process is not None:
                 process.stdout.close()
     assert not os.path.exists(f"/dev/shm{segment}")  # the replacement's start-up removed the dead peer's segment
+
+
+@pytest.mark.parametrize(("group", "mode"), [("", 0o600), ("1", 0o660)])
+def test_a_ring_segment_is_private_to_its_user_unless_the_group_is_asked_for(monkeypatch, group: str, mode: int) -> None:
+    """By default a segment is 0600 (no other user attaches); with FEEDSERVE_RING_GROUP=1 (colocated services as
+    separate users of one group) it is 0660: the group may attach, others still not."""
+    monkeypatch.setenv(RING_GROUP_ENV, group)
+    ring = RingServer("ranker", RANKER, {"Rank": Blocking()}, SMALL_RING, log_calls=False)
+    ring.start()
+    try:
+        assert (SHM_DIR / ring.segment.lstrip("/")).stat().st_mode & 0o777 == mode
+    finally:
+        ring.stop()
