@@ -47,8 +47,17 @@ __all__ = ["main"]
 EVENTS = [name.removeprefix("EVENT_TYPE_").lower() for name in common_pb2.EventType.keys()][1:]
 
 
-def _interrupt(signum: int, frame: object) -> None:
-    raise KeyboardInterrupt
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, raised where the program is, as Ctrl-C's KeyboardInterrupt is: the same clean stop, exit 0."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
+def _exit_code(interrupt: KeyboardInterrupt) -> int:
+    """0 after SIGTERM (asked to stop), 130 after Ctrl-C (128 + SIGINT, as shells report it)."""
+    return 0 if isinstance(interrupt, Terminated) else 128 + signal.SIGINT
 
 
 def _world(args: argparse.Namespace) -> int:
@@ -162,7 +171,6 @@ def _up(args: argparse.Namespace) -> int:
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
                   generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key,
                   generator_args=("--real-tier", args.real_tier), extra_args=options)
-    signal.signal(signal.SIGTERM, _interrupt)  # `kill` stops the stack like Ctrl-C does
     try:
         stack.start_data_plane()
         bootstrap(stack, open_store(store_url), args, plan, schema)
@@ -178,13 +186,16 @@ def _up(args: argparse.Namespace) -> int:
             time.sleep(0.5)  # supervision poll in the foreground CLI, not a test
         print(f"{exited.name} exited with code {exited.process.returncode}:\n{exited.log_tail()}", file=sys.stderr)
         return 1
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as interrupt:
         print("\nstopping...", file=sys.stderr)
-        return 0
+        return _exit_code(interrupt)
     except (RuntimeError, TrainingError, TimeoutError, grpc.RpcError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     finally:
+        # a second Ctrl-C or SIGTERM (the group's) must not cut the stop short: the children get theirs too
+        signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
         stack.stop()
 
 
@@ -398,14 +409,24 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
-    if hasattr(args, "api_key"):  # a command that calls the gateway
-        try:
-            args.key = configure_access(args)
-        except ValueError as exc:
-            print(f"error: {exc}", file=sys.stderr)
-            return 2
-    return args.run(args)
+    """Exit codes: 0 done (or stopped by SIGTERM), 1 a server's or the stack's error, 2 bad usage or input, 130
+    stopped by Ctrl-C. Output piped into a reader that stops early (`| head`) ends quietly."""
+    signal.signal(signal.SIGTERM, _terminate)  # `kill` stops any command the way Ctrl-C does, exit 0
+    try:
+        args = _parser().parse_args(argv)
+        if hasattr(args, "api_key"):  # a command that calls the gateway
+            try:
+                args.key = configure_access(args)
+            except ValueError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        return args.run(args)
+    except KeyboardInterrupt as interrupt:
+        return _exit_code(interrupt)
+    except BrokenPipeError:
+        # the reader went away (`feedserve feed | head`): nothing more to say, and nothing to flush at exit
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
 
 
 if __name__ == "__main__":

@@ -114,7 +114,6 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         assert inside.returncode == 1 and "UNAVAILABLE" in inside.stderr  # an internal port refuses plaintext
     finally:
         up.send_signal(signal.SIGTERM)
-        up.wait(timeout=60)
-        up.stdout.close()
-    assert up.returncode == 0
+        rest = up.communicate(timeout=60)[0]
+    assert up.returncode == 0 and "Traceback" not in rest, rest
     assert not [pid for pid in pids if _alive(pid)]

@@ -1,0 +1,51 @@
+"""The CLI ends like a well-kept one: quietly when its reader goes away, with 0 after SIGTERM and 130 after Ctrl-C,
+and never with a traceback."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from gateway.keys import KeyStore
+
+
+def _cli(*args: str, **popen) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "GRPC_VERBOSITY": "ERROR"}
+    return subprocess.Popen([sys.executable, "-m", "cli", *args], env=env, text=True, **popen)
+
+
+def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
+    """`feedserve keys list | head -1`: the reader closes after one line; the CLI exits 0 with no traceback."""
+    keys = KeyStore(tmp_path / "keys.db")
+    for n in range(1_500):  # ~150 KB of listing: more than a pipe holds
+        keys.create(f"tenant-{n}", label="x" * 40)
+    keys.close()
+    listing = _cli("keys", "list", "--home", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    assert listing.stdout.readline().startswith("key id")
+    listing.stdout.close()  # as `head -1` does
+    _, errors = listing.communicate(timeout=60)
+    assert listing.returncode == 0 and "Traceback" not in errors and "BrokenPipe" not in errors, errors
+
+
+@pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
+def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: int) -> None:
+    """A command waiting on a server that never answers (health, here) stops on Ctrl-C with 130 and on SIGTERM with
+    0, without a traceback. The signal is sent once the command has connected, so it is inside its call."""
+    with socket.socket() as silent:
+        silent.bind(("127.0.0.1", 0))
+        silent.listen(1)
+        silent.settimeout(60)
+        waiting = _cli("health", f"127.0.0.1:{silent.getsockname()[1]}", "--plaintext", "--timeout", "120",
+                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        connection, _ = silent.accept()  # it is in its call now
+        with connection:
+            waiting.send_signal(sent)
+            out, errors = waiting.communicate(timeout=60)
+    assert waiting.returncode == code, (out, errors)
+    assert "Traceback" not in errors, errors
