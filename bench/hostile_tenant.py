@@ -119,8 +119,8 @@ class VictimBlock:
     failed: dict[str, int] = field(default_factory=dict)
 
 
-async def _victim(address: str, key: str, rate: float, seconds: float, users: int, block: VictimBlock) -> None:
-    rng = np.random.default_rng(11)
+async def _victim(address: str, key: str, rate: float, seconds: float, users: int, block: VictimBlock,
+                  rng: np.random.Generator) -> None:
     metadata = (("authorization", f"Bearer {key}"),)
     async with security.open_aio_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
@@ -158,7 +158,11 @@ def measure_victim(address: str, tenants: HostileTenant, block_s: float, blocks:
     processes = processes or {}
     spawn = multiprocessing.get_context("spawn")
     paths = (str(tls.ca), str(tls.cert), str(tls.key)) if tls is not None else None
-    asyncio.run(_victim(address, tenants.victim_key, tenants.victim_rate, block_s, users, VictimBlock(attacked=False)))
+    # one draw of users across all blocks: each block asks for new users as often as the others (a block that
+    # repeated the previous one's users would be answered from the gateway's feed cache, the others not)
+    rng = np.random.default_rng(11)
+    asyncio.run(_victim(address, tenants.victim_key, tenants.victim_rate, block_s, users, VictimBlock(attacked=False),
+                        rng))
     done: list[VictimBlock] = []
     attacker_seen: dict[str, int] = {}
     for index in range(blocks):
@@ -170,7 +174,7 @@ def measure_victim(address: str, tenants: HostileTenant, block_s: float, blocks:
             attacker = spawn.Process(target=_attack, args=(address, tenants.attacker_key, tenants.attack_rate, block_s,
                                                            paths, counts))
             attacker.start()
-        asyncio.run(_victim(address, tenants.victim_key, tenants.victim_rate, block_s, users, block))
+        asyncio.run(_victim(address, tenants.victim_key, tenants.victim_rate, block_s, users, block, rng))
         cpu = {name: _cpu_s(pid) - cpu_before[name] for name, pid in processes.items()}
         if attacker is not None:
             for code, count in counts.get(timeout=120).items():
