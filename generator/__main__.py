@@ -57,7 +57,7 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--routing", type=Path, default=None,
                         help="the model routing configuration (feedserve up: HOME/models/routing.json): each tier is "
                              "a family there, so a new tier version can be staged, canaried and rolled back")
-    parser.add_argument("--nice", type=int, default=10,
+    parser.add_argument("--nice", type=int, default=19,
                         help="CPU priority below the feed path's (added to the process's niceness): generation is "
                              "throughput work, and on a host it shares with the gateway and ranker it yields the cores "
                              "first, so that a tenant's generations cannot slow other tenants' feeds (0: same priority) "

@@ -62,9 +62,9 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         assert (tmp_path / "admin.key").read_text().startswith("fsk_")
         pids = [int(p) for p in re.findall(r"pid (\d+)", text)]
         assert len(pids) == 4
-        # the generator alone runs below the feed path's CPU priority (python -m generator --nice 10)
+        # the generator alone runs below the feed path's CPU priority (python -m generator --nice 19, the lowest)
         ours = os.getpriority(os.PRIO_PROCESS, 0)
-        assert sorted(os.getpriority(os.PRIO_PROCESS, pid) - ours for pid in pids) == [0, 0, 0, min(10, 19 - ours)]
+        assert sorted(os.getpriority(os.PRIO_PROCESS, pid) for pid in pids) == [ours, ours, ours, 19]
 
         address = f"127.0.0.1:{gateway}"
         feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)
