@@ -11,7 +11,7 @@ import grpc
 
 from gateway.keys import ApiKey, KeyStore, parse_bearer
 from gateway.quotas import TenantQuotas
-from mesh.errors import PermissionDenied, Unauthenticated
+from mesh.errors import FeedserveError, PermissionDenied, Unauthenticated
 from mesh.methods import wrap_handler
 
 __all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS", "events_keep_their_time"]
@@ -65,8 +65,8 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         self.quotas = quotas or TenantQuotas()
         self.admin_methods = admin_methods
 
-    def _authorise(self, method: str, context: grpc.aio.ServicerContext) -> ApiKey:
-        metadata = dict(context.invocation_metadata() or ())
+    def _authorise(self, method: str, invocation_metadata: Any) -> ApiKey:
+        metadata = dict(invocation_metadata or ())
         header = metadata.get("authorization", "")
         token = parse_bearer(header) if isinstance(header, str) else None
         if token is None:
@@ -87,21 +87,30 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         method = details.method
         if handler is None or method.lstrip("/").split("/", 1)[0] in OPEN_SERVICES:
             return handler
-        wrapped = wrap_handler(handler, lambda b: self._unary(b, method), lambda b: self._stream(b, method))
+        # The key, its role and its tenant's quota are checked from the metadata alone: a refused call (a flood past
+        # its quota, a forged key) is answered before its request is parsed, which a large one makes costly.
+        refusal: FeedserveError | None
+        try:
+            key = self._authorise(method, details.invocation_metadata)
+            refusal = self.quotas.refusal(key.tenant)
+        except FeedserveError as exc:
+            refusal = exc
+        if refusal is not None:
+            return _refusing(handler, refusal)
+        wrapped = wrap_handler(handler, lambda b: self._unary(b, key), lambda b: self._stream(b, key))
         if wrapped is None:
             raise TypeError(f"{method}: client-streaming methods are not served behind API keys")
         return wrapped
 
-    def _admit(self, method: str, request: Any, context: grpc.aio.ServicerContext) -> Callable[[], None]:
-        """The key's checks, its tenant written into the request, and a place in its quota; returns the release."""
-        key = self._authorise(method, context)
+    def _admit(self, key: ApiKey, request: Any) -> Callable[[], None]:
+        """The key's tenant written into the request, and a place in its quota; returns the release."""
         _backfill.set(key.admin)
         _set_tenant(request, key.tenant)
         return self.quotas.admit(key.tenant)
 
-    def _unary(self, behavior: Callable[..., Awaitable[Any]], method: str) -> Callable:
+    def _unary(self, behavior: Callable[..., Awaitable[Any]], key: ApiKey) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> Any:
-            release = self._admit(method, request, context)
+            release = self._admit(key, request)
             try:
                 return await behavior(request, context)
             finally:
@@ -109,9 +118,9 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
 
         return wrapped
 
-    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], method: str) -> Callable:
+    def _stream(self, behavior: Callable[..., AsyncIterator[Any]], key: ApiKey) -> Callable:
         async def wrapped(request: Any, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
-            release = self._admit(method, request, context)
+            release = self._admit(key, request)
             try:
                 async for message in behavior(request, context):
                     yield message
@@ -119,3 +128,18 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
                 release()
 
         return wrapped
+
+
+def _refusing(handler: grpc.RpcMethodHandler, refusal: FeedserveError) -> grpc.RpcMethodHandler:
+    """A handler of `handler`'s kind that answers `refusal` without parsing the request (it stays bytes)."""
+    async def unary(request: bytes, context: grpc.aio.ServicerContext) -> Any:
+        raise refusal
+
+    async def stream(request: bytes, context: grpc.aio.ServicerContext) -> AsyncIterator[Any]:
+        raise refusal
+        yield  # an async generator, as the served stream is
+
+    if handler.unary_stream is not None:
+        return grpc.unary_stream_rpc_method_handler(stream, response_serializer=handler.response_serializer)
+    return grpc.unary_unary_rpc_method_handler(unary, response_serializer=handler.response_serializer)
+

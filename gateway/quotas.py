@@ -54,23 +54,11 @@ class TenantQuotas:
 
     def admit(self, tenant: str) -> Callable[[], None]:
         """Take a token and an in-flight place for `tenant`, or raise ResourceExhausted; returns the release."""
-        quota = self.quota(tenant)
-        capacity = quota.burst or quota.requests_per_s
-        now = self.clock()
         with self._lock:
-            bucket = self._buckets.get(tenant)
-            if bucket is None:
-                bucket = self._buckets[tenant] = _Bucket(tokens=capacity, stamp=now)
-            if quota.in_flight and bucket.in_flight >= quota.in_flight:
-                raise ResourceExhausted(f"tenant {tenant} has {bucket.in_flight} requests in flight "
-                                        f"(quota {quota.in_flight})", retry_after_s=0.05)
-            if quota.requests_per_s > 0:
-                bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * quota.requests_per_s)
-                bucket.stamp = now
-                if bucket.tokens < 1.0:
-                    wait = (1.0 - bucket.tokens) / quota.requests_per_s
-                    raise ResourceExhausted(f"tenant {tenant} is over its quota of {quota.requests_per_s:g} requests/s",
-                                            retry_after_s=wait)
+            refusal, bucket = self._check(tenant)
+            if refusal is not None:
+                raise refusal
+            if self.quota(tenant).requests_per_s > 0:
                 bucket.tokens -= 1.0
             bucket.in_flight += 1
 
@@ -79,6 +67,32 @@ class TenantQuotas:
                 bucket.in_flight -= 1
 
         return release
+
+    def refusal(self, tenant: str) -> ResourceExhausted | None:
+        """What `admit` would raise for `tenant` now, taking nothing: lets the door refuse a call before its
+        request is even parsed (a later `admit` still decides)."""
+        with self._lock:
+            return self._check(tenant)[0]
+
+    def _check(self, tenant: str) -> tuple[ResourceExhausted | None, _Bucket]:
+        """Under the lock: the tenant's bucket, refilled to now, and the refusal a call would get (None: admitted)."""
+        quota = self.quota(tenant)
+        capacity = quota.burst or quota.requests_per_s
+        now = self.clock()
+        bucket = self._buckets.get(tenant)
+        if bucket is None:
+            bucket = self._buckets[tenant] = _Bucket(tokens=capacity, stamp=now)
+        if quota.in_flight and bucket.in_flight >= quota.in_flight:
+            return ResourceExhausted(f"tenant {tenant} has {bucket.in_flight} requests in flight "
+                                     f"(quota {quota.in_flight})", retry_after_s=0.05), bucket
+        if quota.requests_per_s > 0:
+            bucket.tokens = min(capacity, bucket.tokens + (now - bucket.stamp) * quota.requests_per_s)
+            bucket.stamp = now
+            if bucket.tokens < 1.0:
+                wait = (1.0 - bucket.tokens) / quota.requests_per_s
+                return ResourceExhausted(f"tenant {tenant} is over its quota of {quota.requests_per_s:g} requests/s",
+                                         retry_after_s=wait), bucket
+        return None, bucket
 
     @staticmethod
     def parse(spec: str) -> Quota:

@@ -20,16 +20,17 @@ __all__ = ["Outputs", "HeapOutputs", "Handler", "Method", "methods_of", "tensor_
 
 
 def wrap_handler(handler: grpc.RpcMethodHandler, unary: Callable[[Callable], Callable],
-                 stream: Callable[[Callable], Callable]) -> grpc.RpcMethodHandler | None:
+                 stream: Callable[[Callable], Callable],
+                 deserializer: Callable[[Callable | None], Callable | None] = lambda d: d) -> grpc.RpcMethodHandler | None:
     """The same handler with its behaviour wrapped (what a server interceptor returns): `unary` wraps a
-    unary-unary behaviour, `stream` a unary-stream one. None for the client-streaming kinds, which feedserve
-    does not serve."""
+    unary-unary behaviour, `stream` a unary-stream one, `deserializer` the request's parser. None for the
+    client-streaming kinds, which feedserve does not serve."""
+    parse = deserializer(handler.request_deserializer)
     if handler.unary_unary is not None:
-        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), request_deserializer=handler.request_deserializer,
+        return grpc.unary_unary_rpc_method_handler(unary(handler.unary_unary), request_deserializer=parse,
                                                    response_serializer=handler.response_serializer)
     if handler.unary_stream is not None:
-        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream),
-                                                    request_deserializer=handler.request_deserializer,
+        return grpc.unary_stream_rpc_method_handler(stream(handler.unary_stream), request_deserializer=parse,
                                                     response_serializer=handler.response_serializer)
     return None
 

@@ -1,9 +1,15 @@
-"""The server interceptor: one JSON log line per RPC, and FeedserveError turned into its status."""
+"""The server interceptor: one JSON log line per RPC, and FeedserveError turned into its status.
+
+Every RPC is counted in the metrics. A flood of quota refusals is logged at most `REFUSAL_LINES_PER_S` lines a
+second, the next line saying how many were left out: at a flood's rate the lines cost the process more than
+the refusals.
+"""
 
 from __future__ import annotations
 
 import contextvars
 import inspect
+import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -12,8 +18,9 @@ from typing import Any
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 
-from mesh.errors import FeedserveError
+from mesh.errors import FeedserveError, InvalidArgument
 from mesh.logging import get_logger
 from mesh.methods import wrap_handler
 from mesh.metrics import RPC_SECONDS, RPC_TOTAL
@@ -24,6 +31,55 @@ __all__ = ["RpcLogInterceptor", "annotate", "request_id"]
 _fields: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar("rpc_fields")
 _log = get_logger("rpc")
 REQUEST_ID_KEY = "x-request-id"
+REFUSAL_LINES_PER_S = 10.0
+
+
+class _RefusalLines:
+    """A token bucket of log lines for RESOURCE_EXHAUSTED answers, and how many it left out since the last line."""
+
+    def __init__(self, per_s: float, clock: Callable[[], float] = time.monotonic) -> None:
+        self.per_s, self.clock, self.left_out = per_s, clock, 0
+        self.tokens, self.stamp = per_s, clock()
+        self.lock = threading.Lock()
+
+    def take(self) -> int | None:
+        """None: leave this line out; else log it, with the count left out before it."""
+        with self.lock:
+            now = self.clock()
+            self.tokens = min(self.per_s, self.tokens + (now - self.stamp) * self.per_s)
+            self.stamp = now
+            if self.tokens < 1.0:
+                self.left_out += 1
+                return None
+            self.tokens -= 1.0
+            left_out, self.left_out = self.left_out, 0
+            return left_out
+
+
+_refusal_lines = _RefusalLines(REFUSAL_LINES_PER_S)
+
+
+class Unparsed(bytes):
+    """A request body that did not parse as its message: answered INVALID_ARGUMENT, not gRPC's UNKNOWN."""
+
+    type_name = "request"
+
+
+def _parsing(deserializer: Callable | None) -> Callable | None:
+    """`deserializer`, but a body that does not parse becomes an Unparsed (bytes) instead of an exception."""
+    if deserializer is None:
+        return None
+
+    def parse(data: bytes) -> Any:
+        try:
+            return deserializer(data)
+        except DecodeError:
+            unparsed = Unparsed(data)
+            owner = getattr(deserializer, "__self__", None)  # a message class's FromString
+            unparsed.type_name = getattr(getattr(owner, "DESCRIPTOR", None), "name", "request")
+            return unparsed
+
+    return parse
 
 
 def annotate(**fields: Any) -> None:
@@ -71,8 +127,10 @@ async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: 
 async def _accounted(fields: dict[str, Any], context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
     """The status, sizes and latency of one RPC, whatever way it ends; errors become their status."""
     start = time.perf_counter_ns()
-    fields["input_bytes"] = request.ByteSize()
+    fields["input_bytes"] = len(request) if isinstance(request, bytes | Unparsed) else request.ByteSize()
     try:
+        if isinstance(request, Unparsed):
+            raise InvalidArgument("request", f"not a valid {request.type_name} message ({len(request)} bytes)")
         yield
     except grpc.aio.AbortError:
         fields["status"] = (context.code() or grpc.StatusCode.UNKNOWN).name
@@ -88,6 +146,12 @@ def _finish(fields: dict[str, Any], start: int) -> None:
     fields["latency_ms"] = round(elapsed * 1e3, 3)
     RPC_SECONDS.labels(fields["method"]).observe(elapsed)
     RPC_TOTAL.labels(fields["method"], fields["status"]).inc()
+    if fields["status"] == "RESOURCE_EXHAUSTED":
+        left_out = _refusal_lines.take()
+        if left_out is None:
+            return
+        if left_out:
+            fields["refusals_not_logged"] = left_out
     _log.info("rpc", **fields)
 
 
@@ -102,21 +166,8 @@ class RpcLogInterceptor(grpc.aio.ServerInterceptor):
         handler = await continuation(details)
         if handler is None:
             return handler
-        wrapped = wrap_handler(handler, lambda b: self._unary(b, details), lambda b: self._stream(b, details))
+        wrapped = wrap_handler(handler, lambda b: self._unary(b, details), lambda b: self._stream(b, details), _parsing)
         return wrapped if wrapped is not None else handler
-        if handler.unary_unary is not None:
-            return grpc.unary_unary_rpc_method_handler(
-                self._unary(handler.unary_unary, details),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        if handler.unary_stream is not None:
-            return grpc.unary_stream_rpc_method_handler(
-                self._stream(handler.unary_stream, details),
-                request_deserializer=handler.request_deserializer,
-                response_serializer=handler.response_serializer,
-            )
-        return handler
 
     @staticmethod
     def _unary(behavior: Callable[..., Awaitable[Any]], details: grpc.HandlerCallDetails) -> Callable:

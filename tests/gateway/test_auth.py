@@ -185,6 +185,36 @@ class TestTenantIsolation:
 
         run(body())
 
+    def test_a_refused_call_is_answered_before_its_request_is_parsed(self, catalog, manifest, tmp_path, keys,
+                                                                   run) -> None:
+        """A body that is not a FeedRequest at all: with a forged key it is UNAUTHENTICATED, from a tenant past its
+        quota RESOURCE_EXHAUSTED (the door decides from the metadata, never reading the body); with a live key
+        under its quota it is read, and refused INVALID_ARGUMENT naming the message (not gRPC's UNKNOWN)."""
+        _, acme = keys.create("acme")
+        _, broke = keys.create("broke")
+        quotas = TenantQuotas(Quota(), {"broke": Quota(requests_per_s=0.01, burst=1)})
+        garbage = b"\xff" * 64  # no protobuf message parses from it
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys, quotas=quotas) as stack:
+                feed = stack.channels[2].unary_unary("/feedserve.v1.Gateway/Feed", response_deserializer=lambda b: b)
+
+                async def status(token: str) -> grpc.StatusCode:
+                    try:
+                        await feed(garbage, metadata=_bearer(token), timeout=10)
+                    except grpc.aio.AioRpcError as error:
+                        if error.code() == grpc.StatusCode.INVALID_ARGUMENT:
+                            assert error.details().startswith("request: not a valid FeedRequest message")
+                        return error.code()
+                    return grpc.StatusCode.OK
+
+                assert await status("fsk_0123456789ab_" + "x" * 43) == grpc.StatusCode.UNAUTHENTICATED
+                await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=2, k=3), metadata=_bearer(broke))  # its token
+                assert await status(broke) == grpc.StatusCode.RESOURCE_EXHAUSTED
+                assert await status(acme) == grpc.StatusCode.INVALID_ARGUMENT
+
+        run(body())
+
 
 class TestBackfill:
     def test_an_admins_dated_events_are_judged_by_their_time_a_tenants_by_the_wall_clock(
