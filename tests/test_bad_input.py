@@ -210,6 +210,34 @@ def test_any_request_gets_ok_or_a_named_status_and_a_refusal_changes_nothing(liv
     check()
 
 
+@pytest.mark.parametrize(("target", "method"), _methods(), ids=lambda v: v if isinstance(v, str) else v.full_name)
+def test_a_body_that_is_no_message_gets_a_named_status(live, target: str, method: MethodDescriptor) -> None:
+    """Bytes that do not parse as the method's request (or parse by chance): OK or a named status, never gRPC's
+    UNKNOWN from a failed parse, and nothing changes when refused."""
+    stack, channels, admin = live
+    channel = channels[target]
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    metadata = (("authorization", f"Bearer {admin}"),) if target == "gateway" else ()
+
+    @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+    @given(st.one_of(st.binary(min_size=1, max_size=256), st.sampled_from([b"\xff" * 64, b"\x0a\xff\xff\xff\x0f"])))
+    def check(body: bytes) -> None:
+        before = _fingerprint(stack)
+        call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(
+            path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+        try:
+            reply = call(body, timeout=20, metadata=metadata)
+            if method.server_streaming:
+                for _ in reply:
+                    pass
+        except grpc.RpcError as error:
+            assert error.code() not in NOT_NAMED, f"{path}: {error.code().name}: {error.details()}"
+            assert error.code() != grpc.StatusCode.DEADLINE_EXCEEDED, f"{path} hung on a bad body"
+            assert _fingerprint(stack) == before, f"{path} refused with {error.code().name} but changed state"
+
+    check()
+
+
 # Hostile on purpose: automata that explode, lists and tags at and past their caps, messages past the public port's
 # limit. Each kind is a function of the request's number, so that tags and prompts are new every time (no cache
 # answers them) while the patterns cycle through a set (as an attacker resending them would).
