@@ -55,6 +55,14 @@ def interactions(users: np.ndarray, items: np.ndarray, events: np.ndarray, shape
     return matrix
 
 
+def _blas_limited() -> threadpool_limits:
+    """One BLAS thread inside implicit's own threads (more would oversubscribe the cores). implicit is imported
+    first, so that the BLAS it loads is among the libraries the limit applies to (else it warns about them)."""
+    import implicit.cpu.als  # noqa: F401
+
+    return threadpool_limits(1, "blas")
+
+
 def _model(params: AlsParams, seed: int, iterations: int | None = None):
     from implicit.cpu.als import AlternatingLeastSquares
 
@@ -65,7 +73,7 @@ def _model(params: AlsParams, seed: int, iterations: int | None = None):
 
 def fit_als(matrix: sp.csr_matrix, params: AlsParams, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """(user factors [users, F], item factors [items, F]) of `matrix` (users x items)."""
-    with threadpool_limits(1, "blas"):  # implicit runs its own threads; BLAS's inside them would oversubscribe
+    with _blas_limited():
         model = _model(params, seed)
         model.fit(matrix, show_progress=False)
     return np.asarray(model.user_factors, np.float32), np.asarray(model.item_factors, np.float32)
@@ -75,7 +83,7 @@ def continue_als(matrix: sp.csr_matrix, params: AlsParams, start: tuple[np.ndarr
                  seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """A few more sweeps from existing factors over more data: the coordinates stay those of `start` (what a ranker
     trained on `start`'s vectors relies on), while every user and item takes in the new interactions."""
-    with threadpool_limits(1, "blas"):
+    with _blas_limited():
         model = _model(params, seed, iterations)
         model.user_factors, model.item_factors = start[0].copy(), start[1].copy()
         model.fit(matrix, show_progress=False)

@@ -249,3 +249,17 @@ class TestNewItems:
         learned = vectors[int(np.flatnonzero(ids == new_id)[0])]
         served = {i.id: i for i in store.changes(0, limit=100_000)[0]}[new_id]
         np.testing.assert_array_equal(served.vector, learned)
+
+
+def test_fitting_als_in_a_fresh_process_warns_about_nothing() -> None:
+    """The first ALS fit of a process (what `feedserve up` and `train` do) says nothing about BLAS threads: the
+    limit of one BLAS thread inside implicit's own covers the BLAS implicit itself loads."""
+    import subprocess
+    import sys
+
+    script = ("import numpy as np, scipy.sparse as sp\n"
+              "from learning.vectors import AlsParams, fit_als\n"
+              "fit_als(sp.random(200, 300, density=0.05, format='csr', dtype=np.float32), AlsParams())\n")
+    ran = subprocess.run([sys.executable, "-W", "error", "-c", script], capture_output=True, text=True, timeout=120,
+                         cwd=Path(__file__).resolve().parents[2])
+    assert ran.returncode == 0 and "OpenBLAS" not in ran.stderr, ran.stderr[-2000:]
