@@ -173,7 +173,15 @@ def save(model: onnx.ModelProto, path: Path) -> None:
 
 
 def quantize_int8(source: Path, target: Path) -> None:
-    """Dynamic int8 quantisation of the MatMul weights (activations quantised per call)."""
+    """Dynamic int8 quantisation of the MatMul weights (activations quantised per call), after ONNX Runtime's
+    quantisation pre-processing: its shape inference only. Its graph optimisation is skipped, since it would fuse
+    each MatMul with its Add into a Gemm, which `op_types_to_quantize` then no longer finds."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    prepared = target.with_name(f".{target.name}.pre.onnx")
+    try:
+        quant_pre_process(str(source), str(prepared), skip_optimization=True)
+        quantize_dynamic(str(prepared), str(target), weight_type=QuantType.QInt8, op_types_to_quantize=["MatMul"])
+    finally:
+        prepared.unlink(missing_ok=True)

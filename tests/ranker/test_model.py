@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import logging
 import os
 import subprocess
 import sys
 from pathlib import Path
 
 import numpy as np
+import onnx
 import onnxruntime as ort
 import pytest
+from onnx import TensorProto, helper, numpy_helper
 
 from catalog import open_store
 from engines import load_manifest
@@ -151,3 +154,23 @@ class TestHeadWeights:
             parse_head_weights("clicks=1")
         with pytest.raises(argparse.ArgumentTypeError, match="finite"):
             parse_head_weights("like=nan")
+
+
+def test_int8_quantisation_is_preprocessed_and_quantises_every_matmul(tmp_path, caplog) -> None:
+    """ONNX Runtime's pre-processing runs first (so it does not warn that it did not), and every MatMul is still
+    quantised (its graph optimisation, which would fuse MatMul and Add into a Gemm, is skipped)."""
+    rng = np.random.default_rng(0)
+    weights = [numpy_helper.from_array(rng.standard_normal((8, 8)).astype(np.float32), f"w{n}") for n in range(2)]
+    bias = numpy_helper.from_array(np.zeros(8, np.float32), "b")
+    nodes = [helper.make_node("MatMul", ["x", "w0"], ["h"]), helper.make_node("Add", ["h", "b"], ["a"]),
+             helper.make_node("Relu", ["a"], ["r"]), helper.make_node("MatMul", ["r", "w1"], ["y"])]
+    graph = helper.make_graph(nodes, "mlp", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["n", 8])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["n", 8])], [*weights, bias])
+    source, target = tmp_path / "mlp.onnx", tmp_path / "mlp.int8.onnx"
+    onnx.save(helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)]), str(source))
+    with caplog.at_level(logging.WARNING):
+        graphs.quantize_int8(source, target)
+    assert not [r for r in caplog.records if "pre-processing" in r.getMessage()]
+    ops = [node.op_type for node in onnx.load(str(target)).graph.node]
+    assert ops.count("MatMulInteger") == 2 and "MatMul" not in ops
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlp.int8.onnx", "mlp.onnx"]  # nothing left beside
