@@ -23,7 +23,15 @@ from cli.bootstrap import source as bootstrap_source
 from cli.importing import checkpoint_path, run_import
 from cli.models import add_models_commands
 from cli.options import service_options
-from cli.queries import cost_command, feed_command, generate_command, interact_command, mode_command, trace_command
+from cli.queries import (
+    JSON_HELP,
+    cost_command,
+    feed_command,
+    generate_command,
+    interact_command,
+    mode_command,
+    trace_command,
+)
 from cli.replay import command as replay_command
 from cli.security import certs_command, health_command, keys_command, stack_security
 from cli.stack import Stack
@@ -316,6 +324,7 @@ def _parser() -> argparse.ArgumentParser:
     create.add_argument("--label", default="", help="a note, e.g. the service that uses it")
     listing = key_actions.add_parser("list", parents=[world], help="every live key (no secrets)")
     listing.add_argument("--all", action="store_true", help="revoked keys too")
+    listing.add_argument("--json", action="store_true", help="print the keys as a JSON list (no secrets)")
     revoke = key_actions.add_parser("revoke", parents=[world], help="revoke a key at once")
     revoke.add_argument("key_id")
     keys.set_defaults(run=keys_command)
@@ -330,6 +339,7 @@ def _parser() -> argparse.ArgumentParser:
     feed = commands.add_parser("feed", parents=[gateway], help="print a user's feed with scores and per-hop timings")
     feed.add_argument("--user", type=int, required=True)
     feed.add_argument("-k", type=int, default=20, help="items to return, 1..500 (default: %(default)s)")
+    feed.add_argument("--json", action="store_true", help=JSON_HELP)
     feed.set_defaults(run=feed_command)
 
     trace = commands.add_parser("trace", parents=[gateway], help="print one feed request as a relay of hops")
@@ -343,6 +353,7 @@ def _parser() -> argparse.ArgumentParser:
 
     cost = commands.add_parser("cost", parents=[gateway], help="spend per feature tag over a recent window")
     cost.add_argument("--window", type=int, default=300, help="seconds back from now, 1..3600 (default: %(default)s)")
+    cost.add_argument("--json", action="store_true", help=JSON_HELP)
     cost.set_defaults(run=cost_command)
 
     replay = commands.add_parser("replay", parents=[world, catalog, gateway],

@@ -12,6 +12,7 @@ from pathlib import Path
 import grpc
 
 from cli.access import gateway_channel
+from cli.queries import JSON_HELP, print_json
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from mesh.config import default_home
 
@@ -94,6 +95,9 @@ def models_command(args: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
+    if getattr(args, "json", False):
+        print_json(answer)
+        return 0
     print(format_models(answer))
     return 0
 
@@ -108,6 +112,7 @@ def add_models_commands(commands, gateway: argparse.ArgumentParser) -> None:
     listing = actions.add_parser("list", parents=[gateway],
                                  help="every family's versions: state, footprint, online and offline figures, last change")
     listing.add_argument("--family", default="", help="one family only")
+    listing.add_argument("--json", action="store_true", help=JSON_HELP)
     stage = actions.add_parser("stage", parents=[gateway],
                                help="register an exported version (a directory with manifest.json) as staged")
     stage.add_argument("directory", help="e.g. ~/.feedserve/models/ranker-mlp/2")

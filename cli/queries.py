@@ -7,12 +7,21 @@ import sys
 import time
 
 import grpc
+from google.protobuf import json_format
+from google.protobuf.message import Message
 
 from cli.access import gateway_channel
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
 
 __all__ = ["feed_command", "trace_command", "mode_command", "cost_command", "generate_command", "interact_command",
-           "relay"]
+           "relay", "print_json", "JSON_HELP"]
+
+JSON_HELP = "print the answer as JSON (protobuf's JSON mapping: field names as in the .proto, 64-bit integers as strings)"
+
+
+def print_json(message: Message) -> None:
+    """A response as JSON, for scripts: the canonical protobuf mapping, field names as the contracts spell them."""
+    print(json_format.MessageToJson(message, preserving_proto_field_name=True, indent=2))
 
 
 def _call(args: argparse.Namespace, method: str, request):
@@ -37,6 +46,9 @@ def feed_command(args: argparse.Namespace) -> int:
     response, elapsed_ms = _timed_feed(args, "cli")
     if response is None:
         return 1
+    if args.json:
+        print_json(response)
+        return 0
     flags = [f for f, on in (("cold start", response.cold_start), ("degraded", response.degraded)) if on]
     print(f"feed for user {args.user}: {len(response.items)} items, model {response.model_version}"
           + (f" [{', '.join(flags)}]" if flags else "") + f", request {response.request_id}")
@@ -116,6 +128,9 @@ def cost_command(args: argparse.Namespace) -> int:
         except grpc.RpcError as error:
             print(f"error: {error.code().name}: {error.details()}", file=sys.stderr)
             return 1
+    if args.json:
+        print_json(report)
+        return 0
     print(f"spend over the last {report.window_s} s (CPU second priced at {report.cpu_second_price:g}"
           + (f"; alert above {report.alert_per_1k:g} per 1,000 requests" if report.alert_per_1k else "") + ")")
     print(f"{'feature':<20} {'requests':>9} {'cpu s':>10} {'tokens':>9} {'cost':>12} {'per 1k req':>12} {'alerts':>7}")

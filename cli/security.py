@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from pathlib import Path
@@ -52,6 +53,10 @@ def keys_command(args: argparse.Namespace) -> int:
             key, token = store.create(args.tenant, "admin" if args.admin else "tenant", args.label)
             print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
             print(f"token (shown once): {token}")
+        elif args.action == "list" and args.json:
+            print(json.dumps([{"key_id": k.key_id, "tenant": k.tenant, "role": k.role, "label": k.label,
+                               "created_at": k.created_at, "revoked_at": k.revoked_at or None}
+                              for k in store.list(include_revoked=args.all)], indent=2))
         elif args.action == "list":
             print(f"{'key id':<14} {'tenant':<20} {'role':<7} {'created':<20} {'revoked':<20} label")
             for key in store.list(include_revoked=args.all):

@@ -49,3 +49,19 @@ def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: in
             out, errors = waiting.communicate(timeout=60)
     assert waiting.returncode == code, (out, errors)
     assert "Traceback" not in errors, errors
+
+
+def test_keys_list_prints_json_without_secrets(tmp_path: Path) -> None:
+    """`feedserve keys list --json`: one object per live key (id, tenant, role, label, times), and no token."""
+    import json
+
+    keys = KeyStore(tmp_path / "keys.db")
+    _, token = keys.create("acme", label="web")
+    keys.create("globex", "admin")
+    keys.close()
+    listing = _cli("keys", "list", "--json", "--home", str(tmp_path), stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    out, errors = listing.communicate(timeout=60)
+    assert listing.returncode == 0, errors
+    rows = json.loads(out)
+    assert [(r["tenant"], r["role"], r["label"]) for r in rows] == [("acme", "tenant", "web"), ("globex", "admin", "")]
+    assert token not in out and token.split("_")[-1] not in out

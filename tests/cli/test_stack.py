@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -72,6 +73,13 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         rows = [line for line in feed.stdout.splitlines() if re.match(r"^\s+\d+\s+\d+\s+0\.\d{4}", line)]
         assert len(rows) == 20
         assert re.search(r"ranker\s+model\s+[\d.]+\s+[\d.]+", feed.stdout)
+
+        # --json, for scripts: protobuf's JSON mapping
+        as_json = json.loads(_feedserve("feed", "--user", "1", "--json", "--gateway", address, env=env).stdout)
+        assert len(as_json["items"]) == 20 and as_json["model_version"]
+        assert json.loads(_feedserve("cost", "--json", "--gateway", address, env=env).stdout)["features"]
+        models = json.loads(_feedserve("models", "list", "--json", "--gateway", address, env=env).stdout)
+        assert models["families"], models
 
         item = rows[0].split()[1]
         interact = _feedserve("interact", "--user", "1", "--item", item, "--event", "like", "--gateway", address, env=env)
