@@ -177,11 +177,28 @@ def _methods() -> list[tuple[str, MethodDescriptor]]:
             if not method.client_streaming]
 
 
+def _answered_or_named(stack, channel: grpc.Channel, method: MethodDescriptor, body: bytes, metadata) -> None:
+    """Send `body` to `method`: OK, or a named status within the deadline that changed nothing."""
+    path = f"/{method.containing_service.full_name}/{method.name}"
+    before = _fingerprint(stack)
+    call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(
+        path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
+    try:
+        reply = call(body, timeout=20, metadata=metadata)
+        if method.server_streaming:
+            for _ in reply:
+                pass
+    except grpc.RpcError as error:
+        code = error.code()
+        assert code not in NOT_NAMED, f"{path}: {code.name}: {error.details()}"
+        assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"{path} hung on a bad request"
+        assert _fingerprint(stack) == before, f"{path} refused with {code.name} but changed state"
+
+
 @pytest.mark.parametrize(("target", "method"), _methods(), ids=lambda v: v if isinstance(v, str) else v.full_name)
 def test_any_request_gets_ok_or_a_named_status_and_a_refusal_changes_nothing(live, target: str, method: MethodDescriptor) -> None:
     stack, channels, admin = live
     channel = channels[target]
-    path = f"/{method.containing_service.full_name}/{method.name}"
     cls = message_factory.GetMessageClass(method.input_type)
     metadata = (("authorization", f"Bearer {admin}"),) if target == "gateway" else ()
     health = health_pb2_grpc.HealthStub(channel)
@@ -189,21 +206,7 @@ def test_any_request_gets_ok_or_a_named_status_and_a_refusal_changes_nothing(liv
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(messages(method.input_type))
     def check(request) -> None:
-        before = _fingerprint(stack)
-        call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(
-            path, request_serializer=cls.SerializeToString, response_deserializer=lambda b: b)
-        code = grpc.StatusCode.OK
-        try:
-            reply = call(request, timeout=20, metadata=metadata)
-            if method.server_streaming:
-                for _ in reply:
-                    pass
-        except grpc.RpcError as error:
-            code = error.code()
-            assert code not in NOT_NAMED, f"{path}: {code.name}: {error.details()}"
-            assert code != grpc.StatusCode.DEADLINE_EXCEEDED, f"{path} hung on a bad request"
-        if code != grpc.StatusCode.OK:
-            assert _fingerprint(stack) == before, f"{path} refused with {code.name} but changed state"
+        _answered_or_named(stack, channel, method, cls.SerializeToString(request), metadata)
         served = health.Check(health_pb2.HealthCheckRequest(), timeout=10)
         assert served.status == health_pb2.HealthCheckResponse.SERVING
 
@@ -216,24 +219,12 @@ def test_a_body_that_is_no_message_gets_a_named_status(live, target: str, method
     UNKNOWN from a failed parse, and nothing changes when refused."""
     stack, channels, admin = live
     channel = channels[target]
-    path = f"/{method.containing_service.full_name}/{method.name}"
     metadata = (("authorization", f"Bearer {admin}"),) if target == "gateway" else ()
 
     @settings(max_examples=EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), database=None)
     @given(st.one_of(st.binary(min_size=1, max_size=256), st.sampled_from([b"\xff" * 64, b"\x0a\xff\xff\xff\x0f"])))
     def check(body: bytes) -> None:
-        before = _fingerprint(stack)
-        call = (channel.unary_stream if method.server_streaming else channel.unary_unary)(
-            path, request_serializer=lambda b: b, response_deserializer=lambda b: b)
-        try:
-            reply = call(body, timeout=20, metadata=metadata)
-            if method.server_streaming:
-                for _ in reply:
-                    pass
-        except grpc.RpcError as error:
-            assert error.code() not in NOT_NAMED, f"{path}: {error.code().name}: {error.details()}"
-            assert error.code() != grpc.StatusCode.DEADLINE_EXCEEDED, f"{path} hung on a bad body"
-            assert _fingerprint(stack) == before, f"{path} refused with {error.code().name} but changed state"
+        _answered_or_named(stack, channel, method, body, metadata)
 
     check()
 
