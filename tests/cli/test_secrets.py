@@ -21,17 +21,20 @@ def test_a_store_url_is_printed_without_its_password() -> None:
     assert redact("postgresql://feed@db/feedserve") == "postgresql://feed@db/feedserve"
 
 
-def test_a_service_gets_the_store_url_in_its_environment_never_in_argv(tmp_path: Path) -> None:
+def test_a_service_gets_the_store_url_in_its_environment_never_in_argv(tmp_path: Path, catalog) -> None:
     """A child that `feedserve up` starts: its command line (what `ps` shows every local user) does not hold the
-    store's URL; its environment (readable by its own user only) does."""
-    store = str(tmp_path / "marker-s3cret.db")
+    store's URL; its environment (readable by its own user only) does. (A real store, so that the child is still
+    running when /proc is read: an exited one shows neither.)"""
+    store = catalog.copy(tmp_path / "marker-s3cret")
     port = free_ports(1)[0]
     stack = Stack(tmp_path, store, "simulator", StackConfig(paramserver_port=port), tmp_path / "logs")
     service = stack._spawn("paramserver", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"))
     try:
         cmdline = Path(f"/proc/{service.process.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{service.process.pid}/environ").read_bytes()
-        assert b"s3cret" not in cmdline and f"{STORE_ENV}={store}".encode() in environ
+        assert service.process.poll() is None, f"the paramserver exited before it was read:\n{service.log_tail()}"
+        assert b"paramserver" in cmdline and b"s3cret" not in cmdline
+        assert f"{STORE_ENV}={store}".encode() in environ
     finally:
         stack.stop()
 
