@@ -11,15 +11,15 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
-import os
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import grpc
 import numpy as np
 
-from bench.common import p50_p99
+from bench.common import p50_p99, process_cpu_s
 from bench.patterns import HOSTILE
 from feedserve.v1 import common_pb2, gateway_pb2, gateway_pb2_grpc, generator_pb2
 from mesh import security
@@ -63,6 +63,22 @@ def hostile_requests(n: int) -> tuple[str, object]:
     return "feed", gateway_pb2.FeedRequest(user_id=1 + n % 100, k=20, context=common_pb2.RequestContext(feature_tag="é" * 70))
 
 
+async def _open_loop(rate: float, seconds: float, send: Callable[[int, float], Awaitable[None]]) -> int:
+    """Call `send(n, due)` at `rate` per second for `seconds`, each at its due time whatever the others take (open
+    loop); waits for the last to end and returns how many were sent."""
+    tasks: set[asyncio.Task] = set()
+    start, sent = time.monotonic(), 0
+    while time.monotonic() - start < seconds:
+        while sent < (time.monotonic() - start) * rate:
+            task = asyncio.ensure_future(send(sent, start + sent / rate))
+            tasks.add(task)
+            task.add_done_callback(tasks.discard)
+            sent += 1
+        await asyncio.sleep(0.005)  # the driver's tick (open loop: due times do not drift with it)
+    await asyncio.gather(*tasks, return_exceptions=True)
+    return sent
+
+
 def _attack(address: str, key: str, rate: float, seconds: float, tls: tuple[str, str, str] | None,
             counts: multiprocessing.Queue) -> None:
     """The attacker's process: open loop at `rate` for `seconds`; puts {status: count} on `counts`. (It shares this
@@ -87,28 +103,10 @@ def _attack(address: str, key: str, rate: float, seconds: float, tls: tuple[str,
     async def flood() -> None:
         async with security.open_aio_channel(address) as channel:
             stub = gateway_pb2_grpc.GatewayStub(channel)
-            tasks: set[asyncio.Task] = set()
-            start, sent = time.monotonic(), 0
-            while time.monotonic() - start < seconds:
-                while sent < (time.monotonic() - start) * rate:
-                    task = asyncio.ensure_future(one(sent, stub))
-                    tasks.add(task)
-                    task.add_done_callback(tasks.discard)
-                    sent += 1
-                await asyncio.sleep(0.005)  # the driver's tick (open loop: due times do not drift with it)
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await _open_loop(rate, seconds, lambda n, due: one(n, stub))
 
     asyncio.run(flood())
     counts.put(seen)
-
-
-def _cpu_s(pid: int) -> float:
-    """CPU seconds (user + system) process `pid` has used so far; 0 if it is gone."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except OSError:
-        return 0.0
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 @dataclass
@@ -126,7 +124,7 @@ async def _victim(address: str, key: str, rate: float, seconds: float, users: in
     async with security.open_aio_channel(address) as channel:
         stub = gateway_pb2_grpc.GatewayStub(channel)
 
-        async def feed(due: float) -> None:
+        async def feed(n: int, due: float) -> None:
             try:
                 reply = await stub.Feed(gateway_pb2.FeedRequest(user_id=int(rng.integers(1, users + 1)), k=20),
                                         timeout=2.0, metadata=metadata)
@@ -137,16 +135,7 @@ async def _victim(address: str, key: str, rate: float, seconds: float, users: in
             except grpc.aio.AioRpcError as error:
                 block.failed[error.code().name] = block.failed.get(error.code().name, 0) + 1
 
-        tasks: set[asyncio.Task] = set()
-        start = time.monotonic()
-        while time.monotonic() - start < seconds:
-            while block.sent < (time.monotonic() - start) * rate:
-                task = asyncio.ensure_future(feed(start + block.sent / rate))
-                tasks.add(task)
-                task.add_done_callback(tasks.discard)
-                block.sent += 1
-            await asyncio.sleep(0.005)
-        await asyncio.gather(*tasks, return_exceptions=True)
+        block.sent = await _open_loop(rate, seconds, feed)
 
 
 def measure_victim(address: str, tenants: HostileTenant, block_s: float, blocks: int, users: int,
@@ -168,7 +157,7 @@ def measure_victim(address: str, tenants: HostileTenant, block_s: float, blocks:
     attacker_seen: dict[str, int] = {}
     for index in range(blocks):
         block = VictimBlock(attacked=index % 2 == 1)
-        cpu_before = {name: _cpu_s(pid) for name, pid in processes.items()}
+        cpu_before = {name: process_cpu_s([pid]) for name, pid in processes.items()}
         attacker = None
         counts: multiprocessing.Queue = spawn.Queue()
         if block.attacked:
@@ -176,11 +165,11 @@ def measure_victim(address: str, tenants: HostileTenant, block_s: float, blocks:
                                                            paths, counts))
             attacker.start()
         asyncio.run(_victim(address, tenants.victim_key, tenants.victim_rate, block_s, users, block, rng))
-        cpu = {name: _cpu_s(pid) - cpu_before[name] for name, pid in processes.items()}
+        cpu = {name: process_cpu_s([pid]) - cpu_before[name] for name, pid in processes.items()}
         if attacker is not None:
             for code, count in counts.get(timeout=120).items():
                 attacker_seen[code] = attacker_seen.get(code, 0) + count
-            cpu["attacker client"] = _cpu_s(attacker.pid) if attacker.pid is not None else 0.0  # done, not reaped
+            cpu["attacker client"] = process_cpu_s([attacker.pid]) if attacker.pid is not None else 0.0  # not reaped
             attacker.join(60)
         done.append(block)
         p50, p99 = p50_p99(block.latencies_ms) if block.latencies_ms else (float("nan"), float("nan"))

@@ -20,7 +20,7 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from mesh.roles import OPERATOR, ROLES, role_uri
+from mesh.roles import OPERATOR, ROLES, role_named, role_uri
 from mesh.security import Tls
 
 __all__ = ["ensure_certificates", "create_authority", "issue", "certificate_role"]
@@ -109,8 +109,7 @@ def certificate_role(path: Path) -> str:
             x509.UniformResourceIdentifier)
     except (OSError, ValueError, x509.ExtensionNotFound):
         return ""
-    roles = [uri.removeprefix(role_uri("")) for uri in uris if uri.startswith(role_uri(""))]
-    return roles[0] if len(roles) == 1 and roles[0] in ROLES else ""
+    return role_named(uris)
 
 
 def ensure_certificates(directory: Path, roles: tuple[str, ...] = ROLES) -> dict[str, Tls]:

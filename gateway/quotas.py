@@ -55,12 +55,9 @@ class TenantQuotas:
     def admit(self, tenant: str) -> Callable[[], None]:
         """Take a token and an in-flight place for `tenant`, or raise ResourceExhausted; returns the release."""
         with self._lock:
-            refusal, bucket = self._check(tenant)
+            refusal, bucket = self._check(tenant, take=True)
             if refusal is not None:
                 raise refusal
-            if self.quota(tenant).requests_per_s > 0:
-                bucket.tokens -= 1.0
-            bucket.in_flight += 1
 
         def release() -> None:
             with self._lock:
@@ -72,10 +69,11 @@ class TenantQuotas:
         """What `admit` would raise for `tenant` now, taking nothing: lets the door refuse a call before its
         request is even parsed (a later `admit` still decides)."""
         with self._lock:
-            return self._check(tenant)[0]
+            return self._check(tenant, take=False)[0]
 
-    def _check(self, tenant: str) -> tuple[ResourceExhausted | None, _Bucket]:
-        """Under the lock: the tenant's bucket, refilled to now, and the refusal a call would get (None: admitted)."""
+    def _check(self, tenant: str, take: bool) -> tuple[ResourceExhausted | None, _Bucket]:
+        """Under the lock: the tenant's bucket, refilled to now, and the refusal a call would get (None: admitted,
+        and with `take` a token and an in-flight place taken)."""
         quota = self.quota(tenant)
         capacity = quota.burst or quota.requests_per_s
         now = self.clock()
@@ -92,6 +90,10 @@ class TenantQuotas:
                 wait = (1.0 - bucket.tokens) / quota.requests_per_s
                 return ResourceExhausted(f"tenant {tenant} is over its quota of {quota.requests_per_s:g} requests/s",
                                          retry_after_s=wait), bucket
+            if take:
+                bucket.tokens -= 1.0
+        if take:
+            bucket.in_flight += 1
         return None, bucket
 
     @staticmethod

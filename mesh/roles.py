@@ -11,12 +11,12 @@ there is no identity to check; plaintext is allowed on loopback only (mesh/secur
 from __future__ import annotations
 
 import inspect
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Mapping
 from typing import Any
 
 import grpc
 
-__all__ = ["ROLES", "SERVICE_ROLES", "OPERATOR", "ROLE_URI_PREFIX", "role_uri", "METHOD_ROLES", "peer_role",
+__all__ = ["ROLES", "SERVICE_ROLES", "OPERATOR", "ROLE_URI_PREFIX", "role_uri", "METHOD_ROLES", "role_named", "peer_role",
            "RoleInterceptor"]
 
 SERVICE_ROLES = ("gateway", "paramserver", "ranker", "generator")
@@ -51,12 +51,15 @@ def role_uri(role: str) -> str:
     return f"{ROLE_URI_PREFIX}{role}"
 
 
+def role_named(names: Iterable[str]) -> str:
+    """The role a certificate's subject alternative names give: exactly one known role URI, else ''."""
+    roles = {name.removeprefix(ROLE_URI_PREFIX) for name in names if name.startswith(ROLE_URI_PREFIX)}
+    return roles.pop() if len(roles) == 1 and next(iter(roles)) in ROLES else ""
+
+
 def peer_role(auth_context: Mapping[str, Any]) -> str:
     """The role the caller's certificate names ('' if it names none, or several)."""
-    roles = {name.decode(errors="replace")[len(ROLE_URI_PREFIX):]
-             for name in auth_context.get("x509_subject_alternative_name", ())
-             if name.startswith(ROLE_URI_PREFIX.encode())}
-    return roles.pop() if len(roles) == 1 and next(iter(roles)) in ROLES else ""
+    return role_named(name.decode(errors="replace") for name in auth_context.get("x509_subject_alternative_name", ()))
 
 
 def _denial(method: str, auth_context: Mapping[str, Any]) -> str:

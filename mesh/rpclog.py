@@ -127,7 +127,7 @@ async def _fail(context: grpc.aio.ServicerContext, fields: dict[str, Any], exc: 
 async def _accounted(fields: dict[str, Any], context: grpc.aio.ServicerContext, request: Any) -> AsyncIterator[None]:
     """The status, sizes and latency of one RPC, whatever way it ends; errors become their status."""
     start = time.perf_counter_ns()
-    fields["input_bytes"] = len(request) if isinstance(request, bytes | Unparsed) else request.ByteSize()
+    fields["input_bytes"] = len(request) if isinstance(request, bytes) else request.ByteSize()  # bytes: unparsed
     try:
         if isinstance(request, Unparsed):
             raise InvalidArgument("request", f"not a valid {request.type_name} message ({len(request)} bytes)")
