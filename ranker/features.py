@@ -8,7 +8,9 @@
     context  hour and weekday one-hots, numeric context fields, hashed categorical context fields, the feature tag
     cross    user.item and its rank among the candidates, retrieval source bits, freshness, popularity, the
              candidate's similarity to the user's latest positive items (learned and content spaces) and the user's
-             activity, hashed (user field value x item category) pairs
+             activity, the item's trend (popularity decayed over the latest events), how often the candidate followed
+             the user's latest items in others' sequences (transitions), hashed (user field value x item category)
+             pairs
 
 The first dense layer of the model splits exactly along these parts, which is what lets the ranker compute the
 user and context parts once per request and the item part once per item. Nothing here knows any one catalog: a
@@ -30,7 +32,7 @@ from catalog.schema import Schema
 from mesh.errors import InvalidArgument
 
 __all__ = [
-    "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "SOURCES",
+    "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "NEXT", "SOURCES",
     "FeatureSpace", "ItemCodes", "RecentItems", "assemble",
 ]
 
@@ -38,11 +40,15 @@ USER_DIM, ITEM_DIM, CONTEXT_DIM, CROSS_DIM = 2048, 2048, 512, 128
 FEATURE_DIM = USER_DIM + ITEM_DIM + CONTEXT_DIM + CROSS_DIM  # 4,736
 HIDDEN_ITEM = 512  # width of the first hidden layer: the item tower's output
 HEADS = OBJECTIVES
-SOURCES = ("interest", "cluster", "fresh", "popular")
+SOURCES = ("interest", "cluster", "fresh", "popular", "next")  # bit 4, next: what follows the user's latest items
+NEXT = SOURCES.index("next")
+_SOURCE_COLUMNS = 4  # the first four are cross columns; `next` is described by the transition columns instead
 FRESHNESS_DAYS = 7.0
 MAX_CODES = 24  # hashed columns kept per item (categories, tags, fields); more are dropped, rarest last
-_CROSS_FIXED = 13  # dot, 4 source bits, freshness, popularity, the dot's rank, 5 columns of the user's recent items
+_CROSS_FIXED = 17  # dot, 4 source bits, freshness, popularity, the dot's rank, 5 history, 2 trend, 2 transition
 _HISTORY = 8  # where the recent items' columns begin
+_TREND = 13  # where the trend columns begin
+_TRANSITION = 15  # where the transition columns begin
 _ACTIVITY_SCALE = 8.0  # log1p(events) / 8: 1 event -> 0.09, 3,000 events -> 1.0
 _RANK_SCALE = 8.0  # log1p(rank) / 8: rank 0 -> 0, rank 2,400 -> 0.97
 _CONTEXT_FIXED = 31  # hour 24 + weekday 7
@@ -71,18 +77,21 @@ class ItemCodes:
 @dataclass
 class RecentItems:
     """A user's latest positive items (newest first) as the cross part compares candidates with them: their served
-    vectors (as wide as the candidates'), their content vectors, and how many events the user has in all.
+    vectors (as wide as the candidates'), their content vectors, and how many events the user has in all. One
+    request shares one history ([r, ...]); training gives each row its own ([n, r, ...], `valid` marking the real
+    items among the padding, `events` per row).
 
     These are cross features, not user features: each compares one candidate with the user's history, so they
     change per candidate and cannot be folded into the once-per-request user term."""
 
-    vectors: np.ndarray  # float32 [r, width]
-    content: np.ndarray  # float32 [r, dim], unit length
-    events: int
+    vectors: np.ndarray  # float32 [r, width] or [n, r, width]
+    content: np.ndarray  # float32 [r, dim] or [n, r, dim], unit length
+    events: int | np.ndarray
+    valid: np.ndarray | None = None  # bool [n, r], with per-row histories
 
 
 def _unit_rows(vectors: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    norms = np.linalg.norm(vectors, axis=-1, keepdims=True)
     return vectors / np.maximum(norms, 1e-12)
 
 
@@ -209,12 +218,16 @@ class FeatureSpace:
     def cross_features(self, users: np.ndarray | None, crosses: Sequence[str], item_vectors: np.ndarray,
                        item_categories: np.ndarray, sources: np.ndarray, age_s: np.ndarray,
                        popularity: np.ndarray, ranks: np.ndarray | None = None, item_content: np.ndarray | None = None,
-                       recent: RecentItems | None = None) -> np.ndarray:
+                       recent: RecentItems | None = None, trend: np.ndarray | None = None,
+                       transition: np.ndarray | None = None, row_crosses: Sequence[Sequence[str]] | None = None
+                       ) -> np.ndarray:
         """[n, 128]: user.item, source bits, freshness, log popularity, the rank of user.item, the history columns,
-        hashed (user value x item category) pairs. `users` is [1, dim] (one request) or [n, dim]; `crosses` the
-        request's user values (user_crosses); `ranks` where each item ranks by user.item (default: among these n,
-        best first); `recent` the user's latest positive items, compared with the candidates' served vectors and
-        `item_content` [n, dim] (no history: those columns stay zero)."""
+        the trend columns, hashed (user value x item category) pairs. `users` is [1, dim] (one request) or [n, dim];
+        `crosses` the request's user values (user_crosses), or `row_crosses` each row's own; `ranks` where each item
+        ranks by user.item (default: among these n, best first); `recent` the user's latest positive items, compared
+        with the candidates' served vectors and `item_content` [n, dim] (no history: those columns stay zero);
+        `trend` [n, len(TREND_HALF_LIVES)] the items' decayed popularity; `transition` [n, 2] the candidates' follow
+        shares from the user's latest items (Transitions.scores)."""
         n = len(item_vectors)
         out = np.zeros((n, CROSS_DIM), np.float32)
         if users is not None:
@@ -225,12 +238,18 @@ class FeatureSpace:
             out[:, 7] = np.log1p(ranks) / _RANK_SCALE
         else:
             out[:, 7] = np.log1p(n) / _RANK_SCALE
-        out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
+        out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(_SOURCE_COLUMNS)) & 1
         out[:, 5] = np.exp(-np.clip(age_s, 0, None) / 86400 / FRESHNESS_DAYS)
         out[:, 6] = np.log1p(popularity) / 10
+        if trend is not None:
+            out[:, _TREND:_TREND + trend.shape[1]] = np.log1p(trend) / 10
+        if transition is not None:
+            out[:, _TRANSITION:_TRANSITION + 2] = transition
         if recent is not None:
-            out[:, _HISTORY + 4] = math.log1p(recent.events) / _ACTIVITY_SCALE
-            if len(recent.vectors) and n:
+            out[:, _HISTORY + 4] = np.log1p(recent.events) / _ACTIVITY_SCALE
+            if recent.valid is not None:
+                self._history_rows(out, item_vectors, item_content, recent)
+            elif len(recent.vectors) and n:
                 learned = _unit_rows(item_vectors) @ _unit_rows(recent.vectors).T  # [n, r] cosines
                 out[:, _HISTORY] = learned.max(axis=1)
                 out[:, _HISTORY + 1] = learned.mean(axis=1)
@@ -238,11 +257,28 @@ class FeatureSpace:
                 if item_content is not None:
                     out[:, _HISTORY + 3] = (item_content @ recent.content.T).max(axis=1)
         start, end = self._cross_hashed
+        categories = item_categories.astype(np.int64)
         for value in crosses:  # one hashed column per (user value, item category): who likes what
-            base = _hash(value)
-            columns = start + (base ^ item_categories.astype(np.int64)) % (end - start)
-            out[np.arange(n), columns] = 1.0
+            out[np.arange(n), start + (_hash(value) ^ categories) % (end - start)] = 1.0
+        for row, values in enumerate(row_crosses or ()):
+            for value in values:
+                out[row, start + (_hash(value) ^ categories[row]) % (end - start)] = 1.0
         return out
+
+    @staticmethod
+    def _history_rows(out: np.ndarray, item_vectors: np.ndarray, item_content: np.ndarray | None,
+                      recent: RecentItems) -> None:
+        """The history columns when each row has its own history: as for one shared history, over its valid items."""
+        valid = recent.valid
+        assert valid is not None
+        has = valid.any(axis=1)
+        learned = np.einsum("nw,nrw->nr", _unit_rows(item_vectors), _unit_rows(recent.vectors))
+        out[:, _HISTORY] = np.where(has, np.where(valid, learned, -np.inf).max(axis=1, initial=-np.inf), 0)
+        out[:, _HISTORY + 1] = (learned * valid).sum(axis=1) / np.maximum(valid.sum(axis=1), 1)
+        out[:, _HISTORY + 2] = np.where(valid[:, 0], learned[:, 0], 0)
+        if item_content is not None:
+            similar = np.einsum("nd,nrd->nr", item_content, recent.content)
+            out[:, _HISTORY + 3] = np.where(has, np.where(valid, similar, -np.inf).max(axis=1, initial=-np.inf), 0)
 
 
 def assemble(user: np.ndarray, items: np.ndarray, context: np.ndarray, cross: np.ndarray) -> np.ndarray:

@@ -113,7 +113,9 @@ def naive_graph(w: MlpWeights) -> onnx.ModelProto:
     return _model(helper.make_graph(nodes, "ranker_naive", inputs, _outputs(), [_const("w1", w.w1), _const("b1", w.b1), *consts]))
 
 
-GRAPH_FORMAT = 4  # 2: the decomposed graph scores a batch of requests (request_of); 3: the wide part; 4: history columns
+# 2: the decomposed graph scores a batch of requests (request_of); 3: the wide part; 4: history columns; 5: trend and
+# transition columns
+GRAPH_FORMAT = 5
 
 
 def decomposed_graph(w: MlpWeights) -> onnx.ModelProto:

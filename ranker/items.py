@@ -13,13 +13,19 @@ import numpy as np
 from catalog.records import StoredItem
 from ranker.features import MAX_CODES, FeatureSpace
 
-__all__ = ["ItemTable"]
+__all__ = ["TREND_HALF_LIVES", "ItemTable", "trend_before"]
+
+# The trend: each item's events, each weighing half as much for every `half-life` events logged after it (all items'
+# events count, so the decay is by the catalog's traffic, not its clock: a MovieLens import whose ratings span years
+# and a live feed decay alike). Two half-lives: what is popular right now, and over a longer stretch.
+TREND_HALF_LIVES = (5_000, 50_000)
 
 
 class ItemTable:
     """Per-item state for retrieval, features, filters and answers."""
 
-    ARRAYS = ("vectors", "content", "columns", "numeric", "category", "published", "popularity", "servable")  # by row
+    ARRAYS = ("vectors", "content", "columns", "numeric", "category", "published", "popularity", "trend",
+              "servable")  # by row
     LISTS = ("titles", "external", "labels", "first_category")  # by row, Python objects
 
     def __init__(self, space: FeatureSpace, capacity: int = 1024) -> None:
@@ -33,6 +39,7 @@ class ItemTable:
         self.category = np.zeros(0, np.int64)
         self.published = np.zeros(0, np.int64)
         self.popularity = np.zeros(0, np.float32)
+        self.trend = np.zeros((0, len(TREND_HALF_LIVES)), np.float64)
         self.servable = np.zeros(0, bool)
         self.titles: list[str] = []
         self.external: list[str] = []
@@ -103,10 +110,18 @@ class ItemTable:
         return np.asarray(added, np.int64), np.asarray(removed, np.int64)
 
     def add_popularity(self, item_ids: np.ndarray) -> None:
-        """Count interactions (one per event) toward items' popularity."""
+        """Count interactions (one per event, in log order) toward items' popularity and trend."""
         rows = np.asarray(item_ids, np.int64) - 1
-        rows = rows[(rows >= 0) & (rows < self.size)]
+        m = len(rows)
+        if not m:
+            return
+        keep = (rows >= 0) & (rows < self.size)
+        age = (m - 1 - np.arange(m))[keep]  # events logged after each one in this batch
+        rows = rows[keep]
         np.add.at(self.popularity, rows, 1.0)
+        for k, half_life in enumerate(TREND_HALF_LIVES):
+            self.trend[:self.size, k] *= 0.5 ** (m / half_life)
+            np.add.at(self.trend[:, k], rows, 0.5 ** (age / half_life))
 
     def features(self, rows: np.ndarray) -> np.ndarray:
         """The item part [n, 2048] of the rows (what the item tower turns into item terms)."""
@@ -124,3 +139,27 @@ class ItemTable:
             elif exclude and exclude.intersection(labels):
                 keep[k] = False
         return keep
+
+
+def trend_before(event_rows: np.ndarray, rows: np.ndarray, cutoffs: np.ndarray) -> np.ndarray:
+    """What ItemTable.trend held for item `rows[i]` after taking in the first `cutoffs[i]` events of a log whose item
+    rows are `event_rows` (training: each example reads the log strictly before its moment). [len(rows), 2]."""
+    out = np.zeros((len(rows), len(TREND_HALF_LIVES)), np.float64)
+    half = np.asarray(TREND_HALF_LIVES, np.float64)
+    table = np.zeros((int(max(event_rows.max(initial=-1), rows.max(initial=-1))) + 1, len(half)), np.float64)
+    base = 0  # the table holds sums of 2 ** ((j - base) / half_life): `base` moves along before they overflow
+    taken = 0
+    order = np.argsort(cutoffs, kind="stable")
+    cuts, starts = np.unique(cutoffs[order], return_index=True)
+    for cut, group in zip(cuts.tolist(), np.split(order, starts[1:])):
+        if (cut - base) / half.min() > 400:
+            table *= 0.5 ** ((cut - base) / half)
+            base = cut
+        span = np.arange(taken, cut)
+        span = span[event_rows[span] >= 0]  # an event on no item still counts toward the others' decay
+        np.add.at(table, event_rows[span], 0.5 ** ((base - span)[:, None] / half))
+        taken = max(taken, cut)
+        wanted = rows[group]
+        fine = wanted >= 0
+        out[group[fine]] = table[wanted[fine]] * 0.5 ** ((cut - 1 - base) / half)
+    return out
