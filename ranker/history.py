@@ -10,7 +10,7 @@ import numpy as np
 
 __all__ = ["RECENT", "POSITIVE_EVENTS", "History", "UserHistory", "snapshots"]
 
-RECENT = 5  # latest positive items a user's cross features compare each candidate with
+RECENT = 10  # latest positive items a user's cross features compare each candidate with (ranker/transitions.py)
 POSITIVE_EVENTS = (2, 3, 4, 5)  # click, like, share, dwell (EventType values): what counts as the user wanting it
 
 

@@ -42,6 +42,14 @@ class Candidates:
         mask = int(self.sources[index])
         return [name for bit, name in enumerate(SOURCES) if mask >> bit & 1]
 
+    def adding(self, ids: np.ndarray, source: int) -> Candidates:
+        """These candidates and `ids` (proposed by `source`): an id already here takes the source's bit too."""
+        present = np.isin(ids, self.ids)
+        sources = self.sources | np.where(np.isin(self.ids, ids), np.uint8(1 << source), np.uint8(0))
+        new = ids[~present]
+        return Candidates(ids=np.r_[self.ids, new], sources=np.r_[sources, np.full(len(new), 1 << source, np.uint8)],
+                          scores=np.r_[self.scores, np.zeros(len(new), np.float32)])
+
 
 @dataclass
 class _Index:

@@ -24,7 +24,7 @@ from ranker import graphs
 from ranker.batching import Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
 from ranker.diversity import diversified_top_k
-from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
+from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, NEXT, USER_DIM, FeatureSpace, RecentItems
 from ranker.history import History
 from ranker.items import ItemTable
 from ranker.requests import MAX_CANDIDATES, MAX_K, keep_asked, validate
@@ -304,14 +304,15 @@ class Ranker:
             self.shadow.offer(ShadowJob(resident.shadow, answering.key, *job, queued_at=time.monotonic()))
         return response
 
-    def _recent(self, user: int, width: int) -> RecentItems | None:
-        """The user's latest positive items as the cross part reads them (None: no events yet). Under the lock."""
+    def _recent(self, user: int, width: int) -> tuple[RecentItems | None, np.ndarray]:
+        """The user's latest positive items as the cross part reads them (None: no events yet), and their rows,
+        newest first. Under the lock."""
         entry = self.history.of(user)
         if entry is None:
-            return None
+            return None, np.zeros(0, np.int64)
         rows = entry.rows()
         rows = rows[rows < self.items.size]
-        return RecentItems(self.items.vectors[rows, :width], self.items.content[rows], entry.events)
+        return RecentItems(self.items.vectors[rows, :width], self.items.content[rows], entry.events), rows
 
     def _rank(self, request: ranker_pb2.RankRequest, tensors: Tensors, outputs: Outputs, model: ModelVersion,
               user: np.ndarray | None, given: np.ndarray | None, context: np.ndarray | None,
@@ -330,16 +331,18 @@ class Ranker:
         with hops.stage("retrieval"):
             with self._lock:
                 sequence = self.follower.applied
+                width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
+                recent, recent_rows = self._recent(request.user_id, width)
                 if given is not None:
                     found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8), scores=np.zeros(len(given), np.float32))
                 else:
                     found = self.retriever.retrieve(user, request.candidate_count or DEFAULT_CANDIDATES)
+                    if len(recent_rows):  # what follows the user's latest items, whether or not retrieval found it
+                        found = found.adding(model.transitions.followers(recent_rows) + 1, NEXT)
                 found = keep_asked(request, tensors, found, self.items, self.seen)
                 rows = found.ids - 1
-                width = self.retriever.width  # the coordinates any servable item uses: the rest are zero
                 vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
-                published, popularity = self.items.published[rows], self.items.popularity[rows]
-                recent = self._recent(request.user_id, width)
+                published, popularity, trend = self.items.published[rows], self.items.popularity[rows], self.items.trend[rows]
         with hops.stage("features"):
             attributes = self.user_attributes.get(request.user_id)
             users = user[None, :] if user is not None else None
@@ -355,13 +358,17 @@ class Ranker:
                 if light is not None and len(rows):
                     scored = light.scores(self._request_part(model, user_part, context_part), model.unit_terms[rows], dot)
                     kept = top_rows(scored, max(self.cascade_keep, request.k))  # never fewer than the feed asks
+                    # the light stage cannot see the transition columns: what follows the user's latest items is
+                    # always scored by the full model
+                    kept = np.union1d(kept, np.flatnonzero(found.sources & (1 << NEXT)))
                     if len(kept) < len(rows):
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
-                        published, popularity, ranks = published[kept], popularity[kept], ranks[kept]
+                        published, popularity, ranks, trend = published[kept], popularity[kept], ranks[kept], trend[kept]
             cross = self.space.cross_features(narrow, self.space.user_crosses(attributes), vectors, categories,
                                               found.sources, self.clock() - published, popularity, ranks,
-                                              self.items.content[rows] if recent is not None else None, recent)
+                                              self.items.content[rows] if recent is not None else None, recent, trend,
+                                              model.transitions.scores(recent_rows, rows))
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)

@@ -15,6 +15,8 @@ from ranker.batching import Batcher
 from ranker.cascade import LightStage
 from ranker.features import HEADS, HIDDEN_ITEM
 from ranker.items import ItemTable
+from ranker.transitions import FILE as TRANSITIONS_FILE
+from ranker.transitions import Transitions
 
 __all__ = ["ModelVersion", "Pace", "Resident", "resident_set_bytes"]
 
@@ -62,6 +64,9 @@ class ModelVersion:
         cold = manifest.extra.get("cold_start")
         # a user with no vector yet is ranked from the model's cold-start vector (the mean of the learned users)
         self.cold_start = np.asarray(cold, np.float32) if cold else None
+        # what follows what in users' sequences, learned with this version (none: the transition columns stay zero)
+        saved = manifest.directory / TRANSITIONS_FILE
+        self.transitions = Transitions.load(saved) if saved.is_file() else Transitions.fit([], 0)
         self.terms = np.zeros((0, HIDDEN_ITEM), np.float32)
         self.light: LightStage | None = None  # the cascade's first stage, once fitted (None: the full model only)
         self.unit_terms = np.zeros((0, 0), np.float32)  # the item terms at the light stage's units
