@@ -114,7 +114,7 @@ def main() -> None:
             space.user_features(user[None, :], [attributes]), items_.features(rows), fp32._context(request),
             space.cross_features(user[None, :], space.user_crosses(attributes), items_.vectors[rows],
                                  items_.category[rows], sources, time.time() - items_.published[rows],
-                                 items_.popularity[rows]))
+                                 items_.popularity[rows], trend=items_.trend[rows]))
         naive.run(["scores"], {"features": features, "head_weights": blend})
         naive_time = time.perf_counter() - t
 

@@ -22,12 +22,15 @@ from learning.training import (
     _ranker_examples,
     export,
     fit_ranker,
+    fit_transitions,
     load_catalog,
     newest_model,
     next_version,
 )
 from learning.vectors import AlsParams, LearnedVectors, interactions, per_user_holdout, unit
 from ranker import graphs
+from ranker.transitions import FILE as TRANSITIONS_FILE
+from ranker.transitions import Transitions
 
 __all__ = ["export_shuffled", "served_space", "train_on_served_space"]
 
@@ -81,7 +84,7 @@ def train_on_served_space(store: Store, schema: Schema, root: Path, dim: int, ep
     held = per_user_holdout(events["user"], events["timestamp"], VALIDATION_SHARE)
     fit = interactions(events["user"][~held], events["item"][~held], events["event"][~held],
                        (catalog.user_rows, catalog.items.size))
-    examples = _ranker_examples(catalog, vectors, np.flatnonzero(held), fit, rng)
+    examples = _ranker_examples(catalog, vectors, np.flatnonzero(held), fit, fit_transitions(catalog, ~held), rng)
     weights = fit_ranker(examples, epochs, 512, rng, stream)
     metrics = {"examples": float(len(examples)), "events": float(len(events["user"])), "seed": float(seed)}
     version = next_version(root)
@@ -89,7 +92,8 @@ def train_on_served_space(store: Store, schema: Schema, root: Path, dim: int, ep
     shutil.rmtree(staging, ignore_errors=True)
     extra = {key: base.extra[key] for key in ("vector_dim", "schema", "space", "cold_start", "vectors") if key in base.extra}
     export(weights, metrics, staging, version, f"{store.name} up to sequence {catalog.sequence} (served space {space})",
-           {**extra, "trained_to_sequence": catalog.sequence, "retrained_from": base.version})
+           {**extra, "trained_to_sequence": catalog.sequence, "retrained_from": base.version},
+           fit_transitions(catalog, np.ones(len(events["user"]), bool)))
     staging.rename(root / version)
     return load_manifest(root / version)
 
@@ -107,6 +111,8 @@ def export_shuffled(base: ModelManifest, root: Path, seed: int = 0) -> ModelMani
     staging = root / f".staging-{os.getpid()}"
     shutil.rmtree(staging, ignore_errors=True)
     extra = {**base.extra, "retrained_from": base.version, "deliberately_broken": "weights shuffled"}
-    export(shuffled, {"shuffled_seed": float(seed)}, staging, version, f"{base.name}/{base.version}, shuffled", extra)
+    saved = base.directory / TRANSITIONS_FILE
+    export(shuffled, {"shuffled_seed": float(seed)}, staging, version, f"{base.name}/{base.version}, shuffled", extra,
+           Transitions.load(saved) if saved.is_file() else None)
     staging.rename(root / version)
     return load_manifest(root / version)

@@ -20,6 +20,7 @@ import scipy.sparse as sp
 from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
 from engines.base import ModelManifest, load_manifest, write_manifest
+from learning.sequential import sequences
 from learning.vectors import (
     GRID,
     AlsParams,
@@ -37,10 +38,12 @@ from ranker import graphs
 from ranker.exported import MODEL_NAME, newest_model, next_version
 from ranker.features import CROSS_DIM, FEATURE_DIM, HEADS, FeatureSpace, RecentItems
 from ranker.history import POSITIVE_EVENTS, snapshots
-from ranker.items import ItemTable
+from ranker.items import ItemTable, trend_before
+from ranker.transitions import FILE as TRANSITIONS_FILE
+from ranker.transitions import Transitions
 
 __all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
-           "current_user_vectors", "export", "export_trained", "load_catalog", "newest_model",
+           "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog", "newest_model",
            "next_version", "stable_ranks", "train"]
 
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
@@ -58,7 +61,11 @@ VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where A
 # negatives per validation event, drawn from what retrieval would give that user (as the ranker sees them); chosen
 # on the validation slice of ml-100k's training period: 4, 8 and 16 gave 1.060, 1.075 and 1.111 x the best baseline
 NEGATIVES = 16
+# of them, drawn from what follows the user's latest items (serving's `next` source): its FOLLOWERS candidates always
+# pass the cascade, about a quarter of the rows the full model scores, as 4 of 16 here
+FOLLOWER_NEGATIVES = 4
 _CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
+COLD_SHARE = 0.125  # validation events seen again as a new user's: what the ranker learns cold start from
 _MAX_EXAMPLE_EVENTS = 25_000  # validation events the ranker learns from at most (sampled): bounds training time
 PLACED_LENGTH = 0.5  # mean length of items placed by their content (learned items: 1)
 
@@ -118,15 +125,17 @@ class _Examples:
     """Feature rows and labels for the validation slice's events and their negatives, built batch by batch with
     the serving code, in the space the vectors were learned in (`interest`: where retrieval would have ranked each
     row's item for its user; `user_vectors`: the user's vector at that moment; `recent` and `activity`: the user's
-    latest positive items and event count from the events strictly before that moment, as serving's History)."""
+    latest positive items and event count from the events strictly before that moment, as serving's History;
+    `trend`: the row's item's trend from the same events, as serving's ItemTable; `transitions`: learned from the
+    events the vectors were learned from)."""
 
     def __init__(self, catalog: Catalog, users: np.ndarray, rows: np.ndarray, stamps: np.ndarray, labels: np.ndarray,
                  interest: np.ndarray, user_vectors: np.ndarray, learned: LearnedVectors, popularity: np.ndarray,
-                 recent: np.ndarray, activity: np.ndarray) -> None:
+                 recent: np.ndarray, activity: np.ndarray, trend: np.ndarray, transitions: Transitions) -> None:
         self.catalog, self.space, self.learned = catalog, catalog.items.space, learned
         self.users, self.rows, self.stamps, self.labels, self.interest = users, rows, stamps, labels, interest
         self.user_vectors, self.popularity = user_vectors, popularity
-        self.recent, self.activity = recent, activity
+        self.recent, self.activity, self.trend, self.transitions = recent, activity, trend, transitions
         size = catalog.items.size
         self.popular_rank = np.empty(size, np.int64)
         self.popular_rank[np.argsort(-popularity, kind="stable")] = np.arange(size)
@@ -146,21 +155,18 @@ class _Examples:
         # the sources serving's retrieval would have given (about half by interest, an eighth each fresh and popular)
         sources = ((self.interest[index] < _CANDIDATES * 0.55) * 1 + (self.fresh_rank[rows] < _CANDIDATES // 8) * 4
                    + (self.popular_rank[rows] < _CANDIDATES // 8) * 8).astype(np.uint8)
-        cross = np.concatenate([
-            space.cross_features(users[k:k + 1], space.user_crosses(attributes[k]), vectors[k:k + 1],
-                                 items.category[rows[k:k + 1]], sources[k:k + 1], age[k:k + 1],
-                                 self.popularity[rows[k:k + 1]], self.interest[index[k:k + 1]],
-                                 items.content[rows[k:k + 1]], self._recent(int(i)))
-            for k, i in enumerate(index.tolist())])
+        recent = self.recent[index]
+        transition = self.transitions.scores(recent, rows)
+        valid = recent >= 0
+        recent = np.where(valid, recent, 0)
+        history = RecentItems(self.learned.items[recent], items.content[recent], self.activity[index], valid)
+        cross = space.cross_features(users, [], vectors, items.category[rows], sources, age, self.popularity[rows],
+                                     self.interest[index], items.content[rows], history, self.trend[index], transition,
+                                     [space.user_crosses(a) for a in attributes])
         hour, weekday = (stamps // 3600) % 24, (stamps // 86400 + 3) % 7  # 1970-01-01 was a Thursday
         context = space.context_features(hour, weekday, [{}] * len(index))
         item = space.item_features(vectors, items.content[rows], items.columns[rows], items.numeric[rows])
         return np.concatenate([user, item, context, cross], axis=1)
-
-    def _recent(self, example: int) -> RecentItems:
-        rows = self.recent[example]
-        rows = rows[rows >= 0]
-        return RecentItems(self.learned.items[rows], self.catalog.items.content[rows], int(self.activity[example]))
 
 
 @dataclass
@@ -169,6 +175,7 @@ class Trained:
 
     weights: graphs.MlpWeights
     vectors: LearnedVectors
+    transitions: Transitions
     metrics: dict[str, float]
 
 
@@ -218,13 +225,40 @@ def stable_ranks(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return higher + tied.sum(axis=1)
 
 
+def _negatives(scores: np.ndarray, positives: np.ndarray, pool_size: int, rng: np.random.Generator,
+               followers: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """For each row of `scores` (one event's retrieval scores, -inf where serving would not retrieve), NEGATIVES
+    items drawn from its best `pool_size` (the last FOLLOWER_NEGATIVES of them from the row's `followers`, when it
+    has any), and the ranks of its positive and those negatives."""
+    size = scores.shape[1]
+    negatives = np.zeros((len(scores), NEGATIVES), np.int64)
+    ranks = np.zeros((len(scores), 1 + NEGATIVES), np.int64)
+    # only the best pool_size (as a set) and the ranks of a few items per event are needed: a partial selection
+    # and a count, not a sort of the whole catalog per event
+    best = np.argpartition(-scores, pool_size - 1, axis=1)[:, :pool_size] if pool_size < size else \
+        np.broadcast_to(np.arange(size), scores.shape)
+    for n in range(len(scores)):
+        pool = best[n]
+        pool = pool[pool != positives[n]]
+        negatives[n] = rng.choice(pool, NEGATIVES) if len(pool) else positives[n]
+        if followers is not None:
+            mine = followers[n]
+            mine = mine[(mine != positives[n]) & np.isfinite(scores[n, mine])]  # servable, not seen
+            if len(mine):
+                negatives[n, -FOLLOWER_NEGATIVES:] = rng.choice(mine, FOLLOWER_NEGATIVES)
+        ranks[n] = stable_ranks(scores[n], np.r_[positives[n], negatives[n]])
+    return negatives, ranks
+
+
 def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.ndarray, fit: sp.csr_matrix,
-                     rng: np.random.Generator) -> _Examples:
+                     transitions: Transitions, rng: np.random.Generator) -> _Examples:
     """The validation events (positives, and the dislikes and skips that are negatives), in time order, each with
     the user's vector as serving would hold it at that moment (learned, then moved by drift over the events before;
     the cold-start vector for a user with none yet), and negatives drawn uniformly from what retrieval would give
     that vector: the distribution the ranker meets when serving. (Negatives drawn from the very top would teach it
-    that a high score is bad.)"""
+    that a high score is bad.) A share of the events (COLD_SHARE) is seen a second time as a new user would be:
+    the cold-start vector, no history, nothing seen, so that the ranker learns what to show someone it knows
+    nothing about (without them, the cold-start feed was below recent popularity on ml-1m)."""
     events, size = catalog.events, catalog.items.size
     if len(validation) > _MAX_EXAMPLE_EVENTS:  # a sample, kept in time order (drift replays it in that order)
         validation = np.sort(rng.choice(validation, _MAX_EXAMPLE_EVENTS, replace=False))
@@ -247,22 +281,47 @@ def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.nda
         scores[:, ~servable] = -np.inf
         for n, user in enumerate(who[part].tolist()):
             scores[n, fit.indices[fit.indptr[user]:fit.indptr[user + 1]]] = -np.inf
-        # only the best pool_size (as a set) and the ranks of five items per event are needed: a partial selection
-        # and a count, not a sort of the whole catalog per event
-        best = np.argpartition(-scores, pool_size - 1, axis=1)[:, :pool_size] if pool_size < size else \
-            np.broadcast_to(np.arange(size), scores.shape)
-        for n in range(len(scores)):
-            pool = best[n]
-            pool = pool[pool != rows[a + n]]
-            negatives[a + n] = rng.choice(pool, NEGATIVES) if len(pool) else rows[a + n]
-            ranks[a + n] = stable_ranks(scores[n], np.r_[rows[a + n], negatives[a + n]])
+        followers = [transitions.followers(history) for history in recent[part]]  # serving's `next` source
+        negatives[part], ranks[part] = _negatives(scores, rows[part], pool_size, rng, followers)
+    # the new users' copies: one retrieval for all of them (same vector, nothing seen); half keep the user's
+    # attributes (a new user may bring some), half have none (user 0: no user has that id)
+    cold = np.sort(rng.choice(len(who), int(len(who) * COLD_SHARE), replace=False))
+    cold_scores = unit(space.cold_start[None, :]) @ space.items[:size].T
+    cold_scores[:, ~servable] = -np.inf
+    cold_negatives = np.zeros((len(cold), NEGATIVES), np.int64)
+    cold_ranks = np.zeros((len(cold), 1 + NEGATIVES), np.int64)
+    for a in range(0, len(cold), 512):
+        part = slice(a, a + 512)
+        chunk = rows[cold[part]]
+        cold_negatives[part], cold_ranks[part] = _negatives(np.broadcast_to(cold_scores, (len(chunk), size)), chunk,
+                                                            pool_size, rng)
+    anonymous = np.where(rng.random(len(cold)) < 0.5, 0, who[cold])
+    who = np.r_[who, anonymous]
+    rows, kinds, stamps = (np.r_[x, x[cold]] for x in (rows, kinds, stamps))
+    moment = np.concatenate([moment, np.broadcast_to(unit(space.cold_start[None, :]), (len(cold), moment.shape[1]))])
+    recent = np.concatenate([recent, np.full((len(cold), recent.shape[1]), -1, np.int64)])
+    activity = np.r_[activity, np.zeros(len(cold), np.int64)]
+    negatives, ranks = np.concatenate([negatives, cold_negatives]), np.concatenate([ranks, cold_ranks])
+    # trend as serving's ItemTable held it just before the event's second
+    cutoffs = np.searchsorted(events["timestamp"], stamps, side="left")
+    example_rows = np.concatenate([rows, negatives.ravel()])
     repeat = np.repeat(np.arange(len(who)), NEGATIVES)
+    trend = trend_before(events["item"] - 1, example_rows, np.r_[cutoffs, cutoffs[repeat]])
     labels = np.concatenate([_labels(kinds), np.zeros((len(repeat), len(HEADS)), np.float32)])
     popularity = np.asarray(fit.astype(bool).sum(axis=0)).ravel().astype(np.float32)[:size]
-    return _Examples(catalog, np.concatenate([who, who[repeat]]), np.concatenate([rows, negatives.ravel()]),
+    return _Examples(catalog, np.concatenate([who, who[repeat]]), example_rows,
                      np.concatenate([stamps, stamps[repeat]]), labels, np.concatenate([ranks[:, 0], ranks[:, 1:].ravel()]),
                      np.concatenate([moment, moment[repeat]]), space, popularity,
-                     np.concatenate([recent, recent[repeat]]), np.concatenate([activity, activity[repeat]]))
+                     np.concatenate([recent, recent[repeat]]), np.concatenate([activity, activity[repeat]]), trend,
+                     transitions)
+
+
+def fit_transitions(catalog: Catalog, events: np.ndarray) -> Transitions:
+    """What follows what in the positive sequences of the events selected by the mask `events`."""
+    log = catalog.events
+    chosen = events & np.isin(log["event"], POSITIVES["click"])
+    return Transitions.fit(sequences(log["user"][chosen], log["item"][chosen], log["timestamp"][chosen],
+                                     np.ones(int(chosen.sum()), bool)).values(), catalog.items.size)
 
 
 def _WideDeep(torch):
@@ -351,21 +410,26 @@ def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch
     users, items = fit_als(fit, params, seed)
     known = np.diff(fit.tocsc().indptr) > 0
     scale = float(1 / max(np.linalg.norm(items[known], axis=1).mean(), 1e-6)) if known.any() else 1.0
-    examples = _ranker_examples(catalog, _space(catalog, users, items, fit, scale, params), np.flatnonzero(held), fit, rng)
+    transitions = fit_transitions(catalog, ~held)
+    examples = _ranker_examples(catalog, _space(catalog, users, items, fit, scale, params), np.flatnonzero(held), fit,
+                                transitions, rng)
 
     weights = fit_ranker(examples, epochs, batch, rng, stream)
 
     everything = interactions(events["user"], events["item"], events["event"], shape)
     users, items = continue_als(everything, params, (users, items), seed=seed)
     space = _space(catalog, users, items, everything, scale, params)
+    transitions = fit_transitions(catalog, np.ones(n, bool))
     metrics = {"validation_ndcg20_als": results[params], "examples": float(len(examples)), "events": float(n)}
-    return Trained(weights, space, metrics)
+    return Trained(weights, space, transitions, metrics)
 
 
 def export(weights: graphs.MlpWeights, metrics: dict[str, float], directory: Path, version: str,
-           source: str, extra: dict | None = None) -> ModelManifest:
-    """Write the graphs (naive, decomposed, its int8 twin, item tower) and their manifest."""
+           source: str, extra: dict | None = None, transitions: Transitions | None = None) -> ModelManifest:
+    """Write the graphs (naive, decomposed, its int8 twin, item tower), the transitions, and their manifest."""
     directory.mkdir(parents=True, exist_ok=True)
+    if transitions is not None:
+        transitions.save(directory / TRANSITIONS_FILE)
     graphs.save(graphs.naive_graph(weights), directory / GRAPHS["naive"])
     graphs.save(graphs.decomposed_graph(weights), directory / GRAPHS["decomposed"])
     graphs.save(graphs.item_tower_graph(weights), directory / GRAPHS["item_tower"])
@@ -395,7 +459,8 @@ def export_trained(trained: Trained, store: Store, schema: Schema, root: Path, s
     shutil.rmtree(staging, ignore_errors=True)
     export(trained.weights, trained.metrics, staging, version, f"{store.name} up to sequence {sequence}",
            {"vector_dim": int(space.items.shape[1]), "schema": schema.name, "trained_to_sequence": sequence, "space": space_id,
-            "cold_start": [round(float(v), 7) for v in space.cold_start], "vectors": space.describe(), **(extra or {})})
+            "cold_start": [round(float(v), 7) for v in space.cold_start], "vectors": space.describe(), **(extra or {})},
+           trained.transitions)
     staging.rename(root / version)
     return load_manifest(root / version)
 

@@ -1,5 +1,6 @@
-"""Users' recent history, as serving follows it and training rebuilds it: the latest positive items newest first,
-nothing from an example's own moment or later, and the example builder's ranks equal to a full sort's."""
+"""Users' recent history and items' trend, as serving follows them and training rebuilds them: the latest positive
+items newest first, nothing from an example's own moment or later, training's per-row history columns and trend equal
+to serving's, and the example builder's ranks equal to a full sort's."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import numpy as np
 from learning.training import stable_ranks
 from ranker.features import FeatureSpace, RecentItems
 from ranker.history import RECENT, History, snapshots
+from ranker.items import TREND_HALF_LIVES, ItemTable, trend_before
+from ranker.transitions import Transitions
 
 LIKE, CLICK, SKIP = 3, 2, 6
 
@@ -16,12 +19,14 @@ class TestHistory:
     def test_keeps_the_latest_positive_items_newest_first(self) -> None:
         """Skips count as activity but are not wanted items; a re-liked item moves to the front; at most RECENT."""
         history = History()
-        items = np.array([1, 2, 3, 4, 5, 6, 7, 3])
-        kinds = np.array([LIKE, SKIP, CLICK, LIKE, LIKE, LIKE, LIKE, LIKE])
-        history.add(np.full(8, 9), items, kinds, np.arange(8) * 10)
+        items = np.r_[np.arange(1, RECENT + 4), 3]  # RECENT + 3 items, then item 3 again
+        kinds = np.full(len(items), LIKE)
+        kinds[1] = SKIP  # item 2
+        history.add(np.full(len(items), 9), items, kinds, np.arange(len(items)) * 10)
         entry = history.of(9)
-        assert entry is not None and entry.events == 8
-        assert entry.rows().tolist() == [2, 6, 5, 4, 3][:RECENT]  # item 3 (row 2) again last; item 2 skipped
+        assert entry is not None and entry.events == len(items)
+        # item 3 (row 2) again last; then the others newest first; item 2 skipped; the oldest fall off
+        assert entry.rows().tolist() == [2, *range(RECENT + 2, 2, -1)][:RECENT]
 
     def test_survives_a_round_trip_through_json_and_forgets_a_deleted_user(self) -> None:
         """What the ranker saves with its state comes back the same; forget drops the user."""
@@ -41,8 +46,8 @@ class TestSnapshots:
         kinds = np.full(5, LIKE)
         stamps = np.array([100, 200, 300, 300, 400])  # event 3 (item 99) shares example 2's second
         recent, counts = snapshots(users, items, kinds, stamps, np.array([2, 1]))
-        assert recent[0].tolist() == [10, 9, -1, -1, -1] and counts[0] == 2  # rows of items 11 and 10
-        assert recent[1].tolist() == [9, -1, -1, -1, -1] and counts[1] == 1
+        assert recent[0].tolist() == [10, 9] + [-1] * (RECENT - 2) and counts[0] == 2  # rows of items 11 and 10
+        assert recent[1].tolist() == [9] + [-1] * (RECENT - 1) and counts[1] == 1
         assert 98 not in recent  # the poisoned item's row
 
     def test_features_of_an_example_without_history_leave_the_history_columns_zero(self) -> None:
@@ -60,6 +65,96 @@ class TestSnapshots:
                                      np.zeros(3), np.zeros(3), item_content=vectors, recent=liked)
         assert cross[1, 8] == 1.0 and cross[0, 8] == 0.0 and cross[1, 11] == 1.0  # the liked item itself: cosine 1
         assert cross[0, 12] > 0
+
+    def test_per_row_histories_give_each_row_what_its_own_history_would(self) -> None:
+        """Training's batched history columns (each row its own padded history) equal one shared-history call per row."""
+        from catalog import preset_schema
+
+        rng = np.random.default_rng(3)
+        space = FeatureSpace(preset_schema("movielens"), 8)
+        items = rng.normal(size=(6, 8)).astype(np.float32)
+        content = items / np.linalg.norm(items, axis=1, keepdims=True)
+        recent = np.array([[2, 4, -1], [-1, -1, -1], [5, 0, 1]])
+        valid = recent >= 0
+        safe = np.where(valid, recent, 0)
+        batched = RecentItems(items[safe], content[safe], np.array([3, 0, 9]), valid)
+        cross = space.cross_features(items[:3], [], items[:3], np.zeros(3, np.int64), np.zeros(3, np.uint8),
+                                     np.zeros(3), np.zeros(3), item_content=content[:3], recent=batched)
+        for n in range(3):
+            mine = recent[n][valid[n]]
+            one = RecentItems(items[mine], content[mine], int(batched.events[n]))  # type: ignore[index]
+            alone = space.cross_features(items[n:n + 1], [], items[n:n + 1], np.zeros(1, np.int64),
+                                         np.zeros(1, np.uint8), np.zeros(1), np.zeros(1), item_content=content[n:n + 1],
+                                         recent=one)
+            assert np.allclose(cross[n, 8:13], alone[0, 8:13], atol=1e-6)
+
+
+class TestTrend:
+    def test_training_reads_the_trend_serving_held_before_each_example(self) -> None:
+        """trend_before(cutoff) equals ItemTable.trend after the first `cutoff` events, fed in uneven batches, over a
+        log long enough (many half-lives) that the weights must be rebased."""
+        from catalog import preset_schema
+
+        rng = np.random.default_rng(4)
+        events = rng.integers(1, 40, 40 * max(TREND_HALF_LIVES)) * (rng.random(40 * max(TREND_HALF_LIVES)) < 0.9)
+        table = ItemTable(FeatureSpace(preset_schema("movielens"), 8))
+        table.size = 45  # rows in use (what apply() would set for items up to id 45)
+        table._grow(45)
+        cutoffs = np.sort(rng.choice(len(events), 6, replace=False))
+        rows = rng.integers(0, 45, 6)
+        served, taken = [], 0
+        for cut, row in zip(cutoffs.tolist(), rows.tolist()):
+            while taken < cut:
+                step = min(int(rng.integers(1, 30_000)), cut - taken)
+                table.add_popularity(events[taken:taken + step])  # ids: 0 is no item, and is not counted
+                taken += step
+            served.append(table.trend[row].copy())
+        rebuilt = trend_before(events - 1, rows, cutoffs)
+        assert np.allclose(rebuilt, np.array(served), rtol=1e-6, atol=1e-9)
+
+    def test_an_item_trends_by_its_recent_events_and_fades_after(self) -> None:
+        """Ten events on an item weigh ten; after one half-life of other items' events, five."""
+        rows = np.r_[np.zeros(10, np.int64), np.ones(TREND_HALF_LIVES[0], np.int64)]
+        trend = trend_before(rows, np.array([0, 0]), np.array([10, len(rows)]))
+        assert np.allclose(trend[0], [sum(0.5 ** (k / h) for k in range(10)) for h in TREND_HALF_LIVES])
+        assert np.isclose(trend[1, 0] / trend[0, 0], 0.5)
+
+
+class TestTransitions:
+    def test_an_item_that_always_follows_gets_the_whole_share_and_older_items_weigh_less(self) -> None:
+        """Item 1 is always followed by item 2 (next position), and item 3 by 4: from the history (newest first) [1, 3]
+        item 2 scores 1 and item 4 scores DECAY; the newest-only column knows item 2 alone; a pad adds nothing."""
+        from ranker.transitions import DECAY
+
+        table = Transitions.fit([np.array([1, 2]), np.array([3, 4]), np.array([1, 2])], items=6)
+        scores = table.scores(np.array([1, 3, -1]), np.array([2, 4, 5]))
+        assert np.allclose(scores[:, 0], [1.0, DECAY, 0.0]) and np.allclose(scores[:, 1], [1.0, 0.0, 0.0])
+        per_row = table.scores(np.tile([1, 3, -1], (3, 1)), np.array([2, 4, 5]))
+        assert np.allclose(per_row, scores)
+
+    def test_only_the_strongest_followers_are_kept_and_a_round_trip_keeps_them(self, tmp_path) -> None:
+        """KEEP bounds each item's followers (the strongest stay, shares as of all followers); save/load is exact."""
+        table = Transitions.fit([np.array([0, 1, 1, 1, 2])], items=4, window=1, keep=1)
+        assert np.allclose(table.share(np.array([0, 1, 1]), np.array([1, 1, 2])), [1.0, 2 / 3, 0.0])
+        table.save(tmp_path / "t.npz")
+        back = Transitions.load(tmp_path / "t.npz")
+        assert back.share(np.array([1]), np.array([1])).tolist() == [np.float32(2 / 3)]
+
+
+    def test_followers_come_best_first_and_join_the_candidates_as_the_next_source(self) -> None:
+        """followers() ranks by the decayed shares; Candidates.adding keeps retrieval's candidates, adds the new ones
+        with the `next` bit, and sets that bit on one retrieval had found too."""
+        from ranker.features import NEXT
+        from ranker.retrieval import Candidates
+
+        table = Transitions.fit([np.array([1, 2]), np.array([1, 3]), np.array([1, 3]), np.array([4, 5])], items=6)
+        assert table.followers(np.array([1, 4])).tolist() == [5, 3, 2]  # 1 x DECAY, 2/3, 1/3
+        assert table.followers(np.array([-1])).tolist() == []
+        found = Candidates(ids=np.array([3, 9]), sources=np.array([1, 8], np.uint8), scores=np.array([0.5, 0.0], np.float32))
+        merged = found.adding(table.followers(np.array([1, 4])) + 1, NEXT)
+        assert merged.ids.tolist() == [3, 9, 6, 4]
+        assert [merged.source_names(i) for i in range(4)] == [["interest", "next"], ["popular"], ["next"], ["next"]]
+        assert merged.scores.tolist() == [0.5, 0.0, 0.0, 0.0]
 
 
 class TestExampleRanks:

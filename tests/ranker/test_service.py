@@ -20,6 +20,8 @@ from ranker.history import History
 from ranker.items import ItemTable
 from ranker.retrieval import Retriever
 from ranker.service import Ranker, diversified_top_k
+from ranker.transitions import FILE as TRANSITIONS_FILE
+from ranker.transitions import FOLLOWERS, Transitions
 from tests.stack import CLOCK, start_ranker
 
 
@@ -80,7 +82,9 @@ class TestRank:
             cross = space.cross_features(user[None, :], space.user_crosses(attributes), items.vectors[ids - 1],
                                          items.category[ids - 1], np.zeros(4, np.uint8),
                                          CLOCK - items.published[ids - 1], items.popularity[ids - 1],
-                                         item_content=items.content[ids - 1], recent=recent)
+                                         item_content=items.content[ids - 1], recent=recent, trend=items.trend[ids - 1],
+                                         transition=Transitions.load(manifest.directory / TRANSITIONS_FILE).scores(
+                                             mine.rows(), ids - 1))
             features = assemble(space.user_features(user[None, :], [attributes]), items.features(ids - 1),
                                 context[None, :], cross)
             naive = ort.InferenceSession(str(manifest.path("naive")), providers=["CPUExecutionProvider"])
@@ -105,12 +109,14 @@ class TestRank:
         run(_with_ranker(catalog, manifest, body))
 
     def test_every_source_contributes_for_a_known_user(self, catalog, manifest, run) -> None:
-        """Interest, cluster, fresh and popular candidates all reach the scored set, each tagged with its source."""
+        """Interest, cluster, fresh and popular candidates all reach the scored set, each tagged with its source (and
+        `next`, what follows the user's latest items, adds at most FOLLOWERS more)."""
 
         async def body(stub) -> None:
             reply = await stub.Rank(ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=500))
-            assert {s for item in reply.items for s in item.sources} == {"interest", "cluster", "fresh", "popular"}
-            assert 2000 <= reply.candidates_considered <= 2400
+            sources = {s for item in reply.items for s in item.sources}
+            assert {"interest", "cluster", "fresh", "popular"} <= sources <= {"interest", "cluster", "fresh", "popular", "next"}
+            assert 2000 <= reply.candidates_considered <= 2400 + FOLLOWERS
 
         run(_with_ranker(catalog, manifest, body))
 
