@@ -121,7 +121,8 @@ def test_on_an_empty_catalog_the_full_model_ranks_until_items_arrive_then_the_ca
 
 
 def test_the_cascade_never_keeps_fewer_candidates_than_the_feed_asks_for(catalog, manifest) -> None:
-    """Keeping 20 while a request asks for 50 items: the full model scores 50, and 50 come back."""
+    """Keeping 20 while a request asks for 50 items: the full model scores 50 (and the `next` source's candidates,
+    which always pass), and 50 come back."""
     cascade = ranker_for(catalog, manifest, cascade_keep=20)
     reply, _ = _rank(cascade, catalog, 9, k=50)
-    assert reply.candidates_scored == 50 and len(reply.items) == 50
+    assert 50 <= reply.candidates_scored <= 50 + FOLLOWERS and len(reply.items) == 50
