@@ -1,4 +1,5 @@
-"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated.
+"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated
+(the ranker adds a fifth, next, from the model's transitions: Candidates.adding).
 
 The index follows the catalog: servable items are added and removed in place as their changes arrive. It is
 exact (flat) while the catalog is small; as it grows, an IVF index with fresh k-means clusters is trained in
