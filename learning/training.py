@@ -61,9 +61,6 @@ VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where A
 # negatives per validation event, drawn from what retrieval would give that user (as the ranker sees them); chosen
 # on the validation slice of ml-100k's training period: 4, 8 and 16 gave 1.060, 1.075 and 1.111 x the best baseline
 NEGATIVES = 16
-# of them, drawn from what follows the user's latest items (serving's `next` source): its FOLLOWERS candidates always
-# pass the cascade, about a quarter of the rows the full model scores, as 4 of 16 here
-FOLLOWER_NEGATIVES = 4
 _CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
 COLD_SHARE = 0.125  # validation events seen again as a new user's: what the ranker learns cold start from
 _MAX_EXAMPLE_EVENTS = 25_000  # validation events the ranker learns from at most (sampled): bounds training time
@@ -225,11 +222,10 @@ def stable_ranks(scores: np.ndarray, columns: np.ndarray) -> np.ndarray:
     return higher + tied.sum(axis=1)
 
 
-def _negatives(scores: np.ndarray, positives: np.ndarray, pool_size: int, rng: np.random.Generator,
-               followers: list[np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray]:
+def _negatives(scores: np.ndarray, positives: np.ndarray, pool_size: int, rng: np.random.Generator
+               ) -> tuple[np.ndarray, np.ndarray]:
     """For each row of `scores` (one event's retrieval scores, -inf where serving would not retrieve), NEGATIVES
-    items drawn from its best `pool_size` (the last FOLLOWER_NEGATIVES of them from the row's `followers`, when it
-    has any), and the ranks of its positive and those negatives."""
+    items drawn from its best `pool_size`, and the ranks of its positive and those negatives."""
     size = scores.shape[1]
     negatives = np.zeros((len(scores), NEGATIVES), np.int64)
     ranks = np.zeros((len(scores), 1 + NEGATIVES), np.int64)
@@ -241,11 +237,6 @@ def _negatives(scores: np.ndarray, positives: np.ndarray, pool_size: int, rng: n
         pool = best[n]
         pool = pool[pool != positives[n]]
         negatives[n] = rng.choice(pool, NEGATIVES) if len(pool) else positives[n]
-        if followers is not None:
-            mine = followers[n]
-            mine = mine[(mine != positives[n]) & np.isfinite(scores[n, mine])]  # servable, not seen
-            if len(mine):
-                negatives[n, -FOLLOWER_NEGATIVES:] = rng.choice(mine, FOLLOWER_NEGATIVES)
         ranks[n] = stable_ranks(scores[n], np.r_[positives[n], negatives[n]])
     return negatives, ranks
 
@@ -281,8 +272,7 @@ def _ranker_examples(catalog: Catalog, space: LearnedVectors, validation: np.nda
         scores[:, ~servable] = -np.inf
         for n, user in enumerate(who[part].tolist()):
             scores[n, fit.indices[fit.indptr[user]:fit.indptr[user + 1]]] = -np.inf
-        followers = [transitions.followers(history) for history in recent[part]]  # serving's `next` source
-        negatives[part], ranks[part] = _negatives(scores, rows[part], pool_size, rng, followers)
+        negatives[part], ranks[part] = _negatives(scores, rows[part], pool_size, rng)
     # the new users' copies: one retrieval for all of them (same vector, nothing seen); half keep the user's
     # attributes (a new user may bring some), half have none (user 0: no user has that id)
     cold = np.sort(rng.choice(len(who), int(len(who) * COLD_SHARE), replace=False))

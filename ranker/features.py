@@ -32,7 +32,7 @@ from catalog.schema import Schema
 from mesh.errors import InvalidArgument
 
 __all__ = [
-    "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "NEXT", "SOURCES",
+    "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "SOURCES",
     "FeatureSpace", "ItemCodes", "RecentItems", "assemble",
 ]
 
@@ -40,9 +40,7 @@ USER_DIM, ITEM_DIM, CONTEXT_DIM, CROSS_DIM = 2048, 2048, 512, 128
 FEATURE_DIM = USER_DIM + ITEM_DIM + CONTEXT_DIM + CROSS_DIM  # 4,736
 HIDDEN_ITEM = 512  # width of the first hidden layer: the item tower's output
 HEADS = OBJECTIVES
-SOURCES = ("interest", "cluster", "fresh", "popular", "next")  # bit 4, next: what follows the user's latest items
-NEXT = SOURCES.index("next")
-_SOURCE_COLUMNS = 4  # the first four are cross columns; `next` is described by the transition columns instead
+SOURCES = ("interest", "cluster", "fresh", "popular")
 FRESHNESS_DAYS = 7.0
 MAX_CODES = 24  # hashed columns kept per item (categories, tags, fields); more are dropped, rarest last
 _CROSS_FIXED = 17  # dot, 4 source bits, freshness, popularity, the dot's rank, 5 history, 2 trend, 2 transition
@@ -238,7 +236,7 @@ class FeatureSpace:
             out[:, 7] = np.log1p(ranks) / _RANK_SCALE
         else:
             out[:, 7] = np.log1p(n) / _RANK_SCALE
-        out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(_SOURCE_COLUMNS)) & 1
+        out[:, 1:5] = (sources[:, None].astype(np.int64) >> np.arange(4)) & 1
         out[:, 5] = np.exp(-np.clip(age_s, 0, None) / 86400 / FRESHNESS_DAYS)
         out[:, 6] = np.log1p(popularity) / 10
         if trend is not None:

@@ -1,5 +1,4 @@
-"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated
-(the ranker adds a fifth, next, from the model's transitions: Candidates.adding).
+"""Candidate retrieval from four sources (interest ANN, latent clusters, fresh, popular), merged and deduplicated.
 
 The index follows the catalog: servable items are added and removed in place as their changes arrive. It is
 exact (flat) while the catalog is small; as it grows, an IVF index with fresh k-means clusters is trained in
@@ -42,14 +41,6 @@ class Candidates:
     def source_names(self, index: int) -> list[str]:
         mask = int(self.sources[index])
         return [name for bit, name in enumerate(SOURCES) if mask >> bit & 1]
-
-    def adding(self, ids: np.ndarray, source: int) -> Candidates:
-        """These candidates and `ids` (proposed by `source`): an id already here takes the source's bit too."""
-        present = np.isin(ids, self.ids)
-        sources = self.sources | np.where(np.isin(self.ids, ids), np.uint8(1 << source), np.uint8(0))
-        new = ids[~present]
-        return Candidates(ids=np.r_[self.ids, new], sources=np.r_[sources, np.full(len(new), 1 << source, np.uint8)],
-                          scores=np.r_[self.scores, np.zeros(len(new), np.float32)])
 
 
 @dataclass

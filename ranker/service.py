@@ -24,7 +24,7 @@ from ranker import graphs
 from ranker.batching import Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
 from ranker.diversity import diversified_top_k
-from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, NEXT, USER_DIM, FeatureSpace, RecentItems
+from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
 from ranker.history import History
 from ranker.items import ItemTable
 from ranker.requests import MAX_CANDIDATES, MAX_K, keep_asked, validate
@@ -337,8 +337,6 @@ class Ranker:
                     found = Candidates(ids=given, sources=np.zeros(len(given), np.uint8), scores=np.zeros(len(given), np.float32))
                 else:
                     found = self.retriever.retrieve(user, request.candidate_count or DEFAULT_CANDIDATES)
-                    if len(recent_rows):  # what follows the user's latest items, whether or not retrieval found it
-                        found = found.adding(model.transitions.followers(recent_rows) + 1, NEXT)
                 found = keep_asked(request, tensors, found, self.items, self.seen)
                 rows = found.ids - 1
                 vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
@@ -358,9 +356,6 @@ class Ranker:
                 if light is not None and len(rows):
                     scored = light.scores(self._request_part(model, user_part, context_part), model.unit_terms[rows], dot)
                     kept = top_rows(scored, max(self.cascade_keep, request.k))  # never fewer than the feed asks
-                    # the light stage cannot see the transition columns: what follows the user's latest items is
-                    # always scored by the full model
-                    kept = np.union1d(kept, np.flatnonzero(found.sources & (1 << NEXT)))
                     if len(kept) < len(rows):
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]

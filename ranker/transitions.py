@@ -12,13 +12,12 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["DECAY", "FILE", "FOLLOWERS", "KEEP", "WINDOW", "Transitions"]
+__all__ = ["DECAY", "FILE", "KEEP", "WINDOW", "Transitions"]
 
 FILE = "transitions.npz"
 WINDOW = 20  # positions after an item that count as following it (weight 1/distance)
 KEEP = 100  # followers kept per item, the strongest (bounds the file: at most KEEP x items entries)
 DECAY = 0.8  # each older recent item weighs this times the next newer one
-FOLLOWERS = 100  # candidates the `next` source adds: the user's strongest followers, whatever retrieval found
 # chosen on the validation slice of ml-1m's training period (the transition score alone ranking the catalog, NDCG@20;
 # GRU4Rec on the same slice: see BENCHMARKS.md): window 1 0.138, 3 0.201, 10 0.225, 20 0.230, 50 0.232 (with the
 # 10 latest items; 20 was a little better than 50 with the 20 latest); 10 latest items 0.225 against 5 0.220 and 20
@@ -116,22 +115,6 @@ class Transitions:
                 a, b = self.indptr[recent[0]], self.indptr[recent[0] + 1]
                 out[:, 1] = _lookup(self.indices[a:b], self.shares[a:b], candidates)
         return out
-
-    def followers(self, recent: np.ndarray, count: int = FOLLOWERS) -> np.ndarray:
-        """The item rows that most follow the user's recent items (newest first; -1 pads), best first, at most
-        `count`: the `next` source's candidates."""
-        columns, values = [], []
-        for k, row in enumerate(np.asarray(recent, np.int64).tolist()):
-            if 0 <= row < self.rows:
-                a, b = self.indptr[row], self.indptr[row + 1]
-                columns.append(self.indices[a:b])
-                values.append(self.shares[a:b] * DECAY ** k)
-        if not columns:
-            return np.zeros(0, np.int64)
-        found, at = np.unique(np.concatenate(columns), return_inverse=True)
-        summed = np.bincount(at, weights=np.concatenate(values))
-        best = np.argsort(-summed, kind="stable")[:count]
-        return found[best].astype(np.int64)
 
     def save(self, path: Path) -> None:
         np.savez(path, indptr=self.indptr, indices=self.indices, shares=self.shares)

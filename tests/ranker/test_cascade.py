@@ -8,7 +8,6 @@ from feedserve.v1 import ranker_pb2
 from mesh.methods import HeapOutputs
 from ranker.cascade import LIGHT_FILE, LightFit, load_light_stage, top_rows
 from ranker.service import MAX_CANDIDATES
-from ranker.transitions import FOLLOWERS
 from tests.stack import ranker_for
 
 
@@ -34,13 +33,12 @@ def test_a_cascade_that_keeps_every_candidate_returns_the_full_models_top_k(cata
 
 
 def test_the_full_model_scores_only_the_kept_candidates_and_scores_them_as_it_would_alone(catalog, manifest) -> None:
-    """Keeping 200: the full model scores 200 of the 2,400 considered (and the `next` source's candidates, which the
-    light stage cannot judge), and each kept candidate's score is the one the full model gives it when it scores
-    every candidate (the rank feature is taken among all of them)."""
+    """Keeping 200: the full model scores 200 of the 2,400 considered, and each kept candidate's score is the one the
+    full model gives it when it scores every candidate (the rank feature is taken among all of them)."""
     full = ranker_for(catalog, manifest, cascade_keep=0)
     cascade = ranker_for(catalog, manifest, cascade_keep=200)
     reply, outputs = _rank(cascade, catalog, 3)
-    assert reply.candidates_considered > 1000 and 200 <= reply.candidates_scored <= 200 + FOLLOWERS
+    assert reply.candidates_considered > 1000 and reply.candidates_scored == 200
     _, every = _rank(full, catalog, 3)
     by_id = dict(zip(every.arrays["candidate_ids"].tolist(), every.arrays["scores"].tolist()))
     kept = outputs.arrays["candidate_ids"].tolist()
@@ -121,8 +119,7 @@ def test_on_an_empty_catalog_the_full_model_ranks_until_items_arrive_then_the_ca
 
 
 def test_the_cascade_never_keeps_fewer_candidates_than_the_feed_asks_for(catalog, manifest) -> None:
-    """Keeping 20 while a request asks for 50 items: the full model scores 50 (and the `next` source's candidates,
-    which always pass), and 50 come back."""
+    """Keeping 20 while a request asks for 50 items: the full model scores 50, and 50 come back."""
     cascade = ranker_for(catalog, manifest, cascade_keep=20)
     reply, _ = _rank(cascade, catalog, 9, k=50)
-    assert 50 <= reply.candidates_scored <= 50 + FOLLOWERS and len(reply.items) == 50
+    assert reply.candidates_scored == 50 and len(reply.items) == 50

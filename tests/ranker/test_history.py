@@ -141,21 +141,6 @@ class TestTransitions:
         assert back.share(np.array([1]), np.array([1])).tolist() == [np.float32(2 / 3)]
 
 
-    def test_followers_come_best_first_and_join_the_candidates_as_the_next_source(self) -> None:
-        """followers() ranks by the decayed shares; Candidates.adding keeps retrieval's candidates, adds the new ones
-        with the `next` bit, and sets that bit on one retrieval had found too."""
-        from ranker.features import NEXT
-        from ranker.retrieval import Candidates
-
-        table = Transitions.fit([np.array([1, 2]), np.array([1, 3]), np.array([1, 3]), np.array([4, 5])], items=6)
-        assert table.followers(np.array([1, 4])).tolist() == [5, 3, 2]  # 1 x DECAY, 2/3, 1/3
-        assert table.followers(np.array([-1])).tolist() == []
-        found = Candidates(ids=np.array([3, 9]), sources=np.array([1, 8], np.uint8), scores=np.array([0.5, 0.0], np.float32))
-        merged = found.adding(table.followers(np.array([1, 4])) + 1, NEXT)
-        assert merged.ids.tolist() == [3, 9, 6, 4]
-        assert [merged.source_names(i) for i in range(4)] == [["interest", "next"], ["popular"], ["next"], ["next"]]
-        assert merged.scores.tolist() == [0.5, 0.0, 0.0, 0.0]
-
 
 class TestExampleRanks:
     def test_ranks_equal_a_full_stable_sort(self) -> None:
