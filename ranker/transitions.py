@@ -19,7 +19,7 @@ WINDOW = 20  # positions after an item that count as following it (weight 1/dist
 KEEP = 100  # followers kept per item, the strongest (bounds the file: at most KEEP x items entries)
 DECAY = 0.8  # each older recent item weighs this times the next newer one
 # chosen on the validation slice of ml-1m's training period (the transition score alone ranking the catalog, NDCG@20;
-# GRU4Rec on the same slice: see BENCHMARKS.md): window 1 0.138, 3 0.201, 10 0.225, 20 0.230, 50 0.232 (with the
+# BENCHMARKS.md, issue 23, third session): window 1 0.138, 3 0.201, 10 0.225, 20 0.230, 50 0.232 (with the
 # 10 latest items; 20 was a little better than 50 with the 20 latest); 10 latest items 0.225 against 5 0.220 and 20
 # 0.225 (window 10); decay 0.8 over 0.5 and 0.9
 
@@ -29,6 +29,9 @@ class Transitions:
 
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, shares: np.ndarray) -> None:
         self.indptr, self.indices, self.shares = indptr, indices, shares
+        # rows are contiguous and each row's columns sorted: (row, column) as one key is sorted over the whole table
+        rows = len(indptr) - 1
+        self._keys = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr)) * rows + indices
 
     @property
     def rows(self) -> int:
@@ -68,24 +71,7 @@ class Transitions:
         frm, to = np.asarray(frm, np.int64), np.asarray(to, np.int64)
         out = np.zeros(frm.shape, np.float32)
         known = (frm >= 0) & (frm < self.rows)
-        f, t = frm[known], to[known]
-        start, end = self.indptr[f], self.indptr[f + 1]
-        # a binary search per pair within its row: lo/hi move together, vectorised over the pairs
-        lo, hi = start.copy(), end.copy()
-        while True:
-            active = lo < hi
-            if not active.any():
-                break
-            mid = (lo + hi) // 2
-            smaller = np.zeros(len(mid), bool)
-            smaller[active] = self.indices[mid[active]] < t[active]
-            lo = np.where(active & smaller, mid + 1, lo)
-            hi = np.where(active & ~smaller, mid, hi)
-        found = lo < end
-        found[found] = self.indices[lo[found]] == t[found]
-        values = np.zeros(len(f), np.float32)
-        values[found] = self.shares[lo[found]]
-        out[known] = values
+        out[known] = _lookup(self._keys, self.shares, frm[known] * self.rows + to[known])
         return out
 
     def scores(self, recent: np.ndarray, candidates: np.ndarray) -> np.ndarray:
