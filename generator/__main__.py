@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
+import sys
 from pathlib import Path
 
 from catalog import ChangeFollower, open_store
@@ -62,6 +63,11 @@ def build_parser() -> argparse.ArgumentParser:
                              "throughput work, and on a host it shares with the gateway and ranker it yields the cores "
                              "first, so that a tenant's generations cannot slow other tenants' feeds (0: same priority) "
                              "(default: %(default)s)")
+    parser.add_argument("--idle-class", action=argparse.BooleanOptionalAction, default=True,
+                        help="run generation in Linux's SCHED_IDLE class: a feed-path thread that wakes on a core it "
+                             "holds takes that core at once, where nice alone lets the running slice end first "
+                             "(measured with bench/chaos.py: victim P99 ratio 1.49 with nice 19, 1.35 with both) "
+                             "(default: %(default)s)")
     parser.add_argument("--log-level", default="INFO")
     add_tls_arguments(parser)
     return parser
@@ -73,6 +79,11 @@ def main() -> None:
     configure(tls_from_args(args))
     if args.nice:
         os.nice(args.nice)  # (a thread's on Linux) before the model and server threads start: they inherit it
+    if args.idle_class:
+        try:  # the same: threads started after this inherit the policy
+            os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        except OSError as error:  # a sandbox may forbid the call; nice still holds
+            print(f"generator: could not take SCHED_IDLE ({error}); running at nice {os.nice(0)} only", file=sys.stderr)
     log = get_logger("generator")
     paramserver: list[ParamServerClient] = []
     followers: list[ChangeFollower] = []

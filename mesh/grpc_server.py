@@ -13,6 +13,7 @@ import uvloop
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1._async import HealthServicer
 from grpc_reflection.v1alpha import reflection
+from threadpoolctl import threadpool_limits
 
 from mesh.logging import configure_logging, get_logger
 from mesh.roles import RoleInterceptor
@@ -20,7 +21,7 @@ from mesh.rpclog import RpcLogInterceptor
 from mesh.security import Tls, add_port, configured
 from mesh.tracing import configure_tracing
 
-__all__ = ["ServiceServer", "start_server", "run_service", "GRPC_OPTIONS", "PUBLIC_MAX_MESSAGE_BYTES"]
+__all__ = ["ServiceServer", "start_server", "run_service", "single_blas_thread", "GRPC_OPTIONS", "PUBLIC_MAX_MESSAGE_BYTES"]
 
 # Ranker-shaped messages reach tens of MiB with full score vectors; the 4 MiB default is too small.
 MAX_MESSAGE_BYTES = 64 * 1024 * 1024
@@ -92,6 +93,15 @@ async def start_server(registrations: Registrations, address: str,
     return ServiceServer(server, health, port)
 
 
+def single_blas_thread() -> None:
+    """BLAS on the calling thread only, for the rest of the process.
+
+    A service answers many requests at once on its own threads, each BLAS call small. OpenBLAS's pool split those
+    calls and then busy-waited for the next: measured, one pool thread took 14.7 of a ranker's 18.3 CPU seconds
+    at 20 feeds/s (bench/chaos.py's victim), a core that the feeds themselves needed."""
+    threadpool_limits(1, "blas")
+
+
 def run_service(
     service: str,
     build: Callable[[], Awaitable[Registrations]],
@@ -106,6 +116,7 @@ def run_service(
 ) -> None:
     """Run a service in the foreground until SIGTERM or SIGINT, then drain and exit. `on_start` sees the
     started server (its health servicer) on the event loop's thread."""
+    single_blas_thread()
     configure_logging(service, log_level)
     configure_tracing(service)
     log = get_logger(service)

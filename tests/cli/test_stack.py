@@ -66,6 +66,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         # the generator alone runs below the feed path's CPU priority (python -m generator --nice 19, the lowest)
         ours = os.getpriority(os.PRIO_PROCESS, 0)
         assert sorted(os.getpriority(os.PRIO_PROCESS, pid) for pid in pids) == [ours, ours, ours, 19]
+        # and in SCHED_IDLE, so that a waking feed-path thread takes its core at once
+        assert sorted(os.sched_getscheduler(pid) for pid in pids) == sorted([os.SCHED_OTHER] * 3 + [os.SCHED_IDLE])
 
         address = f"127.0.0.1:{gateway}"
         feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)
