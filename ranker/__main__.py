@@ -18,6 +18,7 @@ from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from ranker.cold import COLD_POPULARITY_WEIGHT
 from ranker.exported import MODEL_NAME, newest_model
 from ranker.features import HEADS
 from ranker.service import DEFAULT_KEEP, Ranker, RankerServicer
@@ -85,6 +86,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--cascade-keep", type=int, default=DEFAULT_KEEP,
                         help="candidates the full model scores after the cascade's light stage ranks them all; 0: the "
                              "full model scores every candidate (default: %(default)s)")
+    parser.add_argument("--cold-popularity", type=float, default=COLD_POPULARITY_WEIGHT,
+                        help="a new user's feed (no vector, no history): popularity's weight beside the model's "
+                             "scores, both standardised over the candidates; 0: the scores alone, inf: popularity "
+                             "alone (default: %(default)s)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     add_tls_arguments(parser)
@@ -98,6 +103,9 @@ def main() -> None:
         parser.error("--store (or $FEEDSERVE_STORE) is needed: the catalog the ranker serves")
     if args.cascade_keep < 0:
         parser.error(f"--cascade-keep is expected to be >= 0 (0: the full model scores every candidate), got {args.cascade_keep}")
+    if not args.cold_popularity >= 0:  # NaN too
+        parser.error(f"--cold-popularity is expected to be >= 0 (0: the scores alone, inf: popularity alone), got "
+                     f"{args.cold_popularity}")
     configure(tls_from_args(args))
 
     def build():
@@ -114,7 +122,8 @@ def main() -> None:
         core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                       state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
-                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing)
+                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing,
+                      cold_popularity=args.cold_popularity)
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

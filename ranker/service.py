@@ -23,6 +23,7 @@ from mesh.timing import HopRecorder, now_ns
 from ranker import graphs
 from ranker.batching import Job
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
+from ranker.cold import COLD_POPULARITY_WEIGHT, cold_blend
 from ranker.diversity import diversified_top_k
 from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
 from ranker.history import History
@@ -60,13 +61,14 @@ class Ranker:
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
                  state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP,
-                 routing: Path | None = None) -> None:
+                 routing: Path | None = None, cold_popularity: float = COLD_POPULARITY_WEIGHT) -> None:
         if cascade_keep < 0:
             raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
         self.engine_options = (precision, device, threads, head_weights)  # how every version is loaded
         self.cascade_fit: threading.Thread | None = None  # fitting the primary's light stage once items arrived
         self.cascade_keep = cascade_keep
         self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
+        self.cold_popularity = cold_popularity  # a new user's feed: popularity's weight beside the scores (ranker/cold.py)
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
         self.items = ItemTable(self.space)
@@ -379,6 +381,8 @@ class Ranker:
                 for head, weight in request.head_weights.items():
                     blend[HEADS.index(head)] = weight
                 scores[...] = heads @ blend
+        if not known and recent is None and n:  # a new user: nothing of theirs to rank by
+            scores[...] = cold_blend(scores, popularity, self.cold_popularity)
         chosen = (diversified_top_k(scores, categories, min(request.k, n)) if self.diversify
                   else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:

@@ -25,8 +25,10 @@ from ranker.transitions import Transitions
 from tests.stack import CLOCK, start_ranker
 
 
-async def _with_ranker(catalog, manifest, body, store: str | None = None) -> None:
+async def _with_ranker(catalog, manifest, body, store: str | None = None, **options) -> None:
     server, core = await start_ranker(catalog, manifest, store)
+    for name, value in options.items():  # the core's settings, as python -m ranker's options set them
+        setattr(core, name, value)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
             await body(ranker_pb2_grpc.RankerStub(channel))
@@ -96,7 +98,7 @@ class TestRank:
 
     def test_missing_user_vector_ranks_from_the_models_cold_start_vector(self, catalog, manifest, run) -> None:
         """No vector: the feed is the one the model's cold-start vector (the mean learned user) gets, flagged cold
-        start."""
+        start (popularity's part in a new user's feed set aside)."""
         cold = np.asarray(manifest.extra["cold_start"], np.float32)
 
         async def body(stub) -> None:
@@ -106,7 +108,29 @@ class TestRank:
             assert not explicit.cold_start
             assert [i.item_id for i in reply.items] == [i.item_id for i in explicit.items]
 
-        run(_with_ranker(catalog, manifest, body))
+        run(_with_ranker(catalog, manifest, body, cold_popularity=0.0))
+
+    def test_a_new_users_feed_leans_on_popularity_and_a_known_users_does_not(self, catalog, manifest, run) -> None:
+        """With popularity's weight alone (infinite), a new user (no vector, no history) is shown the candidates in
+        order of popularity; a known user's feed is the model's order whatever the weight."""
+
+        async def body() -> None:
+            server, core = await start_ranker(catalog, manifest)
+            core.cold_popularity, core.diversify = float("inf"), False
+            try:
+                async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
+                    stub = ranker_pb2_grpc.RankerStub(channel)
+                    cold = await stub.Rank(ranker_pb2.RankRequest(k=20))
+                    counts = [float(core.items.popularity[i.item_id - 1]) for i in cold.items]
+                    assert cold.cold_start and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+                    known = ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=20)
+                    scores = [i.score for i in (await stub.Rank(known)).items]
+                    assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
+            finally:
+                await server.stop(0)
+                core.close()
+
+        run(body())
 
     def test_every_source_contributes_for_a_known_user(self, catalog, manifest, run) -> None:
         """Interest, cluster, fresh and popular candidates all reach the scored set, each tagged with its source."""
