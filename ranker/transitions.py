@@ -30,8 +30,7 @@ class Transitions:
     def __init__(self, indptr: np.ndarray, indices: np.ndarray, shares: np.ndarray) -> None:
         self.indptr, self.indices, self.shares = indptr, indices, shares
         # rows are contiguous and each row's columns sorted: (row, column) as one key is sorted over the whole table
-        rows = len(indptr) - 1
-        self._keys = np.repeat(np.arange(rows, dtype=np.int64), np.diff(indptr)) * rows + indices
+        self._keys = np.repeat(np.arange(self.rows, dtype=np.int64), np.diff(indptr)) * self.rows + indices
 
     @property
     def rows(self) -> int:
@@ -70,7 +69,8 @@ class Transitions:
         """The follow share of each pair (frm[i] -> to[i]); 0 for a pair never seen or a row past the table."""
         frm, to = np.asarray(frm, np.int64), np.asarray(to, np.int64)
         out = np.zeros(frm.shape, np.float32)
-        known = (frm >= 0) & (frm < self.rows)
+        # both ends inside the table: a column past it would alias the next row's key (row * rows + column)
+        known = (frm >= 0) & (frm < self.rows) & (to >= 0) & (to < self.rows)
         out[known] = _lookup(self._keys, self.shares, frm[known] * self.rows + to[known])
         return out
 

@@ -140,6 +140,13 @@ class TestTransitions:
         back = Transitions.load(tmp_path / "t.npz")
         assert back.share(np.array([1]), np.array([1])).tolist() == [np.float32(2 / 3)]
 
+    def test_an_item_past_the_table_follows_nothing(self) -> None:
+        """A candidate added after the table was learned (a column past it) shares 0, never the share of another
+        pair whose key it would alias (row 0 -> column 3 against row 1 -> column 0, in a 3-item table)."""
+        table = Transitions.fit([np.array([1, 0])], items=3, window=1)
+        assert table.share(np.array([1]), np.array([0])).tolist() == [1.0]
+        assert table.share(np.array([0, 0]), np.array([3, -1])).tolist() == [0.0, 0.0]
+
 
 
 class TestExampleRanks:

@@ -3,6 +3,8 @@ change feed (new, deleted, hidden items), feed options, read-your-writes, bad in
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 import grpc
@@ -25,16 +27,24 @@ from ranker.transitions import Transitions
 from tests.stack import CLOCK, start_ranker
 
 
-async def _with_ranker(catalog, manifest, body, store: str | None = None, **options) -> None:
+@asynccontextmanager
+async def _ranker(catalog, manifest, store: str | None = None, **options) -> AsyncIterator[tuple[object, Ranker]]:
+    """A Ranker on a real gRPC server, `options` set on its core as python -m ranker's options set them: its stub
+    and its core."""
     server, core = await start_ranker(catalog, manifest, store)
-    for name, value in options.items():  # the core's settings, as python -m ranker's options set them
+    for name, value in options.items():
         setattr(core, name, value)
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-            await body(ranker_pb2_grpc.RankerStub(channel))
+            yield ranker_pb2_grpc.RankerStub(channel), core
     finally:
         await server.stop(0)
         core.close()
+
+
+async def _with_ranker(catalog, manifest, body, store: str | None = None, **options) -> None:
+    async with _ranker(catalog, manifest, store, **options) as (stub, _):
+        await body(stub)
 
 
 class TestRank:
@@ -115,20 +125,13 @@ class TestRank:
         order of popularity; a known user's feed is the model's order whatever the weight."""
 
         async def body() -> None:
-            server, core = await start_ranker(catalog, manifest)
-            core.cold_popularity, core.diversify = float("inf"), False
-            try:
-                async with grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as channel:
-                    stub = ranker_pb2_grpc.RankerStub(channel)
-                    cold = await stub.Rank(ranker_pb2.RankRequest(k=20))
-                    counts = [float(core.items.popularity[i.item_id - 1]) for i in cold.items]
-                    assert cold.cold_start and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
-                    known = ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=20)
-                    scores = [i.score for i in (await stub.Rank(known)).items]
-                    assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
-            finally:
-                await server.stop(0)
-                core.close()
+            async with _ranker(catalog, manifest, cold_popularity=float("inf"), diversify=False) as (stub, core):
+                cold = await stub.Rank(ranker_pb2.RankRequest(k=20))
+                counts = [float(core.items.popularity[i.item_id - 1]) for i in cold.items]
+                assert cold.cold_start and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
+                known = ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=20)
+                scores = [i.score for i in (await stub.Rank(known)).items]
+                assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
 
         run(body())
 
