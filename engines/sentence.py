@@ -15,6 +15,7 @@ import numpy as np
 from engines.base import ModelManifest, load_manifest, write_manifest
 from engines.export import legacy_export
 from engines.onnx import OnnxEngine
+from mesh.progress import working
 
 __all__ = ["SentenceEncoder", "ensure_encoder", "DIM"]
 
@@ -78,6 +79,11 @@ def ensure_encoder(home: Path) -> ModelManifest:
     directory = home / "encoder" / _NAME
     if (directory / "manifest.json").exists():
         return load_manifest(directory)
+    with working(f"converting the sentence encoder ({_NAME}) to ONNX, once"):
+        return _convert(directory)
+
+
+def _convert(directory: Path) -> ModelManifest:
     import torch
     from safetensors.numpy import load_file
 

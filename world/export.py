@@ -9,6 +9,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from mesh.progress import working
 from world.synthetic import _ADJECTIVES, _NOUNS, CATEGORIES, World
 
 __all__ = ["export_world", "IMPORT_MAPPING", "SCHEMA"]
@@ -32,6 +33,12 @@ def export_world(world: World, out: Path) -> dict[str, Path]:
     paths = {kind: out / f"{kind}.parquet" for kind in ("items", "users", "events")}
     if all(p.exists() for p in paths.values()):
         return paths
+    with working(f"writing the world's items, users and events as import files (Parquet) in {out}"):
+        _export(world, paths)
+    return paths
+
+
+def _export(world: World, paths: dict[str, Path]) -> None:
     attributes = np.asarray(world.item_attributes)
     category = np.asarray(world.item_category)
     titles = [f"The {_ADJECTIVES[a]} {_NOUNS[n]} of {CATEGORIES[c]}" for a, n, c in
@@ -56,7 +63,6 @@ def export_world(world: World, out: Path) -> dict[str, Path]:
         "user": logs["user"].astype(str), "item": logs["item"].astype(str),
         "event": logs["event"].astype(np.int64), "timestamp": logs["timestamp"].astype(np.int64),
     })
-    return paths
 
 
 def _write(path: Path, columns: dict) -> None:
