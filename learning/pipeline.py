@@ -3,6 +3,7 @@ learn on everything and export the next version (its space staged in the store, 
 
 from __future__ import annotations
 
+import io
 from pathlib import Path
 from typing import TextIO
 
@@ -11,6 +12,7 @@ from engines import ModelManifest
 from learning.evaluation import best_baseline, evaluate_per_user
 from learning.training import TrainingError, export_trained, load_catalog, train
 from learning.vectors import GRID, AlsParams
+from mesh.progress import working
 
 __all__ = ["fit_and_export", "quality_table"]
 
@@ -52,7 +54,8 @@ def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, grid: lis
             raise TrainingError(f"NDCG@20 {metrics['ndcg20']:.4f} does not beat popularity's "
                                 f"{metrics['ndcg20_popularity']:.4f} on the per-user split: not exported")
         grid = [report.params]
-    catalog = load_catalog(store, schema, dim)
+    with working("reading the catalog and its event log from the store", stream or io.StringIO()):
+        catalog = load_catalog(store, schema, dim)
     trained = train(catalog, grid, epochs, stream=stream)
     trained.metrics.update(metrics)
-    return export_trained(trained, store, schema, root, catalog.sequence)
+    return export_trained(trained, store, schema, root, catalog.sequence, stream=stream)

@@ -15,11 +15,11 @@ import numpy as np
 from catalog import Schema, Store
 from engines import ModelManifest
 from engines.base import load_manifest
+from learning.examples import ranker_examples
 from learning.training import (
     VALIDATION_SHARE,
     Catalog,
     TrainingError,
-    _ranker_examples,
     export,
     fit_ranker,
     fit_transitions,
@@ -84,7 +84,7 @@ def train_on_served_space(store: Store, schema: Schema, root: Path, dim: int, ep
     held = per_user_holdout(events["user"], events["timestamp"], VALIDATION_SHARE)
     fit = interactions(events["user"][~held], events["item"][~held], events["event"][~held],
                        (catalog.user_rows, catalog.items.size))
-    examples = _ranker_examples(catalog, vectors, np.flatnonzero(held), fit, fit_transitions(catalog, ~held), rng)
+    examples = ranker_examples(catalog, vectors, np.flatnonzero(held), fit, fit_transitions(catalog, ~held), rng)
     weights = fit_ranker(examples, epochs, 512, rng, stream)
     metrics = {"examples": float(len(examples)), "events": float(len(events["user"])), "seed": float(seed)}
     version = next_version(root)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import scipy.sparse as sp
 
-from learning.metrics import auc, gain, mean_ndcg, ndcg_at, ndcg_hr, recall, top_k
+from learning.metrics import auc, best_columns, gain, mean_ndcg, ndcg_at, ndcg_hr, recall, top_k
 
 
 def _relevant(rows: list[list[int]], items: int) -> sp.csr_matrix:
@@ -47,3 +47,31 @@ def test_top_k_leaves_out_the_excluded_and_mean_ndcg_scores_in_blocks() -> None:
     whole = mean_ndcg(lambda rows: scores[rows], seen, relevant, np.arange(2), k=2)
     blocks = mean_ndcg(lambda rows: scores[rows], seen, relevant, np.arange(2), k=2, block=1)
     assert whole == pytest.approx(blocks) == pytest.approx((1 / math.log2(3) + 1 / math.log2(3)) / 2)
+
+
+def test_the_sampled_selection_finds_each_rows_best_columns() -> None:
+    """The builder's pool (a threshold estimated from a sample of columns, then a partition of what passes) is
+    each row's exact best set, also for a row that is mostly -inf and a row whose best are all in one corner."""
+    rng = np.random.default_rng(3)
+    scores = rng.standard_normal((20, 50_000)).astype(np.float32)
+    scores[1, 150:] = -np.inf
+    scores[2, :300] += 100.0  # the best 300 sit together, where a sample of columns may miss most of them
+    best = best_columns(scores, 200)
+    expected = np.argpartition(-scores, 199, axis=1)[:, :200]
+    assert [sorted(row) for row in best[[0, 2, *range(3, 20)]].tolist()] == \
+        [sorted(row) for row in expected[[0, 2, *range(3, 20)]].tolist()]
+    assert set(range(150)) <= set(best[1].tolist())  # the 150 finite ones, then any -inf
+
+
+def test_top_k_over_a_wide_catalog_equals_a_full_sort() -> None:
+    """On a catalog wide enough for the sampled selection, top_k gives each row's best k in order, as a full sort
+    of the row (with seen items left out) does."""
+    rng = np.random.default_rng(5)
+    scores = rng.standard_normal((8, 60_000)).astype(np.float32)
+    seen = _relevant([[int(np.argmax(row))] for row in scores], 60_000)
+    expected = []
+    for n, row in enumerate(scores):
+        masked = row.copy()
+        masked[seen.indices[seen.indptr[n]:seen.indptr[n + 1]]] = -np.inf
+        expected.append(np.argsort(-masked, kind="stable")[:20].tolist())
+    assert top_k(scores, seen, np.arange(8), 20).tolist() == expected

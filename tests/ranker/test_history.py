@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from learning.training import stable_ranks
+from learning.examples import pool_ranks, stable_ranks
 from ranker.features import FeatureSpace, RecentItems
 from ranker.history import RECENT, History, snapshots
 from ranker.items import TREND_HALF_LIVES, ItemTable, trend_before
@@ -160,3 +160,27 @@ class TestExampleRanks:
         rank[order] = np.arange(500)
         columns = rng.choice(500, 40, replace=False)
         assert stable_ranks(scores, columns).tolist() == rank[columns].tolist()
+
+    def test_ranks_among_the_interest_candidates_as_serving_counts_them(self) -> None:
+        """The builder ranks an item among each row's interest candidates (its best 40 here) as serving ranks a
+        candidate: where a stable descending sort of the candidates, plus the item, puts it. An item from outside
+        (another source's) comes after all of them; ties and -inf (unservable) items included. When the candidates
+        are the whole row, that is the full sort's rank."""
+        rng = np.random.default_rng(2)
+        scores = rng.integers(0, 50, (6, 400)).astype(np.float32)
+        scores[:, :5] = -np.inf
+        scores[1] = rng.standard_normal(400)
+        pool = np.argpartition(-scores, 39, axis=1)[:, :40]
+        columns = np.c_[rng.integers(0, 400, (6, 3)), pool[:, :10]]
+        expected = []
+        for row, best, cols in zip(scores, pool, columns):
+            ranks = []
+            for column in cols.tolist():
+                shown = np.union1d(best, [column])  # by index: a stable sort breaks ties by it
+                order = shown[np.argsort(-row[shown], kind="stable")]
+                ranks.append(int(np.flatnonzero(order == column)[0]))
+            expected.append(ranks)
+        assert pool_ranks(scores, pool, columns).tolist() == expected
+        everything = np.broadcast_to(np.arange(400), (6, 400))
+        assert pool_ranks(scores, everything, columns).tolist() == \
+            [stable_ranks(row, cols).tolist() for row, cols in zip(scores, columns)]
