@@ -16,7 +16,7 @@ from mesh.progress import Progress
 
 __all__ = ["WorldSpec", "World", "ensure_world", "load_world", "CATEGORIES"]
 
-FORMAT_VERSION = 3
+FORMAT_VERSION = 4
 DIM = 64
 CATEGORIES = (
     "tech", "science", "sports", "music", "film", "travel", "food", "fashion",
@@ -37,6 +37,11 @@ _SIM_EVENTS = np.array([2, 3, 4, 6], dtype=np.int8)
 DEVICES = ("phone", "tablet", "desktop", "tv")
 SURFACES = ("home", "explore", "search", "notification")
 ATTRIBUTE_CARDINALITY = 5_000  # item author/region and user country/language/age/cohort codes
+# impressions a user came to through their own tastes (an item of a favourite category, by its popularity there);
+# the rest are what is popular overall. Shared tastes are then what a collaborative learner finds in the logs: with
+# impressions by popularity alone, the first-run model scored 0.0099 NDCG@20, barely above noise; on the per-user
+# split of the default world, plain ALS against popularity was 1.9x with 0.8 of impressions by taste, 2.3x with 0.9
+TASTE_SHARE = 0.9
 
 
 @dataclass(frozen=True)
@@ -164,10 +169,22 @@ def _build(spec: WorldSpec, out: Path, progress: Progress) -> None:
     ).astype(np.int32)
     progress.advance(note="users")
 
-    # Interactions: impressions drawn by popularity; engagement follows taste, freshness and popularity.
+    # Interactions: impressions mostly from the user's favourite categories, the rest by popularity; engagement
+    # follows taste, freshness and popularity.
     n = spec.interactions
     users = rng.integers(0, spec.users, n)
     items = rng.choice(spec.items, n, p=popularity / popularity.sum())
+    tasteful = np.flatnonzero(rng.random(n) < TASTE_SHARE)
+    pick = (rng.random(len(tasteful))[:, None] > np.cumsum(weights[users[tasteful]], axis=1)[:, :2]).sum(axis=1)
+    chosen = favourites[users[tasteful], pick]
+    members = np.argsort(category, kind="stable")
+    bounds = np.searchsorted(category[members], np.arange(len(CATEGORIES) + 1))
+    for c in range(len(CATEGORIES)):
+        among, within = members[bounds[c]:bounds[c + 1]], tasteful[chosen == c]
+        if len(among) and len(within):
+            cumulative = np.cumsum(popularity[among], dtype=np.float64)
+            at = np.searchsorted(cumulative, rng.random(len(within)) * cumulative[-1], side="right")
+            items[within] = among[np.minimum(at, len(among) - 1)]
     affinity = np.einsum("nd,nd->n", tastes[users], embeddings[items])
     age_days = (now - published[items]) / 86400
     hour = rng.integers(0, 24, n)

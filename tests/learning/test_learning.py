@@ -89,17 +89,28 @@ def served_slice(movielens, tmp_path_factory: pytest.TempPathFactory):
     return directory / "slice.db", manifest
 
 
+@pytest.fixture(params=["movielens", "default-world"])
+def served(request: pytest.FixtureRequest, tmp_path: Path):
+    """A served store, its model and schema: the real MovieLens slice, or the simulator's world as `feedserve up`
+    builds it by default (smaller: the test catalog), whose users have tastes a collaborative learner can find."""
+    if request.param == "movielens":
+        path, manifest = request.getfixturevalue("served_slice")
+        return path, manifest, preset_schema("movielens")
+    catalog = request.getfixturevalue("catalog")
+    return Path(catalog.copy(tmp_path / "world")), catalog.manifest, catalog.schema
+
+
 class TestDriftOnTheLearnedSpace:
-    def test_a_like_moves_the_next_feed_toward_the_items_neighbourhood(self, served_slice, tmp_path: Path) -> None:
-        """On real data: after a user likes an item far from their taste (three likes, through the paramserver's
-        drift), the Ranker's next feed for their moved vector sits closer to that item in the learned space."""
+    def test_a_like_moves_the_next_feed_toward_the_items_neighbourhood(self, served, tmp_path: Path) -> None:
+        """On real data and on the default world: after a user likes an item far from their taste (three likes,
+        through the paramserver's drift), the Ranker's next feed for their moved vector sits closer to that item in
+        the learned space."""
         from feedserve.v1 import common_pb2, paramserver_pb2, ranker_pb2
         from learning.training import current_user_vectors, load_catalog
         from mesh.methods import HeapOutputs
         from paramserver.service import ParamServer
 
-        path, manifest = served_slice
-        schema = preset_schema("movielens")
+        path, manifest, schema = served
         store = open_store(path)
         ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
         paramserver = ParamServer(DIM, tmp_path / "paramserver", store=open_store(path))
