@@ -24,7 +24,7 @@ from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from learning.pipeline import fit_and_export
 from learning.training import MODEL_NAME, current_user_vectors, load_catalog, newest_model
 from learning.vectors import AlsParams
-from mesh.progress import Progress
+from mesh.progress import Progress, working
 from mesh.security import open_channel
 from mesh.tensors import to_tensor
 from world import WorldSpec, ensure_world
@@ -86,14 +86,15 @@ def activate(store: Store, schema: Schema, manifest: ModelManifest, paramserver:
     space = int(manifest.extra.get("space", 0))
     if space == store.active_space():
         return 0
-    store.publish_space(space)
-    print(f"publishing learned space {space} of {manifest.name}/{manifest.version}", file=stream)
+    with working(f"publishing learned space {space} of {manifest.name}/{manifest.version}", stream):
+        store.publish_space(space)
     return seed_users(store, schema, paramserver, stream)
 
 
 def seed_users(store: Store, schema: Schema, paramserver: str, stream: TextIO) -> int:
     """Every user's vector in the served space, upserted into the paramserver."""
-    ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
+    with working("every user's vector now: learned, then moved by the events since", stream):
+        ids, vectors = current_user_vectors(store, load_catalog(store, schema, DIM))
     return upsert_users(paramserver, ids, vectors, stream)
 
 

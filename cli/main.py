@@ -35,6 +35,7 @@ from cli.queries import (
 from cli.replay import command as replay_command
 from cli.security import certs_command, health_command, keys_command, stack_security
 from cli.stack import Stack
+from cli.tiers import BackgroundTiers
 from engines.sentence import DIM, ensure_encoder
 from feedserve.v1 import common_pb2
 from generator.training import FORMAT as TIER_FORMAT
@@ -45,6 +46,7 @@ from learning.training import MODEL_NAME, TrainingError
 from learning.vectors import GRID, QUICK_GRID
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
 from mesh.errors import Unavailable
+from mesh.progress import working
 from mesh.roles import SERVICE_ROLES
 from mesh.security import is_loopback
 from world import WorldSpec, ensure_world
@@ -107,11 +109,13 @@ def _encoder(args: argparse.Namespace) -> int:
 
 
 def _tiers(args: argparse.Namespace) -> int:
-    """Show the generation tiers in HOME; with --retrain, train them afresh instead of using the packaged ones."""
+    """Install what generation needs that HOME lacks (the tiers, SmolLM2 in the --real-tier precision, the sentence
+    encoder) and show the tiers; with --retrain, train the tiers afresh instead of using the packaged ones."""
     if args.retrain:
         for name in TIERS:
             shutil.rmtree(args.home / "generator" / f"{name}-v{TIER_FORMAT}", ignore_errors=True)
         print(f"training {', '.join(TIERS)} from scratch (about 5.5 minutes on 2 cores)...", flush=True)
+    _generation(args)
     for name, manifest in ensure_tiers(args.home, sys.stderr, shipped=not args.retrain).items():
         spec = manifest.extra["spec"]
         print(f"{name:<6} {spec['layers']} layers x {spec['dim']}  loss {manifest.metrics['loss']:.3f}  "
@@ -173,19 +177,26 @@ def _up(args: argparse.Namespace) -> int:
         return 2
     store_url = args.store or str(args.home / ("catalog.db" if args.data is None else f"catalog-{args.data.name}.db"))
     ensure_encoder(args.home)
-    if not args.no_generator:
-        _generation(args)
+    # SmolLM2's import takes a core for 15 s on a first run: in a child process at the lowest priority, it takes
+    # what the import and the training leave idle, and the first feed does not wait for it
+    tiers = None if args.no_generator else BackgroundTiers.start(args.home, args.real_tier, sys.stderr)
     tls, keys, admin_key = stack_security(args)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
                   generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key,
                   generator_args=("--real-tier", args.real_tier), extra_args=options)
     try:
-        stack.start_data_plane()
+        with working("starting the paramserver and the gateway", sys.stderr):
+            stack.start_data_plane()
         bootstrap(stack, open_store(store_url), args, plan, schema)
         if args.prepare_only:
             print(f"prepared: {redact(store_url)} (schema {schema}), models under {args.home / 'models'}")
+            if tiers is not None:
+                tiers.wait(sys.stderr)
             return 0
-        stack.start_serving()
+        if tiers is not None:
+            tiers.wait(sys.stderr)
+        with working("starting the ranker (its items, index and model) and the generator", sys.stderr):
+            stack.start_serving()
         for service in stack.services:
             print(f"  {service.name:<12} {service.address:<22} pid {service.process.pid}  log {service.log_path}")
         print(f"catalog: {redact(store_url)} (schema {schema})")
@@ -204,6 +215,8 @@ def _up(args: argparse.Namespace) -> int:
         # a second Ctrl-C or SIGTERM (the group's) must not cut the stop short: the children get theirs too
         signal.signal(signal.SIGINT, signal.SIG_IGN)
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        if tiers is not None:
+            tiers.stop()
         stack.stop()
 
 
@@ -246,13 +259,18 @@ def _parser() -> argparse.ArgumentParser:
     world.add_argument("--interactions", type=int, default=WorldSpec.interactions,
                        help="simulated interactions in the synthetic world (default: %(default)s)")
 
+    real_tier = argparse.ArgumentParser(add_help=False)
+    real_tier.add_argument("--real-tier", choices=("int4", "int8", "fp32", "none"), default="int4",
+                           help="the large generation tier: SmolLM2-135M-Instruct in this precision, imported on first "
+                                "run (none: the trained toy tier) (default: %(default)s)")
+
     catalog = argparse.ArgumentParser(add_help=False)
     catalog.add_argument("--store", default=store_default(), help="the catalog store: a SQLite path or a postgresql:// URL "
                                                      "(default: HOME/catalog.db)")
     catalog.add_argument("--schema", default="", help="the catalog's schema: a preset (simulator, movielens) or a TOML file "
                                                       "(default: the data's: simulator, or the preset's)")
 
-    build = commands.add_parser("world", parents=[world], help="build the simulator's world and write it as import files; "
+    build = commands.add_parser("world", parents=[world, real_tier], help="build the simulator's world and write it as import files; "
                                                                "install the generation tiers")
     build.set_defaults(run=_world)
 
@@ -269,7 +287,7 @@ def _parser() -> argparse.ArgumentParser:
     fit.add_argument("--seed", type=int, default=1, help="with --keep-space: the training seed (default: %(default)s)")
     fit.set_defaults(run=_train)
 
-    up = commands.add_parser("up", parents=[world, catalog],
+    up = commands.add_parser("up", parents=[world, catalog, real_tier],
                              help="start every service in the foreground; on first run, import the simulator's data "
                                   "(or --data), encode it and train the first model")
     up.add_argument("--data", type=Path, help="start on your own data: a directory in a preset's layout "
@@ -287,9 +305,6 @@ def _parser() -> argparse.ArgumentParser:
                          "(a flag: SERVICE.OPTION); checked before anything starts; repeatable. Each service's options: "
                          "python -m SERVICE --help")
     up.add_argument("--no-generator", action="store_true", help="run without the generator (Generate: UNIMPLEMENTED)")
-    up.add_argument("--real-tier", choices=("int4", "int8", "fp32", "none"), default="int4",
-                    help="the large generation tier: SmolLM2-135M-Instruct in this precision, imported on first run "
-                         "(none: the trained toy tier) (default: %(default)s)")
     up.add_argument("--plaintext", action="store_true",
                     help="no TLS anywhere (a trusted single host only); by default services talk mutual TLS with "
                          "certificates made once under HOME/tls, and the gateway serves TLS")
@@ -373,7 +388,8 @@ def _parser() -> argparse.ArgumentParser:
     encoder = commands.add_parser("encoder", parents=[world], help="convert the sentence encoder (content vectors) into HOME")
     encoder.set_defaults(run=_encoder)
 
-    tiers = commands.add_parser("tiers", parents=[world], help="list the generation tiers, or train them afresh")
+    tiers = commands.add_parser("tiers", parents=[world, real_tier],
+                                help="install what generation needs (once), list the generation tiers, or train them afresh")
     tiers.add_argument("--retrain", action="store_true", help="train both tiers here instead of using the packaged ones")
     tiers.set_defaults(run=_tiers)
 

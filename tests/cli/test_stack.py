@@ -33,9 +33,9 @@ def _alive(pid: int) -> bool:
 
 def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: Path, generation_home: Path,
                                                                     real_home: Path) -> None:
-    """The CLI prints the gateway address; `feed --user 1` prints 20 items and hops; `generate` streams text and
-    usage (the tiny small tier and SmolLM2 int4); a `--set` option reaches its service; the generator runs niced;
-    SIGTERM stops all four children."""
+    """The CLI prints the gateway address after a line for each step of the first run; `feed --user 1` prints 20
+    items and hops; `generate` streams text and usage (the tiny small tier and SmolLM2 int4); a `--set` option
+    reaches its service; the generator runs niced; SIGTERM stops all four children."""
     (tmp_path / "encoder").symlink_to(generation_home / "encoder")
     (tmp_path / "generator").mkdir()  # the tiny test tiers and the imported SmolLM2, so `up` trains and imports nothing
     for built in (real_home / "generator").iterdir():
@@ -57,6 +57,10 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
                 break
         text = "".join(output)
         assert f"gateway listening on 127.0.0.1:{gateway}" in text, text
+        # every step of a first run says when it begins (off a terminal: a line, then one every 5 s while it runs)
+        for step in ("importing items from", "tuning ALS on", "drawing the ranker's negatives", "training ranker-mlp",
+                     "exporting ranker-mlp/1", "seeding", "starting the ranker"):
+            assert step in text, (step, text)
         assert "security: mutual TLS between services, TLS and API keys at the gateway" in text
         # not a terminal: the key is written to HOME/admin.key and not printed
         assert "admin API key written to" in text and "fsk_" not in text
