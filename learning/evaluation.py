@@ -7,7 +7,8 @@ from __future__ import annotations
 import io
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TextIO
@@ -27,7 +28,7 @@ from mesh.progress import Progress
 from ranker.service import DEFAULT_KEEP, Ranker
 
 __all__ = ["BASELINES", "RECENT_SHARE", "TEST_SHARE", "Evaluation", "SplitError", "best_baseline", "check_split",
-           "evaluate_per_user"]
+           "evaluate_against_popularity", "evaluate_per_user"]
 
 TEST_SHARE = 0.2  # each user's latest 20% of events, by time
 RECENT_SHARE = 0.1  # recent popularity counts the last 10% of the training period
@@ -95,13 +96,53 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             finally:
                 part.close()
     shape = (whole.user_rows, size)
+    with _served_training_part(store, schema, dim, grid, epochs, seed, cascade_keep, events, held, stream) as served:
+        ranker, trained, now = served
+        metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, quick)
+    metrics.update({"train_events": float((~held).sum()), "test_events": float(held.sum())})
+    return Evaluation(metrics, trained.vectors.params)
+
+
+def evaluate_against_popularity(store: Store, schema: Schema, dim: int, grid: list[AlsParams], epochs: int,
+                                k: int = 20, stream: TextIO | None = None, seed: int = 0,
+                                users: int = 2_000) -> dict[str, float]:
+    """The served pipeline (trained with `grid` and `epochs`, as a first run trains) against popularity alone, on the
+    same per-user split as evaluate_per_user and up to `users` of its test users. For catalogs too large for the
+    item-item baselines (EASE is exact up to about 20,000 items): the default world's first-run model."""
+    stream = stream if stream is not None else io.StringIO()
+    whole = load_catalog(store, schema, dim)
+    events, shape = whole.events, (whole.user_rows, whole.items.size)
+    held = per_user_holdout(events["user"], events["timestamp"], TEST_SHARE)
+    check_split(events["user"], events["timestamp"], held)
+    with _served_training_part(store, schema, dim, grid, epochs, seed, DEFAULT_KEEP, events, held, stream) as served:
+        ranker, trained, now = served
+        seen, relevant, rows = _test_part(events, held, shape, seed, users)
+        last = np.zeros(shape[0], np.int64)
+        np.maximum.at(last, events["user"][~held], events["timestamp"][~held])
+        top = _served(ranker, trained.vectors, rows, last, k, now, stream)
+    popularity = np.bincount(events["item"][~held & np.isin(events["event"], POSITIVES["click"])] - 1,
+                             minlength=shape[1]).astype(np.float32)
+    metrics = {f"ndcg{k}": _hits(top, relevant, rows)["ndcg"],
+               f"ndcg{k}_popularity": _hits(top_k(np.tile(popularity, (len(rows), 1)), seen, rows, k), relevant,
+                                            rows)["ndcg"],
+               "test_users": float(len(rows))}
+    metrics["ratio_vs_popularity"] = metrics[f"ndcg{k}"] / max(metrics[f"ndcg{k}_popularity"], 1e-12)
+    return metrics
+
+
+@contextmanager
+def _served_training_part(store: Store, schema: Schema, dim: int, grid: list[AlsParams], epochs: int, seed: int,
+                          cascade_keep: int, events: dict[str, np.ndarray], held: np.ndarray, stream: TextIO
+                          ) -> Iterator[tuple[Ranker, Trained, list[float]]]:
+    """The whole pipeline trained on a copy of the store holding only the training part (the test part never
+    enters it), its space published, and the real Ranker over it; with the list holding the Ranker's clock."""
     with tempfile.TemporaryDirectory(prefix="feedserve-evaluation-") as tmp:
         copy = open_store(Path(tmp) / "training-part.db")
         try:
-            store.copy_to(copy, events=events["seq"][~held])  # the test part never enters the copy
+            store.copy_to(copy, events=events["seq"][~held])
             catalog = load_catalog(copy, schema, dim)
             trained = train(catalog, grid, epochs, seed=seed, stream=stream)
-            manifest = export_trained(trained, copy, schema, Path(tmp) / "models", catalog.sequence)
+            manifest = export_trained(trained, copy, schema, Path(tmp) / "models", catalog.sequence, stream=stream)
             copy.publish_space(int(manifest.extra["space"]))
             # the Ranker's clock stands at the end of the training part: freshness and the context's hour and
             # weekday are those of the moment the held-out events begin, not of today
@@ -109,13 +150,27 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             ranker = Ranker(copy, schema, manifest, follow=False, threads=os.cpu_count() or 1, clock=lambda: now[0],
                             cascade_keep=cascade_keep)
             try:
-                metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, quick)
+                yield ranker, trained, now
             finally:
                 ranker.close()
         finally:
             copy.close()
-    metrics.update({"train_events": float((~held).sum()), "test_events": float(held.sum())})
-    return Evaluation(metrics, trained.vectors.params)
+
+
+def _test_part(events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int], seed: int, most: int
+               ) -> tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]:
+    """What each user saw in training, their held-out positives not seen there, and the test users (those with
+    any; a uniform sample of `most` beyond)."""
+    users, items, kinds = events["user"], events["item"], events["event"]
+    seen = sp.csr_matrix((np.ones((~held).sum(), np.float32), (users[~held], items[~held] - 1)), shape=shape)
+    positive = held & np.isin(kinds, POSITIVES["click"])
+    relevant = sp.csr_matrix((np.ones(positive.sum(), np.float32), (users[positive], items[positive] - 1)), shape=shape)
+    relevant = relevant - relevant.multiply(seen.astype(bool))  # an item seen in training cannot be shown again
+    relevant.eliminate_zeros()
+    rows = np.flatnonzero(np.diff(relevant.indptr) > 0)
+    if len(rows) > most:
+        rows = np.sort(np.random.default_rng(seed).choice(rows, most, replace=False))
+    return seen, relevant, rows
 
 
 def _served(ranker: Ranker, space, rows: np.ndarray, last: np.ndarray, k: int, now: list[float],
@@ -168,14 +223,7 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
            k: int, seed: int, now: list[float], stream: TextIO, quick: bool = False) -> dict[str, float]:
     users, items, kinds = events["user"], events["item"], events["event"]
-    seen = sp.csr_matrix((np.ones((~held).sum(), np.float32), (users[~held], items[~held] - 1)), shape=shape)
-    positive = held & np.isin(kinds, POSITIVES["click"])
-    relevant = sp.csr_matrix((np.ones(positive.sum(), np.float32), (users[positive], items[positive] - 1)), shape=shape)
-    relevant = relevant - relevant.multiply(seen.astype(bool))  # an item seen in training cannot be shown again
-    relevant.eliminate_zeros()
-    rows = np.flatnonzero(np.diff(relevant.indptr) > 0)
-    if len(rows) > MAX_TEST_USERS:
-        rows = np.sort(np.random.default_rng(seed).choice(rows, MAX_TEST_USERS, replace=False))
+    seen, relevant, rows = _test_part(events, held, shape, seed, MAX_TEST_USERS)
     space = trained.vectors
 
     last = np.zeros(shape[0], np.int64)
