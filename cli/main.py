@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import signal
@@ -22,7 +23,7 @@ from cli.bootstrap import bootstrap, load_schema_arg
 from cli.bootstrap import source as bootstrap_source
 from cli.importing import checkpoint_path, run_import
 from cli.models import add_models_commands
-from cli.options import service_options
+from cli.options import check_service_sections, service_options, show_config
 from cli.queries import (
     JSON_HELP,
     cost_command,
@@ -49,6 +50,7 @@ from mesh.errors import Unavailable
 from mesh.progress import working
 from mesh.roles import SERVICE_ROLES
 from mesh.security import is_loopback
+from mesh.settings import CONFIG_ENV, ConfigError, add_config_argument, apply_section, config_path, load_config
 from world import WorldSpec, ensure_world
 from world.export import IMPORT_MAPPING, export_world
 
@@ -310,6 +312,22 @@ def _parser() -> argparse.ArgumentParser:
                          "certificates made once under HOME/tls, and the gateway serves TLS")
     up.add_argument("--insecure-i-know", action="store_true",
                     help="allow --plaintext with a --host other than loopback (every RPC is then open to the network)")
+    add_config_argument(up)
+
+    config = commands.add_parser("config", help="the configuration: `config show` prints every option of feedserve up "
+                                                 "and of each service, its value and its origin")
+    config_commands = config.add_subparsers(dest="config_command", required=True)
+    show = config_commands.add_parser("show", help="the effective configuration, each value with its origin (default, "
+                                                   "file, environment, flag)")
+    show.add_argument("--config", type=Path, default=None,
+                      help=f"the TOML configuration file (default: ${CONFIG_ENV}, if set)")
+    show.add_argument("--set", action="append", default=[], metavar="SERVICE.OPTION=VALUE",
+                      help="a service's option as `feedserve up --set` gives it (origin: flag)")
+    show.add_argument("--json", action="store_true", help="print it as JSON")
+    show.add_argument("up_args", nargs=argparse.REMAINDER,
+                      help="after --, feedserve up's own options as you would give them (origin: flag), e.g. "
+                           "-- --gateway-port 9000")
+    show.set_defaults(run=_config_show)
     up.set_defaults(run=_up)
 
     certs = commands.add_parser("certs", help="make a CA (once) and a certificate per role (the four services and "
@@ -435,12 +453,70 @@ def _parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _subcommand(parser: argparse.ArgumentParser, name: str) -> argparse.ArgumentParser:
+    # argparse keeps its subparsers only in _actions (no public accessor); read-only use
+    commands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    chosen: argparse.ArgumentParser = commands.choices[name]
+    return chosen
+
+
+def _config_show(args: argparse.Namespace) -> int:
+    """Every option of feedserve up and of each service it starts, with its value and origin."""
+    path = args.config or config_path([])
+    try:
+        up_args = args.up_args[1:] if args.up_args[:1] == ["--"] else args.up_args
+        shown = show_config(_subcommand(_parser(), "up"), path, up_args, args.set)
+    except (ConfigError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps({"file": str(path) if path else None,
+                          "sections": {name: [{"option": s.option, "value": _plain(s.value), "origin": s.origin}
+                                              for s in settings] for name, settings in shown.items()}}, indent=2))
+        return 0
+    print(f"configuration file: {path if path else f'none (give --config FILE, or set ${CONFIG_ENV})'}")
+    for name, settings in shown.items():
+        print(f"\n[{name}]")
+        for setting in settings:
+            print(f"  {setting.option:<30} {str(_plain(setting.value)):<44} {setting.origin}")
+    return 0
+
+
+def _plain(value: object) -> object:
+    """A value as JSON holds it (paths as text)."""
+    if isinstance(value, Path):
+        return str(value)
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _with_config(parser: argparse.ArgumentParser, argv: list[str]) -> None:
+    """For `feedserve up`: its [up] section as up's defaults, every service section checked, and the file's path
+    passed on to the services it starts (they read their own sections)."""
+    path = config_path(argv[1:])
+    if path is None:
+        return
+    config = load_config(path)
+    apply_section(_subcommand(parser, "up"), path, "up", config.get("up", {}))
+    check_service_sections(path, config)
+    os.environ[CONFIG_ENV] = str(path.resolve())
+
+
 def main(argv: list[str] | None = None) -> int:
     """Exit codes: 0 done (or stopped by SIGTERM), 1 a server's or the stack's error, 2 bad usage or input, 130
     stopped by Ctrl-C. Output piped into a reader that stops early (`| head`) ends quietly."""
     signal.signal(signal.SIGTERM, _terminate)  # `kill` stops any command the way Ctrl-C does, exit 0
     try:
-        args = _parser().parse_args(argv)
+        argv = list(sys.argv[1:] if argv is None else argv)
+        parser = _parser()
+        if argv[:1] == ["up"]:
+            try:
+                _with_config(parser, argv)
+            except ConfigError as exc:
+                print(f"error: {exc}", file=sys.stderr)
+                return 2
+        args = parser.parse_args(argv)
         if hasattr(args, "api_key"):  # a command that calls the gateway
             try:
                 args.key = configure_access(args)

@@ -1,13 +1,18 @@
-"""`feedserve up --set SERVICE.OPTION=VALUE`: any option of any service, checked against that service's own parser
-before anything starts (an unknown service, option or value is an error naming it, not a child that dies later)."""
+"""`feedserve up --set SERVICE.OPTION=VALUE` and the configuration file's service sections: any option of any service,
+checked against that service's own parser before anything starts (an unknown service, option or value is an error
+naming it, not a child that dies later); and the effective configuration with each value's origin."""
 
 from __future__ import annotations
 
 import argparse
 import importlib
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
-__all__ = ["SERVICES", "STACK_OPTIONS", "service_options"]
+from mesh.settings import Setting, apply_section, effective, load_config
+
+__all__ = ["SERVICES", "STACK_OPTIONS", "check_service_sections", "service_options", "show_config"]
 
 SERVICES = ("gateway", "paramserver", "ranker", "generator")
 # What `feedserve up` itself gives each service: how they find each other and their state, and their certificates.
@@ -59,3 +64,26 @@ def service_options(settings: Sequence[str]) -> dict[str, tuple[str, ...]]:
             raise ValueError(f"--set {setting!r}: --{option} is one of {', '.join(map(str, action.choices))}")
         options.setdefault(service, []).extend((f"--{option}", value))
     return {service: tuple(argv) for service, argv in options.items()}
+
+
+def check_service_sections(path: Path, config: dict[str, dict[str, Any]]) -> None:
+    """Every service section of a configuration file checked against that service's parser, as `--set` is: a
+    ConfigError naming the key for an unknown one, a bad value, or an option `feedserve up` sets itself."""
+    for service in SERVICES:
+        if service in config:
+            apply_section(_parser(service), path, service, config[service], refused=STACK_OPTIONS)
+
+
+def show_config(up: argparse.ArgumentParser, path: Path | None, up_argv: Sequence[str], settings: Sequence[str]
+                ) -> dict[str, list[Setting]]:
+    """The effective configuration of `feedserve up` and of each service it starts: every option, its value and
+    its origin (default, file, environment, flag), given the file, up's own flags and the `--set` settings."""
+    config = load_config(path) if path is not None else {}
+    if path is not None:
+        check_service_sections(path, config)
+    flags = service_options(settings)
+    shown = {"up": effective(up, "up", config.get("up", {}), path, up_argv)}
+    for service in SERVICES:
+        shown[service] = [s for s in effective(_parser(service), service, config.get(service, {}), path,
+                                               flags.get(service, ())) if s.option not in STACK_OPTIONS]
+    return shown

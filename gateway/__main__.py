@@ -29,6 +29,7 @@ from mesh.config import StackConfig
 from mesh.grpc_server import PUBLIC_MAX_MESSAGE_BYTES, run_service
 from mesh.logging import get_logger
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from mesh.settings import parse_args
 from mesh.shards import SlotMap
 
 
@@ -101,7 +102,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     parser = build_parser()
-    args = parser.parse_args()
+    args = parse_args(parser, "gateway")  # its section of the configuration file, then the flags
     configure(tls_from_args(args))
     if args.keys is None and not args.no_auth:
         parser.error("--keys PATH is needed (every public call needs an API key), or --no-auth to serve without keys")

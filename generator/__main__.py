@@ -26,6 +26,7 @@ from mesh.grpc_server import run_service
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from mesh.settings import parse_args
 from mesh.shards import SlotMap
 
 
@@ -75,7 +76,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     parser = build_parser()
-    args = parser.parse_args()
+    args = parse_args(parser, "generator")  # its section of the configuration file, then the flags
     configure(tls_from_args(args))
     if args.nice:
         os.nice(args.nice)  # (a thread's on Linux) before the model and server threads start: they inherit it

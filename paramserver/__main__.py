@@ -15,6 +15,7 @@ from mesh.config import DEFAULT_PORTS, default_home
 from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from mesh.settings import parse_args
 from mesh.shards import parse_slot_range, shard_slots
 from paramserver.guardrails import DEFAULT_TRAVEL_PER_HOUR, DEFAULT_UPDATES_PER_MINUTE, Guardrails
 from paramserver.metrics import serve_metrics
@@ -58,7 +59,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     parser = build_parser()
-    args = parser.parse_args()
+    args = parse_args(parser, "paramserver")  # its section of the configuration file, then the flags
     configure(tls_from_args(args))
 
     def build():

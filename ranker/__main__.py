@@ -18,6 +18,7 @@ from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
 from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
+from mesh.settings import parse_args
 from ranker.cold import COLD_POPULARITY_WEIGHT
 from ranker.exported import MODEL_NAME, newest_model
 from ranker.features import HEADS
@@ -98,7 +99,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main() -> None:
     parser = build_parser()
-    args = parser.parse_args()
+    args = parse_args(parser, "ranker")  # its section of the configuration file, then the flags
     if not args.store:
         parser.error("--store (or $FEEDSERVE_STORE) is needed: the catalog the ranker serves")
     if args.cascade_keep < 0:

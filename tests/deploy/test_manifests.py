@@ -11,6 +11,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 K8S = ROOT / "deploy" / "k8s"
 KUBERNETES_VERSION = "1.30.0"
+CONFIG = K8S / "feedserve.toml"  # the configuration file compose and k8s share
 
 
 def _resources() -> list[dict]:
@@ -29,9 +30,10 @@ class TestCompose:
         assert "50051:50051" in services["gateway"]["ports"]
 
     def test_each_compose_service_runs_as_its_own_user_with_only_its_own_certificate(self) -> None:
-        """The four services run as distinct non-root users of one group, each mounting the data volume and its
-        own certificate volume read-only; the CA key and the admin key (the `secrets` volume) are mounted by the
-        bootstrap alone, which hands each service its files (deploy/compose/bootstrap.sh) and exits."""
+        """The four services run as distinct non-root users of one group, each mounting the data volume, its
+        own certificate volume and the shared configuration file read-only; the CA key and the admin key (the
+        `secrets` volume) are mounted by the bootstrap alone, which hands each service its files
+        (deploy/compose/bootstrap.sh) and exits."""
         services = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]
         users = {}
         for name in ("paramserver", "ranker", "generator", "gateway"):
@@ -39,7 +41,8 @@ class TestCompose:
             uid, gid = service["user"].split(":")
             users[name] = int(uid)
             assert int(uid) >= 10000 and gid == "10000"
-            assert sorted(service["volumes"]) == sorted(["data:/data", f"tls-{name}:/tls:ro"])
+            assert sorted(service["volumes"]) == sorted(["data:/data", f"tls-{name}:/tls:ro",
+                                                         "./deploy/k8s/feedserve.toml:/etc/feedserve/feedserve.toml:ro"])
             assert {k: v for k, v in service["environment"].items() if k.startswith("FEEDSERVE_TLS")} == {
                 "FEEDSERVE_TLS_CA": "/tls/ca.pem", "FEEDSERVE_TLS_CERT": "/tls/cert.pem", "FEEDSERVE_TLS_KEY": "/tls/key.pem"}
             assert "ALL" in service["cap_drop"]
@@ -148,18 +151,48 @@ def _generator_metric_names() -> set[str]:
 class TestDefaultQuota:
     def test_every_shipped_gateway_limits_each_tenant(self) -> None:
         """`feedserve up` (the gateway's own default), compose and k8s each give every tenant a finite rate and
-        in-flight quota, so one tenant cannot take every slot."""
+        in-flight quota, so one tenant cannot take every slot: compose and k8s through the configuration file
+        they share, which each gateway is pointed at."""
+        import tomllib
+
         from gateway.__main__ import build_parser
         from gateway.quotas import TenantQuotas
 
-        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["gateway"]["command"]
+        shared = tomllib.loads(CONFIG.read_text())
+        compose = yaml.safe_load((ROOT / "compose.yaml").read_text())["services"]["gateway"]
         pod = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
-        k8s = next(c for c in pod["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway")["args"]
-        specs = {
-            "up": build_parser().parse_args([]).tenant_quota,
-            "compose": compose[compose.index("--tenant-quota") + 1],
-            "k8s": next(a.split("=", 1)[1] for a in k8s if a.startswith("--tenant-quota=")),
-        }
+        k8s = next(c for c in pod["spec"]["template"]["spec"]["containers"] if c["name"] == "gateway")
+        assert compose["environment"]["FEEDSERVE_CONFIG"] == "/etc/feedserve/feedserve.toml"
+        assert "./deploy/k8s/feedserve.toml:/etc/feedserve/feedserve.toml:ro" in compose["volumes"]
+        assert {"name": "FEEDSERVE_CONFIG", "value": "/etc/feedserve/feedserve.toml"} in k8s["env"]
+        assert not any("--tenant-quota" in arg for arg in [*compose["command"], *k8s["args"]])  # the file's, alone
+        specs = {"up": build_parser().parse_args([]).tenant_quota, "compose and k8s": shared["gateway"]["tenant-quota"]}
         for where, spec in specs.items():
             quota = TenantQuotas.parse(spec)
             assert quota.requests_per_s > 0 and 0 < quota.in_flight < 16, (where, spec)
+
+
+class TestSharedConfiguration:
+    def test_every_service_and_feedserve_up_accept_the_shipped_file(self) -> None:
+        """The ConfigMap's file (kustomize generates it from deploy/k8s/feedserve.toml, compose mounts the same
+        file) holds only keys each service's parser accepts, and none `feedserve up` sets itself; every service
+        container of every manifest is pointed at it and mounts it."""
+        import importlib
+
+        from cli.options import STACK_OPTIONS, check_service_sections
+        from mesh.settings import apply_section, load_config
+
+        config = load_config(CONFIG)
+        check_service_sections(CONFIG, config)
+        for service, section in config.items():
+            parser = importlib.import_module(f"{service}.__main__").build_parser()
+            assert apply_section(parser, CONFIG, service, section, refused=STACK_OPTIONS).keys() == section.keys()
+        kustomization = yaml.safe_load((K8S / "kustomization.yaml").read_text())
+        assert {"name": "feedserve-config", "files": ["feedserve.toml"]} in kustomization["configMapGenerator"]
+        for resource in _resources():
+            pod = resource.get("spec", {}).get("template", {}).get("spec", {})
+            for container in pod.get("containers", []):
+                if container.get("command", [])[:2] == ["python", "-m"]:
+                    assert {"name": "FEEDSERVE_CONFIG", "value": "/etc/feedserve/feedserve.toml"} in container["env"]
+                    assert {"name": "config", "mountPath": "/etc/feedserve", "readOnly": True} in container["volumeMounts"]
+                    assert {"name": "config", "configMap": {"name": "feedserve-config"}} in pod["volumes"]
