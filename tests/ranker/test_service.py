@@ -230,8 +230,9 @@ class TestFollowingTheStore:
         store.upsert_items([Item("new-1", "Volcanoes of Iceland", "Lava fields and geysers", ["travel"])])
         ContentEncoder(open_store(url), encoder.encode_batch).drain()
         ranker.follower.poll()
-        probe = encoder.encode("Volcanoes of Iceland. Lava fields and geysers. travel")
         new_id = int(store.resolve(1, ["new-1"])[0])
+        placed = ranker.items.vectors[new_id - 1]  # where its content put it in the learned space
+        probe = placed / np.linalg.norm(placed)  # a user whose taste is exactly there
         out = HeapOutputs()
         found = ranker.rank(ranker_pb2.RankRequest(user_id=9_999, k=50, return_all_scores=True), {"user_vector": probe}, out)
         assert new_id in set(out.arrays["candidate_ids"].tolist())  # retrieved (by content) before anyone touched it
