@@ -7,6 +7,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TextIO
 
@@ -79,15 +80,19 @@ def _wait_encoded(store: Store, stream: TextIO, timeout_s: float = 1_800.0) -> N
     progress.advance(total - progress.done)
 
 
-def activate(store: Store, schema: Schema, manifest: ModelManifest, paramserver: str, stream: TextIO) -> int:
+def activate(store: Store, schema: Schema, manifest: ModelManifest, paramserver: str, stream: TextIO,
+             published: Callable[[], None] | None = None) -> int:
     """Serve a model's learned space: publish it in the store (items' served vectors move to it through the change
     feed) and seed every user's vector in it into the paramserver (learned, then moved by the events logged since
-    training). Returns how many users were seeded; nothing to do when the space is already served."""
+    training). `published` runs between the two (`up` starts the ranker there: it loads the catalog while the users
+    are seeded). Returns how many users were seeded; nothing to do when the space is already served."""
     space = int(manifest.extra.get("space", 0))
     if space == store.active_space():
         return 0
     with working(f"publishing learned space {space} of {manifest.name}/{manifest.version}", stream):
         store.publish_space(space)
+    if published is not None:
+        published()
     return seed_users(store, schema, paramserver, stream)
 
 
@@ -116,7 +121,7 @@ def upsert_users(paramserver: str, ids: np.ndarray, vectors: np.ndarray, stream:
 
 
 def bootstrap(stack: Stack, store: Store, args: argparse.Namespace, plan: ImportPlan, schema_name: str,
-              stream: TextIO = sys.stderr) -> ModelManifest:
+              stream: TextIO = sys.stderr, published: Callable[[], None] | None = None) -> ModelManifest:
     """Bring an empty (or model-less) store to a served state: import, encode, train, seed. Idempotent: each step
     skips what is already done (an interrupted import resumes from its checkpoint)."""
     schema = load_schema_arg(schema_name)
@@ -137,5 +142,5 @@ def bootstrap(stack: Stack, store: Store, args: argparse.Namespace, plan: Import
                                   require_better=False, evaluate=False)
         print(f"model {manifest.name}/{manifest.version} trained (not yet evaluated: `feedserve train` tunes it and "
               f"measures it against the baselines on a per-user split)", file=stream)
-    activate(store, schema, manifest, stack.config.paramserver_address, stream)
+    activate(store, schema, manifest, stack.config.paramserver_address, stream, published)
     return manifest

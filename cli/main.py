@@ -189,16 +189,25 @@ def _up(args: argparse.Namespace) -> int:
     try:
         with working("starting the paramserver and the gateway", sys.stderr):
             stack.start_data_plane()
-        bootstrap(stack, open_store(store_url), args, plan, schema)
+        spawned = []
+
+        def spawn_serving() -> None:  # as soon as the space is published: the ranker loads while users are seeded
+            if tiers is not None:
+                tiers.wait(sys.stderr)
+            stack.spawn_serving()
+            spawned.append(True)
+            print("the ranker and the generator are starting", file=sys.stderr)
+
+        bootstrap(stack, open_store(store_url), args, plan, schema, published=None if args.prepare_only else spawn_serving)
         if args.prepare_only:
             print(f"prepared: {redact(store_url)} (schema {schema}), models under {args.home / 'models'}")
             if tiers is not None:
                 tiers.wait(sys.stderr)
             return 0
-        if tiers is not None:
-            tiers.wait(sys.stderr)
-        with working("starting the ranker (its items, index and model) and the generator", sys.stderr):
-            stack.start_serving()
+        if not spawned:
+            spawn_serving()
+        with working("waiting for the ranker (its items, index and model) and the generator", sys.stderr):
+            stack.wait_backends()
         for service in stack.services:
             print(f"  {service.name:<12} {service.address:<22} pid {service.process.pid}  log {service.log_path}")
         print(f"catalog: {redact(store_url)} (schema {schema})")

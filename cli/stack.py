@@ -186,17 +186,29 @@ class Stack:
             raise
 
     def start_serving(self, timeout: float = 60.0) -> None:
-        """The ranker (on the newest trained model) and the generator. The generator trains its tiers on first
-        use when they are not installed (minutes), so it gets a longer timeout."""
+        """The ranker (on the newest trained model) and the generator, started and waited for."""
+        self.spawn_serving()
+        self.wait_backends(timeout)
+
+    def spawn_serving(self) -> None:
+        """Start the ranker and the generator without waiting for them (they load while the caller works on)."""
         c = self.config
         try:
-            backends = [self._spawn("ranker", c.ranker_address, "--schema", self.schema,
-                                    "--routing", str(routing_path(self.home)))]
+            self._spawn("ranker", c.ranker_address, "--schema", self.schema, "--routing", str(routing_path(self.home)))
             if self.generator_home is not None:
-                backends.append(self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
-                                            "--paramserver", self.paramserver_map,
-                                            "--routing", str(routing_path(self.home)), *self.generator_args))
-            for service in backends:
+                self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
+                            "--paramserver", self.paramserver_map, "--routing", str(routing_path(self.home)),
+                            *self.generator_args)
+        except BaseException:
+            self.stop()
+            raise
+
+    def wait_backends(self, timeout: float = 60.0) -> None:
+        """Until the ranker and the generator serve, and the gateway ranks through them. The generator trains its
+        tiers on first use when they are not installed (minutes), so it gets a longer timeout."""
+        c = self.config
+        try:
+            for service in [s for s in self.services if s.name in ("ranker", "generator")]:
                 self._wait(service, timeout if service.name != "generator" else max(timeout, 900.0))
             if self.running("gateway"):
                 wait_ranking(c.gateway_address, timeout, self.api_key)

@@ -59,7 +59,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         assert f"gateway listening on 127.0.0.1:{gateway}" in text, text
         # every step of a first run says when it begins (off a terminal: a line, then one every 5 s while it runs)
         for step in ("importing items from", "tuning ALS on", "drawing the ranker's negatives", "training ranker-mlp",
-                     "exporting ranker-mlp/1", "seeding", "starting the ranker"):
+                     "exporting ranker-mlp/1", "the ranker and the generator are starting", "seeding",
+                     "waiting for the ranker"):
             assert step in text, (step, text)
         assert "security: mutual TLS between services, TLS and API keys at the gateway" in text
         # not a terminal: the key is written to HOME/admin.key and not printed
