@@ -34,16 +34,19 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path
 
 
 @pytest.mark.parametrize(("sent", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 0)])
-def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: int) -> None:
+def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: int, tmp_path: Path) -> None:
     """A command waiting on a server that never answers (health, here) stops on Ctrl-C with 130 and on SIGTERM with
-    0, without a traceback. The signal is sent once the command has connected, so it is inside its call."""
-    with socket.socket() as silent:
-        silent.bind(("127.0.0.1", 0))
+    0, without a traceback. The signal is sent once the command has connected, so it is inside its call. The silent
+    server listens on a Unix socket of this test's own: a TCP port could be reached first by another process's
+    retrying client, and the signal would then land before the command is running."""
+    path = tmp_path / "silent.sock"
+    with socket.socket(socket.AF_UNIX) as silent:
+        silent.bind(str(path))
         silent.listen(1)
         silent.settimeout(60)
-        waiting = _cli("health", f"127.0.0.1:{silent.getsockname()[1]}", "--plaintext", "--timeout", "120",
+        waiting = _cli("health", f"unix:{path}", "--plaintext", "--timeout", "120",
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        connection, _ = silent.accept()  # it is in its call now
+        connection, _ = silent.accept()  # only the command knows this path: it is in its call now
         with connection:
             waiting.send_signal(sent)
             out, errors = waiting.communicate(timeout=60)
