@@ -19,7 +19,7 @@ from mesh.metrics import serve_metrics
 from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.settings import parse_args
-from ranker.cold import COLD_POPULARITY_WEIGHT
+from ranker.blend import COLD_POPULARITY_WEIGHT, FOLLOW_WEIGHT
 from ranker.exported import MODEL_NAME, newest_model
 from ranker.features import HEADS
 from ranker.service import DEFAULT_KEEP, Ranker, RankerServicer
@@ -91,6 +91,11 @@ def build_parser() -> argparse.ArgumentParser:
                         help="a new user's feed (no vector, no history): popularity's weight beside the model's "
                              "scores, both standardised over the candidates; 0: the scores alone, inf: popularity "
                              "alone (default: %(default)s)")
+    parser.add_argument("--follow-weight", type=float, default=FOLLOW_WEIGHT,
+                        help="a user with a history: the weight, beside the model's scores, of how often each "
+                             "candidate followed their latest items in others' sequences (log shares), both "
+                             "standardised over the candidates; 0: the scores alone, inf: that alone "
+                             "(default: %(default)s)")
     parser.add_argument("--head-weights", default="", type=parse_head_weights,
                         help="blend of the objectives, e.g. click=1,like=0.5,dwell=0.3,share=0.2 (default: the model's)")
     add_tls_arguments(parser)
@@ -107,6 +112,9 @@ def main() -> None:
     if not args.cold_popularity >= 0:  # NaN too
         parser.error(f"--cold-popularity is expected to be >= 0 (0: the scores alone, inf: popularity alone), got "
                      f"{args.cold_popularity}")
+    if not args.follow_weight >= 0:
+        parser.error(f"--follow-weight is expected to be >= 0 (0: the scores alone, inf: what follows alone), got "
+                     f"{args.follow_weight}")
     configure(tls_from_args(args))
 
     def build():
@@ -124,7 +132,7 @@ def main() -> None:
                       state_dir=state_dir,
                       head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
                       diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing,
-                      cold_popularity=args.cold_popularity)
+                      cold_popularity=args.cold_popularity, follow_weight=args.follow_weight)
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

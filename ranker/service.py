@@ -22,8 +22,8 @@ from mesh.rpclog import annotate
 from mesh.timing import HopRecorder, now_ns
 from ranker import graphs
 from ranker.batching import Job
+from ranker.blend import COLD_POPULARITY_WEIGHT, FOLLOW_WEIGHT, cold_blend, follow_blend
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
-from ranker.cold import COLD_POPULARITY_WEIGHT, cold_blend
 from ranker.diversity import diversified_top_k
 from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
 from ranker.history import History
@@ -61,14 +61,16 @@ class Ranker:
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
                  state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP,
-                 routing: Path | None = None, cold_popularity: float = COLD_POPULARITY_WEIGHT) -> None:
+                 routing: Path | None = None, cold_popularity: float = COLD_POPULARITY_WEIGHT,
+                 follow_weight: float = FOLLOW_WEIGHT) -> None:
         if cascade_keep < 0:
             raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
         self.engine_options = (precision, device, threads, head_weights)  # how every version is loaded
         self.cascade_fit: threading.Thread | None = None  # fitting the primary's light stage once items arrived
         self.cascade_keep = cascade_keep
         self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
-        self.cold_popularity = cold_popularity  # a new user's feed: popularity's weight beside the scores (ranker/cold.py)
+        self.cold_popularity = cold_popularity  # a new user's feed: popularity's weight beside the scores (ranker/blend.py)
+        self.follow_weight = follow_weight  # a known user's: the weight of what follows their latest items
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
         self.space = FeatureSpace(schema, int(manifest.extra["vector_dim"]))
         self.items = ItemTable(self.space)
@@ -362,10 +364,11 @@ class Ranker:
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
                         published, popularity, ranks, trend = published[kept], popularity[kept], ranks[kept], trend[kept]
+            follows = model.transitions.scores(recent_rows, rows)
             cross = self.space.cross_features(narrow, self.space.user_crosses(attributes), vectors, categories,
                                               found.sources, self.clock() - published, popularity, ranks,
                                               self.items.content[rows] if recent is not None else None, recent, trend,
-                                              model.transitions.scores(recent_rows, rows))
+                                              follows)
             n = len(rows)
             scores = outputs.empty("scores", np.float32, (n,)) if request.return_all_scores else np.empty(n, np.float32)
             heads = np.empty((n, len(HEADS)), dtype=np.float32)
@@ -381,8 +384,11 @@ class Ranker:
                 for head, weight in request.head_weights.items():
                     blend[HEADS.index(head)] = weight
                 scores[...] = heads @ blend
+        model_scores = scores.copy() if for_shadow and n else None  # the shadow's model is compared with this model
         if not known and recent is None and n:  # a new user: nothing of theirs to rank by
             scores[...] = cold_blend(scores, popularity, self.cold_popularity)
+        elif recent_rows.size and n:  # what follows the user's latest items, beside the model (ranker/blend.py)
+            scores[...] = follow_blend(scores, follows[:, 0], self.follow_weight)
         chosen = (diversified_top_k(scores, categories, min(request.k, n)) if self.diversify
                   else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:
@@ -402,9 +408,9 @@ class Ranker:
             ))
         response.hops.extend(hops.hops)
         shadow = None
-        if n and for_shadow:
+        if model_scores is not None:
             shadow = (user_part.copy(), np.array(context_part, np.float32, copy=True), found.ids.copy(), cross.copy(),
-                      scores.copy())
+                      model_scores)
         return response, shadow
 
 

@@ -34,9 +34,10 @@ def test_a_cascade_that_keeps_every_candidate_returns_the_full_models_top_k(cata
 
 def test_the_full_model_scores_only_the_kept_candidates_and_scores_them_as_it_would_alone(catalog, manifest) -> None:
     """Keeping 200: the full model scores 200 of the 2,400 considered, and each kept candidate's score is the one the
-    full model gives it when it scores every candidate (the rank feature is taken among all of them)."""
-    full = ranker_for(catalog, manifest, cascade_keep=0)
-    cascade = ranker_for(catalog, manifest, cascade_keep=200)
+    full model gives it when it scores every candidate (the rank feature is taken among all of them). The model's
+    scores: no blend, which standardises over whichever candidates are scored."""
+    full = ranker_for(catalog, manifest, cascade_keep=0, follow_weight=0.0)
+    cascade = ranker_for(catalog, manifest, cascade_keep=200, follow_weight=0.0)
     reply, outputs = _rank(cascade, catalog, 3)
     assert reply.candidates_considered > 1000 and reply.candidates_scored == 200
     _, every = _rank(full, catalog, 3)

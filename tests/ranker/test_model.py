@@ -136,7 +136,7 @@ class TestTrainCommand:
 
 class TestHeadWeights:
     def test_head_weights_change_the_blend_and_bad_ones_are_refused(self, catalog, manifest) -> None:
-        """Only the 'share' head weighted: the served scores equal that head's probability."""
+        """Only the 'share' head weighted: the served scores equal that head's probability (no blend after it)."""
         import argparse
 
         from feedserve.v1 import ranker_pb2
@@ -144,7 +144,7 @@ class TestHeadWeights:
         from ranker.__main__ import parse_head_weights
 
         weights = parse_head_weights("click=0,like=0,dwell=0,share=1")
-        ranker = ranker_for(catalog, manifest, head_weights=weights)
+        ranker = ranker_for(catalog, manifest, head_weights=weights, follow_weight=0.0)
         out = HeapOutputs()
         ranker.rank(ranker_pb2.RankRequest(user_id=1, k=5, return_all_scores=True),
                     {"user_vector": catalog.vector(1)}, out)

@@ -49,7 +49,8 @@ async def _with_ranker(catalog, manifest, body, store: str | None = None, **opti
 
 class TestRank:
     def test_rank_returns_k_items_scored_by_the_model(self, catalog, manifest, run) -> None:
-        """A known user gets k items from retrieval, scores in (0, 1), in descending order, with hops."""
+        """A known user gets k items from retrieval, the model's scores (no blend) in (0, 1), in descending order,
+        with hops."""
 
         async def body(stub) -> None:
             user = to_tensor(catalog.vector(1))
@@ -63,7 +64,7 @@ class TestRank:
             assert all(item.sources and item.title and item.external_id for item in reply.items)
             assert reply.catalog_sequence > 0 and not reply.behind
 
-        run(_with_ranker(catalog, manifest, body))
+        run(_with_ranker(catalog, manifest, body, follow_weight=0.0))
 
     def test_served_scores_equal_the_naive_model_on_the_same_features(self, catalog, manifest, run) -> None:
         """The decomposed serving path scores given candidates exactly as the naive graph does on the
@@ -104,7 +105,7 @@ class TestRank:
             expected = naive.run(["scores"], {"features": features, "head_weights": weights})[0]
             assert np.linalg.norm(got - expected) / np.linalg.norm(expected) <= 1e-5
 
-        run(_with_ranker(catalog, manifest, body))
+        run(_with_ranker(catalog, manifest, body, follow_weight=0.0))  # the model's scores, before any blend
 
     def test_missing_user_vector_ranks_from_the_models_cold_start_vector(self, catalog, manifest, run) -> None:
         """No vector: the feed is the one the model's cold-start vector (the mean learned user) gets, flagged cold
@@ -125,13 +126,35 @@ class TestRank:
         order of popularity; a known user's feed is the model's order whatever the weight."""
 
         async def body() -> None:
-            async with _ranker(catalog, manifest, cold_popularity=float("inf"), diversify=False) as (stub, core):
+            async with _ranker(catalog, manifest, cold_popularity=float("inf"), follow_weight=0.0,
+                               diversify=False) as (stub, core):
                 cold = await stub.Rank(ranker_pb2.RankRequest(k=20))
                 counts = [float(core.items.popularity[i.item_id - 1]) for i in cold.items]
                 assert cold.cold_start and counts == sorted(counts, reverse=True) and counts[0] > counts[-1]
                 known = ranker_pb2.RankRequest(user_id=1, user_vector=to_tensor(catalog.vector(1)), k=20)
                 scores = [i.score for i in (await stub.Rank(known)).items]
                 assert scores == sorted(scores, reverse=True) and all(0 < score < 1 for score in scores)
+
+        run(body())
+
+    def test_a_known_users_feed_leads_with_what_follows_their_latest_item(self, catalog, manifest, run) -> None:
+        """With the follow weight alone (infinite), a user with a history is first shown the candidate that followed
+        their newest positive item in others' sequences, even one the model (weight 0) put last of twenty."""
+
+        async def body() -> None:
+            async with _ranker(catalog, manifest, follow_weight=float("inf"), diversify=False) as (stub, core):
+                user = next(u for u in range(1, 10_000) if core.history.of(u) is not None)
+                latest = int(core.history.of(user).rows()[0])
+                ask = ranker_pb2.RankRequest(user_id=user, user_vector=to_tensor(catalog.vector(user)), k=20)
+                core.follow_weight = 0.0
+                models_order = [i.item_id for i in (await stub.Rank(ask)).items]
+                target = models_order[-1] - 1  # the model's twentieth
+                indptr = np.zeros(core.items.size + 1, np.int64)
+                indptr[latest + 1:] = 1  # one follower, of the user's newest item
+                core.resident.primary.transitions = Transitions(indptr, np.array([target], np.int32),
+                                                                np.array([1.0], np.float32))
+                core.follow_weight = float("inf")
+                assert (await stub.Rank(ask)).items[0].item_id == target + 1
 
         run(body())
 
