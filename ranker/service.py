@@ -352,6 +352,7 @@ class Ranker:
             user_part = self.space.user_features(users, [attributes])
             context_part = context.reshape(1, CONTEXT_DIM) if context is not None else self._context(request)
             ranks, considered = None, len(rows)
+            follows = model.transitions.scores(recent_rows, rows)
             if narrow is not None:
                 dot = vectors @ narrow[0]
                 ranks = np.empty(len(rows), np.int64)  # among all candidates, whether or not the full model sees them
@@ -359,12 +360,14 @@ class Ranker:
                 light = model.light
                 if light is not None and len(rows):
                     scored = light.scores(self._request_part(model, user_part, context_part), model.unit_terms[rows], dot)
+                    if recent_rows.size:  # keep what the blend after the model would lift, not the model's best alone
+                        scored = follow_blend(scored, follows[:, 0], self.follow_weight)
                     kept = top_rows(scored, max(self.cascade_keep, request.k))  # never fewer than the feed asks
                     if len(kept) < len(rows):
                         found = Candidates(ids=found.ids[kept], sources=found.sources[kept], scores=found.scores[kept])
                         rows, vectors, categories = rows[kept], vectors[kept], categories[kept]
                         published, popularity, ranks, trend = published[kept], popularity[kept], ranks[kept], trend[kept]
-            follows = model.transitions.scores(recent_rows, rows)
+                        follows = follows[kept]
             cross = self.space.cross_features(narrow, self.space.user_crosses(attributes), vectors, categories,
                                               found.sources, self.clock() - published, popularity, ranks,
                                               self.items.content[rows] if recent is not None else None, recent, trend,

@@ -8,6 +8,7 @@ from feedserve.v1 import ranker_pb2
 from mesh.methods import HeapOutputs
 from ranker.cascade import LIGHT_FILE, LightFit, load_light_stage, top_rows
 from ranker.service import MAX_CANDIDATES
+from ranker.transitions import Transitions
 from tests.stack import ranker_for
 
 
@@ -44,6 +45,23 @@ def test_the_full_model_scores_only_the_kept_candidates_and_scores_them_as_it_wo
     by_id = dict(zip(every.arrays["candidate_ids"].tolist(), every.arrays["scores"].tolist()))
     kept = outputs.arrays["candidate_ids"].tolist()
     np.testing.assert_allclose(outputs.arrays["scores"], [by_id[i] for i in kept], rtol=1e-5, atol=1e-6)
+
+
+def test_the_cascade_keeps_a_candidate_that_the_follow_blend_lifts(catalog, manifest) -> None:
+    """The light stage's cut is blended with what follows the user's latest items as the final scores are: the
+    candidate the full model scores lowest of all, made the one follower of the user's newest item, is kept by a
+    cascade keeping 50 of 2,400 and, with the follow weight alone, leads the feed."""
+    full = ranker_for(catalog, manifest, cascade_keep=0, follow_weight=0.0)
+    cascade = ranker_for(catalog, manifest, cascade_keep=50, follow_weight=float("inf"))
+    user = next(u for u in range(1, 10_000) if cascade.history.of(u) is not None)
+    _, every = _rank(full, catalog, user)
+    target = int(every.arrays["candidate_ids"][np.argmin(every.arrays["scores"])]) - 1
+    latest = int(cascade.history.of(user).rows()[0])
+    indptr = np.zeros(cascade.items.size + 1, np.int64)
+    indptr[latest + 1:] = 1
+    cascade.resident.primary.transitions = Transitions(indptr, np.array([target], np.int32), np.array([1.0], np.float32))
+    reply, _ = _rank(cascade, catalog, user)
+    assert reply.candidates_scored == 50 and reply.items[0].item_id == target + 1
 
 
 def test_the_light_stage_is_fitted_once_per_model_and_kept_beside_it(catalog, manifest) -> None:
