@@ -77,7 +77,8 @@ def test_up_serves_feed_interact_and_generate_then_stops_every_child(tmp_path: P
         address = f"127.0.0.1:{gateway}"
         feed = _feedserve("feed", "--user", "1", "--gateway", address, env=env)
         assert feed.returncode == 0, feed.stderr
-        rows = [line for line in feed.stdout.splitlines() if re.match(r"^\s+\d+\s+\d+\s+0\.\d{4}", line)]
+        # a user with a history is scored by the follow blend (ranker/blend.py): standardised, of either sign
+        rows = [line for line in feed.stdout.splitlines() if re.match(r"^\s+\d+\s+\d+\s+-?\d+\.\d{4}", line)]
         assert len(rows) == 20
         assert re.search(r"ranker\s+model\s+[\d.]+\s+[\d.]+", feed.stdout)
 
