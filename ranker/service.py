@@ -24,7 +24,7 @@ from ranker import graphs
 from ranker.batching import Job
 from ranker.blend import COLD_POPULARITY_WEIGHT, FOLLOW_WEIGHT, cold_blend, follow_blend
 from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
-from ranker.diversity import diversified_top_k
+from ranker.diversity import category_shares, diversified_top_k
 from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
 from ranker.history import History
 from ranker.items import ItemTable
@@ -68,7 +68,7 @@ class Ranker:
         self.engine_options = (precision, device, threads, head_weights)  # how every version is loaded
         self.cascade_fit: threading.Thread | None = None  # fitting the primary's light stage once items arrived
         self.cascade_keep = cascade_keep
-        self.diversify = diversify  # at most ceil(k/4) items of one category in a feed (when there are enough others)
+        self.diversify = diversify  # a cap per category in a feed, calibrated to the user (ranker/diversity.py)
         self.cold_popularity = cold_popularity  # a new user's feed: popularity's weight beside the scores (ranker/blend.py)
         self.follow_weight = follow_weight  # a known user's: the weight of what follows their latest items
         self.clock = clock  # seconds since the epoch: freshness and the hour and weekday of the context
@@ -345,7 +345,10 @@ class Ranker:
                 rows = found.ids - 1
                 vectors, categories = self.items.vectors[rows, :width], self.items.category[rows]
                 published, popularity, trend = self.items.published[rows], self.items.popularity[rows], self.items.trend[rows]
+                recent_categories = self.items.category[recent_rows]
         with hops.stage("features"):
+            # the diversity cap's shares, over every candidate: the cascade's cut narrows them to the user's taste
+            shares = category_shares(categories, popularity, recent_categories) if self.diversify else None
             attributes = self.user_attributes.get(request.user_id)
             users = user[None, :] if user is not None else None
             narrow = user[None, :width] if user is not None else None  # for user.item with the items' coordinates
@@ -392,7 +395,7 @@ class Ranker:
             scores[...] = cold_blend(scores, popularity, self.cold_popularity)
         elif recent_rows.size and n:  # what follows the user's latest items, beside the model (ranker/blend.py)
             scores[...] = follow_blend(scores, follows[:, 0], self.follow_weight)
-        chosen = (diversified_top_k(scores, categories, min(request.k, n)) if self.diversify
+        chosen = (diversified_top_k(scores, categories, min(request.k, n), shares) if self.diversify
                   else np.argsort(-scores, kind="stable")[:min(request.k, n)])
         if request.return_all_scores:
             outputs.empty("candidate_ids", np.int64, (n,))[...] = found.ids

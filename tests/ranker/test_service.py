@@ -17,11 +17,12 @@ from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import common_pb2, ranker_pb2, ranker_pb2_grpc
 from mesh.methods import HeapOutputs
 from mesh.tensors import from_tensor, to_tensor
+from ranker.diversity import category_shares, diversified_top_k
 from ranker.features import FeatureSpace, ItemCodes, RecentItems, assemble
 from ranker.history import History
 from ranker.items import ItemTable
 from ranker.retrieval import Retriever
-from ranker.service import Ranker, diversified_top_k
+from ranker.service import Ranker
 from ranker.transitions import FILE as TRANSITIONS_FILE
 from ranker.transitions import Transitions
 from tests.stack import CLOCK, start_ranker
@@ -155,6 +156,36 @@ class TestRank:
                                                                 np.array([1.0], np.float32))
                 core.follow_weight = float("inf")
                 assert (await stub.Rank(ask)).items[0].item_id == target + 1
+
+        run(body())
+
+    def test_the_category_cap_follows_the_users_latest_items(self, catalog, manifest, run) -> None:
+        """A user whose ten latest items share the category their scores favour most gets more than a quarter of
+        the feed from it: exactly the calibrated cap over every candidate's category and popularity (ranker/diversity.py)."""
+
+        async def body() -> None:
+            async with _ranker(catalog, manifest, cascade_keep=0) as (_, core):
+                user = next(u for u in range(1, 10_000) if core.history.of(u) is not None)
+                ask = ranker_pb2.RankRequest(user_id=user, k=20, return_all_scores=True)
+                tensors = {"user_vector": catalog.vector(user)}
+                outputs = HeapOutputs()
+                core.rank(ask, tensors, outputs)
+                ids, scores = outputs.arrays["candidate_ids"], outputs.arrays["scores"]
+                categories = core.items.category[ids - 1]
+                best = np.argsort(-scores, kind="stable")[:20]
+                favoured, count = np.unique(categories[best], return_counts=True)
+                favoured = int(favoured[np.argmax(count)])
+                assert count.max() > 5, "the fixture's best twenty should lean to one category"
+                core.history.of(user).recent = np.flatnonzero(core.items.category[:core.items.size] == favoured)[:10].tolist()
+                outputs = HeapOutputs()  # the new history moves the scores too
+                reply = core.rank(ask, tensors, outputs)
+                ids, scores = outputs.arrays["candidate_ids"], outputs.arrays["scores"]
+                categories = core.items.category[ids - 1]
+                recent = core.items.category[core.history.of(user).rows()]
+                shares = category_shares(categories, core.items.popularity[ids - 1], recent)
+                expected = ids[diversified_top_k(scores, categories, 20, shares)]
+                assert [i.item_id for i in reply.items] == expected.tolist()
+                assert sum(core.items.category[i.item_id - 1] == favoured for i in reply.items) > 5
 
         run(body())
 
@@ -379,14 +410,6 @@ class TestRetrieval:
         codes = space.item_codes(["music"], ["live"], {"author": "a1", "unknown": "x"})
         assert isinstance(codes, ItemCodes) and (codes.columns >= 0).sum() == 3
         assert codes.category == space.item_codes(["music"], [], {}).category
-
-    def test_diversity_caps_each_category(self) -> None:
-        """With k=8 the cap is 2 per category; only when categories run out does the best overflow fill in."""
-        scores = np.array([0.9, 0.8, 0.7, 0.6, 0.5, 0.4, 0.3, 0.2, 0.1, 0.05])
-        categories = np.array([0, 0, 0, 0, 1, 1, 1, 2, 2, 3])
-        chosen = diversified_top_k(scores, categories, 8)
-        # 2 of category 0, 2 of 1, 2 of 2, the lone 3 (score 0.05 beats a third item of 0), then overflow
-        assert chosen.tolist() == [0, 1, 4, 5, 7, 8, 9, 2]
 
 
 class TestResume:
