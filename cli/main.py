@@ -39,6 +39,7 @@ from cli.stack import Stack
 from cli.tiers import BackgroundTiers
 from engines.sentence import DIM, ensure_encoder
 from feedserve.v1 import common_pb2
+from gateway.keys import ROLES
 from generator.training import FORMAT as TIER_FORMAT
 from generator.training import TIERS, ensure_tiers
 from learning.pipeline import fit_and_export, quality_table
@@ -362,7 +363,10 @@ def _parser() -> argparse.ArgumentParser:
     key_actions = keys.add_subparsers(dest="action", required=True)
     create = key_actions.add_parser("create", parents=[world], help="a new key for a tenant; its token is printed once")
     create.add_argument("--tenant", required=True, help="who the key's calls are for and billed to")
-    create.add_argument("--admin", action="store_true", help="may call the admin methods (SetMode, GetCost, deletes, keys)")
+    create.add_argument("--role", choices=ROLES, default=None,
+                        help="read: Feed, Generate, GetMode; write: also Interact, InteractBatch, UpsertItems, "
+                             "UpsertUsers; admin: everything (deletes, keys, models, modes, costs). Default: write")
+    create.add_argument("--admin", action="store_true", help="the same as --role admin")
     create.add_argument("--label", default="", help="a note, e.g. the service that uses it")
     listing = key_actions.add_parser("list", parents=[world], help="every live key (no secrets)")
     listing.add_argument("--all", action="store_true", help="revoked keys too")

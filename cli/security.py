@@ -50,7 +50,9 @@ def keys_command(args: argparse.Namespace) -> int:
     store = KeyStore(args.home / "keys.db")
     try:
         if args.action == "create":
-            key, token = store.create(args.tenant, "admin" if args.admin else "tenant", args.label)
+            if args.admin and args.role not in (None, "admin"):
+                raise ValueError(f"--admin with --role {args.role}: give one or the other")
+            key, token = store.create(args.tenant, args.role or ("admin" if args.admin else "write"), args.label)
             print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
             print(f"token (shown once): {token}")
         elif args.action == "list" and args.json:

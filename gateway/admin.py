@@ -6,7 +6,7 @@ import grpc
 
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cost import MAX_WINDOW_S, CostLedger
-from gateway.keys import ApiKey, KeyStore
+from gateway.keys import ROLES, ApiKey, KeyStore
 from gateway.modes import ModeController
 from gateway.rollout import GatewayRouting
 from mesh.errors import FailedPrecondition, InvalidArgument, NotFound
@@ -16,7 +16,7 @@ __all__ = ["GatewayAdminService"]
 
 def _key_info(key: ApiKey) -> gateway_pb2.KeyInfo:
     return gateway_pb2.KeyInfo(key_id=key.key_id, tenant=key.tenant, admin=key.admin, created_at=key.created_at,
-                               revoked_at=key.revoked_at or 0.0, label=key.label)
+                               revoked_at=key.revoked_at or 0.0, label=key.label, role=key.role)
 
 
 class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
@@ -69,8 +69,13 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
         return self.keys
 
     async def CreateKey(self, request: gateway_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CreatedKey:
+        role = request.role or ("admin" if request.admin else "write")
+        if role not in ROLES:
+            raise InvalidArgument("role", f"expected one of {', '.join(ROLES)}, got {request.role!r}")
+        if request.admin and role != "admin":
+            raise InvalidArgument("admin", f"admin=true with role {role!r}: give one or the other")
         try:
-            key, token = self._key_store().create(request.tenant, "admin" if request.admin else "tenant", request.label)
+            key, token = self._key_store().create(request.tenant, role, request.label)
         except ValueError as exc:
             raise InvalidArgument("tenant", str(exc)) from None
         return gateway_pb2.CreatedKey(key=_key_info(key), token=token)

@@ -1,5 +1,5 @@
-"""The public port's door: an API key on every call, admin keys for admin methods, the tenant taken from the
-key (never from the body), and the tenant's quota. Health and reflection stay open for probes."""
+"""The public port's door: an API key on every call, of a role that covers the method (read, write, admin), the
+tenant taken from the key (never from the body), and the tenant's quota. Health and reflection stay open for probes."""
 
 from __future__ import annotations
 
@@ -14,10 +14,11 @@ from gateway.quotas import TenantQuotas
 from mesh.errors import FeedserveError, PermissionDenied, Unauthenticated
 from mesh.methods import wrap_handler
 
-__all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "GATEWAY_ADMIN_METHODS", "events_keep_their_time"]
+__all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "READ_METHODS", "WRITE_METHODS", "events_keep_their_time",
+           "role_needed"]
 
 # Whether this call's timestamped events are judged by their own clock (a backfill of real history): an admin key's
-# are; a tenant key's are live. A gateway that checks no keys (--no-auth, loopback) trusts every caller.
+# are; a read or write key's are live. A gateway that checks no keys (--no-auth, loopback) trusts every caller.
 _backfill: contextvars.ContextVar[bool] = contextvars.ContextVar("backfill", default=True)
 
 
@@ -27,23 +28,31 @@ def events_keep_their_time() -> bool:
 
 OPEN_SERVICES = frozenset({"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection",
                            "grpc.reflection.v1.ServerReflection"})
-# Admin methods of the gateway's port. The catalog is one per deployment, shared by its tenants, so a
-# delete always touches data other tenants see: admins only.
-GATEWAY_ADMIN_METHODS = frozenset({
-    "/feedserve.v1.GatewayAdmin/SetMode",
-    "/feedserve.v1.GatewayAdmin/GetCost",
-    "/feedserve.v1.GatewayAdmin/CreateKey",
-    "/feedserve.v1.GatewayAdmin/ListKeys",
-    "/feedserve.v1.GatewayAdmin/RevokeKey",
-    "/feedserve.v1.GatewayAdmin/ListModels",
-    "/feedserve.v1.GatewayAdmin/StageModel",
-    "/feedserve.v1.GatewayAdmin/ShadowModel",
-    "/feedserve.v1.GatewayAdmin/CanaryModel",
-    "/feedserve.v1.GatewayAdmin/PromoteModel",
-    "/feedserve.v1.GatewayAdmin/RollbackModel",
-    "/feedserve.v1.Catalog/DeleteItems",
-    "/feedserve.v1.Catalog/DeleteUser",
+# What a read key may call: it asks and changes nothing.
+READ_METHODS = frozenset({
+    "/feedserve.v1.Gateway/Feed",
+    "/feedserve.v1.Gateway/Generate",
+    "/feedserve.v1.GatewayAdmin/GetMode",
 })
+# What a write key may call besides: a product's backend sending what its users do and what its catalog holds.
+WRITE_METHODS = frozenset({
+    "/feedserve.v1.Gateway/Interact",
+    "/feedserve.v1.Catalog/InteractBatch",
+    "/feedserve.v1.Catalog/UpsertItems",
+    "/feedserve.v1.Catalog/UpsertUsers",
+})
+
+
+def role_needed(method: str) -> str:
+    """The least role that may call `method` (its full name). Everything else is admin's: deletes (the catalog is
+    one per deployment, so a delete touches what every tenant sees), keys, models, modes and costs, and any method
+    added later until it is placed here."""
+    if method in READ_METHODS:
+        return "read"
+    if method in WRITE_METHODS:
+        return "write"
+    return "admin"
+
 
 def _set_tenant(request: Any, tenant: str) -> None:
     """Overwrite the request's context.tenant with the key's: the body never chooses who is billed."""
@@ -56,14 +65,12 @@ def _set_tenant(request: Any, tenant: str) -> None:
 
 
 class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
-    """UNAUTHENTICATED without a live key, PERMISSION_DENIED for an admin method with a tenant key, then the
-    tenant's quota (RESOURCE_EXHAUSTED with retry-after-ms)."""
+    """UNAUTHENTICATED without a live key, PERMISSION_DENIED when the key's role does not cover the method, then
+    the tenant's quota (RESOURCE_EXHAUSTED with retry-after-ms)."""
 
-    def __init__(self, keys: KeyStore, quotas: TenantQuotas | None = None,
-                 admin_methods: frozenset[str] = GATEWAY_ADMIN_METHODS) -> None:
+    def __init__(self, keys: KeyStore, quotas: TenantQuotas | None = None) -> None:
         self.keys = keys
         self.quotas = quotas or TenantQuotas()
-        self.admin_methods = admin_methods
 
     def _authorise(self, method: str, invocation_metadata: Any) -> ApiKey:
         metadata = dict(invocation_metadata or ())
@@ -74,8 +81,10 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         key = self.keys.verify(token)
         if key is None:
             raise Unauthenticated("unknown or revoked API key")
-        if method in self.admin_methods and not key.admin:
-            raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs an admin key; tenant {key.tenant}'s key is not one")
+        needed = role_needed(method)
+        if not key.may(needed):
+            raise PermissionDenied(f"{method.rsplit('/', 1)[-1]} needs a key with the {needed} role; "
+                                   f"key {key.key_id} of tenant {key.tenant} has the {key.role} role")
         return key
 
     async def intercept_service(

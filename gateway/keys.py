@@ -1,4 +1,5 @@
-"""API keys: each belongs to one tenant, is stored hashed, compared in constant time, and can be revoked.
+"""API keys: each belongs to one tenant, has a role (read, write or admin), is stored hashed, compared in constant
+time, and can be revoked.
 
 A key reads `fsk_<id>_<secret>`. The id finds the row; the secret is 32 random bytes, stored as its SHA-256
 (a fast hash is enough for a 256-bit random secret: there is nothing to guess, unlike a password). The
@@ -18,9 +19,14 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KeyStore", "ApiKey", "ROLES", "parse_bearer"]
+__all__ = ["KeyStore", "ApiKey", "ROLES", "parse_bearer", "role_of"]
 
-ROLES = ("tenant", "admin")
+# Each role may do what the ones before it may (gateway/auth.py says which methods need which): read asks for
+# feeds and generations, write also sends interactions and changes the catalog, admin also deletes and runs the
+# deployment (keys, models, modes, costs).
+ROLES = ("read", "write", "admin")
+# A key made before roles were split was "tenant": it could call everything but the admin methods, which is write.
+_FORMER = {"tenant": "write"}
 _TOKEN = re.compile(r"^fsk_(?P<id>[0-9a-f]{12})_(?P<secret>[A-Za-z0-9_-]{43})$")
 _TENANT = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 
@@ -39,6 +45,23 @@ class ApiKey:
     @property
     def admin(self) -> bool:
         return self.role == "admin"
+
+    def may(self, needed: str) -> bool:
+        """Whether this key's role covers `needed` (one of ROLES)."""
+        return ROLES.index(self.role) >= ROLES.index(needed)
+
+
+def role_of(name: str) -> str:
+    """A role as given (or as stored by an older release), checked: one of ROLES."""
+    role = _FORMER.get(name, name)
+    if role not in ROLES:
+        raise ValueError(f"role is expected to be one of {', '.join(ROLES)}, got {name!r}")
+    return role
+
+
+def _key(row: tuple) -> ApiKey:
+    key_id, tenant, role, created_at, revoked_at, label = row
+    return ApiKey(key_id, tenant, role_of(role), created_at, revoked_at, label)
 
 
 def parse_bearer(header: str) -> str | None:
@@ -65,12 +88,11 @@ class KeyStore:
     def close(self) -> None:
         self._db.close()
 
-    def create(self, tenant: str, role: str = "tenant", label: str = "") -> tuple[ApiKey, str]:
-        """A new key for `tenant`; returns its row and the token, which is never shown again."""
+    def create(self, tenant: str, role: str = "write", label: str = "") -> tuple[ApiKey, str]:
+        """A new key for `tenant` with `role`; returns its row and the token, which is never shown again."""
         if not _TENANT.match(tenant):
             raise ValueError(f"tenant {tenant!r} is expected to be 1-64 letters, digits, '.', '_' or '-'")
-        if role not in ROLES:
-            raise ValueError(f"role is expected to be one of {ROLES}, got {role!r}")
+        role = role_of(role)
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         now = time.time()
         with self._lock:
@@ -82,7 +104,7 @@ class KeyStore:
         with self._lock:
             rows = self._db.execute("SELECT key_id, tenant, role, created_at, revoked_at, label FROM api_keys "
                                     "ORDER BY created_at").fetchall()
-        keys = [ApiKey(*row) for row in rows]
+        keys = [_key(row) for row in rows]
         return keys if include_revoked else [k for k in keys if k.revoked_at is None]
 
     def revoke(self, key_id: str) -> bool:
@@ -105,4 +127,4 @@ class KeyStore:
         stored = row[6] if row is not None else b"\0" * 32
         if not hmac.compare_digest(digest, stored) or row is None or row[4] is not None:
             return None
-        return ApiKey(*row[:6])
+        return _key(row[:6])

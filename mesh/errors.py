@@ -70,7 +70,7 @@ class Unauthenticated(FeedserveError):
 
 
 class PermissionDenied(FeedserveError):
-    """The key is valid but may not call this method (an admin method with a tenant key)."""
+    """The key is valid but may not call this method (its role does not cover the method: gateway/auth.py)."""
 
     code = grpc.StatusCode.PERMISSION_DENIED
 

@@ -66,5 +66,5 @@ def test_keys_list_prints_json_without_secrets(tmp_path: Path) -> None:
     out, errors = listing.communicate(timeout=60)
     assert listing.returncode == 0, errors
     rows = json.loads(out)
-    assert [(r["tenant"], r["role"], r["label"]) for r in rows] == [("acme", "tenant", "web"), ("globex", "admin", "")]
+    assert [(r["tenant"], r["role"], r["label"]) for r in rows] == [("acme", "write", "web"), ("globex", "admin", "")]
     assert token not in out and token.split("_")[-1] not in out

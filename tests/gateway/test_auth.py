@@ -1,5 +1,6 @@
-"""The gateway's door: API keys on every public RPC, admin keys for admin RPCs, the tenant from the key, per-tenant
-quotas, and caches that never answer across tenants. Real gRPC servers on free ports, a real key file."""
+"""The gateway's door: API keys on every public RPC, of a role (read, write, admin) that covers the method, the
+tenant from the key, per-tenant quotas, and caches that never answer across tenants. Real gRPC servers on free
+ports, a real key file."""
 
 from __future__ import annotations
 
@@ -10,8 +11,10 @@ from pathlib import Path
 import grpc
 import pytest
 
+from catalog import open_store
 from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2
-from gateway.keys import KeyStore
+from gateway.auth import role_needed
+from gateway.keys import ROLES, KeyStore
 from gateway.quotas import Quota, TenantQuotas
 from tests.stack import running_stack
 
@@ -71,7 +74,7 @@ class TestApiKeys:
         run(body())
 
     def test_admin_rpcs_need_an_admin_key_and_a_refusal_changes_nothing(self, catalog, manifest, tmp_path, keys, run) -> None:
-        """SetMode with a tenant key: PERMISSION_DENIED and the mode stays; with an admin key it is forced. Health
+        """SetMode with a write key: PERMISSION_DENIED and the mode stays; with an admin key it is forced. Health
         stays open for probes."""
         _, tenant = keys.create("acme")
         _, admin = keys.create("ops", "admin")
@@ -82,7 +85,7 @@ class TestApiKeys:
                 with pytest.raises(grpc.aio.AioRpcError) as refused:
                     await stack.admin.SetMode(emergency, metadata=_bearer(tenant))
                 assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-                assert "needs an admin key" in refused.value.details()
+                assert "needs a key with the admin role" in refused.value.details()
                 status = await stack.admin.GetMode(gateway_pb2.GetModeRequest(), metadata=_bearer(tenant))
                 assert not status.forced
                 forced = await stack.admin.SetMode(emergency, metadata=_bearer(admin))
@@ -95,6 +98,57 @@ class TestApiKeys:
 
                 health = health_pb2_grpc.HealthStub(stack.channels[2])
                 assert (await health.Check(health_pb2.HealthCheckRequest())).status == health_pb2.HealthCheckResponse.SERVING
+
+        run(body())
+
+    def test_only_feeds_generations_and_the_mode_are_read_and_only_what_a_backend_sends_is_write(self) -> None:
+        """Every method of the public port, placed: read asks (Feed, Generate, GetMode), write also sends
+        (Interact, InteractBatch, UpsertItems, UpsertUsers), and everything else (deletes, keys, models, modes,
+        costs) is admin's, as is a method nobody has placed yet."""
+        placed = {f"{m.containing_service.name}/{m.name}": role_needed(f"/{m.containing_service.full_name}/{m.name}")
+                  for service in PUBLIC for m in service.methods}
+        assert {name for name, role in placed.items() if role == "read"} == {
+            "Gateway/Feed", "Gateway/Generate", "GatewayAdmin/GetMode"}
+        assert {name for name, role in placed.items() if role == "write"} == {
+            "Gateway/Interact", "Catalog/InteractBatch", "Catalog/UpsertItems", "Catalog/UpsertUsers"}
+        assert {"Catalog/DeleteItems", "Catalog/DeleteUser", "GatewayAdmin/SetMode", "GatewayAdmin/CreateKey",
+                "GatewayAdmin/GetCost", "GatewayAdmin/PromoteModel"} <= {n for n, r in placed.items() if r == "admin"}
+        assert role_needed("/feedserve.v1.Gateway/SomethingNew") == "admin"
+
+    def test_a_key_is_refused_every_method_above_its_role_before_the_handler_runs(self, catalog, manifest, tmp_path,
+                                                                                   keys, run) -> None:
+        """A read key gets PERMISSION_DENIED (naming the role needed and its own) for every write and admin method,
+        a write key for every admin method; the refused writes change nothing (an item hidden by a read key's
+        UpsertItems is still in the feed), and a read key still gets its feed."""
+        tokens = {role: keys.create("acme", role)[1] for role in ROLES}
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path, keys=keys) as stack:
+                channel = stack.channels[2]
+                for role, token in tokens.items():
+                    for service in PUBLIC:
+                        for method in service.methods:
+                            needed = role_needed(f"/{service.full_name}/{method.name}")
+                            if ROLES.index(needed) > ROLES.index(role):
+                                assert await _status(channel, method, _bearer(token)) == \
+                                    grpc.StatusCode.PERMISSION_DENIED, (role, method.full_name)
+                shown = (await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=1, k=5),
+                                                  metadata=_bearer(tokens["read"]))).items[0]
+                store = open_store(stack.store)
+                try:
+                    before = store.sequence()
+                    hide = catalog_pb2.UpsertItemsRequest(items=[catalog_pb2.CatalogItem(
+                        id=shown.id, title="hidden by a reader", hidden=True)])
+                    with pytest.raises(grpc.aio.AioRpcError) as refused:
+                        await stack.catalog.UpsertItems(hide, metadata=_bearer(tokens["read"]))
+                    assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
+                    assert "needs a key with the write role" in refused.value.details()
+                    assert "has the read role" in refused.value.details()
+                    assert store.sequence() == before
+                    await stack.catalog.UpsertItems(hide, metadata=_bearer(tokens["write"]))
+                    assert store.sequence() > before
+                finally:
+                    store.close()
 
         run(body())
 
@@ -118,8 +172,30 @@ class TestApiKeys:
                 with pytest.raises(grpc.aio.AioRpcError) as bad:
                     await stack.admin.CreateKey(gateway_pb2.CreateKeyRequest(tenant="no spaces"), metadata=_bearer(admin))
                 assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT and "tenant" in bad.value.details()
+                reader = await stack.admin.CreateKey(gateway_pb2.CreateKeyRequest(tenant="acme", role="read"),
+                                                     metadata=_bearer(admin))
+                assert (reader.key.role, reader.key.admin, made.key.role) == ("read", False, "write")
+                for request, field in ((gateway_pb2.CreateKeyRequest(tenant="acme", role="owner"), "role"),
+                                       (gateway_pb2.CreateKeyRequest(tenant="acme", role="read", admin=True), "admin")):
+                    with pytest.raises(grpc.aio.AioRpcError) as bad:
+                        await stack.admin.CreateKey(request, metadata=_bearer(admin))
+                    assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+                    assert bad.value.details().startswith(field), bad.value.details()
+                listed = await stack.admin.ListKeys(gateway_pb2.ListKeysRequest(include_revoked=True),
+                                                    metadata=_bearer(admin))
+                assert len(listed.keys) == 3  # ops, web (revoked) and the reader: the refused requests made none
 
         run(body())
+
+    def test_a_key_made_before_roles_reads_as_write(self, keys) -> None:
+        """A stored "tenant" key (an older release's) is a write key: what it could call then, no more."""
+        made, token = keys.create("acme")
+        keys._db.execute("UPDATE api_keys SET role = 'tenant' WHERE key_id = ?", (made.key_id,))
+        key = keys.verify(token)
+        assert key is not None and key.role == "write" and key.may("write") and not key.may("admin")
+        assert [k.role for k in keys.list()] == ["write"]
+        with pytest.raises(ValueError, match="role"):
+            keys.create("acme", "owner")
 
     def test_the_tenant_comes_from_the_key_never_from_the_body(self, catalog, manifest, tmp_path, keys, run) -> None:
         """acme's key sending context.tenant=globex is served and cached as acme: globex's next feed is not a hit."""
@@ -220,7 +296,7 @@ class TestBackfill:
     def test_an_admins_dated_events_are_judged_by_their_time_a_tenants_by_the_wall_clock(
             self, catalog, manifest, tmp_path, keys, run) -> None:
         """40 likes dated a minute apart: all move the vector under an admin key (a backfill of history); under a
-        tenant key the same dated likes are live, and the default cap of 30 a minute holds the rest back."""
+        write key the same dated likes are live, and the default cap of 30 a minute holds the rest back."""
         _, admin = keys.create("ops", "admin")
         _, tenant = keys.create("acme")
 

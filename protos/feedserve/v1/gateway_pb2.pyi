@@ -136,30 +136,34 @@ class ModelList(_message.Message):
     def __init__(self, families: _Optional[_Iterable[_Union[ModelFamily, _Mapping]]] = ...) -> None: ...
 
 class CreateKeyRequest(_message.Message):
-    __slots__ = ("tenant", "admin", "label")
+    __slots__ = ("tenant", "admin", "label", "role")
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     tenant: str
     admin: bool
     label: str
-    def __init__(self, tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., label: _Optional[str] = ...) -> None: ...
+    role: str
+    def __init__(self, tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., label: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class KeyInfo(_message.Message):
-    __slots__ = ("key_id", "tenant", "admin", "created_at", "revoked_at", "label")
+    __slots__ = ("key_id", "tenant", "admin", "created_at", "revoked_at", "label", "role")
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
     TENANT_FIELD_NUMBER: _ClassVar[int]
     ADMIN_FIELD_NUMBER: _ClassVar[int]
     CREATED_AT_FIELD_NUMBER: _ClassVar[int]
     REVOKED_AT_FIELD_NUMBER: _ClassVar[int]
     LABEL_FIELD_NUMBER: _ClassVar[int]
+    ROLE_FIELD_NUMBER: _ClassVar[int]
     key_id: str
     tenant: str
     admin: bool
     created_at: float
     revoked_at: float
     label: str
-    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., created_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., label: _Optional[str] = ...) -> None: ...
+    role: str
+    def __init__(self, key_id: _Optional[str] = ..., tenant: _Optional[str] = ..., admin: _Optional[bool] = ..., created_at: _Optional[float] = ..., revoked_at: _Optional[float] = ..., label: _Optional[str] = ..., role: _Optional[str] = ...) -> None: ...
 
 class CreatedKey(_message.Message):
     __slots__ = ("key", "token")

@@ -186,7 +186,7 @@ class Gateway:
 
 class GatewayAdminStub:
     """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
-    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
+    an admin key (`authorization: Bearer <key>`; GetMode a read key or stronger); any other gets PERMISSION_DENIED.
     """
 
     def __init__(self, channel):
@@ -259,7 +259,7 @@ class GatewayAdminStub:
 
 class GatewayAdminServicer:
     """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
-    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
+    an admin key (`authorization: Bearer <key>`; GetMode a read key or stronger); any other gets PERMISSION_DENIED.
     """
 
     def SetMode(self, request, context):
@@ -413,7 +413,7 @@ def add_GatewayAdminServicer_to_server(servicer, server):
  # This class is part of an EXPERIMENTAL API.
 class GatewayAdmin:
     """Operators' controls: the burst mode, forced or automatic; spend; API keys. Every method but GetMode needs
-    an admin key (`authorization: Bearer <key>`); a tenant key gets PERMISSION_DENIED.
+    an admin key (`authorization: Bearer <key>`; GetMode a read key or stronger); any other gets PERMISSION_DENIED.
     """
 
     @staticmethod
