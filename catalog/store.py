@@ -16,6 +16,7 @@ import os
 import re
 import sqlite3
 import threading
+import zlib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -30,7 +31,7 @@ from mesh.errors import InvalidArgument, NotFound, Unavailable
 __all__ = ["Store", "open_store", "ITEM", "USER", "content_key", "content_text"]
 
 ITEM, USER = 1, 2  # id map kinds
-_LOCK_KEY = 0x66656564  # PostgreSQL advisory lock that serialises writers ("feed")
+_LOCK_KEY = 0x66656564  # PostgreSQL advisory lock that serialises writers ("feed"), in the public schema
 _CHUNK = 500  # ids per IN (...) list: well under SQLite's variable limit
 
 _DDL = """
@@ -76,7 +77,12 @@ class Store(LearnedSpaces):
         self._lock = threading.Lock()
         self._conn: Any = None
         self._projections: dict[int, np.ndarray] = {}
+        self._lock_key = _LOCK_KEY
+        self.schema = ""  # PostgreSQL's schema for the tables (SQLite: one catalog per file)
         with self._transaction() as cur:
+            if dialect == "postgresql":
+                self.schema = _ensure_schema(cur)
+                self._lock_key = _lock_key(self.schema)
             blob = "BLOB" if dialect == "sqlite" else "BYTEA"
             for statement in filter(str.strip, _DDL.format(blob=blob).split(";")):
                 cur.execute(statement)
@@ -100,7 +106,7 @@ class Store(LearnedSpaces):
                 if self.dialect == "sqlite":
                     cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
                 elif write:
-                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (_LOCK_KEY,))
+                    cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
                 try:
                     yield cur
                 except BaseException:
@@ -487,6 +493,32 @@ class _SqliteConnection:
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _ensure_schema(cur: Any) -> str:
+    """The schema this connection's tables live in: the first of its search_path (a URL's
+    `?options=-csearch_path=NAME`), created when missing, so that products on one PostgreSQL database stay apart."""
+    cur.execute("SELECT current_schema()")
+    schema = cur.fetchone()[0]
+    if schema is None:  # search_path names no schema that exists yet
+        from psycopg import sql
+
+        cur.execute("SHOW search_path")
+        named = [part.strip().strip('"') for part in cur.fetchone()[0].split(",")]
+        wanted = next((n for n in named if n and n != "$user"), "")
+        if not wanted:
+            raise InvalidArgument("store", "its search_path names no schema to keep the catalog in")
+        cur.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(sql.Identifier(wanted)))
+        cur.execute("SELECT current_schema()")
+        schema = cur.fetchone()[0]
+    return str(schema)
+
+
+def _lock_key(schema: str) -> int:
+    """The writers' advisory lock for one schema: the catalogs of two schemas never wait for each other."""
+    if schema == "public":
+        return _LOCK_KEY  # what every release before schemas took
+    return _LOCK_KEY ^ ((zlib.crc32(schema.encode()) & 0x7FFFFFFF) << 32)
 
 
 def _postgres(url: str) -> Store:

@@ -11,6 +11,7 @@ import pytest
 
 from catalog import ITEM, USER, ChangeFollower, Event, Item, Store, User, open_store
 from mesh.errors import NotFound, Unavailable
+from tests.catalog.conftest import _databases
 
 LIKE, CLICK = 3, 2
 
@@ -204,3 +205,64 @@ def test_concurrent_writers_never_let_a_follower_skip_a_change(store_url: str) -
 def test_sqlite_module_is_recent_enough_for_returning() -> None:
     """UPDATE ... RETURNING (sequence allocation) needs SQLite 3.35 or newer."""
     assert sqlite3.sqlite_version_info >= (3, 35)
+
+
+@pytest.fixture
+def pg_database(postgres_server: str) -> str:
+    """A new, empty database on the session's PostgreSQL server (its URL)."""
+    import psycopg
+
+    name = f"products_{next(_databases)}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
+
+
+class TestProductsOnOneServer:
+    def test_each_schema_holds_its_own_catalog_and_is_made_when_missing(self, pg_database: str) -> None:
+        """Two products on one PostgreSQL database, `?options=-csearch_path=NAME` each: the schema is created on
+        first open, ids and sequences start at 1 in each, neither sees the other's items, and the default
+        (public) catalog beside them stays empty."""
+        shop, films = (open_store(f"{pg_database}?options=-csearch_path%3D{name}") for name in ("shop", "films"))
+        public = open_store(pg_database)
+        try:
+            assert (shop.schema, films.schema, public.schema) == ("shop", "films", "public")
+            first = shop.upsert_items([Item("s-1"), Item("s-2")])
+            assert films.upsert_items([Item("f-1")]) == 1 and first == 2
+            assert [i.external_id for i in shop.changes(0)[0]] == ["s-1", "s-2"]
+            assert [i.external_id for i in films.changes(0)[0]] == ["f-1"]
+            assert films.resolve(ITEM, ["s-1", "f-1"]).tolist() == [0, 1]
+            assert public.sequence() == 0
+        finally:
+            for store in (shop, films, public):
+                store.close()
+
+    def test_a_writer_in_one_schema_never_waits_for_a_writer_in_another(self, pg_database: str) -> None:
+        """While a write transaction of the shop's catalog is open (holding its writers' lock), the films' catalog
+        takes a write at once; the shop's own second writer waits on the lock (PostgreSQL shows it waiting) and
+        writes after the first commits."""
+        import threading
+
+        import psycopg
+
+        url = f"{pg_database}?options=-csearch_path%3D"
+        shop, films, shop_again = open_store(url + "shop"), open_store(url + "films"), open_store(url + "shop")
+        try:
+            with shop._transaction():  # an open write: the shop's writers' lock is held until it ends
+                films_writer = threading.Thread(target=films.upsert_items, args=([Item("f")],))
+                films_writer.start()
+                films_writer.join(timeout=60)
+                assert not films_writer.is_alive(), "the films' write waited for the shop's lock"
+                shop_writer = threading.Thread(target=shop_again.upsert_items, args=([Item("s")],))
+                shop_writer.start()
+                with psycopg.connect(pg_database, autocommit=True) as watch:
+                    waiting = 0
+                    while not waiting and shop_writer.is_alive():
+                        waiting = watch.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "
+                                                "AND NOT granted").fetchone()[0]
+                assert waiting == 1 and shop_writer.is_alive()
+            shop_writer.join(timeout=60)
+            assert not shop_writer.is_alive() and shop.sequence() == 1 and films.sequence() == 1
+        finally:
+            for store in (shop, films, shop_again):
+                store.close()
