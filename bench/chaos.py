@@ -150,7 +150,7 @@ def main() -> int:
     tls = ensure_certificates(home / "tls")
     security.configure(tls["operator"])
     key = admin_key_path(home).read_text().strip()
-    keys = KeyStore(home / "keys.db")
+    keys = KeyStore(store)
     tenants = HostileTenant(keys.create("victim", label="bench/chaos")[1], keys.create("attacker", label="bench/chaos")[1])
     keys.close()
     os.environ["FEEDSERVE_TEST_HOOKS"] = "1"  # children: SIGUSR2 kills a ring dispatcher
@@ -160,7 +160,7 @@ def main() -> int:
     # and a tenth of its flood for the attacker
     quotas = ("--tenant-quota", "0:0:0", "--tenant-quota-for", "victim=200:400:8",
               "--tenant-quota-for", tenants.attacker_quota)
-    stack = Stack(home, store, "simulator", config, home / "logs", generator_home=home, tls=tls, keys=home / "keys.db",
+    stack = Stack(home, store, "simulator", config, home / "logs", generator_home=home, tls=tls, auth=True,
                   api_key=key, paramserver_shards=2, extra_args={"gateway": quotas})
     print(f"chaos: {len(FAULTS)} faults x {fault_s:.0f} s; {args.feed_rate:g} feeds/s and {args.interact_rate:g} "
           f"interactions/s; {items:,} items, {users:,} users; mutual TLS, API keys, 2 paramserver shards; {machine()}",

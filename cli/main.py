@@ -183,9 +183,9 @@ def _up(args: argparse.Namespace) -> int:
     # SmolLM2's import takes a core for 15 s on a first run: in a child process at the lowest priority, it takes
     # what the import and the training leave idle, and the first feed does not wait for it
     tiers = None if args.no_generator else BackgroundTiers.start(args.home, args.real_tier, sys.stderr)
-    tls, keys, admin_key = stack_security(args)
+    tls, admin_key = stack_security(args, store_url)
     stack = Stack(args.home, store_url, schema, config, args.home / "logs",
-                  generator_home=None if args.no_generator else args.home, tls=tls, keys=keys, api_key=admin_key,
+                  generator_home=None if args.no_generator else args.home, tls=tls, auth=True, api_key=admin_key,
                   generator_args=("--real-tier", args.real_tier), extra_args=options)
     try:
         with working("starting the paramserver and the gateway", sys.stderr):
@@ -358,20 +358,20 @@ def _parser() -> argparse.ArgumentParser:
     add_access_arguments(health)
     health.set_defaults(run=health_command)
 
-    keys = commands.add_parser("keys", help="create, list or revoke API keys (HOME/keys.db, read by the "
-                                                             "gateway on every call)")
+    keys = commands.add_parser("keys", help="create, list or revoke API keys (in the store, which every gateway "
+                                                             "replica follows)")
     key_actions = keys.add_subparsers(dest="action", required=True)
-    create = key_actions.add_parser("create", parents=[world], help="a new key for a tenant; its token is printed once")
+    create = key_actions.add_parser("create", parents=[world, catalog], help="a new key for a tenant; its token is printed once")
     create.add_argument("--tenant", required=True, help="who the key's calls are for and billed to")
     create.add_argument("--role", choices=ROLES, default=None,
                         help="read: Feed, Generate, GetMode; write: also Interact, InteractBatch, UpsertItems, "
                              "UpsertUsers; admin: everything (deletes, keys, models, modes, costs). Default: write")
     create.add_argument("--admin", action="store_true", help="the same as --role admin")
     create.add_argument("--label", default="", help="a note, e.g. the service that uses it")
-    listing = key_actions.add_parser("list", parents=[world], help="every live key (no secrets)")
+    listing = key_actions.add_parser("list", parents=[world, catalog], help="every live key (no secrets)")
     listing.add_argument("--all", action="store_true", help="revoked keys too")
     listing.add_argument("--json", action="store_true", help="print the keys as a JSON list (no secrets)")
-    revoke = key_actions.add_parser("revoke", parents=[world], help="revoke a key at once")
+    revoke = key_actions.add_parser("revoke", parents=[world, catalog], help="revoke a key at once")
     revoke.add_argument("key_id")
     keys.set_defaults(run=keys_command)
 

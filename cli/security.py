@@ -6,22 +6,22 @@ import argparse
 import json
 import sys
 import time
-from pathlib import Path
 
 import grpc
 
 from cli.access import admin_key_path, secrets_dir, write_admin_key
 from cli.certificates import ensure_certificates
-from gateway.keys import KeyStore
+from gateway.keys import KeyStore, import_key_file
 from mesh.roles import OPERATOR, SERVICE_ROLES
 from mesh.security import Tls, configure, configured, open_channel
 
 __all__ = ["stack_security", "keys_command", "certs_command", "health_command"]
 
 
-def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Path, str]:
-    """Certificates (made once under HOME/tls) unless --plaintext, and the keys file with an admin key (made on
-    first run, kept in HOME/admin.key); says which security the stack runs with."""
+def stack_security(args: argparse.Namespace, store: str) -> tuple[dict[str, Tls] | None, str]:
+    """Certificates (made once under HOME/tls) unless --plaintext, and an admin key in the store (made on first
+    run, kept in HOME/admin.key); says which security the stack runs with. Keys of a keys file that an older
+    feedserve kept (HOME/keys.db) are copied into the store once."""
     tls = None
     if args.plaintext:
         configure(None)
@@ -30,51 +30,56 @@ def stack_security(args: argparse.Namespace) -> tuple[dict[str, Tls] | None, Pat
         tls = ensure_certificates(secrets_dir(args.home) / "tls")
         configure(tls[OPERATOR])
         print(f"security: mutual TLS between services, TLS and API keys at the gateway (CA {secrets_dir(args.home) / 'tls' / 'ca.pem'})")
-    keys_path = args.home / "keys.db"
-    store = KeyStore(keys_path)
-    key_file = admin_key_path(args.home)
-    token = key_file.read_text().strip() if key_file.exists() else ""
-    if not token or store.verify(token) is None:
-        _, token = store.create("admin", "admin", label="made by feedserve up")
-        write_admin_key(args.home, token)
-        if sys.stdout.isatty() and not getattr(args, "prepare_only", False):
-            print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
-        else:  # a log (compose's bootstrap, a CI job) is no place for it
-            print(f"admin API key written to {key_file} (mode 0600); not printed, since this is not a terminal")
-    store.close()
-    return tls, keys_path, token
+    keys = KeyStore(store)
+    try:
+        former = args.home / "keys.db"
+        if former.exists() and (copied := import_key_file(former, keys)):
+            print(f"copied {copied} API keys from {former} into the store (keys live in the store now)")
+        key_file = admin_key_path(args.home)
+        token = key_file.read_text().strip() if key_file.exists() else ""
+        if not token or keys.verify(token) is None:
+            _, token = keys.create("admin", "admin", label="made by feedserve up")
+            write_admin_key(args.home, token)
+            if sys.stdout.isatty() and not getattr(args, "prepare_only", False):
+                print(f"admin API key (shown once; also in {key_file}, mode 0600): {token}")
+            else:  # a log (compose's bootstrap, a CI job) is no place for it
+                print(f"admin API key written to {key_file} (mode 0600); not printed, since this is not a terminal")
+    finally:
+        keys.close()
+    return tls, token
 
 
 def keys_command(args: argparse.Namespace) -> int:
-    """`feedserve keys create|list|revoke` on HOME/keys.db, the file the gateway reads on every call."""
-    store = KeyStore(args.home / "keys.db")
+    """`feedserve keys create|list|revoke` in the store (--store, default HOME/catalog.db), where every gateway
+    replica reads them."""
+    keys = KeyStore(args.store or args.home / "catalog.db")
     try:
         if args.action == "create":
             if args.admin and args.role not in (None, "admin"):
                 raise ValueError(f"--admin with --role {args.role}: give one or the other")
-            key, token = store.create(args.tenant, args.role or ("admin" if args.admin else "write"), args.label)
+            key, token = keys.create(args.tenant, args.role or ("admin" if args.admin else "write"), args.label)
             print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
             print(f"token (shown once): {token}")
         elif args.action == "list" and args.json:
             print(json.dumps([{"key_id": k.key_id, "tenant": k.tenant, "role": k.role, "label": k.label,
                                "created_at": k.created_at, "revoked_at": k.revoked_at or None}
-                              for k in store.list(include_revoked=args.all)], indent=2))
+                              for k in keys.list(include_revoked=args.all)], indent=2))
         elif args.action == "list":
             print(f"{'key id':<14} {'tenant':<20} {'role':<7} {'created':<20} {'revoked':<20} label")
-            for key in store.list(include_revoked=args.all):
+            for key in keys.list(include_revoked=args.all):
                 when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.created_at))
                 gone = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(key.revoked_at)) if key.revoked_at else "-"
                 print(f"{key.key_id:<14} {key.tenant:<20} {key.role:<7} {when:<20} {gone:<20} {key.label}")
-        elif not store.revoke(args.key_id):
+        elif not keys.revoke(args.key_id):
             print(f"error: no live key {args.key_id!r}", file=sys.stderr)
             return 1
         else:
-            print(f"revoked {args.key_id}: its next call is UNAUTHENTICATED")
+            print(f"revoked {args.key_id}: every gateway refuses it (UNAUTHENTICATED) within a second")
     except ValueError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     finally:
-        store.close()
+        keys.close()
     return 0
 
 

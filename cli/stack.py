@@ -116,7 +116,7 @@ class Stack:
     generator_home: Path | None = None  # where the generation tiers are built; None runs no generator
     generator_args: tuple[str, ...] = ()  # more options for the generator (--real-tier ...)
     tls: dict[str, Tls] | None = None  # each service's certificate (cli/certificates.py); None: plaintext
-    keys: Path | None = None  # the gateway's API keys file; None: the gateway runs --no-auth
+    auth: bool = False  # the gateway checks API keys (kept in the store); False: it runs --no-auth
     api_key: str = ""  # the key this process sends to the gateway (readiness probes, imports)
     paramserver_shards: int = 1  # more than one: shard i on paramserver_port + i, each owning 1/N of the users
 
@@ -179,7 +179,7 @@ class Stack:
                 "gateway", c.gateway_address, "--paramserver", self.paramserver_map, "--ranker", c.ranker_address,
                 "--schema", self.schema, "--encoder-home", str(self.home), *generator,
                 "--routing", str(routing_path(self.home)), "--served-log", str(self.home / "logs" / "served.jsonl"),
-                *(("--keys", str(self.keys)) if self.keys is not None else ("--no-auth",)))
+                *(() if self.auth else ("--no-auth",)))
             self._wait(gateway, timeout)
         except BaseException:
             self.stop()

@@ -81,8 +81,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--encoder-home", type=Path, default=None,
                         help="with --store: encode new items' content vectors in the background, with the sentence "
                              "encoder converted under this home (feedserve up passes its home)")
-    parser.add_argument("--keys", type=Path, default=None,
-                        help="the API keys file (feedserve keys manages it); every public call then needs a key")
+    parser.add_argument("--keys", default=None,
+                        help="the store that holds the API keys (default: --store; `feedserve keys` manages them): "
+                             "every public call needs a key unless --no-auth")
     parser.add_argument("--no-auth", action="store_true",
                         help="serve without API keys (a trusted network only; must be asked for)")
     parser.add_argument("--tenant-quota", default=DEFAULT_QUOTA,
@@ -104,9 +105,10 @@ def main() -> None:
     parser = build_parser()
     args = parse_args(parser, "gateway")  # its section of the configuration file, then the flags
     configure(tls_from_args(args))
-    if args.keys is None and not args.no_auth:
-        parser.error("--keys PATH is needed (every public call needs an API key), or --no-auth to serve without keys")
-    keys = KeyStore(args.keys) if args.keys is not None else None
+    where = None if args.no_auth else (args.keys or args.store)
+    if not where and not args.no_auth:
+        parser.error("the API keys live in the store: give --store (or --keys STORE), or --no-auth to serve without keys")
+    keys = KeyStore(where).follow() if where else None
     overrides = [option.partition("=") for option in args.tenant_quota_for]
     if any(not sep or not tenant for tenant, sep, _ in overrides):
         parser.error("--tenant-quota-for is expected as TENANT=RPS[:BURST[:IN_FLIGHT]]")

@@ -3,6 +3,7 @@ tenant taken from the key (never from the body), and the tenant's quota. Health 
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -72,13 +73,15 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         self.keys = keys
         self.quotas = quotas or TenantQuotas()
 
-    def _authorise(self, method: str, invocation_metadata: Any) -> ApiKey:
+    async def _authorise(self, method: str, invocation_metadata: Any) -> ApiKey:
         metadata = dict(invocation_metadata or ())
         header = metadata.get("authorization", "")
         token = parse_bearer(header) if isinstance(header, str) else None
         if token is None:
             raise Unauthenticated("missing API key: send the metadata `authorization: Bearer <key>`")
-        key = self.keys.verify(token)
+        judged, key = self.keys.cached(token)
+        if not judged:  # a key id this gateway has not looked up yet: the store, off the event loop
+            key = await asyncio.get_running_loop().run_in_executor(None, self.keys.verify, token)
         if key is None:
             raise Unauthenticated("unknown or revoked API key")
         needed = role_needed(method)
@@ -100,7 +103,7 @@ class ApiKeyInterceptor(grpc.aio.ServerInterceptor):
         # its quota, a forged key) is answered before its request is parsed, which a large one makes costly.
         refusal: FeedserveError | None
         try:
-            key = self._authorise(method, details.invocation_metadata)
+            key = await self._authorise(method, details.invocation_metadata)
             refusal = self.quotas.refusal(key.tenant)
         except FeedserveError as exc:
             refusal = exc

@@ -3,8 +3,10 @@ time, and can be revoked.
 
 A key reads `fsk_<id>_<secret>`. The id finds the row; the secret is 32 random bytes, stored as its SHA-256
 (a fast hash is enough for a 256-bit random secret: there is nothing to guess, unlike a password). The
-secret is shown once, when the key is created. Keys live in a small SQLite file beside the gateway
-(`feedserve keys` manages it; the gateway reads it on every call, so a revocation is effective at once).
+secret is shown once, when the key is created. Keys live in the deployment's store (catalog/keys.py), so every
+gateway replica on one PostgreSQL sees the same keys. A gateway keeps the rows it has looked up (found or not)
+and follows the store's sequence to drop the ones that change: a revocation reaches every replica within a
+poll (0.2 s), and a call with a known key never waits for the store.
 """
 
 from __future__ import annotations
@@ -16,10 +18,15 @@ import secrets
 import sqlite3
 import threading
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["KeyStore", "ApiKey", "ROLES", "parse_bearer", "role_of"]
+from catalog import open_store
+from catalog.feed import Poller
+from catalog.keys import KeyRow
+
+__all__ = ["KeyStore", "ApiKey", "ROLES", "import_key_file", "parse_bearer", "role_of"]
 
 # Each role may do what the ones before it may (gateway/auth.py says which methods need which): read asks for
 # feeds and generations, write also sends interactions and changes the catalog, admin also deletes and runs the
@@ -60,7 +67,8 @@ def role_of(name: str) -> str:
 
 
 def _key(row: tuple) -> ApiKey:
-    key_id, tenant, role, created_at, revoked_at, label = row
+    """A stored row (its secret's hash, when present, left out) as an ApiKey."""
+    key_id, tenant, role, created_at, revoked_at, label = row[:6]
     return ApiKey(key_id, tenant, role_of(role), created_at, revoked_at, label)
 
 
@@ -71,22 +79,27 @@ def parse_bearer(header: str) -> str | None:
 
 
 class KeyStore:
-    """The keys of one deployment, in SQLite at `path` (created 0600 when missing)."""
+    """The keys of one deployment, in its store (a SQLite path or a postgresql:// URL); `follow()` keeps this
+    process's cache in step with changes made elsewhere (another replica, `feedserve keys`)."""
 
-    def __init__(self, path: Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        if not self.path.exists():
-            self.path.touch(mode=0o600)
-        self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
+    CACHE_ROWS = 100_000  # looked-up rows kept (forged ids included); past it the cache starts over
+
+    def __init__(self, store: str | Path, poll_s: float = 0.2) -> None:
+        self.store = open_store(store)
+        self._rows: dict[str, KeyRow | None] = {}  # by key id; None: no such key
         self._lock = threading.Lock()
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("""CREATE TABLE IF NOT EXISTS api_keys (
-            key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL, secret_sha256 BLOB NOT NULL,
-            created_at REAL NOT NULL, revoked_at REAL, label TEXT NOT NULL DEFAULT '')""")
+        self._epoch = 0  # moves whenever rows are dropped: a lookup that raced a drop is not cached
+        self._follower = _KeyFollower(self, poll_s)
+
+    def follow(self) -> KeyStore:
+        """Start following the store's changes to keys (a serving gateway does; the CLI need not)."""
+        self._follower.start()
+        return self
 
     def close(self) -> None:
-        self._db.close()
+        if self._follower._thread is not None:
+            self._follower.stop()
+        self.store.close()
 
     def create(self, tenant: str, role: str = "write", label: str = "") -> tuple[ApiKey, str]:
         """A new key for `tenant` with `role`; returns its row and the token, which is never shown again."""
@@ -95,36 +108,112 @@ class KeyStore:
         role = role_of(role)
         key_id, secret = secrets.token_hex(6), secrets.token_urlsafe(32)
         now = time.time()
-        with self._lock:
-            self._db.execute("INSERT INTO api_keys VALUES (?, ?, ?, ?, ?, NULL, ?)",
-                             (key_id, tenant, role, hashlib.sha256(secret.encode()).digest(), now, label))
+        self.store.add_key(key_id, tenant, role, hashlib.sha256(secret.encode()).digest(), now, label)
+        self._drop([key_id])
         return ApiKey(key_id, tenant, role, now, None, label), f"fsk_{key_id}_{secret}"
 
     def list(self, include_revoked: bool = True) -> list[ApiKey]:
-        with self._lock:
-            rows = self._db.execute("SELECT key_id, tenant, role, created_at, revoked_at, label FROM api_keys "
-                                    "ORDER BY created_at").fetchall()
-        keys = [_key(row) for row in rows]
+        keys = [_key(row) for row in self.store.key_rows()]
         return keys if include_revoked else [k for k in keys if k.revoked_at is None]
 
     def revoke(self, key_id: str) -> bool:
         """Revoke a key by id; False if there is no such live key."""
+        revoked = self.store.revoke_key(key_id, time.time()) is not None
+        self._drop([key_id])
+        return revoked
+
+    def cached(self, token: str) -> tuple[bool, ApiKey | None]:
+        """(True, the live key or None) when this token can be judged without the store; (False, None) when
+        `verify` must look its id up."""
+        match = _TOKEN.match(token)
+        if match is None:
+            return True, None
         with self._lock:
-            cursor = self._db.execute("UPDATE api_keys SET revoked_at = ? WHERE key_id = ? AND revoked_at IS NULL",
-                                      (time.time(), key_id))
-        return cursor.rowcount == 1
+            if match["id"] not in self._rows:
+                return False, None
+            row = self._rows[match["id"]]
+        return True, _judge(row, match["secret"])
 
     def verify(self, token: str) -> ApiKey | None:
         """The live key this token is, or None. The secret is compared in constant time."""
         match = _TOKEN.match(token)
         if match is None:
             return None
+        key_id = match["id"]
         with self._lock:
-            row = self._db.execute("SELECT key_id, tenant, role, created_at, revoked_at, label, secret_sha256 "
-                                   "FROM api_keys WHERE key_id = ?", (match["id"],)).fetchone()
-        digest = hashlib.sha256(match["secret"].encode()).digest()
-        # compare even when there is no row, so that timing does not tell whether an id exists
-        stored = row[6] if row is not None else b"\0" * 32
-        if not hmac.compare_digest(digest, stored) or row is None or row[4] is not None:
-            return None
-        return _key(row[:6])
+            known, row, epoch = key_id in self._rows, self._rows.get(key_id), self._epoch
+        if not known:
+            row = self.store.key_row(key_id)
+            with self._lock:
+                if self._epoch == epoch:  # no change to any key was seen meanwhile
+                    if len(self._rows) >= self.CACHE_ROWS:
+                        self._rows.clear()
+                    self._rows[key_id] = row
+        return _judge(row, match["secret"])
+
+    def wait_for(self, sequence: int, timeout_s: float) -> bool:
+        """Whether this process has dropped every key change up to the keys' `sequence` within `timeout_s`."""
+        return self._follower.wait_for(sequence, timeout_s)
+
+    def _drop(self, key_ids: Sequence[str]) -> None:
+        with self._lock:
+            self._epoch += 1
+            for key_id in key_ids:
+                self._rows.pop(key_id, None)
+
+
+def _judge(row: KeyRow | None, secret: str) -> ApiKey | None:
+    """The key `row` is, if `secret` is its secret and it is live. Compared even without a row, so that timing
+    does not tell whether an id exists."""
+    digest = hashlib.sha256(secret.encode()).digest()
+    stored = row[6] if row is not None else b"\0" * 32
+    if not hmac.compare_digest(digest, stored) or row is None or row[4] is not None:
+        return None
+    return _key(row)
+
+
+class _KeyFollower(Poller):
+    """Drops cached rows of keys that the store says changed (made or revoked), in sequence order."""
+
+    name = "key follower"
+
+    def __init__(self, keys: KeyStore, poll_s: float) -> None:
+        super().__init__(poll_s)
+        self.keys = keys
+        self.applied = keys.store.key_sequence()
+        self._changed = threading.Condition()
+
+    def step(self) -> int:
+        changed, reached = self.keys.store.keys_changed(self.applied)
+        if changed:
+            self.keys._drop(changed)
+        with self._changed:
+            self.applied = max(self.applied, reached)
+            self._changed.notify_all()
+        return 0
+
+    def wait_for(self, sequence: int, timeout_s: float) -> bool:
+        with self._changed:
+            return self._changed.wait_for(lambda: self.applied >= sequence, timeout_s)
+
+
+def import_key_file(path: Path, keys: KeyStore) -> int:
+    """Copy the keys of a keys file made by an older feedserve (SQLite `api_keys`) into the store, keeping their
+    ids, secrets' hashes, roles and revocations; ids already in the store are left alone. Returns how many."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        rows = db.execute("SELECT key_id, tenant, role, secret_sha256, created_at, revoked_at, label FROM api_keys"
+                          ).fetchall()
+    except sqlite3.Error:
+        rows = []
+    finally:
+        db.close()
+    copied = 0
+    for key_id, tenant, role, digest, created_at, revoked_at, label in rows:
+        if keys.store.key_row(key_id) is not None:
+            continue
+        keys.store.add_key(key_id, tenant, role_of(role), bytes(digest), created_at, label)
+        if revoked_at is not None:
+            keys.store.revoke_key(key_id, revoked_at)
+        copied += 1
+    return copied

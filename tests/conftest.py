@@ -4,8 +4,11 @@ from __future__ import annotations
 
 import asyncio
 import io
+import itertools
 import os
-from collections.abc import Callable, Coroutine
+import shutil
+import tempfile
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +22,7 @@ from generator.registry import model_specs
 from generator.residency import ModelSpec
 from generator.training import TierSpec, ensure_tiers
 from tests.catalog_fixture import TestCatalog, build_catalog
+from tests.postgres import postgres_bindir, running_postgres
 from world import World, WorldSpec, ensure_world
 
 os.environ.setdefault("GRPC_VERBOSITY", "ERROR")  # keep gRPC's GOAWAY chatter out of test output
@@ -128,3 +132,31 @@ def real_specs(real_home: Path) -> dict[str, ModelSpec]:
 @pytest.fixture(scope="session")
 def smollm2(real_specs: dict[str, ModelSpec]) -> LanguageModel:
     return real_specs["large"].load()
+
+
+_databases = itertools.count(1)
+
+
+@pytest.fixture(scope="session")
+def postgres_server() -> Iterator[str]:
+    """A real PostgreSQL server for the session (Debian's binaries; skipped, saying why, where they are missing)."""
+    bindir, why = postgres_bindir()
+    if bindir is None:
+        pytest.skip(why)
+    root = Path(tempfile.mkdtemp(prefix="feedserve-pg-"))  # not under pytest's 0700 tree: the server runs as postgres
+    try:
+        with running_postgres(root) as url:
+            yield url
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@pytest.fixture
+def postgres_database(postgres_server: str) -> str:
+    """A new, empty database on the session's PostgreSQL server (its URL)."""
+    import psycopg
+
+    name = f"test_{next(_databases)}"
+    with psycopg.connect(postgres_server, autocommit=True) as conn:
+        conn.execute(f"CREATE DATABASE {name}")
+    return postgres_server.rsplit("/", 1)[0] + f"/{name}"

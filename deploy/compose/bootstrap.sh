@@ -3,7 +3,7 @@
 # (a later run finds it done), then hand each service only what it needs.
 #   /secrets (this container's volume alone): the CA and its key, every certificate, the admin key.
 #   /tls/<service> (one volume per service, mounted read-only by that service): ca.pem, cert.pem, key.pem.
-#   /data: the catalog, models and state, for the feedserve group; keys.db for the gateway's user alone.
+#   /data: the catalog (the API keys' hashes included), models and state, for the feedserve group.
 set -eu
 FEEDSERVE_SECRETS=/secrets feedserve up --home /data --prepare-only --no-generator "$@"
 
@@ -21,6 +21,4 @@ done
 chown -R "root:$GROUP" /data
 chmod -R g+rwX,o-rwx /data
 find /data -type d -exec chmod g+s {} +
-chown 10004 /data/keys.db*
-chmod 0600 /data/keys.db*
 echo "bootstrap: each service's certificate in its own volume; the CA key and the admin key stay in /secrets"

@@ -11,7 +11,6 @@ import pytest
 
 from catalog import ITEM, USER, ChangeFollower, Event, Item, Store, User, open_store
 from mesh.errors import NotFound, Unavailable
-from tests.catalog.conftest import _databases
 
 LIKE, CLICK = 3, 2
 
@@ -207,24 +206,13 @@ def test_sqlite_module_is_recent_enough_for_returning() -> None:
     assert sqlite3.sqlite_version_info >= (3, 35)
 
 
-@pytest.fixture
-def pg_database(postgres_server: str) -> str:
-    """A new, empty database on the session's PostgreSQL server (its URL)."""
-    import psycopg
-
-    name = f"products_{next(_databases)}"
-    with psycopg.connect(postgres_server, autocommit=True) as conn:
-        conn.execute(f"CREATE DATABASE {name}")
-    return postgres_server.rsplit("/", 1)[0] + f"/{name}"
-
-
 class TestProductsOnOneServer:
-    def test_each_schema_holds_its_own_catalog_and_is_made_when_missing(self, pg_database: str) -> None:
+    def test_each_schema_holds_its_own_catalog_and_is_made_when_missing(self, postgres_database: str) -> None:
         """Two products on one PostgreSQL database, `?options=-csearch_path=NAME` each: the schema is created on
         first open, ids and sequences start at 1 in each, neither sees the other's items, and the default
         (public) catalog beside them stays empty."""
-        shop, films = (open_store(f"{pg_database}?options=-csearch_path%3D{name}") for name in ("shop", "films"))
-        public = open_store(pg_database)
+        shop, films = (open_store(f"{postgres_database}?options=-csearch_path%3D{name}") for name in ("shop", "films"))
+        public = open_store(postgres_database)
         try:
             assert (shop.schema, films.schema, public.schema) == ("shop", "films", "public")
             first = shop.upsert_items([Item("s-1"), Item("s-2")])
@@ -237,7 +225,7 @@ class TestProductsOnOneServer:
             for store in (shop, films, public):
                 store.close()
 
-    def test_a_writer_in_one_schema_never_waits_for_a_writer_in_another(self, pg_database: str) -> None:
+    def test_a_writer_in_one_schema_never_waits_for_a_writer_in_another(self, postgres_database: str) -> None:
         """While a write transaction of the shop's catalog is open (holding its writers' lock), the films' catalog
         takes a write at once; the shop's own second writer waits on the lock (PostgreSQL shows it waiting) and
         writes after the first commits."""
@@ -245,7 +233,7 @@ class TestProductsOnOneServer:
 
         import psycopg
 
-        url = f"{pg_database}?options=-csearch_path%3D"
+        url = f"{postgres_database}?options=-csearch_path%3D"
         shop, films, shop_again = open_store(url + "shop"), open_store(url + "films"), open_store(url + "shop")
         try:
             with shop._transaction():  # an open write: the shop's writers' lock is held until it ends
@@ -255,7 +243,7 @@ class TestProductsOnOneServer:
                 assert not films_writer.is_alive(), "the films' write waited for the shop's lock"
                 shop_writer = threading.Thread(target=shop_again.upsert_items, args=([Item("s")],))
                 shop_writer.start()
-                with psycopg.connect(pg_database, autocommit=True) as watch:
+                with psycopg.connect(postgres_database, autocommit=True) as watch:
                     waiting = 0
                     while not waiting and shop_writer.is_alive():
                         waiting = watch.execute("SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' "

@@ -58,7 +58,7 @@ def test_keys_list_prints_json_without_secrets(tmp_path: Path) -> None:
     """`feedserve keys list --json`: one object per live key (id, tenant, role, label, times), and no token."""
     import json
 
-    keys = KeyStore(tmp_path / "keys.db")
+    keys = KeyStore(tmp_path / "catalog.db")  # the store `feedserve keys` reads by default
     _, token = keys.create("acme", label="web")
     keys.create("globex", "admin")
     keys.close()

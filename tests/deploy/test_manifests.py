@@ -57,7 +57,7 @@ class TestCompose:
         assert services["bootstrap"]["entrypoint"][-1] == "/app/deploy/compose/bootstrap.sh"
         for name, uid in users.items():
             assert f"{name}:{uid}" in script  # its files go to its user
-        assert f"chown {users['gateway']} /data/keys.db" in script
+        assert "keys.db" not in script and "--keys" not in services["gateway"]["command"]  # keys: in the store
 
 
 class TestKubernetes:

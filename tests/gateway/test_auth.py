@@ -190,7 +190,8 @@ class TestApiKeys:
     def test_a_key_made_before_roles_reads_as_write(self, keys) -> None:
         """A stored "tenant" key (an older release's) is a write key: what it could call then, no more."""
         made, token = keys.create("acme")
-        keys._db.execute("UPDATE api_keys SET role = 'tenant' WHERE key_id = ?", (made.key_id,))
+        with keys.store._transaction() as cur:  # as an older release stored it
+            cur.execute(keys.store._sql("UPDATE access_keys SET role = 'tenant' WHERE key_id = ?"), (made.key_id,))
         key = keys.verify(token)
         assert key is not None and key.role == "write" and key.may("write") and not key.may("admin")
         assert [k.role for k in keys.list()] == ["write"]
