@@ -8,7 +8,8 @@ around their own taste; the path of those moves passes any bound that would stop
 displacement does (on MovieLens-100K's replay a path bound of 1.5 held back 2,702 of 3,597 real moves).
 
 Windows are fixed (the current minute, the current hour of the clock), so each user costs a few numbers and the
-vector where their hour began, not a history. The state lives in memory: a restart forgets at most one hour of it.
+vector where their hour began, not a history. They survive a restart: the paramserver logs each allowed move with
+the time it was judged at (replayed through `replay`) and saves the windows in its snapshots (`state`, `restore`).
 
 The clock is the event's own for a backfill of real history (an admin's timestamped events: months of a user's
 likes are not a burst because they arrive in a minute), never later than now; a live event's is the wall clock.
@@ -17,7 +18,7 @@ likes are not a burst because they arrive in a minute), never later than now; a 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -57,13 +58,13 @@ class Guardrails:
     _users: dict[int, _Window] = field(default_factory=dict)
     _checks: int = 0
 
-    def check(self, user: int, current: np.ndarray | None, moved: np.ndarray | None, event_time: float = 0) -> int:
-        """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `current` is
-        the user's vector before the move (None: not yet known), `moved` where the move would take it (None: it
-        moves nothing); `event_time` when the event happened (0: now, a live event). Callers serialise calls (the
-        paramserver's writer lock)."""
-        now = min(event_time, self.clock()) if event_time > 0 else self.clock()
-        minute, hour = int(now // 60), int(now // 3600)
+    def moment(self, event_time: float = 0) -> float:
+        """The time a move is judged at: the event's own for a backfill (`event_time`, never later than now), the
+        clock's for a live event (0)."""
+        return min(event_time, self.clock()) if event_time > 0 else self.clock()
+
+    def _window(self, user: int, at: float, current: np.ndarray | None) -> _Window:
+        minute, hour = int(at // 60), int(at // 3600)
         window = self._users.get(user)
         if window is None:
             window = self._users[user] = _Window()
@@ -73,6 +74,17 @@ class Guardrails:
             window.hour, window.start = hour, None
         if window.start is None and current is not None:
             window.start = _direction(current)
+        return window
+
+    def check(self, user: int, current: np.ndarray | None, moved: np.ndarray | None, event_time: float = 0,
+              at: float | None = None) -> int:
+        """GUARDRAIL_NONE and the move counted, or the guardrail that holds it back (nothing counted). `current` is
+        the user's vector before the move (None: not yet known), `moved` where the move would take it (None: it
+        moves nothing); `event_time` when the event happened (0: now, a live event), or `at`, the time already
+        resolved by `moment`. Callers serialise calls (the paramserver's writer lock)."""
+        now = self.moment(event_time) if at is None else at
+        hour = int(now // 3600)
+        window = self._window(user, now, current)
         travelled = 0.0
         if moved is not None and window.start is not None:
             travelled = float(np.linalg.norm(_direction(moved) - window.start))
@@ -91,6 +103,39 @@ class Guardrails:
         if self._checks % _EXPIRE_EVERY == 0:
             self._users = {u: w for u, w in self._users.items() if w.hour >= hour - 1}
         return verdict
+
+    def replay(self, user: int, current: np.ndarray | None, moved: np.ndarray | None, at: float) -> None:
+        """Count a move that `check` allowed at `at` (the paramserver's log, replayed after a restart)."""
+        window = self._window(user, at, current)
+        window.updates += 1
+        if window.start is None and moved is not None:
+            window.start = _direction(moved)
+
+    def state(self) -> dict[str, np.ndarray]:
+        """The windows as arrays, for a snapshot (`restore` reads them back)."""
+        users = list(self._users.items())
+        starts = [w.start for _, w in users if w.start is not None]
+        dim = len(starts[0]) if starts else 0
+        start = np.full((len(users), dim), np.nan, np.float32)
+        for row, (_, window) in enumerate(users):
+            if window.start is not None and dim:
+                start[row] = window.start
+        return {"guardrail_users": np.array([u for u, _ in users], np.int64),
+                "guardrail_minutes": np.array([w.minute for _, w in users], np.int64),
+                "guardrail_updates": np.array([w.updates for _, w in users], np.int64),
+                "guardrail_hours": np.array([w.hour for _, w in users], np.int64),
+                "guardrail_starts": start,
+                "guardrail_started": np.array([w.start is not None for _, w in users], bool)}
+
+    def restore(self, saved: Mapping[str, np.ndarray]) -> None:
+        """Take back the windows `state` saved (a snapshot without them leaves these as they are)."""
+        if "guardrail_users" not in saved:
+            return
+        starts, started = saved["guardrail_starts"], saved["guardrail_started"]
+        for row, user in enumerate(saved["guardrail_users"].tolist()):
+            self._users[user] = _Window(int(saved["guardrail_minutes"][row]), int(saved["guardrail_updates"][row]),
+                                        int(saved["guardrail_hours"][row]),
+                                        starts[row].copy() if started[row] else None)
 
     def forget(self, user: int) -> None:
         """Drop what is remembered of a user (a deleted user leaves nothing behind)."""

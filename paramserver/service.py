@@ -43,7 +43,8 @@ USER, ITEM = paramserver_pb2.TABLE_USER, paramserver_pb2.TABLE_ITEM
 _OP_UPSERT, _OP_DRIFT, _OP_REMOVE, _OP_FEED = 1, 2, 3, 4
 _FEED = struct.Struct("<Q")
 _UPSERT = struct.Struct("<BI")
-_DRIFT = struct.Struct("<QQBf")
+_DRIFT = struct.Struct("<QQBf")  # user, item, event, rate: what releases before the guardrails' time logged
+_DRIFT_AT = struct.Struct("<QQBfd")  # and the time the guardrails judged the move at
 
 
 def _now() -> int:
@@ -99,6 +100,7 @@ class ParamServer:
             with np.load(snapshots[-1]) as saved:
                 self.snapshot_seq = int(saved["seq"])
                 self.feed_seq = int(saved["feed_seq"]) if "feed_seq" in saved.files else 0
+                self.guardrails.restore({k: saved[k] for k in saved.files if k.startswith("guardrail_")})
                 tables: dict[int, CuckooTable] = {}
                 for table, name in ((USER, "user"), (ITEM, "item")):
                     keys = saved[f"{name}_keys"]
@@ -123,10 +125,14 @@ class ParamServer:
                 table, n = _UPSERT.unpack_from(payload)
                 self.tables[table].remove(np.frombuffer(payload, np.int64, n, _UPSERT.size))
             elif op == _OP_DRIFT:
-                user, item, _, rate = _DRIFT.unpack(payload)
+                timed = len(payload) == _DRIFT_AT.size
+                user, item, _, rate, *at = (_DRIFT_AT if timed else _DRIFT).unpack(payload)
                 vector = self._item_vector(item)
+                current, moved = self._user_vector(user), None
                 if vector is not None:
-                    self._move_user(user, vector, rate)
+                    moved = self._move_user(user, vector, rate)[0]
+                if timed:  # the guardrails count it again, as they counted it before the restart
+                    self.guardrails.replay(user, current, moved, at[0])
             count += 1
         return count
 
@@ -214,6 +220,10 @@ class ParamServer:
         vector, found = self.tables[ITEM].lookup(np.array([item], np.int64))
         return vector if found[0] else None
 
+    def _user_vector(self, user: int) -> np.ndarray | None:
+        vector, found = self.tables[USER].lookup(np.array([user], np.int64))
+        return vector[0] if found[0] else None
+
     def _move_user(self, user: int, item_vector: np.ndarray, rate: float) -> tuple[np.ndarray, int]:
         moved, status = self.tables[USER].drift(np.array([user], np.int64), item_vector, np.array([rate], np.float32), _now())
         return moved[0], int(status[0])
@@ -242,13 +252,13 @@ class ParamServer:
                 if found[0]:
                     outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
                 return paramserver_pb2.DriftResponse(applied=False, rate=rate)
-            held = self.guardrails.check(request.user_id, current[0] if found[0] else None, planned[0],
-                                         request.event_time)
+            when = self.guardrails.moment(request.event_time)
+            held = self.guardrails.check(request.user_id, current[0] if found[0] else None, planned[0], at=when)
             if held != common_pb2.GUARDRAIL_NONE:  # nothing logged, nothing moved: the ack says which guardrail
                 if found[0]:
                     outputs.empty("user_vector", np.float32, (self.dim,))[...] = current[0]
                 return paramserver_pb2.DriftResponse(applied=False, rate=rate, held_back=held)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
-            seq = self.wal.append(_OP_DRIFT, _DRIFT.pack(request.user_id, request.item_id, request.event, rate))
+            seq = self.wal.append(_OP_DRIFT, _DRIFT_AT.pack(request.user_id, request.item_id, request.event, rate, when))
             stored = self.tables[USER].upsert(key, planned, _now())[0]  # the planned move, stored as planned
             if stored != PENDING:
                 outputs.empty("user_vector", np.float32, (self.dim,))[...] = self.tables[USER].lookup(key)[0][0]
@@ -259,7 +269,7 @@ class ParamServer:
         """A consistent cut: writers wait while the tables are copied out; then the WAL is truncated."""
         with self._lock:
             seq = self.wal.last_seq
-            arrays = {"seq": np.array(seq), "feed_seq": np.array(self.feed_seq)}
+            arrays = {"seq": np.array(seq), "feed_seq": np.array(self.feed_seq), **self.guardrails.state()}
             for table, name in ((USER, "user"), (ITEM, "item")):
                 keys, values, stamps = self.tables[table].items()
                 arrays[f"{name}_keys"], arrays[f"{name}_values"], arrays[f"{name}_stamps"] = keys, values, stamps

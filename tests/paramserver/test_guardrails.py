@@ -19,6 +19,18 @@ USER = paramserver_pb2.TABLE_USER
 LIKE = common_pb2.EVENT_TYPE_LIKE
 
 
+def _steady(items: np.ndarray, user: np.ndarray, rate: float = 0.1) -> int:
+    """An item id whose like moves `user` about 0.12 (two such moves stay within a bound of 0.3) and whose direction
+    lies far from the user's (enough of them pass it)."""
+    unit = items / np.maximum(np.linalg.norm(items, axis=1, keepdims=True), 1e-12)
+    moved = user + rate * (items - user)
+    moved /= np.linalg.norm(moved, axis=1, keepdims=True)
+    steps = np.linalg.norm(moved - user, axis=1)
+    fit = np.abs(steps - 0.12)
+    fit[np.linalg.norm(unit - user, axis=1) < 1.0] = np.inf
+    return int(np.argmin(fit)) + 1
+
+
 class Clock:
     """A hand-set clock: the windows turn when the test says so, never by waiting."""
 
@@ -71,6 +83,67 @@ class TestRateCap:
             assert core.guardrails.held[common_pb2.GUARDRAIL_RATE] == 1
         finally:
             core.close()
+
+
+class TestRestart:
+    @pytest.mark.parametrize("snapshot", [False, True], ids=["wal", "snapshot"])
+    def test_a_restart_keeps_the_minutes_count(self, catalog, tmp_path: Path, snapshot: bool) -> None:
+        """Five moves in a minute (the cap), a restart (from the WAL alone, or from a snapshot taken after them):
+        the sixth in the same minute is still held back, and the next minute moves again."""
+        clock = Clock()
+        user = int(catalog.user_ids[0])
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, clock))
+        try:
+            assert all(_drift(core, user, item).applied for item in range(1, 6))
+            if snapshot:
+                core.snapshot(None, {}, None)
+        finally:
+            core.close()
+        again = paramserver_core(catalog, tmp_path, guardrails=Guardrails(5, 0, clock))
+        try:
+            assert _drift(again, user, 6).held_back == common_pb2.GUARDRAIL_RATE
+            clock.now += 60
+            assert _drift(again, user, 6).applied
+        finally:
+            again.close()
+
+    @pytest.mark.parametrize("snapshot", [False, True], ids=["wal", "snapshot"])
+    def test_a_restart_keeps_where_the_hour_began(self, catalog, tmp_path: Path, snapshot: bool) -> None:
+        """Two moves toward a far item, a restart, then forty more: the vector stops within the bound of where the
+        hour found it before the restart, not of where the restart found it."""
+        clock = Clock()
+        user = int(catalog.user_ids[0])
+        core = paramserver_core(catalog, tmp_path, guardrails=Guardrails(0, 0.3, clock))
+        start = _vector(core, user)
+        far = _steady(catalog.item_vectors, start)
+        try:
+            assert _drift(core, user, far).applied and _drift(core, user, far).applied
+            if snapshot:
+                core.snapshot(None, {}, None)
+            before = np.linalg.norm(_vector(core, user) - start)
+        finally:
+            core.close()
+        again = paramserver_core(catalog, tmp_path, guardrails=Guardrails(0, 0.3, clock))
+        try:
+            held = [_drift(again, user, far).held_back for _ in range(40)]
+            assert common_pb2.GUARDRAIL_TRAVEL in held and before > 0.05
+            assert np.linalg.norm(_vector(again, user) - start) <= 0.3 + 1e-5
+        finally:
+            again.close()
+
+    def test_windows_round_trip_through_their_arrays(self) -> None:
+        """state() then restore() gives back every window: its minute, updates, hour and start (or none)."""
+        clock = Clock()
+        rails = Guardrails(0, 0.3, clock)
+        rails.check(1, None, np.array([1.0, 0.0], np.float32))
+        rails.check(2, None, None)
+        copy = Guardrails(0, 0.3, clock)
+        copy.restore(rails.state())
+        for user in (1, 2):
+            mine, theirs = copy._users[user], rails._users[user]
+            assert (mine.minute, mine.updates, mine.hour) == (theirs.minute, theirs.updates, theirs.hour)
+        np.testing.assert_array_equal(copy._users[1].start, rails._users[1].start)
+        assert copy._users[2].start is None
 
 
 class TestTravelBound:
