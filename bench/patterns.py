@@ -21,8 +21,8 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import numpy as np  # noqa: E402
 
 from bench.common import machine, record, result_line  # noqa: E402
+from errors import InvalidArgument  # noqa: E402
 from generator.regex import MAX_STATES, _build  # noqa: E402
-from mesh.errors import InvalidArgument  # noqa: E402
 
 EVERYDAY = ["[a-z]+( [a-z]+){6,9}", r"\d{4}-\d{2}-\d{2}", "[A-Z][a-z]+ (is|was) [0-9]+",
             r"(\w+, ){2,4}\w+", "(yes|no)", "(a|b)*a(a|b){10}"]

@@ -10,7 +10,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from catalog.records import EVENT_NAMES
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = ["RATES_BY_NAME", "DEFAULT_RATES", "parse_rates", "replay_drift", "drift_step"]
 

@@ -13,7 +13,7 @@ import structlog
 
 from catalog.records import StoredItem
 from catalog.store import Store
-from mesh.errors import Unavailable
+from errors import Unavailable
 
 __all__ = ["ChangeFollower", "Apply", "Poller"]
 

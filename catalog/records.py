@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from catalog.schema import AttributeValue, Schema
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = [
     "EVENT_NAMES",

@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = ["Schema", "KINDS", "ENTITIES", "AttributeValue", "PRESETS", "load_schema", "preset_schema"]
 

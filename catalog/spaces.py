@@ -10,7 +10,7 @@ from typing import Any
 
 import numpy as np
 
-from mesh.errors import NotFound
+from errors import NotFound
 
 __all__ = ["LearnedSpaces", "served_vector"]
 

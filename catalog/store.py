@@ -27,7 +27,7 @@ import numpy as np
 from catalog.keys import KEYS_DDL, StoredKeys
 from catalog.records import Event, Item, StoredItem, User
 from catalog.spaces import LearnedSpaces, served_vector
-from mesh.errors import InvalidArgument, NotFound, Unavailable
+from errors import InvalidArgument, NotFound, Unavailable
 
 __all__ = ["Store", "open_store", "ITEM", "USER", "content_key", "content_text"]
 

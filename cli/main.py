@@ -38,6 +38,7 @@ from cli.security import certs_command, health_command, keys_command, stack_secu
 from cli.stack import Stack
 from cli.tiers import BackgroundTiers
 from engines.sentence import DIM, ensure_encoder
+from errors import Unavailable
 from feedserve.v1 import common_pb2
 from gateway.keys import ROLES
 from generator.training import FORMAT as TIER_FORMAT
@@ -47,7 +48,6 @@ from learning.refresh import train_on_served_space
 from learning.training import MODEL_NAME, TrainingError
 from learning.vectors import GRID, QUICK_GRID
 from mesh.config import DEFAULT_PORTS, TRANSPORTS, StackConfig, default_home, transport_mode
-from mesh.errors import Unavailable
 from mesh.progress import working
 from mesh.roles import SERVICE_ROLES
 from mesh.security import is_loopback

@@ -53,8 +53,8 @@ def format_models(answer: gateway_pb2.ModelList) -> str:
 
 def import_command(args: argparse.Namespace) -> int:
     """`feedserve models import-gguf PATH`: convert a GGUF Llama-family model into HOME/generator/NAME-PRECISION."""
+    from errors import FeedserveError
     from generator.llm_import import import_gguf
-    from mesh.errors import FeedserveError
 
     precisions = tuple(p.strip() for p in args.precision.split(",") if p.strip())
     try:

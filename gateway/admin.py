@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import grpc
 
+from errors import FailedPrecondition, InvalidArgument, NotFound
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cost import MAX_WINDOW_S, CostLedger
 from gateway.keys import ROLES, ApiKey, KeyStore
 from gateway.modes import ModeController
 from gateway.rollout import GatewayRouting
-from mesh.errors import FailedPrecondition, InvalidArgument, NotFound
 
 __all__ = ["GatewayAdminService"]
 

@@ -10,9 +10,9 @@ from typing import Any
 
 import grpc
 
+from errors import FeedserveError, PermissionDenied, Unauthenticated
 from gateway.keys import ApiKey, KeyStore, parse_bearer
 from gateway.quotas import TenantQuotas
-from mesh.errors import FeedserveError, PermissionDenied, Unauthenticated
 from mesh.methods import wrap_handler
 
 __all__ = ["ApiKeyInterceptor", "OPEN_SERVICES", "READ_METHODS", "WRITE_METHODS", "events_keep_their_time",

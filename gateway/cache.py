@@ -11,8 +11,8 @@ from __future__ import annotations
 import secrets
 import time
 
+from errors import InvalidArgument
 from feedserve.v1 import gateway_pb2, generator_pb2
-from mesh.errors import InvalidArgument
 from mesh.lru import LruCache
 
 __all__ = ["FeedCache", "AnswerCache", "PageCursors", "answer_key"]

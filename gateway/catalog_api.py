@@ -13,11 +13,11 @@ import numpy as np
 from catalog import Event, Item, Schema, Store, User
 from catalog.records import check_batch, check_events, check_id, check_items, check_users
 from catalog.schema import AttributeValue
+from errors import InvalidArgument, NotFound
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, paramserver_pb2
 from gateway.auth import events_keep_their_time
 from gateway.cache import AnswerCache, FeedCache, PageCursors
 from mesh.clients import ParamServerClient
-from mesh.errors import InvalidArgument, NotFound
 from mesh.rpclog import annotate, request_id
 
 __all__ = ["CatalogService", "KNOWN_EVENTS", "event_from_proto", "drift_all"]

@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from mesh.errors import ResourceExhausted
+from errors import ResourceExhausted
 
 __all__ = ["Quota", "TenantQuotas", "DEFAULT_QUOTA"]
 

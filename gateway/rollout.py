@@ -10,11 +10,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catalog import Store
+from errors import FeedserveError, InvalidArgument
 from feedserve.v1 import gateway_pb2, ranker_pb2
 from gateway.guardrails import GuardrailWatch
 from gateway.online import OnlineMetrics, Tally
 from mesh.clients import RankerClient
-from mesh.errors import FeedserveError, InvalidArgument
 from mesh.logging import get_logger
 from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, load_routing, update_routing
 

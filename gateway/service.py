@@ -19,6 +19,16 @@ import numpy as np
 
 from catalog import ITEM, USER, Store
 from catalog.records import OBJECTIVES, check_event_time, check_id, check_key
+from errors import (
+    DeadlineExceeded,
+    FailedPrecondition,
+    FeedserveError,
+    InvalidArgument,
+    NotFound,
+    ResourceExhausted,
+    Unavailable,
+    Unimplemented,
+)
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.auth import events_keep_their_time
 from gateway.breaker import CircuitBreaker
@@ -29,16 +39,6 @@ from gateway.modes import ModeController
 from gateway.online import OnlineMetrics
 from gateway.rollout import GatewayRouting
 from mesh.clients import GeneratorClient, ParamServerClient, RankerClient
-from mesh.errors import (
-    DeadlineExceeded,
-    FailedPrecondition,
-    FeedserveError,
-    InvalidArgument,
-    NotFound,
-    ResourceExhausted,
-    Unavailable,
-    Unimplemented,
-)
 from mesh.rpclog import annotate, request_id
 from mesh.tags import check_feature_tag
 from mesh.tensors import to_tensor

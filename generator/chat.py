@@ -6,8 +6,8 @@ from functools import lru_cache
 
 from tokenizers import AddedToken, Tokenizer, decoders, models, pre_tokenizers
 
+from errors import InvalidArgument
 from generator.gguf_reader import TokenizerData
-from mesh.errors import InvalidArgument
 
 __all__ = ["build_tokenizer", "render_chat"]
 

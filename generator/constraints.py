@@ -8,8 +8,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from errors import InvalidArgument
 from generator.regex import compile_pattern
-from mesh.errors import InvalidArgument
 from mesh.lru import LruCache
 
 __all__ = ["Constraints", "Vocabulary", "Pattern", "Guide", "WORD"]

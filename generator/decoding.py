@@ -12,9 +12,9 @@ import numpy as np
 from tokenizers import Tokenizer
 
 from engines.decoder_session import Decoder
+from errors import DeadlineExceeded, InvalidArgument
 from generator.chat import render_chat
 from generator.constraints import Constraints, Guide, Pattern, Vocabulary
-from mesh.errors import DeadlineExceeded, InvalidArgument
 
 __all__ = ["LanguageModel", "Generation", "generate", "prompt_logprob", "Abandoned", "PATTERNS_KEPT"]
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = ["LlamaConfig", "LlamaCheckpoint", "TokenizerData", "read_gguf", "shipped_smollm2", "LLAMA_FAMILY"]
 

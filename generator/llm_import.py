@@ -13,13 +13,13 @@ from typing import TextIO
 import numpy as np
 
 from engines.base import ModelManifest, load_manifest, write_manifest
+from errors import FailedPrecondition, InvalidArgument
 from generator.chat import build_tokenizer
 from generator.decoding import prompt_logprob
 from generator.gguf_reader import read_gguf, shipped_smollm2
 from generator.llama_graph import PRECISIONS, build_graph, save_graph
 from generator.measure import measured_footprint
 from generator.training import MODEL_FILE, TOKENIZER_FILE
-from mesh.errors import FailedPrecondition, InvalidArgument
 from mesh.progress import Progress
 
 __all__ = ["import_gguf", "ensure_real_tier", "perplexity", "heldout_text", "REAL_TIER", "IMPORT_FORMAT",

@@ -9,10 +9,10 @@ import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
+from errors import Internal
 from generator.decoding import Abandoned, Generation, generate
 from generator.planner import AUTO, TOPIC, Plan, Stage
 from generator.residency import ResidencyPool
-from mesh.errors import Internal
 
 __all__ = ["RouterConfig", "Pipeline", "PlanRun", "StageResult"]
 

@@ -9,7 +9,7 @@ import interegular
 import interegular.fsm
 from interegular.fsm import FSM, OblivionError
 
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 from mesh.lru import LruCache
 
 __all__ = ["MAX_STATES", "compile_pattern"]

@@ -10,8 +10,8 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+from errors import InvalidArgument, ResourceExhausted
 from generator.decoding import LanguageModel
-from mesh.errors import InvalidArgument, ResourceExhausted
 from mesh.logging import get_logger
 
 __all__ = ["ModelSpec", "ResidencyPool"]

@@ -12,6 +12,7 @@ import grpc
 import numpy as np
 
 from catalog.store import Store
+from errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from feedserve.v1 import generator_pb2, generator_pb2_grpc
 from generator import metrics
 from generator.caches import Answer, SemanticCache, request_scope
@@ -20,7 +21,6 @@ from generator.planner import MAX_ITEMS, make_plan
 from generator.regex import compile_pattern
 from generator.rollout import TierRouting
 from mesh.clients import ParamServerClient
-from mesh.errors import FailedPrecondition, InvalidArgument, ResourceExhausted, Unavailable
 from mesh.logging import get_logger
 from mesh.tags import TagBook, check_feature_tag
 from mesh.timing import HopRecorder, now_ns

@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import grpc
 import numpy as np
 
+from errors import Unavailable
 from feedserve.v1 import common_pb2, generator_pb2, generator_pb2_grpc, paramserver_pb2, ranker_pb2
 from mesh.config import transport_mode
-from mesh.errors import Unavailable
 from mesh.grpc_server import GRPC_OPTIONS
 from mesh.ring import RingConfig
 from mesh.rpclog import REQUEST_ID_KEY

@@ -14,14 +14,14 @@ import numpy as np
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError, Message
 
-from feedserve.v1 import transport_pb2, transport_pb2_grpc
-from mesh.errors import (
+from errors import (
     DeadlineExceeded,
     FeedserveError,
     InvalidArgument,
     ResourceExhausted,
     error_from_status,
 )
+from feedserve.v1 import transport_pb2, transport_pb2_grpc
 from mesh.logging import get_logger
 from mesh.methods import Handler, Method, Tensors, methods_of, tensor_fields
 from mesh.tensors import DTYPES

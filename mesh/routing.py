@@ -15,7 +15,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from mesh.errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
+from errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 from mesh.logging import get_logger
 
 __all__ = ["STATES", "SERVING", "Guardrails", "Version", "Family", "Routing", "RoutingWatcher", "in_canary",

@@ -20,7 +20,7 @@ import grpc
 import structlog
 from google.protobuf.message import DecodeError
 
-from mesh.errors import FeedserveError, InvalidArgument
+from errors import FeedserveError, InvalidArgument
 from mesh.logging import get_logger
 from mesh.methods import wrap_handler
 from mesh.metrics import RPC_SECONDS, RPC_TOTAL

@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import threading
 
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = ["MAX_TAG_BYTES", "MAX_TAGS", "OTHER", "UNTAGGED", "check_feature_tag", "TagBook"]
 

@@ -8,8 +8,8 @@ from typing import Literal, overload
 
 import numpy as np
 
+from errors import InvalidArgument
 from feedserve.v1 import common_pb2
-from mesh.errors import InvalidArgument
 
 __all__ = ["DTYPES", "to_tensor", "from_tensor", "check_finite", "expect"]
 

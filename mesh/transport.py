@@ -12,8 +12,8 @@ import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import Message
 
+from errors import DeadlineExceeded, Unavailable, error_from_status
 from feedserve.v1 import transport_pb2
-from mesh.errors import DeadlineExceeded, Unavailable, error_from_status
 from mesh.grpc_server import GRPC_OPTIONS
 from mesh.logging import get_logger
 from mesh.methods import Tensors, join, methods_of, split

@@ -25,8 +25,8 @@ import numpy as np
 from catalog import ChangeFollower, Store, StoredItem
 from catalog.drift import DEFAULT_RATES
 from catalog.records import check_event_time, check_key
+from errors import InvalidArgument, NotFound
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc
-from mesh.errors import InvalidArgument, NotFound
 from mesh.methods import Handler, Outputs, Tensors, serve_unary
 from mesh.shards import SLOTS, SlotRange
 from mesh.tensors import check_finite, expect

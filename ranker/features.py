@@ -29,7 +29,7 @@ import numpy as np
 
 from catalog.records import OBJECTIVES
 from catalog.schema import Schema
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 __all__ = [
     "USER_DIM", "ITEM_DIM", "CONTEXT_DIM", "CROSS_DIM", "FEATURE_DIM", "HIDDEN_ITEM", "HEADS", "SOURCES",

@@ -7,8 +7,8 @@ import math
 
 import numpy as np
 
+from errors import InvalidArgument
 from feedserve.v1 import ranker_pb2
-from mesh.errors import InvalidArgument
 from mesh.methods import Tensors
 from mesh.tensors import check_finite, expect
 from ranker.features import CONTEXT_DIM, HEADS

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from engines.base import load_manifest
+from errors import FeedserveError
 from feedserve.v1 import ranker_pb2
-from mesh.errors import FeedserveError
 from mesh.logging import get_logger
 from mesh.methods import HeapOutputs
 from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing

@@ -14,8 +14,8 @@ import numpy as np
 
 from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest
+from errors import FailedPrecondition
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.errors import FailedPrecondition
 from mesh.logging import get_logger
 from mesh.methods import Handler, HeapOutputs, Outputs, Tensors, serve_unary
 from mesh.rpclog import annotate

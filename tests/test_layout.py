@@ -1,4 +1,6 @@
-"""The layout DESIGN.md keeps: serving and training never read the simulator, and services never import each other."""
+"""The layout DESIGN.md keeps, one test per rule of its layout paragraph: services never import each other nor the
+offline side; native imports nothing of the project; serving and training never read the simulator; a serving process
+loads no training library; the error hierarchy sits below everything that raises it."""
 
 from __future__ import annotations
 
@@ -10,8 +12,9 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-SERVING = ("catalog", "engines", "gateway", "generator", "mesh", "native", "paramserver", "ranker")
+SERVING = ("catalog", "engines", "errors", "gateway", "generator", "mesh", "native", "paramserver", "ranker")
 SERVICES = ("gateway", "generator", "paramserver", "ranker")
+PROJECT = (*SERVING, "bench", "cli", "feedserve", "learning", "tests", "world")
 
 
 def _imports(path: Path) -> set[str]:
@@ -29,7 +32,7 @@ def _modules(package: str) -> list[Path]:
     return sorted((ROOT / package).rglob("*.py"))
 
 
-@pytest.mark.parametrize("package", SERVING)
+@pytest.mark.parametrize("package", (*SERVING, "learning"))
 def test_no_serving_or_training_module_imports_the_simulator(package: str) -> None:
     """Nothing that serves or trains imports world/ (its constants or its hidden tastes and embeddings)."""
     offenders = [str(p.relative_to(ROOT)) for p in _modules(package) if "world" in _imports(p)]
@@ -42,6 +45,30 @@ def test_services_never_import_each_other(package: str) -> None:
     others = set(SERVICES) - {package}
     offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & others) for p in _modules(package) if _imports(p) & others}
     assert offenders == {}
+
+
+@pytest.mark.parametrize("package", SERVICES)
+def test_services_use_only_the_libraries_below_them(package: str) -> None:
+    """A service imports catalog, mesh, engines, native, errors and the contracts (feedserve), never the CLI, the
+    offline learning package, the simulator, benchmarks or tests."""
+    above = {"cli", "learning", "world", "bench", "tests"}
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & above) for p in _modules(package) if _imports(p) & above}
+    assert offenders == {}
+
+
+@pytest.mark.parametrize("package", ("native", "errors"))
+def test_the_bottom_layer_imports_nothing_of_the_project(package: str) -> None:
+    """native (the C core's Python face) and the error hierarchy import no other package of the project, so that
+    everything may use them: catalog reaches its errors without mesh."""
+    project = set(PROJECT) - {package}
+    offenders = {str(p.relative_to(ROOT)): sorted(_imports(p) & project) for p in _modules(package)
+                 if _imports(p) & project}
+    assert offenders == {}
+
+
+def test_catalog_needs_no_mesh() -> None:
+    """The catalog (the data plane as a library) imports nothing of mesh/, how services reach each other."""
+    assert [str(p.relative_to(ROOT)) for p in _modules("catalog") if "mesh" in _imports(p)] == []
 
 
 def test_no_module_reads_the_simulators_hidden_state() -> None:

@@ -7,7 +7,7 @@ import pytest
 
 from catalog.drift import DEFAULT_RATES, RATES_BY_NAME, parse_rates, replay_drift
 from catalog.records import EVENT_NAMES
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 from native import CuckooTable
 
 

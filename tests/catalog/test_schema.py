@@ -10,7 +10,7 @@ import pytest
 from catalog import Item, load_schema, preset_schema
 from catalog.records import Event, check_events, check_items
 from catalog.schema import PRESETS
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 
 
 class TestPresets:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from catalog import ITEM, USER, ChangeFollower, Event, Item, Store, User, open_store
-from mesh.errors import NotFound, Unavailable
+from errors import NotFound, Unavailable
 
 LIKE, CLICK = 3, 2
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from errors import FeedserveError
 from feedserve.v1 import common_pb2, paramserver_pb2, paramserver_pb2_grpc, ranker_pb2, ranker_pb2_grpc
-from mesh.errors import FeedserveError
 from mesh.methods import tensor_fields
 from mesh.transport import Transport
 from paramserver.service import ParamServerServicer

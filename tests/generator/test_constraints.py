@@ -8,9 +8,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from errors import InvalidArgument
 from generator.constraints import WORD, Constraints
 from generator.decoding import LanguageModel, generate
-from mesh.errors import InvalidArgument
 
 _WORDS = ["the", "of", "music", "a", "is", "guide", "best", "part", "and", "travel", "food", "ideas", "story"]
 _PATTERNS = [r"[A-Z][a-z]+( [a-z]+){1,4}\.", r"\d{3}-\d{4}", r'\{"topic": "[a-z]+"\}', r"(yes|no)", r"[a-z ]{5,20}"]

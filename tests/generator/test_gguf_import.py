@@ -14,11 +14,11 @@ import pytest
 
 from engines.base import load_manifest
 from engines.decoder_session import Decoder
+from errors import InvalidArgument
 from generator.chat import build_tokenizer, render_chat
 from generator.gguf_reader import read_gguf, shipped_smollm2
 from generator.llama_graph import INT4_BLOCK, quantize_int4, quantize_int8
 from generator.llm_import import REAL_TIER, import_gguf
-from mesh.errors import InvalidArgument
 from tests.generator.llama_reference import forward
 
 

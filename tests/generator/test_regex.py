@@ -6,8 +6,8 @@ import re
 
 import pytest
 
+from errors import InvalidArgument
 from generator.regex import MAX_STATES, compile_pattern
-from mesh.errors import InvalidArgument
 
 
 def _accepts(fsm, text: str) -> bool:

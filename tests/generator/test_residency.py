@@ -7,13 +7,13 @@ import time
 
 import pytest
 
+from errors import InvalidArgument, ResourceExhausted
 from feedserve.v1 import generator_pb2
 from generator import metrics
 from generator.corpus import TOPICS as CATEGORIES
 from generator.pipeline import Pipeline, PlanRun
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
-from mesh.errors import InvalidArgument, ResourceExhausted
 from mesh.metrics import REGISTRY
 
 

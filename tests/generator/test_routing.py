@@ -7,6 +7,7 @@ import time
 
 import pytest
 
+from errors import DeadlineExceeded
 from feedserve.v1 import generator_pb2
 from generator.constraints import Constraints
 from generator.corpus import TOPICS as CATEGORIES
@@ -14,7 +15,6 @@ from generator.decoding import generate
 from generator.pipeline import Pipeline, PlanRun, RouterConfig
 from generator.planner import make_plan
 from generator.residency import ModelSpec, ResidencyPool
-from mesh.errors import DeadlineExceeded
 
 
 async def _answer(pipeline: Pipeline, prompt: str, model: str = "", deadline: float | None = None):

@@ -17,8 +17,8 @@ import numpy as np
 import pytest
 
 from cli.stack import free_ports, handshake_segment, wait_serving
+from errors import InvalidArgument, ResourceExhausted, Unavailable
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc, transport_pb2, transport_pb2_grpc
-from mesh.errors import InvalidArgument, ResourceExhausted, Unavailable
 from mesh.grpc_server import start_server
 from mesh.methods import methods_of
 from mesh.ring import RING_GROUP_ENV, HandshakeServicer, RingChannel, RingConfig, RingServer

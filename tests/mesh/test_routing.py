@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from mesh.errors import FailedPrecondition, NotFound, ResourceExhausted
+from errors import FailedPrecondition, NotFound, ResourceExhausted
 from mesh.routing import Family, RoutingWatcher, in_canary, load_routing, update_routing
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from mesh.errors import InvalidArgument
+from errors import InvalidArgument
 from mesh.tags import MAX_TAG_BYTES, OTHER, UNTAGGED, TagBook, check_feature_tag
 
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from errors import InvalidArgument
 from feedserve.v1 import common_pb2
-from mesh.errors import InvalidArgument
 from mesh.tensors import check_finite, from_tensor, to_tensor
 
 

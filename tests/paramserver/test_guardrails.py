@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from errors import InvalidArgument
 from feedserve.v1 import common_pb2, paramserver_pb2
-from mesh.errors import InvalidArgument
 from mesh.methods import HeapOutputs
 from paramserver.guardrails import Guardrails
 from tests.stack import paramserver_core

@@ -8,8 +8,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from errors import InvalidArgument
 from feedserve.v1 import paramserver_pb2
-from mesh.errors import InvalidArgument
 from mesh.methods import HeapOutputs
 from mesh.shards import SlotRange, slot_of
 from paramserver.metrics import serve_metrics

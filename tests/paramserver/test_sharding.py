@@ -7,9 +7,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from errors import Unavailable
 from feedserve.v1 import paramserver_pb2, paramserver_pb2_grpc
 from mesh.clients import ParamServerClient
-from mesh.errors import Unavailable
 from mesh.grpc_server import start_server
 from mesh.shards import SlotMap, SlotRange, slot_of
 from paramserver.service import ParamServerServicer

@@ -1,4 +1,5 @@
-"""The one error hierarchy: every feedserve failure, with the gRPC status it maps to."""
+"""The one error hierarchy: every feedserve failure, with the gRPC status it maps to. It sits below every package
+that raises it (catalog uses it without importing mesh)."""
 
 from __future__ import annotations
 
