@@ -22,7 +22,7 @@ def _cli(*args: str, **popen) -> subprocess.Popen:
 
 def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path) -> None:
     """`feedserve keys list | head -1`: the reader closes after one line; the CLI exits 0 with no traceback."""
-    keys = KeyStore(tmp_path / "keys.db")
+    keys = KeyStore(tmp_path / "catalog.db")  # the store `feedserve keys` reads by default
     for n in range(1_500):  # ~150 KB of listing: more than a pipe holds
         keys.create(f"tenant-{n}", label="x" * 40)
     keys.close()
@@ -37,8 +37,9 @@ def test_output_piped_into_a_reader_that_stops_early_ends_quietly(tmp_path: Path
 def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: int, tmp_path: Path) -> None:
     """A command waiting on a server that never answers (health, here) stops on Ctrl-C with 130 and on SIGTERM with
     0, without a traceback. The signal is sent once the command has connected, so it is inside its call. The silent
-    server listens on a Unix socket of this test's own: a TCP port could be reached first by another process's
-    retrying client, and the signal would then land before the command is running."""
+    server listens on a Unix socket of this test's own (a TCP port could be reached first by another process's
+    retrying client, and the signal would then land before the command is running), and opens HTTP/2 without
+    ever answering."""
     path = tmp_path / "silent.sock"
     with socket.socket(socket.AF_UNIX) as silent:
         silent.bind(str(path))
@@ -48,6 +49,9 @@ def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: in
                        stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         connection, _ = silent.accept()  # only the command knows this path: it is in its call now
         with connection:
+            # an empty HTTP/2 SETTINGS frame: the connection is up and the call waits for an answer that never
+            # comes (without it, gRPC gives the connection up after 20 s, and a slow machine can get there first)
+            connection.sendall(b"\x00\x00\x00\x04\x00\x00\x00\x00\x00")
             waiting.send_signal(sent)
             out, errors = waiting.communicate(timeout=60)
     assert waiting.returncode == code, (out, errors)

@@ -43,7 +43,7 @@ def test_the_admin_key_is_not_printed_when_stdout_is_not_a_terminal(tmp_path: Pa
     """Under compose's bootstrap or CI (no terminal) the key is written to HOME/admin.key, mode 0600, and the
     output says where, without the key itself."""
     args = argparse.Namespace(home=tmp_path, plaintext=True, prepare_only=False)
-    _, _, token = stack_security(args)
+    _, token = stack_security(args, str(tmp_path / "catalog.db"))
     out = capsys.readouterr().out
     assert token and token not in out and str(admin_key_path(tmp_path)) in out
     assert admin_key_path(tmp_path).stat().st_mode & 0o777 == 0o600
@@ -55,7 +55,7 @@ def test_secrets_go_to_feedserve_secrets_not_home_when_it_is_set(tmp_path: Path,
     home, secrets = tmp_path / "home", tmp_path / "secrets"
     monkeypatch.setenv(SECRETS_ENV, str(secrets))
     args = argparse.Namespace(home=home, plaintext=False, prepare_only=True)
-    tls, _, token = stack_security(args)
+    tls, token = stack_security(args, str(tmp_path / "catalog.db"))  # the keys: in the store
     try:
         assert (secrets / "tls" / "ca.key").exists() and admin_key_path(home) == secrets / "admin.key"
         assert (secrets / "admin.key").read_text().strip() == token

@@ -134,6 +134,10 @@ class TestDriftOnTheLearnedSpace:
                 reply = paramserver.drift(paramserver_pb2.DriftRequest(user_id=user, item_id=far,
                                                                        event=common_pb2.EVENT_TYPE_LIKE), {}, HeapOutputs())
                 assert reply.applied
+            # the likes reach the ranker's history too, as its change feed brings them (this ranker does not follow)
+            last = ranker.history.of(user).last_ts if ranker.history.of(user) is not None else 0
+            ranker.history.add(np.full(3, user), np.full(3, far), np.full(3, common_pb2.EVENT_TYPE_LIKE),
+                               np.full(3, last + 1))
             assert feed() > before + 0.05
         finally:
             ranker.close()
