@@ -45,8 +45,13 @@ def test_a_signal_stops_a_waiting_command_cleanly(sent: signal.Signals, code: in
         silent.bind(str(path))
         silent.listen(1)
         silent.settimeout(60)
-        waiting = _cli("health", f"unix:{path}", "--plaintext", "--timeout", "120",
-                       stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+        # as at a terminal, where Ctrl-C is not ignored: a job started in the background by a script inherits
+        # SIGINT ignored, and Python then leaves it ignored
+        at_a_terminal = ("import runpy, signal; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                         "runpy.run_module('cli', run_name='__main__', alter_sys=True)")
+        waiting = subprocess.Popen([sys.executable, "-c", at_a_terminal, "health", f"unix:{path}", "--plaintext",
+                                    "--timeout", "120"], env={**os.environ, "PYTHONUNBUFFERED": "1"}, text=True,
+                                   stdout=subprocess.PIPE, stderr=subprocess.PIPE)
         connection, _ = silent.accept()  # only the command knows this path: it is in its call now
         with connection:
             # an empty HTTP/2 SETTINGS frame: the connection is up and the call waits for an answer that never
