@@ -30,7 +30,9 @@ def test_a_service_gets_the_store_url_in_its_environment_never_in_argv(tmp_path:
     stack = Stack(tmp_path, store, "simulator", StackConfig(paramserver_port=port), tmp_path / "logs")
     service = stack._spawn("paramserver", f"127.0.0.1:{port}", "--state-dir", str(tmp_path / "state"))
     try:
-        cmdline = Path(f"/proc/{service.process.pid}/cmdline").read_bytes()
+        cmdline = b""
+        while not cmdline and service.process.poll() is None:  # empty until the child has exec'd its program
+            cmdline = Path(f"/proc/{service.process.pid}/cmdline").read_bytes()
         environ = Path(f"/proc/{service.process.pid}/environ").read_bytes()
         assert service.process.poll() is None, f"the paramserver exited before it was read:\n{service.log_tail()}"
         assert b"paramserver" in cmdline and b"s3cret" not in cmdline
