@@ -64,16 +64,19 @@ class StoredKeys:
     def key_sequence(self) -> int:
         """The keys' sequence: the number of the latest change to any key."""
         with self._transaction(write=False) as cur:
-            cur.execute("SELECT value FROM counters WHERE name = 'keys'")
-            return int(cur.fetchone()[0])
+            return _key_sequence(cur)
 
     def keys_changed(self, after: int) -> tuple[list[str], int]:
         """The ids of keys made or revoked after the keys' sequence `after`, and the sequence this answer covers."""
         with self._transaction(write=False) as cur:
-            cur.execute("SELECT value FROM counters WHERE name = 'keys'")
-            reached = int(cur.fetchone()[0])
+            reached = _key_sequence(cur)
             cur.execute(self._sql("SELECT key_id FROM access_keys WHERE seq > ? AND seq <= ?"), (after, reached))
             return [str(r[0]) for r in cur.fetchall()], reached
+
+
+def _key_sequence(cur: Any) -> int:
+    cur.execute("SELECT value FROM counters WHERE name = 'keys'")
+    return int(cur.fetchone()[0])
 
 
 def _row(row: Any) -> KeyRow:

@@ -11,7 +11,7 @@ import grpc
 
 from cli.access import admin_key_path, secrets_dir, write_admin_key
 from cli.certificates import ensure_certificates
-from gateway.keys import KeyStore, import_key_file
+from gateway.keys import KeyStore, import_key_file, role_asked
 from mesh.roles import OPERATOR, SERVICE_ROLES
 from mesh.security import Tls, configure, configured, open_channel
 
@@ -55,9 +55,7 @@ def keys_command(args: argparse.Namespace) -> int:
     keys = KeyStore(args.store or args.home / "catalog.db")
     try:
         if args.action == "create":
-            if args.admin and args.role not in (None, "admin"):
-                raise ValueError(f"--admin with --role {args.role}: give one or the other")
-            key, token = keys.create(args.tenant, args.role or ("admin" if args.admin else "write"), args.label)
+            key, token = keys.create(args.tenant, role_asked(args.role or "", args.admin), args.label)
             print(f"{key.key_id}  tenant {key.tenant}  {key.role}")
             print(f"token (shown once): {token}")
         elif args.action == "list" and args.json:

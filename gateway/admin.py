@@ -7,7 +7,7 @@ import grpc
 from errors import FailedPrecondition, InvalidArgument, NotFound
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.cost import MAX_WINDOW_S, CostLedger
-from gateway.keys import ROLES, ApiKey, KeyStore
+from gateway.keys import ApiKey, KeyStore, role_asked
 from gateway.modes import ModeController
 from gateway.rollout import GatewayRouting
 
@@ -69,11 +69,7 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
         return self.keys
 
     async def CreateKey(self, request: gateway_pb2.CreateKeyRequest, context: grpc.aio.ServicerContext) -> gateway_pb2.CreatedKey:
-        role = request.role or ("admin" if request.admin else "write")
-        if role not in ROLES:
-            raise InvalidArgument("role", f"expected one of {', '.join(ROLES)}, got {request.role!r}")
-        if request.admin and role != "admin":
-            raise InvalidArgument("admin", f"admin=true with role {role!r}: give one or the other")
+        role = role_asked(request.role, request.admin)
         try:
             key, token = self._key_store().create(request.tenant, role, request.label)
         except ValueError as exc:

@@ -25,8 +25,9 @@ from pathlib import Path
 from catalog import open_store
 from catalog.feed import Poller
 from catalog.keys import KeyRow
+from errors import InvalidArgument
 
-__all__ = ["KeyStore", "ApiKey", "ROLES", "import_key_file", "parse_bearer", "role_of"]
+__all__ = ["KeyStore", "ApiKey", "ROLES", "import_key_file", "parse_bearer", "role_asked", "role_of"]
 
 # Each role may do what the ones before it may (gateway/auth.py says which methods need which): read asks for
 # feeds and generations, write also sends interactions and changes the catalog, admin also deletes and runs the
@@ -66,6 +67,16 @@ def role_of(name: str) -> str:
     return role
 
 
+def role_asked(role: str, admin: bool) -> str:
+    """The role a request for a new key names: `role` ("" for none), or the older `admin` flag's (admin, else
+    write); both given and disagreeing is INVALID_ARGUMENT naming `admin`, an unknown role naming `role`."""
+    if admin and role not in ("", "admin"):
+        raise InvalidArgument("admin", f"admin=true with role {role!r}: give one or the other")
+    if role and role not in ROLES:
+        raise InvalidArgument("role", f"expected one of {', '.join(ROLES)}, got {role!r}")
+    return role or ("admin" if admin else "write")
+
+
 def _key(row: tuple) -> ApiKey:
     """A stored row (its secret's hash, when present, left out) as an ApiKey."""
     key_id, tenant, role, created_at, revoked_at, label = row[:6]
@@ -84,20 +95,20 @@ class KeyStore:
 
     CACHE_ROWS = 100_000  # looked-up rows kept (forged ids included); past it the cache starts over
 
-    def __init__(self, store: str | Path, poll_s: float = 0.2) -> None:
+    def __init__(self, store: str | Path) -> None:
         self.store = open_store(store)
         self._rows: dict[str, KeyRow | None] = {}  # by key id; None: no such key
         self._lock = threading.Lock()
         self._epoch = 0  # moves whenever rows are dropped: a lookup that raced a drop is not cached
-        self._follower = _KeyFollower(self, poll_s)
+        self._follower: _KeyFollower | None = None
 
-    def follow(self) -> KeyStore:
+    def follow(self, poll_s: float = 0.2) -> KeyStore:
         """Start following the store's changes to keys (a serving gateway does; the CLI need not)."""
-        self._follower.start()
+        self._follower = _KeyFollower(self, poll_s).start()
         return self
 
     def close(self) -> None:
-        if self._follower._thread is not None:
+        if self._follower is not None:
             self._follower.stop()
         self.store.close()
 
@@ -152,7 +163,9 @@ class KeyStore:
         return _judge(row, match["secret"])
 
     def wait_for(self, sequence: int, timeout_s: float) -> bool:
-        """Whether this process has dropped every key change up to the keys' `sequence` within `timeout_s`."""
+        """Whether this process has dropped every key change up to the keys' `sequence` within `timeout_s` (after
+        `follow`)."""
+        assert self._follower is not None, "wait_for needs follow()"
         return self._follower.wait_for(sequence, timeout_s)
 
     def _drop(self, key_ids: Sequence[str]) -> None:
