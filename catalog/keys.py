@@ -1,22 +1,26 @@
-"""API keys in the store: one row per key (its tenant, role, the SHA-256 of its secret, when it was made and
+"""Keys in the store. API keys: one row per key (its tenant, role, the SHA-256 of its secret, when it was made and
 revoked), each change taking the next number of the keys' own sequence (the catalog's is left alone: a key is not
 catalog data), so every gateway replica follows creations and revocations through the store (gateway/keys.py
-verifies and caches them)."""
+verifies and caches them). Shared secrets: random keys every replica reads, made once by whichever asks first (the
+page cursors' sealing key, gateway/cursors.py)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any
 
-__all__ = ["KEYS_DDL", "KeyRow", "StoredKeys"]
+__all__ = ["KEYS_DDL", "SECRET_BYTES", "KeyRow", "StoredKeys"]
 
 KEYS_DDL = """
 CREATE TABLE IF NOT EXISTS access_keys (key_id TEXT PRIMARY KEY, tenant TEXT NOT NULL, role TEXT NOT NULL,
     secret_sha256 {blob} NOT NULL, created_at DOUBLE PRECISION NOT NULL, revoked_at DOUBLE PRECISION,
     label TEXT NOT NULL, seq BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS access_keys_by_seq ON access_keys (seq);
+CREATE TABLE IF NOT EXISTS shared_secrets (name TEXT PRIMARY KEY, secret {blob} NOT NULL);
 """
+SECRET_BYTES = 32
 
 # key_id, tenant, role, created_at, revoked_at (None while live), label, secret_sha256
 KeyRow = tuple[str, str, str, float, float | None, str, bytes]
@@ -72,6 +76,16 @@ class StoredKeys:
             reached = _key_sequence(cur)
             cur.execute(self._sql("SELECT key_id FROM access_keys WHERE seq > ? AND seq <= ?"), (after, reached))
             return [str(r[0]) for r in cur.fetchall()], reached
+
+
+    def shared_secret(self, name: str) -> bytes:
+        """The secret called `name` (SECRET_BYTES random bytes), made by the first caller; every later call, from
+        any process on this store, gets the same bytes (two first callers at once: one insert wins, both read it)."""
+        with self._transaction() as cur:
+            cur.execute(self._sql("INSERT INTO shared_secrets (name, secret) VALUES (?, ?) ON CONFLICT (name) DO NOTHING"),
+                        (name, os.urandom(SECRET_BYTES)))
+            cur.execute(self._sql("SELECT secret FROM shared_secrets WHERE name = ?"), (name,))
+            return bytes(cur.fetchone()[0])
 
 
 def _key_sequence(cur: Any) -> int:

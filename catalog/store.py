@@ -253,6 +253,12 @@ class Store(LearnedSpaces, StoredKeys):
                 cur.execute(self._sql("INSERT INTO user_tombstones (id, seq) VALUES (?, ?)"), (user, seq))
             return self._sequence(cur), user
 
+    def user_deleted(self, user: int) -> bool:
+        """Whether the user numbered `user` was deleted (ids are never reused: a deleted number stays deleted)."""
+        with self._transaction(write=False) as cur:
+            cur.execute(self._sql("SELECT 1 FROM user_tombstones WHERE id = ?"), (user,))
+            return cur.fetchone() is not None
+
     def record_events(self, events: Sequence[Event], now: int) -> tuple[int, np.ndarray, np.ndarray]:
         """Append events; a user seen for the first time gets an id. An unknown or deleted item is NOT_FOUND naming
         its row, and nothing is written. Returns (sequence, user ids, item ids), one per event."""

@@ -14,7 +14,7 @@ from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, gateway_pb2, gateway_pb2_grpc
 from gateway.admin import GatewayAdminService
 from gateway.auth import ApiKeyInterceptor
-from gateway.cache import AnswerCache, FeedCache, PageCursors
+from gateway.cache import AnswerCache, FeedCache
 from gateway.catalog_api import CatalogService
 from gateway.cost import CostLedger
 from gateway.dashboard import Dashboard
@@ -66,8 +66,9 @@ def build_parser() -> argparse.ArgumentParser:
                         help="the largest request the public port accepts, in MiB (default: %(default)s; larger is "
                              "RESOURCE_EXHAUSTED before it is read)")
     parser.add_argument("--cache-mib", type=float, default=256,
-                        help="the feed cache's size in MiB, half of it at most for one tenant; page cursors take half "
-                             "as much and exact answers a quarter (default: %(default)s)")
+                        help="the feed cache's size in MiB, half of it at most for one tenant; exact answers take a "
+                             "quarter as much (default: %(default)s; page cursors keep nothing here: each carries its "
+                             "ranking)")
     parser.add_argument("--metrics-port", type=int, default=-1,
                         help="HTTP port for /metrics and the live /dashboard (-1: off, 0: any)")
     parser.add_argument("--price-cpu-second", type=float, default=0.0000125,
@@ -135,8 +136,7 @@ def main() -> None:
                                                                       max_tenant_bytes=feeds // 2),
                                  ledger=CostLedger(args.price_cpu_second, args.cost_alert_per_1k), generator=generator,
                                  answers=AnswerCache(args.answer_ttl_s, max_bytes=feeds // 4, max_tenant_bytes=feeds // 8),
-                                 store=store, online=online, routing=routing,
-                                 pages=PageCursors(max_bytes=feeds // 2, max_tenant_bytes=feeds // 4))
+                                 store=store, online=online, routing=routing)
         if online.log is not None:
             logs.append(online.log)
         if generator is not None:
@@ -154,7 +154,7 @@ def main() -> None:
         if store is not None and args.encoder_home is not None:  # its own connection: encoding never holds the API's
             workers.append(ContentEncoder(open_store(args.store), _lazy_encoder(args.encoder_home)).start())
         if store is not None:
-            catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers, service.pages))
+            catalog = CatalogService(store, _schema(args.schema), clients[0], (service.cache, service.answers))
             services[catalog_pb2.DESCRIPTOR.services_by_name["Catalog"].full_name] = (
                 lambda server: catalog_pb2_grpc.add_CatalogServicer_to_server(catalog, server))
         return {

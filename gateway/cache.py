@@ -1,5 +1,5 @@
-"""The gateway's caches: recent feeds per user, exact generation answers, and the rest of a ranking behind a page
-cursor; all dropped when the user interacts or is forgotten.
+"""The gateway's caches: recent feeds per user and exact generation answers; both dropped when the user interacts
+or is forgotten. (The rest of a ranking travels in its page cursor: gateway/cursors.py.)
 
 Each keeps its entries serialised: their bytes are what they cost (a parsed message costs about 8x its wire size
 in Python objects: 5.9 MiB of 20-item feeds took 47 MiB), so each is bounded by bytes, in total and per tenant,
@@ -8,14 +8,12 @@ as well as by count. A tenant past its share evicts its own entries, nobody else
 
 from __future__ import annotations
 
-import secrets
 import time
 
-from errors import InvalidArgument
 from feedserve.v1 import gateway_pb2, generator_pb2
 from mesh.lru import LruCache
 
-__all__ = ["FeedCache", "AnswerCache", "PageCursors", "answer_key"]
+__all__ = ["FeedCache", "AnswerCache", "answer_key"]
 
 _ENTRY_OVERHEAD = 200  # bytes a kept entry costs beyond its payload: the key, the tuple, the LRU's bookkeeping
 
@@ -104,42 +102,3 @@ class AnswerCache:
         """Users with at least one answer cached (no empty index is kept)."""
         return self._entries.group_count()
 
-
-class PageCursors:
-    """The ranked items a feed has not shown yet, behind an unguessable cursor, for `ttl_s` (LRU-bounded). The next
-    page continues that same ranking, so no item repeats. A cursor names one tenant and one user and is ours
-    only: another gateway's, another tenant's, a forged or an expired one is INVALID_ARGUMENT. A cursor that no
-    longer fits its tenant's share is forgotten (an old cursor is then INVALID_ARGUMENT, like an expired one)."""
-
-    def __init__(self, ttl_s: float = 600.0, capacity: int = 100_000, max_bytes: int = 128 << 20,
-                 max_tenant_bytes: int = 64 << 20) -> None:
-        self.ttl_s = ttl_s
-        self._entries: LruCache[str, tuple[float, str, int, bytes]] = LruCache(capacity, max_bytes, max_tenant_bytes)
-
-    @property
-    def size_bytes(self) -> int:
-        return self._entries.bytes
-
-    def put(self, user: int, rest: list[gateway_pb2.FeedItem], tenant: str = "") -> str:
-        token = secrets.token_urlsafe(18)
-        wire = gateway_pb2.FeedResponse(items=rest).SerializeToString()
-        self._entries.put(token, (time.monotonic(), tenant, user, wire), group=user, owner=tenant,
-                          size=len(wire) + _ENTRY_OVERHEAD)
-        return token
-
-    def take(self, token: str, user: int, tenant: str = "") -> list[gateway_pb2.FeedItem]:
-        """The items left behind `token`, for `user` of `tenant`; the cursor is spent."""
-        entry = self._entries.pop(token)
-        if entry is None:
-            raise InvalidArgument("cursor", "unknown: not issued by this gateway, already used, or forgotten")
-        stamp, owner_tenant, owner, rest = entry
-        if owner_tenant != tenant:
-            raise InvalidArgument("cursor", "was issued to another tenant")
-        if owner != user:
-            raise InvalidArgument("cursor", "was issued for another user")
-        if time.monotonic() - stamp > self.ttl_s:
-            raise InvalidArgument("cursor", f"expired: cursors last {self.ttl_s:.0f} s")
-        return list(gateway_pb2.FeedResponse.FromString(rest).items)
-
-    def invalidate(self, user: int) -> int:
-        return self._entries.drop_group(user)

@@ -16,7 +16,7 @@ from catalog.schema import AttributeValue
 from errors import InvalidArgument, NotFound
 from feedserve.v1 import catalog_pb2, catalog_pb2_grpc, common_pb2, paramserver_pb2
 from gateway.auth import events_keep_their_time
-from gateway.cache import AnswerCache, FeedCache, PageCursors
+from gateway.cache import AnswerCache, FeedCache
 from mesh.clients import ParamServerClient
 from mesh.rpclog import annotate, request_id
 
@@ -54,7 +54,7 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
     store's change feed. Forgetting a user also reaches the paramserver and the gateway's caches."""
 
     def __init__(self, store: Store, schema: Schema, paramserver: ParamServerClient,
-                 caches: Iterable[FeedCache | AnswerCache | PageCursors] = ()) -> None:
+                 caches: Iterable[FeedCache | AnswerCache] = ()) -> None:
         self.store, self.schema, self.paramserver = store, schema, paramserver
         self.caches = list(caches)
 
@@ -107,10 +107,9 @@ class CatalogService(catalog_pb2_grpc.CatalogServicer):
 
     async def InteractBatch(self, request: catalog_pb2.InteractBatchRequest, context: grpc.aio.ServicerContext) -> catalog_pb2.WriteAck:
         sequence, users, items, events = await asyncio.to_thread(self._record_events, request)
-        for user in np.unique(users).tolist():  # read-your-writes; page cursors outlive interactions
+        for user in np.unique(users).tolist():  # read-your-writes (a page cursor carries its ranking on)
             for cache in self.caches:
-                if not isinstance(cache, PageCursors):
-                    cache.invalidate(user)
+                cache.invalidate(user)
         held = 0
         if request.drift:
             left = context.time_remaining()

@@ -32,9 +32,10 @@ from errors import (
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, generator_pb2, paramserver_pb2, ranker_pb2
 from gateway.auth import events_keep_their_time
 from gateway.breaker import CircuitBreaker
-from gateway.cache import AnswerCache, FeedCache, PageCursors, answer_key
+from gateway.cache import AnswerCache, FeedCache, answer_key
 from gateway.catalog_api import KNOWN_EVENTS, event_from_proto
 from gateway.cost import CostLedger, request_cpu_seconds
+from gateway.cursors import PageCursors
 from gateway.modes import ModeController
 from gateway.online import OnlineMetrics
 from gateway.rollout import GatewayRouting
@@ -101,7 +102,9 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
                  pages: PageCursors | None = None) -> None:
         self.paramserver, self.ranker, self.generator = paramserver, ranker, generator
         self.store = store  # the catalog: Interact by the product's own ids logs the event there
-        self.pages = pages if pages is not None else PageCursors()
+        # cursors sealed under the store's shared key: any replica on the same store continues them
+        self.pages = pages if pages is not None else (PageCursors.key_from_store(store) if store is not None
+                                                      else PageCursors())
         self.answers = answers if answers is not None else AnswerCache()
         self.modes = modes or ModeController()
         self.cache = cache or FeedCache()
@@ -223,6 +226,8 @@ class GatewayService(gateway_pb2_grpc.GatewayServicer):
         response = gateway_pb2.FeedResponse(request_id=feed_id, mode=self.modes.current)  # type: ignore[arg-type]  # protoc stubs: enum fields as classes
         if request.cursor:  # the next page of a ranking already made
             rest = self.pages.take(request.cursor, user_id, tenant)
+            if user_id and self.store is not None and await asyncio.to_thread(self.store.user_deleted, user_id):
+                raise InvalidArgument("cursor", "its user was deleted since it was issued")
             response.items.extend(rest[:k])
             if len(rest) > k:
                 response.next_cursor = self.pages.put(user_id, rest[k:], tenant)

@@ -1,7 +1,7 @@
 """The one LRU cache: bounded by count and optionally by bytes (in total and per owner), refreshed on every hit,
 optionally grouped so that a group drops at once.
 
-A group is whatever must be forgotten together (a user's feeds, answers and page cursors when they interact).
+A group is whatever must be forgotten together (a user's feeds and answers when they interact).
 An owner is whoever must not crowd out the others (a tenant): past its byte share, its own least recently used
 entries go, not anybody else's. Evicting the last entry of a group or an owner removes its index too, so no
 empty index is left behind.

@@ -121,7 +121,7 @@ async def start_gateway(paramserver: str, ranker: str, generator: str | None = N
     catalog = {}
     if service.store is not None:  # the Catalog API, as `python -m gateway --store` serves it
         api = CatalogService(service.store, schema or preset_schema("simulator"), clients[0],
-                             (service.cache, service.answers, service.pages))
+                             (service.cache, service.answers))
         catalog[_name(catalog_pb2, "Catalog")] = lambda s: catalog_pb2_grpc.add_CatalogServicer_to_server(api, s)
     server = await start_server(
         {**catalog,

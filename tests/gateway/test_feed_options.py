@@ -7,10 +7,10 @@ import numpy as np
 
 from catalog import Item, open_store
 from catalog.encoding import ContentEncoder
-from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, paramserver_pb2
+from feedserve.v1 import catalog_pb2, common_pb2, gateway_pb2, gateway_pb2_grpc, paramserver_pb2
 from mesh.tensors import to_tensor
 from tests.stack import grpc_status as _status
-from tests.stack import running_stack
+from tests.stack import running_stack, start_gateway
 
 
 class TestPages:
@@ -29,9 +29,9 @@ class TestPages:
 
         run(body())
 
-    def test_a_cursor_that_is_not_ours_spent_or_for_another_user_is_invalid(self, catalog, manifest, tmp_path,
-                                                                           run) -> None:
-        """A forged cursor, a spent one, and one used by another user all get INVALID_ARGUMENT naming `cursor`."""
+    def test_a_forged_cursor_or_one_for_another_user_is_invalid(self, catalog, manifest, tmp_path, run) -> None:
+        """A forged cursor and one used by another user get INVALID_ARGUMENT naming `cursor`; the refused attempt
+        leaves the cursor working for its own user."""
 
         async def body() -> None:
             async with running_stack(catalog, manifest, tmp_path) as stack:
@@ -41,8 +41,47 @@ class TestPages:
                 code, details = await _status(stack.gateway.Feed(
                     gateway_pb2.FeedRequest(user_id=5, cursor=first.next_cursor)))
                 assert code == grpc.StatusCode.INVALID_ARGUMENT and "another user" in details
-                code, _ = await _status(stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, cursor=first.next_cursor)))
-                assert code == grpc.StatusCode.INVALID_ARGUMENT  # spent by the refused attempt: cursors are single-use
+                second = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=10, cursor=first.next_cursor))
+                assert len(second.items) == 10
+
+        run(body())
+
+    def test_another_gateway_on_the_same_store_continues_a_cursor(self, catalog, manifest, tmp_path, run) -> None:
+        """A second gateway replica (its own process state, the same store) continues the first one's cursor with
+        the next page of the same ranking, and its own next cursor goes back to the first replica."""
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
+                other, clients, _ = await start_gateway(f"127.0.0.1:{stack.ports['paramserver']}",
+                                                        f"127.0.0.1:{stack.ports['ranker']}", store=open_store(stack.store))
+                channel = grpc.aio.insecure_channel(f"127.0.0.1:{other.port}")
+                try:
+                    replica = gateway_pb2_grpc.GatewayStub(channel)
+                    first = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=20), timeout=10)
+                    second = await replica.Feed(gateway_pb2.FeedRequest(user_id=4, k=20, cursor=first.next_cursor))
+                    third = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=20, cursor=second.next_cursor))
+                    deep = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=60, include_seen=False))
+                    assert [i.item_id for page in (first, second, third) for i in page.items] == \
+                        [i.item_id for i in deep.items]
+                finally:
+                    await channel.close()
+                    for client in clients:
+                        await client.close()
+                    await other.stop(0)
+
+        run(body())
+
+    def test_a_deleted_users_cursor_is_refused(self, catalog, manifest, tmp_path, run) -> None:
+        """Once a user is deleted, the cursor of a feed made for them before is INVALID_ARGUMENT, saying the user
+        was deleted (the store's tombstone, which every replica reads)."""
+
+        async def body() -> None:
+            async with running_stack(catalog, manifest, tmp_path) as stack:
+                first = await stack.gateway.Feed(gateway_pb2.FeedRequest(user_id=4, k=10), timeout=10)
+                await stack.catalog.DeleteUser(catalog_pb2.DeleteUserRequest(id="4"), timeout=10)
+                code, details = await _status(stack.gateway.Feed(
+                    gateway_pb2.FeedRequest(user_id=4, cursor=first.next_cursor)))
+                assert code == grpc.StatusCode.INVALID_ARGUMENT and "deleted" in details
 
         run(body())
 

@@ -1,4 +1,4 @@
-"""The one LRU cache behind the feed cache, the answer cache, the page cursors and the embedding cache."""
+"""The one LRU cache behind the feed cache, the answer cache and the embedding cache."""
 
 from __future__ import annotations
 
@@ -68,18 +68,3 @@ def test_bytes_are_bounded_in_total_and_per_owner_and_an_owner_evicts_only_its_o
     assert cache.bytes == 50 and "b1" not in cache and cache.owner_bytes("b") == 0
     assert not cache.put("huge", 0, size=31, owner="d") and "huge" not in cache
     assert cache.drop_group("user-a") == 3 and cache.bytes == 20 and cache.owner_bytes("a") == 0
-
-
-def test_a_tenant_flooding_page_cursors_forgets_its_own_and_never_another_tenants() -> None:
-    """With a 1 MiB share per tenant, 1,000 cursors of 499 items from one tenant keep that tenant within its
-    share; the other tenant's single cursor still answers."""
-    from gateway.cache import PageCursors
-
-    cursors = PageCursors(max_bytes=4 << 20, max_tenant_bytes=1 << 20)
-    items = [gateway_pb2.FeedItem(item_id=i + 1, score=0.5, title=f"title {i}", category="c", id=f"ext-{i}")
-             for i in range(499)]
-    kept = cursors.put(7, items[:3], tenant="quiet")
-    for user in range(1000):
-        cursors.put(user + 100, items, tenant="loud")
-    assert cursors._entries.owner_bytes("loud") <= 1 << 20 and cursors.size_bytes <= 4 << 20
-    assert [i.item_id for i in cursors.take(kept, 7, tenant="quiet")] == [1, 2, 3]
