@@ -174,18 +174,25 @@ def _test_part(events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int
 
 
 def _served(ranker: Ranker, space, rows: np.ndarray, last: np.ndarray, k: int, now: list[float],
-            stream: TextIO, as_new: int = 0) -> np.ndarray:
+            stream: TextIO, as_new: int = 0, undiversified: np.ndarray | None = None) -> np.ndarray:
     """Each test user's top k through the real Ranker (item rows; -1 pads a short feed); with `as_new` (a user id
-    no event names), each asked for as that new user: no vector, no history, nothing seen."""
+    no event names), each asked for as that new user: no vector, no history, nothing seen. With `undiversified`
+    ([len(rows), k]), the same calls' final scores of every candidate, ranked by score alone (the ranker's own order
+    with its category cap off), are written there: one pass gives both."""
     served = np.full((len(rows), k), -1, np.int64)
     label = "as new users" if as_new else "through the Ranker"
     progress = Progress(f"scoring {len(rows):,} users {label}", len(rows), stream=stream)
     for n, user in enumerate(rows.tolist()):
         tensors = {"user_vector": space.users[user]} if space.users_known[user] and not as_new else {}
         now[0] = float(last[user])
-        reply = ranker.rank(ranker_pb2.RankRequest(user_id=as_new or user, k=k), tensors, HeapOutputs())
+        outputs = HeapOutputs()
+        reply = ranker.rank(ranker_pb2.RankRequest(user_id=as_new or user, k=k,
+                                                   return_all_scores=undiversified is not None), tensors, outputs)
         got = np.array([i.item_id - 1 for i in reply.items], np.int64)
         served[n, :len(got)] = got
+        if undiversified is not None and "scores" in outputs.arrays:
+            order = np.argsort(-outputs.arrays["scores"], kind="stable")[:k]
+            undiversified[n, :len(order)] = outputs.arrays["candidate_ids"][order] - 1
         progress.advance()
     return served
 
@@ -214,8 +221,13 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
 
     progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", len(check_epochs(params)),
                         stream=stream)
+    def final(epochs: int) -> Callable[[int], None]:
+        bar = Progress(f"training the sequential baseline (GRU4Rec) on the whole training part, {epochs} epochs",
+                       epochs, stream=stream)
+        return lambda epoch: bar.advance(note=f"epoch {epoch}")
+
     model, epochs = tune_gru4rec(early, validate, everything, fit_part.shape[1], params, seed=seed,
-                                report=lambda e, n: progress.advance(note=f"epoch {e}: NDCG@20 {n:.4f}"))
+                                report=lambda e, n: progress.advance(note=f"epoch {e}: NDCG@20 {n:.4f}"), final=final)
     print(f"sequential: {epochs} epochs", file=stream)
     return model.scores([everything.get(int(u), empty) for u in rows])
 
@@ -228,10 +240,8 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
 
     last = np.zeros(shape[0], np.int64)
     np.maximum.at(last, users[~held], events["timestamp"][~held])
-    served = _served(ranker, space, rows, last, k, now, stream)
-    ranker.diversify = False  # the same pipeline ranking by score alone: what the category cap costs
-    undiversified = _served(ranker, space, rows, last, k, now, stream)
-    ranker.diversify = True
+    undiversified = np.full((len(rows), k), -1, np.int64)  # the same rankings by score alone: what the cap costs
+    served = _served(ranker, space, rows, last, k, now, stream, undiversified=undiversified)
     primary = ranker.resident.primary
     light, primary.light = primary.light, None  # the full model on every candidate: what the cascade costs
     full_model = _served(ranker, space, rows, last, k, now, stream) if light is not None else served

@@ -59,7 +59,17 @@ class Examples:
     def __len__(self) -> int:
         return len(self.rows)
 
-    def features(self, index: np.ndarray) -> np.ndarray:
+    def features(self, index: np.ndarray, columns: np.ndarray | None = None) -> np.ndarray:
+        """The feature rows of examples `index` (all 4,736 columns, or the sorted `columns` alone)."""
+        parts = self.parts(index)
+        if columns is None:
+            return np.concatenate(parts, axis=1)
+        # each part's own columns taken before joining: no 4,736-wide row is built for the few columns in use
+        return np.concatenate([part[:, columns[(columns >= start) & (columns < start + part.shape[1])] - start]
+                               for part, start in zip(parts, np.cumsum([0, *(p.shape[1] for p in parts[:-1])]))], axis=1)
+
+    def parts(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The user, item, context and cross parts of the feature rows of examples `index`, in column order."""
         items, space = self.catalog.items, self.space
         rows, stamps, users = self.rows[index], self.stamps[index], self.user_vectors[index]
         attributes = [self.catalog.users.get(int(u)) for u in self.users[index]]
@@ -80,7 +90,7 @@ class Examples:
         hour, weekday = (stamps // 3600) % 24, (stamps // 86400 + 3) % 7  # 1970-01-01 was a Thursday
         context = space.context_features(hour, weekday, [{}] * len(index))
         item = space.item_features(vectors, items.content[rows], items.columns[rows], items.numeric[rows])
-        return np.concatenate([user, item, context, cross], axis=1)
+        return user, item, context, cross
 
 
 def labels_of(events: np.ndarray) -> np.ndarray:

@@ -108,10 +108,11 @@ class Gru4Rec:
 
 def fit_gru4rec(histories: dict[int, np.ndarray], items: int, params: SequentialParams = SequentialParams(), seed: int = 0,
                check: Callable[[Gru4Rec], float] | None = None, checks: int = 6,
-               report: Callable[[int, float], None] | None = None) -> tuple[Gru4Rec, dict[int, float]]:
+               report: Callable[[int, float], None] | None = None,
+               each_epoch: Callable[[int], None] | None = None) -> tuple[Gru4Rec, dict[int, float]]:
     """Train on every user's sequence (in pieces of max_length + 1 items: each position predicts the next). With
     `check` (a model -> validation NDCG), it is measured `checks` times along the way, and the measures are
-    returned by epoch; the model returned is the last."""
+    returned by epoch; the model returned is the last. `each_epoch` hears of every epoch done."""
     import torch
 
     torch.manual_seed(seed)
@@ -157,15 +158,20 @@ def fit_gru4rec(histories: dict[int, np.ndarray], items: int, params: Sequential
             measured[epoch] = check(model)
             if report is not None:
                 report(epoch, measured[epoch])
+        if each_epoch is not None:
+            each_epoch(epoch)
     return model, measured
 
 
 def tune_gru4rec(train: dict[int, np.ndarray], validate: Callable[[Gru4Rec], float], everything: dict[int, np.ndarray],
                 items: int, params: SequentialParams = SequentialParams(), seed: int = 0,
-                report: Callable[[int, float], None] | None = None) -> tuple[Gru4Rec, int]:
+                report: Callable[[int, float], None] | None = None,
+                final: Callable[[int], Callable[[int], None]] | None = None) -> tuple[Gru4Rec, int]:
     """Train on `train`, measuring the validation NDCG along the way; then train afresh on `everything` for the
-    epochs that measured best. Returns the model and those epochs."""
+    epochs that measured best. Returns the model and those epochs. `final`, told those epochs, returns what hears
+    of each epoch of the second training (a progress bar)."""
     _, measured = fit_gru4rec(train, items, params, seed, validate, report=report)
     best = max(measured, key=lambda e: measured[e]) if measured else params.epochs
-    final, _ = fit_gru4rec(everything, items, replace(params, epochs=best), seed)
-    return final, best
+    model, _ = fit_gru4rec(everything, items, replace(params, epochs=best), seed,
+                           each_epoch=final(best) if final is not None else None)
+    return model, best

@@ -17,6 +17,7 @@ from learning.evaluation import SplitError, check_split
 from learning.pipeline import fit_and_export
 from learning.training import MODEL_NAME, TrainingError
 from learning.vectors import AlsParams, per_user_holdout
+from ranker.features import FEATURE_DIM
 from ranker.service import DEFAULT_CANDIDATES, Ranker
 
 ONE_SETTING = [AlsParams(32, 1.0, 5.0)]
@@ -76,6 +77,34 @@ class TestTrainingOnRealData:
         with pytest.raises(TrainingError, match="does not beat popularity"):
             fit_and_export(store, preset_schema("movielens"), root, DIM, grid=ONE_SETTING, epochs=2, quick=True)
         assert not (root / "1").exists()
+
+    def test_the_ranker_learns_from_the_columns_its_real_examples_use(self, movielens, tmp_path: Path,
+                                                                       monkeypatch) -> None:
+        """On real examples (the first training step of the slice), the columns in use are a minority of the
+        4,736, every column outside them is zero in every example, and the rows built for those columns alone are
+        exactly the full rows' columns."""
+        from learning import training
+
+        class Caught(Exception):
+            pass
+
+        seen = []
+
+        def catch(examples, *args):
+            seen.append(examples)
+            raise Caught
+
+        monkeypatch.setattr(training, "fit_ranker", catch)
+        store = open_store(_slice(movielens, tmp_path / "slice.db"))
+        with pytest.raises(Caught):
+            training.train(training.load_catalog(store, preset_schema("movielens"), DIM), ONE_SETTING)
+        examples = seen[0]
+        active = training.active_columns(examples)
+        index = np.arange(0, len(examples), 7)
+        full = examples.features(index)
+        assert 0 < len(active) < FEATURE_DIM // 2
+        assert not np.delete(full, active, axis=1).any()
+        np.testing.assert_array_equal(examples.features(index, active), full[:, active])
 
 
 @pytest.fixture(scope="module")
