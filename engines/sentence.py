@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 
-from engines.base import ModelManifest, load_manifest, write_manifest
+from engines.base import ModelManifest, load_manifest, verify_files, write_manifest
 from engines.export import legacy_export
 from engines.onnx import OnnxEngine
 from mesh.progress import working
@@ -78,7 +78,9 @@ def ensure_encoder(home: Path) -> ModelManifest:
     """The encoder's ONNX graph under `home`/encoder; converted from the package's weights on first use."""
     directory = home / "encoder" / _NAME
     if (directory / "manifest.json").exists():
-        return load_manifest(directory)
+        manifest = load_manifest(directory)
+        verify_files(manifest)  # a damaged cache is named, not loaded (remove the directory to convert again)
+        return manifest
     with working(f"converting the sentence encoder ({_NAME}) to ONNX, once"):
         return _convert(directory)
 

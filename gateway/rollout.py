@@ -4,12 +4,12 @@ guardrails, and carries out the operators' changes (`feedserve models ...`) by w
 from __future__ import annotations
 
 import asyncio
-import json
 import time
 from collections.abc import Callable
 from pathlib import Path
 
 from catalog import Store
+from engines.base import load_manifest, verify_files
 from errors import FeedserveError, InvalidArgument
 from feedserve.v1 import gateway_pb2, ranker_pb2
 from gateway.guardrails import GuardrailWatch
@@ -80,9 +80,11 @@ class GatewayRouting:
             raise InvalidArgument("directory", "is required: a version directory holding manifest.json")
         path = Path(directory)
         try:
-            name = _manifest_name(path)
-        except (OSError, ValueError) as exc:
+            manifest = load_manifest(path)
+        except (OSError, ValueError, KeyError) as exc:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
+        name = manifest.name
+        await asyncio.to_thread(verify_files, manifest)  # files that are not the version's: refused, named
         # a ranker holds a table row per catalog item; a generation tier none
         rows = await asyncio.to_thread(_item_rows, self.store) if self.store is not None and name == self.name else 0
 
@@ -133,6 +135,3 @@ def _item_rows(store: Store) -> int:
     counts = store.counts()
     return counts["items"] + counts["deleted_items"]
 
-
-def _manifest_name(directory: Path) -> str:
-    return str(json.loads((directory / "manifest.json").read_text())["name"])

@@ -11,6 +11,7 @@ from pathlib import Path
 from catalog import ChangeFollower, open_store
 from catalog.store import Store, store_default
 from engines.sentence import SentenceEncoder, ensure_encoder
+from errors import FailedPrecondition
 from feedserve.v1 import generator_pb2_grpc
 from generator import metrics
 from generator.caches import EmbeddingCache, SemanticCache
@@ -90,7 +91,10 @@ def main() -> None:
     followers: list[ChangeFollower] = []
 
     async def build():
-        specs = model_specs(args.home, args.model, real_tier=args.real_tier)
+        try:
+            specs = model_specs(args.home, args.model, real_tier=args.real_tier)
+        except FailedPrecondition as exc:  # a version's files are not what it was written with: named, not served
+            raise SystemExit(f"error: {exc}") from None
         budget = int(args.memory_budget_mb * 2**20)
         metrics.BUDGET_BYTES.set(budget)
 

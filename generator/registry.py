@@ -6,7 +6,7 @@ import argparse
 from collections.abc import Sequence
 from pathlib import Path
 
-from engines.base import ModelManifest
+from engines.base import ModelManifest, verify_files
 from generator.llm_import import ensure_real_tier
 from generator.measure import measured_footprint
 from generator.residency import ModelSpec
@@ -43,7 +43,9 @@ def parse_model_arg(text: str) -> tuple[str, Path, float, int]:
 
 def tier_spec(name: str, manifest: ModelManifest) -> ModelSpec:
     """A model version (a trained tier, or an imported GGUF with its chat template) as the pool loads it, under
-    `name`, with its footprint as measured."""
+    `name`, with its footprint as measured. Its files are checked against its manifest first (FAILED_PRECONDITION
+    naming one that does not match)."""
+    verify_files(manifest)
     graph, tokenizer = manifest.path("decoder"), manifest.directory / TOKENIZER_FILE
     context = int(manifest.extra["spec"]["context"])
     template = manifest.extra.get("chat_template", "")

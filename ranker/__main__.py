@@ -11,6 +11,7 @@ from catalog.schema import PRESETS
 from catalog.store import store_default
 from engines import ModelManifest
 from engines.base import load_manifest
+from errors import FailedPrecondition
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
 from mesh.config import DEFAULT_PORTS, default_home
 from mesh.core_server import every, run_core
@@ -128,11 +129,14 @@ def main() -> None:
                              f"({store.active_space()}): run `feedserve train`, then `feedserve up` publishes it")
         schema = preset_schema(args.schema) if args.schema in PRESETS else load_schema(Path(args.schema))
         state_dir = args.state_dir or default_home() / "state" / f"ranker-{args.port}"
-        core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
-                      state_dir=state_dir,
-                      head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
-                      diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing,
-                      cold_popularity=args.cold_popularity, follow_weight=args.follow_weight)
+        try:
+            core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
+                          state_dir=state_dir,
+                          head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
+                          diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing,
+                          cold_popularity=args.cold_popularity, follow_weight=args.follow_weight)
+        except FailedPrecondition as exc:  # its files are not what it was written with: named, not served
+            raise SystemExit(f"error: {exc}") from None
         cores.append(core)
         log = get_logger("ranker")
         log.info("catalog applied", sequence=core.follower.applied, resumed_from=core.resumed_from,

@@ -22,7 +22,7 @@ import numpy as np
 __all__ = ["LightStage", "LightFit", "load_light_stage", "save_light_stage", "LIGHT_FILE", "LIGHT_UNITS",
            "top_rows"]
 
-LIGHT_FILE = "light-stage.npz"
+LIGHT_FILE = "derived/light-stage.npz"  # serving derives it: outside the version's recorded files
 LIGHT_UNITS = 128  # first-layer units the light stage reads, of 512: a quarter of the gather
 FIT_FORMAT = 1
 
@@ -113,7 +113,8 @@ class LightFit:
 def save_light_stage(stage: LightStage, directory: Path, model: str) -> Path:
     """Beside the model's graphs, written atomically (a reader sees the old file or the new one)."""
     path = directory / LIGHT_FILE
-    staging = directory / f".{LIGHT_FILE}.{os.getpid()}"
+    path.parent.mkdir(exist_ok=True)
+    staging = path.parent / f".{path.name}.{os.getpid()}"
     with open(staging, "wb") as f:
         np.savez(f, units=stage.units, weights=stage.weights, dot_weight=np.float32(stage.dot_weight),
                  meta=np.array(json.dumps({"format": FIT_FORMAT, "model": model, "fitted_on": stage.fitted_on,

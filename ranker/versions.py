@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from engines import ModelManifest, load_engine
+from engines.base import verify_files
 from mesh.routing import Family
 from ranker.batching import Batcher
 from ranker.cascade import LightStage
@@ -50,6 +51,7 @@ class ModelVersion:
 
     def __init__(self, manifest: ModelManifest, precision: str, device: str, threads: int,
                  head_weights: dict[str, float] | None = None, tower_threads: int | None = None) -> None:
+        verify_files(manifest)  # a file that is not what the version was written with: refused, named
         self.manifest = manifest
         self.engine = load_engine(manifest, "decomposed", precision, device, threads)
         # the item tower codes items off the request path: a version loaded beside others codes on one thread, the
