@@ -76,12 +76,14 @@ def _hits(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> dict[st
 
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
                       k: int = 20, stream: TextIO | None = None, seed: int = 0,
-                      cascade_keep: int = DEFAULT_KEEP, validation: bool = False, quick: bool = False) -> Evaluation:
+                      cascade_keep: int = DEFAULT_KEEP, validation: bool = False, quick: bool = False,
+                      cascade_users: int | None = None) -> Evaluation:
     """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
     holding only the training part, and score the held-out positives through the real Ranker and the baselines.
     With `validation`, the test part is dropped first and the same split is made of the training part: where
     choices are made (never on the test). With `quick`, the item-item baselines try fewer settings and the sequential
-    one trains for fewer epochs (QUICK_BASELINES)."""
+    one trains for fewer epochs (QUICK_BASELINES). With `cascade_users`, the cascade is checked against the full model
+    on a uniform sample of that many test users (the full model on every candidate is the slowest pass)."""
     stream = stream if stream is not None else io.StringIO()
     whole = load_catalog(store, schema, dim)
     events, size = whole.events, whole.items.size
@@ -92,13 +94,14 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             part = open_store(Path(tmp) / "training-part.db")
             try:
                 store.copy_to(part, events=events["seq"][~held])
-                return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep, quick=quick)
+                return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep, quick=quick,
+                                         cascade_users=cascade_users)
             finally:
                 part.close()
     shape = (whole.user_rows, size)
     with _served_training_part(store, schema, dim, grid, epochs, seed, cascade_keep, events, held, stream) as served:
         ranker, trained, now = served
-        metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, quick)
+        metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, quick, cascade_users)
     metrics.update({"train_events": float((~held).sum()), "test_events": float(held.sum())})
     return Evaluation(metrics, trained.vectors.params)
 
@@ -233,7 +236,8 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
 
 
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
-           k: int, seed: int, now: list[float], stream: TextIO, quick: bool = False) -> dict[str, float]:
+           k: int, seed: int, now: list[float], stream: TextIO, quick: bool = False,
+           cascade_users: int | None = None) -> dict[str, float]:
     users, items, kinds = events["user"], events["item"], events["event"]
     seen, relevant, rows = _test_part(events, held, shape, seed, MAX_TEST_USERS)
     space = trained.vectors
@@ -243,8 +247,12 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     undiversified = np.full((len(rows), k), -1, np.int64)  # the same rankings by score alone: what the cap costs
     served = _served(ranker, space, rows, last, k, now, stream, undiversified=undiversified)
     primary = ranker.resident.primary
+    checked = np.ones(len(rows), bool)  # the users the cascade is checked on: all, or a uniform sample
+    if cascade_users is not None and len(rows) > cascade_users:
+        checked[:] = False
+        checked[np.random.default_rng(seed + 1).choice(len(rows), cascade_users, replace=False)] = True
     light, primary.light = primary.light, None  # the full model on every candidate: what the cascade costs
-    full_model = _served(ranker, space, rows, last, k, now, stream) if light is not None else served
+    full_model = _served(ranker, space, rows[checked], last, k, now, stream) if light is not None else served[checked]
     primary.light = light
     cold = _served(ranker, space, rows, last, k, now, stream, as_new=shape[0] + 1)
 
@@ -283,7 +291,7 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
                                              sequential, stream))
 
     results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
-               "full_model": _hits(full_model, relevant, rows),
+               "full_model": _hits(full_model, relevant, rows[checked]),
                "popularity": _hits(ranked(np.tile(popularity, (len(rows), 1))), relevant, rows),
                "recent_popularity": _hits(ranked(np.tile(recent, (len(rows), 1))), relevant, rows),
                "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows),
@@ -310,5 +318,7 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     _, best_ndcg = best_baseline(metrics, k)
     metrics["ratio_vs_best"] = metrics[f"ndcg{k}"] / best_ndcg
     metrics["ranker_gain"] = metrics[f"ndcg{k}"] / metrics[f"ndcg{k}_retrieval"]
-    metrics["quality_ratio_cascade"] = metrics[f"ndcg{k}"] / metrics[f"ndcg{k}_full_model"]
+    # on the same users: the cascade's feeds (as served) against the full model's
+    metrics["quality_ratio_cascade"] = _hits(served[checked], relevant, rows[checked])["ndcg"] / metrics[f"ndcg{k}_full_model"]
+    metrics["cascade_check_users"] = float(checked.sum())
     return metrics
