@@ -7,34 +7,40 @@ from __future__ import annotations
 import threading
 import time
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import Protocol
 
-import numpy as np
-
-from engines.base import load_manifest
 from errors import FeedserveError
-from feedserve.v1 import ranker_pb2
 from mesh.logging import get_logger
-from mesh.methods import HeapOutputs
 from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing
-from ranker.versions import ModelVersion, Pace, Resident, resident_set_bytes
+from ranker.versions import ModelVersion, Resident
 
-if TYPE_CHECKING:
-    from ranker.service import Ranker
+__all__ = ["Host", "Rollout"]
 
-__all__ = ["Rollout", "WARM_REQUESTS", "LOAD_SHARE"]
 
-WARM_REQUESTS = 8  # rankings a new version runs before it answers anyone (the engine's first runs are slow)
-LOAD_SHARE = 0.5  # of one core, at most, for loading a version beside the serving ones
+class Host(Protocol):
+    """What the rollout asks of the ranker it serves (ranker/service.py), and nothing more: how many item rows a
+    version holds, a version loaded beside the serving ones, and the resident set swapped."""
+
+    def item_rows(self) -> int:
+        """Rows a version's item terms hold now (its footprint grows with them)."""
+        ...
+
+    def load_version(self, directory: Path) -> ModelVersion:
+        """The version in `directory`, loaded, coded over the catalog, warmed and measured."""
+        ...
+
+    def swap(self, resident: Resident) -> None:
+        """Serve `resident` from the next request on (requests under way keep the set they began with)."""
+        ...
 
 
 class Rollout:
     """Follows the routing file of the primary's family; `not_loaded` says which named versions are not resident
     and why (loading, over the budget, failed)."""
 
-    def __init__(self, core: Ranker, path: Path, poll_s: float = 0.2) -> None:
+    def __init__(self, core: Host, primary: ModelVersion, path: Path, poll_s: float = 0.2) -> None:
         self.core, self.path = core, path
-        primary = core.resident.primary
+        self.resident = Resident.of(primary)  # what it last swapped in (the ranker starts on its primary alone)
         self.name = primary.manifest.name
         self.not_loaded: dict[str, str] = {}
         self.budget_bytes = 0
@@ -53,7 +59,7 @@ class Rollout:
         def change(routing: Routing) -> None:
             family = routing.families.setdefault(self.name, Family(self.name))
             if primary.version not in family.versions:
-                footprint = footprint_bytes(primary.manifest.directory, self.core.items.size)
+                footprint = footprint_bytes(primary.manifest.directory, self.core.item_rows())
                 family.stage(primary.manifest.directory, footprint, time.time(), "served at the ranker's start")
             if family.primary != primary.version:  # e.g. `feedserve up` published a newer version's learned space
                 family.promote(primary.version, time.time(), "served at the ranker's start (its space is served)")
@@ -116,15 +122,13 @@ class Rollout:
             version = wanted[role]
             if version is not None and version not in self._pool:
                 self._try_load(family, version, role)
-        core = self.core
-        current = core.resident
+        current = self.resident
         primary = self._pool.get(wanted["primary"] or "", current.primary)
         canary, shadow = (self._pool.get(wanted[r] or "") for r in ("canary", "shadow"))
         resident = Resident.of(primary, canary if canary is not primary else None,
                                shadow if shadow not in (primary, canary) else None, family)
-        with core._lock:
-            core.resident = resident  # one assignment: a request reads the old set or the new, never a mix
-            core.loading = [m for m in core.loading if m.dirty is not None]
+        self.core.swap(resident)
+        self.resident = resident
         keep = {m.version for _, m in resident.roles()}
         self._pool = {v: m for v, m in self._pool.items() if v in keep}  # requests under way hold their own
         if [m.version for _, m in current.roles()] != [m.version for _, m in resident.roles()]:
@@ -134,7 +138,7 @@ class Rollout:
         entry = family.versions[version]
         stays = sum(m.resident_bytes for m in self._pool.values()
                     if m.version in {family.primary, family.canary, family.shadow})
-        need = footprint_bytes(Path(entry.directory), self.core.items.capacity)
+        need = footprint_bytes(Path(entry.directory), self.core.item_rows())
         if stays + need > family.memory_budget_bytes:
             self.not_loaded[version] = (f"over the memory budget: {need / 2**20:.0f} MiB needed beside "
                                         f"{stays / 2**20:.0f} MiB resident, budget {family.memory_budget_bytes / 2**20:.0f} MiB")
@@ -143,7 +147,7 @@ class Rollout:
         self.not_loaded[version] = "loading"
         started = time.monotonic()
         try:
-            model = self.load(Path(entry.directory))
+            model = self.core.load_version(Path(entry.directory))
         except (FeedserveError, OSError, KeyError, ValueError) as exc:
             self.not_loaded[version] = f"failed: {exc}"
             self.log.warning("model not loaded", version=version, role=role, why=str(exc))
@@ -152,40 +156,3 @@ class Rollout:
         self._pool[version] = model
         self.log.info("model loaded", model=model.key, role=role, seconds=round(time.monotonic() - started, 2),
                       resident_mib=round(model.resident_bytes / 2**20, 1))
-
-    def load(self, directory: Path) -> ModelVersion:
-        """Load a version beside the serving ones: engines, item terms over the whole catalog (rows the change feed
-        changes meanwhile are coded again), its light stage, a few warm-up rankings; then measure what it holds."""
-        core = self.core
-        manifest = load_manifest(directory)
-        core.check_space(manifest)
-        before = resident_set_bytes()
-        model = ModelVersion(manifest, *core.engine_options, tower_threads=1)
-        with core._lock:
-            model.fit_terms(core.items.capacity)
-            n = core.items.size
-            model.dirty = set()
-            core.loading.append(model)
-        pace = Pace(LOAD_SHARE)
-        try:
-            terms = model.item_terms(core.items, np.arange(n), pace)
-            with core._lock:
-                model.fit_terms(core.items.capacity)
-                model.terms[:n] = terms
-            while True:  # what changed while coding: again, until nothing did
-                with core._lock:
-                    rows = np.array(sorted(model.dirty or ()), np.int64)
-                    model.dirty = set() if len(rows) else None
-                if not len(rows):
-                    break
-                core.code_items(model, rows, pace)
-            if core.cascade_keep:
-                core.start_cascade(model, pace)
-            for _ in range(WARM_REQUESTS):
-                core.rank(ranker_pb2.RankRequest(k=20), {}, HeapOutputs(), model=model)
-        except BaseException:
-            with core._lock:
-                core.loading.remove(model)
-            raise
-        model.resident_bytes = max(resident_set_bytes() - before, model.terms.nbytes + model.unit_terms.nbytes)
-        return model

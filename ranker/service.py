@@ -16,24 +16,23 @@ from catalog import ChangeFollower, Schema, Store, StoredItem
 from engines import ModelManifest
 from errors import FailedPrecondition
 from feedserve.v1 import ranker_pb2, ranker_pb2_grpc
-from mesh.logging import get_logger
-from mesh.methods import Handler, HeapOutputs, Outputs, Tensors, serve_unary
+from mesh.methods import Handler, Outputs, Tensors, serve_unary
 from mesh.rpclog import annotate
 from mesh.timing import HopRecorder, now_ns
-from ranker import graphs
 from ranker.batching import Job
 from ranker.blend import COLD_POPULARITY_WEIGHT, FOLLOW_WEIGHT, cold_blend, follow_blend
-from ranker.cascade import LightFit, LightStage, load_light_stage, save_light_stage, top_rows
+from ranker.cascade import top_rows
 from ranker.diversity import category_shares, diversified_top_k
-from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, FeatureSpace, RecentItems
+from ranker.features import CONTEXT_DIM, HEADS, FeatureSpace, RecentItems
 from ranker.history import History
+from ranker.holding import HeldVersions
 from ranker.items import ItemTable
 from ranker.requests import MAX_CANDIDATES, MAX_K, keep_asked, validate
 from ranker.retrieval import Candidates, Retriever
 from ranker.rollout import Rollout
 from ranker.shadow import ShadowJob, ShadowScorer
 from ranker.state import RankerState, load_state, save_state
-from ranker.versions import ModelVersion, Pace, Resident
+from ranker.versions import ModelVersion, Resident
 
 __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MAX_K", "MAX_CANDIDATES",
            "diversified_top_k"]
@@ -41,13 +40,12 @@ __all__ = ["Ranker", "RankerServicer", "DEFAULT_CANDIDATES", "DEFAULT_KEEP", "MA
 SERVICE = "ranker"
 DEFAULT_CANDIDATES = 2_400
 DEFAULT_KEEP = 300  # candidates the full model scores after the light stage (0: the full model scores all)
-FIT_RANKINGS = 128  # rankings of the full model the light stage is fitted on, when a model has none yet
 
 
 _Rows = tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray]  # user, context, ids, cross, scores
 
 
-class Ranker:
+class Ranker(HeldVersions):
     """Ranks a catalog's items for one user with a versioned multi-objective model, following the store.
 
     Items come from the store's change feed (at start, everything so far; then every change as it commits).
@@ -101,7 +99,7 @@ class Ranker:
         if cascade_keep:
             self.start_cascade(primary)
         self._loading = False
-        self.rollout = Rollout(self, routing) if routing is not None else None
+        self.rollout = Rollout(self, primary, routing) if routing is not None else None
         if follow:
             self.follower.start()
             if self.rollout is not None:
@@ -124,78 +122,6 @@ class Ranker:
             raise FailedPrecondition(
                 f"{manifest.name}/{manifest.version} was trained for learned space {space}, but {self.store.name} "
                 f"serves space {self.store.active_space()}: publish the model's space first (feedserve up does)")
-
-    def held(self) -> list[ModelVersion]:
-        """Every version whose item terms follow the catalog: those serving and those loading."""
-        return [v for _, v in self.resident.roles()] + list(self.loading)
-
-    def start_cascade(self, model: ModelVersion, pace: Pace | None = None) -> None:
-        """The light stage saved beside the model, or fitted now on the full model's rankings and saved there (`pace`:
-        on the one-thread engine, paced). With nothing to fit on yet (an empty catalog), the full model ranks every
-        candidate until items arrive."""
-        if model.first_layer is None:
-            weights = graphs.weights_of(model.manifest.path("naive"))
-            _i, _c = USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM
-            model.first_layer = (weights.w1[:USER_DIM].copy(), weights.w1[_i:_c].copy(), weights.b1.copy())
-        light = load_light_stage(model.manifest.directory, model.key)
-        log = get_logger("ranker")
-        if light is None:
-            started = time.monotonic()
-            light = self._fit_light(model, pace)
-            if light is None:
-                log.info("cascade waits: no servable items to fit its light stage on yet; the full model ranks")
-                return
-            try:
-                save_light_stage(light, model.manifest.directory, model.key)
-            except OSError as exc:  # a read-only model directory: fitted again at the next start
-                log.warning("light stage not saved", error=str(exc))
-            log.info("cascade light stage fitted", model=model.key, rankings=light.fitted_on,
-                     seconds=round(time.monotonic() - started, 1), top20_kept=round(light.agreement, 3),
-                     keep=self.cascade_keep)
-        with self._lock:
-            model.set_light(light)
-
-    def _fit_cascade_in_background(self, model: ModelVersion) -> None:
-        """Items arrived while the cascade had nothing to fit on: fit it now, off the change feed's thread."""
-        def run() -> None:
-            try:
-                self.start_cascade(model)
-            finally:
-                model.fitting = False
-
-        model.fitting = True
-        self.cascade_fit = threading.Thread(target=run, name="cascade-fit", daemon=True)
-        self.cascade_fit.start()
-
-    def _fit_light(self, model: ModelVersion, pace: Pace | None = None) -> LightStage | None:
-        """Fit on the full model's rankings for a sample of the served space's learned users (where the space has
-        none: users placed at servable items, one item each)."""
-        _, users = self.store.learned_users(self.store.active_space())
-        if not len(users):
-            users = self.items.vectors[np.flatnonzero(self.items.servable[:self.items.size])]
-        users = users[np.random.default_rng(0).choice(len(users), min(FIT_RANKINGS, len(users)), replace=False)]
-        fit = LightFit(self.cascade_keep)
-        for user in users:
-            if not np.linalg.norm(user) > 0:
-                continue
-            outputs = HeapOutputs()
-            self.rank(ranker_pb2.RankRequest(k=1, return_all_scores=True), {"user_vector": user.astype(np.float32)},
-                      outputs, model=model, quiet=pace is not None)
-            ids = outputs.arrays["candidate_ids"]
-            unit = user / np.linalg.norm(user) if model.cold_start is not None else user  # as rank() reads it
-            request = self._request_part(model, self.space.user_features(unit[None, :].astype(np.float32), [None]),
-                                         self._context(ranker_pb2.RankRequest()))
-            fit.add(request, model.terms[ids - 1], self.items.vectors[ids - 1] @ unit, outputs.arrays["scores"])
-            if pace is not None:
-                pace()
-        return fit.finish() if fit.rankings else None
-
-    @staticmethod
-    def _request_part(model: ModelVersion, user_part: np.ndarray, context_part: np.ndarray) -> np.ndarray:
-        """The first layer's once-per-request term [512], as the decomposed graph computes it."""
-        assert model.first_layer is not None  # set before the light stage exists
-        wu, wc, b1 = model.first_layer
-        return (user_part @ wu + context_part @ wc)[0] + b1
 
     @property
     def _model_key(self) -> str:
@@ -220,13 +146,6 @@ class Ranker:
         self.retriever.join_rebuild()
         self.shadow.close()
         self.save_state()
-
-    def code_items(self, model: ModelVersion, rows: np.ndarray, pace: Pace | None = None) -> None:
-        """Code `rows` with `model`'s item tower (outside the lock) and store them (under it)."""
-        terms = model.item_terms(self.items, rows, pace)
-        with self._lock:
-            model.fit_terms(self.items.capacity)
-            model.set_terms(rows, terms)
 
     def _apply(self, changed: list[StoredItem], reached: int) -> None:
         """One batch of the change feed: items, then the popularity and user attributes it brought. The item tower

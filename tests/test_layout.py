@@ -1,6 +1,7 @@
 """The layout DESIGN.md keeps, one test per rule of its layout paragraph: services never import each other nor the
 offline side; native imports nothing of the project; serving and training never read the simulator; a serving process
-loads no training library; the error hierarchy sits below everything that raises it."""
+loads no training library; the error hierarchy sits below everything that raises it; the ranker's rollout reaches
+the ranker through its interface alone."""
 
 from __future__ import annotations
 
@@ -69,6 +70,22 @@ def test_the_bottom_layer_imports_nothing_of_the_project(package: str) -> None:
 def test_catalog_needs_no_mesh() -> None:
     """The catalog (the data plane as a library) imports nothing of mesh/, how services reach each other."""
     assert [str(p.relative_to(ROOT)) for p in _modules("catalog") if "mesh" in _imports(p)] == []
+
+
+def _full_imports(path: Path) -> set[str]:
+    tree = ast.parse(path.read_text())
+    return {node.module for node in ast.walk(tree) if isinstance(node, ast.ImportFrom) and node.module}
+
+
+def test_the_rankers_rollout_asks_the_ranker_through_its_interface_only() -> None:
+    """ranker/rollout.py imports nothing of ranker/service.py and reads none of the Ranker's state: it calls
+    `item_rows`, `load_version` and `swap` (its Host protocol) and nothing else on the core."""
+    path = ROOT / "ranker" / "rollout.py"
+    assert "ranker.service" not in _full_imports(path)
+    tree = ast.parse(path.read_text())
+    used = {node.attr for node in ast.walk(tree) if isinstance(node, ast.Attribute)
+            and isinstance(node.value, ast.Attribute) and node.value.attr == "core"}
+    assert used <= {"item_rows", "load_version", "swap"}, used
 
 
 def test_no_module_reads_the_simulators_hidden_state() -> None:
