@@ -56,7 +56,8 @@ def breach(rules: Guardrails, canary: Tally, primary: Tally) -> Breach | None:
 
 class GuardrailWatch:
     """Checks the family's canary against its rules; on a breach, writes the rollback into the routing (with the
-    reason, which `feedserve models list` and the dashboard show) and remembers it."""
+    reason, which `feedserve models list` and the dashboard show) and remembers it. A canary already rolled back by
+    the time the routing is written (by another gateway, or an operator) is left alone: one rollback, one record."""
 
     def __init__(self, path: Path, metrics: OnlineMetrics) -> None:
         self.path, self.metrics = path, metrics
@@ -72,12 +73,18 @@ class GuardrailWatch:
         if found is None:
             return None
 
+        rolled: list[bool] = []
+
         def roll_back(routing: Routing) -> None:
             current = routing.family(family.name)
-            if current.canary == canary:  # unless an operator changed it meanwhile
+            # unless an operator, or another gateway judging the same canary, changed it meanwhile: one rollback
+            if current.canary == canary:
                 current.rollback(time.time(), str(found))
+                rolled.append(True)
 
         update_routing(self.path, roll_back)
+        if not rolled:
+            return None
         self.rollbacks.append({"at": time.time(), "family": family.name, "version": canary, "why": str(found)})
         self.log.warning("canary rolled back", family=family.name, version=canary, why=str(found))
         return found

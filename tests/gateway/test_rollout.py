@@ -203,6 +203,19 @@ class TestGuardrails:
             assert f"guardrail {rule} breached" in family.versions["2"].last_change
             assert watch.rollbacks[0]["version"] == "2"
 
+    def test_two_gateways_judging_one_bad_canary_roll_it_back_once(self, tmp_path) -> None:
+        """Two gateways' watches on one routing, each with its own counts showing the breach and the family as each
+        last read it: the first rolls the canary back; the second finds it gone, records nothing and says nothing
+        happened; the routing's history holds one rollback."""
+        path, metrics = self._canary_routing(tmp_path)
+        metrics.trial = {"ranker-mlp/1": _tally(2000, 2000), "ranker-mlp/2": _tally(100, 100, errors=10)}
+        first, second = GuardrailWatch(path, metrics), GuardrailWatch(path, metrics)
+        seen = load_routing(path).family("ranker-mlp")  # both read the routing before either wrote
+        assert first.check(seen) is not None and second.check(seen) is None
+        assert len(first.rollbacks) == 1 and not second.rollbacks
+        history = load_routing(path).family("ranker-mlp").versions["2"].history
+        assert sum("breached" in str(change) for change in history) == 1
+
     @staticmethod
     def _canary_routing(directory: Path) -> tuple[Path, OnlineMetrics]:
         path = directory / "routing.json"
