@@ -26,7 +26,7 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
     lines = [f"{'per-user split':<22} {'NDCG@' + str(k):>9} {'HR@' + str(k):>8}"]
     sampled = metrics.get("cascade_check_users", metrics.get("test_users", 0)) < metrics.get("test_users", 0)
     for label, suffix in (("served", ""), ("served, no diversity", "_undiversified"),
-                          ("full model, no cascade" + ("*" if sampled else ""), "_full_model"),
+                          ("full model, sampled*" if sampled else "full model, no cascade", "_full_model"),
                           ("popularity", "_popularity"),
                           ("recent popularity", "_recent_popularity"),
                           ("ALS", "_als"), ("EASE", "_ease"), ("item-kNN", "_item_knn"),
@@ -39,7 +39,8 @@ def quality_table(metrics: dict[str, float], k: int = 20) -> str:
         best, _ = best_baseline(metrics, k)
         lines.append(f"served / best baseline ({best}) {metrics['ratio_vs_best']:.3f}, served / its own retrieval "
                      f"{metrics['ranker_gain']:.3f}, cascade / full model {metrics['quality_ratio_cascade']:.3f}"
-                     + (f" (*: on a sample of {int(metrics['cascade_check_users']):,} test users)" if sampled else ""))
+                     + (f" (*: the full model on every candidate, on a sample of {int(metrics['cascade_check_users']):,} test "
+                        "users)" if sampled else ""))
         lines.append(f"new users (no vector, no history): NDCG@{k} {metrics[f'ndcg{k}_cold_start']:.4f} against recent "
                      f"popularity's {metrics[f'ndcg{k}_cold_recent_popularity']:.4f} (ratio {metrics['cold_start_ratio']:.3f})")
     return "\n".join(lines)
