@@ -77,7 +77,6 @@ class StoredKeys:
             cur.execute(self._sql("SELECT key_id FROM access_keys WHERE seq > ? AND seq <= ?"), (after, reached))
             return [str(r[0]) for r in cur.fetchall()], reached
 
-
     def shared_secret(self, name: str) -> bytes:
         """The secret called `name` (SECRET_BYTES random bytes), made by the first caller; every later call, from
         any process on this store, gets the same bytes (two first callers at once: one insert wins, both read it)."""

@@ -224,6 +224,7 @@ def _sequential(events: dict[str, np.ndarray], training: np.ndarray, inner: np.n
 
     progress = Progress("training the sequential baseline (GRU4Rec) on the validation slice", len(check_epochs(params)),
                         stream=stream)
+
     def final(epochs: int) -> Callable[[int], None]:
         bar = Progress(f"training the sequential baseline (GRU4Rec) on the whole training part, {epochs} epochs",
                        epochs, stream=stream)

@@ -14,7 +14,7 @@ from catalog.drift import replay_drift
 from learning.metrics import best_columns
 from learning.vectors import LearnedVectors, unit
 from mesh.progress import Progress, working
-from ranker.features import HEADS, RecentItems
+from ranker.features import CONTEXT_DIM, HEADS, ITEM_DIM, USER_DIM, RecentItems
 from ranker.history import POSITIVE_EVENTS, snapshots
 from ranker.items import trend_before
 from ranker.transitions import Transitions
@@ -22,7 +22,7 @@ from ranker.transitions import Transitions
 if TYPE_CHECKING:
     from learning.training import Catalog
 
-__all__ = ["CANDIDATES", "COLD_SHARE", "NEGATIVES", "POSITIVES", "Examples", "labels_of", "pool_ranks",
+__all__ = ["CANDIDATES", "COLD_SHARE", "NEGATIVES", "PART_STARTS", "POSITIVES", "Examples", "labels_of", "pool_ranks",
            "ranker_examples", "stable_ranks"]
 
 # Event types (EventType values of feedserve.v1) that count as each objective's positive.
@@ -32,6 +32,8 @@ POSITIVES = {"click": POSITIVE_EVENTS, "like": (3, 4), "dwell": (5,), "share": (
 NEGATIVES = 16
 CANDIDATES = 2_400  # what serving retrieves; negatives and source bits at training time mimic it
 COLD_SHARE = 0.125  # validation events seen again as a new user's: what the ranker learns cold start from
+# where the user, item, context and cross parts (Examples.parts) start among the 4,736 columns
+PART_STARTS = (0, USER_DIM, USER_DIM + ITEM_DIM, USER_DIM + ITEM_DIM + CONTEXT_DIM)
 MAX_EXAMPLE_EVENTS = 25_000  # validation events the ranker learns from at most (sampled): bounds training time
 
 
@@ -66,7 +68,7 @@ class Examples:
             return np.concatenate(parts, axis=1)
         # each part's own columns taken before joining: no 4,736-wide row is built for the few columns in use
         return np.concatenate([part[:, columns[(columns >= start) & (columns < start + part.shape[1])] - start]
-                               for part, start in zip(parts, np.cumsum([0, *(p.shape[1] for p in parts[:-1])]))], axis=1)
+                               for part, start in zip(parts, PART_STARTS)], axis=1)
 
     def parts(self, index: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
         """The user, item, context and cross parts of the feature rows of examples `index`, in column order."""

@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from catalog import ChangeFollower, Schema, Store
 from catalog.drift import replay_drift
 from engines.base import ModelManifest, load_manifest, write_manifest
-from learning.examples import POSITIVES, Examples, ranker_examples
+from learning.examples import PART_STARTS, POSITIVES, Examples, ranker_examples
 from learning.sequential import sequences
 from learning.vectors import (
     GRID,
@@ -42,8 +42,8 @@ from ranker.transitions import FILE as TRANSITIONS_FILE
 from ranker.transitions import Transitions
 
 __all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
-           "active_columns", "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog", "newest_model",
-           "next_version", "train"]
+           "active_columns", "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog",
+           "newest_model", "next_version", "train"]
 
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
 GRAPHS = {"naive": "naive.onnx", "decomposed": "decomposed.onnx", "decomposed_int8": "decomposed.int8.onnx",
@@ -194,10 +194,8 @@ def active_columns(examples: Examples, stream: TextIO | None = None) -> np.ndarr
     seen = np.zeros(FEATURE_DIM, bool)
     progress = Progress(f"finding the columns {n:,} examples use", -(-n // _SCAN), stream=stream)
     for start in range(0, n, _SCAN):
-        at = 0
-        for part in examples.parts(np.arange(start, min(start + _SCAN, n))):
+        for part, at in zip(examples.parts(np.arange(start, min(start + _SCAN, n))), PART_STARTS):
             seen[at:at + part.shape[1]] |= (part != 0).any(axis=0)
-            at += part.shape[1]
         progress.advance()
     return np.flatnonzero(seen)
 
