@@ -5,7 +5,7 @@ Trained with a sampled softmax (each position's next item against SAMPLED items 
 items (the catalog up to MAX_ITEMS, else its most interacted-with items: the rest are never predicted). Sequences
 are right-padded: the recurrence reads a user's items before any padding. How many epochs is tuned on a validation slice
 (the best of several checks while training on the part before it), then the model is trained afresh for that many
-epochs on everything.
+epochs on everything. `tuned_top` does both on one thread, to run beside other work (learning/beside.py).
 """
 
 from __future__ import annotations
@@ -14,8 +14,12 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 
 import numpy as np
+import scipy.sparse as sp
 
-__all__ = ["MAX_ITEMS", "Gru4Rec", "SequentialParams", "check_epochs", "fit_gru4rec", "sequences", "tune_gru4rec"]
+from learning.metrics import mean_ndcg, top_k
+
+__all__ = ["MAX_ITEMS", "Gru4Rec", "SequentialParams", "check_epochs", "fit_gru4rec", "sequences", "tune_gru4rec",
+           "tuned_top"]
 
 MAX_ITEMS = 50_000  # items modelled at most
 SAMPLED = 512  # negatives per batch, shared by its positions
@@ -175,3 +179,29 @@ def tune_gru4rec(train: dict[int, np.ndarray], validate: Callable[[Gru4Rec], flo
     model, _ = fit_gru4rec(everything, items, replace(params, epochs=best), seed,
                            each_epoch=final(best) if final is not None else None)
     return model, best
+
+
+def tuned_top(tell: Callable[..., None], early: dict[int, np.ndarray], everything: dict[int, np.ndarray],
+              fit_part: sp.csr_matrix, check_part: sp.csr_matrix, rows: np.ndarray, seen: sp.csr_matrix, k: int,
+              params: SequentialParams, seed: int) -> tuple[np.ndarray, int]:
+    """tune_gru4rec on one thread: its epochs tuned on the validation slice (`early` histories, `fit_part` seen,
+    `check_part` held out), then trained on `everything`. Returns the top k of `rows` (after their histories in
+    `everything`, leaving out `seen`) and the epochs. `tell` hears ("checked", epoch, ndcg), ("final", epochs) and
+    ("epoch", epoch)."""
+    import torch
+
+    torch.set_num_threads(1)  # the caller's own work has the other core (a second thread gained 3% here)
+    checked = np.flatnonzero(np.diff(check_part.indptr) > 0)
+    empty = np.zeros(0, np.int64)
+
+    def validate(model: Gru4Rec) -> float:
+        return mean_ndcg(lambda part: model.scores([early.get(int(u), empty) for u in part]), fit_part, check_part,
+                         checked, k)
+
+    def final(epochs: int) -> Callable[[int], None]:
+        tell("final", epochs)
+        return lambda epoch: tell("epoch", epoch)
+
+    model, epochs = tune_gru4rec(early, validate, everything, fit_part.shape[1], params, seed,
+                                 report=lambda epoch, ndcg: tell("checked", epoch, ndcg), final=final)
+    return top_k(model.scores([everything.get(int(u), empty) for u in rows]), seen, rows, k), epochs

@@ -251,9 +251,10 @@ def fit_ranker(examples: Examples, epochs: int, batch: int, rng: np.random.Gener
 
 
 def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch: int = 512, seed: int = 0,
-          stream: TextIO | None = None) -> Trained:
+          stream: TextIO | None = None, threads: int = 0) -> Trained:
     """Learn the vectors (ALS tuned on each user's latest training events, then taken on over all of them) and the
-    ranker on top (trained on that validation slice, with vectors learned without it: no leak of its labels)."""
+    ranker on top (trained on that validation slice, with vectors learned without it: no leak of its labels). The
+    ranker trains on `threads` PyTorch threads (0: one per core)."""
     try:
         import torch
     except ImportError:
@@ -266,7 +267,7 @@ def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch
     if not catalog.items.servable[:size].any():
         raise TrainingError("no item has a content vector yet: wait for encoding (or start the gateway with --encoder-home)")
     torch.manual_seed(seed)
-    torch.set_num_threads(max(os.cpu_count() or 1, 1))
+    torch.set_num_threads(threads or max(os.cpu_count() or 1, 1))
     rng = np.random.default_rng(seed)
     shape = (catalog.user_rows, size)
     held = per_user_holdout(events["user"], events["timestamp"], VALIDATION_SHARE)
