@@ -47,25 +47,43 @@ class Beside:
         self._process = context.Process(target=_run, args=(send, target, args, nice), name=name, daemon=True)
         self._process.start()
         send.close()  # the child holds the only sending end: its exit ends the pipe
+        self._notes: list[tuple[Any, ...]] = []  # read by `done`, not yet handed on
+        self._ending: tuple[str, Any] | None = None  # ("result" or "failed", value), once read
+
+    def _read(self) -> None:
+        """Read one message (waiting for it); the end of the pipe is read as a failure."""
+        try:
+            kind, value = self._receive.recv()
+        except EOFError:
+            self._process.join()
+            kind, value = "ended", self._process.exitcode
+        if kind == "note":
+            self._notes.append(value)
+        else:
+            self._ending = (kind, value)
+
+    def done(self) -> bool:
+        """Whether the call has ended (its result is in), without waiting."""
+        while self._ending is None and self._receive.poll():
+            self._read()
+        return self._ending is not None
 
     def result(self, on_note: Callable[[tuple[Any, ...]], None] = lambda note: None) -> Any:
         """Wait for the call's result, handing on each note as it comes. Raises Internal, naming the work, if the call
         raised (with its traceback) or its process ended without a result (killed, out of memory)."""
         while True:
-            try:
-                kind, value = self._receive.recv()
-            except EOFError:
-                self._process.join()
-                raise Internal(f"{self.name}: its process ended without a result "
-                               f"(exit code {self._process.exitcode})") from None
-            if kind == "note":
-                on_note(value)
-            elif kind == "failed":
-                self._process.join()
-                raise Internal(f"{self.name} failed in its process:\n{value}")
-            else:
-                self._process.join()
-                return value
+            while self._notes:
+                on_note(self._notes.pop(0))
+            if self._ending is not None:
+                break
+            self._read()
+        kind, value = self._ending
+        self._process.join()
+        if kind == "ended":
+            raise Internal(f"{self.name}: its process ended without a result (exit code {value})")
+        if kind == "failed":
+            raise Internal(f"{self.name} failed in its process:\n{value}")
+        return value
 
     def close(self) -> None:
         """Stop the child if it still runs (the caller no longer wants its result)."""

@@ -54,10 +54,31 @@ class SplitError(AssertionError):
 
 @dataclass
 class Evaluation:
-    """The figures of one evaluation and the ALS setting tuned on the training part's validation slice."""
+    """The figures of one evaluation and the ALS setting tuned on the training part's validation slice. Until
+    `complete`, the sequential baseline may still be training beside (`evaluate_per_user(wait=False)`): its figures
+    and `ratio_vs_best` are not in `metrics` yet."""
 
     metrics: dict[str, float]
     params: AlsParams
+    pending: _PendingSequential | None = None
+
+    def complete(self) -> Evaluation:
+        """Wait for the sequential baseline, if it is still training, and add its figures. Returns itself."""
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            with pending.beside:
+                pending.add_to(self.metrics)
+        return self
+
+    def training(self) -> bool:
+        """Whether the sequential baseline is still training beside (not yet done), without waiting."""
+        return self.pending is not None and not self.pending.beside.done()
+
+    def close(self) -> None:
+        """Stop the sequential baseline's training if it was never collected (an error came first)."""
+        if self.pending is not None:
+            self.pending.beside.close()
+            self.pending = None
 
 
 def check_split(users: np.ndarray, timestamps: np.ndarray, held: np.ndarray) -> None:
@@ -79,13 +100,15 @@ def _hits(top: np.ndarray, relevant: sp.csr_matrix, rows: np.ndarray) -> dict[st
 def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsParams] = GRID, epochs: int = 4,
                       k: int = 20, stream: TextIO | None = None, seed: int = 0,
                       cascade_keep: int = DEFAULT_KEEP, validation: bool = False, quick: bool = False,
-                      cascade_users: int | None = None) -> Evaluation:
+                      cascade_users: int | None = None, wait: bool = True) -> Evaluation:
     """Split each user's events in time (latest 20% held out), train the whole pipeline on a copy of the store
     holding only the training part, and score the held-out positives through the real Ranker and the baselines.
     With `validation`, the test part is dropped first and the same split is made of the training part: where
     choices are made (never on the test). With `quick`, the item-item baselines try fewer settings and the sequential
     one trains for fewer epochs (QUICK_BASELINES). With `cascade_users`, the cascade is checked against the full model
-    on a uniform sample of that many test users (the full model on every candidate is the slowest pass)."""
+    on a uniform sample of that many test users (the full model on every candidate is the slowest pass). Without
+    `wait`, it returns while the sequential baseline may still train beside: the caller works on, then calls
+    `complete` (or `close`)."""
     stream = stream if stream is not None else io.StringIO()
     whole = load_catalog(store, schema, dim)
     events, size = whole.events, whole.items.size
@@ -97,7 +120,7 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
             try:
                 store.copy_to(part, events=events["seq"][~held])
                 return evaluate_per_user(part, schema, dim, grid, epochs, k, stream, seed, cascade_keep, quick=quick,
-                                         cascade_users=cascade_users)
+                                         cascade_users=cascade_users, wait=wait)
             finally:
                 part.close()
     shape = (whole.user_rows, size)
@@ -108,14 +131,19 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
     # it a core: on 2 cores one thread trains the ranker at 0.6 of two's speed, where the baseline gains 3% from a
     # second
     spare = max((os.cpu_count() or 1) - 1, 1)
-    with _start_sequential(events, slices, test, k, seed, sequential, stream) as beside, \
-            _served_training_part(store, schema, dim, grid, epochs, seed, cascade_keep, events, held, stream,
-                                  spare) as served:
-        ranker, trained, now = served
-        metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, test, slices, beside, quick,
-                         cascade_users)
+    beside = _start_sequential(events, slices, test, k, seed, sequential, stream)
+    try:
+        with _served_training_part(store, schema, dim, grid, epochs, seed, cascade_keep, events, held, stream,
+                                   spare) as served:
+            ranker, trained, now = served
+            metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, test, slices, quick,
+                             cascade_users)
+    except BaseException:
+        beside.close()
+        raise
     metrics.update({"train_events": float((~held).sum()), "test_events": float(held.sum())})
-    return Evaluation(metrics, trained.vectors.params)
+    evaluation = Evaluation(metrics, trained.vectors.params, _PendingSequential(beside, sequential, test, k, stream))
+    return evaluation.complete() if wait else evaluation
 
 
 def evaluate_against_popularity(store: Store, schema: Schema, dim: int, grid: list[AlsParams], epochs: int,
@@ -256,31 +284,46 @@ def _start_sequential(events: dict[str, np.ndarray], slices: _Slices,
                   slices.check_part, rows, seen, k, params, seed)
 
 
-def _sequential_top(beside: Beside, params: SequentialParams, stream: TextIO) -> np.ndarray:
-    """The sequential baseline's top k, its training's progress drawn from the child's notes (at once, for the part
-    it did while the rest ran)."""
-    tuning = Progress("training the sequential baseline (GRU4Rec) on the validation slice", len(check_epochs(params)),
-                      stream=stream)
-    bar: list[Progress] = []
+@dataclass
+class _PendingSequential:
+    """The sequential baseline training beside, and what scoring it needs."""
 
-    def on_note(note: tuple) -> None:
-        if note[0] == "checked":
-            tuning.advance(note=f"epoch {note[1]}: NDCG@20 {note[2]:.4f}")
-        elif note[0] == "final":
-            bar.append(Progress(f"training the sequential baseline (GRU4Rec) on the whole training part, "
-                                f"{note[1]} epochs", note[1], stream=stream))
-        elif bar:
-            bar[0].advance(note=f"epoch {note[1]}")
+    beside: Beside
+    params: SequentialParams
+    test: tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray]
+    k: int
+    stream: TextIO
 
-    waiting = time.monotonic()
-    top, epochs = beside.result(on_note)
-    print(f"sequential: {epochs} epochs (waited {time.monotonic() - waiting:.0f} s for it here)", file=stream)
-    return top
+    def add_to(self, metrics: dict[str, float]) -> None:
+        """Wait for its top k, drawing its training's progress from the child's notes (at once, for the part done
+        while the rest ran), and add its figures and the served feed's ratio to the best baseline."""
+        k, stream = self.k, self.stream
+        tuning = Progress("training the sequential baseline (GRU4Rec) on the validation slice",
+                          len(check_epochs(self.params)), stream=stream)
+        bar: list[Progress] = []
+
+        def on_note(note: tuple) -> None:
+            if note[0] == "checked":
+                tuning.advance(note=f"epoch {note[1]}: NDCG@20 {note[2]:.4f}")
+            elif note[0] == "final":
+                bar.append(Progress(f"training the sequential baseline (GRU4Rec) on the whole training part, "
+                                    f"{note[1]} epochs", note[1], stream=stream))
+            elif bar:
+                bar[0].advance(note=f"epoch {note[1]}")
+
+        waiting = time.monotonic()
+        top, epochs = self.beside.result(on_note)
+        print(f"sequential: {epochs} epochs (waited {time.monotonic() - waiting:.0f} s for it here)", file=stream)
+        _, relevant, rows = self.test
+        hits = _hits(top, relevant, rows)
+        metrics[f"ndcg{k}_sequential"], metrics[f"hr{k}_sequential"] = hits["ndcg"], hits["hr"]
+        _, best_ndcg = best_baseline(metrics, k)
+        metrics["ratio_vs_best"] = metrics[f"ndcg{k}"] / best_ndcg
 
 
 def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
            k: int, seed: int, now: list[float], stream: TextIO, test: tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray],
-           slices: _Slices, sequential: Beside, quick: bool = False,
+           slices: _Slices, quick: bool = False,
            cascade_users: int | None = None) -> dict[str, float]:
     users, items, kinds = events["user"], events["item"], events["event"]
     seen, relevant, rows = test
@@ -320,14 +363,13 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
 
     # the item-item baselines, each tuned on the training part's own latest events (never on the test part)
     tuned: dict[str, np.ndarray] = {}
-    ease_grid, knn_grid, params = QUICK_BASELINES if quick else (EASE_GRID, KNN_GRID, SequentialParams())
+    ease_grid, knn_grid = QUICK_BASELINES[:2] if quick else (EASE_GRID, KNN_GRID)
     for name, fit, grid in (("ease", fit_ease, ease_grid),
                             ("item_knn", lambda m, v: fit_item_knn(m, int(v)), knn_grid)):
         progress = Progress(f"tuning {name} on the validation slice ({len(grid)} settings)", len(grid), stream=stream)
         value, _ = tune_item_model(fit, grid, slices.fit_part, slices.check_part, report=_reporter(progress))
         print(f"{name}: {value:g}", file=stream)
         tuned[name] = ranked(fit(matrix, value).scores(matrix[rows]))
-    tuned["sequential"] = _sequential_top(sequential, params, stream)
 
     results = {"served": _hits(served, relevant, rows), "undiversified": _hits(undiversified, relevant, rows),
                "full_model": _hits(full_model, relevant, rows[checked]),
@@ -336,7 +378,7 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
                "als": _hits(ranked(als_users[rows] @ als_items.T), relevant, rows),
                **{name: _hits(top, relevant, rows) for name, top in tuned.items()}}
     metrics = {f"ndcg{k}": results["served"]["ndcg"], f"hr{k}": results["served"]["hr"]}
-    for name in ("undiversified", "full_model", *BASELINES):
+    for name in ("undiversified", "full_model", *(b for b in BASELINES if b != "sequential")):  # that one comes later
         metrics[f"ndcg{k}_{name}"] = results[name]["ndcg"]
         metrics[f"hr{k}_{name}"] = results[name]["hr"]
     # new users: the cold feed against recent popularity, both over the whole catalog (a new user has seen nothing)
@@ -354,8 +396,6 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     metrics["coverage"] = float(len(shown) / max(int(servable.sum()), 1))
     metrics["test_users"] = float(len(rows))
     metrics["cascade_keep"] = float(ranker.cascade_keep if light is not None else 0)
-    _, best_ndcg = best_baseline(metrics, k)
-    metrics["ratio_vs_best"] = metrics[f"ndcg{k}"] / best_ndcg
     metrics["ranker_gain"] = metrics[f"ndcg{k}"] / metrics[f"ndcg{k}_retrieval"]
     # on the same users: the cascade's feeds (as served) against the full model's
     metrics["quality_ratio_cascade"] = _hits(served[checked], relevant, rows[checked])["ndcg"] / metrics[f"ndcg{k}_full_model"]

@@ -4,6 +4,7 @@ learn on everything and export the next version (its space staged in the store, 
 from __future__ import annotations
 
 import io
+import os
 from pathlib import Path
 from typing import TextIO
 
@@ -52,17 +53,22 @@ def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, grid: lis
     """Evaluate (unless `evaluate` is off), then train on every event so far with the setting the evaluation tuned,
     and export. Refuses (TrainingError) a model whose served NDCG@20 does not beat popularity's, unless
     `require_better` is off."""
-    metrics: dict[str, float] = {}
-    if evaluate:
-        report = evaluate_per_user(store, schema, dim, grid, epochs, stream=stream, quick=quick,
-                                   cascade_users=CASCADE_CHECK_USERS)
-        metrics = report.metrics
-        if require_better and not metrics["ndcg20"] > metrics["ndcg20_popularity"]:
+    report = evaluate_per_user(store, schema, dim, grid, epochs, stream=stream, quick=quick,
+                               cascade_users=CASCADE_CHECK_USERS, wait=False) if evaluate else None
+    try:  # the evaluation's sequential baseline may train on beside the training below
+        metrics = report.metrics if report is not None else {}
+        if report is not None and require_better and not metrics["ndcg20"] > metrics["ndcg20_popularity"]:
             raise TrainingError(f"NDCG@20 {metrics['ndcg20']:.4f} does not beat popularity's "
                                 f"{metrics['ndcg20_popularity']:.4f} on the per-user split: not exported")
-        grid = [report.params]
-    with working("reading the catalog and its event log from the store", stream or io.StringIO()):
-        catalog = load_catalog(store, schema, dim)
-    trained = train(catalog, grid, epochs, stream=stream)
-    trained.metrics.update(metrics)
+        with working("reading the catalog and its event log from the store", stream or io.StringIO()):
+            catalog = load_catalog(store, schema, dim)
+        # while the baseline still trains, the ranker leaves it a core (as the evaluation's does)
+        spare = max((os.cpu_count() or 1) - 1, 1) if report is not None and report.training() else 0
+        trained = train(catalog, [report.params] if report is not None else grid, epochs, stream=stream,
+                        threads=spare)
+        if report is not None:
+            trained.metrics.update(report.complete().metrics)
+    finally:
+        if report is not None:
+            report.close()
     return export_trained(trained, store, schema, root, catalog.sequence, stream=stream)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 
 import numpy as np
@@ -35,6 +36,25 @@ def test_the_notes_arrive_in_order_then_the_result_from_another_process() -> Non
         pid = beside.result(notes.append)
     assert notes == [("counted", n) for n in range(5)]
     assert pid != os.getpid()
+
+
+def _waiting(tell, go) -> int:
+    tell("waiting")
+    go.wait()
+    return 7
+
+
+def test_done_says_whether_the_call_has_ended_without_waiting_and_keeps_the_notes_it_read() -> None:
+    """`done` is False while the child is held, True once it has returned; the notes read on the way are still
+    handed on by `result`, once each and in order."""
+    go = multiprocessing.get_context("spawn").Event()
+    notes: list[tuple] = []
+    with Beside("waiting", _waiting, go) as beside:
+        assert not beside.done()
+        go.set()
+        assert beside.result(notes.append) == 7
+        assert beside.done()
+    assert notes == [("waiting",)]
 
 
 def test_a_failure_beside_is_raised_naming_the_work_with_its_traceback() -> None:
