@@ -23,7 +23,7 @@ from learning.baselines import EASE_GRID, KNN_GRID, fit_ease, fit_item_knn, tune
 from learning.beside import Beside
 from learning.metrics import ndcg_hr, recall, top_k
 from learning.sequential import SequentialParams, check_epochs, sequences, tuned_top
-from learning.training import POSITIVES, VALIDATION_SHARE, Trained, export_trained, load_catalog, train
+from learning.training import POSITIVES, VALIDATION_SHARE, Trained, check_enough_events, export_trained, load_catalog, train
 from learning.vectors import GRID, AlsParams, fit_als, interactions, per_user_holdout
 from mesh.methods import HeapOutputs
 from mesh.progress import Progress
@@ -112,6 +112,7 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
     stream = stream if stream is not None else io.StringIO()
     whole = load_catalog(store, schema, dim)
     events, size = whole.events, whole.items.size
+    check_enough_events(len(events["user"]))  # before the sequential baseline's process starts
     held = per_user_holdout(events["user"], events["timestamp"], TEST_SHARE)
     check_split(events["user"], events["timestamp"], held)
     if validation:

@@ -47,6 +47,8 @@ def sequences(users: np.ndarray, items: np.ndarray, timestamps: np.ndarray, posi
     keep = np.flatnonzero(positive)
     order = keep[np.lexsort((keep, timestamps[keep], users[keep]))]
     who, rows = users[order], items[order] - 1
+    if not len(who):
+        return {}
     starts = np.flatnonzero(np.r_[True, who[1:] != who[:-1]])
     ends = np.r_[starts[1:], len(who)]
     return {int(who[a]): rows[a:b] for a, b in zip(starts.tolist(), ends.tolist())}

@@ -41,8 +41,8 @@ from ranker.items import ItemTable
 from ranker.transitions import FILE as TRANSITIONS_FILE
 from ranker.transitions import Transitions
 
-__all__ = ["DEFAULT_HEAD_WEIGHTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
-           "active_columns", "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog",
+__all__ = ["DEFAULT_HEAD_WEIGHTS", "MIN_EVENTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
+           "active_columns", "check_enough_events", "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog",
            "newest_model", "next_version", "train"]
 
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
@@ -54,6 +54,7 @@ class TrainingError(RuntimeError):
     """Training cannot run (missing extra) or produced a model that does not beat the baseline."""
 
 
+MIN_EVENTS = 100  # an event log smaller than this is refused: too little to train and evaluate on
 VALIDATION_SHARE = 0.125  # each user's latest 12.5% of training events: where ALS is tuned and the ranker learns
 PLACED_LENGTH = 0.5  # mean length of items placed by their content (learned items: 1)
 
@@ -250,6 +251,12 @@ def fit_ranker(examples: Examples, epochs: int, batch: int, rng: np.random.Gener
     return net.weights()
 
 
+def check_enough_events(n: int) -> None:
+    """Refuse (TrainingError) an event log too small to train and evaluate on."""
+    if n < MIN_EVENTS:
+        raise TrainingError(f"the event log holds {n} events: at least {MIN_EVENTS} are needed to train and evaluate")
+
+
 def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch: int = 512, seed: int = 0,
           stream: TextIO | None = None, threads: int = 0) -> Trained:
     """Learn the vectors (ALS tuned on each user's latest training events, then taken on over all of them) and the
@@ -262,8 +269,7 @@ def train(catalog: Catalog, grid: list[AlsParams] = GRID, epochs: int = 4, batch
     stream = stream if stream is not None else io.StringIO()
     events, size = catalog.events, catalog.items.size
     n = len(events["user"])
-    if n < 100:
-        raise TrainingError(f"the event log holds {n} events: at least 100 are needed to train and evaluate")
+    check_enough_events(n)
     if not catalog.items.servable[:size].any():
         raise TrainingError("no item has a content vector yet: wait for encoding (or start the gateway with --encoder-home)")
     torch.manual_seed(seed)

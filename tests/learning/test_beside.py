@@ -11,7 +11,7 @@ import scipy.sparse as sp
 
 from errors import Internal
 from learning.beside import Beside
-from learning.sequential import SequentialParams, tuned_top
+from learning.sequential import SequentialParams, sequences, tuned_top
 
 
 def _counting(tell, upto: int) -> int:
@@ -118,3 +118,9 @@ def test_the_child_yields_the_cores_to_the_caller() -> None:
     """The child runs at the lowest priority (nice 19), so the caller's own multi-threaded work is never displaced."""
     with Beside("priority", _priority) as beside:
         assert beside.result() == 19
+
+
+def test_an_empty_history_gives_no_sequences() -> None:
+    """`sequences` of no events is an empty mapping (an empty store is refused by the caller, not by an IndexError)."""
+    empty = np.zeros(0, np.int64)
+    assert sequences(empty, empty, empty, np.zeros(0, bool)) == {}
