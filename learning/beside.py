@@ -13,9 +13,14 @@ from typing import Any
 
 from errors import Internal
 
-__all__ = ["Beside"]
+__all__ = ["Beside", "caller_threads"]
 
 NICE = 19
+
+
+def caller_threads() -> int:
+    """Threads the caller's own parallel work takes while a one-thread child runs beside it: a core fewer."""
+    return max((os.cpu_count() or 1) - 1, 1)
 
 
 def _run(send: Connection, target: Callable[..., Any], args: tuple[Any, ...], nice: int) -> None:

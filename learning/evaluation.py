@@ -20,7 +20,7 @@ import scipy.sparse as sp
 from catalog import Schema, Store, open_store
 from feedserve.v1 import ranker_pb2
 from learning.baselines import EASE_GRID, KNN_GRID, fit_ease, fit_item_knn, tune_item_model
-from learning.beside import Beside
+from learning.beside import Beside, caller_threads
 from learning.metrics import ndcg_hr, recall, top_k
 from learning.sequential import SequentialParams, check_epochs, sequences, tuned_top
 from learning.training import POSITIVES, VALIDATION_SHARE, Trained, check_enough_events, export_trained, load_catalog, train
@@ -131,14 +131,12 @@ def evaluate_per_user(store: Store, schema: Schema, dim: int, grid: list[AlsPara
     # the sequential baseline trains on one thread beside the rest, and the ranker's training and the Ranker leave
     # it a core: on 2 cores one thread trains the ranker at 0.6 of two's speed, where the baseline gains 3% from a
     # second
-    spare = max((os.cpu_count() or 1) - 1, 1)
     beside = _start_sequential(events, slices, test, k, seed, sequential, stream)
     try:
         with _served_training_part(store, schema, dim, grid, epochs, seed, cascade_keep, events, held, stream,
-                                   spare) as served:
+                                   caller_threads()) as served:
             ranker, trained, now = served
-            metrics = _score(ranker, trained, events, held, shape, k, seed, now, stream, test, slices, quick,
-                             cascade_users)
+            metrics = _score(ranker, trained, events, shape, k, seed, now, stream, test, slices, quick, cascade_users)
     except BaseException:
         beside.close()
         raise
@@ -273,7 +271,7 @@ def _start_sequential(events: dict[str, np.ndarray], slices: _Slices,
                       test: tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray], k: int, seed: int,
                       params: SequentialParams, stream: TextIO) -> Beside:
     """GRU4Rec, started in a child process: its epochs tuned on the training part's validation slice, then trained
-    on the whole training part, ranking the test users (`_sequential_top` collects it)."""
+    on the whole training part, ranking the test users (`_PendingSequential` collects it)."""
     users, items, stamps = events["user"], events["item"], events["timestamp"]
     positive = np.isin(events["event"], POSITIVES["click"])
     before, training = slices.inner[~slices.tuning], slices.training
@@ -322,7 +320,7 @@ class _PendingSequential:
         metrics["ratio_vs_best"] = metrics[f"ndcg{k}"] / best_ndcg
 
 
-def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held: np.ndarray, shape: tuple[int, int],
+def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], shape: tuple[int, int],
            k: int, seed: int, now: list[float], stream: TextIO, test: tuple[sp.csr_matrix, sp.csr_matrix, np.ndarray],
            slices: _Slices, quick: bool = False,
            cascade_users: int | None = None) -> dict[str, float]:
@@ -331,7 +329,8 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     space = trained.vectors
 
     last = np.zeros(shape[0], np.int64)
-    np.maximum.at(last, users[~held], events["timestamp"][~held])
+    training = slices.training
+    np.maximum.at(last, users[training], events["timestamp"][training])
     undiversified = np.full((len(rows), k), -1, np.int64)  # the same rankings by score alone: what the cap costs
     served = _served(ranker, space, rows, last, k, now, stream, undiversified=undiversified)
     primary = ranker.resident.primary
@@ -350,7 +349,6 @@ def _score(ranker: Ranker, trained: Trained, events: dict[str, np.ndarray], held
     retrieval_scores[:, ~servable] = -np.inf
     retrieval = top_k(retrieval_scores, seen, rows, 100)
 
-    training = slices.training
     train_positive = training & np.isin(kinds, POSITIVES["click"])
     popularity = np.bincount(items[train_positive] - 1, minlength=shape[1]).astype(np.float32)
     stamps = events["timestamp"][training]

@@ -4,12 +4,12 @@ learn on everything and export the next version (its space staged in the store, 
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 from typing import TextIO
 
 from catalog import Schema, Store
 from engines import ModelManifest
+from learning.beside import caller_threads
 from learning.evaluation import best_baseline, evaluate_per_user
 from learning.training import TrainingError, export_trained, load_catalog, train
 from learning.vectors import GRID, AlsParams
@@ -63,9 +63,9 @@ def fit_and_export(store: Store, schema: Schema, root: Path, dim: int, grid: lis
         with working("reading the catalog and its event log from the store", stream or io.StringIO()):
             catalog = load_catalog(store, schema, dim)
         # while the baseline still trains, the ranker leaves it a core (as the evaluation's does)
-        spare = max((os.cpu_count() or 1) - 1, 1) if report is not None and report.training() else 0
+        threads = caller_threads() if report is not None and report.training() else 0
         trained = train(catalog, [report.params] if report is not None else grid, epochs, stream=stream,
-                        threads=spare)
+                        threads=threads)
         if report is not None:
             trained.metrics.update(report.complete().metrics)
     finally:

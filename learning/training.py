@@ -42,8 +42,8 @@ from ranker.transitions import FILE as TRANSITIONS_FILE
 from ranker.transitions import Transitions
 
 __all__ = ["DEFAULT_HEAD_WEIGHTS", "MIN_EVENTS", "MODEL_NAME", "POSITIVES", "Catalog", "Trained", "TrainingError",
-           "active_columns", "check_enough_events", "current_user_vectors", "export", "export_trained", "fit_transitions", "load_catalog",
-           "newest_model", "next_version", "train"]
+           "active_columns", "check_enough_events", "current_user_vectors", "export", "export_trained",
+           "fit_transitions", "load_catalog", "newest_model", "next_version", "train"]
 
 DEFAULT_HEAD_WEIGHTS = {"click": 1.0, "like": 0.5, "dwell": 0.3, "share": 0.2}
 GRAPHS = {"naive": "naive.onnx", "decomposed": "decomposed.onnx", "decomposed_int8": "decomposed.int8.onnx",
