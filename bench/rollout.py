@@ -36,7 +36,6 @@ from learning.refresh import export_shuffled, train_on_served_space  # noqa: E40
 from learning.training import MODEL_NAME  # noqa: E402
 from mesh.config import StackConfig, default_home  # noqa: E402
 from mesh.percentiles import p50_p99  # noqa: E402
-from mesh.routing import routing_path, update_routing  # noqa: E402
 from world import WorldSpec, ensure_world  # noqa: E402
 
 FAMILY = MODEL_NAME
@@ -178,8 +177,6 @@ def main() -> int:
     print(f"rollout: {args.rate:g} feeds/s, blocks of {block:.0f} s; {items:,} items, {users:,} users; {machine()}",
           flush=True)
 
-    path = routing_path(home)
-
     ports = free_ports(5)
     config = StackConfig(gateway_port=ports[0], paramserver_port=ports[1], ranker_port=ports[3], generator_port=ports[4])
     os.environ["FEEDSERVE_TRANSPORT"] = "auto"
@@ -193,9 +190,9 @@ def main() -> int:
                                stream=sys.stderr)
     print(f"1. trained {FAMILY}/{v2.version} over the served space in {time.monotonic() - started:.1f} s", flush=True)
 
-    def guardrails(routing) -> None:  # configuration, as an operator would set it for a small canary
-        routing.family(FAMILY).guardrails.min_feeds = args.min_feeds
-    update_routing(path, guardrails)
+    def guardrails(registry) -> None:  # configuration, as an operator would set it for a small canary
+        registry.family(FAMILY).guardrails.min_feeds = args.min_feeds
+    store.change_registry(guardrails)
 
     numeric = store.resolve(USER, [str(u) for u in world.user_ids.tolist()])
     reader = Simulated(world)
@@ -231,7 +228,7 @@ def main() -> int:
             for name, sample in (("shadow_off", 0.0), ("shadow_on", args.shadow_sample)):
                 stub.ShadowModel(gateway_pb2.ModelVersionRequest(family=FAMILY, version=v2.version, sample=sample),
                                  timeout=30)
-                time.sleep(0.5)  # the services read the routing within 0.2 s
+                time.sleep(0.5)  # the services read the registry within 0.2 s
                 t, cpu = time.monotonic(), process_cpu_s(ranker_pid)
                 time.sleep(block)
                 marks[name].append((t, time.monotonic()))

@@ -1,4 +1,5 @@
-"""The change feed follower: applies the store's item changes to a process's derived state, in order, from a sequence."""
+"""The change feed followers: one applies the store's item changes to a process's derived state, in order, from a
+sequence; one hands each change of the model registry to the service that follows it."""
 
 from __future__ import annotations
 
@@ -12,10 +13,11 @@ from typing import Self
 import structlog
 
 from catalog.records import StoredItem
+from catalog.registry import Registry
 from catalog.store import Store
 from errors import Unavailable
 
-__all__ = ["ChangeFollower", "Apply", "Poller"]
+__all__ = ["ChangeFollower", "Apply", "Poller", "RegistryWatcher"]
 
 log = structlog.get_logger("catalog.feed")
 
@@ -112,3 +114,35 @@ class ChangeFollower(Poller):
                     return False
                 self._changed.wait(left)
             return True
+
+
+class RegistryWatcher(Poller):
+    """Calls `on_change(registry)` with the registry now and after every change to it, from any process on the same
+    store: `check` (or the thread `start` runs, every `poll_s`) reads the registry's sequence number, one row, and
+    reads the registry itself only when that moved."""
+
+    name = "registry feed"
+
+    def __init__(self, store: Store, on_change: Callable[[Registry], object], poll_s: float = 0.2) -> None:
+        super().__init__(poll_s)
+        self.store, self.on_change = store, on_change
+        self.seen = -1
+        self.check()
+
+    def check(self) -> bool:
+        """Hand on the registry if it changed since the last check; True when it did."""
+        if self.store.registry_sequence() == self.seen:
+            return False
+        registry = self.store.registry()
+        self.seen = registry.revision
+        self.on_change(registry)
+        return True
+
+    def step(self) -> int:
+        try:
+            self.check()
+        except Unavailable:
+            raise
+        except Exception as exc:  # a change the service cannot apply must not stop the following: the next one is read
+            log.warning("registry change not applied", error=str(exc))
+        return 0

@@ -26,6 +26,7 @@ import numpy as np
 
 from catalog.keys import KEYS_DDL, StoredKeys
 from catalog.records import Event, Item, StoredItem, User
+from catalog.registry_rows import REGISTRY_DDL, StoredRegistry
 from catalog.spaces import LearnedSpaces, served_vector
 from errors import InvalidArgument, NotFound, Unavailable
 
@@ -63,10 +64,10 @@ CREATE INDEX IF NOT EXISTS learned_users_by_user ON learned_users (user_id);
 CREATE TABLE IF NOT EXISTS user_tombstones (id BIGINT PRIMARY KEY, seq BIGINT NOT NULL);
 CREATE INDEX IF NOT EXISTS user_tombstones_by_seq ON user_tombstones (seq);
 """
-_COUNTERS = ("seq", "item", "user", "space", "active_space", "keys")
+_COUNTERS = ("seq", "item", "user", "space", "active_space", "keys", "registry")
 
 
-class Store(LearnedSpaces, StoredKeys):
+class Store(LearnedSpaces, StoredKeys, StoredRegistry):
     """One connection, used by one thread at a time; every method is one transaction.
 
     `dialect` is 'sqlite' or 'postgresql'; SQL is written once with `?` placeholders.
@@ -85,7 +86,7 @@ class Store(LearnedSpaces, StoredKeys):
                 self.schema = _ensure_schema(cur)
                 self._lock_key = _lock_key(self.schema)
             blob = "BLOB" if dialect == "sqlite" else "BYTEA"
-            for statement in filter(str.strip, (_DDL + KEYS_DDL).format(blob=blob).split(";")):
+            for statement in filter(str.strip, (_DDL + KEYS_DDL + REGISTRY_DDL).format(blob=blob).split(";")):
                 cur.execute(statement)
             for counter in _COUNTERS:
                 cur.execute(self._sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),

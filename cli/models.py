@@ -1,5 +1,5 @@
 """`feedserve models list|stage|shadow|canary|promote|rollback`: the model lifecycle, through a running gateway's
-GatewayAdmin (an admin key), which writes the routing configuration the services follow; `models import-gguf`
+GatewayAdmin (an admin key), which changes the model registry in the store that the services follow; `models import-gguf`
 converts a GGUF model locally."""
 
 from __future__ import annotations
@@ -105,7 +105,7 @@ def models_command(args: argparse.Namespace) -> int:
 def add_models_commands(commands, gateway: argparse.ArgumentParser) -> None:
     """The `models` command and its actions, each calling the gateway (`gateway`: the shared access options)."""
     models = commands.add_parser("models", help="list model versions, or stage, shadow, canary, promote or roll one "
-                                                "back (the routing the services follow; needs an admin key)")
+                                                "back (the registry in the store that the services follow; needs an admin key)")
     actions = models.add_subparsers(dest="action", required=True)
     family = argparse.ArgumentParser(add_help=False)
     family.add_argument("--family", default=DEFAULT_FAMILY, help="the model family (default: %(default)s)")

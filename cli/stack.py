@@ -14,12 +14,12 @@ from pathlib import Path
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from catalog.store import STORE_ENV
+from catalog.registry import Registry, legacy_routing_path
+from catalog.store import STORE_ENV, open_store
 from cli.access import gateway_channel
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc, transport_pb2, transport_pb2_grpc
 from mesh.config import StackConfig
 from mesh.ring import boot_id
-from mesh.routing import routing_path
 from mesh.security import Tls, open_channel
 from mesh.shards import shard_slots
 
@@ -165,6 +165,7 @@ class Stack:
     def start_data_plane(self, timeout: float = 60.0) -> None:
         """The paramserver and the gateway with its Catalog API and content encoder."""
         c = self.config
+        import_legacy_routing(self.store, self.home)
         try:
             shards = []
             for i in range(self.paramserver_shards):
@@ -178,7 +179,7 @@ class Stack:
             gateway = self._spawn(
                 "gateway", c.gateway_address, "--paramserver", self.paramserver_map, "--ranker", c.ranker_address,
                 "--schema", self.schema, "--encoder-home", str(self.home), *generator,
-                "--routing", str(routing_path(self.home)), "--served-log", str(self.home / "logs" / "served.jsonl"),
+                "--served-log", str(self.home / "logs" / "served.jsonl"),
                 *(() if self.auth else ("--no-auth",)))
             self._wait(gateway, timeout)
         except BaseException:
@@ -194,10 +195,10 @@ class Stack:
         """Start the ranker and the generator without waiting for them (they load while the caller works on)."""
         c = self.config
         try:
-            self._spawn("ranker", c.ranker_address, "--schema", self.schema, "--routing", str(routing_path(self.home)))
+            self._spawn("ranker", c.ranker_address, "--schema", self.schema)
             if self.generator_home is not None:
                 self._spawn("generator", c.generator_address, "--home", str(self.generator_home),
-                            "--paramserver", self.paramserver_map, "--routing", str(routing_path(self.home)),
+                            "--paramserver", self.paramserver_map, "--routing",
                             *self.generator_args)
         except BaseException:
             self.stop()
@@ -243,3 +244,30 @@ class Stack:
             except subprocess.TimeoutExpired:
                 service.process.kill()
                 service.process.wait()
+
+
+def import_legacy_routing(store_url: str, home: Path) -> None:
+    """A HOME/models/routing.json from a release before the model registry moved into the store: its families go
+    into the store's registry (unless that holds some already), and the file is renamed so that no one edits it in
+    vain."""
+    path = legacy_routing_path(home)
+    if not path.exists():
+        return
+    legacy = Registry.from_json(path.read_text())
+    store = open_store(store_url)
+
+    def adopt(registry: Registry) -> bool:
+        if registry.families:
+            return False
+        registry.families.update(legacy.families)
+        return True
+
+    try:
+        _, adopted = store.change_registry(adopt)
+    finally:
+        store.close()
+    done = path.with_name(path.name + ".imported")
+    path.rename(done)
+    print(f"the model routing in {path} {'is now' if adopted else 'was not imported: the store already holds'} the "
+          f"model registry in the store ({done} keeps the old file)", flush=True)
+

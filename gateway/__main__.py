@@ -92,9 +92,10 @@ def build_parser() -> argparse.ArgumentParser:
                              "tenant cannot take every Feed and Generate slot)")
     parser.add_argument("--tenant-quota-for", action="append", default=[], metavar="TENANT=RPS[:BURST[:IN_FLIGHT]]",
                         help="a tenant's own quota (repeatable)")
-    parser.add_argument("--routing", type=Path, default=None,
-                        help="the model routing configuration (feedserve up: HOME/models/routing.json): canary "
-                             "routing, guardrails and `feedserve models`; without it the ranker's primary answers all")
+    parser.add_argument("--routing", action=argparse.BooleanOptionalAction, default=True,
+                        help="with --store, follow the model registry in it: canary routing, guardrails and "
+                             "`feedserve models`; --no-routing (or no store) leaves every feed to the ranker's "
+                             "primary (default: follow)")
     parser.add_argument("--served-log", type=Path, default=None,
                         help="append every served feed (items with position and score) and every attributed "
                              "interaction here as JSON lines: the propensity log (default: none)")
@@ -130,7 +131,7 @@ def main() -> None:
         generator = GeneratorClient(args.generator) if args.generator else None
         store = open_store(args.store) if args.store else None
         online = OnlineMetrics(PropensityLog(args.served_log) if args.served_log is not None else None)
-        routing = GatewayRouting(args.routing, online, ranker, store) if args.routing is not None else None
+        routing = GatewayRouting(open_store(args.store), online, ranker) if store is not None and args.routing else None
         feeds = int(args.cache_mib * 2**20)
         service = GatewayService(paramserver, ranker, cache=FeedCache(args.cache_ttl_s, max_bytes=feeds,
                                                                       max_tenant_bytes=feeds // 2),

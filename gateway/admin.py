@@ -28,7 +28,7 @@ class GatewayAdminService(gateway_pb2_grpc.GatewayAdminServicer):
 
     def _routing(self) -> GatewayRouting:
         if self.routing is None:
-            raise FailedPrecondition("this gateway follows no model routing: start it with --routing PATH")
+            raise FailedPrecondition("this gateway follows no model registry: start it with --store (and without --no-routing)")
         return self.routing
 
     async def ListModels(self, request: gateway_pb2.ListModelsRequest,

@@ -6,11 +6,11 @@ from __future__ import annotations
 import math
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
+from catalog import Store
+from catalog.registry import Family, Guardrails, Registry
 from gateway.online import OnlineMetrics, Tally
 from mesh.logging import get_logger
-from mesh.routing import Family, Guardrails, Routing, update_routing
 
 __all__ = ["Breach", "breach", "GuardrailWatch"]
 
@@ -55,12 +55,12 @@ def breach(rules: Guardrails, canary: Tally, primary: Tally) -> Breach | None:
 
 
 class GuardrailWatch:
-    """Checks the family's canary against its rules; on a breach, writes the rollback into the routing (with the
+    """Checks the family's canary against its rules; on a breach, writes the rollback into the registry (with the
     reason, which `feedserve models list` and the dashboard show) and remembers it. A canary already rolled back by
-    the time the routing is written (by another gateway, or an operator) is left alone: one rollback, one record."""
+    the time the registry is written (by another gateway, or an operator) is left alone: one rollback, one record."""
 
-    def __init__(self, path: Path, metrics: OnlineMetrics) -> None:
-        self.path, self.metrics = path, metrics
+    def __init__(self, store: Store, metrics: OnlineMetrics) -> None:
+        self.store, self.metrics = store, metrics
         self.rollbacks: list[dict] = []  # {"at", "family", "version", "why"}
         self.log = get_logger("gateway")
 
@@ -75,14 +75,14 @@ class GuardrailWatch:
 
         rolled: list[bool] = []
 
-        def roll_back(routing: Routing) -> None:
-            current = routing.family(family.name)
+        def roll_back(registry: Registry) -> None:
+            current = registry.family(family.name)
             # unless an operator, or another gateway judging the same canary, changed it meanwhile: one rollback
             if current.canary == canary:
                 current.rollback(time.time(), str(found))
                 rolled.append(True)
 
-        update_routing(self.path, roll_back)
+        self.store.change_registry(roll_back)
         if not rolled:
             return None
         self.rollbacks.append({"at": time.time(), "family": family.name, "version": canary, "why": str(found)})

@@ -1,5 +1,5 @@
-"""The gateway's side of model routing: it reads the routing (which version answers each user), keeps the canary's
-guardrails, and carries out the operators' changes (`feedserve models ...`) by writing the routing file."""
+"""The gateway's side of model routing: it follows the model registry in the store (which version answers each
+user), keeps the canary's guardrails, and carries out the operators' changes (`feedserve models ...`) in the registry."""
 
 from __future__ import annotations
 
@@ -9,6 +9,8 @@ from collections.abc import Callable
 from pathlib import Path
 
 from catalog import Store
+from catalog.feed import RegistryWatcher
+from catalog.registry import Family, Registry, footprint_bytes
 from engines.base import load_manifest, verify_files
 from errors import FeedserveError, InvalidArgument
 from feedserve.v1 import gateway_pb2, ranker_pb2
@@ -16,7 +18,6 @@ from gateway.guardrails import GuardrailWatch
 from gateway.online import OnlineMetrics, Tally
 from mesh.clients import RankerClient
 from mesh.logging import get_logger
-from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, load_routing, update_routing
 
 __all__ = ["GatewayRouting", "RANKER_FAMILY"]
 
@@ -26,17 +27,17 @@ RANKER_FAMILY = "ranker-mlp"
 class GatewayRouting:
     """The ranker family's routing as last read, the guardrail watch over its canary, and the admin changes."""
 
-    def __init__(self, path: Path, metrics: OnlineMetrics, ranker: RankerClient | None = None,
-                 store: Store | None = None, family: str = RANKER_FAMILY) -> None:
-        self.path, self.metrics, self.ranker, self.store, self.name = path, metrics, ranker, store, family
+    def __init__(self, store: Store, metrics: OnlineMetrics, ranker: RankerClient | None = None,
+                 family: str = RANKER_FAMILY) -> None:
+        self.metrics, self.ranker, self.store, self.name = metrics, ranker, store, family
         self.family: Family | None = None
         self._trial: tuple | None = None
-        self.guardrails = GuardrailWatch(path, metrics)
-        self.watcher = RoutingWatcher(path, self._on_change)
+        self.guardrails = GuardrailWatch(store, metrics)
+        self.watcher = RegistryWatcher(store, self._on_change)
         self.log = get_logger("gateway")
 
-    def _on_change(self, routing: Routing) -> None:
-        family = routing.families.get(self.name)
+    def _on_change(self, registry: Registry) -> None:
+        family = registry.families.get(self.name)
         trial = (family.canary, family.canary_since) if family is not None else None
         if trial != self._trial:  # a new canary: its comparison with the primary starts from nothing
             self.metrics.start_trial()
@@ -44,19 +45,19 @@ class GatewayRouting:
         self.family = family
 
     def version_for(self, user_id: int) -> str:
-        """The version that should answer this user ("" when the routing names none: the ranker's primary)."""
+        """The version that should answer this user ("" when the registry names none: the ranker's primary)."""
         family = self.family
         return (family.route(user_id) or "") if family is not None else ""
 
     async def watch(self, every_s: float = 0.2) -> None:
-        """Follow the routing file and check the guardrails, on the event loop (one small read per tick)."""
+        """Follow the registry and check the guardrails (the store's reads on a worker thread, never on the loop)."""
         while True:
             try:
-                self.watcher.check()
+                await asyncio.to_thread(self.watcher.check)
                 family = self.family
                 if family is not None and family.canary is not None:
                     if await asyncio.to_thread(self.guardrails.check, family) is not None:
-                        self.watcher.check()
+                        await asyncio.to_thread(self.watcher.check)
             except FeedserveError as exc:
                 self.log.warning("routing not read", error=str(exc))
             await asyncio.sleep(every_s)  # a polling period, not synchronisation
@@ -64,15 +65,15 @@ class GatewayRouting:
     # operators' changes
 
     async def change(self, family: str, edit: Callable[[Family, float], object]) -> gateway_pb2.ModelList:
-        """Apply `edit(family, now)` under the routing's lock, then answer with the family as it now stands."""
+        """Apply `edit(family, now)` in one registry transaction, then answer with the family as it now stands."""
         if not family:
             raise InvalidArgument("family", "is required (e.g. ranker-mlp)")
 
-        def apply(routing: Routing) -> None:
-            edit(routing.family(family), time.time())
+        def apply(registry: Registry) -> None:
+            edit(registry.family(family), time.time())
 
-        await asyncio.to_thread(update_routing, self.path, apply)
-        self.watcher.check()
+        await asyncio.to_thread(self.store.change_registry, apply)
+        await asyncio.to_thread(self.watcher.check)
         return await self.describe(family)
 
     async def stage(self, directory: str) -> gateway_pb2.ModelList:
@@ -86,24 +87,24 @@ class GatewayRouting:
         name = manifest.name
         await asyncio.to_thread(verify_files, manifest)  # files that are not the version's: refused, named
         # a ranker holds a table row per catalog item; a generation tier none
-        rows = await asyncio.to_thread(_item_rows, self.store) if self.store is not None and name == self.name else 0
+        rows = await asyncio.to_thread(_item_rows, self.store) if name == self.name else 0
 
-        def apply(routing: Routing) -> None:
-            routing.families.setdefault(name, Family(name)).stage(path, footprint_bytes(path, rows), time.time())
+        def apply(registry: Registry) -> None:
+            registry.families.setdefault(name, Family(name)).stage(path, footprint_bytes(path, rows), time.time())
 
-        await asyncio.to_thread(update_routing, self.path, apply)
-        self.watcher.check()
+        await asyncio.to_thread(self.store.change_registry, apply)
+        await asyncio.to_thread(self.watcher.check)
         return await self.describe(name)
 
     async def describe(self, name: str = "") -> gateway_pb2.ModelList:
         """Every family (or one), each version with its state, offline and online metrics and last change; the
         ranker's shadow figures and what it could not load."""
-        routing = await asyncio.to_thread(load_routing, self.path)
-        names = [name] if name else sorted(routing.families)
+        registry = await asyncio.to_thread(self.store.registry)
+        names = [name] if name else sorted(registry.families)
         status = await self._ranker_status()
         answer = gateway_pb2.ModelList()
         for family_name in names:
-            family = routing.family(family_name)
+            family = registry.family(family_name)
             out = answer.families.add(name=family.name, canary_share=family.canary_share,
                                       shadow_share=family.shadow_share, memory_budget_bytes=family.memory_budget_bytes)
             for version in sorted(family.versions.values(), key=lambda v: int(v.version) if v.version.isdigit() else 0):

@@ -57,9 +57,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--max-in-flight", type=int, default=16,
                         help="generations at once; more get RESOURCE_EXHAUSTED (default: %(default)s)")
     parser.add_argument("--metrics-port", type=int, default=-1, help="Prometheus /metrics port (-1: off, 0: any)")
-    parser.add_argument("--routing", type=Path, default=None,
-                        help="the model routing configuration (feedserve up: HOME/models/routing.json): each tier is "
-                             "a family there, so a new tier version can be staged, canaried and rolled back")
+    parser.add_argument("--routing", action=argparse.BooleanOptionalAction, default=False,
+                        help="with --store, follow the model registry in it: each tier is a family there, so a new "
+                             "tier version can be staged, canaried and rolled back (feedserve up turns it on; "
+                             "default: the tiers it was started with)")
     parser.add_argument("--nice", type=int, default=19,
                         help="CPU priority below the feed path's (added to the process's niceness): generation is "
                              "throughput work, and on a host it shares with the gateway and ranker it yields the cores "
@@ -78,6 +79,8 @@ def build_parser() -> argparse.ArgumentParser:
 def main() -> None:
     parser = build_parser()
     args = parse_args(parser, "generator")  # its section of the configuration file, then the flags
+    if args.routing and not args.store:
+        parser.error("--routing follows the model registry in the store: give --store (or $FEEDSERVE_STORE)")
     configure(tls_from_args(args))
     if args.nice:
         os.nice(args.nice)  # (a thread's on Linux) before the model and server threads start: they inherit it
@@ -118,7 +121,7 @@ def main() -> None:
             paramserver.append(ParamServerClient(SlotMap.parse(args.paramserver) if "=" in args.paramserver
                                                  else args.paramserver))
         router = RouterConfig(threshold=args.escalate_below)
-        tiers = TierRouting(pool, args.routing, router).start() if args.routing is not None else None
+        tiers = TierRouting(pool, open_store(args.store), router).start() if args.routing and args.store else None
         core = Generator(Pipeline(pool, router), topics, centroids,
                          paramserver[0] if paramserver else None, semantic, max_in_flight=args.max_in_flight,
                          tiers=tiers, store=store)

@@ -1,4 +1,4 @@
-"""Generation tiers through the model registry: each tier (small, large) is a family in the routing; the generator
+"""Generation tiers through the model registry: each tier (small, large) is a family in the registry; the generator
 serves its primary, answers the canary's share of users with the canary, and follows every change without a restart
 (a version is loaded by the residency pool on first use, within its memory budget)."""
 
@@ -8,12 +8,14 @@ import dataclasses
 import time
 from pathlib import Path
 
+from catalog import Store
+from catalog.feed import RegistryWatcher
+from catalog.registry import Family, Registry, footprint_bytes
 from engines.base import load_manifest
 from generator.pipeline import RouterConfig
 from generator.registry import tier_spec
 from generator.residency import ResidencyPool
 from mesh.logging import get_logger
-from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing
 
 __all__ = ["TierRouting", "TIERS"]
 
@@ -21,35 +23,35 @@ TIERS = ("small", "large")  # the pipeline's two roles; each is a family of the 
 
 
 class TierRouting:
-    """The tiers' versions as the routing names them. The version each tier was started on keeps its pool name
+    """The tiers' versions as the registry names them. The version each tier was started on keeps its pool name
     (`small`); any other version is added to the pool as `small@2`, which is the name feeds of usage report."""
 
-    def __init__(self, pool: ResidencyPool, path: Path, router: RouterConfig = RouterConfig(), poll_s: float = 0.2) -> None:
-        self.pool, self.path = pool, path
+    def __init__(self, pool: ResidencyPool, store: Store, router: RouterConfig = RouterConfig(), poll_s: float = 0.2) -> None:
+        self.pool, self.store = pool, store
         self.started = {tier: getattr(router, tier) for tier in TIERS}  # tier -> the pool name it started on
         self.directories = {tier: pool.spec(name).graph.parent for tier, name in self.started.items()}
         self.families: dict[str, Family] = {}
         self.names: dict[tuple[str, str], str] = {}  # (tier, version) -> pool name
         self.log = get_logger("generator")
         self._register()
-        self.watcher = RoutingWatcher(path, self._on_change, poll_s)
+        self.watcher = RegistryWatcher(store, self._on_change, poll_s)
 
     def _register(self) -> None:
-        """Tiers the routing does not know yet start with the versions this generator was started on; a tier the
-        routing knows gets the started version staged beside its primary (the routing decides what serves)."""
-        def change(routing: Routing) -> None:
+        """Tiers the registry does not know yet start with the versions this generator was started on; a tier the
+        registry knows gets the started version staged beside its primary (the registry decides what serves)."""
+        def change(registry: Registry) -> None:
             for tier, directory in self.directories.items():
-                family = routing.families.setdefault(tier, Family(tier))
+                family = registry.families.setdefault(tier, Family(tier))
                 known = {Path(v.directory) for v in family.versions.values()}
                 if family.primary is None or directory not in known:
                     version = family.stage(directory, footprint_bytes(directory, 0), time.time(),
                                            "served at the generator's start", any_model=True)
                     if family.primary != version.version:
-                        self.log.warning("tier started on a version the routing does not serve", tier=tier,
+                        self.log.warning("tier started on a version the registry does not serve", tier=tier,
                                          started=version.version, primary=family.primary,
                                          serve_it=f"feedserve models promote --family {tier} {version.version}")
 
-        update_routing(self.path, change)
+        self.store.change_registry(change)
 
     def start(self) -> TierRouting:
         self.watcher.start()
@@ -71,10 +73,10 @@ class TierRouting:
                 self.names[key] = name
         return self.names[key]
 
-    def _on_change(self, routing: Routing) -> None:
+    def _on_change(self, registry: Registry) -> None:
         families = {}
         for tier in TIERS:
-            family = routing.families.get(tier)
+            family = registry.families.get(tier)
             if family is None or family.primary is None:
                 continue
             try:

@@ -6,7 +6,7 @@ import argparse
 import math
 from pathlib import Path
 
-from catalog import load_schema, open_store, preset_schema
+from catalog import Store, load_schema, open_store, preset_schema
 from catalog.schema import PRESETS
 from catalog.store import store_default
 from engines import ModelManifest
@@ -17,7 +17,6 @@ from mesh.config import DEFAULT_PORTS, default_home
 from mesh.core_server import every, run_core
 from mesh.logging import get_logger
 from mesh.metrics import serve_metrics
-from mesh.routing import load_routing
 from mesh.security import add_tls_arguments, configure, tls_from_args
 from mesh.settings import parse_args
 from ranker.blend import COLD_POPULARITY_WEIGHT, FOLLOW_WEIGHT
@@ -42,10 +41,10 @@ def parse_head_weights(spec: str) -> dict[str, float]:
     return weights
 
 
-def routed_primary(path: Path, family: str, space: int) -> ModelManifest | None:
-    """The routing's primary of `family`, when it names one trained for the served space."""
+def routed_primary(store: Store, family: str, space: int) -> ModelManifest | None:
+    """The registry's primary of `family`, when it names one trained for the served space."""
     try:
-        primary = load_routing(path).families[family]
+        primary = store.registry().families[family]
     except KeyError:
         return None
     version = primary.primary
@@ -64,11 +63,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--models", type=Path, default=None,
                         help="where trained versions live (default: HOME/models/ranker-mlp); the newest trained "
                              "for the store's served space is served")
-    parser.add_argument("--routing", type=Path, default=None,
-                        help="the model routing configuration it follows (default: routing.json beside --models' "
-                             "folder, i.e. HOME/models/routing.json); its primary is served at start")
-    parser.add_argument("--no-routing", action="store_true",
-                        help="serve the newest trained version only: no canary, shadow or hot swap")
+    parser.add_argument("--routing", action=argparse.BooleanOptionalAction, default=True,
+                        help="follow the model registry in the store: its primary is served at start, its canary "
+                             "and shadow beside it, and every change is swapped in without a restart; --no-routing "
+                             "serves the newest trained version only (default: follow)")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=DEFAULT_PORTS["ranker"])
     parser.add_argument("--threads", type=int, default=2, help="engine intra-op threads")
@@ -121,8 +119,7 @@ def main() -> None:
     def build():
         root = args.models or default_home() / "models" / MODEL_NAME
         store = open_store(args.store)
-        routing = None if args.no_routing else (args.routing or root.parent / "routing.json")
-        manifest = routed_primary(routing, MODEL_NAME, store.active_space()) if routing is not None else None
+        manifest = routed_primary(store, MODEL_NAME, store.active_space()) if args.routing else None
         manifest = manifest or newest_model(root, space=store.active_space())  # the model of the space the store serves
         if manifest is None:
             raise SystemExit(f"no trained model under {root} for the learned space {store.name} serves "
@@ -133,7 +130,7 @@ def main() -> None:
             core = Ranker(store, schema, manifest, precision=args.precision, threads=args.threads,
                           state_dir=state_dir,
                           head_weights=args.head_weights, max_batch_delay_us=args.max_batch_delay_us,
-                          diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=routing,
+                          diversify=not args.no_diversify, cascade_keep=args.cascade_keep, routing=args.routing,
                           cold_popularity=args.cold_popularity, follow_weight=args.follow_weight)
         except FailedPrecondition as exc:  # its files are not what it was written with: named, not served
             raise SystemExit(f"error: {exc}") from None

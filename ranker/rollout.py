@@ -1,4 +1,4 @@
-"""The ranker's side of model routing: it watches the routing configuration, loads the versions it names (primary,
+"""The ranker's side of model routing: it follows the model registry in the store, loads the versions it names (primary,
 canary, shadow) in the background within the memory budget, codes the catalog with each and warms it, then swaps the
 resident set in one step. A request keeps the set it began with; a version no longer named is let go."""
 
@@ -9,9 +9,11 @@ import time
 from pathlib import Path
 from typing import Protocol
 
+from catalog import Store
+from catalog.feed import RegistryWatcher
+from catalog.registry import Family, Registry, footprint_bytes
 from errors import FeedserveError
 from mesh.logging import get_logger
-from mesh.routing import Family, Routing, RoutingWatcher, footprint_bytes, update_routing
 from ranker.versions import ModelVersion, Resident
 
 __all__ = ["Host", "Rollout"]
@@ -35,11 +37,11 @@ class Host(Protocol):
 
 
 class Rollout:
-    """Follows the routing file of the primary's family; `not_loaded` says which named versions are not resident
+    """Follows the registry's family of the primary; `not_loaded` says which named versions are not resident
     and why (loading, over the budget, failed)."""
 
-    def __init__(self, core: Host, primary: ModelVersion, path: Path, poll_s: float = 0.2) -> None:
-        self.core, self.path = core, path
+    def __init__(self, core: Host, primary: ModelVersion, store: Store, poll_s: float = 0.2) -> None:
+        self.core, self.store = core, store
         self.resident = Resident.of(primary)  # what it last swapped in (the ranker starts on its primary alone)
         self.name = primary.manifest.name
         self.not_loaded: dict[str, str] = {}
@@ -51,20 +53,20 @@ class Rollout:
         self._stop = False
         self.log = get_logger("ranker")
         self._register(primary)
-        self.watcher = RoutingWatcher(path, self._on_change, poll_s)
+        self.watcher = RegistryWatcher(store, self._on_change, poll_s)
         self._thread = threading.Thread(target=self._run, name="rollout", daemon=True)
 
     def _register(self, primary: ModelVersion) -> None:
-        """A family the routing does not know yet starts with the version this ranker was started on as primary."""
-        def change(routing: Routing) -> None:
-            family = routing.families.setdefault(self.name, Family(self.name))
+        """A family the registry does not know yet starts with the version this ranker was started on as primary."""
+        def change(registry: Registry) -> None:
+            family = registry.families.setdefault(self.name, Family(self.name))
             if primary.version not in family.versions:
                 footprint = footprint_bytes(primary.manifest.directory, self.core.item_rows())
                 family.stage(primary.manifest.directory, footprint, time.time(), "served at the ranker's start")
             if family.primary != primary.version:  # e.g. `feedserve up` published a newer version's learned space
                 family.promote(primary.version, time.time(), "served at the ranker's start (its space is served)")
 
-        update_routing(self.path, change)
+        self.store.change_registry(change)
 
     def start(self) -> Rollout:
         self._thread.start()
@@ -79,14 +81,14 @@ class Rollout:
         if self._thread.is_alive():
             self._thread.join()
 
-    def _on_change(self, routing: Routing) -> None:
+    def _on_change(self, registry: Registry) -> None:
         with self._changed:
-            self._family = routing.families.get(self.name)
-            self._revision = routing.revision
+            self._family = registry.families.get(self.name)
+            self._revision = registry.revision
             self._changed.notify_all()
 
     def settle(self, timeout: float = 60.0) -> bool:
-        """Read the routing now and wait until what it names is resident (or refused): for tests and tools."""
+        """Read the registry now and wait until what it names is resident (or refused): for tests and tools."""
         self.watcher.check()
         deadline = time.monotonic() + timeout
         with self._changed:

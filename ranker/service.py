@@ -59,7 +59,7 @@ class Ranker(HeldVersions):
                  head_weights: dict[str, float] | None = None, device: str = "cpu", max_batch_delay_us: int = 2_000,
                  poll_s: float = 0.05, follow: bool = True, clock: Callable[[], float] = time.time,
                  state_dir: Path | None = None, diversify: bool = True, cascade_keep: int = DEFAULT_KEEP,
-                 routing: Path | None = None, cold_popularity: float = COLD_POPULARITY_WEIGHT,
+                 routing: bool = False, cold_popularity: float = COLD_POPULARITY_WEIGHT,
                  follow_weight: float = FOLLOW_WEIGHT) -> None:
         if cascade_keep < 0:
             raise ValueError(f"cascade_keep is expected to be >= 0 (0: the full model only), got {cascade_keep}")
@@ -99,7 +99,7 @@ class Ranker(HeldVersions):
         if cascade_keep:
             self.start_cascade(primary)
         self._loading = False
-        self.rollout = Rollout(self, primary, routing) if routing is not None else None
+        self.rollout = Rollout(self, primary, store) if routing else None
         if follow:
             self.follower.start()
             if self.rollout is not None:

@@ -9,9 +9,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from catalog.registry import Family
 from engines import ModelManifest, load_engine
 from engines.base import verify_files
-from mesh.routing import Family
 from ranker.batching import Batcher
 from ranker.cascade import LightStage
 from ranker.features import HEADS, HIDDEN_ITEM

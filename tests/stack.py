@@ -90,7 +90,7 @@ async def start_paramserver(catalog: TestCatalog, state_dir: Path, store: str | 
 
 
 async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str | None = None,
-                       routing: Path | None = None, identity: Tls | None = None) -> tuple[ServiceServer, Ranker]:
+                       routing: bool = False, identity: Tls | None = None) -> tuple[ServiceServer, Ranker]:
     core = Ranker(open_store(store or catalog.url), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK,
                   routing=routing)
     servicer = RankerServicer(core)
@@ -103,14 +103,15 @@ async def start_ranker(catalog: TestCatalog, manifest: ModelManifest, store: str
 
 async def start_gateway(paramserver: str, ranker: str, generator: str | None = None, refresh: bool = True,
                         schema=None, keys: KeyStore | None = None, quotas: TenantQuotas | None = None,
-                        routing: Path | None = None, served_log: Path | None = None, identity: Tls | None = None,
+                        routing: bool = False, served_log: Path | None = None, identity: Tls | None = None,
                         **options) -> tuple[ServiceServer, list, GatewayService]:
     """The gateway as `python -m gateway` builds it; with `keys`, behind the API-key door (and `quotas`); with
-    `routing`, following that routing file (its watch is left to the test: `service.routing.watcher.check()`)."""
+    `routing`, following the model registry in its `store` (its watch is left to the test:
+    `service.routing.watcher.check()`)."""
     clients = [ParamServerClient(paramserver), RankerClient(ranker)]
     online = OnlineMetrics(PropensityLog(served_log) if served_log is not None else None)
-    if routing is not None:
-        options["routing"] = GatewayRouting(routing, online, clients[1], options.get("store"))
+    if routing:
+        options["routing"] = GatewayRouting(options["store"], online, clients[1])
     service = GatewayService(*clients, generator=GeneratorClient(generator) if generator else None, online=online,
                              **options)
     if generator:
@@ -157,7 +158,7 @@ class Stack:
 
 @asynccontextmanager
 async def running_stack(catalog: TestCatalog, manifest: ModelManifest, state_dir: Path, ranker=None,
-                        store: str | None = None, gateway_store: bool = True, routing: Path | None = None,
+                        store: str | None = None, gateway_store: bool = True, routing: bool = False,
                         tls: dict[str, Tls] | None = None, **gateway_options) -> AsyncIterator[Stack]:
     """All three services as real gRPC servers on free ports, torn down on exit, on a private copy of the
     catalog's store (or on `store`). `ranker` may replace the ranker's servicer (a slow one, for deadline tests).

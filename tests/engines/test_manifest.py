@@ -14,7 +14,6 @@ import pytest
 from engines.base import ModelManifest, file_digests, load_manifest, verify_files, write_manifest
 from errors import FailedPrecondition
 from feedserve.v1 import gateway_pb2
-from mesh.routing import load_routing
 from ranker.versions import ModelVersion
 from tests.ranker.test_rollout import copy_version
 from tests.stack import grpc_status, running_stack
@@ -70,17 +69,16 @@ def test_a_manifest_from_before_files_were_recorded_still_loads(manifest, tmp_pa
 
 def test_staging_a_version_whose_files_changed_is_refused_and_changes_nothing(catalog, manifest, tmp_path) -> None:
     """StageModel of a version with a flipped byte in its item tower is FAILED_PRECONDITION naming item_tower.onnx,
-    and the routing does not list it."""
+    and the registry does not list it."""
     models = tmp_path / "models" / manifest.name
     first, second = copy_version(manifest, models, "1"), copy_version(manifest, models, "2")
     _flip(second.directory / "item_tower.onnx")
-    routing = tmp_path / "models" / "routing.json"
 
     async def body() -> None:
-        async with running_stack(catalog, first, tmp_path, routing=routing) as stack:
+        async with running_stack(catalog, first, tmp_path, routing=True) as stack:
             code, details = await grpc_status(stack.admin.StageModel(
                 gateway_pb2.StageModelRequest(directory=str(second.directory)), timeout=30))
             assert code == grpc.StatusCode.FAILED_PRECONDITION and "item_tower.onnx does not match" in details
-            assert "2" not in load_routing(routing).family(manifest.name).versions
+            assert "2" not in stack.service.routing.store.registry().family(manifest.name).versions
 
     asyncio.run(body())

@@ -1,4 +1,4 @@
-"""The model lifecycle through the gateway: admin RPCs write the routing, feeds follow it, online metrics and the
+"""The model lifecycle through the gateway: admin RPCs change the registry in the store, feeds follow it, online metrics and the
 propensity log add up, guardrails roll a bad canary back and leave a healthy one alone. (One event loop each: the
 lifecycle does not depend on which.)"""
 
@@ -11,19 +11,20 @@ from pathlib import Path
 import grpc
 import pytest
 
+from catalog import Store, open_store
+from catalog.registry import Family, Guardrails
 from engines.base import load_manifest
 from feedserve.v1 import common_pb2, gateway_pb2
 from gateway.guardrails import GuardrailWatch, breach
 from gateway.online import ONLINE_K, OnlineMetrics, Tally
-from mesh.routing import Family, Guardrails, load_routing, update_routing
-from tests.mesh.test_routing import version_dir
+from tests.catalog.test_registry import version_dir
 from tests.ranker.test_rollout import copy_version
 from tests.stack import grpc_status, running_stack
 
 
 @pytest.fixture
 def models(manifest, tmp_path: Path) -> Path:
-    """Versions 1 and 2 of the catalog's model in a models folder; the routing file beside them."""
+    """Versions 1 and 2 of the catalog's model in a models folder."""
     root = tmp_path / "models" / manifest.name
     copy_version(manifest, root, "1")
     copy_version(manifest, root, "2")
@@ -47,14 +48,14 @@ class TestAdmin:
         first = models / "1"
 
         async def body() -> None:
-            async with running_stack(catalog, load_manifest(first), tmp_path, routing=tmp_path / "models" / "routing.json") as stack:
+            async with running_stack(catalog, load_manifest(first), tmp_path, routing=True) as stack:
                 listed = await stack.admin.StageModel(gateway_pb2.StageModelRequest(directory=str(models / "2")), timeout=30)
                 states = {v.version: v.state for v in listed.families[0].versions}
                 assert states == {"1": "primary", "2": "staged"}
                 await stack.admin.CanaryModel(gateway_pb2.CanaryRequest(family="ranker-mlp", version="2", share=0.5),
                                               timeout=30)
                 await _settle(stack)
-                family = load_routing(tmp_path / "models" / "routing.json").family("ranker-mlp")
+                family = stack.service.routing.store.registry().family("ranker-mlp")
                 users = [int(u) for u in catalog.user_ids[:30]]
                 for user in users:
                     reply = await stack.gateway.Feed(_feed(user), timeout=10)
@@ -70,19 +71,19 @@ class TestAdmin:
 
     def test_a_version_over_the_memory_budget_is_refused_with_resource_exhausted(self, catalog, models, tmp_path) -> None:
         """With a budget below two resident versions, CanaryModel is RESOURCE_EXHAUSTED naming the budget, and the
-        routing is unchanged."""
-        path = tmp_path / "models" / "routing.json"
+        registry is unchanged."""
 
         async def body() -> None:
-            async with running_stack(catalog, load_manifest(models / "1"), tmp_path, routing=path) as stack:
+            async with running_stack(catalog, load_manifest(models / "1"), tmp_path, routing=True) as stack:
                 await stack.admin.StageModel(gateway_pb2.StageModelRequest(directory=str(models / "2")), timeout=30)
-                family = load_routing(path).family("ranker-mlp")
-                update_routing(path, lambda r: setattr(r.family("ranker-mlp"), "memory_budget_bytes",
+                registry = stack.service.routing.store
+                family = registry.registry().family("ranker-mlp")
+                registry.change_registry(lambda r: setattr(r.family("ranker-mlp"), "memory_budget_bytes",
                                                        family.versions["1"].footprint_bytes + 1))
                 code, details = await grpc_status(stack.admin.CanaryModel(
                     gateway_pb2.CanaryRequest(family="ranker-mlp", version="2"), timeout=30))
                 assert code == grpc.StatusCode.RESOURCE_EXHAUSTED and "memory budget" in details
-                assert load_routing(path).family("ranker-mlp").versions["2"].state == "staged"
+                assert registry.registry().family("ranker-mlp").versions["2"].state == "staged"
 
         asyncio.run(body())
 
@@ -90,7 +91,7 @@ class TestAdmin:
 
         async def body() -> None:
             async with running_stack(catalog, load_manifest(models / "1"), tmp_path,
-                                     routing=tmp_path / "models" / "routing.json") as stack:
+                                     routing=True) as stack:
                 for call, field in (
                         (stack.admin.StageModel(gateway_pb2.StageModelRequest(directory="/nowhere"), timeout=10), "directory"),
                         (stack.admin.PromoteModel(gateway_pb2.ModelVersionRequest(family="ranker-mlp", version="7"),
@@ -114,7 +115,7 @@ def test_the_online_metrics_add_up_to_the_logged_interactions(catalog, models, t
     log = tmp_path / "served.jsonl"
 
     async def body() -> None:
-        async with running_stack(catalog, load_manifest(models / "1"), tmp_path, routing=tmp_path / "models" / "routing.json",
+        async with running_stack(catalog, load_manifest(models / "1"), tmp_path, routing=True,
                                  served_log=log) as stack:
             await stack.admin.StageModel(gateway_pb2.StageModelRequest(directory=str(models / "2")), timeout=30)
             await stack.admin.CanaryModel(gateway_pb2.CanaryRequest(family="ranker-mlp", version="2", share=0.5),
@@ -182,49 +183,51 @@ class TestGuardrails:
 
     def test_a_healthy_canary_is_not_rolled_back(self, tmp_path) -> None:
         """Click-through a little lower by chance, the same latency, no errors: no breach, the canary stays."""
-        path, metrics = self._canary_routing(tmp_path)
+        store, metrics = self._canary_routing(tmp_path)
         metrics.trial = {"ranker-mlp/1": _tally(2000, 2000), "ranker-mlp/2": _tally(200, 190)}
-        watch = GuardrailWatch(path, metrics)
-        assert watch.check(load_routing(path).family("ranker-mlp")) is None
-        assert load_routing(path).family("ranker-mlp").canary == "2" and not watch.rollbacks
+        watch = GuardrailWatch(store, metrics)
+        assert watch.check(store.registry().family("ranker-mlp")) is None
+        assert store.registry().family("ranker-mlp").canary == "2" and not watch.rollbacks
 
     def test_a_breached_guardrail_rolls_the_canary_back_and_says_why(self, tmp_path) -> None:
-        """Errors over the rate, then a P99 far over the primary's: each rolls the canary back in the routing, with
+        """Errors over the rate, then a P99 far over the primary's: each rolls the canary back in the registry, with
         the rule in the version's last change."""
         for canary, rule in ((_tally(100, 100, errors=10), "max_error_rate"),
                              (_tally(200, 200, latency_ms=90.0), "max_p99_ratio")):
-            path, metrics = self._canary_routing(tmp_path / rule)
+            store, metrics = self._canary_routing(tmp_path / rule)
             metrics.trial = {"ranker-mlp/1": _tally(2000, 2000), "ranker-mlp/2": canary}
-            watch = GuardrailWatch(path, metrics)
-            found = watch.check(load_routing(path).family("ranker-mlp"))
+            watch = GuardrailWatch(store, metrics)
+            found = watch.check(store.registry().family("ranker-mlp"))
             assert found is not None and found.rule == rule
-            family = load_routing(path).family("ranker-mlp")
+            family = store.registry().family("ranker-mlp")
             assert family.canary is None and family.versions["2"].state == "retired"
             assert f"guardrail {rule} breached" in family.versions["2"].last_change
             assert watch.rollbacks[0]["version"] == "2"
 
     def test_two_gateways_judging_one_bad_canary_roll_it_back_once(self, tmp_path) -> None:
-        """Two gateways' watches on one routing, each with its own counts showing the breach and the family as each
-        last read it: the first rolls the canary back; the second finds it gone, records nothing and says nothing
-        happened; the routing's history holds one rollback."""
-        path, metrics = self._canary_routing(tmp_path)
+        """Two gateways' watches on one registry (each with its own connection to the store and its own counts
+        showing the breach) and the family as each last read it: the first rolls the canary back; the second finds
+        it gone, records nothing and says nothing happened; the registry's history holds one rollback."""
+        store, metrics = self._canary_routing(tmp_path)
         metrics.trial = {"ranker-mlp/1": _tally(2000, 2000), "ranker-mlp/2": _tally(100, 100, errors=10)}
-        first, second = GuardrailWatch(path, metrics), GuardrailWatch(path, metrics)
-        seen = load_routing(path).family("ranker-mlp")  # both read the routing before either wrote
+        other = open_store(tmp_path / "catalog.db")  # the second gateway's own connection
+        first, second = GuardrailWatch(store, metrics), GuardrailWatch(other, metrics)
+        seen = store.registry().family("ranker-mlp")  # both read the registry before either wrote
         assert first.check(seen) is not None and second.check(seen) is None
         assert len(first.rollbacks) == 1 and not second.rollbacks
-        history = load_routing(path).family("ranker-mlp").versions["2"].history
+        history = other.registry().family("ranker-mlp").versions["2"].history
         assert sum("breached" in str(change) for change in history) == 1
 
     @staticmethod
-    def _canary_routing(directory: Path) -> tuple[Path, OnlineMetrics]:
-        path = directory / "routing.json"
+    def _canary_routing(directory: Path) -> tuple[Store, OnlineMetrics]:
+        directory.mkdir(parents=True, exist_ok=True)
+        store = open_store(directory / "catalog.db")
 
-        def setup(routing) -> None:
-            family = routing.families.setdefault("ranker-mlp", Family("ranker-mlp"))
+        def setup(registry) -> None:
+            family = registry.families.setdefault("ranker-mlp", Family("ranker-mlp"))
             family.stage(version_dir(directory, "1"), 0, 0.0)
             family.stage(version_dir(directory, "2"), 0, 0.0)
             family.canary_version("2", 0.1, 1.0)
 
-        update_routing(path, setup)
-        return path, OnlineMetrics()
+        store.change_registry(setup)
+        return store, OnlineMetrics()

@@ -1,4 +1,4 @@
-"""Versions side by side in one ranker: hot swap by routing, in-flight requests, shadow scoring, the memory budget."""
+"""Versions side by side in one ranker: hot swap by the registry in the store, in-flight requests, shadow scoring, the memory budget."""
 
 from __future__ import annotations
 
@@ -18,7 +18,6 @@ from engines.sentence import SentenceEncoder, ensure_encoder
 from feedserve.v1 import ranker_pb2
 from learning.refresh import export_shuffled
 from mesh.methods import HeapOutputs
-from mesh.routing import load_routing, update_routing
 from ranker.service import Ranker
 from tests.stack import CLOCK
 
@@ -42,7 +41,7 @@ def versions(catalog, manifest: ModelManifest, tmp_path: Path) -> tuple[Path, Mo
 def routed_ranker(catalog, manifest: ModelManifest, tmp_path: Path, **options) -> Ranker:
     store = catalog.copy(tmp_path / "store")
     return Ranker(open_store(store), catalog.schema, manifest, poll_s=0.01, clock=lambda: CLOCK,
-                  routing=tmp_path / "models" / "routing.json", **options)
+                  routing=True, **options)
 
 
 def _rank(core: Ranker, user: int, catalog, **fields) -> ranker_pb2.RankResponse:
@@ -51,11 +50,11 @@ def _rank(core: Ranker, user: int, catalog, **fields) -> ranker_pb2.RankResponse
 
 
 def test_a_ranker_registers_the_version_it_starts_on_as_the_primary(catalog, versions, tmp_path) -> None:
-    """With no routing yet, the ranker writes its family with the version it serves as primary."""
+    """With an empty registry, the ranker writes its family with the version it serves as primary."""
     _, first, _ = versions
     core = routed_ranker(catalog, first, tmp_path)
     try:
-        family = load_routing(tmp_path / "models" / "routing.json").family(first.name)
+        family = core.store.registry().family(first.name)
         assert family.primary == "1" and family.versions["1"].footprint_bytes > 0
     finally:
         core.close()
@@ -66,15 +65,14 @@ def test_in_flight_requests_finish_on_their_version_during_a_swap(catalog, versi
     been promoted and swapped in; the next request is answered by version 2."""
     root, first, second = versions
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
         user = int(catalog.user_ids[0])
-        waiting = core.follower.applied + 1
+        waiting = core.follower.applied + 2  # the registry's change below takes the next number, the item the one after
         answers: list[ranker_pb2.RankResponse] = []
         held = threading.Thread(target=lambda: answers.append(
             _rank(core, user, catalog, min_sequence=waiting, min_sequence_wait_ms=60_000)))
         held.start()
-        update_routing(path, lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+        core.store.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
                                         r.family(first.name).promote("2", 2.0)))
         assert core.rollout is not None and core.rollout.settle(120)
         assert core.resident.primary.version == "2"
@@ -88,12 +86,11 @@ def test_in_flight_requests_finish_on_their_version_during_a_swap(catalog, versi
 
 
 def test_a_canary_answers_its_share_of_users_and_the_rest_stay_on_the_primary(catalog, versions, tmp_path) -> None:
-    """With version 2 as a 50% canary, each user is answered by the version the routing's salted hash gives them."""
+    """With version 2 as a 50% canary, each user is answered by the version the registry's salted hash gives them."""
     root, first, second = versions
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
-        routing, _ = update_routing(path, lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+        routing, _ = core.store.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
                                                      r.family(first.name).canary_version("2", 0.5, 2.0)))
         assert core.rollout is not None and core.rollout.settle(120)
         family = routing.family(first.name)
@@ -112,11 +109,10 @@ def test_shadow_scoring_never_changes_a_response(catalog, manifest, versions, tm
     root, first, _ = versions
     broken = export_shuffled(first, root, seed=3)
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
         users = [int(u) for u in catalog.user_ids[:12]]
         before = [_rank(core, u, catalog) for u in users]
-        update_routing(path, lambda r: (r.family(first.name).stage(broken.directory, 0, 1.0),
+        core.store.change_registry(lambda r: (r.family(first.name).stage(broken.directory, 0, 1.0),
                                         setattr(r.family(first.name), "shadow_share", 1.0),
                                         r.family(first.name).shadow_version(broken.version, 2.0)))
         assert core.rollout is not None and core.rollout.settle(120)
@@ -138,7 +134,6 @@ def test_the_ranker_does_not_load_a_version_over_its_memory_budget(catalog, vers
     leaves the canary unloaded, says why, and keeps serving the primary."""
     root, first, second = versions
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
         def squeeze(routing) -> None:
             family = routing.family(first.name)
@@ -146,7 +141,7 @@ def test_the_ranker_does_not_load_a_version_over_its_memory_budget(catalog, vers
             family.canary_version("2", 0.5, 2.0)  # a footprint of 0 passes the routing's own check
             family.memory_budget_bytes = core.resident.primary.resident_bytes + 1
 
-        update_routing(path, squeeze)
+        core.store.change_registry(squeeze)
         assert core.rollout is not None and core.rollout.settle(120)
         status = core.models(ranker_pb2.ModelsRequest(), {}, HeapOutputs())
         assert "over the memory budget" in status.not_loaded["2"]
@@ -160,9 +155,8 @@ def test_versions_loaded_side_by_side_follow_the_catalog(catalog, versions, enco
     """An item written and encoded after a canary was loaded is coded by both versions' item towers."""
     root, first, second = versions
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
-        update_routing(path, lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+        core.store.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
                                         r.family(first.name).canary_version("2", 0.5, 2.0)))
         assert core.rollout is not None and core.rollout.settle(120)
         core.store.upsert_items([Item("both-versions", "Kayaking the fjords", "paddles, cliffs", ["travel"])])
@@ -183,9 +177,8 @@ def test_a_shadow_identical_to_the_primary_agrees_with_it(catalog, versions, tmp
     the same way (Spearman and overlap@20 of 1, no score shift)."""
     root, first, second = versions
     core = routed_ranker(catalog, first, tmp_path)
-    path = tmp_path / "models" / "routing.json"
     try:
-        update_routing(path, lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+        core.store.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
                                         setattr(r.family(first.name), "shadow_share", 1.0),
                                         r.family(first.name).shadow_version("2", 2.0)))
         assert core.rollout is not None and core.rollout.settle(120)

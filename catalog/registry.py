@@ -1,25 +1,22 @@
-"""Model routing as configuration: the registry of each model family's versions and their states, the canary's share
-and salt, the shadow's sample, the guardrails and the memory budget; one JSON file that the services watch."""
+"""The model registry: each model family's versions and their states (with the history of changes and their reasons),
+the canary's share and salt, the shadow's sample, the guardrails and the memory budget, and the one rule for which
+version answers a request (`Family.route`). Its rows live in the store (catalog/registry_rows.py) and reach every
+service through the change feed (catalog/feed.py, RegistryWatcher)."""
 
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
-import os
 import secrets
-import threading
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
-from mesh.logging import get_logger
 
-__all__ = ["STATES", "SERVING", "Guardrails", "Version", "Family", "Routing", "RoutingWatcher", "in_canary",
-           "load_routing", "update_routing", "routing_path", "footprint_bytes", "BYTES_PER_ITEM"]
+__all__ = ["STATES", "SERVING", "HISTORY", "Guardrails", "Version", "Family", "Registry", "in_canary",
+           "legacy_routing_path", "footprint_bytes", "BYTES_PER_ITEM"]
 
 STATES = ("staged", "shadow", "canary", "primary", "retired")
 SERVING = ("primary", "canary", "shadow")  # the states a service keeps a version loaded for
@@ -27,11 +24,12 @@ DEFAULT_CANARY_SHARE = 0.1
 DEFAULT_SHADOW_SHARE = 0.1
 DEFAULT_BUDGET_BYTES = 4 << 30
 BYTES_PER_ITEM = 4 * (512 + 128)  # a ranker version's item terms (first layer) and its light stage's units, float32
-_HISTORY = 50  # changes kept per version
+HISTORY = 50  # changes read back per version (the store keeps every one)
 
 
-def routing_path(home: Path) -> Path:
-    """Where a deployment's routing lives: beside the models it names."""
+def legacy_routing_path(home: Path) -> Path:
+    """Where releases before the registry moved into the store kept it: a JSON file beside the models
+    (`feedserve up` imports it once)."""
     return home / "models" / "routing.json"
 
 
@@ -111,7 +109,7 @@ class Family:
     def _move(self, version: str, state: str, why: str, now: float) -> None:
         entry = self.versions[version]
         if entry.state != state:
-            entry.history = [*entry.history, {"at": now, "from": entry.state, "to": state, "why": why}][-_HISTORY:]
+            entry.history = [*entry.history, {"at": now, "from": entry.state, "to": state, "why": why}][-HISTORY:]
             entry.state = state
 
     def _check_budget(self, adding: str) -> None:
@@ -247,8 +245,8 @@ def footprint_bytes(directory: Path, items: int, bytes_per_item: int = BYTES_PER
 
 
 @dataclass
-class Routing:
-    """Every family, as the file holds it; `revision` counts the writes."""
+class Registry:
+    """Every family; `revision` is the catalog sequence number its latest change took (0: never changed)."""
 
     families: dict[str, Family] = field(default_factory=dict)
     revision: int = 0
@@ -263,7 +261,7 @@ class Routing:
                            "families": {name: asdict(f) for name, f in self.families.items()}}, indent=1)
 
     @classmethod
-    def from_json(cls, text: str) -> Routing:
+    def from_json(cls, text: str) -> Registry:
         data = json.loads(text)
         families = {}
         for name, f in data.get("families", {}).items():
@@ -271,77 +269,3 @@ class Routing:
             guardrails = Guardrails(**f.pop("guardrails", {}))
             families[name] = Family(versions=versions, guardrails=guardrails, **f)
         return cls(families, int(data.get("revision", 0)))
-
-
-def load_routing(path: Path) -> Routing:
-    """The routing as written (an empty one when there is no file yet)."""
-    try:
-        return Routing.from_json(path.read_text())
-    except FileNotFoundError:
-        return Routing()
-    except (ValueError, TypeError, KeyError) as exc:
-        raise FailedPrecondition(f"the routing configuration {path} cannot be read: {exc}") from None
-
-
-def update_routing(path: Path, change: Callable[[Routing], Any]) -> tuple[Routing, Any]:
-    """Read, change and write the routing under an exclusive lock (writers on several hosts or processes take
-    turns); the write replaces the file whole (readers never see half of one). Returns (routing, change's result)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path.with_suffix(".lock"), "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        routing = load_routing(path)
-        result = change(routing)
-        routing.revision += 1
-        temporary = path.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}")
-        with open(temporary, "w") as out:
-            out.write(routing.to_json())
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(temporary, path)
-    return routing, result
-
-
-class RoutingWatcher:
-    """Calls `on_change(routing)` with the routing now and after every write: `check` (or a thread that calls it
-    every `poll_s`) reads the file, a few kilobytes, and compares it with the last one read. (Its inode and mtime
-    would not do: a replaced file's inode is reused, and two writes can share a clock tick.)"""
-
-    def __init__(self, path: Path, on_change: Callable[[Routing], None], poll_s: float = 0.2) -> None:
-        self.path, self.on_change, self.poll_s = path, on_change, poll_s
-        self._seen: bytes | None = None
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
-        self.check()
-
-    def check(self) -> bool:
-        """Read the routing if it changed since last time; True when it did."""
-        try:
-            text = self.path.read_bytes()
-        except FileNotFoundError:
-            text = b""
-        if text == self._seen:
-            return False
-        self._seen = text
-        try:
-            routing = Routing.from_json(text.decode()) if text else Routing()
-        except (ValueError, TypeError, KeyError) as exc:
-            raise FailedPrecondition(f"the routing configuration {self.path} cannot be read: {exc}") from None
-        self.on_change(routing)
-        return True
-
-    def start(self) -> RoutingWatcher:
-        def run() -> None:
-            while not self._stop.wait(self.poll_s):
-                try:
-                    self.check()
-                except Exception as exc:  # a bad write must not stop the watching: the next good one is read
-                    get_logger("routing").warning("routing not applied", path=str(self.path), error=str(exc))
-
-        self._thread = threading.Thread(target=run, name="routing-watch", daemon=True)
-        self._thread.start()
-        return self
-
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread is not None:
-            self._thread.join()
