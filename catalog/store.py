@@ -25,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from catalog.keys import KEYS_DDL, StoredKeys
+from catalog.online_rows import ONLINE_DDL, StoredOnlineCounts
 from catalog.records import Event, Item, StoredItem, User
 from catalog.registry_rows import REGISTRY_DDL, StoredRegistry
 from catalog.spaces import LearnedSpaces, served_vector
@@ -67,7 +68,7 @@ CREATE INDEX IF NOT EXISTS user_tombstones_by_seq ON user_tombstones (seq);
 _COUNTERS = ("seq", "item", "user", "space", "active_space", "keys", "registry")
 
 
-class Store(LearnedSpaces, StoredKeys, StoredRegistry):
+class Store(LearnedSpaces, StoredKeys, StoredRegistry, StoredOnlineCounts):
     """One connection, used by one thread at a time; every method is one transaction.
 
     `dialect` is 'sqlite' or 'postgresql'; SQL is written once with `?` placeholders.
@@ -86,7 +87,7 @@ class Store(LearnedSpaces, StoredKeys, StoredRegistry):
                 self.schema = _ensure_schema(cur)
                 self._lock_key = _lock_key(self.schema)
             blob = "BLOB" if dialect == "sqlite" else "BYTEA"
-            for statement in filter(str.strip, (_DDL + KEYS_DDL + REGISTRY_DDL).format(blob=blob).split(";")):
+            for statement in filter(str.strip, (_DDL + KEYS_DDL + REGISTRY_DDL + ONLINE_DDL).format(blob=blob).split(";")):
                 cur.execute(statement)
             for counter in _COUNTERS:
                 cur.execute(self._sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),
@@ -98,8 +99,9 @@ class Store(LearnedSpaces, StoredKeys, StoredRegistry):
         return text if self.dialect == "sqlite" else text.replace("?", "%s")
 
     @contextmanager
-    def _transaction(self, write: bool = True) -> Iterator[Any]:
-        """One transaction under the writer lock; a failure to reach the store is UNAVAILABLE naming it."""
+    def _transaction(self, write: bool = True, serial: bool = True) -> Iterator[Any]:
+        """One transaction under the writer lock; a failure to reach the store is UNAVAILABLE naming it. A write
+        that is not `serial` (rows only its writer touches) does not take PostgreSQL's catalog lock."""
         with self._lock:
             try:
                 if self._conn is None:
@@ -107,7 +109,7 @@ class Store(LearnedSpaces, StoredKeys, StoredRegistry):
                 cur = self._conn.cursor()
                 if self.dialect == "sqlite":
                     cur.execute("BEGIN IMMEDIATE" if write else "BEGIN")
-                elif write:
+                elif write and serial:
                     cur.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock_key,))
                 try:
                     yield cur

@@ -1,5 +1,6 @@
 """Canary guardrails: the configured rules compare the canary with the primary over the same time (error rate, P99
-ratio, click-through at k, each once the sample is big enough) and a breach rolls the canary back in the routing."""
+ratio, click-through at k, each once the sample is big enough), over the counts of every gateway replica, and a breach
+rolls the canary back in the registry, once."""
 
 from __future__ import annotations
 
@@ -55,7 +56,8 @@ def breach(rules: Guardrails, canary: Tally, primary: Tally) -> Breach | None:
 
 
 class GuardrailWatch:
-    """Checks the family's canary against its rules; on a breach, writes the rollback into the registry (with the
+    """Checks the family's canary against its rules, on the trial's counts summed over every gateway replica
+    (gateway/rollout.py publishes them); on a breach, writes the rollback into the registry (with the
     reason, which `feedserve models list` and the dashboard show) and remembers it. A canary already rolled back by
     the time the registry is written (by another gateway, or an operator) is left alone: one rollback, one record."""
 
@@ -64,12 +66,14 @@ class GuardrailWatch:
         self.rollbacks: list[dict] = []  # {"at", "family", "version", "why"}
         self.log = get_logger("gateway")
 
-    def check(self, family: Family) -> Breach | None:
+    def check(self, family: Family, trial: dict[str, Tally] | None = None) -> Breach | None:
+        """`trial`: each version's counts since the canary began (default: this gateway's own)."""
         canary, primary = family.canary, family.primary
         if canary is None or primary is None:
             return None
-        found = breach(family.guardrails, self.metrics.trial.get(f"{family.name}/{canary}", Tally()),
-                       self.metrics.trial.get(f"{family.name}/{primary}", Tally()))
+        trial = self.metrics.trial if trial is None else trial
+        found = breach(family.guardrails, trial.get(f"{family.name}/{canary}", Tally()),
+                       trial.get(f"{family.name}/{primary}", Tally()))
         if found is None:
             return None
 

@@ -16,11 +16,12 @@ from pathlib import Path
 import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
+from catalog.online_rows import CountRow
 from feedserve.v1 import common_pb2, gateway_pb2
 from mesh.lru import LruCache
 from mesh.percentiles import p50_p99
 
-__all__ = ["Tally", "OnlineMetrics", "OnlineMetricsCollector", "PropensityLog", "ONLINE_K"]
+__all__ = ["Tally", "OnlineMetrics", "OnlineMetricsCollector", "PropensityLog", "ONLINE_K", "summed"]
 
 ONLINE_K = 10  # click-through is counted over a feed's first ten positions
 _RECENT_FEEDS = 100_000  # feeds an interaction can still be attributed to (about 300 bytes each at k = 20)
@@ -50,11 +51,31 @@ class Tally:
     def p99_ms(self) -> float:
         return p50_p99(list(self.latencies_ms))[1] if self.latencies_ms else 0.0
 
+    COUNTS = ("feeds", "errors", "impressions", "clicks_at_k", "likes", "skips", "interactions")
+
+    def to_row(self, version: str) -> CountRow:
+        """What a replica publishes to the store for this tally (catalog/online_rows.py)."""
+        return (version, {name: int(getattr(self, name)) for name in self.COUNTS},
+                np.asarray(self.latencies_ms, "<f4").tobytes())
+
     def to_proto(self) -> gateway_pb2.OnlineMetrics:
         return gateway_pb2.OnlineMetrics(
             feeds=self.feeds, errors=self.errors, impressions=self.impressions, clicks_at_k=self.clicks_at_k,
             k=ONLINE_K, likes=self.likes, skips=self.skips, ctr_at_k=self.ctr_at_k,
             likes_per_feed=self.likes / self.feeds if self.feeds else 0.0, p99_ms=self.p99_ms)
+
+
+def summed(rows: list[tuple[str, CountRow]]) -> dict[str, Tally]:
+    """Per version, the counts of every replica's rows added up and their recent latencies pooled."""
+    out: dict[str, Tally] = {}
+    for _, (version, counts, latencies) in rows:
+        tally = out.get(version)
+        if tally is None:
+            tally = out[version] = Tally(latencies_ms=deque())  # pooled: every replica's recent latencies
+        for name in Tally.COUNTS:
+            setattr(tally, name, getattr(tally, name) + int(counts.get(name, 0)))
+        tally.latencies_ms.extend(np.frombuffer(latencies, "<f4").tolist())
+    return out
 
 
 class PropensityLog:

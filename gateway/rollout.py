@@ -1,9 +1,13 @@
 """The gateway's side of model routing: it follows the model registry in the store (which version answers each
-user), keeps the canary's guardrails, and carries out the operators' changes (`feedserve models ...`) in the registry."""
+user), publishes its online counts to the store and judges the canary's guardrails on every replica's counts, and
+carries out the operators' changes (`feedserve models ...`) in the registry."""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import secrets
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -14,14 +18,16 @@ from catalog.registry import Family, Registry, footprint_bytes
 from engines.base import load_manifest, verify_files
 from errors import FeedserveError, InvalidArgument
 from feedserve.v1 import gateway_pb2, ranker_pb2
-from gateway.guardrails import GuardrailWatch
-from gateway.online import OnlineMetrics, Tally
+from gateway.guardrails import Breach, GuardrailWatch
+from gateway.online import OnlineMetrics, Tally, summed
 from mesh.clients import RankerClient
 from mesh.logging import get_logger
 
 __all__ = ["GatewayRouting", "RANKER_FAMILY"]
 
 RANKER_FAMILY = "ranker-mlp"
+TOTAL = "total"  # the scope of the counts since each replica started (a trial's scope names its canary)
+PUBLISH_S = 1.0  # how often a replica's counts reach the store
 
 
 class GatewayRouting:
@@ -31,7 +37,10 @@ class GatewayRouting:
                  family: str = RANKER_FAMILY) -> None:
         self.metrics, self.ranker, self.store, self.name = metrics, ranker, store, family
         self.family: Family | None = None
+        self.replica = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"  # its rows in online_counts
+        self.trial_scope = ""  # the current canary's trial, as every replica names it ("": no canary)
         self._trial: tuple | None = None
+        self._published = 0.0
         self.guardrails = GuardrailWatch(store, metrics)
         self.watcher = RegistryWatcher(store, self._on_change)
         self.log = get_logger("gateway")
@@ -42,6 +51,9 @@ class GatewayRouting:
         if trial != self._trial:  # a new canary: its comparison with the primary starts from nothing
             self.metrics.start_trial()
             self._trial = trial
+            canary = trial[0] if trial is not None else None
+            self.trial_scope = f"trial {self.name}/{canary} since {trial[1]!r}" if trial and canary else ""
+            self.store.forget_counts([TOTAL, self.trial_scope])  # the trials that ended
         self.family = family
 
     def version_for(self, user_id: int) -> str:
@@ -49,15 +61,38 @@ class GatewayRouting:
         family = self.family
         return (family.route(user_id) or "") if family is not None else ""
 
+    def publish(self) -> None:
+        """This replica's counts to the store: its totals, and the current trial's."""
+        self._published = time.monotonic()
+        self.store.publish_counts(TOTAL, self.replica, [t.to_row(v) for v, t in list(self.metrics.totals.items())],
+                                  time.time())
+        if self.trial_scope:
+            self.store.publish_counts(self.trial_scope, self.replica,
+                                      [t.to_row(v) for v, t in list(self.metrics.trial.items())], time.time())
+
+    def trial_counts(self) -> dict[str, Tally]:
+        """Each version's counts since the canary began, summed over every replica that published them."""
+        return summed(self.store.counts_of(self.trial_scope)) if self.trial_scope else {}
+
+    def tick(self) -> Breach | None:
+        """Follow the registry, publish the counts (every PUBLISH_S), and judge the canary on every replica's."""
+        self.watcher.check()
+        if time.monotonic() - self._published < PUBLISH_S:
+            return None
+        self.publish()
+        family = self.family
+        if family is None or family.canary is None:
+            return None
+        found = self.guardrails.check(family, self.trial_counts())
+        if found is not None:
+            self.watcher.check()
+        return found
+
     async def watch(self, every_s: float = 0.2) -> None:
-        """Follow the registry and check the guardrails (the store's reads on a worker thread, never on the loop)."""
+        """`tick` every `every_s`, on a worker thread (the store is never read on the event loop)."""
         while True:
             try:
-                await asyncio.to_thread(self.watcher.check)
-                family = self.family
-                if family is not None and family.canary is not None:
-                    if await asyncio.to_thread(self.guardrails.check, family) is not None:
-                        await asyncio.to_thread(self.watcher.check)
+                await asyncio.to_thread(self.tick)
             except FeedserveError as exc:
                 self.log.warning("routing not read", error=str(exc))
             await asyncio.sleep(every_s)  # a polling period, not synchronisation
@@ -102,6 +137,8 @@ class GatewayRouting:
         registry = await asyncio.to_thread(self.store.registry)
         names = [name] if name else sorted(registry.families)
         status = await self._ranker_status()
+        await asyncio.to_thread(self.publish)  # this replica's latest counts beside every other's
+        totals = summed(await asyncio.to_thread(self.store.counts_of, TOTAL))
         answer = gateway_pb2.ModelList()
         for family_name in names:
             family = registry.family(family_name)
@@ -117,7 +154,7 @@ class GatewayRouting:
                     footprint_bytes=version.footprint_bytes, last_change=change,
                     resident=status is not None and family.name == self.name
                     and any(m.version == version.version for m in status.models),
-                    online=self.metrics.totals.get(f"{family.name}/{version.version}", Tally()).to_proto())
+                    online=totals.get(f"{family.name}/{version.version}", Tally()).to_proto())
             if status is not None and family.name == self.name and status.shadow.compared:
                 out.shadow.CopyFrom(status.shadow)
         return answer

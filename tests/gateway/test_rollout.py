@@ -17,6 +17,7 @@ from engines.base import load_manifest
 from feedserve.v1 import common_pb2, gateway_pb2
 from gateway.guardrails import GuardrailWatch, breach
 from gateway.online import ONLINE_K, OnlineMetrics, Tally
+from gateway.rollout import GatewayRouting
 from tests.catalog.test_registry import version_dir
 from tests.ranker.test_rollout import copy_version
 from tests.stack import grpc_status, running_stack
@@ -217,6 +218,30 @@ class TestGuardrails:
         assert len(first.rollbacks) == 1 and not second.rollbacks
         history = other.registry().family("ranker-mlp").versions["2"].history
         assert sum("breached" in str(change) for change in history) == 1
+
+    def test_two_replicas_each_too_small_to_judge_roll_back_once_on_their_summed_counts(self, tmp_path) -> None:
+        """Two gateways on one store each route 60 feeds to the canary, 10 of them failed: with min_feeds 100
+        neither can judge its own half. Each publishes its counts to the store; the second to judge sees 120 feeds
+        and 20 failures summed over both, and rolls the canary back; the first then finds it gone. The registry's
+        history holds one rollback, and ListModels' totals add up both replicas."""
+        store, _ = self._canary_routing(tmp_path)
+        replicas = [GatewayRouting(open_store(tmp_path / "catalog.db"), OnlineMetrics()) for _ in range(2)]
+        for replica in replicas:
+            replica.metrics.trial = {"ranker-mlp/1": _tally(1000, 1000), "ranker-mlp/2": _tally(50, 50, errors=10)}
+            replica.metrics.totals = dict(replica.metrics.trial)
+            assert replica.family is not None and replica.guardrails.check(replica.family) is None  # alone: too few
+        first, second = replicas
+        assert first.tick() is None  # its own counts only, so far
+        found = second.tick()
+        assert found is not None and found.rule == "max_error_rate" and "20 of 120 feeds failed" in str(found)
+        first._published = 0.0  # its next tick publishes and judges again
+        assert first.tick() is None and first.family is not None and first.family.canary is None
+        history = store.registry().family("ranker-mlp").versions["2"].history
+        assert sum("breached" in str(change) for change in history) == 1
+        assert len(second.guardrails.rollbacks) == 1 and not first.guardrails.rollbacks
+        listed = asyncio.run(first.describe("ranker-mlp"))
+        online = {v.version: v.online for v in listed.families[0].versions}
+        assert online["2"].feeds == 100 and online["2"].errors == 20 and online["1"].feeds == 2000
 
     @staticmethod
     def _canary_routing(directory: Path) -> tuple[Store, OnlineMetrics]:
