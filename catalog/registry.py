@@ -16,7 +16,7 @@ from typing import Any
 from errors import FailedPrecondition, InvalidArgument, NotFound, ResourceExhausted
 
 __all__ = ["STATES", "SERVING", "HISTORY", "Guardrails", "Version", "Family", "Registry", "in_canary",
-           "legacy_routing_path", "footprint_bytes", "BYTES_PER_ITEM"]
+           "legacy_routing_path", "model_cache", "footprint_bytes", "BYTES_PER_ITEM"]
 
 STATES = ("staged", "shadow", "canary", "primary", "retired")
 SERVING = ("primary", "canary", "shadow")  # the states a service keeps a version loaded for
@@ -25,6 +25,11 @@ DEFAULT_SHADOW_SHARE = 0.1
 DEFAULT_BUDGET_BYTES = 4 << 30
 BYTES_PER_ITEM = 4 * (512 + 128)  # a ranker version's item terms (first layer) and its light stage's units, float32
 HISTORY = 50  # changes read back per version (the store keeps every one)
+
+
+def model_cache(home: Path) -> Path:
+    """Where a service keeps the versions it fetched from the store (catalog/artifacts.py)."""
+    return home / "cache" / "models"
 
 
 def legacy_routing_path(home: Path) -> Path:
@@ -55,6 +60,7 @@ class Version:
     footprint_bytes: int = 0
     space: int = 0  # a ranker's learned space: versions served side by side must share the served one
     history: list[dict[str, Any]] = field(default_factory=list)  # {"at", "from", "to", "why"}
+    manifest: str = ""  # its manifest.json as staged: the files (by SHA-256) any host fetches from the store
 
     @property
     def last_change(self) -> str:
@@ -140,7 +146,8 @@ class Family:
         `any_model` (a generation tier, which any decoder may fill) a model of another name is a version too,
         keyed `NAME/VERSION` (the imported SmolLM2 in the `large` tier: `smollm2/1`)."""
         try:
-            manifest = json.loads((directory / "manifest.json").read_text())
+            text = (directory / "manifest.json").read_text()
+            manifest = json.loads(text)
         except (OSError, ValueError) as exc:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
         if manifest.get("name") != self.name and not any_model:
@@ -155,6 +162,7 @@ class Family:
             entry = self.versions[version] = Version(version, "staged", str(directory))
             entry.history.append({"at": now, "from": "", "to": "staged", "why": why})
         entry.directory, entry.offline_metrics, entry.footprint_bytes = str(directory), metrics, footprint
+        entry.manifest = text
         entry.trained_to_sequence = int(extra.get("trained_to_sequence", 0))
         entry.space = int(extra.get("space", 0))
         if self.primary is None:

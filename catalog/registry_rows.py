@@ -12,7 +12,9 @@ from contextlib import AbstractContextManager
 from dataclasses import asdict
 from typing import Any, TypeVar
 
+from catalog.artifacts import manifest_files
 from catalog.registry import HISTORY, Family, Guardrails, Registry, Version
+from errors import FailedPrecondition
 
 __all__ = ["REGISTRY_DDL", "StoredRegistry"]
 
@@ -22,7 +24,8 @@ CREATE TABLE IF NOT EXISTS model_families (name TEXT PRIMARY KEY, canary_share D
     guardrails TEXT NOT NULL, canary_since DOUBLE PRECISION NOT NULL, seq BIGINT NOT NULL);
 CREATE TABLE IF NOT EXISTS model_versions (family TEXT NOT NULL, version TEXT NOT NULL, state TEXT NOT NULL,
     directory TEXT NOT NULL, offline_metrics TEXT NOT NULL, trained_to_sequence BIGINT NOT NULL,
-    footprint_bytes BIGINT NOT NULL, space BIGINT NOT NULL, seq BIGINT NOT NULL, PRIMARY KEY (family, version));
+    footprint_bytes BIGINT NOT NULL, space BIGINT NOT NULL, manifest TEXT NOT NULL, seq BIGINT NOT NULL,
+    PRIMARY KEY (family, version));
 CREATE TABLE IF NOT EXISTS model_changes (seq BIGINT NOT NULL, step INTEGER NOT NULL, family TEXT NOT NULL,
     version TEXT NOT NULL, from_state TEXT NOT NULL, to_state TEXT NOT NULL, why TEXT NOT NULL,
     at DOUBLE PRECISION NOT NULL, PRIMARY KEY (seq, step));
@@ -30,7 +33,7 @@ CREATE INDEX IF NOT EXISTS model_changes_by_version ON model_changes (family, ve
 """
 
 _FAMILY = "name, canary_share, shadow_share, salt, memory_budget_bytes, guardrails, canary_since"
-_VERSION = "family, version, state, directory, offline_metrics, trained_to_sequence, footprint_bytes, space"
+_VERSION = "family, version, state, directory, offline_metrics, trained_to_sequence, footprint_bytes, space, manifest"
 T = TypeVar("T")
 
 
@@ -66,6 +69,9 @@ class StoredRegistry:
             changed = [key for key, row in after.items() if before.get(key) != row]
             changes = [(f.name, v.version, entry) for f in registry.families.values() for v in f.versions.values()
                        for entry in v.history if id(entry) not in old]
+            for key in changed:
+                if key[0] == "version" and before.get(key, ())[-1:] != after[key][-1:]:
+                    _check_files(self, cur, "/".join(key[1:]), after[key][-1])
             if changed or changes:
                 seq = self._next(cur, "seq", 1)
                 for key in changed:
@@ -86,12 +92,26 @@ class StoredRegistry:
                                   " memory_budget_bytes = excluded.memory_budget_bytes, guardrails = excluded.guardrails,"
                                   " canary_since = excluded.canary_since, seq = excluded.seq"), (*row, seq))
         else:
-            cur.execute(self._sql(f"INSERT INTO model_versions ({_VERSION}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)"
+            cur.execute(self._sql(f"INSERT INTO model_versions ({_VERSION}, seq) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
                                   " ON CONFLICT (family, version) DO UPDATE SET state = excluded.state,"
                                   " directory = excluded.directory, offline_metrics = excluded.offline_metrics,"
                                   " trained_to_sequence = excluded.trained_to_sequence,"
                                   " footprint_bytes = excluded.footprint_bytes, space = excluded.space,"
-                                  " seq = excluded.seq"), (*row, seq))
+                                  " manifest = excluded.manifest, seq = excluded.seq"), (*row, seq))
+
+
+def _check_files(stored: StoredRegistry, cur: Any, name: str, manifest: str) -> None:
+    """A version is registered only once the store holds every file its manifest records (Store.upload_version)."""
+    files = manifest_files(manifest) if manifest else {}
+    if not files:
+        return
+    marks = ", ".join("?" for _ in files)
+    cur.execute(stored._sql(f"SELECT sha256 FROM artifacts WHERE sha256 IN ({marks})"), tuple(set(files.values())))
+    held = {str(row[0]) for row in cur.fetchall()}
+    for path, digest in files.items():
+        if digest not in held:
+            raise FailedPrecondition(f"model {name}: {path} is not in the store (upload the version's files first: "
+                                     f"feedserve models stage does)")
 
 
 def _sequence(cur: Any) -> int:
@@ -106,9 +126,9 @@ def _read(cur: Any) -> Registry:
                                   Guardrails(**json.loads(guardrails)), float(since))
                 for name, canary, shadow, salt, budget, guardrails, since in cur.fetchall()}
     cur.execute(f"SELECT {_VERSION} FROM model_versions")
-    for family, version, state, directory, metrics, trained_to, footprint, space in cur.fetchall():
+    for family, version, state, directory, metrics, trained_to, footprint, space, manifest in cur.fetchall():
         families[family].versions[version] = Version(str(version), str(state), str(directory), json.loads(metrics),
-                                                     int(trained_to), int(footprint), int(space), [])
+                                                     int(trained_to), int(footprint), int(space), [], str(manifest))
     # each version's latest changes, oldest first
     cur.execute(f"SELECT family, version, from_state, to_state, why, at FROM (SELECT *, ROW_NUMBER() OVER"
                 f" (PARTITION BY family, version ORDER BY seq DESC, step DESC) AS n FROM model_changes) AS latest"
@@ -131,5 +151,5 @@ def _rows(registry: Registry) -> dict[tuple[str, ...], tuple[Any, ...]]:
             rows[("version", family.name, version.version)] = (
                 family.name, version.version, version.state, version.directory,
                 json.dumps(version.offline_metrics, sort_keys=True), int(version.trained_to_sequence),
-                int(version.footprint_bytes), int(version.space))
+                int(version.footprint_bytes), int(version.space), version.manifest)
     return rows

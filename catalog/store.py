@@ -24,6 +24,7 @@ from typing import Any
 
 import numpy as np
 
+from catalog.artifacts import ARTIFACTS_DDL, StoredArtifacts
 from catalog.keys import KEYS_DDL, StoredKeys
 from catalog.online_rows import ONLINE_DDL, StoredOnlineCounts
 from catalog.records import Event, Item, StoredItem, User
@@ -68,7 +69,7 @@ CREATE INDEX IF NOT EXISTS user_tombstones_by_seq ON user_tombstones (seq);
 _COUNTERS = ("seq", "item", "user", "space", "active_space", "keys", "registry")
 
 
-class Store(LearnedSpaces, StoredKeys, StoredRegistry, StoredOnlineCounts):
+class Store(LearnedSpaces, StoredKeys, StoredRegistry, StoredOnlineCounts, StoredArtifacts):
     """One connection, used by one thread at a time; every method is one transaction.
 
     `dialect` is 'sqlite' or 'postgresql'; SQL is written once with `?` placeholders.
@@ -87,7 +88,7 @@ class Store(LearnedSpaces, StoredKeys, StoredRegistry, StoredOnlineCounts):
                 self.schema = _ensure_schema(cur)
                 self._lock_key = _lock_key(self.schema)
             blob = "BLOB" if dialect == "sqlite" else "BYTEA"
-            for statement in filter(str.strip, (_DDL + KEYS_DDL + REGISTRY_DDL + ONLINE_DDL).format(blob=blob).split(";")):
+            for statement in filter(str.strip, (_DDL + KEYS_DDL + REGISTRY_DDL + ONLINE_DDL + ARTIFACTS_DDL).format(blob=blob).split(";")):
                 cur.execute(statement)
             for counter in _COUNTERS:
                 cur.execute(self._sql("INSERT INTO counters (name, value) VALUES (?, 0) ON CONFLICT (name) DO NOTHING"),

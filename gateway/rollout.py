@@ -121,6 +121,7 @@ class GatewayRouting:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
         name = manifest.name
         await asyncio.to_thread(verify_files, manifest)  # files that are not the version's: refused, named
+        await asyncio.to_thread(self.store.upload_version, path)  # by SHA-256, for rankers on any host
         # a ranker holds a table row per catalog item; a generation tier none
         rows = await asyncio.to_thread(_item_rows, self.store) if name == self.name else 0
 

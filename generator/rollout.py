@@ -9,12 +9,15 @@ import time
 from pathlib import Path
 
 from catalog import Store
+from catalog.artifacts import version_directory
 from catalog.feed import RegistryWatcher
-from catalog.registry import Family, Registry, footprint_bytes
+from catalog.registry import Family, Registry, footprint_bytes, model_cache
 from engines.base import load_manifest
+from errors import FeedserveError
 from generator.pipeline import RouterConfig
 from generator.registry import tier_spec
 from generator.residency import ResidencyPool
+from mesh.config import default_home
 from mesh.logging import get_logger
 
 __all__ = ["TierRouting", "TIERS"]
@@ -39,6 +42,9 @@ class TierRouting:
     def _register(self) -> None:
         """Tiers the registry does not know yet start with the versions this generator was started on; a tier the
         registry knows gets the started version staged beside its primary (the registry decides what serves)."""
+        for directory in self.directories.values():  # their files, by SHA-256, for generators on other hosts
+            self.store.upload_version(directory)
+
         def change(registry: Registry) -> None:
             for tier, directory in self.directories.items():
                 family = registry.families.setdefault(tier, Family(tier))
@@ -64,11 +70,12 @@ class TierRouting:
         """The pool's name for a tier's version, adding its spec to the pool the first time."""
         key = (tier, version)
         if key not in self.names:
-            directory = Path(family.versions[version].directory)
-            if directory == self.directories[tier]:
+            entry = family.versions[version]
+            if Path(entry.directory) == self.directories[tier]:
                 self.names[key] = self.started[tier]
             else:
                 name = f"{self.started[tier]}@{version}"
+                directory = version_directory(self.store, entry, model_cache(default_home()))  # fetched if not here
                 self.pool.specs[name] = tier_spec(name, load_manifest(directory))
                 self.names[key] = name
         return self.names[key]
@@ -83,7 +90,7 @@ class TierRouting:
                 for version in (family.primary, family.canary):
                     if version is not None:
                         self._name(tier, family, version)
-            except (OSError, KeyError, ValueError) as exc:  # a version that cannot be read keeps the old routing
+            except (FeedserveError, OSError, KeyError, ValueError) as exc:  # a version that cannot be read keeps the old routing
                 self.log.warning("tier routing not applied", tier=tier, error=str(exc))
                 continue
             families[tier] = family

@@ -7,6 +7,8 @@ import math
 from pathlib import Path
 
 from catalog import Store, load_schema, open_store, preset_schema
+from catalog.artifacts import version_directory
+from catalog.registry import model_cache
 from catalog.schema import PRESETS
 from catalog.store import store_default
 from engines import ModelManifest
@@ -50,7 +52,8 @@ def routed_primary(store: Store, family: str, space: int) -> ModelManifest | Non
     version = primary.primary
     if version is None or primary.versions[version].space != space:
         return None
-    directory = Path(primary.versions[version].directory)
+    # the staged directory, or (on another host) the version's files fetched from the store by hash
+    directory = version_directory(store, primary.versions[version], model_cache(default_home()))
     return load_manifest(directory) if (directory / "manifest.json").exists() else None
 
 

@@ -10,9 +10,11 @@ from pathlib import Path
 from typing import Protocol
 
 from catalog import Store
+from catalog.artifacts import version_directory
 from catalog.feed import RegistryWatcher
-from catalog.registry import Family, Registry, footprint_bytes
+from catalog.registry import Family, Registry, footprint_bytes, model_cache
 from errors import FeedserveError
+from mesh.config import default_home
 from mesh.logging import get_logger
 from ranker.versions import ModelVersion, Resident
 
@@ -40,8 +42,10 @@ class Rollout:
     """Follows the registry's family of the primary; `not_loaded` says which named versions are not resident
     and why (loading, over the budget, failed)."""
 
-    def __init__(self, core: Host, primary: ModelVersion, store: Store, poll_s: float = 0.2) -> None:
+    def __init__(self, core: Host, primary: ModelVersion, store: Store, poll_s: float = 0.2,
+                 cache: Path | None = None) -> None:
         self.core, self.store = core, store
+        self.cache = cache or model_cache(default_home())  # versions fetched from the store by hash
         self.resident = Resident.of(primary)  # what it last swapped in (the ranker starts on its primary alone)
         self.name = primary.manifest.name
         self.not_loaded: dict[str, str] = {}
@@ -58,6 +62,8 @@ class Rollout:
 
     def _register(self, primary: ModelVersion) -> None:
         """A family the registry does not know yet starts with the version this ranker was started on as primary."""
+        self.store.upload_version(primary.manifest.directory)  # its files, by SHA-256, for rankers on other hosts
+
         def change(registry: Registry) -> None:
             family = registry.families.setdefault(self.name, Family(self.name))
             if primary.version not in family.versions:
@@ -140,7 +146,13 @@ class Rollout:
         entry = family.versions[version]
         stays = sum(m.resident_bytes for m in self._pool.values()
                     if m.version in {family.primary, family.canary, family.shadow})
-        need = footprint_bytes(Path(entry.directory), self.core.item_rows())
+        try:  # where this host reads it: the staged directory, or the files fetched from the store
+            directory = version_directory(self.store, entry, self.cache)
+        except (FeedserveError, OSError) as exc:
+            self.not_loaded[version] = f"failed: {exc}"
+            self.log.warning("model not loaded", version=version, role=role, why=str(exc))
+            return
+        need = footprint_bytes(directory, self.core.item_rows())
         if stays + need > family.memory_budget_bytes:
             self.not_loaded[version] = (f"over the memory budget: {need / 2**20:.0f} MiB needed beside "
                                         f"{stays / 2**20:.0f} MiB resident, budget {family.memory_budget_bytes / 2**20:.0f} MiB")
@@ -149,7 +161,7 @@ class Rollout:
         self.not_loaded[version] = "loading"
         started = time.monotonic()
         try:
-            model = self.core.load_version(Path(entry.directory))
+            model = self.core.load_version(directory)
         except (FeedserveError, OSError, KeyError, ValueError) as exc:
             self.not_loaded[version] = f"failed: {exc}"
             self.log.warning("model not loaded", version=version, role=role, why=str(exc))

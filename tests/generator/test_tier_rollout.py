@@ -47,6 +47,7 @@ def test_a_tier_version_is_staged_canaried_promoted_and_rolled_back_by_routing(g
     assert tiers.router_for(7, base) == base
 
     directory = _second_version(generation_home, tmp_path)
+    store.upload_version(directory)
     store.change_registry(lambda r: (r.family("small").stage(directory, 0, 1.0),
                                     r.family("small").canary_version("2", 0.5, 2.0)))
     assert tiers.watcher.check()

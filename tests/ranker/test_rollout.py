@@ -112,6 +112,7 @@ def test_shadow_scoring_never_changes_a_response(catalog, manifest, versions, tm
     try:
         users = [int(u) for u in catalog.user_ids[:12]]
         before = [_rank(core, u, catalog) for u in users]
+        core.store.upload_version(broken.directory)
         core.store.change_registry(lambda r: (r.family(first.name).stage(broken.directory, 0, 1.0),
                                         setattr(r.family(first.name), "shadow_share", 1.0),
                                         r.family(first.name).shadow_version(broken.version, 2.0)))
@@ -188,5 +189,28 @@ def test_a_shadow_identical_to_the_primary_agrees_with_it(catalog, versions, tmp
         assert core.shadow.wait_until_handled(len(users), 60)
         figures = core.shadow.figures()
         assert figures.spearman > 0.999 and figures.overlap_at_20 == 1.0 and abs(figures.score_shift) < 1e-4
+    finally:
+        core.close()
+
+
+def test_a_version_staged_on_another_host_is_fetched_from_the_store_and_served(catalog, versions, tmp_path,
+                                                                                monkeypatch) -> None:
+    """Version 2 registered from a directory this ranker's host does not have (moved away once staged): the ranker
+    fetches its files from the store by SHA-256 into its own home's cache and serves it as the canary."""
+    monkeypatch.setenv("FEEDSERVE_HOME", str(tmp_path / "host-b"))
+    root, first, second = versions
+    core = routed_ranker(catalog, first, tmp_path)
+    try:
+        core.store.upload_version(second.directory)
+        core.store.change_registry(lambda r: r.family(first.name).stage(second.directory, 0, 1.0))
+        second.directory.rename(tmp_path / "gone")
+        registry, _ = core.store.change_registry(lambda r: r.family(first.name).canary_version("2", 0.5, 2.0))
+        assert core.rollout is not None and core.rollout.settle(120)
+        canary = core.resident.canary
+        assert canary is not None and canary.version == "2"
+        assert canary.manifest.directory.is_relative_to(tmp_path / "host-b" / "cache" / "models")
+        family = registry.family(first.name)
+        user = next(int(u) for u in catalog.user_ids if family.route(int(u)) == "2")
+        assert _rank(core, user, catalog).model_version == "2"
     finally:
         core.close()
