@@ -7,13 +7,15 @@ order and none is lost between two writers."""
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import asdict
+from pathlib import Path
 from typing import Any, TypeVar
 
 from catalog.artifacts import manifest_files
-from catalog.registry import HISTORY, Family, Guardrails, Registry, Version
+from catalog.registry import BYTES_PER_ITEM, HISTORY, Family, Guardrails, Registry, Version, footprint_bytes
 from errors import FailedPrecondition
 
 __all__ = ["REGISTRY_DDL", "StoredRegistry"]
@@ -44,6 +46,23 @@ class StoredRegistry:
     _transaction: Callable[..., AbstractContextManager[Any]]
     _sql: Callable[[str], str]
     _next: Callable[[Any, str, int], int]
+    upload_version: Callable[[Path], int]
+    counts: Callable[[], dict[str, int]]
+
+    def register_version(self, directory: Path, why: str = "operator", per_item: bool = True) -> Version:
+        """Upload the version's files by SHA-256 (catalog/artifacts.py), then stage it in its family (made when
+        new: its first version becomes the primary). `per_item`: the version holds a row per catalog item (a
+        ranker), which its footprint counts; a generation tier holds none."""
+        counts = self.counts() if per_item else {}
+        rows = counts.get("items", 0) + counts.get("deleted_items", 0)  # a deleted item keeps its row
+        self.upload_version(directory)
+        footprint = footprint_bytes(directory, rows, BYTES_PER_ITEM)
+        name = str(json.loads((directory / "manifest.json").read_text()).get("name", ""))
+
+        def stage(registry: Registry) -> Version:
+            return registry.families.setdefault(name, Family(name)).stage(directory, footprint, time.time(), why)
+
+        return self.change_registry(stage)[1]
 
     def registry(self) -> Registry:
         """Every family as committed, read in one snapshot."""

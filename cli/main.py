@@ -13,7 +13,7 @@ from pathlib import Path
 
 import grpc
 
-from catalog import load_schema, open_store, preset_schema
+from catalog import Store, load_schema, open_store, preset_schema
 from catalog.importers import PRESETS as IMPORT_PRESETS
 from catalog.importers import plan_for
 from catalog.schema import PRESETS as SCHEMA_PRESETS
@@ -37,8 +37,9 @@ from cli.replay import command as replay_command
 from cli.security import certs_command, health_command, keys_command, stack_security
 from cli.stack import Stack
 from cli.tiers import BackgroundTiers
+from engines import ModelManifest
 from engines.sentence import DIM, ensure_encoder
-from errors import Unavailable
+from errors import FeedserveError, Unavailable
 from feedserve.v1 import common_pb2
 from gateway.keys import ROLES
 from generator.training import FORMAT as TIER_FORMAT
@@ -138,8 +139,9 @@ def _train(args: argparse.Namespace) -> int:
             print(f"error: {exc}", file=sys.stderr)
             return 1
         print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} over the served space "
-              f"{manifest.extra['space']}; `feedserve models stage {manifest.directory}` registers it")
-        return 0
+              f"{manifest.extra['space']}" + ("" if args.register else
+                                              f"; `feedserve models stage {manifest.directory}` registers it"))
+        return _register(store, manifest) if args.register else 0
     try:
         manifest = fit_and_export(store, load_schema_arg(args.schema or "simulator"), args.home / "models" / MODEL_NAME,
                                   DIM, grid=QUICK_GRID if args.quick else GRID, epochs=args.epochs, stream=sys.stderr,
@@ -152,6 +154,18 @@ def _train(args: argparse.Namespace) -> int:
     print(f"exported {manifest.name}/{manifest.version} to {manifest.directory} with learned space "
           f"{manifest.extra['space']} (trained to catalog sequence {manifest.extra['trained_to_sequence']}); "
           f"`feedserve up` publishes it, seeds users' vectors and serves it")
+    return _register(store, manifest) if args.register else 0
+
+
+def _register(store: Store, manifest: ModelManifest) -> int:
+    """`train --register`: the exported version's files into the store, and the version staged in its registry."""
+    try:
+        entry = store.register_version(manifest.directory, "trained by feedserve train")
+    except FeedserveError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    print(f"registered {manifest.name}/{entry.version} in the store's model registry as {entry.state} (its files by "
+          f"SHA-256: services on any host read it); `feedserve models shadow|canary|promote {entry.version}` serves it")
     return 0
 
 
@@ -297,6 +311,10 @@ def _parser() -> argparse.ArgumentParser:
                      help="train only the ranker again, over the learned space the store serves: a version that can "
                           "run beside the primary (feedserve models stage/shadow/canary)")
     fit.add_argument("--seed", type=int, default=1, help="with --keep-space: the training seed (default: %(default)s)")
+    fit.add_argument("--register", action="store_true",
+                     help="then register the version in the store's model registry, its files uploaded by SHA-256, "
+                          "as staged (the family's first version becomes its primary): what a training job on "
+                          "another host does, with no shared volume")
     fit.set_defaults(run=_train)
 
     up = commands.add_parser("up", parents=[world, catalog, real_tier],

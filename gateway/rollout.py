@@ -14,7 +14,7 @@ from pathlib import Path
 
 from catalog import Store
 from catalog.feed import RegistryWatcher
-from catalog.registry import Family, Registry, footprint_bytes
+from catalog.registry import Family, Registry
 from engines.base import load_manifest, verify_files
 from errors import FeedserveError, InvalidArgument
 from feedserve.v1 import gateway_pb2, ranker_pb2
@@ -121,14 +121,9 @@ class GatewayRouting:
             raise InvalidArgument("directory", f"{directory} holds no readable manifest.json: {exc}") from None
         name = manifest.name
         await asyncio.to_thread(verify_files, manifest)  # files that are not the version's: refused, named
-        await asyncio.to_thread(self.store.upload_version, path)  # by SHA-256, for rankers on any host
-        # a ranker holds a table row per catalog item; a generation tier none
-        rows = await asyncio.to_thread(_item_rows, self.store) if name == self.name else 0
-
-        def apply(registry: Registry) -> None:
-            registry.families.setdefault(name, Family(name)).stage(path, footprint_bytes(path, rows), time.time())
-
-        await asyncio.to_thread(self.store.change_registry, apply)
+        # its files by SHA-256 into the store (for services on any host), then staged; a ranker holds a table row
+        # per catalog item, a generation tier none
+        await asyncio.to_thread(self.store.register_version, path, "operator", name == self.name)
         await asyncio.to_thread(self.watcher.check)
         return await self.describe(name)
 
@@ -168,9 +163,4 @@ class GatewayRouting:
         except FeedserveError:
             return None
 
-
-def _item_rows(store: Store) -> int:
-    """Rows a ranker's item tables hold: every item ever stored (a deleted one keeps its row)."""
-    counts = store.counts()
-    return counts["items"] + counts["deleted_items"]
 

@@ -78,3 +78,15 @@ def test_bytes_that_changed_in_the_store_are_refused_when_fetched_naming_the_fil
     with pytest.raises(FailedPrecondition, match="sub/table.npz from the store does not match"):
         version_directory(store, entry, tmp_path / "cache")
     assert not any((tmp_path / "cache").glob("*/manifest.json"))  # nothing half-fetched is taken for the version
+
+
+def test_registering_a_version_uploads_its_files_and_stages_it(tmp_path: Path, store: Store) -> None:
+    """What `feedserve train --register` and StageModel do: files into the store, then the version in its family
+    (the family's first version its primary, the next staged), with the reason."""
+    first = store.register_version(exported(tmp_path, "1"), "trained by feedserve train")
+    second = store.register_version(exported(tmp_path, "2"), "trained by feedserve train")
+    assert (first.state, second.state) == ("primary", "staged")
+    files = json.loads(second.manifest)["files"]
+    assert store.missing_artifacts(files.values()) == set()
+    family = store.registry().family("ranker-mlp")
+    assert family.versions["2"].history[-1]["why"] == "trained by feedserve train"

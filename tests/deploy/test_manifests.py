@@ -107,6 +107,21 @@ class TestKubernetes:
         assert ranker["securityContext"]["runAsUser"] != gateway["spec"]["template"]["spec"]["securityContext"]["runAsUser"]
         assert {"name": "FEEDSERVE_RING_GROUP", "value": "1"} in ranker["env"]
 
+    def test_no_replica_shares_a_volume_and_training_registers_in_the_store(self) -> None:
+        """No PersistentVolumeClaim (so none ReadWriteMany) and no pod volume but Secrets, ConfigMaps and emptyDirs:
+        replicas share nothing but the store, and any Deployment can scale. The training job registers the version
+        it trains in the store, over the served space."""
+        for resource in _resources():
+            assert resource["kind"] != "PersistentVolumeClaim", resource["metadata"]["name"]
+            if resource["kind"] not in ("Deployment", "StatefulSet", "CronJob"):
+                continue
+            template = (resource["spec"]["jobTemplate"]["spec"] if resource["kind"] == "CronJob" else resource["spec"])
+            for volume in template["template"]["spec"].get("volumes", []):
+                assert {"secret", "configMap", "emptyDir"} & set(volume), (resource["metadata"]["name"], volume)
+        train = next(r for r in _resources() if r["kind"] == "CronJob" and r["metadata"]["name"] == "train")
+        args = train["spec"]["jobTemplate"]["spec"]["template"]["spec"]["containers"][0]["args"]
+        assert args[0] == "train" and "--register" in args and "--keep-space" in args
+
     def test_colocated_gateway_pod_shares_a_memory_backed_ring_volume(self) -> None:
         gateway = next(r for r in _resources() if r["kind"] == "Deployment" and r["metadata"]["name"] == "gateway")
         spec = gateway["spec"]["template"]["spec"]
