@@ -214,3 +214,30 @@ def test_a_version_staged_on_another_host_is_fetched_from_the_store_and_served(c
         assert _rank(core, user, catalog).model_version == "2"
     finally:
         core.close()
+
+
+def test_a_promote_reaches_two_rankers_on_one_store_through_its_sequence(catalog, versions, tmp_path) -> None:
+    """Two rankers, each with its own connection to one store: a promote written by a third connection takes the
+    next catalog sequence number (each ranker's change feed passes it), both swap to version 2, and the history
+    keeps the reason."""
+    root, first, second = versions
+    url = catalog.copy(tmp_path / "store")
+    cores = [Ranker(open_store(url), catalog.schema, first, poll_s=0.01, clock=lambda: CLOCK, routing=True)
+             for _ in range(2)]
+    operator = open_store(url)
+    try:
+        before = operator.sequence()
+        registry, _ = operator.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
+                                                          r.family(first.name).promote("2", 2.0, why="better offline")))
+        assert registry.revision == operator.sequence() == before + 1
+        for core in cores:
+            assert core.follower.wait_for(registry.revision, 30)  # in the catalog's change feed, in order
+            assert core.rollout is not None and core.rollout.settle(120)
+            assert core.resident.primary.version == "2"
+            assert _rank(core, int(catalog.user_ids[0]), catalog).model_version == "2"
+        change = operator.registry().family(first.name).versions["2"].history[-1]
+        assert (change["from"], change["to"], change["why"]) == ("staged", "primary", "better offline")
+    finally:
+        for core in cores:
+            core.close()
+        operator.close()
