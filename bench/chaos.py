@@ -21,6 +21,10 @@ requests at 10x its quota while another tenant's feeds are measured, in alternat
   - victim_answered_share: the victim's feeds answered in full under attack over those sent (target >= 0.99).
 
     python bench/chaos.py [--quick] [--fault-s 60] [--feed-rate 30] [--interact-rate 10] [--hostile-block-s 15]
+
+With --replicas, two of everything on one PostgreSQL instead, each replica killed in turn (bench/replicas.py):
+
+    python bench/chaos.py --replicas [--quick] [--fault-s 60] [--feed-rate 30] [--min-feeds 30]
 """
 
 from __future__ import annotations
@@ -139,7 +143,16 @@ def main() -> int:
                         help="seconds of each victim-alone and victim-under-attack block (default: %(default)s)")
     parser.add_argument("--hostile-only", action="store_true", help="measure the hostile tenant, then stop (no faults)")
     parser.add_argument("--home", type=Path, default=default_home() / "bench-chaos")
+    parser.add_argument("--replicas", action="store_true",
+                        help="two gateways, two rankers, two paramserver shards and a generator on PostgreSQL, each "
+                             "with its own home; kill -9 one replica of each kind in turn (bench/replicas.py)")
+    parser.add_argument("--min-feeds", type=int, default=30,
+                        help="with --replicas: the bad canary's guardrail sample per side (default: %(default)s)")
     args = parser.parse_args()
+    if args.replicas:
+        from bench.replicas import run
+
+        return run(args)
     fault_s = 10.0 if args.quick else args.fault_s
     block_s, blocks = (8.0, 4) if args.quick else (args.hostile_block_s, 6)
     items, users, interactions = (5_000, 500, 30_000) if args.quick else (20_000, 2_000, 120_000)

@@ -35,6 +35,8 @@ GRPC_OPTIONS = [
     ("grpc.initial_reconnect_backoff_ms", 100),
     ("grpc.min_reconnect_backoff_ms", 100),
     ("grpc.max_reconnect_backoff_ms", 1_000),
+    # an address that names several replicas (headless DNS, or ipv4:A,B) spreads calls over every one that answers
+    ("grpc.lb_policy_name", "round_robin"),
 ]
 
 # full service name -> function adding the servicer to a server

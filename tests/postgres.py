@@ -37,7 +37,9 @@ def _as_server(root: Path) -> list[str]:
 
 def control(root: Path, action: str) -> None:
     """Stop or start (on its old port) a cluster that running_postgres made under `root`."""
-    bindir, _ = postgres_bindir()
+    bindir, why = postgres_bindir()
+    if bindir is None:
+        raise RuntimeError(why)
     args = ["-m", "immediate"] if action == "stop" else ["-l", str(root / "log")]
     subprocess.run([*_as_server(root), str(bindir / "pg_ctl"), "-D", str(root / "data"), *args, "-w", action],
                    check=True, capture_output=True)
