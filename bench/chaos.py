@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine, p50_p99, prepare_catalog, record, result_line  # noqa: E402
+from bench.common import fault_windows, machine, prepare_catalog, record, result_line  # noqa: E402
 from bench.hostile_tenant import HostileTenant, measure_victim  # noqa: E402
 from catalog import open_store  # noqa: E402
 from cli.access import admin_key_path  # noqa: E402
@@ -218,21 +218,8 @@ def main() -> int:
 
     logged = set(open_store(store).events(after=first_sequence)["seq"].tolist())
     acked_lost = sum(1 for seq in out.acked if seq not in logged)
-    rows, answered_total, sent_total, recoveries = [], 0, 0, []
-    for fault, start, end in windows:
-        inside = [(due, done, outcome) for due, done, outcome in out.feeds if start <= due < end]
-        answered = sum(1 for _, _, o in inside if o in ("full", "degraded"))
-        degraded = sum(1 for _, _, o in inside if o == "degraded")
-        not_full = [done for _, done, o in inside if o != "full"]
-        recovery = max(not_full) - start if not_full else 0.0
-        latencies = [(done - due) * 1e3 for due, done, o in inside if o == "full"]
-        p50, p99 = p50_p99(latencies) if latencies else (float("nan"), float("nan"))
-        answered_total, sent_total = answered_total + answered, sent_total + len(inside)
-        recoveries.append(recovery)
-        rows.append((fault, len(inside), answered, degraded, recovery, p50, p99))
-    print(f"{'fault':<18} {'feeds':>6} {'answered':>9} {'degraded':>9} {'recovery s':>11} {'full P50 ms':>12} {'full P99 ms':>12}")
-    for fault, sent, answered, degraded, recovery, p50, p99 in rows:
-        print(f"{fault:<18} {sent:>6} {answered:>9} {degraded:>9} {recovery:>11.2f} {p50:>12.1f} {p99:>12.1f}")
+    rows, answered_total, sent_total = fault_windows(windows, out.feeds)
+    recoveries = [row[4] for row in rows]
     print(f"interactions acknowledged {len(out.acked)}, not acknowledged {out.interact_errors}, "
           f"acknowledged but missing from the log {acked_lost}")
     _print_victim(hostile)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import platform
@@ -16,7 +17,8 @@ import numpy as np
 
 from mesh.percentiles import p50_p99
 
-__all__ = ["p50_p99", "percentiles_us", "machine", "prepare_catalog", "record", "result_line", "ensure_debian_tool"]
+__all__ = ["p50_p99", "percentiles_us", "machine", "prepare_catalog", "record", "result_line", "ensure_debian_tool", "open_loop",
+           "fault_windows"]
 
 RESULTS = Path(__file__).resolve().parent / "results"
 
@@ -95,3 +97,40 @@ def ensure_debian_tool(binary: str, package: str) -> str:
         if subprocess.run(command, env=env, stdout=subprocess.DEVNULL).returncode != 0:
             raise SystemExit(f"could not install {package} ({' '.join(command)} failed); install it and rerun")
     return shutil.which(binary) or f"/usr/bin/{binary}"
+
+
+async def open_loop(rate: float, stop, send) -> None:
+    """Call `send(due)` (a coroutine function) `rate` times a second until `stop` is set, on a schedule that does not
+    drift with the calls (open loop: latency counts from each call's due time); then wait for those still running."""
+    start, n, tasks = time.monotonic(), 0, set()
+    while not stop.is_set():
+        due = start + n / rate
+        if due > time.monotonic():
+            await asyncio.sleep(due - time.monotonic())  # the open loop's schedule
+        task = asyncio.ensure_future(send(due))
+        tasks.add(task)
+        task.add_done_callback(tasks.discard)
+        n += 1
+    if tasks:
+        await asyncio.wait(tasks, timeout=5)
+
+
+def fault_windows(windows, feeds) -> tuple[list[tuple], int, int]:
+    """Per fault window (name, start, end), over the feeds (due, done, outcome) due in it: (name, sent, answered,
+    degraded, recovery s from the kill to the last feed that was not full, full P50 ms, full P99 ms), printed as a
+    table; with the answered and sent totals."""
+    rows, answered_total, sent_total = [], 0, 0
+    for name, start, end in windows:
+        inside = [(due, done, outcome) for due, done, outcome in feeds if start <= due < end]
+        answered = sum(1 for _, _, o in inside if o in ("full", "degraded"))
+        not_full = [done for _, done, o in inside if o != "full"]
+        latencies = [(done - due) * 1e3 for due, done, o in inside if o == "full"]
+        p50, p99 = p50_p99(latencies) if latencies else (float("nan"), float("nan"))
+        rows.append((name, len(inside), answered, sum(1 for _, _, o in inside if o == "degraded"),
+                     max(not_full) - start if not_full else 0.0, p50, p99))
+        answered_total, sent_total = answered_total + answered, sent_total + len(inside)
+    print(f"{'fault':<18} {'feeds':>6} {'answered':>9} {'degraded':>9} {'recovery s':>11} {'full P50 ms':>12} {'full P99 ms':>12}")
+    for name, sent, answered, degraded, recovery, p50, p99 in rows:
+        print(f"{name:<18} {sent:>6} {answered:>9} {degraded:>9} {recovery:>11.2f} {p50:>12.1f} {p99:>12.1f}")
+    return rows, answered_total, sent_total
+

@@ -32,7 +32,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
-from bench.common import machine, p50_p99, prepare_catalog, record, result_line
+from bench.common import fault_windows, machine, open_loop, prepare_catalog, record, result_line
 from bench.rollout import Simulated
 from catalog import USER, open_store, preset_schema
 from cli.stack import free_ports, wait_serving
@@ -177,17 +177,7 @@ async def drive(client: Client, rate: float, users: np.ndarray, externals: list[
                 asyncio.ensure_future(interact(externals[index], reply.items[position].id, event, reply.request_id,
                                                gateway))
 
-    start, n, tasks = time.monotonic(), 0, set()
-    while not stop.is_set():
-        due = start + n / rate
-        if due > time.monotonic():
-            await asyncio.sleep(due - time.monotonic())  # the open loop's schedule
-        task = asyncio.ensure_future(one(due, int(rng.integers(len(users)))))
-        tasks.add(task)
-        task.add_done_callback(tasks.discard)
-        n += 1
-    if tasks:
-        await asyncio.wait(tasks, timeout=5)
+    await open_loop(rate, stop, lambda due: one(due, int(rng.integers(len(users)))))
 
 
 def ranker_versions(replicas: Replicas, resident: bool = False) -> list[set[str]]:
@@ -370,20 +360,8 @@ def _measure(args, replicas: Replicas, store, url: str, world, users: int, rate:
 
     logged = set(store.events(after=first_sequence)["seq"].tolist())
     acked_lost = sum(1 for seq in out.acked if seq not in logged)
-    answered_total = sent_total = 0
-    recoveries = []
-    print(f"{'fault':<14} {'feeds':>6} {'answered':>9} {'degraded':>9} {'recovery s':>11} {'full P50 ms':>12} {'full P99 ms':>12}")
-    for name, start, end in windows:
-        inside = [(due, done, o) for due, done, o, _ in out.feeds if start <= due < end]
-        answered = sum(1 for _, _, o in inside if o in ("full", "degraded"))
-        not_full = [done for _, done, o in inside if o != "full"]
-        recovery = max(not_full) - start if not_full else 0.0
-        latencies = [(done - due) * 1e3 for due, done, o in inside if o == "full"]
-        p50, p99 = p50_p99(latencies) if latencies else (float("nan"), float("nan"))
-        answered_total, sent_total = answered_total + answered, sent_total + len(inside)
-        recoveries.append(recovery)
-        print(f"{name:<14} {len(inside):>6} {answered:>9} {sum(o == 'degraded' for _, _, o in inside):>9} "
-              f"{recovery:>11.2f} {p50:>12.1f} {p99:>12.1f}")
+    rows, answered_total, sent_total = fault_windows(windows, [(due, done, o) for due, done, o, _ in out.feeds])
+    recoveries = [row[4] for row in rows]
     print(f"interactions acknowledged {len(out.acked)}, not acknowledged {out.interact_errors}, acknowledged but "
           f"missing from the log {acked_lost}")
     result = {"acked_lost": acked_lost, "answered_share_during_faults": answered_total / max(sent_total, 1),

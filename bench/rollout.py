@@ -27,7 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import grpc  # noqa: E402
 import numpy as np  # noqa: E402
 
-from bench.common import machine, prepare_catalog, process_cpu_s, record, result_line  # noqa: E402
+from bench.common import machine, open_loop, prepare_catalog, process_cpu_s, record, result_line  # noqa: E402
 from catalog import USER, open_store, preset_schema  # noqa: E402
 from cli.stack import Stack, free_ports  # noqa: E402
 from engines.sentence import DIM  # noqa: E402
@@ -119,18 +119,7 @@ async def drive(address: str, rate: float, users: np.ndarray, reader: Simulated,
             for position, event in reader.react(index, [item.id for item in reply.items]):
                 asyncio.ensure_future(interact(user_id, reply.items[position].item_id, event, reply.request_id))
 
-        start, n, tasks = time.monotonic(), 0, set()
-        while not stop.is_set():
-            due = start + n / rate
-            wait = due - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)  # the open loop's schedule
-            task = asyncio.ensure_future(one(due, int(rng.integers(len(users)))))
-            tasks.add(task)
-            task.add_done_callback(tasks.discard)
-            n += 1
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        await open_loop(rate, stop, lambda due: one(due, int(rng.integers(len(users)))))
 
 
 def admin(address: str):
