@@ -76,7 +76,8 @@ class Replicas:
         return replica
 
     def _start(self, replica: Replica) -> None:
-        env = {**os.environ, "FEEDSERVE_HOME": str(replica.home), "FEEDSERVE_STORE": self.store,
+        # HOME too: a library's own cache under ~ (ONNX Runtime keeps one in ~/.cache/Microsoft) is then its own
+        env = {**os.environ, "HOME": str(replica.home), "FEEDSERVE_HOME": str(replica.home), "FEEDSERVE_STORE": self.store,
                "FEEDSERVE_TRANSPORT": "grpc", "PYTHONUNBUFFERED": "1"}
         for name in ("FEEDSERVE_TLS_CA", "FEEDSERVE_TLS_CERT", "FEEDSERVE_TLS_KEY", "FEEDSERVE_CONFIG"):
             env.pop(name, None)
