@@ -181,6 +181,24 @@ async def drive(client: Client, rate: float, users: np.ndarray, externals: list[
     await open_loop(rate, stop, lambda due: one(due, int(rng.integers(len(users)))))
 
 
+def shard_map(ports: list[int]) -> str:
+    """The paramserver's two shards, on the first two of `ports`, as a slot map."""
+    return ",".join(f"{shard_slots(f'{i}/2')}=127.0.0.1:{ports[i]}" for i in range(2))
+
+
+def start_services(replicas: Replicas, ports: list[int], schema: str, *gateway_args: str) -> None:
+    """Two paramserver shards, two rankers and two gateways (in that order on the six `ports`), each in its own
+    home; the gateways reach both rankers through one address list, balanced, and get `gateway_args`."""
+    for i in range(2):
+        replicas.spawn(f"paramserver-{i}", "paramserver", ports[i], "--shard", f"{i}/2",
+                       "--state-dir", str(replicas.root / f"paramserver-{i}" / "state"))
+        replicas.spawn(f"ranker-{i}", "ranker", ports[2 + i], "--schema", schema, "--threads", "1")
+    rankers = f"ipv4:127.0.0.1:{ports[2]},127.0.0.1:{ports[3]}"
+    for i in range(2):
+        replicas.spawn(f"gateway-{i}", "gateway", ports[4 + i], "--paramserver", shard_map(ports), "--ranker", rankers,
+                       "--schema", schema, *gateway_args)
+
+
 def ranker_versions(replicas: Replicas, resident: bool = False) -> list[set[str]]:
     """Per ranker, the version it answers a new user with (or, `resident`, every version it holds loaded)."""
     found = []
@@ -234,21 +252,13 @@ def _run_on(tmp: Path, home: Path, prepared: str, world, args, items: int, users
         keys.close()
         replicas = Replicas(tmp / "hosts", url)
         ports = free_ports(7)
-        shards = ",".join(f"{shard_slots(f'{i}/2')}=127.0.0.1:{ports[i]}" for i in range(2))
         try:
-            for i in range(2):
-                replicas.spawn(f"paramserver-{i}", "paramserver", ports[i], "--shard", f"{i}/2",
-                               "--state-dir", str(tmp / "hosts" / f"paramserver-{i}" / "state"))
-            for i in range(2):
-                replicas.spawn(f"ranker-{i}", "ranker", ports[2 + i], "--schema", "simulator", "--threads", "1")
-            ensure_tiers(tmp / "hosts" / "generator", sys.stderr)  # its own home's tiers
-            replicas.spawn("generator", "generator", ports[4], "--home", str(tmp / "hosts" / "generator"),
-                           "--real-tier", "none", "--routing", "--paramserver", shards, "--semantic-threshold", "0",
-                           "--no-idle-class")
-            rankers = f"ipv4:127.0.0.1:{ports[2]},127.0.0.1:{ports[3]}"
-            for i in range(2):
-                replicas.spawn(f"gateway-{i}", "gateway", ports[5 + i], "--paramserver", shards, "--ranker", rankers,
-                               "--generator", f"127.0.0.1:{ports[4]}", "--schema", "simulator", "--tenant-quota", "0:0:0")
+            generator = tmp / "hosts" / "generator"
+            ensure_tiers(generator, sys.stderr)  # its own home's tiers
+            replicas.spawn("generator", "generator", ports[6], "--home", str(generator), "--real-tier", "none",
+                           "--routing", "--paramserver", shard_map(ports), "--semantic-threshold", "0", "--no-idle-class")
+            start_services(replicas, ports[:6], "simulator", "--generator", f"127.0.0.1:{ports[6]}",
+                           "--tenant-quota", "0:0:0")
             for name in replicas.all:
                 replicas.wait(name)
             print(f"replicas: 2 gateways, 2 rankers, 2 paramserver shards, 1 generator on PostgreSQL, each its own "

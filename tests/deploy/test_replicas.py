@@ -12,12 +12,11 @@ from pathlib import Path
 
 import grpc
 
-from bench.replicas import Replicas, ranker_versions
+from bench.replicas import Replicas, ranker_versions, start_services
 from catalog import open_store
 from cli.stack import free_ports
 from feedserve.v1 import gateway_pb2, gateway_pb2_grpc
 from gateway.keys import KeyStore
-from mesh.shards import shard_slots
 from tests.ranker.test_rollout import copy_version
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -63,17 +62,8 @@ def test_two_of_each_share_no_file_and_follow_one_store(catalog, manifest, postg
     token = keys.create("operator", role="admin")[1]
     keys.close()
     replicas = Replicas(tmp_path / "hosts", postgres_database)
-    ports = free_ports(6)
-    shards = ",".join(f"{shard_slots(f'{i}/2')}=127.0.0.1:{ports[i]}" for i in range(2))
     try:
-        for i in range(2):
-            replicas.spawn(f"paramserver-{i}", "paramserver", ports[i], "--shard", f"{i}/2",
-                           "--state-dir", str(tmp_path / "hosts" / f"paramserver-{i}" / "state"))
-            replicas.spawn(f"ranker-{i}", "ranker", ports[2 + i], "--schema", catalog.schema.name, "--threads", "1")
-        rankers = f"ipv4:127.0.0.1:{ports[2]},127.0.0.1:{ports[3]}"
-        for i in range(2):
-            replicas.spawn(f"gateway-{i}", "gateway", ports[4 + i], "--paramserver", shards, "--ranker", rankers,
-                           "--schema", catalog.schema.name)
+        start_services(replicas, free_ports(6), catalog.schema.name)
         for name in replicas.all:
             replicas.wait(name)
         metadata = (("authorization", f"Bearer {token}"),)
