@@ -67,7 +67,8 @@ def test_in_flight_requests_finish_on_their_version_during_a_swap(catalog, versi
     core = routed_ranker(catalog, first, tmp_path)
     try:
         user = int(catalog.user_ids[0])
-        waiting = core.follower.applied + 2  # the registry's change below takes the next number, the item the one after
+        # the store's next numbers: the registry's change below takes the first, the item the second
+        waiting = core.store.sequence() + 2
         answers: list[ranker_pb2.RankResponse] = []
         held = threading.Thread(target=lambda: answers.append(
             _rank(core, user, catalog, min_sequence=waiting, min_sequence_wait_ms=60_000)))
