@@ -194,47 +194,29 @@ def test_a_shadow_identical_to_the_primary_agrees_with_it(catalog, versions, tmp
         core.close()
 
 
-def test_a_version_staged_on_another_host_is_fetched_from_the_store_and_served(catalog, versions, tmp_path,
-                                                                                monkeypatch) -> None:
-    """Version 2 registered from a directory this ranker's host does not have (moved away once staged): the ranker
-    fetches its files from the store by SHA-256 into its own home's cache and serves it as the canary."""
+def test_a_promote_reaches_two_rankers_on_one_store_through_its_sequence(catalog, versions, tmp_path,
+                                                                        monkeypatch) -> None:
+    """Two rankers, each with its own connection to one store, and version 2 registered from a directory their
+    host does not have (removed once registered): a promote written by a third connection takes the next catalog
+    sequence number (each ranker's change feed passes it), both fetch version 2 from the store by SHA-256 into
+    their home's cache and swap to it, and the history keeps the reason."""
     monkeypatch.setenv("FEEDSERVE_HOME", str(tmp_path / "host-b"))
-    root, first, second = versions
-    core = routed_ranker(catalog, first, tmp_path)
-    try:
-        core.store.upload_version(second.directory)
-        core.store.change_registry(lambda r: r.family(first.name).stage(second.directory, 0, 1.0))
-        second.directory.rename(tmp_path / "gone")
-        registry, _ = core.store.change_registry(lambda r: r.family(first.name).canary_version("2", 0.5, 2.0))
-        assert core.rollout is not None and core.rollout.settle(120)
-        canary = core.resident.canary
-        assert canary is not None and canary.version == "2"
-        assert canary.manifest.directory.is_relative_to(tmp_path / "host-b" / "cache" / "models")
-        family = registry.family(first.name)
-        user = next(int(u) for u in catalog.user_ids if family.route(int(u)) == "2")
-        assert _rank(core, user, catalog).model_version == "2"
-    finally:
-        core.close()
-
-
-def test_a_promote_reaches_two_rankers_on_one_store_through_its_sequence(catalog, versions, tmp_path) -> None:
-    """Two rankers, each with its own connection to one store: a promote written by a third connection takes the
-    next catalog sequence number (each ranker's change feed passes it), both swap to version 2, and the history
-    keeps the reason."""
     root, first, second = versions
     url = catalog.copy(tmp_path / "store")
     cores = [Ranker(open_store(url), catalog.schema, first, poll_s=0.01, clock=lambda: CLOCK, routing=True)
              for _ in range(2)]
     operator = open_store(url)
     try:
+        operator.register_version(second.directory, "trained elsewhere")
+        second.directory.rename(tmp_path / "gone")
         before = operator.sequence()
-        registry, _ = operator.change_registry(lambda r: (r.family(first.name).stage(second.directory, 0, 1.0),
-                                                          r.family(first.name).promote("2", 2.0, why="better offline")))
+        registry, _ = operator.change_registry(lambda r: r.family(first.name).promote("2", 2.0, why="better offline"))
         assert registry.revision == operator.sequence() == before + 1
         for core in cores:
             assert core.follower.wait_for(registry.revision, 30)  # in the catalog's change feed, in order
             assert core.rollout is not None and core.rollout.settle(120)
             assert core.resident.primary.version == "2"
+            assert core.resident.primary.manifest.directory.is_relative_to(tmp_path / "host-b" / "cache" / "models")
             assert _rank(core, int(catalog.user_ids[0]), catalog).model_version == "2"
         change = operator.registry().family(first.name).versions["2"].history[-1]
         assert (change["from"], change["to"], change["why"]) == ("staged", "primary", "better offline")
