@@ -17,7 +17,7 @@ from typing import Any
 from catalog.registry import Version
 from errors import FailedPrecondition, InvalidArgument, NotFound
 
-__all__ = ["ARTIFACTS_DDL", "CHUNK_BYTES", "StoredArtifacts", "manifest_files", "version_directory"]
+__all__ = ["ARTIFACTS_DDL", "CHUNK_BYTES", "StoredArtifacts", "held_artifacts", "manifest_files", "version_directory"]
 
 ARTIFACTS_DDL = """
 CREATE TABLE IF NOT EXISTS artifacts (sha256 TEXT PRIMARY KEY, size BIGINT NOT NULL, chunks INTEGER NOT NULL);
@@ -36,6 +36,13 @@ def manifest_files(text: str) -> dict[str, str]:
     return {str(name): str(digest) for name, digest in files.items()}
 
 
+def held_artifacts(cur: Any, sql: Callable[[str], str], digests: set[str]) -> set[str]:
+    """Those of `digests` the store holds, read within the caller's transaction."""
+    marks = ", ".join("?" for _ in digests)
+    cur.execute(sql(f"SELECT sha256 FROM artifacts WHERE sha256 IN ({marks})"), tuple(digests))
+    return {str(row[0]) for row in cur.fetchall()}
+
+
 class StoredArtifacts:
     """The store's artifact tables, as part of `Store`: the same connection and transactions."""
 
@@ -48,9 +55,7 @@ class StoredArtifacts:
         if not wanted:
             return set()
         with self._transaction(write=False) as cur:
-            marks = ", ".join("?" for _ in wanted)
-            cur.execute(self._sql(f"SELECT sha256 FROM artifacts WHERE sha256 IN ({marks})"), tuple(wanted))
-            return wanted - {str(row[0]) for row in cur.fetchall()}
+            return wanted - held_artifacts(cur, self._sql, wanted)
 
     def upload_version(self, directory: Path) -> int:
         """Every file `directory`'s manifest records that the store does not hold yet, each checked against its

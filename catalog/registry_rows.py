@@ -14,7 +14,7 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any, TypeVar
 
-from catalog.artifacts import manifest_files
+from catalog.artifacts import held_artifacts, manifest_files
 from catalog.registry import BYTES_PER_ITEM, HISTORY, Family, Guardrails, Registry, Version, footprint_bytes
 from errors import FailedPrecondition
 
@@ -124,9 +124,7 @@ def _check_files(stored: StoredRegistry, cur: Any, name: str, manifest: str) -> 
     files = manifest_files(manifest) if manifest else {}
     if not files:
         return
-    marks = ", ".join("?" for _ in files)
-    cur.execute(stored._sql(f"SELECT sha256 FROM artifacts WHERE sha256 IN ({marks})"), tuple(set(files.values())))
-    held = {str(row[0]) for row in cur.fetchall()}
+    held = held_artifacts(cur, stored._sql, set(files.values()))
     for path, digest in files.items():
         if digest not in held:
             raise FailedPrecondition(f"model {name}: {path} is not in the store (upload the version's files first: "

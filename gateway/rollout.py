@@ -39,7 +39,6 @@ class GatewayRouting:
         self.family: Family | None = None
         self.replica = f"{socket.gethostname()}/{os.getpid()}/{secrets.token_hex(3)}"  # its rows in online_counts
         self.trial_scope = ""  # the current canary's trial, as every replica names it ("": no canary)
-        self._trial: tuple | None = None
         self._published = 0.0
         self.guardrails = GuardrailWatch(store, metrics)
         self.watcher = RegistryWatcher(store, self._on_change)
@@ -47,12 +46,11 @@ class GatewayRouting:
 
     def _on_change(self, registry: Registry) -> None:
         family = registry.families.get(self.name)
-        trial = (family.canary, family.canary_since) if family is not None else None
-        if trial != self._trial:  # a new canary: its comparison with the primary starts from nothing
+        canary = family.canary if family is not None else None
+        scope = f"trial {self.name}/{canary} since {family.canary_since!r}" if family is not None and canary else ""
+        if scope != self.trial_scope:  # a new canary, or none: its comparison with the primary starts from nothing
             self.metrics.start_trial()
-            self._trial = trial
-            canary = trial[0] if trial is not None else None
-            self.trial_scope = f"trial {self.name}/{canary} since {trial[1]!r}" if trial and canary else ""
+            self.trial_scope = scope
             self.store.forget_counts([TOTAL, self.trial_scope])  # the trials that ended
         self.family = family
 
