@@ -61,7 +61,6 @@ class GatewayRouting:
 
     def publish(self) -> None:
         """This replica's counts to the store: its totals, and the current trial's."""
-        self._published = time.monotonic()
         self.store.publish_counts(TOTAL, self.replica, [t.to_row(v) for v, t in list(self.metrics.totals.items())],
                                   time.time())
         if self.trial_scope:
@@ -75,8 +74,11 @@ class GatewayRouting:
     def tick(self) -> Breach | None:
         """Follow the registry, publish the counts (every PUBLISH_S), and judge the canary on every replica's."""
         self.watcher.check()
+        # its own clock: a listing publishes too, and must not hold the guardrails back (an operator polling
+        # `feedserve models list` would keep a bad canary serving)
         if time.monotonic() - self._published < PUBLISH_S:
             return None
+        self._published = time.monotonic()
         self.publish()
         family = self.family
         if family is None or family.canary is None:

@@ -243,6 +243,16 @@ class TestGuardrails:
         online = {v.version: v.online for v in listed.families[0].versions}
         assert online["2"].feeds == 100 and online["2"].errors == 20 and online["1"].feeds == 2000
 
+    def test_listing_the_models_does_not_hold_the_guardrails_back(self, tmp_path) -> None:
+        """ListModels publishes the replica's counts as a tick does; a listing just before a tick must not make that
+        tick skip its judgement (an operator polling `feedserve models list` kept a bad canary serving)."""
+        store, _ = self._canary_routing(tmp_path)
+        routing = GatewayRouting(store, OnlineMetrics())
+        routing.metrics.trial = {"ranker-mlp/1": _tally(2000, 2000), "ranker-mlp/2": _tally(100, 100, errors=10)}
+        asyncio.run(routing.describe("ranker-mlp"))
+        found = routing.tick()
+        assert found is not None and found.rule == "max_error_rate"
+
     @staticmethod
     def _canary_routing(directory: Path) -> tuple[Store, OnlineMetrics]:
         directory.mkdir(parents=True, exist_ok=True)
